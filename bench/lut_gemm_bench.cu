@@ -1,0 +1,377 @@
+// flute-bench-kernel: the LUT-GEMM against cuBLAS, same dtype, same process, same run.
+// For each shape (K x N), dtype, M and LUT config it reports the median µs per call (CUDA
+// events around CUDA-graph replays of many calls), achieved GB/s (bytes a call must move),
+// the percentage of the device-to-device copy bandwidth measured at the start of the run,
+// and the speedup over cublasGemmEx (fp32 accumulation). Weights rotate over copies that
+// together exceed 4x the L2 size, so no call is timed from cache.
+//
+//   flute-bench-kernel [--shapes KxN,...] [--m 1,2,...] [--configs 4g128,3g128,...]
+//                      [--dtypes fp16,bf16] [--md FILE] [--json FILE] [--replays N]
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "kernels/lut_format.h"
+#include "kernels/lut_gemm.h"
+
+namespace {
+
+#define CHECK_CUDA(expr)                                                                  \
+  do {                                                                                    \
+    cudaError_t e_ = (expr);                                                              \
+    if (e_ != cudaSuccess) {                                                              \
+      std::fprintf(stderr, "error: %s failed: %s (%s:%d)\n", #expr, cudaGetErrorString(e_), \
+                   __FILE__, __LINE__);                                                   \
+      std::exit(1);                                                                       \
+    }                                                                                     \
+  } while (0)
+#define CHECK_CUBLAS(expr)                                                                     \
+  do {                                                                                         \
+    cublasStatus_t s_ = (expr);                                                                \
+    if (s_ != CUBLAS_STATUS_SUCCESS) {                                                         \
+      std::fprintf(stderr, "error: %s failed: status %d (%s:%d)\n", #expr, int(s_), __FILE__, \
+                   __LINE__);                                                                  \
+      std::exit(1);                                                                            \
+    }                                                                                          \
+  } while (0)
+
+// Deterministic pseudo-random fill, on the device (no zeros: they can run faster).
+__device__ uint32_t Hash(uint64_t i, uint32_t seed) {
+  uint64_t x = i * 0x9E3779B97F4A7C15ull + seed;
+  x ^= x >> 31; x *= 0xBF58476D1CE4E5B9ull; x ^= x >> 29;
+  return static_cast<uint32_t>(x >> 16);
+}
+__global__ void FillBytes(uint8_t* p, size_t n, uint32_t seed) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
+    p[i] = static_cast<uint8_t>(Hash(i, seed));
+}
+template <typename T>
+__global__ void FillValues(T* p, size_t n, uint32_t seed, float scale) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+    const float u = ((Hash(i, seed) & 0xffff) + 0.5f) / 65536.0f;  // (0, 1)
+    p[i] = static_cast<T>(scale * (2.0f * u - 1.0f + (u < 0.5f ? -0.05f : 0.05f)));
+  }
+}
+template <typename T>
+void Fill(T* p, size_t n, uint32_t seed, float scale) {
+  FillValues<T><<<1024, 256>>>(p, n, seed, scale);
+  CHECK_CUDA(cudaGetLastError());
+}
+
+std::vector<std::string> Split(const std::string& s, char sep) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, sep)) if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+struct Options {
+  std::vector<std::pair<int64_t, int64_t>> shapes = {  // K x N
+      {4096, 6144}, {4096, 4096}, {4096, 28672}, {14336, 4096},
+      {8192, 10240}, {8192, 8192}, {8192, 57344}, {28672, 8192}};
+  std::vector<int64_t> ms = {1, 2, 4, 8, 16, 32, 64, 128};
+  std::vector<std::pair<int, int>> configs = {{4, 128}, {3, 128}, {2, 128}, {4, 64}};  // bits, G
+  std::vector<std::string> dtypes = {"fp16", "bf16"};
+  std::string md_path, json_path;
+  int replays = 15;
+};
+
+bool ParseOptions(int argc, char** argv, Options* o) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) { std::fprintf(stderr, "error: %s needs a value\n", a.c_str()); std::exit(2); }
+      return argv[++i];
+    };
+    if (a == "--shapes") {
+      o->shapes.clear();
+      for (const auto& s : Split(value(), ',')) {
+        auto kn = Split(s, 'x');
+        if (kn.size() != 2) { std::fprintf(stderr, "error: --shapes wants KxN, got %s\n", s.c_str()); return false; }
+        o->shapes.push_back({std::stoll(kn[0]), std::stoll(kn[1])});
+      }
+    } else if (a == "--m") {
+      o->ms.clear();
+      for (const auto& s : Split(value(), ',')) o->ms.push_back(std::stoll(s));
+    } else if (a == "--configs") {
+      o->configs.clear();
+      for (const auto& s : Split(value(), ',')) {
+        auto bg = Split(s, 'g');
+        if (bg.size() != 2) { std::fprintf(stderr, "error: --configs wants e.g. 4g128, got %s\n", s.c_str()); return false; }
+        o->configs.push_back({std::stoi(bg[0]), std::stoi(bg[1])});
+      }
+    } else if (a == "--dtypes") {
+      o->dtypes = Split(value(), ',');
+    } else if (a == "--md") {
+      o->md_path = value();
+    } else if (a == "--json") {
+      o->json_path = value();
+    } else if (a == "--replays") {
+      o->replays = std::stoi(value());
+    } else {
+      std::fprintf(stderr, "error: unknown option %s (see the header of bench/lut_gemm_bench.cu)\n", a.c_str());
+      return false;
+    }
+  }
+  return true;
+}
+
+// Median seconds per call of `calls` launches of `launch(i)`, captured into one CUDA graph
+// and replayed `replays` times (after one warm-up replay).
+template <typename F>
+double TimePerCall(cudaStream_t stream, int calls, int replays, F launch) {
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  CHECK_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+  for (int i = 0; i < calls; ++i) launch(i);
+  CHECK_CUDA(cudaStreamEndCapture(stream, &graph));
+  CHECK_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+  CHECK_CUDA(cudaGraphLaunch(exec, stream));
+  CHECK_CUDA(cudaStreamSynchronize(stream));
+  cudaEvent_t a, b;
+  CHECK_CUDA(cudaEventCreate(&a));
+  CHECK_CUDA(cudaEventCreate(&b));
+  std::vector<double> t;
+  for (int r = 0; r < replays; ++r) {
+    CHECK_CUDA(cudaEventRecord(a, stream));
+    CHECK_CUDA(cudaGraphLaunch(exec, stream));
+    CHECK_CUDA(cudaEventRecord(b, stream));
+    CHECK_CUDA(cudaEventSynchronize(b));
+    float ms = 0;
+    CHECK_CUDA(cudaEventElapsedTime(&ms, a, b));
+    t.push_back(ms * 1e-3 / calls);
+  }
+  CHECK_CUDA(cudaEventDestroy(a));
+  CHECK_CUDA(cudaEventDestroy(b));
+  CHECK_CUDA(cudaGraphExecDestroy(exec));
+  CHECK_CUDA(cudaGraphDestroy(graph));
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+__global__ void CopyKernel(const uint4* __restrict__ src, uint4* __restrict__ dst, size_t n) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
+    dst[i] = src[i];
+}
+
+// The better of cudaMemcpyAsync and a 16-byte-per-thread copy kernel, bytes read + written.
+double CopyBandwidth(cudaStream_t stream, int sm_count) {
+  const size_t bytes = size_t(1) << 30;
+  void *a, *b;
+  CHECK_CUDA(cudaMalloc(&a, bytes));
+  CHECK_CUDA(cudaMalloc(&b, bytes));
+  FillBytes<<<1024, 256>>>(static_cast<uint8_t*>(a), bytes, 7);
+  const double memcpy_sec = TimePerCall(stream, 4, 9, [&](int) {
+    CHECK_CUDA(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, stream));
+  });
+  const double kernel_sec = TimePerCall(stream, 4, 9, [&](int) {
+    CopyKernel<<<sm_count * 8, 256, 0, stream>>>(static_cast<const uint4*>(a), static_cast<uint4*>(b), bytes / 16);
+  });
+  const double sec = std::min(memcpy_sec, kernel_sec);
+  CHECK_CUDA(cudaFree(a));
+  CHECK_CUDA(cudaFree(b));
+  return 2.0 * bytes / sec;  // read + write
+}
+
+struct Row {
+  int64_t k, n, m;
+  std::string dtype, config;
+  double us, gbps, pct_copy, cublas_us, speedup;
+};
+
+int NumCopies(size_t bytes_per_copy, size_t l2) {
+  return static_cast<int>(std::max<size_t>(2, (4 * l2) / std::max<size_t>(bytes_per_copy, 1) + 2));
+}
+
+template <typename T>
+void BenchShapeDtype(const Options& o, int64_t K, int64_t N, const std::string& dtype, size_t l2,
+                     double copy_bw, cublasHandle_t cublas, cudaStream_t stream, std::vector<Row>* rows) {
+  const bool bf16 = dtype == "bf16";
+  const cudaDataType_t cuda_type = bf16 ? CUDA_R_16BF : CUDA_R_16F;
+  const int64_t max_m = *std::max_element(o.ms.begin(), o.ms.end());
+  T *x, *y;
+  CHECK_CUDA(cudaMalloc(&x, max_m * K * sizeof(T)));
+  CHECK_CUDA(cudaMalloc(&y, max_m * N * sizeof(T)));
+  Fill(x, max_m * K, 11, 1.0f);
+
+  // cuBLAS baseline: dense W [N, K] in the same dtype, rotated.
+  std::vector<double> cublas_s(o.ms.size());
+  {
+    const size_t w_bytes = N * K * sizeof(T);
+    const int copies = NumCopies(w_bytes, l2);
+    std::vector<T*> w(copies);
+    for (int c = 0; c < copies; ++c) {
+      CHECK_CUDA(cudaMalloc(&w[c], w_bytes));
+      Fill(w[c], N * K, 100 + c, 0.05f);
+    }
+    const float alpha = 1.0f, beta = 0.0f;
+    for (size_t mi = 0; mi < o.ms.size(); ++mi) {
+      const int m = static_cast<int>(o.ms[mi]);
+      const int calls = std::max(copies * 2, 20);
+      cublas_s[mi] = TimePerCall(stream, calls, o.replays, [&](int i) {
+        // Row-major Y[M,N] = X[M,K] W[N,K]^T  <=>  column-major C[N,M] = W^T(K,N)^T · X^T(K,M).
+        CHECK_CUBLAS(cublasGemmEx(cublas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(N), m,
+                                  static_cast<int>(K), &alpha, w[i % copies], cuda_type,
+                                  static_cast<int>(K), x, cuda_type, static_cast<int>(K), &beta, y,
+                                  cuda_type, static_cast<int>(N), CUBLAS_COMPUTE_32F,
+                                  CUBLAS_GEMM_DEFAULT));
+      });
+    }
+    for (T* p : w) CHECK_CUDA(cudaFree(p));
+  }
+
+  for (const auto& cfg : o.configs) {
+    const flute::lut::LutShape shape{N, K, cfg.first, cfg.second};
+    const absl::Status ok = flute::lut::IsSupportedByCuda(shape);
+    if (!ok.ok()) {
+      std::fprintf(stderr, "skip %lldx%lld b=%d G=%d: %s\n", (long long)K, (long long)N, cfg.first,
+                   cfg.second, std::string(ok.message()).c_str());
+      continue;
+    }
+    const size_t code_bytes = flute::lut::PackedCodeBytes(shape);
+    const size_t scale_bytes = N * (K / cfg.second) * 2;
+    const int copies = NumCopies(code_bytes + scale_bytes, l2);
+    std::vector<uint8_t*> codes(copies);
+    std::vector<__half*> scales(copies);
+    for (int c = 0; c < copies; ++c) {
+      CHECK_CUDA(cudaMalloc(&codes[c], code_bytes));
+      CHECK_CUDA(cudaMalloc(&scales[c], scale_bytes));
+      FillBytes<<<1024, 256>>>(codes[c], code_bytes, 200 + c);
+      Fill(scales[c], scale_bytes / 2, 300 + c, 0.02f);
+    }
+    float* table;
+    CHECK_CUDA(cudaMalloc(&table, sizeof(float) << cfg.first));
+    Fill(table, size_t(1) << cfg.first, 5, 1.0f);
+    size_t ws_bytes = 0;
+    for (int64_t m : o.ms) ws_bytes = std::max(ws_bytes, flute::lut::LutGemmWorkspaceBytes(shape, m));
+    void* ws = nullptr;
+    if (ws_bytes) {
+      CHECK_CUDA(cudaMalloc(&ws, ws_bytes));
+      CHECK_CUDA(cudaMemset(ws, 0, ws_bytes));
+    }
+    char config_name[32];
+    std::snprintf(config_name, sizeof(config_name), "%db-g%d", cfg.first, cfg.second);
+    for (size_t mi = 0; mi < o.ms.size(); ++mi) {
+      const int64_t m = o.ms[mi];
+      flute::lut::LutGemmParams p;
+      p.shape = shape;
+      p.dtype = bf16 ? flute::lut::ActivationType::kBFloat16 : flute::lut::ActivationType::kFloat16;
+      p.m = m;
+      p.x = x;
+      p.y = y;
+      p.table = table;
+      p.workspace = ws;
+      p.workspace_bytes = ws_bytes;
+      const int calls = std::max(copies * 2, 20);
+      const double sec = TimePerCall(stream, calls, o.replays, [&](int i) {
+        p.packed = codes[i % copies];
+        p.scales = reinterpret_cast<const uint16_t*>(scales[i % copies]);
+        const absl::Status st = flute::lut::LaunchLutGemm(p, stream);
+        if (!st.ok()) {
+          std::fprintf(stderr, "error: %s\n", std::string(st.message()).c_str());
+          std::exit(1);
+        }
+      });
+      const double bytes = double(code_bytes) + double(scale_bytes) + 2.0 * m * K + 2.0 * m * N;
+      Row r{K, N, m, dtype, config_name, sec * 1e6, bytes / sec / 1e9, 100.0 * bytes / sec / copy_bw,
+            cublas_s[mi] * 1e6, cublas_s[mi] / sec};
+      rows->push_back(r);
+      std::fprintf(stderr, "%6lldx%-6lld %s M=%-4lld %-8s %9.2f us %7.0f GB/s %5.1f%% copy  cuBLAS %9.2f us  x%.2f\n",
+                   (long long)K, (long long)N, dtype.c_str(), (long long)m, config_name, r.us, r.gbps,
+                   r.pct_copy, r.cublas_us, r.speedup);
+    }
+    for (int c = 0; c < copies; ++c) {
+      CHECK_CUDA(cudaFree(codes[c]));
+      CHECK_CUDA(cudaFree(scales[c]));
+    }
+    CHECK_CUDA(cudaFree(table));
+    if (ws) CHECK_CUDA(cudaFree(ws));
+  }
+  CHECK_CUDA(cudaFree(x));
+  CHECK_CUDA(cudaFree(y));
+}
+
+std::string Markdown(const std::vector<Row>& rows, const std::string& header) {
+  std::ostringstream md;
+  md << header << "\n\n| K x N | dtype | M | config | µs | GB/s | % copy BW | cuBLAS µs | speedup |\n"
+     << "|---|---|---|---|---|---|---|---|---|\n";
+  char line[256];
+  for (const Row& r : rows) {
+    std::snprintf(line, sizeof(line), "| %lldx%lld | %s | %lld | %s | %.2f | %.0f | %.1f | %.2f | %.2f |\n",
+                  (long long)r.k, (long long)r.n, r.dtype.c_str(), (long long)r.m, r.config.c_str(),
+                  r.us, r.gbps, r.pct_copy, r.cublas_us, r.speedup);
+    md << line;
+  }
+  return md.str();
+}
+
+std::string Json(const std::vector<Row>& rows, const std::string& device, double copy_bw) {
+  std::ostringstream js;
+  js << "{\n  \"device\": \"" << device << "\",\n  \"copy_bandwidth_gbps\": " << copy_bw / 1e9
+     << ",\n  \"results\": [\n";
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const Row& r = rows[i];
+    js << "    {\"k\": " << r.k << ", \"n\": " << r.n << ", \"m\": " << r.m << ", \"dtype\": \"" << r.dtype
+       << "\", \"config\": \"" << r.config << "\", \"us\": " << r.us << ", \"gbps\": " << r.gbps
+       << ", \"pct_copy_bw\": " << r.pct_copy << ", \"cublas_us\": " << r.cublas_us
+       << ", \"speedup_vs_cublas\": " << r.speedup << "}" << (i + 1 < rows.size() ? "," : "") << "\n";
+  }
+  js << "  ]\n}\n";
+  return js.str();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  if (!ParseOptions(argc, argv, &o)) return 2;
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
+    std::fprintf(stderr, "error: no CUDA GPU found; flute bench kernel needs one\n");
+    return 1;
+  }
+  cudaDeviceProp prop;
+  CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
+  cudaStream_t stream;
+  CHECK_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  cublasHandle_t cublas;
+  CHECK_CUBLAS(cublasCreate(&cublas));
+  CHECK_CUBLAS(cublasSetStream(cublas, stream));
+  const double copy_bw = CopyBandwidth(stream, prop.multiProcessorCount);
+  std::fprintf(stderr, "%s, %d SMs, L2 %d MiB, copy bandwidth %.0f GB/s\n", prop.name,
+               prop.multiProcessorCount, prop.l2CacheSize >> 20, copy_bw / 1e9);
+  std::vector<Row> rows;
+  for (const auto& kn : o.shapes) {
+    for (const auto& dt : o.dtypes) {
+      if (dt == "fp16") {
+        BenchShapeDtype<__half>(o, kn.first, kn.second, dt, prop.l2CacheSize, copy_bw, cublas, stream, &rows);
+      } else if (dt == "bf16") {
+        BenchShapeDtype<__nv_bfloat16>(o, kn.first, kn.second, dt, prop.l2CacheSize, copy_bw, cublas, stream, &rows);
+      } else {
+        std::fprintf(stderr, "error: --dtypes takes fp16 and bf16, got %s\n", dt.c_str());
+        return 2;
+      }
+    }
+  }
+  char header[256];
+  std::snprintf(header, sizeof(header),
+                "LUT-GEMM vs cuBLAS on %s (%d SMs); copy bandwidth %.0f GB/s (read+write, same run); "
+                "median of CUDA-graph replays, weights rotated over > 4x L2",
+                prop.name, prop.multiProcessorCount, copy_bw / 1e9);
+  const std::string md = Markdown(rows, header);
+  std::fputs(md.c_str(), stdout);
+  if (!o.md_path.empty()) std::ofstream(o.md_path) << md;
+  if (!o.json_path.empty()) std::ofstream(o.json_path) << Json(rows, prop.name, copy_bw);
+  CHECK_CUBLAS(cublasDestroy(cublas));
+  return 0;
+}

@@ -1,0 +1,281 @@
+// The packed LUT weight layout (see kernels/README.md for the picture).
+//
+// W[N, K] is cut into tiles of 16 rows x 128 columns. Tiles are stored strip by strip
+// (a strip = 16 consecutive rows), and inside a strip in increasing k:
+//   tile(strip s, k-tile t) starts at byte (s * (K / 128) + t) * 256 * bits.
+// A tile is what one warp of the CUDA kernel dequantizes for eight mma.m16n8k16 A operands
+// (rows = n, columns = k). Lane l (g = l / 4, q = l % 4) owns 32 code PAIRS, pair p = 4 * kk + r
+// (kk = 16-wide k sub-tile 0..7, r = A register 0..3):
+//   row = g + 8 * (r & 1),  col = 16 * kk + 8 * (r >> 1) + 2 * q,  codes (row, col), (row, col + 1).
+// Each pair is one index into the kernel's table of value pairs:
+//   4-bit: 8-bit index c0 | c1 << 4; lane's 32 bytes = two 16-byte chunks, chunk c at byte
+//          512 * c + 16 * l holding pairs 16 c .. 16 c + 15 (one byte each, in order).
+//   2-bit: 4-bit index c0 | c1 << 2; lane's 16 bytes at 16 * l, pair p in nibble p (low first).
+//   3-bit: two planes. Low plane (bytes 0..511): 4-bit index (c0 & 3) | (c1 & 3) << 2, laid out
+//          as in 2-bit. High plane (bytes 512..767): lane's 8 bytes at 512 + 8 * l, pair p in
+//          bits 2p..2p+1 as (c0 >> 2) | (c1 >> 2) << 1.
+// So one 16-byte load (plus one 8-byte load at 3-bit) gives a lane whole mma fragments.
+#include "kernels/lut_format.h"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+
+namespace flute::lut {
+namespace {
+
+constexpr int kTileRows = 16;
+constexpr int kTileCols = 128;
+constexpr int kPairsPerLane = 32;
+
+int64_t TileBytes(int bits) { return 256 * bits; }
+
+// (row, col) inside a 16 x 128 tile of the first code of pair `pair` of lane `lane`.
+inline void PairPosition(int lane, int pair, int* row, int* col) {
+  const int g = lane >> 2, q = lane & 3;
+  const int kk = pair >> 2, r = pair & 3;
+  *row = g + 8 * (r & 1);
+  *col = 16 * kk + 8 * (r >> 1) + 2 * q;
+}
+
+// Writes the codes of one tile (tile_codes[16][128]) into its packed bytes.
+void PackTile(int bits, const uint8_t* tile_codes, uint8_t* out) {
+  std::memset(out, 0, static_cast<size_t>(TileBytes(bits)));
+  for (int lane = 0; lane < 32; ++lane) {
+    for (int p = 0; p < kPairsPerLane; ++p) {
+      int row, col;
+      PairPosition(lane, p, &row, &col);
+      const unsigned c0 = tile_codes[row * kTileCols + col];
+      const unsigned c1 = tile_codes[row * kTileCols + col + 1];
+      if (bits == 4) {
+        out[512 * (p >> 4) + 16 * lane + (p & 15)] = static_cast<uint8_t>(c0 | c1 << 4);
+      } else if (bits == 2) {
+        out[16 * lane + (p >> 1)] |= static_cast<uint8_t>((c0 | c1 << 2) << (4 * (p & 1)));
+      } else {
+        const unsigned lo = (c0 & 3) | (c1 & 3) << 2;
+        const unsigned hi = (c0 >> 2) | (c1 >> 2) << 1;
+        out[16 * lane + (p >> 1)] |= static_cast<uint8_t>(lo << (4 * (p & 1)));
+        out[512 + 8 * lane + (p >> 2)] |= static_cast<uint8_t>(hi << (2 * (p & 3)));
+      }
+    }
+  }
+}
+
+// The inverse of PackTile: tile_codes[16][128]. Bits is a template argument so that the
+// loops unroll without branches (DequantizeRows is the CPU backend's inner loop).
+template <int kBits>
+void UnpackTileT(const uint8_t* in, uint8_t* tile_codes) {
+  for (int lane = 0; lane < 32; ++lane) {
+    const int g = lane >> 2, q = lane & 3;
+    for (int p = 0; p < kPairsPerLane; ++p) {
+      const int row = g + 8 * (p & 1);
+      const int col = 16 * (p >> 2) + 8 * ((p >> 1) & 1) + 2 * q;
+      unsigned c0, c1;
+      if (kBits == 4) {
+        const unsigned v = in[512 * (p >> 4) + 16 * lane + (p & 15)];
+        c0 = v & 15;
+        c1 = v >> 4;
+      } else if (kBits == 2) {
+        const unsigned v = (in[16 * lane + (p >> 1)] >> (4 * (p & 1))) & 15;
+        c0 = v & 3;
+        c1 = v >> 2;
+      } else {
+        const unsigned lo = (in[16 * lane + (p >> 1)] >> (4 * (p & 1))) & 15;
+        const unsigned hi = (in[512 + 8 * lane + (p >> 2)] >> (2 * (p & 3))) & 3;
+        c0 = (lo & 3) | (hi & 1) << 2;
+        c1 = (lo >> 2) | (hi >> 1) << 2;
+      }
+      tile_codes[row * kTileCols + col] = static_cast<uint8_t>(c0);
+      tile_codes[row * kTileCols + col + 1] = static_cast<uint8_t>(c1);
+    }
+  }
+}
+
+void UnpackTile(int bits, const uint8_t* in, uint8_t* tile_codes) {
+  if (bits == 4) {
+    UnpackTileT<4>(in, tile_codes);
+  } else if (bits == 3) {
+    UnpackTileT<3>(in, tile_codes);
+  } else {
+    UnpackTileT<2>(in, tile_codes);
+  }
+}
+
+const uint8_t* TilePtr(const LutShape& s, const uint8_t* packed, int64_t strip, int64_t ktile) {
+  return packed + (strip * (s.k / kTileCols) + ktile) * TileBytes(s.bits);
+}
+
+float HalfToFloat(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16;
+  const uint32_t exp = (h >> 10) & 0x1f;
+  uint32_t mant = h & 0x3ff;
+  uint32_t bits;
+  if (exp == 0) {
+    if (mant == 0) {
+      bits = sign;
+    } else {  // subnormal: normalize
+      int e = -1;
+      do {
+        mant <<= 1;
+        ++e;
+      } while ((mant & 0x400) == 0);
+      bits = sign | static_cast<uint32_t>(127 - 15 - e) << 23 | (mant & 0x3ff) << 13;
+    }
+  } else if (exp == 31) {
+    bits = sign | 0x7f800000u | mant << 13;
+  } else {
+    bits = sign | (exp + 127 - 15) << 23 | mant << 13;
+  }
+  float f;
+  std::memcpy(&f, &bits, sizeof(f));
+  return f;
+}
+
+}  // namespace
+
+absl::Status CheckShape(const LutShape& s) {
+  if (s.bits != 2 && s.bits != 3 && s.bits != 4) {
+    return absl::InvalidArgumentError(absl::StrCat("LUT bits must be 2, 3 or 4, got ", s.bits));
+  }
+  if (s.group_size != 32 && s.group_size != 64 && s.group_size != 128 && s.group_size != 256) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("LUT group_size must be 32, 64, 128 or 256, got ", s.group_size));
+  }
+  if (s.n <= 0 || s.n % kTileRows != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "LUT out_features (n) must be a positive multiple of ", kTileRows, ", got ", s.n));
+  }
+  const int64_t k_multiple = std::max<int64_t>(kTileCols, s.group_size);
+  if (s.k <= 0 || s.k % k_multiple != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "LUT in_features (k) must be a positive multiple of max(128, group_size) = ", k_multiple,
+        ", got ", s.k, " (group_size ", s.group_size, ")"));
+  }
+  return absl::OkStatus();
+}
+
+size_t PackedCodeBytes(const LutShape& s) {
+  return static_cast<size_t>(s.n / kTileRows) * static_cast<size_t>(s.k / kTileCols) *
+         static_cast<size_t>(TileBytes(s.bits));
+}
+
+int RowAlignment(const LutShape&) { return kTileRows; }
+
+void PackCodes(const LutShape& s, const uint8_t* codes, uint8_t* packed) {
+  std::vector<uint8_t> tile(kTileRows * kTileCols);
+  for (int64_t strip = 0; strip < s.n / kTileRows; ++strip) {
+    for (int64_t kt = 0; kt < s.k / kTileCols; ++kt) {
+      for (int r = 0; r < kTileRows; ++r) {
+        std::memcpy(&tile[r * kTileCols], codes + (strip * kTileRows + r) * s.k + kt * kTileCols,
+                    kTileCols);
+      }
+      PackTile(s.bits, tile.data(),
+               const_cast<uint8_t*>(TilePtr(s, packed, strip, kt)));
+    }
+  }
+}
+
+void UnpackCodes(const LutShape& s, const uint8_t* packed, uint8_t* codes) {
+  std::vector<uint8_t> tile(kTileRows * kTileCols);
+  for (int64_t strip = 0; strip < s.n / kTileRows; ++strip) {
+    for (int64_t kt = 0; kt < s.k / kTileCols; ++kt) {
+      UnpackTile(s.bits, TilePtr(s, packed, strip, kt), tile.data());
+      for (int r = 0; r < kTileRows; ++r) {
+        std::memcpy(codes + (strip * kTileRows + r) * s.k + kt * kTileCols, &tile[r * kTileCols],
+                    kTileCols);
+      }
+    }
+  }
+}
+
+// Dequantizes one tile straight into out (row stride ld): scaled[row][group][v] holds
+// table[v] * scale for the tile's 16 rows and its groups_per_tile groups.
+template <int kBits>
+void DequantizeTile(const uint8_t* in, const float* scaled, int groups_per_tile, int group_cols,
+                    int rows, int64_t ld, float* out) {
+  constexpr int kValues = 1 << kBits;
+  for (int lane = 0; lane < 32; ++lane) {
+    const int g = lane >> 2, q = lane & 3;
+    for (int p = 0; p < kPairsPerLane; ++p) {
+      const int row = g + 8 * (p & 1);
+      if (row >= rows) continue;
+      const int col = 16 * (p >> 2) + 8 * ((p >> 1) & 1) + 2 * q;
+      unsigned c0, c1;
+      if (kBits == 4) {
+        const unsigned v = in[512 * (p >> 4) + 16 * lane + (p & 15)];
+        c0 = v & 15;
+        c1 = v >> 4;
+      } else if (kBits == 2) {
+        const unsigned v = (in[16 * lane + (p >> 1)] >> (4 * (p & 1))) & 15;
+        c0 = v & 3;
+        c1 = v >> 2;
+      } else {
+        const unsigned lo = (in[16 * lane + (p >> 1)] >> (4 * (p & 1))) & 15;
+        const unsigned hi = (in[512 + 8 * lane + (p >> 2)] >> (2 * (p & 3))) & 3;
+        c0 = (lo & 3) | (hi & 1) << 2;
+        c1 = (lo >> 2) | (hi >> 1) << 2;
+      }
+      const float* t = scaled + (row * groups_per_tile + col / group_cols) * kValues;
+      out[row * ld + col] = t[c0];
+      out[row * ld + col + 1] = t[c1];
+    }
+  }
+}
+
+template <int kBits>
+void DequantizeRowsT(const LutShape& s, const uint8_t* packed, const uint16_t* scales_f16,
+                     const float* table, int64_t row_begin, int64_t row_end, float* out) {
+  constexpr int kValues = 1 << kBits;
+  const int64_t groups_per_row = s.k / s.group_size;
+  const int group_cols = std::min(s.group_size, kTileCols);  // columns of one group in a tile
+  const int groups_per_tile = kTileCols / group_cols;
+  float scaled[kTileRows * 4 * kValues];  // [row][group in tile][value]
+  for (int64_t row0 = row_begin; row0 < row_end; row0 += kTileRows) {
+    const int64_t strip = row0 / kTileRows;
+    const int rows = static_cast<int>(std::min<int64_t>(kTileRows, row_end - row0));
+    for (int64_t kt = 0; kt < s.k / kTileCols; ++kt) {
+      for (int r = 0; r < rows; ++r) {
+        for (int gt = 0; gt < groups_per_tile; ++gt) {
+          const int64_t group = (kt * kTileCols + gt * group_cols) / s.group_size;
+          const float scale = HalfToFloat(scales_f16[(row0 + r) * groups_per_row + group]);
+          float* t = scaled + (r * groups_per_tile + gt) * kValues;
+          for (int v = 0; v < kValues; ++v) t[v] = table[v] * scale;
+        }
+      }
+      DequantizeTile<kBits>(TilePtr(s, packed, strip, kt), scaled, groups_per_tile, group_cols,
+                            rows, s.k, out + (row0 - row_begin) * s.k + kt * kTileCols);
+    }
+  }
+}
+
+void DequantizeRows(const LutShape& s, const uint8_t* packed, const uint16_t* scales_f16,
+                    const float* table, int64_t row_begin, int64_t row_end, float* out) {
+  if (s.bits == 4) {
+    DequantizeRowsT<4>(s, packed, scales_f16, table, row_begin, row_end, out);
+  } else if (s.bits == 3) {
+    DequantizeRowsT<3>(s, packed, scales_f16, table, row_begin, row_end, out);
+  } else {
+    DequantizeRowsT<2>(s, packed, scales_f16, table, row_begin, row_end, out);
+  }
+}
+
+void ReferenceMatmul(const LutShape& s, const uint8_t* packed, const uint16_t* scales_f16,
+                     const float* table, const float* x, int64_t m, float* y) {
+  std::vector<float> w(static_cast<size_t>(kTileRows * s.k));
+  for (int64_t row0 = 0; row0 < s.n; row0 += kTileRows) {
+    DequantizeRows(s, packed, scales_f16, table, row0, row0 + kTileRows, w.data());
+    for (int64_t i = 0; i < m; ++i) {
+      for (int r = 0; r < kTileRows; ++r) {
+        float acc = 0.0f;
+        const float* wr = w.data() + r * s.k;
+        const float* xr = x + i * s.k;
+        for (int64_t c = 0; c < s.k; ++c) acc += xr[c] * wr[c];
+        y[i * s.n + row0 + r] = acc;
+      }
+    }
+  }
+}
+
+}  // namespace flute::lut

@@ -1,0 +1,49 @@
+// The fused LUT-GEMM on the GPU: Y[M, N] = X[M, K] · Ŵᵀ, with Ŵ[n, k] = table[code[n, k]] ·
+// scale[n, k / G] read straight from the packed format of kernels/lut_format.h.
+// X, Y fp16 or bf16 (same type), fp32 accumulation, b ∈ {2, 3, 4}, G ∈ {32, 64, 128, 256},
+// any M ≥ 1. Declared without CUDA headers so that CPU-only code can include it; without
+// CUDA the launcher returns Unimplemented.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "kernels/lut_format.h"
+
+struct CUstream_st;  // = cudaStream_t
+
+namespace flute::lut {
+
+enum class ActivationType { kFloat16, kBFloat16 };
+
+struct LutGemmParams {
+  LutShape shape;                                // n, k, bits, group_size
+  ActivationType dtype = ActivationType::kFloat16;
+  int64_t m = 0;                                 // rows of X and Y (any m >= 1)
+  const void* x = nullptr;                       // device [m, k], dtype, row-major, 16-B aligned
+  const uint8_t* packed = nullptr;               // device, PackedCodeBytes(shape) bytes
+  const uint16_t* scales = nullptr;              // device fp16 [n, k / group_size]
+  const float* table = nullptr;                  // device fp32 [2^bits]
+  void* y = nullptr;                             // device [m, n], dtype
+  // fp32 split-K partial sums and per-tile counters. At least LutGemmWorkspaceBytes(shape, m)
+  // bytes; ZEROED ONCE when allocated (the kernel leaves its counters at zero again).
+  void* workspace = nullptr;
+  size_t workspace_bytes = 0;
+  int split_k = 0;  // 0: chosen from the SM count of the current device; else forced (tests)
+};
+
+// OK when the CUDA kernel handles `shape` (today: every shape CheckShape accepts), else
+// InvalidArgument naming the rule. Callers with an unsupported shape must use the CPU path.
+absl::Status IsSupportedByCuda(const LutShape& shape);
+
+// Workspace bytes a call with this shape and m needs on the current device.
+size_t LutGemmWorkspaceBytes(const LutShape& shape, int64_t m);
+
+// Launches on `stream` (asynchronous). Checks shape, pointers and workspace first and returns
+// InvalidArgument with the reason, or Internal with the CUDA error after the launch.
+// The split-K reduction always sums partials in split order, so the result is bitwise
+// identical run to run (deterministic) whatever the block scheduling.
+absl::Status LaunchLutGemm(const LutGemmParams& params, CUstream_st* stream);
+
+}  // namespace flute::lut

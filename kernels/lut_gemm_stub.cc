@@ -1,0 +1,18 @@
+// LaunchLutGemm and friends in a build without CUDA: every call says so clearly.
+#ifndef FLUTE_HAVE_CUDA
+#include "kernels/lut_gemm.h"
+
+namespace flute::lut {
+
+absl::Status IsSupportedByCuda(const LutShape&) {
+  return absl::UnimplementedError("this build of flute has no CUDA kernels (nvcc was not found)");
+}
+
+size_t LutGemmWorkspaceBytes(const LutShape&, int64_t) { return 0; }
+
+absl::Status LaunchLutGemm(const LutGemmParams&, CUstream_st*) {
+  return absl::UnimplementedError("this build of flute has no CUDA kernels (nvcc was not found)");
+}
+
+}  // namespace flute::lut
+#endif  // FLUTE_HAVE_CUDA

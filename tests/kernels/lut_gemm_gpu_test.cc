@@ -1,0 +1,344 @@
+// The CUDA LUT-GEMM against the CPU ReferenceMatmul, on fresh random inputs every run, over
+// bits x group size x dtype x M, with the output poisoned before each call. Skips with a
+// message when the build has no CUDA or the machine has no GPU.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "kernels/lut_format.h"
+#include "kernels/lut_gemm.h"
+
+#ifdef FLUTE_HAVE_CUDA
+#include <cuda_runtime.h>
+#endif
+
+namespace flute::lut {
+namespace {
+
+#ifndef FLUTE_HAVE_CUDA
+TEST(LutGemmGpuTest, SkippedWithoutCuda) {
+  EXPECT_FALSE(LaunchLutGemm(LutGemmParams{}, nullptr).ok());
+  GTEST_SKIP() << "built without CUDA: the GPU LUT-GEMM tests need nvcc at build time";
+}
+#else
+
+#define CUDA_OK(expr) ASSERT_EQ((expr), cudaSuccess) << #expr << ": " << cudaGetErrorString(cudaGetLastError())
+
+bool HaveGpu() {
+  int count = 0;
+  return cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
+}
+
+#define REQUIRE_GPU() \
+  if (!HaveGpu()) GTEST_SKIP() << "no CUDA GPU on this machine: LUT-GEMM GPU tests skipped"
+
+// ---- 16-bit conversions on the host ----
+uint16_t FloatToHalf(float f) {  // round to nearest even, normal range only (test data)
+  uint32_t b;
+  std::memcpy(&b, &f, 4);
+  const uint32_t sign = (b >> 16) & 0x8000;
+  int exp = static_cast<int>((b >> 23) & 0xff) - 127 + 15;
+  uint32_t mant = b & 0x7fffff;
+  if (exp <= 0) return static_cast<uint16_t>(sign);  // flush tiny values (not produced here)
+  uint32_t h = sign | (static_cast<uint32_t>(exp) << 10) | (mant >> 13);
+  const uint32_t rest = mant & 0x1fff;
+  if (rest > 0x1000 || (rest == 0x1000 && (h & 1))) ++h;
+  return static_cast<uint16_t>(h);
+}
+float HalfToFloat(uint16_t h) {
+  const uint32_t sign = (h & 0x8000u) << 16;
+  const uint32_t exp = (h >> 10) & 0x1f, mant = h & 0x3ff;
+  uint32_t b;
+  if (exp == 0x1f) b = sign | 0x7f800000u | (mant << 13);
+  else if (exp == 0) {
+    float f = std::ldexp(static_cast<float>(mant), -24);
+    return sign ? -f : f;
+  } else b = sign | ((exp + 112) << 23) | (mant << 13);
+  float f;
+  std::memcpy(&f, &b, 4);
+  return f;
+}
+uint16_t FloatToBf16(float f) {
+  uint32_t b;
+  std::memcpy(&b, &f, 4);
+  b += 0x7fff + ((b >> 16) & 1);
+  return static_cast<uint16_t>(b >> 16);
+}
+float Bf16ToFloat(uint16_t h) {
+  const uint32_t b = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &b, 4);
+  return f;
+}
+
+struct DeviceBuffer {
+  void* ptr = nullptr;
+  explicit DeviceBuffer(size_t bytes) {
+    if (bytes > 0 && cudaMalloc(&ptr, bytes) != cudaSuccess) ptr = nullptr;
+  }
+  ~DeviceBuffer() { if (ptr) cudaFree(ptr); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+};
+
+// A random quantized matrix, on the host and on the device.
+struct Problem {
+  LutShape shape;
+  std::vector<uint8_t> packed;
+  std::vector<uint16_t> scales;
+  std::vector<float> table;
+  std::unique_ptr<DeviceBuffer> d_packed, d_scales, d_table;
+};
+
+Problem MakeProblem(const LutShape& s, std::mt19937& rng) {
+  Problem p;
+  p.shape = s;
+  std::vector<uint8_t> codes(static_cast<size_t>(s.n * s.k));
+  for (auto& c : codes) c = static_cast<uint8_t>(rng() & ((1u << s.bits) - 1));
+  p.packed.resize(PackedCodeBytes(s));
+  PackCodes(s, codes.data(), p.packed.data());
+  std::uniform_real_distribution<float> mag(0.5f, 2.0f);
+  p.scales.resize(static_cast<size_t>(s.n * (s.k / s.group_size)));
+  for (auto& v : p.scales) v = FloatToHalf(mag(rng) * ((rng() & 1) ? 0.02f : -0.02f));
+  std::normal_distribution<float> normal;
+  for (int i = 0; i < (1 << s.bits); ++i) p.table.push_back(normal(rng));
+  p.d_packed = std::make_unique<DeviceBuffer>(p.packed.size());
+  p.d_scales = std::make_unique<DeviceBuffer>(p.scales.size() * 2);
+  p.d_table = std::make_unique<DeviceBuffer>(p.table.size() * 4);
+  cudaMemcpy(p.d_packed->ptr, p.packed.data(), p.packed.size(), cudaMemcpyHostToDevice);
+  cudaMemcpy(p.d_scales->ptr, p.scales.data(), p.scales.size() * 2, cudaMemcpyHostToDevice);
+  cudaMemcpy(p.d_table->ptr, p.table.data(), p.table.size() * 4, cudaMemcpyHostToDevice);
+  return p;
+}
+
+// ReferenceMatmul over strips of rows in parallel (the packed layout is strip-major, so a
+// range of 16-row strips is itself a valid packed matrix).
+std::vector<float> Reference(const Problem& p, const std::vector<float>& x, int64_t m) {
+  const LutShape& s = p.shape;
+  std::vector<float> y(static_cast<size_t>(m * s.n));
+  const int num_threads = std::max(1u, std::min(16u, std::thread::hardware_concurrency()));
+  const int64_t strips = s.n / 16;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < num_threads; ++t) {
+    threads.emplace_back([&, t] {
+      const int64_t s0 = strips * t / num_threads, s1 = strips * (t + 1) / num_threads;
+      if (s1 == s0) return;
+      LutShape sub = s;
+      sub.n = (s1 - s0) * 16;
+      std::vector<float> ys(static_cast<size_t>(m * sub.n));
+      ReferenceMatmul(sub, p.packed.data() + PackedCodeBytes({s0 * 16, s.k, s.bits, s.group_size}),
+                      p.scales.data() + s0 * 16 * (s.k / s.group_size), p.table.data(), x.data(),
+                      m, ys.data());
+      for (int64_t i = 0; i < m; ++i) {
+        std::memcpy(&y[i * s.n + s0 * 16], &ys[i * sub.n], sub.n * 4);
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  return y;
+}
+
+struct RunResult {
+  std::vector<float> y;
+  bool all_written = true;
+};
+
+// Runs the kernel once on x (floats exactly representable in dtype), poisoning y first.
+::testing::AssertionResult RunGpu(const Problem& p, ActivationType dtype, const std::vector<float>& x,
+                                  int64_t m, int split_k, std::vector<uint16_t>* y_bits) {
+  const LutShape& s = p.shape;
+  std::vector<uint16_t> xb(x.size());
+  for (size_t i = 0; i < x.size(); ++i) {
+    xb[i] = dtype == ActivationType::kFloat16 ? FloatToHalf(x[i]) : FloatToBf16(x[i]);
+  }
+  DeviceBuffer d_x(xb.size() * 2), d_y(static_cast<size_t>(m * s.n) * 2);
+  LutGemmParams params;
+  params.shape = s;
+  params.dtype = dtype;
+  params.m = m;
+  params.split_k = split_k;
+  params.x = d_x.ptr;
+  params.packed = static_cast<const uint8_t*>(p.d_packed->ptr);
+  params.scales = static_cast<const uint16_t*>(p.d_scales->ptr);
+  params.table = static_cast<const float*>(p.d_table->ptr);
+  params.y = d_y.ptr;
+  // Workspace for the forced split too: the automatic size may be smaller.
+  const size_t ws_bytes = LutGemmWorkspaceBytes(s, m) + 4096 + (split_k > 0 ? split_k * m * s.n * 4 : 0);
+  DeviceBuffer d_ws(ws_bytes);
+  cudaMemset(d_ws.ptr, 0, ws_bytes);
+  params.workspace = d_ws.ptr;
+  params.workspace_bytes = ws_bytes;
+  cudaMemcpy(d_x.ptr, xb.data(), xb.size() * 2, cudaMemcpyHostToDevice);
+  cudaMemset(d_y.ptr, 0xFF, static_cast<size_t>(m * s.n) * 2);  // NaN in fp16 and bf16
+  const absl::Status st = LaunchLutGemm(params, nullptr);
+  if (!st.ok()) return ::testing::AssertionFailure() << st;
+  const cudaError_t err = cudaDeviceSynchronize();
+  if (err != cudaSuccess) return ::testing::AssertionFailure() << cudaGetErrorString(err);
+  y_bits->resize(static_cast<size_t>(m * s.n));
+  cudaMemcpy(y_bits->data(), d_y.ptr, y_bits->size() * 2, cudaMemcpyDeviceToHost);
+  return ::testing::AssertionSuccess();
+}
+
+std::vector<float> RandomX(ActivationType dtype, int64_t m, int64_t k, std::mt19937& rng) {
+  std::normal_distribution<float> normal;
+  std::vector<float> x(static_cast<size_t>(m * k));
+  for (auto& v : x) {
+    const float f = normal(rng);
+    v = dtype == ActivationType::kFloat16 ? HalfToFloat(FloatToHalf(f)) : Bf16ToFloat(FloatToBf16(f));
+  }
+  return x;
+}
+
+// ‖y − ref‖ / ‖ref‖ with every element written and finite.
+::testing::AssertionResult Compare(ActivationType dtype, const std::vector<uint16_t>& y_bits,
+                                   const std::vector<float>& ref, double* err_out) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    const float y = dtype == ActivationType::kFloat16 ? HalfToFloat(y_bits[i]) : Bf16ToFloat(y_bits[i]);
+    if (!std::isfinite(y)) return ::testing::AssertionFailure() << "element " << i << " not written/finite";
+    num += (static_cast<double>(y) - ref[i]) * (static_cast<double>(y) - ref[i]);
+    den += static_cast<double>(ref[i]) * ref[i];
+  }
+  const double err = std::sqrt(num / std::max(den, 1e-30));
+  *err_out = err;
+  const double tol = dtype == ActivationType::kFloat16 ? 2e-3 : 1.6e-2;
+  if (err > tol) return ::testing::AssertionFailure() << "normalized error " << err << " > " << tol;
+  return ::testing::AssertionSuccess();
+}
+
+const char* Name(ActivationType t) { return t == ActivationType::kFloat16 ? "fp16" : "bf16"; }
+
+void CheckShapeAllM(const LutShape& s, const std::vector<int64_t>& ms, int split_k, std::mt19937& rng) {
+  Problem p = MakeProblem(s, rng);
+  for (ActivationType dtype : {ActivationType::kFloat16, ActivationType::kBFloat16}) {
+    double worst = 0;
+    for (int64_t m : ms) {
+      std::vector<float> x = RandomX(dtype, m, s.k, rng);
+      std::vector<uint16_t> y;
+      ASSERT_TRUE(RunGpu(p, dtype, x, m, split_k, &y));
+      double err = 0;
+      EXPECT_TRUE(Compare(dtype, y, Reference(p, x, m), &err))
+          << "n=" << s.n << " k=" << s.k << " b=" << s.bits << " G=" << s.group_size << " "
+          << Name(dtype) << " m=" << m << " split_k=" << split_k;
+      worst = std::max(worst, err);
+    }
+    std::printf("n=%lld k=%lld b=%d G=%d %s split_k=%d: worst normalized error %.2e over %zu M values\n",
+                static_cast<long long>(s.n), static_cast<long long>(s.k), s.bits, s.group_size,
+                Name(dtype), split_k, worst, ms.size());
+  }
+}
+
+const std::vector<int64_t> kAllM = {1, 2, 3, 7, 8, 15, 16, 17, 31, 32, 33, 64, 100, 128, 256, 512};
+
+TEST(LutGemmGpuTest, SmallShapesEveryBitsGroupDtypeAndM) {
+  REQUIRE_GPU();
+  std::mt19937 rng(std::random_device{}());
+  for (int bits : {2, 3, 4}) {
+    for (int g : {32, 64, 128, 256}) {
+      const int64_t kmin = std::max(128, g);
+      CheckShapeAllM({16, kmin, bits, g}, kAllM, 0, rng);  // the smallest allowed shape
+      CheckShapeAllM({80, 768, bits, g}, kAllM, 0, rng);   // partial block of rows
+      CheckShapeAllM({512, 1536, bits, g}, kAllM, 0, rng);  // man-page model's down proj
+    }
+  }
+}
+
+TEST(LutGemmGpuTest, ManPageShapes) {
+  REQUIRE_GPU();
+  std::mt19937 rng(std::random_device{}());
+  for (auto nk : std::vector<std::pair<int64_t, int64_t>>{{512, 512}, {128, 512}, {1536, 512}, {4096, 512}}) {
+    CheckShapeAllM({nk.first, nk.second, 4, 128}, {1, 7, 64, 100}, 0, rng);
+  }
+}
+
+TEST(LutGemmGpuTest, ForcedSplitKIncludingUnevenSplits) {
+  REQUIRE_GPU();
+  std::mt19937 rng(std::random_device{}());
+  for (int split : {2, 3, 5, 12}) {
+    CheckShapeAllM({256, 1536, 4, 128}, {1, 8, 17, 64, 100}, split, rng);
+    CheckShapeAllM({96, 1536, 3, 32}, {1, 33}, split, rng);
+  }
+}
+
+TEST(LutGemmGpuTest, LlamaShapes) {
+  REQUIRE_GPU();
+  std::mt19937 rng(std::random_device{}());
+  const std::vector<int64_t> ms = {1, 2, 7, 16, 33, 64, 128};
+  CheckShapeAllM({4096, 4096, 4, 128}, kAllM, 0, rng);
+  CheckShapeAllM({6144, 4096, 4, 128}, ms, 0, rng);
+  CheckShapeAllM({28672, 4096, 3, 128}, ms, 0, rng);
+  CheckShapeAllM({4096, 14336, 2, 128}, ms, 0, rng);
+  CheckShapeAllM({10240, 8192, 4, 64}, {1, 16, 64}, 0, rng);
+  CheckShapeAllM({8192, 28672, 4, 128}, {1, 16}, 0, rng);
+  CheckShapeAllM({128256, 4096, 4, 128}, {1, 16}, 0, rng);
+}
+
+TEST(LutGemmGpuTest, DeterministicBitwiseRunToRun) {
+  REQUIRE_GPU();
+  std::mt19937 rng(std::random_device{}());
+  for (int split : {0, 4}) {
+    Problem p = MakeProblem({4096, 4096, 4, 128}, rng);
+    for (int64_t m : {1, 16, 33}) {
+      std::vector<float> x = RandomX(ActivationType::kBFloat16, m, 4096, rng);
+      std::vector<uint16_t> first, again;
+      ASSERT_TRUE(RunGpu(p, ActivationType::kBFloat16, x, m, split, &first));
+      for (int rep = 0; rep < 5; ++rep) {
+        ASSERT_TRUE(RunGpu(p, ActivationType::kBFloat16, x, m, split, &again));
+        ASSERT_EQ(first, again) << "m=" << m << " split_k=" << split << " rep " << rep;
+      }
+    }
+  }
+}
+
+// A few launches of every path (each bits, G 32/128, M tiles 16/32/64, split or not), small
+// enough for compute-sanitizer memcheck/racecheck: --gtest_filter=*SanitizerSubset*.
+TEST(LutGemmGpuTest, SanitizerSubset) {
+  REQUIRE_GPU();
+  std::mt19937 rng(std::random_device{}());
+  for (int bits : {2, 3, 4}) {
+    for (int g : {32, 128}) {
+      for (int split : {0, 3}) {
+        Problem p = MakeProblem({80, 768, bits, g}, rng);
+        for (int64_t m : {1, 17, 33}) {
+          std::vector<float> x = RandomX(ActivationType::kFloat16, m, 768, rng);
+          std::vector<uint16_t> y;
+          ASSERT_TRUE(RunGpu(p, ActivationType::kFloat16, x, m, split, &y));
+          double err = 0;
+          EXPECT_TRUE(Compare(ActivationType::kFloat16, y, Reference(p, x, m), &err));
+        }
+      }
+    }
+  }
+}
+
+TEST(LutGemmGpuTest, RejectsBadCallsWithAClearError) {
+  REQUIRE_GPU();
+  LutGemmParams params;
+  params.shape = {4096, 4000, 4, 128};
+  params.m = 1;
+  absl::Status st = LaunchLutGemm(params, nullptr);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("4000"), std::string::npos) << st;
+  params.shape = {4096, 4096, 4, 128};
+  st = LaunchLutGemm(params, nullptr);  // null pointers
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+  DeviceBuffer buf(1 << 20);
+  params.x = params.y = buf.ptr;
+  params.packed = static_cast<const uint8_t*>(buf.ptr);
+  params.scales = static_cast<const uint16_t*>(buf.ptr);
+  params.table = static_cast<const float*>(buf.ptr);
+  params.split_k = 4;  // needs a workspace
+  st = LaunchLutGemm(params, nullptr);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+  EXPECT_NE(st.message().find("workspace"), std::string::npos) << st;
+}
+
+#endif  // FLUTE_HAVE_CUDA
+
+}  // namespace
+}  // namespace flute::lut
