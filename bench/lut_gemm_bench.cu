@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -363,11 +364,14 @@ int main(int argc, char** argv) {
       }
     }
   }
-  char header[256];
+  char date[32];
+  const std::time_t now = std::time(nullptr);
+  std::strftime(date, sizeof(date), "%Y-%m-%d", std::gmtime(&now));
+  char header[320];
   std::snprintf(header, sizeof(header),
-                "LUT-GEMM vs cuBLAS on %s (%d SMs); copy bandwidth %.0f GB/s (read+write, same run); "
-                "median of CUDA-graph replays, weights rotated over > 4x L2",
-                prop.name, prop.multiProcessorCount, copy_bw / 1e9);
+                "LUT-GEMM vs cuBLAS on %s (%d SMs), %s; copy bandwidth %.0f GB/s (read+write, same "
+                "run); median of CUDA-graph replays, weights rotated over > 4x L2",
+                prop.name, prop.multiProcessorCount, date, copy_bw / 1e9);
   const std::string md = Markdown(rows, header);
   std::fputs(md.c_str(), stdout);
   if (!o.md_path.empty()) std::ofstream(o.md_path) << md;

@@ -1,6 +1,8 @@
 #include "engine/hf_tokenizer.h"
 
 #include <algorithm>
+#include <cctype>
+#include <climits>
 #include <fstream>
 #include <sstream>
 #include <unordered_set>

@@ -184,38 +184,43 @@ int32_t Sampler::Draw(const float* logits, int vocab_size) {
     const int32_t id = KeyId(order_[i]);
     weights_[id] = std::exp((logits[id] - max_logit) * inv_temperature);
   }
-  // The key of the lowest-ranked kept candidate: every id ranked at or above it is kept.
-  bool has_cut = count < static_cast<size_t>(vocab_size);
-  uint64_t cut = has_cut ? *std::min_element(order_.begin(), order_.begin() + count) : 0;
-  if (params_.top_p < 1.0f) {
-    const size_t keep = TopPCount(count);
-    if (keep < count || has_cut) {
-      cut = order_[keep - 1];
-      has_cut = true;
-    }
-  }
+  // After top-k and top-p the kept candidates are order_[0, kept).
+  size_t kept = count;
+  if (params_.top_p < 1.0f) kept = TopPCount(count);
 
   // Min-p (a token's probability against the best one's, whose weight is 1) and the draw,
-  // walking ids in order so the result depends only on the seed and the kept set.
+  // walking ids in increasing order so the result depends only on the seed and the kept set:
+  // over the kept ids sorted, or, when most of the vocabulary is kept, over all ids with a
+  // rank test (cheaper than sorting).
   const float min_weight = params_.min_p;
-  const auto kept = [&](int32_t id) {
-    return (!has_cut || RankKey(logits, id) >= cut) && weights_[id] >= min_weight;
-  };
-  double total = 0.0;
-  for (int32_t id = 0; id < vocab_size; ++id) {
-    if (kept(id)) total += weights_[id];
+  kept_ids_.clear();
+  if (kept * 8 < static_cast<size_t>(vocab_size)) {
+    for (size_t i = 0; i < kept; ++i) {
+      const int32_t id = KeyId(order_[i]);
+      if (weights_[id] >= min_weight) kept_ids_.push_back(id);
+    }
+    std::sort(kept_ids_.begin(), kept_ids_.end());
+  } else {
+    const bool all = kept == static_cast<size_t>(vocab_size);
+    const uint64_t cut = all ? 0 : *std::min_element(order_.begin(), order_.begin() + kept);
+    for (int32_t id = 0; id < vocab_size; ++id) {
+      if ((all || RankKey(logits, id) >= cut) && weights_[id] >= min_weight) {
+        kept_ids_.push_back(id);
+      }
+    }
   }
-  if (!(total > 0.0) || !std::isfinite(total)) return best;
+  double total = 0.0;
+  for (int32_t id : kept_ids_) total += weights_[id];
+  if (kept_ids_.empty() || !(total > 0.0) || !std::isfinite(total)) return best;
   const double u = UniformDouble(rng_) * total;
   double cumulative = 0.0;
-  int32_t last_kept = best;
-  for (int32_t id = 0; id < vocab_size; ++id) {
-    if (!kept(id)) continue;
+  int32_t last_positive = best;
+  for (int32_t id : kept_ids_) {
     cumulative += weights_[id];
-    last_kept = id;
+    if (weights_[id] > 0.0f) last_positive = id;
     if (u < cumulative) return id;
   }
-  return last_kept;  // rounding: u landed at the very top
+  return last_positive;  // rounding: u landed at the very top
 }
 
 size_t Sampler::TopPCount(size_t count) {

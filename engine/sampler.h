@@ -65,6 +65,7 @@ class Sampler {
   std::unordered_map<int32_t, int> generated_counts_;
   std::vector<float> scratch_;
   std::vector<uint64_t> order_;  // rank keys (logit bits, id) being selected / sorted
+  std::vector<int32_t> kept_ids_;  // the ids a draw chooses among, increasing
   std::vector<float> weights_;  // by id: softmax weights of the current candidates
 };
 

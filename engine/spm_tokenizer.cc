@@ -456,11 +456,11 @@ absl::Status SpmTokenizer::Initialize(const std::string& model_path) {
     if (id >= 0 && id < size && std::find(eos_ids_.begin(), eos_ids_.end(), id) == eos_ids_.end())
       eos_ids_.push_back(static_cast<int32_t>(id));
   };
-  add_eos(api_->eos_id(h));
-  if (config_.eos_token) {
+  if (config_.eos_token) {  // first: it is the EOS that add_eos_token appends
     const int32_t id = PieceToId(*config_.eos_token);
     if (InVocab(id) && pieces_[id] == *config_.eos_token) add_eos(id);
   }
+  add_eos(api_->eos_id(h));
   for (int64_t id : config_.generation_eos_ids) {
     if (id < 0 || id >= size) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -568,6 +568,7 @@ absl::StatusOr<std::vector<int32_t>> SpmTokenizer::Encode(std::string_view text,
       }
     }
   }
+  // eos_ids_[0] is tokenizer_config's eos_token when it names a piece, else the model's EOS.
   if (add_special_tokens && config_.add_eos && !eos_ids_.empty()) ids.push_back(eos_ids_[0]);
   return ids;
 }

@@ -190,36 +190,73 @@ void UnpackCodes(const LutShape& s, const uint8_t* packed, uint8_t* codes) {
   }
 }
 
-// Dequantizes one tile straight into out (row stride ld): scaled[row][group][v] holds
-// table[v] * scale for the tile's 16 rows and its groups_per_tile groups.
+// Where the pair (row, 2i), (row, 2i + 1) of a tile lives in its packed bytes: the inverse
+// of the lane/pair mapping above, tabulated once so that DequantizeTile walks rows in order.
+struct PairSource {
+  uint16_t lo_byte;  // byte holding the pair's index (4/2-bit) or low plane nibble (3-bit)
+  uint8_t lo_shift;  // 0 or 4
+  uint16_t hi_byte;  // 3-bit: byte of the high plane
+  uint8_t hi_shift;  // 3-bit: 0, 2, 4 or 6
+};
+
+const PairSource* PairSources(int bits) {  // [16 rows][64 pairs]
+  static const std::vector<PairSource>* tables = [] {
+    auto* t = new std::vector<PairSource>[5];
+    for (int b : {2, 3, 4}) {
+      t[b].resize(kTileRows * kTileCols / 2);
+      for (int lane = 0; lane < 32; ++lane) {
+        for (int p = 0; p < kPairsPerLane; ++p) {
+          int row, col;
+          PairPosition(lane, p, &row, &col);
+          PairSource src{};
+          if (b == 4) {
+            src.lo_byte = static_cast<uint16_t>(512 * (p >> 4) + 16 * lane + (p & 15));
+          } else {
+            src.lo_byte = static_cast<uint16_t>(16 * lane + (p >> 1));
+            src.lo_shift = static_cast<uint8_t>(4 * (p & 1));
+            src.hi_byte = static_cast<uint16_t>(512 + 8 * lane + (p >> 2));
+            src.hi_shift = static_cast<uint8_t>(2 * (p & 3));
+          }
+          t[b][row * (kTileCols / 2) + col / 2] = src;
+        }
+      }
+    }
+    return t;
+  }();
+  return tables[bits].data();
+}
+
+// Dequantizes one tile into out (row stride ld), row by row in increasing column:
+// scaled[row][group in tile][value] holds table[value] * scale.
 template <int kBits>
 void DequantizeTile(const uint8_t* in, const float* scaled, int groups_per_tile, int group_cols,
                     int rows, int64_t ld, float* out) {
   constexpr int kValues = 1 << kBits;
-  for (int lane = 0; lane < 32; ++lane) {
-    const int g = lane >> 2, q = lane & 3;
-    for (int p = 0; p < kPairsPerLane; ++p) {
-      const int row = g + 8 * (p & 1);
-      if (row >= rows) continue;
-      const int col = 16 * (p >> 2) + 8 * ((p >> 1) & 1) + 2 * q;
-      unsigned c0, c1;
-      if (kBits == 4) {
-        const unsigned v = in[512 * (p >> 4) + 16 * lane + (p & 15)];
-        c0 = v & 15;
-        c1 = v >> 4;
-      } else if (kBits == 2) {
-        const unsigned v = (in[16 * lane + (p >> 1)] >> (4 * (p & 1))) & 15;
-        c0 = v & 3;
-        c1 = v >> 2;
-      } else {
-        const unsigned lo = (in[16 * lane + (p >> 1)] >> (4 * (p & 1))) & 15;
-        const unsigned hi = (in[512 + 8 * lane + (p >> 2)] >> (2 * (p & 3))) & 3;
-        c0 = (lo & 3) | (hi & 1) << 2;
-        c1 = (lo >> 2) | (hi >> 1) << 2;
+  const PairSource* sources = PairSources(kBits);
+  for (int row = 0; row < rows; ++row) {
+    const PairSource* src = sources + row * (kTileCols / 2);
+    float* o = out + row * ld;
+    for (int gt = 0; gt < groups_per_tile; ++gt) {
+      const float* t = scaled + (row * groups_per_tile + gt) * kValues;
+      for (int i = gt * group_cols / 2; i < (gt + 1) * group_cols / 2; ++i) {
+        unsigned c0, c1;
+        if (kBits == 4) {
+          const unsigned v = in[src[i].lo_byte];
+          c0 = v & 15;
+          c1 = v >> 4;
+        } else if (kBits == 2) {
+          const unsigned v = (in[src[i].lo_byte] >> src[i].lo_shift) & 15;
+          c0 = v & 3;
+          c1 = v >> 2;
+        } else {
+          const unsigned lo = (in[src[i].lo_byte] >> src[i].lo_shift) & 15;
+          const unsigned hi = (in[src[i].hi_byte] >> src[i].hi_shift) & 3;
+          c0 = (lo & 3) | (hi & 1) << 2;
+          c1 = (lo >> 2) | (hi >> 1) << 2;
+        }
+        o[2 * i] = t[c0];
+        o[2 * i + 1] = t[c1];
       }
-      const float* t = scaled + (row * groups_per_tile + col / group_cols) * kValues;
-      out[row * ld + col] = t[c0];
-      out[row * ld + col + 1] = t[c1];
     }
   }
 }

@@ -13,6 +13,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <type_traits>
 
 #include "absl/strings/str_cat.h"
 
@@ -68,6 +69,11 @@ __device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_
 template <int N>
 __device__ __forceinline__ void CpAsyncWait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
+__device__ __forceinline__ void LdMatrixX2(uint32_t* r, const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n"
+               : "=r"(r[0]), "=r"(r[1])
+               : "r"(SmemAddr(p)));
+}
 __device__ __forceinline__ void LdMatrixX4(uint32_t* r, const void* p) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
@@ -108,7 +114,8 @@ template <int kBits, int kMT>
 struct Config {
   // MT = 16: 4 stages, 2 blocks per SM measured faster at M = 1 than 3 stages x 3 blocks.
   static constexpr int kStages = kMT <= 16 ? 4 : 3;
-  static constexpr int kMinBlocksPerSm = 2;  // caps registers at 128 for 2 blocks per SM
+  // Caps registers (85 / 128) so that 3 / 2 blocks fit an SM.
+  static constexpr int kMinBlocksPerSm = kMT <= 8 ? 3 : 2;
   static constexpr int kTileBytes = 256 * kBits;              // one warp's packed tile
   static constexpr int kPairEntries = 1 << (2 * kBits);       // 256 / 64 / 16
   static constexpr int kTableBytes = kPairEntries * kTableCopies * 4;
@@ -131,13 +138,45 @@ __device__ __forceinline__ void PairCodes(int e, int* c0, int* c1) {
   }
 }
 
-// Pair index p (0..31) of this lane's tile codes held in words w (lo plane) / hw (3-bit hi).
-template <int kBits>
-__device__ __forceinline__ uint32_t PairIndex(const uint32_t* w, const uint32_t* hw, int p) {
-  if (kBits == 4) return (w[p >> 2] >> (8 * (p & 3))) & 0xff;
-  const uint32_t lo = (w[p >> 3] >> (4 * (p & 7))) & 0xf;
+// (x >> shift) & mask for a compile-time shift of either sign: one SHF + one LOP3.
+template <int kShift>
+__device__ __forceinline__ uint32_t ShiftMask(uint32_t x, uint32_t mask) {
+  return (kShift >= 0 ? (x >> (kShift >= 0 ? kShift : 0)) : (x << (kShift < 0 ? -kShift : 0))) & mask;
+}
+
+// Byte offset (entry * 32 copies * 4 bytes = entry << 7) in the pair table of pair p, built
+// straight from the packed words without first extracting the index.
+template <int kBits, int kP>
+__device__ __forceinline__ uint32_t PairOffset(const uint32_t* w, const uint32_t* hw) {
+  if (kBits == 4) return ShiftMask<8 * (kP & 3) - 7>(w[kP >> 2], 0xffu << 7);
+  const uint32_t lo = ShiftMask<4 * (kP & 7) - 7>(w[kP >> 3], 0xfu << 7);
   if (kBits == 2) return lo;
-  return lo | ((hw[p >> 4] >> (2 * (p & 15))) & 3) << 4;
+  return lo | ShiftMask<2 * (kP & 15) - 11>(hw[kP >> 4], 0x3u << 11);
+}
+
+// The 4 table words (A registers r = 0..3) of 16-wide sub-tile kKK.
+template <int kBits, int kKK>
+__device__ __forceinline__ void LookupPairsT(const uint32_t* w, const uint32_t* hw,
+                                             const unsigned char* table, uint32_t* pair) {
+  pair[0] = *reinterpret_cast<const uint32_t*>(table + PairOffset<kBits, 4 * kKK + 0>(w, hw));
+  pair[1] = *reinterpret_cast<const uint32_t*>(table + PairOffset<kBits, 4 * kKK + 1>(w, hw));
+  pair[2] = *reinterpret_cast<const uint32_t*>(table + PairOffset<kBits, 4 * kKK + 2>(w, hw));
+  pair[3] = *reinterpret_cast<const uint32_t*>(table + PairOffset<kBits, 4 * kKK + 3>(w, hw));
+}
+// kk is a constant once the caller's loop is unrolled, so the switch folds away.
+template <int kBits>
+__device__ __forceinline__ void LookupPairs(int kk, const uint32_t* w, const uint32_t* hw,
+                                            const unsigned char* table, uint32_t* pair) {
+  switch (kk) {
+    case 0: LookupPairsT<kBits, 0>(w, hw, table, pair); break;
+    case 1: LookupPairsT<kBits, 1>(w, hw, table, pair); break;
+    case 2: LookupPairsT<kBits, 2>(w, hw, table, pair); break;
+    case 3: LookupPairsT<kBits, 3>(w, hw, table, pair); break;
+    case 4: LookupPairsT<kBits, 4>(w, hw, table, pair); break;
+    case 5: LookupPairsT<kBits, 5>(w, hw, table, pair); break;
+    case 6: LookupPairsT<kBits, 6>(w, hw, table, pair); break;
+    default: LookupPairsT<kBits, 7>(w, hw, table, pair); break;
+  }
 }
 
 template <typename T, int kBits, int kMT>
@@ -246,7 +285,7 @@ LutGemmKernel(const KernelArgs args) {
 #pragma unroll
   for (int j = 0; j < kNT; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
 
-  const uint32_t* my_table = s_table + lane;
+  const unsigned char* my_table = reinterpret_cast<const unsigned char*>(s_table + lane);
   for (int it = 0; it < num_iters; ++it) {
     CpAsyncWait<C::kStages - 2>();
     __syncthreads();
@@ -266,33 +305,65 @@ LutGemmKernel(const KernelArgs args) {
       const int k_tile0 = (kt_begin + it) * kTileK;
       const int g0 = chunk_group0(chunk);
       const T* xs = s_x + buf * kMT * kXStride;
-      // Scales of rows g and g + 8 for each 32-wide quarter of the tile (G >= 32).
-      T2 s_lo4[4], s_hi4[4];
+      // The 8 sub-tiles' lookups and MMAs into dst; with kScaleA the A operands are scaled
+      // per 32-wide quarter (G = 32, 64), else they are raw table values (G >= 128).
+      auto tile_mmas = [&](const bool kScaleA, float* dst_flat) {  // inlined: kScaleA folds
+        float (&dst)[kNT][4] = *reinterpret_cast<float (*)[kNT][4]>(dst_flat);
+        T2 s_lo4[4], s_hi4[4];
+        if (kScaleA) {
 #pragma unroll
-      for (int h = 0; h < 4; ++h) {
-        const int grp = ((k_tile0 + h * 32) >> log2_group) - g0;
-        s_lo4[h].x = s_lo4[h].y = sc[grp];
-        s_hi4[h].x = s_hi4[h].y = sc[8 * chunk_cols + grp];
-      }
-#pragma unroll
-      for (int kk = 0; kk < 8; ++kk) {
-        const T2 s_lo = s_lo4[kk >> 1], s_hi = s_hi4[kk >> 1];
-        uint32_t a[4];
-#pragma unroll
-        for (int r = 0; r < 4; ++r) {
-          const uint32_t pair = my_table[PairIndex<kBits>(w, hw, kk * 4 + r) * kTableCopies];
-          T2 v = *reinterpret_cast<const T2*>(&pair);
-          v = __hmul2(v, (r & 1) ? s_hi : s_lo);
-          a[r] = *reinterpret_cast<uint32_t*>(&v);
+          for (int h = 0; h < 4; ++h) {
+            const int grp = ((k_tile0 + h * 32) >> log2_group) - g0;
+            s_lo4[h].x = s_lo4[h].y = sc[grp];
+            s_hi4[h].x = s_hi4[h].y = sc[8 * chunk_cols + grp];
+          }
         }
 #pragma unroll
-        for (int j = 0; j < kNT; j += 2) {
-          uint32_t b[4];
-          const int mi = lane >> 3;
-          LdMatrixX4(b, xs + (8 * (j + (mi >> 1)) + (lane & 7)) * kXStride + kk * 16 + (mi & 1) * 8);
-          Mma<T>(acc[j], a, b[0], b[1]);
-          Mma<T>(acc[j + 1], a, b[2], b[3]);
+        for (int kk = 0; kk < 8; ++kk) {
+          uint32_t a[4];
+          // kk is a compile-time constant after unrolling; the 4 pairs of this sub-tile.
+          LookupPairs<kBits>(kk, w, hw, my_table, a);
+          if (kScaleA) {
+#pragma unroll
+            for (int r = 0; r < 4; ++r) {
+              T2 v = *reinterpret_cast<const T2*>(&a[r]);
+              v = __hmul2(v, (r & 1) ? s_hi4[kk >> 1] : s_lo4[kk >> 1]);
+              a[r] = *reinterpret_cast<uint32_t*>(&v);
+            }
+          }
+          if (kNT == 1) {  // M <= 8: one n8 tile of X
+            uint32_t b[2];
+            LdMatrixX2(b, xs + (lane & 7) * kXStride + kk * 16 + ((lane >> 3) & 1) * 8);
+            Mma<T>(dst[0], a, b[0], b[1]);
+          }
+#pragma unroll
+          for (int j = 0; j + 1 < kNT; j += 2) {
+            uint32_t b[4];
+            const int mi = lane >> 3;
+            LdMatrixX4(b, xs + (8 * (j + (mi >> 1)) + (lane & 7)) * kXStride + kk * 16 + (mi & 1) * 8);
+            Mma<T>(dst[j], a, b[0], b[1]);
+            Mma<T>(dst[j + 1], a, b[2], b[3]);
+          }
         }
+      };
+      if (kNT <= 2 && args.group_size >= kTileK) {  // (MT <= 16: registers allow it)
+        // One group per row in this tile: Σ table·x in fp32, then one FFMA by the scale per
+        // output (instead of an HMUL2 per weight pair, and without rounding table·scale).
+        float tile_acc[kNT][4];
+#pragma unroll
+        for (int j = 0; j < kNT; ++j) tile_acc[j][0] = tile_acc[j][1] = tile_acc[j][2] = tile_acc[j][3] = 0.0f;
+        tile_mmas(false, &tile_acc[0][0]);
+        const int grp = (k_tile0 >> log2_group) - g0;
+        const float f_lo = static_cast<float>(sc[grp]), f_hi = static_cast<float>(sc[8 * chunk_cols + grp]);
+#pragma unroll
+        for (int j = 0; j < kNT; ++j) {
+          acc[j][0] = fmaf(tile_acc[j][0], f_lo, acc[j][0]);
+          acc[j][1] = fmaf(tile_acc[j][1], f_lo, acc[j][1]);
+          acc[j][2] = fmaf(tile_acc[j][2], f_hi, acc[j][2]);
+          acc[j][3] = fmaf(tile_acc[j][3], f_hi, acc[j][3]);
+        }
+      } else {
+        tile_mmas(true, &acc[0][0]);
       }
     }
     // End of a chunk: publish the next chunk's scales (buffer last read two chunks ago) and
@@ -354,7 +425,7 @@ LutGemmKernel(const KernelArgs args) {
 
 // ---- Host side ------------------------------------------------------------------------------
 struct Plan {
-  int mt;           // 16, 32 or 64 rows of X per block
+  int mt;           // 8, 16, 32 or 64 rows of X per block
   int num_m_tiles;
   int num_col_blocks;
   int splits;
@@ -364,6 +435,7 @@ struct Plan {
 
 template <int kBits>
 int SmemBytesFor(int mt) {
+  if (mt <= 8) return Config<kBits, 8>::kSmemBytes;
   return mt <= 16 ? Config<kBits, 16>::kSmemBytes
                   : mt <= 32 ? Config<kBits, 32>::kSmemBytes : Config<kBits, 64>::kSmemBytes;
 }
@@ -387,7 +459,7 @@ int DeviceSmCount() {
 // block so the pipeline has work.
 Plan MakePlan(const LutShape& s, int64_t m, int forced_splits, int sm_count) {
   Plan p;
-  p.mt = m <= 16 ? 16 : m <= 32 ? 32 : 64;
+  p.mt = m <= 8 ? 8 : m <= 16 ? 16 : m <= 32 ? 32 : 64;
   p.num_m_tiles = static_cast<int>((m + p.mt - 1) / p.mt);
   p.num_col_blocks = static_cast<int>((s.n + kBlockN - 1) / kBlockN);
   p.smem_bytes = SmemBytes(s.bits, p.mt, s.group_size);
@@ -439,6 +511,7 @@ cudaError_t LaunchInstance(const KernelArgs& args, const Plan& p, cudaStream_t s
 template <typename T, int kBits>
 cudaError_t LaunchForBits(const KernelArgs& args, const Plan& p, cudaStream_t stream) {
   switch (p.mt) {
+    case 8: return LaunchInstance<T, kBits, 8>(args, p, stream);
     case 16: return LaunchInstance<T, kBits, 16>(args, p, stream);
     case 32: return LaunchInstance<T, kBits, 32>(args, p, stream);
     default: return LaunchInstance<T, kBits, 64>(args, p, stream);

@@ -4,6 +4,8 @@
 # when those are absent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# ccache hits across checkouts in other folders (CI clones afresh each time).
+export CCACHE_BASEDIR="$PWD"
 bash scripts/setup.sh
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
 cmake --build build -j"$(nproc)"

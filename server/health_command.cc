@@ -30,7 +30,7 @@ struct HealthOptions {
   std::string service;      // "" = the server as a whole (liveness)
   double timeout_s = 5;
   bool tls = false;
-  std::string ca_cert;      // PEM file of the CA that signed the server's certificate
+  std::string ca_cert;      // --tls-ca: PEM root certificates
 };
 
 constexpr char kCheckMethod[] = "/grpc.health.v1.Health/Check";
@@ -131,7 +131,7 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> Credentials(const Heal
   if (!o.ca_cert.empty()) {
     std::ifstream in(o.ca_cert);
     if (!in) {
-      return absl::NotFoundError(absl::StrCat("--ca-cert: cannot read '", o.ca_cert, "'"));
+      return absl::NotFoundError(absl::StrCat("--tls-ca: cannot read '", o.ca_cert, "'"));
     }
     std::ostringstream pem;
     pem << in.rdbuf();
@@ -198,7 +198,7 @@ void AddHealthCommand(CLI::App& app) {
                   "Service name: '' (default) = liveness, flute.v1.TextGeneration = readiness");
   cmd->add_option("--timeout", o->timeout_s, "Seconds to wait for an answer (default 5)");
   cmd->add_flag("--tls", o->tls, "Connect with TLS (system root certificates)");
-  cmd->add_option("--ca-cert", o->ca_cert, "PEM file of the CA for TLS (implies --tls)");
+  cmd->add_option("--tls-ca", o->ca_cert, "PEM root certificates for TLS (implies --tls)");
   cmd->callback([o] {
     ExitIfError(ValidateHealthOptions(*o));
     absl::StatusOr<std::string> serving = CheckHealth(*o);

@@ -34,7 +34,7 @@ class ProgressReporter {
     }
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
     const double fraction = p.bytes_total > 0 ? static_cast<double>(p.bytes_done) / p.bytes_total : 1.0;
-    const double rate_mb = seconds > 0 ? p.bytes_done / 1e6 / seconds : 0.0;
+    const double rate_mb = seconds > 0.05 ? p.bytes_done / 1e6 / seconds : 0.0;
     const double eta = fraction > 0 ? seconds * (1.0 - fraction) / fraction : 0.0;
     if (tty_) {
       constexpr int kWidth = 30;

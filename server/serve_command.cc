@@ -2,7 +2,6 @@
 // (empty name = liveness, "flute.v1.TextGeneration" = readiness), server reflection,
 // optional TLS and Prometheus metrics. SIGTERM/SIGINT drains: readiness goes NOT_SERVING,
 // new requests get UNAVAILABLE, running streams finish within --drain-seconds, exit 0.
-#include <pthread.h>
 #include <signal.h>
 
 #include <atomic>
@@ -120,36 +119,32 @@ absl::StatusOr<std::shared_ptr<server::Engine>> LoadEngine(const ServeOptions& o
   return engine;
 }
 
-// SIGTERM and SIGINT (and SIGUSR1, the exit wake-up) are blocked in every thread (set before any thread starts) and taken
-// by one watcher thread through sigwait.
+// SIGTERM and SIGINT only bump a counter (async-signal-safe); the main thread polls it.
+// A handler rather than a blocked mask + sigwait: threads started before main (OpenBLAS
+// starts its pool when loaded) would not have the signals blocked.
+std::atomic<int> g_signal_count{0};
+
+extern "C" void OnTerminationSignal(int) { g_signal_count.fetch_add(1); }
+
 class SignalWatcher {
  public:
   SignalWatcher() {
-    sigemptyset(&set_);
-    sigaddset(&set_, SIGTERM);
-    sigaddset(&set_, SIGINT);
-    sigaddset(&set_, SIGUSR1);  // the destructor's wake-up call
-    pthread_sigmask(SIG_BLOCK, &set_, nullptr);
-    thread_ = std::thread([this] {
-      while (true) {
-        int signal = 0;
-        if (sigwait(&set_, &signal) != 0) continue;
-        if (signal == SIGUSR1) return;
-        Log(absl::StrCat("received signal ", signal, count_ == 0 ? "; draining" : "; stopping now"));
-        ++count_;
-      }
-    });
+    struct sigaction action = {};
+    action.sa_handler = OnTerminationSignal;
+    sigemptyset(&action.sa_mask);
+    action.sa_flags = SA_RESTART;
+    sigaction(SIGTERM, &action, &old_term_);
+    sigaction(SIGINT, &action, &old_int_);
   }
   ~SignalWatcher() {
-    pthread_kill(thread_.native_handle(), SIGUSR1);
-    thread_.join();
+    sigaction(SIGTERM, &old_term_, nullptr);
+    sigaction(SIGINT, &old_int_, nullptr);
   }
-  int count() const { return count_.load(); }
+  int count() const { return g_signal_count.load(); }
 
  private:
-  sigset_t set_;
-  std::atomic<int> count_{0};
-  std::thread thread_;
+  struct sigaction old_term_ = {};
+  struct sigaction old_int_ = {};
 };
 
 void Drain(const ServeOptions& o, server::Engine* engine, const SignalWatcher& signals) {
@@ -213,6 +208,8 @@ absl::Status RunServe(const ServeOptions& o) {
 
   while (signals.count() == 0) absl::SleepFor(absl::Milliseconds(50));
   health->SetServingStatus(kServiceName, false);
+  Log(absl::StrFormat("signal received: draining (up to %.0f s; a second signal stops at once)",
+                      o.drain_seconds));
   Drain(o, engine->get(), signals);
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   health->Shutdown();

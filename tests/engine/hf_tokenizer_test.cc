@@ -38,6 +38,11 @@ TEST(HfTokenizerTest, GoldenIdsAndDecodes) {
     auto with_special = tok->Encode(text, /*add_special_tokens=*/true);
     ASSERT_TRUE(with_special.ok());
     EXPECT_EQ(*with_special, r["ids_add_special"].get<std::vector<int32_t>>()) << Printable(text);
+    if (r.contains("transformers_ids")) {  // transformers' encode, same file and config
+      EXPECT_EQ(*ids, r["transformers_ids"].get<std::vector<int32_t>>()) << Printable(text);
+      EXPECT_EQ(*with_special, r["transformers_ids_add_special"].get<std::vector<int32_t>>())
+          << Printable(text);
+    }
     const auto golden_ids = r["ids"].get<std::vector<int32_t>>();
     EXPECT_EQ(tok->Decode(golden_ids, false), r["decoded"].get<std::string>()) << Printable(text);
     EXPECT_EQ(tok->Decode(golden_ids, true), r["decoded_skip_special"].get<std::string>())

