@@ -23,19 +23,21 @@ RUN apt-get update -qq \
       libabsl-dev libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler \
       prometheus-cpp-dev libsentencepiece-dev libpcre2-dev nlohmann-json3-dev libcli11-dev \
       libopenblas-dev libgtest-dev libgmock-dev libbenchmark-dev \
+      sentencepiece \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
 RUN cmake -S . -B /build -G Ninja -DCMAKE_BUILD_TYPE=Release -DFLUTE_CPU_ARCH=${FLUTE_CPU_ARCH} \
  && ninja -C /build -j${BUILD_JOBS} flute flute_spm
-# Stage the program with every shared library it needs (found by ldd), so the runtime stage
+# Stage the program, and spm_train (`flute init-random-model` trains its tokenizer with it),
+# with every shared library they need (found by ldd), so the runtime stage
 # needs no -dev packages and no distribution-specific runtime package names. Left out: the C
 # library (the runtime base has the same one) and the NVIDIA driver (the container runtime
 # mounts it from the host).
 RUN mkdir -p /opt/flute/bin /opt/flute/lib \
- && cp /build/bin/flute /opt/flute/bin/ \
+ && cp /build/bin/flute "$(command -v spm_train)" /opt/flute/bin/ \
  && cp /build/lib/libflute_spm.so /opt/flute/lib/ \
- && for f in /opt/flute/bin/flute /opt/flute/lib/libflute_spm.so; do \
+ && for f in /opt/flute/bin/* /opt/flute/lib/libflute_spm.so; do \
       ldd "$f" | awk '$2 == "=>" && $3 ~ /^\// {print $3}'; \
     done | sort -u \
     | grep -Ev '/(libc|libm|libdl|libpthread|librt|libresolv|ld-linux[^/]*|libcuda|libnvidia[^/]*)\.so' \
@@ -53,7 +55,9 @@ RUN groupadd --system --gid 10001 flute \
       --shell /usr/sbin/nologin flute \
  && mkdir -p /model && chown flute:flute /model
 USER 10001:10001
-VOLUME ["/model"]
+# /model is the mount point of the model directory (-v /path/to/model:/model:ro). No VOLUME
+# instruction: an anonymous volume there would only hide a mistake (no model mounted), and
+# buildah's `run -v` cannot mount over a declared VOLUME.
 # 50051: gRPC (flute.v1.TextGeneration, grpc.health.v1.Health, reflection); 9400: /metrics.
 EXPOSE 50051 9400
 # Readiness of the generation service through the gRPC health protocol. The start period

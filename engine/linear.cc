@@ -24,9 +24,10 @@ int BlockRows(const Linear& w, int wanted) {
   return std::max(align, wanted / align * align);
 }
 
-// y[i, r] for r in [row_begin, row_end): streams W rows through a per-thread buffer.
-void DotRows(const Linear& w, const float* x, int m, float* y, int64_t row_begin,
-             int64_t row_end, int block_rows) {
+// y[:, r] for r in [row_begin, row_end), one block of dequantized rows at a time: row dots
+// for few inputs (W streamed once), one sgemm per block for many (each row reused m times).
+void ForwardRows(const Linear& w, const float* x, int m, float* y, int64_t row_begin,
+                 int64_t row_end, int block_rows, bool use_gemm) {
   const int k = w.in_features();
   const int n = w.out_features();
   thread_local std::vector<float> buffer;
@@ -34,25 +35,17 @@ void DotRows(const Linear& w, const float* x, int m, float* y, int64_t row_begin
   for (int64_t r0 = row_begin; r0 < row_end; r0 += block_rows) {
     const int64_t r1 = std::min<int64_t>(r0 + block_rows, row_end);
     w.DequantizeRows(static_cast<int>(r0), static_cast<int>(r1), buffer.data());
+    if (use_gemm) {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, static_cast<int>(r1 - r0), k, 1.0f,
+                  x, k, buffer.data(), k, 0.0f, y + r0, n);
+      continue;
+    }
     for (int64_t r = r0; r < r1; ++r) {
       const float* row = buffer.data() + (r - r0) * k;
-      for (int i = 0; i < m; ++i) y[static_cast<int64_t>(i) * n + r] = Dot(row, x + static_cast<int64_t>(i) * k, k);
+      for (int i = 0; i < m; ++i) {
+        y[static_cast<int64_t>(i) * n + r] = Dot(row, x + static_cast<int64_t>(i) * k, k);
+      }
     }
-  }
-}
-
-// y[:, r0:r1] = x · W[r0:r1]ᵀ with one sgemm per block of dequantized rows.
-void GemmRows(const Linear& w, const float* x, int m, float* y, int64_t row_begin,
-              int64_t row_end, int block_rows) {
-  const int k = w.in_features();
-  const int n = w.out_features();
-  thread_local std::vector<float> buffer;
-  buffer.resize(static_cast<size_t>(block_rows) * k);
-  for (int64_t r0 = row_begin; r0 < row_end; r0 += block_rows) {
-    const int64_t r1 = std::min<int64_t>(r0 + block_rows, row_end);
-    w.DequantizeRows(static_cast<int>(r0), static_cast<int>(r1), buffer.data());
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, static_cast<int>(r1 - r0), k, 1.0f, x,
-                k, buffer.data(), k, 0.0f, y + r0, n);
   }
 }
 
@@ -82,11 +75,7 @@ void LinearForward(const Linear& weight, const float* x, int m, float* y, Thread
   const int block_rows = BlockRows(weight, gemm ? kGemmBlockRows : kDotBlockRows);
   const int64_t n = weight.out_features();
   pool.ParallelFor(n, block_rows, [&](int64_t begin, int64_t end) {
-    if (gemm) {
-      GemmRows(weight, x, m, y, begin, end, block_rows);
-    } else {
-      DotRows(weight, x, m, y, begin, end, block_rows);
-    }
+    ForwardRows(weight, x, m, y, begin, end, block_rows, gemm);
   });
 }
 

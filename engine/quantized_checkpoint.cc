@@ -16,6 +16,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "engine/dtype.h"
+#include "engine/lut_linear.h"
 #include "engine/model_config.h"
 #include "engine/perplexity.h"
 #include "engine/quant_calibration.h"
@@ -29,7 +30,7 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr char kOutputFileName[] = "model.safetensors";
-constexpr char kTableTensorName[] = "lut_table";  // == kModelTableName in lut_linear.h
+constexpr const char* kTableTensorName = kModelTableName;  // the model-level table LoadLutLinear reads
 constexpr int kFormatVersion = 1;
 const char* const kDefaultModules[] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
 

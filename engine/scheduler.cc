@@ -256,29 +256,49 @@ void Scheduler::DropCancelled(absl::Time now) {
 }
 
 void Scheduler::PlanRunning(int* budget, std::vector<PlannedEntry>* plan) {
-  for (size_t i = 0; i < running_.size() && *budget > 0; ++i) {
-    Sequence* seq = running_[i].get();
-    const int n = std::min(seq->remaining(), *budget);
-    bool dropped_self = false;
-    while (!allocator_.Reserve(&seq->blocks, seq->num_computed + n).ok()) {
-      if (running_.size() - 1 > i) {
-        // Free the newest sequence's blocks; it is recomputed when readmitted.
-        Preempt(running_.back().get());
-        continue;
-      }
-      if (i == 0) {
-        // Alone and still out of blocks: the whole KV cache is too small for it.
-        Finish(seq, FinishReason::kLength, absl::Now());
-      } else {
-        Preempt(seq);
-      }
-      dropped_self = true;
-      break;
+  // Decodes first (one token each), then prefill chunks from what is left of the budget:
+  // a long prompt never delays a running stream's next token. Oldest first in each pass.
+  running_starved_ = false;
+  std::vector<const Sequence*> planned;
+  const auto is_planned = [&planned](const Sequence* s) {
+    return std::find(planned.begin(), planned.end(), s) != planned.end();
+  };
+  for (const bool decode_pass : {true, false}) {
+    for (size_t i = 0; i < running_.size() && *budget > 0; ++i) {
+      Sequence* seq = running_[i].get();
+      if (seq->finished || is_planned(seq) || (seq->remaining() == 1) != decode_pass) continue;
+      const int n = std::min(seq->remaining(), *budget);
+      if (!ReserveOrPreempt(seq, n, is_planned)) continue;
+      plan->push_back({seq, n});
+      planned.push_back(seq);
+      *budget -= n;
     }
-    if (dropped_self) break;
-    plan->push_back({seq, n});
-    *budget -= n;
   }
+}
+
+bool Scheduler::ReserveOrPreempt(Sequence* seq, int n,
+                                 const std::function<bool(const Sequence*)>& is_planned) {
+  while (!allocator_.Reserve(&seq->blocks, seq->num_computed + n).ok()) {
+    Sequence* newest = running_.back().get();
+    if (newest != seq) {
+      // Free the newest sequence's blocks (it is recomputed when readmitted), unless it
+      // already has its tokens in this step: then `seq` waits for the next step.
+      if (is_planned(newest)) {
+        running_starved_ = true;
+        return false;
+      }
+      Preempt(newest);
+      continue;
+    }
+    if (running_.size() == 1) {
+      // Alone and still out of blocks: the whole KV cache is too small for it.
+      Finish(seq, FinishReason::kLength, absl::Now());
+    } else {
+      Preempt(seq);  // the newest yields to the older ones
+    }
+    return false;
+  }
+  return true;
 }
 
 void Scheduler::Preempt(Sequence* seq) {
@@ -297,8 +317,9 @@ void Scheduler::Preempt(Sequence* seq) {
 
 void Scheduler::AdmitWaiting(absl::Time now, int* budget, std::vector<PlannedEntry>* plan) {
   absl::MutexLock lock(&mu_);
-  while (!waiting_.empty() && static_cast<int>(running_.size()) < options_.max_running &&
-         *budget > 0) {
+  // A running sequence waiting for blocks goes before newcomers.
+  while (!running_starved_ && !waiting_.empty() &&
+         static_cast<int>(running_.size()) < options_.max_running && *budget > 0) {
     Sequence* seq = waiting_.front().get();
     const int n = std::min(seq->remaining(), *budget);
     // Keep one free block per running sequence so that their decodes can grow without

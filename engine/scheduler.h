@@ -11,6 +11,7 @@
 #include <atomic>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -78,6 +79,10 @@ class Scheduler {
   void DropCancelled(absl::Time now);
   // Plans this step's running sequences, preempting when blocks run out.
   void PlanRunning(int* budget, std::vector<PlannedEntry>* plan);
+  // Extends seq's blocks by `n` tokens, preempting newer unplanned sequences as needed;
+  // false when seq cannot run this step (it waits, or was itself preempted or finished).
+  bool ReserveOrPreempt(Sequence* seq, int n,
+                        const std::function<bool(const Sequence*)>& is_planned);
   void AdmitWaiting(absl::Time now, int* budget, std::vector<PlannedEntry>* plan);
   void Preempt(Sequence* seq);
   // Feeds back the logits of a finished step: samples, streams, finishes sequences.
@@ -100,6 +105,7 @@ class Scheduler {
   // Engine-thread state.
   KvBlockAllocator allocator_;
   std::vector<std::unique_ptr<Sequence>> running_;  // in admission order
+  bool running_starved_ = false;  // this step, a running sequence got no blocks
 
   mutable absl::Mutex mu_;
   std::deque<std::unique_ptr<Sequence>> waiting_ ABSL_GUARDED_BY(mu_);  // preempted at front

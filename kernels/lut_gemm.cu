@@ -26,6 +26,11 @@ constexpr int kBlockN = kWarps * 16;  // output features per block
 constexpr int kTileK = 128;
 constexpr int kXStride = kTileK + 8;  // halves per X row in smem: +16 B kills ldmatrix conflicts
 constexpr int kTableCopies = 32;      // one pair-table copy per lane: no bank conflicts
+// 2-bit: one packed byte (four codes = two pairs) indexes a "quad" entry of two half2 words,
+// so one 64-bit shared load replaces two 32-bit ones and their offset arithmetic. 64-bit
+// loads are served per half-warp, so 16 copies (lane & 15) keep them conflict-free.
+constexpr int kQuadEntries = 256;
+constexpr int kQuadCopies = 16;
 
 template <typename T> struct Act;
 template <> struct Act<__half> {
@@ -118,7 +123,9 @@ struct Config {
   static constexpr int kMinBlocksPerSm = kMT <= 8 ? 3 : 2;
   static constexpr int kTileBytes = 256 * kBits;              // one warp's packed tile
   static constexpr int kPairEntries = 1 << (2 * kBits);       // 256 / 64 / 16
-  static constexpr int kTableBytes = kPairEntries * kTableCopies * 4;
+  // 2-bit uses a quad table instead (QuadTable): 256 entries x 16 copies x 8 bytes.
+  static constexpr int kTableBytes =
+      kBits == 2 ? kQuadEntries * kQuadCopies * 8 : kPairEntries * kTableCopies * 4;
   static constexpr int kWStageBytes = kWarps * kTileBytes;
   static constexpr int kXStageBytes = kMT * kXStride * 2;
   // Without the two scale buffers, which depend on G (ScaleBufferBytes).
@@ -158,6 +165,20 @@ __device__ __forceinline__ uint32_t PairOffset(const uint32_t* w, const uint32_t
 template <int kBits, int kKK>
 __device__ __forceinline__ void LookupPairsT(const uint32_t* w, const uint32_t* hw,
                                              const unsigned char* table, uint32_t* pair) {
+  if constexpr (kBits == 2) {
+    // Sub-tile kk = bytes 2kk (pairs 0, 1 = A registers 0, 1) and 2kk + 1 (registers 2, 3);
+    // quad entry = byte, at byte offset entry * 16 copies * 8 = byte << 7.
+    constexpr int kB0 = 2 * kKK, kB1 = 2 * kKK + 1;
+    const uint2 lo = *reinterpret_cast<const uint2*>(
+        table + ShiftMask<8 * (kB0 & 3) - 7>(w[kB0 >> 2], 0xffu << 7));
+    const uint2 hi = *reinterpret_cast<const uint2*>(
+        table + ShiftMask<8 * (kB1 & 3) - 7>(w[kB1 >> 2], 0xffu << 7));
+    pair[0] = lo.x;
+    pair[1] = lo.y;
+    pair[2] = hi.x;
+    pair[3] = hi.y;
+    return;
+  }
   pair[0] = *reinterpret_cast<const uint32_t*>(table + PairOffset<kBits, 4 * kKK + 0>(w, hw));
   pair[1] = *reinterpret_cast<const uint32_t*>(table + PairOffset<kBits, 4 * kKK + 1>(w, hw));
   pair[2] = *reinterpret_cast<const uint32_t*>(table + PairOffset<kBits, 4 * kKK + 2>(w, hw));
@@ -260,7 +281,25 @@ LutGemmKernel(const KernelArgs args) {
     CpAsyncCommit();
   }
   // Table: entry e, copy c at word e * 32 + c; thread i writes the 16 bytes i (contiguous).
-  for (int i = tid; i < C::kPairEntries * (kTableCopies / 4); i += kThreads) {
+  // 2-bit quad table: entry b (a packed byte), copy c at 8-byte slot b * 16 + c, holding the
+  // pair words of its low and high nibble (PairCodes<2> of each).
+  if constexpr (kBits == 2) {  // (the pair-table loop below then runs no iteration)
+    for (int i = tid; i < kQuadEntries * (kQuadCopies / 2); i += kThreads) {
+      const int b = i / (kQuadCopies / 2);
+      uint32_t words[2];
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        int c0, c1;
+        PairCodes<2>((b >> (4 * h)) & 15, &c0, &c1);
+        T2 v;
+        v.x = Act<T>::FromFloat(__ldg(args.table + c0));
+        v.y = Act<T>::FromFloat(__ldg(args.table + c1));
+        words[h] = *reinterpret_cast<uint32_t*>(&v);
+      }
+      reinterpret_cast<uint4*>(s_table)[i] = make_uint4(words[0], words[1], words[0], words[1]);
+    }
+  }
+  for (int i = tid; i < (kBits == 2 ? 0 : C::kPairEntries) * (kTableCopies / 4); i += kThreads) {
     const int e = i / (kTableCopies / 4);
     int c0, c1;
     PairCodes<kBits>(e, &c0, &c1);
@@ -285,7 +324,9 @@ LutGemmKernel(const KernelArgs args) {
 #pragma unroll
   for (int j = 0; j < kNT; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
 
-  const unsigned char* my_table = reinterpret_cast<const unsigned char*>(s_table + lane);
+  const unsigned char* my_table =
+      kBits == 2 ? reinterpret_cast<const unsigned char*>(s_table + 2 * (lane & (kQuadCopies - 1)))
+                 : reinterpret_cast<const unsigned char*>(s_table + lane);
   for (int it = 0; it < num_iters; ++it) {
     CpAsyncWait<C::kStages - 2>();
     __syncthreads();
@@ -464,7 +505,11 @@ Plan MakePlan(const LutShape& s, int64_t m, int forced_splits, int sm_count) {
   p.num_col_blocks = static_cast<int>((s.n + kBlockN - 1) / kBlockN);
   p.smem_bytes = SmemBytes(s.bits, p.mt, s.group_size);
   const int num_ktiles = static_cast<int>(s.k / kTileK);
-  const int blocks_per_sm = std::max(1, std::min(2048 / kThreads, (227 * 1024) / (p.smem_bytes + 1024)));
+  // Resident blocks per SM: shared memory, and registers (launch bounds: 80 registers at
+  // MT = 8 -> 3 blocks, 128 above -> 2; the 2-bit quad table alone would suggest more).
+  const int reg_blocks = p.mt <= 8 ? 3 : 2;
+  const int blocks_per_sm =
+      std::max(1, std::min(reg_blocks, (227 * 1024) / (p.smem_bytes + 1024)));
   const int64_t slots = static_cast<int64_t>(sm_count) * blocks_per_sm;
   const int64_t base = static_cast<int64_t>(p.num_m_tiles) * p.num_col_blocks;
   int best = 1;

@@ -79,11 +79,20 @@ buildah images "$IMAGE" >&2
 # --- 3. run it ----------------------------------------------------------------------------------
 ctr=$(buildah from "$IMAGE")
 server_pid=""
+# The server inside the container: the process listening on $port (chroot isolation shares
+# the host's process and network namespaces). Killing `buildah run` does not stop it.
+server_in_container() { ss -Hltnp "sport = :$port" 2> /dev/null | grep -Eo 'pid=[0-9]+' | head -1 | cut -d= -f2; }
+stop_server() {  # SIGTERM (the server drains and exits 0); returns buildah run's status
+  local pid
+  pid=$(server_in_container)
+  [ -n "$pid" ] && kill -TERM "$pid" 2> /dev/null
+  local rc=0
+  wait "$server_pid" || rc=$?
+  server_pid=""
+  return $rc
+}
 cleanup() {
-  if [ -n "$server_pid" ]; then
-    kill -TERM "$server_pid" 2> /dev/null || true
-    wait "$server_pid" 2> /dev/null || true
-  fi
+  if [ -n "$server_pid" ]; then stop_server || true; fi
   buildah rm "$ctr" > /dev/null 2>&1 || true
 }
 trap cleanup EXIT
@@ -122,4 +131,6 @@ run "$ctr" -- /opt/flute/bin/flute client --addr "127.0.0.1:$port" --prompt "Onc
   || { cat "$WORK/client.err" >&2; fail "generate call"; }
 grep -q 'completion_tokens=[1-9]' "$WORK/client.err" || { cat "$WORK/client.err" >&2; fail "no tokens generated"; }
 log "generate call: $(tr '\n' ' ' < "$WORK/client.out" | head -c 200) $(tail -1 "$WORK/client.err")"
+stop_server || { cat "$WORK/serve.log" >&2; fail "the server did not exit 0 on SIGTERM"; }
+log "SIGTERM: $(tail -1 "$WORK/serve.log")"
 echo "PASS: $IMAGE builds with buildah, answers the health check and a generate call"

@@ -1,14 +1,9 @@
 #!/usr/bin/env bash
-# Installs, builds, makes a small RANDOM-weight test model (no download) and generates from
-# it. Replace models/random-tiny with a real checkpoint directory to get real text.
+# The README's first command: installs the Debian packages, builds, makes a small
+# RANDOM-weight test model (no download, no account), serves it over gRPC, streams one reply
+# with `flute client`, and drains the server. See scripts/quickstart_serve.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# ccache hits across checkouts in other folders (CI clones afresh each time).
 export CCACHE_BASEDIR="$PWD"
 bash scripts/setup.sh
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
-cmake --build build -j"$(nproc)" --target flute
-model=models/random-tiny
-[ -f "$model/config.json" ] || ./build/bin/flute init-random-model --out "$model"
-./build/bin/flute generate --model "$model" --prompt "The license grants you" \
-  --max-new-tokens 32 --temperature 0.8 --top-p 0.95 --seed 1
+exec bash scripts/quickstart_serve.sh "$@"

@@ -13,10 +13,12 @@
 //               flute_build_info{version,device,model,quantization} (always 1)
 //
 // Every method is thread-safe (prometheus-cpp metrics are atomic or internally locked), so
-// the engine thread and the gRPC handler threads may call them concurrently.
+// the engine thread and the gRPC handler threads may call them concurrently. The scheduler
+// feeds it through server/metrics_observer.h.
 //
-// The HTTP exposer (CivetWeb) cannot start in a process that links cuBLAS statically into
-// its TLS (toolchain.md, trap 3): the `flute` binary must load cuBLAS with dlopen, if at all.
+// The HTTP exposer (CivetWeb) cannot start threads in a process that links cuBLAS: its
+// static TLS leaves no room on CivetWeb's small thread stacks (toolchain.md, trap 3). The
+// `flute` binary must load cuBLAS with dlopen, if at all.
 #pragma once
 
 #include <cstdint>

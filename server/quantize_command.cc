@@ -74,10 +74,12 @@ class ProgressReporter {
 };
 
 absl::Status RunQuantize(const QuantizeOptions& options) {
-  ProgressReporter reporter;
   const auto start = std::chrono::steady_clock::now();
-  absl::Status status =
-      QuantizeCheckpoint(options, [&reporter](const QuantizeProgress& p) { reporter.Report(p); });
+  absl::Status status;
+  {
+    ProgressReporter reporter;  // ends its bar's line when it goes out of scope
+    status = QuantizeCheckpoint(options, [&reporter](const QuantizeProgress& p) { reporter.Report(p); });
+  }
   if (!status.ok()) return status;
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::cout << absl::StrFormat("wrote %s (%s, %d bits, group size %d) in %.1f s", options.output_dir, options.method,

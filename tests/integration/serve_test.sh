@@ -54,7 +54,7 @@ SERVER_PID=""
 echo "drained: in-flight stream completed, server exited 0"
 
 echo "== 24 concurrent greedy streams vs solo, with a KV cache small enough to preempt"
-start_server "$MODEL" --max-batch-size 8 --max-queue 64 --kv-cache-mb 2
+start_server "$MODEL" --max-batch-size 8 --max-queue 64 --kv-cache-mb 1
 py concurrent --n 24 --expect-preemption
 stop_server
 
