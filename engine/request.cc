@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "engine/byte_level.h"
 #include "engine/status_macros.h"
 
 namespace flute {
@@ -20,34 +21,11 @@ const char* FinishReasonName(FinishReason reason) {
   return "none";
 }
 
-namespace {
-
-// Length of the UTF-8 sequence starting at text[i], or 0 when it is malformed.
-int Utf8SequenceLength(std::string_view text, size_t i) {
-  const auto byte = [&](size_t k) { return static_cast<unsigned char>(text[k]); };
-  const unsigned char b0 = byte(i);
-  if (b0 < 0x80) return 1;
-  int len;
-  uint32_t min_code;
-  uint32_t code;
-  if ((b0 & 0xE0) == 0xC0) { len = 2; min_code = 0x80; code = b0 & 0x1F; }
-  else if ((b0 & 0xF0) == 0xE0) { len = 3; min_code = 0x800; code = b0 & 0x0F; }
-  else if ((b0 & 0xF8) == 0xF0) { len = 4; min_code = 0x10000; code = b0 & 0x07; }
-  else return 0;
-  if (i + len > text.size()) return 0;
-  for (int k = 1; k < len; ++k) {
-    if ((byte(i + k) & 0xC0) != 0x80) return 0;
-    code = (code << 6) | (byte(i + k) & 0x3F);
-  }
-  if (code < min_code || code > 0x10FFFF || (code >= 0xD800 && code <= 0xDFFF)) return 0;
-  return len;
-}
-
-}  // namespace
-
 absl::Status CheckUtf8(std::string_view text, std::string_view field) {
   for (size_t i = 0; i < text.size();) {
-    const int len = Utf8SequenceLength(text, i);
+    size_t invalid = 0;
+    bool incomplete = false;
+    const size_t len = DecodeUtf8Char(text.substr(i), &invalid, &incomplete);
     if (len == 0) {
       return absl::InvalidArgumentError(absl::StrFormat(
           "%s is not valid UTF-8 (invalid byte 0x%02x at offset %d)", field,
