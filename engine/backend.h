@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/model_config.h"
+#include "engine/sampler.h"
 
 namespace flute {
 
@@ -25,11 +26,30 @@ struct ForwardOutput {
   std::vector<int> first_row;    // entry i's rows start at first_row[i]
 };
 
+// A batch entry whose last token's logits choose the entry's next token, and the request's
+// sampler (its parameters, token counts and seeded generator).
+struct SampleSlot {
+  int entry = 0;
+  Sampler* sampler = nullptr;
+};
+
 struct BackendOptions {
   std::string device = "cpu";    // "cpu" or "cuda"
   int num_threads = 0;           // CPU threads; 0 = all hardware threads
   int kv_block_size = 16;        // tokens per KV block
   int64_t kv_cache_bytes = 1ll << 30;  // CPU: KV storage budget
+  // CUDA only.
+  std::string dtype = "auto";    // activations and KV: "float16", "bfloat16", "auto" (checkpoint's)
+  double gpu_memory_fraction = 0.90;  // of total GPU memory: weights + activations + KV
+  int max_batch = 32;            // sequences per step at most (CUDA graphs are captured up to it)
+  int max_tokens_per_step = 512; // tokens per step at most (activation buffers)
+  bool cuda_graphs = true;       // replay captured graphs for decode-only steps
+  // A row's projections never depend on the rest of the batch (fixed split-K, LUT kernel at
+  // every M, dense GEMMs padded to 32 rows). Off by default: it costs ~0 % in decode but
+  // halves prefill throughput (bench/results/e2e-*-h100.md).
+  bool batch_invariant = false;
+  int64_t gpu_kv_cache_bytes = 0;  // 0: whatever the memory fraction leaves, else at most this
+  bool profile = false;          // time every kernel kind with events (eager steps; slower)
 };
 
 class Backend {
@@ -44,7 +64,24 @@ class Backend {
   // their tables, and returns logits. InvalidArgument for a token id outside the vocab,
   // a position past the context, or a block table too short.
   virtual absl::Status Forward(const std::vector<BatchEntry>& batch, ForwardOutput* out) = 0;
+
+  // Forward, then one token per slot chosen by its sampler from the logits of the entry's
+  // last token (none of the slot entries may ask for all_logits). tokens[i] answers
+  // slots[i]; Accept is left to the caller. The default samples on the host; the CUDA
+  // backend samples on the GPU and copies back only the tokens and log-probabilities.
+  virtual absl::Status ForwardAndSample(const std::vector<BatchEntry>& batch,
+                                        const std::vector<SampleSlot>& slots,
+                                        std::vector<SampledToken>* tokens);
+
+  // Device memory in use by this backend (weights, activations, KV), 0 on the CPU.
+  virtual int64_t device_memory_bytes() const { return 0; }
 };
+
+// The checks every backend makes before a step: tokens present, ids in the vocabulary,
+// positions within the context, block tables long enough with ids in [0, num_blocks).
+// InvalidArgument naming the entry and the value.
+absl::Status ValidateBatch(const ModelConfig& config, int block_size, int num_blocks,
+                           const std::vector<BatchEntry>& batch);
 
 // Loads the checkpoint in `model_dir` onto the device in `options`.
 absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(const std::string& model_dir,

@@ -92,36 +92,7 @@ class CpuBackend : public Backend {
 };
 
 absl::Status CpuBackend::Validate(const std::vector<BatchEntry>& batch) const {
-  for (size_t i = 0; i < batch.size(); ++i) {
-    const BatchEntry& e = batch[i];
-    if (e.tokens.empty()) return absl::InvalidArgumentError(absl::StrCat("batch entry ", i, ": no tokens"));
-    const int end = e.start_position + static_cast<int>(e.tokens.size());
-    if (e.start_position < 0 || end > config_.max_position_embeddings) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "batch entry ", i, ": positions [", e.start_position, ", ", end,
-          ") exceed the model's context of ", config_.max_position_embeddings, " tokens"));
-    }
-    if (e.block_table == nullptr ||
-        static_cast<int64_t>(e.block_table->size()) * block_size_ < end) {
-      return absl::InvalidArgumentError(absl::StrCat("batch entry ", i, ": block table covers ",
-                                                     e.block_table ? e.block_table->size() * block_size_ : 0,
-                                                     " positions, ", end, " needed"));
-    }
-    for (int32_t block : *e.block_table) {
-      if (block < 0 || block >= num_blocks_) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("batch entry ", i, ": KV block ", block, " outside [0, ", num_blocks_, ")"));
-      }
-    }
-    for (int32_t token : e.tokens) {
-      if (token < 0 || token >= config_.vocab_size) {
-        return absl::InvalidArgumentError(absl::StrCat("batch entry ", i, ": token id ", token,
-                                                       " outside the vocabulary [0, ",
-                                                       config_.vocab_size, ")"));
-      }
-    }
-  }
-  return absl::OkStatus();
+  return ValidateBatch(config_, block_size_, num_blocks_, batch);
 }
 
 void CpuBackend::Embed(const std::vector<int32_t>& tokens, float* hidden) {

@@ -27,8 +27,8 @@ absl::StatusOr<GenerationResult> GenerateSequence(Backend& backend, const std::v
   GenerationResult result;
   result.finish_reason = "length";
 
-  // Prefill in chunks; the logits of the last chunk's last token give the first new token.
-  ForwardOutput out;
+  // Prefill in chunks; the last chunk's last token chooses the first new token.
+  std::vector<SampledToken> sampled(1);
   const int chunk = std::max(1, options.prefill_chunk);
   for (size_t begin = 0; begin < prompt.size(); begin += chunk) {
     const size_t end = std::min(prompt.size(), begin + chunk);
@@ -36,25 +36,30 @@ absl::StatusOr<GenerationResult> GenerateSequence(Backend& backend, const std::v
     entry.tokens.assign(prompt.begin() + begin, prompt.begin() + end);
     entry.start_position = static_cast<int>(begin);
     entry.block_table = &table;
-    RETURN_IF_ERROR(backend.Forward({entry}, &out));
+    if (end < prompt.size()) {
+      ForwardOutput unused;
+      RETURN_IF_ERROR(backend.Forward({entry}, &unused));
+    } else {
+      RETURN_IF_ERROR(backend.ForwardAndSample({entry}, {{0, &sampler}}, &sampled));
+    }
   }
   int position = static_cast<int>(prompt.size());
   for (int step = 0; step < options.max_new_tokens; ++step) {
-    const SampledToken sampled = sampler.Sample(out.logits.data(), config.vocab_size);
-    sampler.Accept(sampled.token);
-    result.tokens.push_back(sampled.token);
-    if (on_token) on_token(sampled.token);
-    if (std::find(options.stop_token_ids.begin(), options.stop_token_ids.end(), sampled.token) !=
+    const int32_t token = sampled[0].token;
+    sampler.Accept(token);
+    result.tokens.push_back(token);
+    if (on_token) on_token(token);
+    if (std::find(options.stop_token_ids.begin(), options.stop_token_ids.end(), token) !=
         options.stop_token_ids.end()) {
       result.finish_reason = "eos";
       break;
     }
     if (step + 1 == options.max_new_tokens) break;
     BatchEntry entry;
-    entry.tokens = {sampled.token};
+    entry.tokens = {token};
     entry.start_position = position++;
     entry.block_table = &table;
-    RETURN_IF_ERROR(backend.Forward({entry}, &out));
+    RETURN_IF_ERROR(backend.ForwardAndSample({entry}, {{0, &sampler}}, &sampled));
   }
   return result;
 }

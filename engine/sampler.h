@@ -53,6 +53,12 @@ class Sampler {
 
   const SamplingParams& params() const { return params_; }
 
+  // For samplers that run elsewhere (the GPU): the counts the penalties use, and the next
+  // 64 random bits of this request's generator (what a seeded request reproduces).
+  const std::unordered_map<int32_t, int>& prompt_counts() const { return prompt_counts_; }
+  const std::unordered_map<int32_t, int>& generated_counts() const { return generated_counts_; }
+  uint64_t NextRandomBits() { return rng_(); }
+
  private:
   // Temperature, top-k, top-p, min-p and the draw over (penalized) logits[vocab_size].
   int32_t Draw(const float* logits, int vocab_size);

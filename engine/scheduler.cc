@@ -197,6 +197,7 @@ bool Scheduler::Step() {
   }
 
   std::vector<BatchEntry> batch(plan.size());
+  std::vector<SampleSlot> slots;  // entries whose chunk reaches the end of their tokens
   StepStats step;
   for (size_t i = 0; i < plan.size(); ++i) {
     const Sequence& seq = *plan[i].seq;
@@ -207,9 +208,10 @@ bool Scheduler::Step() {
     entry.block_table = &seq.blocks;
     step.num_tokens += plan[i].num_tokens;
     step.has_prefill |= plan[i].num_tokens > 1;
+    if (seq.remaining() == plan[i].num_tokens) slots.push_back({static_cast<int>(i), seq.sampler.get()});
   }
-  ForwardOutput out;
-  const absl::Status status = backend_->Forward(batch, &out);
+  std::vector<SampledToken> sampled;
+  const absl::Status status = backend_->ForwardAndSample(batch, slots, &sampled);
   const absl::Time now = absl::Now();
   if (!status.ok()) {
     // A failed step ends its sequences with the error; the engine carries on.
@@ -219,7 +221,7 @@ bool Scheduler::Step() {
       Finish(entry.seq, FinishReason::kCancelled, now, std::move(chunk));
     }
   } else {
-    AfterForward(plan, out, now);
+    AfterForward(plan, sampled, now);
   }
   RemoveFinishedFromRunning();
   PublishLoad();
@@ -340,15 +342,14 @@ void Scheduler::AdmitWaiting(absl::Time now, int* budget, std::vector<PlannedEnt
   UpdateCountsLocked();
 }
 
-void Scheduler::AfterForward(const std::vector<PlannedEntry>& plan, const ForwardOutput& out,
-                             absl::Time now) {
-  const int vocab = backend_->config().vocab_size;
+void Scheduler::AfterForward(const std::vector<PlannedEntry>& plan,
+                             const std::vector<SampledToken>& sampled, absl::Time now) {
+  size_t next_sample = 0;  // sampled[] follows the plan order of entries that finished a chunk
   for (size_t i = 0; i < plan.size(); ++i) {
     Sequence* seq = plan[i].seq;
     seq->num_computed += plan[i].num_tokens;
     if (seq->remaining() > 0) continue;  // a prefill chunk short of the prompt's end
-    const float* logits = out.logits.data() + static_cast<size_t>(out.first_row[i]) * vocab;
-    EmitToken(seq, seq->sampler->Sample(logits, vocab), now);
+    EmitToken(seq, sampled[next_sample++], now);
   }
 }
 

@@ -86,7 +86,7 @@ class Scheduler {
   void AdmitWaiting(absl::Time now, int* budget, std::vector<PlannedEntry>* plan);
   void Preempt(Sequence* seq);
   // Feeds back the logits of a finished step: samples, streams, finishes sequences.
-  void AfterForward(const std::vector<PlannedEntry>& plan, const ForwardOutput& out,
+  void AfterForward(const std::vector<PlannedEntry>& plan, const std::vector<SampledToken>& sampled,
                     absl::Time now);
   void EmitToken(Sequence* seq, const SampledToken& token, absl::Time now);
   // Ends `seq`: frees its blocks and sends `chunk` (plus any held-back text) as the last.

@@ -2,6 +2,8 @@
 // transformers' LlamaTokenizer (slow, sentencepiece-backed) encode/decode on top of it.
 #include "engine/spm_tokenizer.h"
 
+#include "engine/plugin_paths.h"
+
 #include <dlfcn.h>
 #include <unistd.h>
 
@@ -68,14 +70,6 @@ int PluginDlopenFlags() {
 #endif
 }
 
-std::string ExecutableDir() {
-  char buffer[PATH_MAX];
-  const ssize_t n = readlink("/proc/self/exe", buffer, sizeof(buffer) - 1);
-  if (n <= 0) return "";
-  std::string path(buffer, static_cast<size_t>(n));
-  const size_t slash = path.rfind('/');
-  return slash == std::string::npos ? "" : path.substr(0, slash);
-}
 
 template <typename Fn>
 bool LookUp(void* library, const char* name, Fn* fn, std::string* missing) {
@@ -655,16 +649,7 @@ std::string SpmTokenizer::TokenBytes(int32_t id) const {
 }  // namespace
 
 std::vector<std::string> SpmPluginSearchPaths() {
-  std::vector<std::string> paths;
-  if (const char* env = std::getenv("FLUTE_SPM_PLUGIN"); env != nullptr && *env != '\0') {
-    paths.push_back(env);
-  }
-  const std::string exe_dir = ExecutableDir();
-  if (!exe_dir.empty()) {
-    paths.push_back(exe_dir + "/libflute_spm.so");
-    paths.push_back(exe_dir + "/../lib/libflute_spm.so");
-  }
-  return paths;
+  return PluginSearchPaths("FLUTE_SPM_PLUGIN", "libflute_spm.so");
 }
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadSpmTokenizer(const std::string& model_path,

@@ -588,6 +588,14 @@ size_t LutGemmWorkspaceBytes(const LutShape& shape, int64_t m) {
   return WorkspaceBytesFor(MakePlan(shape, m, 0, DeviceSmCount()), shape, m);
 }
 
+int LutGemmPlannedSplits(const LutShape& shape, int64_t m) {
+  return MakePlan(shape, m, 0, DeviceSmCount()).splits;
+}
+
+size_t LutGemmWorkspaceBytesForSplits(const LutShape& shape, int64_t m, int split_k) {
+  return WorkspaceBytesFor(MakePlan(shape, m, split_k, DeviceSmCount()), shape, m);
+}
+
 absl::Status LaunchLutGemm(const LutGemmParams& p, CUstream_st* stream) {
   absl::Status supported = IsSupportedByCuda(p.shape);
   if (!supported.ok()) return supported;

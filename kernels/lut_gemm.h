@@ -40,6 +40,14 @@ absl::Status IsSupportedByCuda(const LutShape& shape);
 // Workspace bytes a call with this shape and m needs on the current device.
 size_t LutGemmWorkspaceBytes(const LutShape& shape, int64_t m);
 
+// The split-K count a call with this shape and m makes when split_k = 0, on the current
+// device. The engine's batch-invariant mode forces LutGemmPlannedSplits(shape, 1) for every
+// m, so that a row's summation order never depends on how many rows share the call.
+int LutGemmPlannedSplits(const LutShape& shape, int64_t m);
+
+// Workspace bytes for a call with this shape and m and a forced split_k (> 0).
+size_t LutGemmWorkspaceBytesForSplits(const LutShape& shape, int64_t m, int split_k);
+
 // Launches on `stream` (asynchronous). Checks shape, pointers and workspace first and returns
 // InvalidArgument with the reason, or Internal with the CUDA error after the launch.
 // The split-K reduction always sums partials in split order, so the result is bitwise

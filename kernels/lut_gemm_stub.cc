@@ -9,6 +9,8 @@ absl::Status IsSupportedByCuda(const LutShape&) {
 }
 
 size_t LutGemmWorkspaceBytes(const LutShape&, int64_t) { return 0; }
+int LutGemmPlannedSplits(const LutShape&, int64_t) { return 1; }
+size_t LutGemmWorkspaceBytesForSplits(const LutShape&, int64_t, int) { return 0; }
 
 absl::Status LaunchLutGemm(const LutGemmParams&, CUstream_st*) {
   return absl::UnimplementedError("this build of flute has no CUDA kernels (nvcc was not found)");

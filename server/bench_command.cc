@@ -1,5 +1,6 @@
 // `flute bench <what>`: benchmark programs. Each benchmark registers itself under the
-// `bench` group: AddBenchKernelCommand (kernels, issue 5), AddBenchServeCommand (server).
+// `bench` group: AddBenchKernelCommand (kernels, issue 5), AddBenchServeCommand (server),
+// AddBenchE2eCommand (the CUDA engine, issue 8).
 #include "server/commands.h"
 
 namespace flute::cli {
@@ -10,6 +11,7 @@ void AddBenchCommand(CLI::App& app) {
   AddBenchServeCommand(*bench);
   // Registrations go here, one line each, e.g. AddBenchKernelCommand(*bench);
   AddBenchKernelCommand(*bench);
+  AddBenchE2eCommand(*bench);
 }
 
 }  // namespace flute::cli

@@ -21,6 +21,7 @@ void AddServeCommand(CLI::App& app);
 void AddClientCommand(CLI::App& app);
 void AddHealthCommand(CLI::App& app);  // health_command.cc
 void AddBenchServeCommand(CLI::App& bench);  // under `bench`
+void AddBenchE2eCommand(CLI::App& bench);    // `flute bench e2e` (bench_e2e_command.cc)
 
 // Prints "error: <message>" to stderr and throws CLI::RuntimeError(1) when !status.ok().
 void ExitIfError(const absl::Status& status);

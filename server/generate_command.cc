@@ -11,6 +11,7 @@
 #include "engine/streaming_detokenizer.h"
 #include "engine/tokenizer.h"
 #include "server/commands.h"
+#include "server/gpu_flags.h"
 
 namespace flute::cli {
 namespace {
@@ -25,11 +26,12 @@ struct GenerateOptions {
   SamplingParams sampling;
   uint64_t seed = 0;
   bool has_seed = false;
+  BackendOptions backend;
 };
 
 absl::Status RunGenerate(const GenerateOptions& o) {
   ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, LoadTokenizer(o.model_dir));
-  BackendOptions backend_options;
+  BackendOptions backend_options = o.backend;
   backend_options.device = o.device;
   backend_options.num_threads = o.threads;
   ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, CreateBackend(o.model_dir, backend_options));
@@ -74,6 +76,7 @@ void AddGenerateCommand(CLI::App& app) {
   cmd->add_flag("--ignore-eos", o->ignore_eos, "Keep generating past end-of-sequence tokens");
   cmd->add_option("--device", o->device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
   cmd->add_option("--threads", o->threads, "CPU threads (0 = all)");
+  AddGpuFlags(cmd, &o->backend);
   cmd->callback([o] { ExitIfError(RunGenerate(*o)); });
 }
 

@@ -9,6 +9,7 @@
 #include "engine/perplexity.h"
 #include "engine/status_macros.h"
 #include "server/commands.h"
+#include "server/gpu_flags.h"
 
 namespace flute::cli {
 namespace {
@@ -21,11 +22,12 @@ struct PerplexityOptions {
   int window = 512;
   int max_windows = 0;
   int threads = 0;
+  BackendOptions backend;
 };
 
 absl::Status RunPerplexity(const PerplexityOptions& o) {
   ASSIGN_OR_RETURN(std::vector<int32_t> ids, ReadTokenFile(o.tokens_path, o.tokens_dtype));
-  BackendOptions backend_options;
+  BackendOptions backend_options = o.backend;
   backend_options.device = o.device;
   backend_options.num_threads = o.threads;
   ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, CreateBackend(o.model_dir, backend_options));
@@ -54,6 +56,7 @@ void AddPerplexityCommand(CLI::App& app) {
   cmd->add_option("--max-windows", o->max_windows, "Score only the first N windows (0 = all)");
   cmd->add_option("--device", o->device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
   cmd->add_option("--threads", o->threads, "CPU threads (0 = all)");
+  AddGpuFlags(cmd, &o->backend);
   cmd->callback([o] { ExitIfError(RunPerplexity(*o)); });
 }
 

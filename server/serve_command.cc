@@ -20,6 +20,7 @@
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "server/commands.h"
+#include "server/gpu_flags.h"
 #include "server/metrics.h"
 #include "server/metrics_observer.h"
 #include "server/service.h"
@@ -44,6 +45,7 @@ struct ServeOptions {
   std::string tls_key;
   int metrics_port = -1;
   double drain_seconds = 30;
+  BackendOptions backend;  // the CUDA flags (gpu_flags.h)
 };
 
 void Log(const std::string& line) { std::cerr << "flute serve: " << line << std::endl; }
@@ -83,7 +85,9 @@ std::string BaseName(std::string path) {
 }
 
 absl::StatusOr<std::unique_ptr<Backend>> LoadBackend(const ServeOptions& o) {
-  BackendOptions options;
+  BackendOptions options = o.backend;
+  options.max_batch = o.max_batch_size;
+  options.max_tokens_per_step = o.max_tokens_per_step;
   options.num_threads = o.threads;
   options.kv_block_size = o.kv_block_size;
   options.kv_cache_bytes = o.kv_cache_mb << 20;
@@ -108,7 +112,10 @@ absl::StatusOr<std::shared_ptr<server::Engine>> LoadEngine(const ServeOptions& o
   ASSIGN_OR_RETURN(engine->backend, LoadBackend(o));
   auto chat_template = LoadChatTemplate(o.model_dir);
   if (chat_template.ok()) engine->chat_template = *chat_template;
-  if (metrics != nullptr) engine->observer = std::make_unique<server::MetricsObserver>(metrics);
+  if (metrics != nullptr) {
+    engine->observer = std::make_unique<server::MetricsObserver>(metrics);
+    metrics->SetGpuMemoryBytes(engine->backend->device_memory_bytes());
+  }
   SchedulerOptions options;
   options.max_running = o.max_batch_size;
   options.max_waiting = o.max_queue;
@@ -241,6 +248,7 @@ void AddServeCommand(CLI::App& app) {
   cmd->add_option("--kv-cache-mb", o->kv_cache_mb, "KV-cache memory in MiB")
       ->check(CLI::Range(1, 1 << 24))->capture_default_str();
   cmd->add_option("--threads", o->threads, "CPU threads (0 = all)")->capture_default_str();
+  AddGpuFlags(cmd, &o->backend);
   cmd->add_option("--tls-cert", o->tls_cert, "PEM certificate chain (TLS; with --tls-key)");
   cmd->add_option("--tls-key", o->tls_key, "PEM private key (TLS; with --tls-cert)");
   cmd->add_option("--metrics-port", o->metrics_port,

@@ -1,0 +1,161 @@
+// Private to the CUDA backend (engine/cuda_*.cc): the backend class, shared by the file that
+// builds it (cuda_backend.cc), the one that runs a step (cuda_forward.cc) and the one that
+// samples (cuda_sampling.cc). Part of the plugin libflute_cuda.so only.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "engine/backend.h"
+#include "engine/cuda_backend.h"
+#include "engine/cuda/cuda_memory.h"
+#include "engine/cuda/cuda_model.h"
+#include "engine/cuda/step_profiler.h"
+#include "kernels/attention.h"
+#include "kernels/dense_gemm.h"
+#include "kernels/sampling.h"
+
+namespace flute {
+
+// One forward pass's inputs, built on the host. Rows are tokens, in batch order.
+struct StepPlan {
+  std::vector<int32_t> tokens;       // [rows]
+  std::vector<int32_t> positions;    // [rows]
+  std::vector<int32_t> slots;        // [rows] flat KV slot, -1 = padding (not written)
+  std::vector<int32_t> query_start;  // [seqs + 1]
+  std::vector<int32_t> context_len;  // [seqs]
+  std::vector<int32_t> block_tables; // [seqs, block_stride]
+  std::vector<int32_t> logit_rows;   // rows whose logits are computed, in output order
+  int block_stride = 1;              // blocks per table row
+  int max_query_len = 0;
+  int max_context_len = 0;           // bound given to attention (a bucket in graphs)
+  bool graph = false;                // a padded decode step that a CUDA graph replays
+  int rows() const { return static_cast<int>(tokens.size()); }
+  int seqs() const { return static_cast<int>(context_len.size()); }
+};
+
+// Device pointers into the step-input buffer (the same layout as the pinned staging copy).
+struct StepInputs {
+  int32_t* tokens;
+  int32_t* positions;
+  int32_t* slots;
+  int32_t* query_start;
+  int32_t* context_len;
+  int32_t* logit_rows;
+  int32_t* block_tables;  // last: only the used part is copied each step
+};
+
+// Rows sampled per kernel launch (its workspace is rows x vocab floats).
+inline constexpr int kSampleChunk = 64;
+
+class CudaBackend : public Backend, public CudaBenchHooks {
+ public:
+  CudaBackend(ModelConfig config, const BackendOptions& options, lut::ActivationType dtype,
+              std::unique_ptr<GpuModel> model);
+  ~CudaBackend() override;
+
+  // Allocates activations, workspaces and, from what the memory fraction leaves, the KV cache.
+  // budget_bytes: what the backend may allocate in all; free_before: free bytes before the
+  // weights were uploaded (so that what was allocated since counts against the budget).
+  absl::Status Init(int64_t budget_bytes, int64_t free_before, std::string gpu_name);
+
+  // Backend
+  const ModelConfig& config() const override { return config_; }
+  std::string Describe() const override;
+  int kv_block_size() const override { return options_.kv_block_size; }
+  int num_kv_blocks() const override { return num_kv_blocks_; }
+  absl::Status Forward(const std::vector<BatchEntry>& batch, ForwardOutput* out) override;
+  absl::Status ForwardAndSample(const std::vector<BatchEntry>& batch,
+                                const std::vector<SampleSlot>& slots,
+                                std::vector<SampledToken>* tokens) override;
+  int64_t device_memory_bytes() const override { return device_bytes_; }
+
+  // CudaBenchHooks
+  absl::Status FillKvCacheRandom(uint64_t seed) override;
+  int64_t WeightBytesPerStep() const override { return model_->weight_bytes_per_step(); }
+  int64_t KvBytesPerToken() const override;
+  absl::Status Synchronize() override;
+  absl::StatusOr<double> MeasureCopyBandwidth() override;
+  std::string ProfileReport() const override { return profiler_ ? profiler_->Report() : ""; }
+  void ResetProfile() override {
+    if (profiler_) profiler_->Reset();
+  }
+
+ private:
+  // cuda_backend.cc
+  absl::Status AllocateActivations();
+  absl::Status AllocateKvCache(int64_t budget_bytes);
+  size_t LutWorkspaceBytes() const;
+
+  // cuda_forward.cc
+  // The plan of one pass: pieces [ranges[i]) of batch[entries[i]]. Logit rows: every row of
+  // all_logits entries, else the last row of each entry whose last piece is in the pass and
+  // that wants_logits. A decode-only pass may become a padded graph step (allow_graph).
+  StepPlan PlanPass(const std::vector<BatchEntry>& batch, const std::vector<int>& entries,
+                    const std::vector<std::pair<int, int>>& ranges,
+                    const std::vector<bool>& wants_logits, bool allow_graph) const;
+  absl::Status RunStep(StepPlan& plan);        // uploads inputs, runs (graph or eager)
+  absl::Status LaunchForward(const StepPlan& plan);  // the kernels of one pass
+  absl::Status Project(const GpuProjection& p, const void* x, int m, void* y, bool y_fp32);
+  absl::Status MatMul(const GpuMatrix& w, const void* x, int m, void* y, bool y_fp32);
+  absl::Status LaunchLmHead(int rows);
+  void PadForGraph(StepPlan& plan) const;
+  absl::Status UploadInputs(const StepPlan& plan);
+
+  // cuda_sampling.cc
+  absl::Status SampleRows(const std::vector<SampleSlot>& slots, std::vector<SampledToken>* tokens);
+
+  ModelConfig config_;
+  BackendOptions options_;
+  lut::ActivationType dtype_;
+  std::unique_ptr<GpuModel> model_;
+  cudaStream_t stream_ = nullptr;
+  std::unique_ptr<gpu::DenseGemm> dense_gemm_;
+  int max_rows_ = 0;         // tokens per pass at most
+  int max_context_ = 0;      // positions per sequence at most
+  int num_kv_blocks_ = 0;    // blocks the allocator hands out; one more is the padding block
+  int64_t device_bytes_ = 0;
+  int64_t initial_free_ = 0;
+  std::string gpu_name_;
+
+  // Activations, [max_rows_, ...] each.
+  DeviceBuffer residual_;   // fp32 [rows, hidden]
+  DeviceBuffer normed_;     // act [rows, hidden]
+  DeviceBuffer qkv_;        // act [rows, q_dim + 2 kv_dim]
+  DeviceBuffer attn_;       // act [rows, q_dim]
+  DeviceBuffer proj_;       // act [rows, hidden]
+  DeviceBuffer gate_up_;    // act [rows, 2 inter]
+  DeviceBuffer mlp_;        // act [rows, inter]
+  DeviceBuffer part_;       // act [rows, largest unfused part]
+  DeviceBuffer head_in_;    // act [rows, hidden]: the rows that need logits
+  DeviceBuffer head_act_;   // act [rows, vocab] when the LM head is LUT (widened to logits_)
+  DeviceBuffer logits_;     // fp32 [rows, vocab]
+  DeviceBuffer dequant_;    // act [n, k] of the largest LUT matrix (large-M path), or empty
+  DeviceBuffer lut_ws_, attn_ws_, cublas_ws_, sample_ws_;
+  DeviceBuffer inv_freq_;   // fp32 [head_dim / 2]
+  DeviceBuffer kv_storage_;
+  std::vector<gpu::PagedKvLayer> kv_layers_;
+
+  // Step inputs: pinned staging and its device twin, same layout.
+  PinnedBuffer staging_;
+  DeviceBuffer step_buffer_;
+  StepInputs step_;          // device pointers
+  size_t block_tables_offset_ = 0;
+
+  // Sampling inputs and outputs.
+  DeviceBuffer sample_params_, sample_results_, penalty_buffer_;
+  PinnedBuffer sample_host_;   // SamplingRow[max_rows_] then SampleResult[max_rows_]
+  std::vector<int32_t> penalty_host_;
+
+  std::unique_ptr<StepProfiler> profiler_;  // BackendOptions::profile
+
+  // Decode graphs by (padded batch, context bucket).
+  std::map<std::pair<int, int>, cudaGraphExec_t> graphs_;
+};
+
+}  // namespace flute

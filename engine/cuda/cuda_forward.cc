@@ -1,0 +1,356 @@
+// The CUDA backend's forward pass: planning a step on the host, uploading its inputs, and
+// the kernel sequence of the LLaMA decoder, replayed from CUDA graphs for decode steps.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "engine/cuda/cuda_backend_impl.h"
+#include "engine/status_macros.h"
+#include "kernels/llama_ops.h"
+#include "kernels/row_ops.h"
+
+namespace flute {
+namespace {
+
+// Tokens [begin, end) of batch entry `entry`, run in one pass.
+struct Piece {
+  int entry;
+  int begin;
+  int end;
+};
+
+// Cuts the batch into passes of at most max_rows tokens, in order; a long entry continues in
+// the next pass, so each pass holds at most one piece of any entry.
+std::vector<std::vector<Piece>> SplitIntoPasses(const std::vector<BatchEntry>& batch, int max_rows) {
+  std::vector<std::vector<Piece>> passes(1);
+  int used = 0;
+  for (int e = 0; e < static_cast<int>(batch.size()); ++e) {
+    const int n = static_cast<int>(batch[e].tokens.size());
+    for (int begin = 0; begin < n;) {
+      if (used == max_rows) {
+        passes.emplace_back();
+        used = 0;
+      }
+      const int end = std::min(n, begin + (max_rows - used));
+      passes.back().push_back({e, begin, end});
+      used += end - begin;
+      begin = end;
+    }
+  }
+  return passes;
+}
+
+// Padded batch sizes that decode graphs are captured for: 1, 2, 4, 8, then multiples of 8.
+int GraphBatchSize(int seqs) {
+  if (seqs <= 8) {
+    int p = 1;
+    while (p < seqs) p *= 2;
+    return p;
+  }
+  return (seqs + 7) / 8 * 8;
+}
+
+// Context bound of a decode graph: a power of two >= the longest context (at least 256).
+int ContextBucket(int context, int max_context) {
+  int bucket = 256;
+  while (bucket < context) bucket *= 2;
+  return std::min(bucket, max_context);
+}
+
+}  // namespace
+
+StepPlan CudaBackend::PlanPass(const std::vector<BatchEntry>& batch, const std::vector<int>& entries,
+                               const std::vector<std::pair<int, int>>& ranges,
+                               const std::vector<bool>& wants_logits, bool allow_graph) const {
+  const int bs = options_.kv_block_size;
+  StepPlan plan;
+  bool decode_only = true;
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const BatchEntry& e = batch[entries[i]];
+    const auto [begin, end] = ranges[i];
+    const int context = e.start_position + end;
+    plan.max_query_len = std::max(plan.max_query_len, end - begin);
+    plan.max_context_len = std::max(plan.max_context_len, context);
+    const bool last_piece = end == static_cast<int>(e.tokens.size());
+    decode_only &= end - begin == 1 && last_piece && !e.all_logits && wants_logits[entries[i]];
+  }
+  plan.graph = allow_graph && options_.cuda_graphs && decode_only &&
+               static_cast<int>(entries.size()) <= options_.max_batch;
+  const int padded = plan.graph ? GraphBatchSize(static_cast<int>(entries.size())) : 0;
+  if (plan.graph) plan.max_context_len = ContextBucket(plan.max_context_len, max_context_);
+  plan.block_stride = std::max(1, (plan.max_context_len + bs - 1) / bs);
+  const int seqs = std::max<int>(padded, entries.size());
+  plan.block_tables.assign(static_cast<size_t>(seqs) * plan.block_stride, num_kv_blocks_);
+  plan.query_start.push_back(0);
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const BatchEntry& e = batch[entries[i]];
+    const auto [begin, end] = ranges[i];
+    const std::vector<int32_t>& table = *e.block_table;
+    for (int t = begin; t < end; ++t) {
+      const int pos = e.start_position + t;
+      if (e.all_logits || (t == end - 1 && end == static_cast<int>(e.tokens.size()) && wants_logits[entries[i]])) {
+        plan.logit_rows.push_back(plan.rows());
+      }
+      plan.tokens.push_back(e.tokens[t]);
+      plan.positions.push_back(pos);
+      plan.slots.push_back(table[pos / bs] * bs + pos % bs);
+    }
+    const int context = e.start_position + end;
+    plan.query_start.push_back(plan.rows());
+    plan.context_len.push_back(context);
+    const int blocks = (context + bs - 1) / bs;
+    std::copy(table.begin(), table.begin() + blocks, plan.block_tables.begin() + i * plan.block_stride);
+  }
+  // Padding sequences of a graph batch: one token at position 0 that reads the padding block
+  // and writes nowhere.
+  for (int i = static_cast<int>(entries.size()); i < padded; ++i) {
+    plan.logit_rows.push_back(plan.rows());
+    plan.tokens.push_back(0);
+    plan.positions.push_back(0);
+    plan.slots.push_back(-1);
+    plan.query_start.push_back(plan.rows());
+    plan.context_len.push_back(1);
+  }
+  return plan;
+}
+
+absl::Status CudaBackend::UploadInputs(const StepPlan& plan) {
+  char* host = staging_.as<char>();
+  const auto put = [&](const int32_t* device_dst, const std::vector<int32_t>& values) {
+    const size_t offset = reinterpret_cast<const char*>(device_dst) - step_buffer_.as<char>();
+    std::memcpy(host + offset, values.data(), values.size() * 4);
+  };
+  put(step_.tokens, plan.tokens);
+  put(step_.positions, plan.positions);
+  put(step_.slots, plan.slots);
+  put(step_.query_start, plan.query_start);
+  put(step_.context_len, plan.context_len);
+  put(step_.logit_rows, plan.logit_rows);
+  put(step_.block_tables, plan.block_tables);
+  const size_t bytes = block_tables_offset_ + plan.block_tables.size() * 4;
+  return CudaStatus(cudaMemcpyAsync(step_buffer_.get(), host, bytes, cudaMemcpyHostToDevice, stream_),
+                    "step input upload");
+}
+
+absl::Status CudaBackend::MatMul(const GpuMatrix& w, const void* x, int m, void* y, bool y_fp32) {
+  if (!w.lut) {
+    // Batch-invariant: below 32 rows every call runs at 32, so cuBLAS picks one algorithm
+    // (one summation order) whatever the batch. Buffers have >= 32 rows; extra rows are junk.
+    const int rows = options_.batch_invariant ? std::max(m, 32) : m;
+    return dense_gemm_->Run(dtype_, y_fp32, rows, w.n, w.k, x, w.dense.get(), y);
+  }
+  if (!dequant_.bytes() || m < 256) {
+    lut::LutGemmParams p;
+    p.shape = w.shape;
+    p.dtype = dtype_;
+    p.m = m;
+    p.x = x;
+    p.packed = w.packed.as<uint8_t>();
+    p.scales = w.scales.as<uint16_t>();
+    p.table = w.table.as<float>();
+    p.y = y;
+    p.workspace = lut_ws_.get();
+    p.workspace_bytes = lut_ws_.bytes();
+    p.split_k = options_.batch_invariant ? w.invariant_splits : 0;
+    return lut::LaunchLutGemm(p, stream_);
+  }
+  // Large m (prefill) in the fastest mode: dequantize once, then a tensor-core GEMM.
+  RETURN_IF_ERROR(gpu::LaunchLutDequantize(w.shape, dtype_, w.packed.as<uint8_t>(), w.scales.as<uint16_t>(),
+                                           w.table.as<float>(), dequant_.get(), stream_));
+  return dense_gemm_->Run(dtype_, y_fp32, m, w.n, w.k, x, dequant_.get(), y);
+}
+
+absl::Status CudaBackend::Project(const GpuProjection& p, const void* x, int m, void* y, bool y_fp32) {
+  if (p.parts.size() == 1) return MatMul(p.parts.front(), x, m, y, y_fp32);
+  // Unfused parts: each into part_, then copied into its columns of y.
+  const size_t row_bytes = size_t{2} * p.n();
+  size_t column_bytes = 0;
+  for (const GpuMatrix& w : p.parts) {
+    RETURN_IF_ERROR(MatMul(w, x, m, part_.get(), false));
+    RETURN_IF_ERROR(CudaStatus(cudaMemcpy2DAsync(static_cast<char*>(y) + column_bytes, row_bytes, part_.get(),
+                                                 size_t{2} * w.n, size_t{2} * w.n, m,
+                                                 cudaMemcpyDeviceToDevice, stream_),
+                               "projection part copy"));
+    column_bytes += size_t{2} * w.n;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::LaunchLmHead(int rows) {
+  const GpuMatrix& head = model_->lm_head.parts.front();
+  if (!head.lut) return MatMul(head, head_in_.get(), rows, logits_.get(), true);
+  RETURN_IF_ERROR(MatMul(head, head_in_.get(), rows, head_act_.get(), false));
+  return gpu::LaunchWidenToFloat(dtype_, head_act_.get(), size_t{1} * rows * head.n, logits_.as<float>(), stream_);
+}
+
+absl::Status CudaBackend::LaunchForward(const StepPlan& plan) {
+  const int t = plan.rows(), h = config_.hidden_size, inter = config_.intermediate_size;
+  const int q_dim = config_.q_dim(), kv_dim = config_.kv_dim(), qkv_n = q_dim + 2 * kv_dim;
+  const float eps = static_cast<float>(config_.rms_norm_eps);
+  gpu::AttentionBatch attention;
+  attention.num_seqs = plan.seqs();
+  attention.query_start = step_.query_start;
+  attention.context_len = step_.context_len;
+  attention.block_tables = step_.block_tables;
+  attention.max_blocks_per_seq = plan.block_stride;
+  attention.max_query_len = plan.max_query_len;
+  attention.max_context_len = plan.max_context_len;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(config_.head_dim));
+
+  // MARK(kind): with --profile, the time since the previous mark is charged to `kind`.
+#define MARK(kind) \
+  if (profiler_) profiler_->Mark(kind)
+  if (profiler_) profiler_->Begin(stream_);
+  RETURN_IF_ERROR(gpu::LaunchEmbedding(dtype_, step_.tokens, t, model_->embed_tokens.get(), config_.vocab_size,
+                                       h, residual_.as<float>(), stream_));
+  MARK("embedding");
+  for (int l = 0; l < config_.num_layers; ++l) {
+    const GpuLayer& layer = model_->layers[l];
+    RETURN_IF_ERROR(gpu::LaunchAddRmsNorm(dtype_, t, h, eps, l == 0 ? nullptr : proj_.get(), residual_.as<float>(),
+                                          layer.input_norm.as<float>(), normed_.get(), stream_));
+    MARK("add+rmsnorm");
+    RETURN_IF_ERROR(Project(layer.qkv, normed_.get(), t, qkv_.get(), false));
+    MARK("qkv proj");
+    RETURN_IF_ERROR(gpu::LaunchRope(dtype_, qkv_.get(), t, qkv_n, config_.num_heads, q_dim, config_.num_kv_heads,
+                                    config_.head_dim, step_.positions, inv_freq_.as<float>(), stream_));
+    MARK("rope");
+    RETURN_IF_ERROR(gpu::LaunchKvCacheWrite(kv_layers_[l], qkv_.get(), t, qkv_n, q_dim, q_dim + kv_dim,
+                                            step_.slots, stream_));
+    MARK("kv write");
+    RETURN_IF_ERROR(gpu::LaunchPagedAttention(kv_layers_[l], qkv_.get(), qkv_n, config_.num_heads, scale,
+                                              attention, attn_.get(), attn_ws_.get(), attn_ws_.bytes(), stream_));
+    MARK("attention");
+    RETURN_IF_ERROR(Project(layer.o, attn_.get(), t, proj_.get(), false));
+    MARK("o proj");
+    RETURN_IF_ERROR(gpu::LaunchAddRmsNorm(dtype_, t, h, eps, proj_.get(), residual_.as<float>(),
+                                          layer.post_attention_norm.as<float>(), normed_.get(), stream_));
+    MARK("add+rmsnorm");
+    RETURN_IF_ERROR(Project(layer.gate_up, normed_.get(), t, gate_up_.get(), false));
+    MARK("gate_up proj");
+    RETURN_IF_ERROR(gpu::LaunchSwiGlu(dtype_, gate_up_.get(), t, inter, mlp_.get(), stream_));
+    MARK("swiglu");
+    RETURN_IF_ERROR(Project(layer.down, mlp_.get(), t, proj_.get(), false));
+    MARK("down proj");
+  }
+  RETURN_IF_ERROR(gpu::LaunchAddRmsNorm(dtype_, t, h, eps, proj_.get(), residual_.as<float>(),
+                                        model_->final_norm.as<float>(), normed_.get(), stream_));
+  MARK("add+rmsnorm");
+  const int rows = static_cast<int>(plan.logit_rows.size());
+  if (rows > 0) {
+    RETURN_IF_ERROR(gpu::LaunchGatherRows(normed_.get(), size_t{2} * h, step_.logit_rows, rows, head_in_.get(),
+                                          stream_));
+    RETURN_IF_ERROR(LaunchLmHead(rows));
+    MARK("lm head");
+  }
+#undef MARK
+  return absl::OkStatus();  // the caller ends the profiled step (after sampling or the copy)
+}
+
+absl::Status CudaBackend::RunStep(StepPlan& plan) {
+  RETURN_IF_ERROR(UploadInputs(plan));
+  const std::pair<int, int> key{plan.seqs(), plan.max_context_len};
+  if (plan.graph) {
+    auto it = graphs_.find(key);
+    if (it != graphs_.end()) return CudaStatus(cudaGraphLaunch(it->second, stream_), "decode graph launch");
+  }
+  RETURN_IF_ERROR(LaunchForward(plan));
+  if (!plan.graph || profiler_) return absl::OkStatus();
+  // First step of this shape ran eagerly (loading any lazily loaded kernels); capture it
+  // now for the next ones. A capture failure turns graphs off rather than failing the step.
+  cudaGraph_t graph = nullptr;
+  RETURN_IF_ERROR(CudaStatus(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), "graph capture"));
+  const absl::Status launched = LaunchForward(plan);
+  const cudaError_t ended = cudaStreamEndCapture(stream_, &graph);
+  cudaGraphExec_t exec = nullptr;
+  if (launched.ok() && ended == cudaSuccess && graph &&
+      cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess) {
+    graphs_[key] = exec;
+  } else {
+    cudaGetLastError();
+    options_.cuda_graphs = false;
+  }
+  if (graph) cudaGraphDestroy(graph);
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::Forward(const std::vector<BatchEntry>& batch, ForwardOutput* out) {
+  RETURN_IF_ERROR(ValidateBatch(config_, options_.kv_block_size, num_kv_blocks_, batch));
+  const size_t vocab = config_.vocab_size;
+  out->logits.clear();
+  out->first_row.assign(batch.size(), -1);
+  const std::vector<bool> wants(batch.size(), true);
+  int rows_out = 0;
+  for (const std::vector<Piece>& pass : SplitIntoPasses(batch, max_rows_)) {
+    std::vector<int> entries;
+    std::vector<std::pair<int, int>> ranges;
+    for (const Piece& p : pass) {
+      entries.push_back(p.entry);
+      ranges.push_back({p.begin, p.end});
+    }
+    // Logits go back to the host: not the decode fast path, no graph.
+    StepPlan plan = PlanPass(batch, entries, ranges, wants, /*allow_graph=*/false);
+    RETURN_IF_ERROR(RunStep(plan));
+    const size_t rows = plan.logit_rows.size();
+    out->logits.resize((rows_out + rows) * vocab);
+    RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(out->logits.data() + rows_out * vocab, logits_.get(),
+                                               rows * vocab * 4, cudaMemcpyDeviceToHost, stream_),
+                               "logits copy"));
+    if (profiler_) {
+      profiler_->Mark("logits copy");
+      profiler_->End();
+    }
+    RETURN_IF_ERROR(Synchronize());
+    // first_row: this pass's logit rows follow its pieces in order.
+    int row = rows_out;
+    for (const Piece& p : pass) {
+      const BatchEntry& e = batch[p.entry];
+      const bool last = p.end == static_cast<int>(e.tokens.size());
+      if (e.all_logits && p.begin == 0) out->first_row[p.entry] = row;
+      if (!e.all_logits && last) out->first_row[p.entry] = row;
+      row += e.all_logits ? p.end - p.begin : (last ? 1 : 0);
+    }
+    rows_out += static_cast<int>(rows);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::ForwardAndSample(const std::vector<BatchEntry>& batch,
+                                           const std::vector<SampleSlot>& slots,
+                                           std::vector<SampledToken>* tokens) {
+  RETURN_IF_ERROR(ValidateBatch(config_, options_.kv_block_size, num_kv_blocks_, batch));
+  std::vector<bool> wants(batch.size(), false);
+  std::vector<int> slot_of(batch.size(), -1);
+  for (size_t i = 0; i < slots.size(); ++i) {
+    if (batch[slots[i].entry].all_logits) {
+      return absl::InvalidArgumentError(absl::StrCat("batch entry ", slots[i].entry,
+                                                     ": all_logits entries cannot be sampled"));
+    }
+    wants[slots[i].entry] = true;
+    slot_of[slots[i].entry] = static_cast<int>(i);
+  }
+  tokens->assign(slots.size(), SampledToken{});
+  for (const std::vector<Piece>& pass : SplitIntoPasses(batch, max_rows_)) {
+    std::vector<int> entries;
+    std::vector<std::pair<int, int>> ranges;
+    std::vector<SampleSlot> pass_slots;  // in logit-row order
+    std::vector<int> pass_slot_index;
+    for (const Piece& p : pass) {
+      entries.push_back(p.entry);
+      ranges.push_back({p.begin, p.end});
+      if (wants[p.entry] && p.end == static_cast<int>(batch[p.entry].tokens.size())) {
+        pass_slots.push_back(slots[slot_of[p.entry]]);
+        pass_slot_index.push_back(slot_of[p.entry]);
+      }
+    }
+    StepPlan plan = PlanPass(batch, entries, ranges, wants, /*allow_graph=*/true);
+    RETURN_IF_ERROR(RunStep(plan));
+    std::vector<SampledToken> sampled;
+    RETURN_IF_ERROR(SampleRows(pass_slots, &sampled));
+    if (profiler_) profiler_->End();
+    for (size_t i = 0; i < sampled.size(); ++i) (*tokens)[pass_slot_index[i]] = std::move(sampled[i]);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace flute

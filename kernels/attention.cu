@@ -1,0 +1,998 @@
+// Paged KV cache write and paged GQA attention for sm_90 (H100): see attention.h for the
+// contract. Three kernels:
+//
+//  - KvCacheWriteKernel: one thread per 16-byte piece of a token's k or v heads.
+//  - Decode (query_len == 1, decided per sequence from device memory): DecodeChunkKernel, one
+//    CTA per (sequence, kv head, slice of <= kMaxGroup query heads, split). The context is cut
+//    into chunks of kChunk = 64 positions (small: a short context still spreads over many
+//    CTAs, which a batch-1 decode step needs); a sequence's chunks are dealt to at most
+//    kMaxSplits = 16 splits as contiguous ranges (ceil(chunks / 16) chunks per split: a
+//    function of the context length only). A CTA reads each K/V element of its chunks once
+//    (16-byte loads) and serves every query head of its slice: exact softmax inside a chunk
+//    (scores in shared memory), chunks merged in order in registers. A one-chunk sequence
+//    writes `out` directly; otherwise each split writes (max, sum, unnormalized output) to
+//    the workspace and CombineKernel merges the splits in order. Nothing depends on the other
+//    sequences or on the max_* bounds, so a row's result is bitwise batch invariant.
+//  - Prefill (query_len > 1): PrefillMmaKernel, FlashAttention-2 style tiles of 64 query rows
+//    (16 per warp) x 64 keys of one query head on mma.sync.m16n8k16 tensor cores, online
+//    softmax in fp32 registers, causal masking by position. PrefillKernel is a plain SIMT
+//    version of the same tiling (fp32 shared-memory tiles), kept as a cross-check: the
+//    environment variable FLUTE_ATTENTION_PREFILL=simt selects it.
+//
+// All softmax arithmetic is fp32 in the log2 domain: q is pre-multiplied by scale * log2(e)
+// and exp2f is used throughout.
+#include "kernels/attention.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+
+namespace flute::gpu {
+namespace {
+
+constexpr int kChunk = 64;       // decode: positions per chunk (fixed: batch invariance)
+constexpr int kMaxSplits = 16;   // decode: CTAs (and workspace partials) per sequence and head
+constexpr int kMaxGroup = 8;     // decode: query heads served per CTA (larger groups: slices)
+constexpr int kDecodeThreads = 128;
+constexpr int kTileQ = 64;       // prefill: query rows per CTA
+constexpr int kTileK = 64;       // prefill: keys per tile
+constexpr int kPrefillThreads = 128;
+constexpr float kLog2e = 1.4426950408889634f;
+
+// ---- 16-bit helpers ------------------------------------------------------------------------
+template <typename T> struct Act;
+template <> struct Act<__half> {
+  static __device__ __forceinline__ float2 ToFloat2(uint32_t w) {
+    return __half22float2(*reinterpret_cast<const __half2*>(&w));
+  }
+  static __device__ __forceinline__ __half FromFloat(float f) { return __float2half_rn(f); }
+};
+template <> struct Act<__nv_bfloat16> {
+  static __device__ __forceinline__ float2 ToFloat2(uint32_t w) {
+    return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&w));
+  }
+  static __device__ __forceinline__ __nv_bfloat16 FromFloat(float f) { return __float2bfloat16_rn(f); }
+};
+
+// 8 consecutive 16-bit values (one 16-byte load) -> 8 floats.
+template <typename T>
+__device__ __forceinline__ void Unpack8(const uint4& u, float* f) {
+  const float2 a = Act<T>::ToFloat2(u.x), b = Act<T>::ToFloat2(u.y);
+  const float2 c = Act<T>::ToFloat2(u.z), d = Act<T>::ToFloat2(u.w);
+  f[0] = a.x; f[1] = a.y; f[2] = b.x; f[3] = b.y;
+  f[4] = c.x; f[5] = c.y; f[6] = d.x; f[7] = d.y;
+}
+
+__device__ __forceinline__ uint4 Load16(const void* p) {
+  return __ldg(reinterpret_cast<const uint4*>(p));
+}
+
+// Element offset of (position, kv head, dim 0) in a [num_blocks, block_size, kv_heads, D]
+// cache, through the sequence's block table.
+__device__ __forceinline__ size_t CacheOffset(const int32_t* table, int pos, int bs_log2,
+                                              int num_kv_heads, int kv_head, int head_dim) {
+  const int block = table[pos >> bs_log2];
+  const int64_t slot = (static_cast<int64_t>(block) << bs_log2) | (pos & ((1 << bs_log2) - 1));
+  return static_cast<size_t>((slot * num_kv_heads + kv_head) * head_dim);
+}
+
+// ---- KV cache write --------------------------------------------------------------------------
+struct KvWriteArgs {
+  uint4* k_cache;
+  uint4* v_cache;
+  const uint16_t* qkv;       // [m, row_stride]
+  const int32_t* slots;      // [m]
+  int m, row_stride, k_offset, v_offset;
+  int pieces_per_head_set;   // kv_dim / 8: 16-byte pieces of one token's k (or v)
+  int64_t num_slots;         // num_blocks * block_size
+};
+
+__global__ void KvCacheWriteKernel(KvWriteArgs a) {
+  const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int per_row = 2 * a.pieces_per_head_set;
+  if (idx >= static_cast<int64_t>(a.m) * per_row) return;
+  const int row = static_cast<int>(idx / per_row);
+  const int within = static_cast<int>(idx % per_row);
+  const int slot = a.slots[row];
+  if (slot < 0 || slot >= a.num_slots) return;  // padding row (or out of range: never write)
+  const bool is_v = within >= a.pieces_per_head_set;
+  const int piece = is_v ? within - a.pieces_per_head_set : within;
+  const uint16_t* src = a.qkv + static_cast<int64_t>(row) * a.row_stride +
+                        (is_v ? a.v_offset : a.k_offset) + piece * 8;
+  uint4* dst = (is_v ? a.v_cache : a.k_cache) + static_cast<int64_t>(slot) * a.pieces_per_head_set + piece;
+  *dst = Load16(src);
+}
+
+// ---- Shared attention arguments -----------------------------------------------------------
+struct AttnArgs {
+  const void* k_cache;
+  const void* v_cache;
+  const void* q;              // [rows, row_stride]
+  void* out;                  // [rows, num_heads * head_dim]
+  float* ws_acc;              // decode partials [num_seqs, num_heads, ws_splits, head_dim]
+  float* ws_ml;               // decode (max, sum) [num_seqs, num_heads, ws_splits, 2]
+  const int32_t* query_start;
+  const int32_t* context_len;
+  const int32_t* block_tables;
+  int max_blocks_per_seq;
+  int row_stride, num_heads, num_kv_heads, group, head_slices;
+  int bs_log2;
+  int ws_splits;              // min(kMaxSplits, chunks of max_context_len)
+  float scale_log2;           // scale * log2(e)
+};
+
+// ---- Decode: chunks of one sequence for one kv head ---------------------------------------
+// Thread layout: kLanes = D / 8 threads share one key row (one 16-byte piece each);
+// kKeysPerPass = 128 / kLanes keys per pass over the block.
+template <int kD, int kG>
+struct DecodeSmem {
+  static constexpr int kKeysPerPass = kDecodeThreads / (kD / 8);
+  float p[kG][kChunk];                          // scores, then probabilities
+  __align__(16) float red[kKeysPerPass][kG][kD];  // per-key-slot partial outputs
+  float l[kG];
+  float m[kG];
+};
+
+// What one CTA knows about its (sequence, kv head, head slice).
+struct DecodeTask {
+  int seq, q_row, ctx, num_chunks;
+  int kv_head, h0, ng;  // first query head, number of query heads in this slice
+};
+
+// A thread's share of the running (max, sum, unnormalized output) of its CTA's chunks, for
+// the outputs o = threadIdx.x + 128 i (i < kOut) of the CTA's [ng, D] slice.
+template <int kD, int kG>
+struct DecodeRun {
+  static constexpr int kOut = (kG * kD + kDecodeThreads - 1) / kDecodeThreads;
+  float acc[kOut], m[kOut], l[kOut];
+};
+
+// Split of a sequence's chunks: split y of a sequence with `num_chunks` chunks handles chunks
+// [y * per_split, min(num_chunks, (y + 1) * per_split)); a function of the context length only.
+struct SplitPlan {
+  int per_split, num_splits;
+};
+__device__ __forceinline__ SplitPlan PlanSplits(int num_chunks) {
+  const int per_split = (num_chunks + kMaxSplits - 1) / kMaxSplits;
+  return {per_split, (num_chunks + per_split - 1) / per_split};
+}
+
+// One chunk of kChunk positions: exact softmax over the chunk, merged into `run`.
+template <typename T, int kD, int kG>
+__device__ __forceinline__ void DecodeChunk(const AttnArgs& a, const DecodeTask& task, int chunk,
+                                            DecodeSmem<kD, kG>& sm, DecodeRun<kD, kG>& run) {
+  constexpr int kLanes = kD / 8;
+  constexpr int kKeysPerPass = kDecodeThreads / kLanes;
+  constexpr int kUnroll = 4;
+  auto& s_p = sm.p;
+  auto& s_red = sm.red;
+  auto& s_l = sm.l;
+  auto& s_m = sm.m;
+  const int seq = task.seq, q_row = task.q_row, kv_head = task.kv_head, h0 = task.h0, ng = task.ng;
+  const int c0 = chunk * kChunk;
+  const int n = min(kChunk, task.ctx - c0);
+  const int lane = threadIdx.x % kLanes, key_slot = threadIdx.x / kLanes;
+  const int32_t* table = a.block_tables + static_cast<int64_t>(seq) * a.max_blocks_per_seq;
+  const T* k_cache = static_cast<const T*>(a.k_cache);
+  const T* v_cache = static_cast<const T*>(a.v_cache);
+
+  // Phase 1: scores s_p[g][k] = q_g . k_k (log2 domain), each K row read once.
+  {
+    float qr[kG][8];
+    const T* q = static_cast<const T*>(a.q) + static_cast<int64_t>(q_row) * a.row_stride;
+#pragma unroll
+    for (int g = 0; g < kG; ++g) {
+      if (g < ng) {
+        Unpack8<T>(Load16(q + (h0 + g) * kD + lane * 8), qr[g]);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) qr[g][e] *= a.scale_log2;
+      } else {
+#pragma unroll
+        for (int e = 0; e < 8; ++e) qr[g][e] = 0.f;
+      }
+    }
+    for (int k0 = 0; k0 < n; k0 += kKeysPerPass * kUnroll) {
+      uint4 kk[kUnroll];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const int k = k0 + u * kKeysPerPass + key_slot;
+        kk[u] = make_uint4(0, 0, 0, 0);
+        if (k < n) {
+          kk[u] = Load16(k_cache + CacheOffset(table, c0 + k, a.bs_log2, a.num_kv_heads, kv_head, kD) +
+                         lane * 8);
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        float kf[8];
+        Unpack8<T>(kk[u], kf);
+        float dot[kG];
+#pragma unroll
+        for (int g = 0; g < kG; ++g) {
+          dot[g] = 0.f;
+#pragma unroll
+          for (int e = 0; e < 8; ++e) dot[g] = fmaf(qr[g][e], kf[e], dot[g]);
+#pragma unroll
+          for (int off = kLanes / 2; off > 0; off /= 2) dot[g] += __shfl_xor_sync(0xffffffffu, dot[g], off);
+        }
+        const int k = k0 + u * kKeysPerPass + key_slot;
+        if (lane == 0 && k < n) {
+#pragma unroll
+          for (int g = 0; g < kG; ++g) s_p[g][k] = dot[g];
+        }
+      }
+    }
+  }
+  __syncthreads();
+
+  // Phase 2: exact softmax over the chunk, one warp per query head.
+  const int warp = threadIdx.x / 32, wlane = threadIdx.x % 32;
+  for (int g = warp; g < ng; g += kDecodeThreads / 32) {
+    float m = -INFINITY;
+    for (int k = wlane; k < n; k += 32) m = fmaxf(m, s_p[g][k]);
+#pragma unroll
+    for (int off = 16; off > 0; off /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
+    float l = 0.f;
+    for (int k = wlane; k < n; k += 32) {
+      const float p = exp2f(s_p[g][k] - m);
+      s_p[g][k] = p;
+      l += p;
+    }
+#pragma unroll
+    for (int off = 16; off > 0; off /= 2) l += __shfl_xor_sync(0xffffffffu, l, off);
+    if (wlane == 0) {
+      s_m[g] = m;
+      s_l[g] = l;
+    }
+  }
+  __syncthreads();
+
+  // Phase 3: acc[g][:] = sum_k p[g][k] v_k over this thread's keys, each V row read once.
+  float acc[kG][8];
+#pragma unroll
+  for (int g = 0; g < kG; ++g) {
+#pragma unroll
+    for (int e = 0; e < 8; ++e) acc[g][e] = 0.f;
+  }
+  for (int k0 = 0; k0 < n; k0 += kKeysPerPass * kUnroll) {
+    uint4 vv[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int k = k0 + u * kKeysPerPass + key_slot;
+      vv[u] = make_uint4(0, 0, 0, 0);
+      if (k < n) {
+        vv[u] = Load16(v_cache + CacheOffset(table, c0 + k, a.bs_log2, a.num_kv_heads, kv_head, kD) +
+                       lane * 8);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int k = k0 + u * kKeysPerPass + key_slot;
+      if (k < n) {
+        float vf[8];
+        Unpack8<T>(vv[u], vf);
+#pragma unroll
+        for (int g = 0; g < kG; ++g) {
+          const float p = g < ng ? s_p[g][k] : 0.f;
+#pragma unroll
+          for (int e = 0; e < 8; ++e) acc[g][e] = fmaf(p, vf[e], acc[g][e]);
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int g = 0; g < kG; ++g) {
+    float4* dst = reinterpret_cast<float4*>(&s_red[key_slot][g][lane * 8]);
+    dst[0] = make_float4(acc[g][0], acc[g][1], acc[g][2], acc[g][3]);
+    dst[1] = make_float4(acc[g][4], acc[g][5], acc[g][6], acc[g][7]);
+  }
+  __syncthreads();
+
+  // Sum the key slots in order and merge the chunk into this thread's running outputs
+  // (output i of the thread is element o = threadIdx.x + 128 i of the [ng, D] slice).
+#pragma unroll
+  for (int i = 0; i < DecodeRun<kD, kG>::kOut; ++i) {
+    const int o = threadIdx.x + i * kDecodeThreads;
+    if (o < ng * kD) {
+      const int g = o / kD, d = o % kD;
+      float sum = 0.f;
+#pragma unroll
+      for (int j = 0; j < kKeysPerPass; ++j) sum += s_red[j][g][d];
+      const float m_new = fmaxf(run.m[i], s_m[g]);
+      const float w_old = exp2f(run.m[i] - m_new), w_chunk = exp2f(s_m[g] - m_new);
+      run.acc[i] = run.acc[i] * w_old + sum * w_chunk;
+      run.l[i] = run.l[i] * w_old + s_l[g] * w_chunk;
+      run.m[i] = m_new;
+    }
+  }
+}
+
+// Grid (kv heads x head slices, splits, sequences). A sequence of one chunk is written to
+// `out` directly; otherwise each split writes its merged partials to the workspace.
+template <typename T, int kD, int kG>
+__global__ void __launch_bounds__(kDecodeThreads) DecodeChunkKernel(AttnArgs a) {
+  __shared__ DecodeSmem<kD, kG> sm;
+  DecodeTask task;
+  task.seq = blockIdx.z;
+  task.q_row = a.query_start[task.seq];
+  if (a.query_start[task.seq + 1] - task.q_row != 1) return;  // prefill sequences: the prefill kernel
+  task.ctx = a.context_len[task.seq];
+  task.num_chunks = (task.ctx + kChunk - 1) / kChunk;
+  if (task.num_chunks <= 0) return;  // empty context (not a valid step): nothing to attend to
+  const SplitPlan plan = PlanSplits(task.num_chunks);
+  const int split = blockIdx.y;
+  if (split >= plan.num_splits) return;
+  task.kv_head = blockIdx.x / a.head_slices;
+  const int g0 = (blockIdx.x % a.head_slices) * kG;
+  task.ng = min(kG, a.group - g0);
+  task.h0 = task.kv_head * a.group + g0;
+
+  DecodeRun<kD, kG> run;
+#pragma unroll
+  for (int i = 0; i < DecodeRun<kD, kG>::kOut; ++i) {
+    run.acc[i] = 0.f;
+    run.l[i] = 0.f;
+    run.m[i] = -INFINITY;
+  }
+  const int first = split * plan.per_split;
+  const int last = min(task.num_chunks, first + plan.per_split);
+  for (int chunk = first; chunk < last; ++chunk) {
+    if (chunk > first) __syncthreads();  // the previous chunk's shared-memory reads are done
+    DecodeChunk<T, kD, kG>(a, task, chunk, sm, run);
+  }
+
+  const int num_heads = a.num_heads;
+#pragma unroll
+  for (int i = 0; i < DecodeRun<kD, kG>::kOut; ++i) {
+    const int o = threadIdx.x + i * kDecodeThreads;
+    if (o >= task.ng * kD) continue;
+    const int h = task.h0 + o / kD, d = o % kD;
+    if (task.num_chunks == 1) {
+      T* out = static_cast<T*>(a.out) + static_cast<int64_t>(task.q_row) * num_heads * kD;
+      out[h * kD + d] = Act<T>::FromFloat(run.acc[i] / run.l[i]);
+    } else {
+      const int64_t cell = (static_cast<int64_t>(task.seq) * num_heads + h) * a.ws_splits + split;
+      a.ws_acc[cell * kD + d] = run.acc[i];
+      if (d == 0) {
+        a.ws_ml[cell * 2] = run.m[i];
+        a.ws_ml[cell * 2 + 1] = run.l[i];
+      }
+    }
+  }
+}
+
+// Decode sequences of more than one chunk: merge the splits' partials in split order.
+// Grid (num_heads, num_seqs), head_dim threads (one output element each).
+template <typename T>
+__global__ void CombineKernel(AttnArgs a, int head_dim) {
+  const int seq = blockIdx.y, h = blockIdx.x, d = threadIdx.x;
+  const int q_row = a.query_start[seq];
+  if (a.query_start[seq + 1] - q_row != 1) return;
+  const int num_chunks = (a.context_len[seq] + kChunk - 1) / kChunk;
+  if (num_chunks <= 1) return;  // written by DecodeChunkKernel
+  const int num_splits = PlanSplits(num_chunks).num_splits;
+  const int64_t cell0 = (static_cast<int64_t>(seq) * a.num_heads + h) * a.ws_splits;
+  const float* ml = a.ws_ml + cell0 * 2;
+  float m = -INFINITY;
+  for (int c = 0; c < num_splits; ++c) m = fmaxf(m, ml[2 * c]);
+  float l = 0.f, acc = 0.f;
+  for (int c = 0; c < num_splits; ++c) {
+    const float w = exp2f(ml[2 * c] - m);
+    l = fmaf(ml[2 * c + 1], w, l);
+    acc = fmaf(a.ws_acc[(cell0 + c) * head_dim + d], w, acc);
+  }
+  T* out = static_cast<T*>(a.out) + static_cast<int64_t>(q_row) * a.num_heads * head_dim;
+  out[h * head_dim + d] = Act<T>::FromFloat(acc / l);
+}
+
+// ---- Prefill: FlashAttention-style SIMT tiles ------------------------------------------------
+// CTA = (query tile of 64 rows, query head, sequence), 128 threads as 16 row groups (ty) x 8
+// column groups (tx). Thread (ty, tx) owns query rows ty*4 + i (i < 4), score columns
+// tx + 8j (j < 8) and output dims tx + 8j (j < D/8). The 8 threads of a row group are 8
+// consecutive lanes, so row reductions are 3 shuffles. Shared tiles are fp32 with rows
+// padded by one float: the strided column reads hit 32 distinct banks.
+template <int kD>
+constexpr int PrefillSmemBytes() {
+  return (3 * kTileQ * (kD + 1) + kTileQ * (kTileK + 1)) * static_cast<int>(sizeof(float));
+}
+
+// Loads keys [k0, k0 + 64) of the sequence (zero beyond ctx) into dst[64][kD + 1] as fp32.
+template <typename T, int kD>
+__device__ __forceinline__ void LoadKvTile(float* dst, const T* cache, const int32_t* table, int k0,
+                                           int ctx, int bs_log2, int num_kv_heads, int kv_head) {
+  constexpr int kPieces = kD / 8;
+  for (int i = threadIdx.x; i < kTileK * kPieces; i += kPrefillThreads) {
+    const int r = i / kPieces, piece = i % kPieces;
+    const int pos = k0 + r;
+    float f[8];
+    if (pos < ctx) {
+      Unpack8<T>(Load16(cache + CacheOffset(table, pos, bs_log2, num_kv_heads, kv_head, kD) + piece * 8), f);
+    } else {
+#pragma unroll
+      for (int e = 0; e < 8; ++e) f[e] = 0.f;
+    }
+#pragma unroll
+    for (int e = 0; e < 8; ++e) dst[r * (kD + 1) + piece * 8 + e] = f[e];
+  }
+}
+
+template <typename T, int kD>
+__global__ void __launch_bounds__(kPrefillThreads) PrefillKernel(AttnArgs a) {
+  constexpr int kStride = kD + 1;
+  constexpr int kDPer = kD / 8;  // output dims per thread
+  extern __shared__ float smem[];
+  float* s_q = smem;                          // [64][kD + 1], pre-scaled
+  float* s_k = s_q + kTileQ * kStride;        // [64][kD + 1]
+  float* s_v = s_k + kTileK * kStride;        // [64][kD + 1]
+  float* s_pr = s_v + kTileK * kStride;       // [64][65] probabilities
+
+  const int seq = blockIdx.z, h = blockIdx.y, tile = blockIdx.x;
+  const int q_start = a.query_start[seq];
+  const int q_len = a.query_start[seq + 1] - q_start;
+  if (q_len <= 1) return;  // decode sequences: DecodeChunkKernel
+  const int row0 = tile * kTileQ;
+  if (row0 >= q_len) return;
+  const int ctx = a.context_len[seq];
+  const int rows = min(kTileQ, q_len - row0);
+  const int pos0 = ctx - q_len + row0;  // position of the tile's first row
+  const int kv_head = h / a.group;
+  const int32_t* table = a.block_tables + static_cast<int64_t>(seq) * a.max_blocks_per_seq;
+  const T* k_cache = static_cast<const T*>(a.k_cache);
+  const T* v_cache = static_cast<const T*>(a.v_cache);
+
+  // Q tile (rows beyond q_len are zero; they are never written out).
+  {
+    const T* q = static_cast<const T*>(a.q);
+    for (int i = threadIdx.x; i < kTileQ * kDPer; i += kPrefillThreads) {
+      const int r = i / kDPer, piece = i % kDPer;
+      float f[8];
+      if (r < rows) {
+        Unpack8<T>(Load16(q + static_cast<int64_t>(q_start + row0 + r) * a.row_stride + h * kD + piece * 8), f);
+      } else {
+#pragma unroll
+        for (int e = 0; e < 8; ++e) f[e] = 0.f;
+      }
+#pragma unroll
+      for (int e = 0; e < 8; ++e) s_q[r * kStride + piece * 8 + e] = f[e] * a.scale_log2;
+    }
+  }
+
+  const int ty = threadIdx.x / 8, tx = threadIdx.x % 8;
+  float acc[4][kDPer];
+  float m[4], l[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    m[i] = -1e30f;  // finite: a fully masked tile row gives exp2(-inf) = 0, never NaN
+    l[i] = 0.f;
+#pragma unroll
+    for (int j = 0; j < kDPer; ++j) acc[i][j] = 0.f;
+  }
+  const int last_pos = pos0 + rows - 1;
+  const int num_tiles = last_pos / kTileK + 1;
+  for (int kt = 0; kt < num_tiles; ++kt) {
+    const int k0 = kt * kTileK;
+    __syncthreads();  // previous tile's K/V/P reads are done (and the Q tile is written)
+    LoadKvTile<T, kD>(s_k, k_cache, table, k0, ctx, a.bs_log2, a.num_kv_heads, kv_head);
+    LoadKvTile<T, kD>(s_v, v_cache, table, k0, ctx, a.bs_log2, a.num_kv_heads, kv_head);
+    __syncthreads();
+
+    float s[4][8];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+#pragma unroll
+      for (int j = 0; j < 8; ++j) s[i][j] = 0.f;
+    }
+#pragma unroll 4
+    for (int d = 0; d < kD; ++d) {
+      float qv[4], kv[8];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) qv[i] = s_q[(ty * 4 + i) * kStride + d];
+#pragma unroll
+      for (int j = 0; j < 8; ++j) kv[j] = s_k[(tx + 8 * j) * kStride + d];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+#pragma unroll
+        for (int j = 0; j < 8; ++j) s[i][j] = fmaf(qv[i], kv[j], s[i][j]);
+      }
+    }
+    // Causal mask and online softmax per row.
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int qpos = pos0 + ty * 4 + i;
+      float mx = -INFINITY;
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        if (k0 + tx + 8 * j > qpos) s[i][j] = -INFINITY;
+        mx = fmaxf(mx, s[i][j]);
+      }
+#pragma unroll
+      for (int off = 4; off > 0; off /= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+      const float m_new = fmaxf(m[i], mx);
+      const float alpha = exp2f(m[i] - m_new);
+      m[i] = m_new;
+      float sum = 0.f;
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        const float p = exp2f(s[i][j] - m_new);
+        s_pr[(ty * 4 + i) * (kTileK + 1) + tx + 8 * j] = p;
+        sum += p;
+      }
+      l[i] = l[i] * alpha + sum;  // per-thread partial; the row sum is reduced at the end
+#pragma unroll
+      for (int j = 0; j < kDPer; ++j) acc[i][j] *= alpha;
+    }
+    __syncthreads();
+#pragma unroll 4
+    for (int k = 0; k < kTileK; ++k) {
+      float pv[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) pv[i] = s_pr[(ty * 4 + i) * (kTileK + 1) + k];
+#pragma unroll
+      for (int j = 0; j < kDPer; ++j) {
+        const float v = s_v[k * kStride + tx + 8 * j];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) acc[i][j] = fmaf(pv[i], v, acc[i][j]);
+      }
+    }
+  }
+
+  T* out = static_cast<T*>(a.out);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    float sum = l[i];
+#pragma unroll
+    for (int off = 4; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+    const int r = ty * 4 + i;
+    if (r < rows) {
+      T* dst = out + static_cast<int64_t>(q_start + row0 + r) * a.num_heads * kD + h * kD;
+      const float inv = 1.f / sum;
+#pragma unroll
+      for (int j = 0; j < kDPer; ++j) dst[tx + 8 * j] = Act<T>::FromFloat(acc[i][j] * inv);
+    }
+  }
+}
+
+// ---- Prefill on tensor cores: mma.sync.m16n8k16, fp32 accumulation ------------------------
+// CTA = (query tile of 64 rows, query head, sequence), 4 warps, warp w owns query rows
+// 16w..16w+15 for the whole key range (FlashAttention-2 split: no cross-warp reduction).
+// Per key tile of 64: S[16 x 64] = Q Kᵀ (8 n-tiles x D/16 k-steps), online softmax on the C
+// fragments, P (rounded to the activation type) is re-used in registers as the A operand of
+// O[16 x D] += P V (4 k-steps x D/8 n-tiles, V fragments by ldmatrix.trans).
+// Fragment layout of m16n8k16 (g = lane / 4, t = lane % 4): A regs {0,1,2,3} = (row g, k 2t),
+// (row g+8, k 2t), (row g, k 2t+8), (row g+8, k 2t+8), each two consecutive k; B regs {0,1}
+// = (k 2t, 2t+1 | n g) and (k 2t+8, 2t+9 | n g); C = (row g, n 2t, 2t+1), (row g+8, same).
+constexpr int kMmaWarps = 4;
+constexpr int kMmaThreads = kMmaWarps * 32;
+
+template <typename T> struct Mma;
+template <> struct Mma<__half> {
+  static __device__ __forceinline__ void Run(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+  static __device__ __forceinline__ uint32_t Pack(float lo, float hi) {
+    const __half2 h = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<const uint32_t*>(&h);
+  }
+};
+template <> struct Mma<__nv_bfloat16> {
+  static __device__ __forceinline__ void Run(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+  static __device__ __forceinline__ uint32_t Pack(float lo, float hi) {
+    const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<const uint32_t*>(&h);
+  }
+};
+
+__device__ __forceinline__ void LdMatrixX4Trans(uint32_t* r, const void* p) {
+  const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(p));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+
+// Keys [k0, k0 + 64) of the sequence (zeros beyond ctx) into dst[64][kD + 8] (16-bit; the
+// 16-byte row padding makes the fragment reads conflict-free).
+template <typename T, int kD>
+__device__ __forceinline__ void LoadKvTile16(uint16_t* dst, const T* cache, const int32_t* table,
+                                             int k0, int ctx, int bs_log2, int num_kv_heads,
+                                             int kv_head) {
+  constexpr int kPieces = kD / 8;
+  for (int i = threadIdx.x; i < kTileK * kPieces; i += kMmaThreads) {
+    const int r = i / kPieces, piece = i % kPieces;
+    const int pos = k0 + r;
+    uint4 u = make_uint4(0, 0, 0, 0);
+    if (pos < ctx) {
+      u = Load16(cache + CacheOffset(table, pos, bs_log2, num_kv_heads, kv_head, kD) + piece * 8);
+    }
+    *reinterpret_cast<uint4*>(dst + r * (kD + 8) + piece * 8) = u;
+  }
+}
+
+template <typename T, int kD>
+__global__ void __launch_bounds__(kMmaThreads) PrefillMmaKernel(AttnArgs a) {
+  constexpr int kStride = kD + 8;  // halves per smem row
+  constexpr int kSteps = kD / 16;  // k-steps of Q Kᵀ
+  constexpr int kDTiles = kD / 8;  // n-tiles of P V
+  __shared__ __align__(16) uint16_t s_k[kTileK * kStride];
+  __shared__ __align__(16) uint16_t s_v[kTileK * kStride];
+
+  const int seq = blockIdx.z, h = blockIdx.y, tile = blockIdx.x;
+  const int q_start = a.query_start[seq];
+  const int q_len = a.query_start[seq + 1] - q_start;
+  if (q_len <= 1) return;  // decode sequences: DecodeChunkKernel
+  const int row0 = tile * kTileQ;
+  if (row0 >= q_len) return;
+  const int ctx = a.context_len[seq];
+  const int rows = min(kTileQ, q_len - row0);
+  const int pos0 = ctx - q_len + row0;  // position of the tile's first row
+  const int kv_head = h / a.group;
+  const int32_t* table = a.block_tables + static_cast<int64_t>(seq) * a.max_blocks_per_seq;
+  const T* k_cache = static_cast<const T*>(a.k_cache);
+  const T* v_cache = static_cast<const T*>(a.v_cache);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g = lane / 4, t = lane % 4;
+  const int r_lo = warp * 16 + g, r_hi = r_lo + 8;  // this thread's two rows in the tile
+
+  // Q fragments straight from global memory (rows beyond the tile's rows are zero).
+  uint32_t qa[kSteps][4];
+  {
+    const T* q = static_cast<const T*>(a.q) + h * kD + 2 * t;
+    const uint32_t* lo = reinterpret_cast<const uint32_t*>(q + static_cast<int64_t>(q_start + row0 + r_lo) * a.row_stride);
+    const uint32_t* hi = reinterpret_cast<const uint32_t*>(q + static_cast<int64_t>(q_start + row0 + r_hi) * a.row_stride);
+    const bool lo_ok = r_lo < rows, hi_ok = r_hi < rows;
+#pragma unroll
+    for (int ks = 0; ks < kSteps; ++ks) {
+      qa[ks][0] = lo_ok ? __ldg(lo + ks * 8) : 0u;
+      qa[ks][1] = hi_ok ? __ldg(hi + ks * 8) : 0u;
+      qa[ks][2] = lo_ok ? __ldg(lo + ks * 8 + 4) : 0u;
+      qa[ks][3] = hi_ok ? __ldg(hi + ks * 8 + 4) : 0u;
+    }
+  }
+
+  float o[kDTiles][4];
+#pragma unroll
+  for (int j = 0; j < kDTiles; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
+  float m_lo = -1e30f, m_hi = -1e30f;  // finite: fully masked rows give exp2(-inf) = 0
+  float l_lo = 0.f, l_hi = 0.f;        // per-thread partial row sums (reduced at the end)
+  const int qpos_lo = pos0 + r_lo, qpos_hi = pos0 + r_hi;
+  const int num_tiles = (pos0 + rows - 1) / kTileK + 1;
+
+  for (int kt = 0; kt < num_tiles; ++kt) {
+    const int k0 = kt * kTileK;
+    __syncthreads();  // the previous tile's fragment reads are done
+    LoadKvTile16<T, kD>(s_k, k_cache, table, k0, ctx, a.bs_log2, a.num_kv_heads, kv_head);
+    LoadKvTile16<T, kD>(s_v, v_cache, table, k0, ctx, a.bs_log2, a.num_kv_heads, kv_head);
+    __syncthreads();
+
+    // S = Q Kᵀ: n-tile nt holds keys k0 + 8nt + 2t (+1) for rows r_lo (s[nt][0..1]) and r_hi.
+    float s[8][4];
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt) {
+      s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+      const uint32_t* krow = reinterpret_cast<const uint32_t*>(s_k + (8 * nt + g) * kStride) + t;
+#pragma unroll
+      for (int ks = 0; ks < kSteps; ++ks) Mma<T>::Run(s[nt], qa[ks], krow[ks * 8], krow[ks * 8 + 4]);
+    }
+    // Scale, causal mask, online softmax (a row lives in the 4 lanes of a quad).
+    float mx_lo = -INFINITY, mx_hi = -INFINITY;
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int key = k0 + 8 * nt + 2 * t + e;
+        s[nt][e] = key > qpos_lo ? -INFINITY : s[nt][e] * a.scale_log2;
+        s[nt][2 + e] = key > qpos_hi ? -INFINITY : s[nt][2 + e] * a.scale_log2;
+        mx_lo = fmaxf(mx_lo, s[nt][e]);
+        mx_hi = fmaxf(mx_hi, s[nt][2 + e]);
+      }
+    }
+#pragma unroll
+    for (int off = 1; off < 4; off *= 2) {
+      mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, off));
+      mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, off));
+    }
+    const float mn_lo = fmaxf(m_lo, mx_lo), mn_hi = fmaxf(m_hi, mx_hi);
+    const float alpha_lo = exp2f(m_lo - mn_lo), alpha_hi = exp2f(m_hi - mn_hi);
+    m_lo = mn_lo;
+    m_hi = mn_hi;
+    float sum_lo = 0.f, sum_hi = 0.f;
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        s[nt][e] = exp2f(s[nt][e] - mn_lo);
+        s[nt][2 + e] = exp2f(s[nt][2 + e] - mn_hi);
+        sum_lo += s[nt][e];
+        sum_hi += s[nt][2 + e];
+      }
+    }
+    l_lo = l_lo * alpha_lo + sum_lo;
+    l_hi = l_hi * alpha_hi + sum_hi;
+#pragma unroll
+    for (int j = 0; j < kDTiles; ++j) {
+      o[j][0] *= alpha_lo;
+      o[j][1] *= alpha_lo;
+      o[j][2] *= alpha_hi;
+      o[j][3] *= alpha_hi;
+    }
+    // O += P V: k-step j covers keys 16j..16j+15 = C n-tiles 2j and 2j+1.
+#pragma unroll
+    for (int j = 0; j < kTileK / 16; ++j) {
+      uint32_t pa[4];
+      pa[0] = Mma<T>::Pack(s[2 * j][0], s[2 * j][1]);
+      pa[1] = Mma<T>::Pack(s[2 * j][2], s[2 * j][3]);
+      pa[2] = Mma<T>::Pack(s[2 * j + 1][0], s[2 * j + 1][1]);
+      pa[3] = Mma<T>::Pack(s[2 * j + 1][2], s[2 * j + 1][3]);
+      // ldmatrix.x4.trans: matrices (keys +0 | +8) x (dims 8dt | 8dt + 8); lane l addresses
+      // row l % 8 of matrix l / 8.
+      const int key = 16 * j + ((lane / 8) % 2) * 8 + lane % 8;
+#pragma unroll
+      for (int dt = 0; dt < kDTiles; dt += 2) {
+        uint32_t b[4];
+        LdMatrixX4Trans(b, s_v + key * kStride + 8 * (dt + lane / 16));
+        Mma<T>::Run(o[dt], pa, b[0], b[1]);
+        Mma<T>::Run(o[dt + 1], pa, b[2], b[3]);
+      }
+    }
+  }
+
+#pragma unroll
+  for (int off = 1; off < 4; off *= 2) {
+    l_lo += __shfl_xor_sync(0xffffffffu, l_lo, off);
+    l_hi += __shfl_xor_sync(0xffffffffu, l_hi, off);
+  }
+  T* out = static_cast<T*>(a.out) + h * kD + 2 * t;
+  const int64_t out_stride = static_cast<int64_t>(a.num_heads) * kD;
+  if (r_lo < rows) {
+    uint32_t* dst = reinterpret_cast<uint32_t*>(out + (q_start + row0 + r_lo) * out_stride);
+    const float inv = 1.f / l_lo;
+#pragma unroll
+    for (int j = 0; j < kDTiles; ++j) dst[j * 4] = Mma<T>::Pack(o[j][0] * inv, o[j][1] * inv);
+  }
+  if (r_hi < rows) {
+    uint32_t* dst = reinterpret_cast<uint32_t*>(out + (q_start + row0 + r_hi) * out_stride);
+    const float inv = 1.f / l_hi;
+#pragma unroll
+    for (int j = 0; j < kDTiles; ++j) dst[j * 4] = Mma<T>::Pack(o[j][2] * inv, o[j][3] * inv);
+  }
+}
+
+// ---- Launch helpers --------------------------------------------------------------------------
+int Log2(int x) {
+  int r = 0;
+  while ((1 << r) < x) ++r;
+  return r;
+}
+
+// FLUTE_ATTENTION_PREFILL=simt selects the SIMT prefill kernel instead of the tensor-core
+// one (a cross-check for tests and debugging; read at every launch, host side only).
+bool UseSimtPrefill() {
+  const char* v = std::getenv("FLUTE_ATTENTION_PREFILL");
+  return v != nullptr && std::strcmp(v, "simt") == 0;
+}
+
+// Workspace partials per (sequence, head): one per split, at most kMaxSplits.
+int WorkspaceSplits(int max_context_len) {
+  const int chunks = (max_context_len + kChunk - 1) / kChunk;
+  return chunks < kMaxSplits ? chunks : kMaxSplits;
+}
+
+absl::Status CheckCache(const PagedKvLayer& c, const char* who) {
+  if (c.head_dim != 64 && c.head_dim != 128) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(who, ": cache.head_dim must be 64 or 128, got ", c.head_dim));
+  }
+  if (c.block_size < 8 || c.block_size > 64 || (c.block_size & (c.block_size - 1)) != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        who, ": cache.block_size must be a power of two in [8, 64], got ", c.block_size));
+  }
+  if (c.num_kv_heads < 1 || c.num_blocks < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(who, ": cache.num_kv_heads and num_blocks must be >= 1, got ",
+                                                   c.num_kv_heads, " and ", c.num_blocks));
+  }
+  if (c.dtype != ActivationType::kFloat16 && c.dtype != ActivationType::kBFloat16) {
+    return absl::InvalidArgumentError(absl::StrCat(who, ": cache.dtype must be fp16 or bf16"));
+  }
+  if (c.k == nullptr || c.v == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(who, ": cache.k and cache.v must be set"));
+  }
+  if (reinterpret_cast<uintptr_t>(c.k) % 16 != 0 || reinterpret_cast<uintptr_t>(c.v) % 16 != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(who, ": cache.k and cache.v must be 16-byte aligned"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CudaStatus(cudaError_t err, const char* what) {
+  if (err == cudaSuccess) return absl::OkStatus();
+  return absl::InternalError(absl::StrCat(what, " launch failed: ", cudaGetErrorString(err)));
+}
+
+template <typename T, int kD, int kG>
+cudaError_t LaunchDecode(const AttnArgs& a, int num_seqs, cudaStream_t stream) {
+  const dim3 grid(a.num_kv_heads * a.head_slices, a.ws_splits, num_seqs);
+  DecodeChunkKernel<T, kD, kG><<<grid, kDecodeThreads, 0, stream>>>(a);
+  return cudaGetLastError();
+}
+
+template <typename T, int kD>
+cudaError_t LaunchDecodeForGroup(const AttnArgs& a, int num_seqs, cudaStream_t stream) {
+  // The smallest instance that holds the group (or a slice of kMaxGroup heads).
+  const int g = a.group >= kMaxGroup ? kMaxGroup : a.group;
+  if (g <= 1) return LaunchDecode<T, kD, 1>(a, num_seqs, stream);
+  if (g <= 2) return LaunchDecode<T, kD, 2>(a, num_seqs, stream);
+  if (g <= 4) return LaunchDecode<T, kD, 4>(a, num_seqs, stream);
+  return LaunchDecode<T, kD, 8>(a, num_seqs, stream);
+}
+
+template <typename T, int kD>
+cudaError_t LaunchAll(const AttnArgs& a, int num_seqs, int max_query_len, cudaStream_t stream) {
+  if (max_query_len > 1) {
+    const dim3 grid((max_query_len + kTileQ - 1) / kTileQ, a.num_heads, num_seqs);
+    if (UseSimtPrefill()) {
+      constexpr int smem = PrefillSmemBytes<kD>();
+      cudaError_t err = cudaFuncSetAttribute(PrefillKernel<T, kD>,
+                                             cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+      if (err != cudaSuccess) return err;
+      PrefillKernel<T, kD><<<grid, kPrefillThreads, smem, stream>>>(a);
+    } else {
+      PrefillMmaKernel<T, kD><<<grid, kMmaThreads, 0, stream>>>(a);
+    }
+    const cudaError_t err = cudaGetLastError();
+    if (err != cudaSuccess) return err;
+  }
+  cudaError_t err = LaunchDecodeForGroup<T, kD>(a, num_seqs, stream);
+  if (err != cudaSuccess || a.ws_splits <= 1) return err;
+  CombineKernel<T><<<dim3(a.num_heads, num_seqs), kD, 0, stream>>>(a, kD);
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t LaunchForType(const AttnArgs& a, int head_dim, int num_seqs, int max_query_len,
+                          cudaStream_t stream) {
+  return head_dim == 64 ? LaunchAll<T, 64>(a, num_seqs, max_query_len, stream)
+                        : LaunchAll<T, 128>(a, num_seqs, max_query_len, stream);
+}
+
+}  // namespace
+
+absl::Status LaunchKvCacheWrite(const PagedKvLayer& cache, const void* qkv, int m, int row_stride,
+                                int k_offset, int v_offset, const int32_t* slots,
+                                CUstream_st* stream) {
+  absl::Status st = CheckCache(cache, "KV cache write");
+  if (!st.ok()) return st;
+  if (m < 0) return absl::InvalidArgumentError(absl::StrCat("KV cache write: m must be >= 0, got ", m));
+  if (m == 0) return absl::OkStatus();
+  if (qkv == nullptr || slots == nullptr) {
+    return absl::InvalidArgumentError("KV cache write: qkv and slots must be set");
+  }
+  const int kv_dim = cache.num_kv_heads * cache.head_dim;
+  if (row_stride % 8 != 0 || k_offset % 8 != 0 || v_offset % 8 != 0 || k_offset < 0 ||
+      v_offset < 0 || k_offset + kv_dim > row_stride || v_offset + kv_dim > row_stride) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "KV cache write: row_stride, k_offset and v_offset must be multiples of 8 with both "
+        "[offset, offset + kv_dim) inside a row; got row_stride=", row_stride, " k_offset=", k_offset,
+        " v_offset=", v_offset, " kv_dim=", kv_dim));
+  }
+  if (reinterpret_cast<uintptr_t>(qkv) % 16 != 0) {
+    return absl::InvalidArgumentError("KV cache write: qkv must be 16-byte aligned");
+  }
+  KvWriteArgs a;
+  a.k_cache = static_cast<uint4*>(cache.k);
+  a.v_cache = static_cast<uint4*>(cache.v);
+  a.qkv = static_cast<const uint16_t*>(qkv);
+  a.slots = slots;
+  a.m = m;
+  a.row_stride = row_stride;
+  a.k_offset = k_offset;
+  a.v_offset = v_offset;
+  a.pieces_per_head_set = kv_dim / 8;
+  a.num_slots = static_cast<int64_t>(cache.num_blocks) * cache.block_size;
+  const int64_t total = static_cast<int64_t>(m) * 2 * a.pieces_per_head_set;
+  constexpr int kThreads = 256;
+  KvCacheWriteKernel<<<static_cast<unsigned>((total + kThreads - 1) / kThreads), kThreads, 0, stream>>>(a);
+  return CudaStatus(cudaGetLastError(), "KV cache write");
+}
+
+size_t PagedAttentionWorkspaceBytes(int max_rows, int num_heads, int head_dim, int max_context_len) {
+  const int splits = WorkspaceSplits(max_context_len);
+  if (splits <= 1 || max_rows <= 0 || num_heads <= 0 || head_dim <= 0) return 0;
+  return static_cast<size_t>(max_rows) * num_heads * splits * (head_dim + 2) * sizeof(float);
+}
+
+absl::Status LaunchPagedAttention(const PagedKvLayer& cache, const void* q, int row_stride,
+                                  int num_heads, float scale, const AttentionBatch& batch,
+                                  void* out, void* workspace, size_t workspace_bytes,
+                                  CUstream_st* stream) {
+  absl::Status st = CheckCache(cache, "paged attention");
+  if (!st.ok()) return st;
+  const int d = cache.head_dim;
+  if (num_heads < 1 || num_heads % cache.num_kv_heads != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "paged attention: num_heads must be a positive multiple of cache.num_kv_heads (",
+        cache.num_kv_heads, "), got ", num_heads));
+  }
+  if (row_stride < num_heads * d || row_stride % 8 != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "paged attention: row_stride must be a multiple of 8 and >= num_heads * head_dim (",
+        num_heads * d, "), got ", row_stride));
+  }
+  if (batch.num_seqs < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("paged attention: batch.num_seqs must be >= 0, got ",
+                                                   batch.num_seqs));
+  }
+  if (batch.num_seqs == 0) return absl::OkStatus();
+  if (batch.num_seqs > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat("paged attention: batch.num_seqs must be <= 65535, got ",
+                                                   batch.num_seqs));
+  }
+  if (batch.max_query_len < 1 || batch.max_context_len < batch.max_query_len) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "paged attention: need 1 <= batch.max_query_len <= batch.max_context_len, got ",
+        batch.max_query_len, " and ", batch.max_context_len));
+  }
+  const int blocks_needed = (batch.max_context_len + cache.block_size - 1) / cache.block_size;
+  if (batch.max_blocks_per_seq < blocks_needed) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "paged attention: batch.max_blocks_per_seq must cover max_context_len (>= ", blocks_needed,
+        "), got ", batch.max_blocks_per_seq));
+  }
+  if (q == nullptr || out == nullptr || batch.query_start == nullptr || batch.context_len == nullptr ||
+      batch.block_tables == nullptr) {
+    return absl::InvalidArgumentError(
+        "paged attention: q, out, batch.query_start, batch.context_len and batch.block_tables must be set");
+  }
+  if (reinterpret_cast<uintptr_t>(q) % 16 != 0 || reinterpret_cast<uintptr_t>(out) % 4 != 0) {
+    return absl::InvalidArgumentError("paged attention: q must be 16-byte and out 4-byte aligned");
+  }
+  // Decode partials are indexed by sequence (each sequence has >= 1 query row, so
+  // num_seqs <= max_rows of PagedAttentionWorkspaceBytes).
+  const size_t need = PagedAttentionWorkspaceBytes(batch.num_seqs, num_heads, d, batch.max_context_len);
+  if (need > 0 && (workspace == nullptr || workspace_bytes < need ||
+                   reinterpret_cast<uintptr_t>(workspace) % 16 != 0)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "paged attention: a 16-byte aligned workspace of ", need,
+        " bytes is needed (PagedAttentionWorkspaceBytes), got ", workspace_bytes));
+  }
+  AttnArgs a;
+  a.k_cache = cache.k;
+  a.v_cache = cache.v;
+  a.q = q;
+  a.out = out;
+  a.ws_splits = WorkspaceSplits(batch.max_context_len);
+  a.ws_acc = need > 0 ? static_cast<float*>(workspace) : nullptr;
+  a.ws_ml = need > 0 ? a.ws_acc + static_cast<size_t>(batch.num_seqs) * num_heads * a.ws_splits * d : nullptr;
+  a.query_start = batch.query_start;
+  a.context_len = batch.context_len;
+  a.block_tables = batch.block_tables;
+  a.max_blocks_per_seq = batch.max_blocks_per_seq;
+  a.row_stride = row_stride;
+  a.num_heads = num_heads;
+  a.num_kv_heads = cache.num_kv_heads;
+  a.group = num_heads / cache.num_kv_heads;
+  a.head_slices = (a.group + kMaxGroup - 1) / kMaxGroup;
+  a.bs_log2 = Log2(cache.block_size);
+  a.scale_log2 = scale * kLog2e;
+  const cudaError_t err =
+      cache.dtype == ActivationType::kBFloat16
+          ? LaunchForType<__nv_bfloat16>(a, d, batch.num_seqs, batch.max_query_len, stream)
+          : LaunchForType<__half>(a, d, batch.num_seqs, batch.max_query_len, stream);
+  return CudaStatus(err, "paged attention");
+}
+
+}  // namespace flute::gpu

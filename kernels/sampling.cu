@@ -1,0 +1,552 @@
+// Token sampling on the GPU (see sampling.h for the semantics and the exact draw).
+//
+// One CTA of 1024 threads per row; the row stays in global memory (L2) and is read in a few
+// coalesced passes:
+//   1. raw pass: log-sum-exp of the raw logits (online max / sum per thread) and the largest
+//      raw rank key of each warp (a bound for the top-N logprobs);
+//   2. if num_logprobs > 0: collect the raw keys at or above the N-th largest warp maximum
+//      (at least N elements, usually a few dozen) in shared memory and rank them exactly;
+//   3. penalties, in place for the row's penalty tokens, their raw logits kept in the
+//      workspace (the chosen token's logprob needs its raw logit);
+//   4. greedy pass: the largest penalised rank key (= argmax, ties to the lowest id) and NaN;
+//   5. top-k and top-p cuts: radix select over the 64-bit rank key, 11 bits a round, with
+//      shared-memory histograms of counts (top-k) or fixed-point weights (top-p); a round is
+//      one pass over the elements still sharing the selected prefix, and the select stops as
+//      soon as the selected bin holds a single element (usually after 2-3 rounds);
+//   6. the draw: each warp sums the fixed-point weights of the kept ids in its contiguous
+//      chunk of ids; the chunk holding the target is rescanned by its warp in id order.
+// Fixed-point (2^-40) 64-bit weight sums are exact and order-independent, so the same
+// random_bits always give the same token. No allocation, no host synchronisation.
+#include "kernels/sampling.h"
+
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+
+#include "absl/strings/str_cat.h"
+
+namespace flute::gpu {
+namespace {
+
+constexpr int kThreads = 1024;
+constexpr int kWarps = kThreads / 32;
+constexpr int kDigitBits = 11;
+constexpr int kBins = 1 << kDigitBits;
+constexpr int kTopCandidates = 1024;  // raw top-N candidates kept in shared memory
+constexpr float kWeightScale = 1099511627776.0f;  // 2^40: fixed-point weight of w = 1
+
+struct Shared {
+  unsigned int count[kBins];
+  unsigned long long mass[kBins];
+  unsigned long long candidates[kTopCandidates];
+  unsigned long long u64[kWarps];
+  double f64[kWarps];
+  float f32[kWarps];
+  int num_candidates;
+  unsigned long long selected_prefix;
+  unsigned long long selected_above;
+  unsigned int selected_count;
+  unsigned long long target;
+  int token;
+};
+
+// ---- keys ----
+
+// Rank key: larger = higher logit, ties to the lower id (as the CPU sampler's RankKey).
+__device__ __forceinline__ unsigned long long RankKey(float value, int id) {
+  if (value == 0.0f) value = 0.0f;  // -0 ranks as +0
+  unsigned int bits = __float_as_uint(value);
+  bits = (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
+  return (static_cast<unsigned long long>(bits) << 32) | (0xffffffffu - static_cast<unsigned int>(id));
+}
+
+__device__ __forceinline__ int KeyId(unsigned long long key) {
+  return static_cast<int>(0xffffffffu - static_cast<unsigned int>(key));
+}
+
+// Greedy key: as RankKey, but NaN never wins (0 is below every other key).
+__device__ __forceinline__ unsigned long long GreedyKey(float value, int id) {
+  return isnan(value) ? 0ull : RankKey(value, id);
+}
+
+// Fixed-point softmax weight exp((l - max) / T) * 2^40 (the max has exactly 2^40).
+__device__ __forceinline__ float Weight(float logit, float max_logit, float inv_temperature) {
+  return expf(__fmul_rn(__fsub_rn(logit, max_logit), inv_temperature));
+}
+__device__ __forceinline__ unsigned long long FixedWeight(float w) {
+  return __float2ull_rn(w * kWeightScale);
+}
+
+// ---- warp / block reductions (every thread gets the result) ----
+
+template <typename T, typename Op>
+__device__ __forceinline__ T WarpAllReduce(T v, Op op) {
+#pragma unroll
+  for (int offset = 16; offset > 0; offset >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, offset));
+  return v;
+}
+
+struct MaxU64 {
+  __device__ unsigned long long operator()(unsigned long long a, unsigned long long b) const {
+    return a > b ? a : b;
+  }
+};
+struct SumU64 {
+  __device__ unsigned long long operator()(unsigned long long a, unsigned long long b) const {
+    return a + b;
+  }
+};
+struct MaxF32 {
+  __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
+};
+struct SumF64 {
+  __device__ double operator()(double a, double b) const { return a + b; }
+};
+struct OrU32 {
+  __device__ unsigned int operator()(unsigned int a, unsigned int b) const { return a | b; }
+};
+
+template <typename T, typename Op>
+__device__ T BlockAllReduce(T v, Op op, T* scratch) {
+  v = WarpAllReduce(v, op);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  T r = scratch[0];
+  for (int w = 1; w < kWarps; ++w) r = op(r, scratch[w]);
+  __syncthreads();
+  return r;
+}
+
+// ---- element loops ----
+
+// Calls f(value, id) for every id of the row this thread owns (id = threadIdx.x mod
+// kThreads, or begin + lane mod 32 within a warp's chunk), loading kBatch values before
+// using any, so that enough loads are in flight to cover L2 latency.
+constexpr int kBatch = 8;
+
+template <typename F>
+__device__ __forceinline__ void ForEachStrided(const float* l, int begin, int end, int stride,
+                                               F f) {
+  int id = begin;
+  for (; id + (kBatch - 1) * stride < end; id += kBatch * stride) {
+    float x[kBatch];
+#pragma unroll
+    for (int i = 0; i < kBatch; ++i) x[i] = l[id + i * stride];
+#pragma unroll
+    for (int i = 0; i < kBatch; ++i) f(x[i], id + i * stride);
+  }
+  for (; id < end; id += stride) f(l[id], id);
+}
+
+template <typename F>
+__device__ __forceinline__ void ForEachId(const float* l, int vocab, F f) {
+  ForEachStrided(l, static_cast<int>(threadIdx.x), vocab, kThreads, f);
+}
+
+// ---- 1. raw statistics ----
+
+struct RawStats {
+  double log_normalizer;             // log(sum(exp(raw))) as the CPU computes it
+  unsigned long long warp_max_key;   // this warp's largest raw rank key (0 if it has none)
+};
+
+// Online max / sum of exp per thread, combined over the block in double.
+__device__ RawStats RawPass(const float* raw, int vocab, Shared& sh) {
+  float m = -INFINITY, s = 0.0f;
+  unsigned long long best = 0;
+  ForEachId(raw, vocab, [&](float x, int id) {
+    const unsigned long long key = RankKey(x, id);
+    best = key > best ? key : best;
+    if (x == -INFINITY) return;  // weight 0 (and would give inf - inf below)
+    if (x > m) {
+      s = s * expf(m - x) + 1.0f;
+      m = x;
+    } else {
+      s += expf(x - m);  // NaN propagates into the sum, as on the CPU
+    }
+  });
+  RawStats stats;
+  stats.warp_max_key = WarpAllReduce(best, MaxU64{});
+  // The CPU's maximum ignores NaN; fmaxf does too.
+  const float block_max = BlockAllReduce(m, MaxF32{}, sh.f32);
+  double part = 0.0;
+  if (s != 0.0f) part = static_cast<double>(s) * exp(static_cast<double>(m) - block_max);
+  if (isnan(s)) part = s;
+  const double sum = BlockAllReduce(part, SumF64{}, sh.f64);
+  stats.log_normalizer =
+      isfinite(block_max) ? static_cast<double>(block_max) + log(sum) : block_max;
+  return stats;
+}
+
+// ---- 2. top-N raw logprobs ----
+
+// Writes the n best raw keys, highest first, into out_keys (shared, n entries).
+__device__ void TopRawKeys(const float* raw, int vocab, int n, unsigned long long warp_max_key,
+                           unsigned long long* out_keys, Shared& sh) {
+  // A lower bound for the n-th largest key: the n-th largest warp maximum (n distinct
+  // elements reach it). Warps without elements report 0, which admits every element.
+  if (threadIdx.x % 32 == 0) sh.u64[threadIdx.x / 32] = warp_max_key;
+  if (threadIdx.x == 0) sh.num_candidates = 0;
+  __syncthreads();
+  if (threadIdx.x < kWarps) {
+    const unsigned long long mine = sh.u64[threadIdx.x];
+    int rank = 0;  // distinct ranks even for equal (empty-warp) maxima
+    for (int w = 0; w < kWarps; ++w) {
+      rank += (sh.u64[w] > mine) || (sh.u64[w] == mine && w < static_cast<int>(threadIdx.x));
+    }
+    if (rank == n - 1) sh.selected_prefix = mine;
+  }
+  __syncthreads();
+  const unsigned long long bound = sh.selected_prefix;
+  __syncthreads();
+
+  ForEachId(raw, vocab, [&](float x, int id) {
+    const unsigned long long key = RankKey(x, id);
+    if (key >= bound) {
+      const int slot = atomicAdd(&sh.num_candidates, 1);
+      if (slot < kTopCandidates) sh.candidates[slot] = key;
+    }
+  });
+  __syncthreads();
+  const int count = sh.num_candidates;
+  if (count <= kTopCandidates) {
+    // Exact ranks among distinct keys.
+    if (threadIdx.x < count) {
+      const unsigned long long mine = sh.candidates[threadIdx.x];
+      int rank = 0;
+      for (int c = 0; c < count; ++c) rank += sh.candidates[c] > mine;
+      if (rank < n) out_keys[rank] = mine;
+    }
+    __syncthreads();
+    return;
+  }
+  // Too many candidates (cannot happen with n <= 20 and distinct keys unless the bound is 0
+  // on a large row, i.e. never in practice): n rounds of block argmax below the previous key.
+  unsigned long long previous = ~0ull;
+  for (int r = 0; r < n; ++r) {
+    unsigned long long best = 0;
+    for (int id = threadIdx.x; id < vocab; id += kThreads) {
+      const unsigned long long key = RankKey(raw[id], id);
+      if (key < previous && key > best) best = key;
+    }
+    previous = BlockAllReduce(best, MaxU64{}, sh.u64);
+    if (threadIdx.x == 0) out_keys[r] = previous;
+  }
+  __syncthreads();
+}
+
+// ---- 3. penalties ----
+
+// As the CPU sampler: repetition on prompt or generated tokens, then frequency and presence
+// on generated tokens, each rounding step as written there (no fused multiply-add).
+__device__ __forceinline__ float Penalize(float l, const SamplingRow& p, int prompt_count,
+                                          int generated_count) {
+  if (p.repetition_penalty != 1.0f && (prompt_count > 0 || generated_count > 0)) {
+    l = l > 0.0f ? __fdiv_rn(l, p.repetition_penalty) : __fmul_rn(l, p.repetition_penalty);
+  }
+  if (generated_count > 0) {
+    const float amount = __fadd_rn(__fmul_rn(p.frequency_penalty, static_cast<float>(generated_count)),
+                                   p.presence_penalty);
+    l = __fsub_rn(l, amount);
+  }
+  return l;
+}
+
+// ---- 5. radix select of a cut key ----
+
+// Elements (penalised logit l, rank key) with key >= lower, in decreasing key order, adding
+// 1 (by_mass false) or the fixed-point weight (by_mass true) each: returns the key of the
+// element at which the running total first reaches the target. The target is `count_target`
+// for counts, ceil(top_p * total weight) for weights. Keys >= the result are kept.
+__device__ unsigned long long SelectCut(const float* l, int vocab, float max_logit, float inv_t,
+                                        unsigned long long lower, bool by_mass,
+                                        unsigned long long count_target, float top_p,
+                                        Shared& sh) {
+  unsigned long long prefix = 0;  // the selected high bits so far
+  unsigned long long above = 0;   // total of the elements above the selected prefix
+  unsigned long long target = count_target;
+  int shift = 64;
+  for (int round = 0; shift > 0; ++round) {
+    const int bits = shift >= kDigitBits ? kDigitBits : shift;
+    const int high = shift;  // bits [high, 64) are fixed
+    shift -= bits;
+    for (int b = threadIdx.x; b < kBins; b += kThreads) {
+      sh.count[b] = 0;
+      sh.mass[b] = 0;
+    }
+    __syncthreads();
+    const unsigned long long digit_mask = (1ull << bits) - 1;
+    ForEachId(l, vocab, [&](float x, int id) {
+      const unsigned long long key = RankKey(x, id);
+      if (key < lower) return;
+      if (high < 64 && (key >> high) != (prefix >> high)) return;
+      const int digit = static_cast<int>((key >> shift) & digit_mask);
+      atomicAdd(&sh.count[digit], 1u);
+      if (by_mass) {
+        const unsigned long long w = FixedWeight(Weight(x, max_logit, inv_t));
+        if (w != 0) atomicAdd(&sh.mass[digit], w);
+      }
+    });
+    __syncthreads();
+    if (round == 0 && by_mass) {
+      unsigned long long part = 0;
+      for (int b = threadIdx.x; b < kBins; b += kThreads) part += sh.mass[b];
+      const unsigned long long total = BlockAllReduce(part, SumU64{}, sh.u64);
+      double t = ceil(static_cast<double>(top_p) * static_cast<double>(total));
+      target = t >= static_cast<double>(total) ? total : static_cast<unsigned long long>(t);
+    }
+    // Warp 0 finds the highest digit at which above + (bins from the top) reaches target:
+    // lane i owns the 64 bins [kBins - 64 (i + 1), kBins - 64 i), the top ones first.
+    if (threadIdx.x < 32) {
+      const int lane = threadIdx.x;
+      constexpr int kPerLane = kBins / 32;
+      const int top = kBins - kPerLane * lane;  // this lane's bins are [top - kPerLane, top)
+      unsigned long long mine = 0;
+      for (int b = top - 1; b >= top - kPerLane; --b) mine += by_mass ? sh.mass[b] : sh.count[b];
+      unsigned long long inclusive = mine;  // over lanes 0..lane (higher bins first)
+      for (int offset = 1; offset < 32; offset <<= 1) {
+        const unsigned long long other = __shfl_up_sync(0xffffffffu, inclusive, offset);
+        if (lane >= offset) inclusive += other;
+      }
+      const bool reaches = above + inclusive >= target;
+      const unsigned int ballot = __ballot_sync(0xffffffffu, reaches);
+      // If rounding left the target out of reach, take the lowest non-empty bin.
+      const int owner = ballot ? __ffs(ballot) - 1 : 31;
+      if (lane == owner) {
+        unsigned long long running = above + inclusive - mine;
+        int chosen = -1;
+        int lowest_nonempty = top - kPerLane;
+        for (int b = top - 1; b >= top - kPerLane; --b) {
+          if (sh.count[b] == 0) continue;
+          lowest_nonempty = b;
+          running += by_mass ? sh.mass[b] : sh.count[b];
+          if (running >= target) {
+            chosen = b;
+            break;
+          }
+        }
+        if (chosen < 0) chosen = lowest_nonempty;
+        unsigned long long higher = above + inclusive - mine;
+        for (int b = top - 1; b > chosen; --b) higher += by_mass ? sh.mass[b] : sh.count[b];
+        sh.selected_prefix = prefix | (static_cast<unsigned long long>(chosen) << shift);
+        sh.selected_above = higher;
+        sh.selected_count = sh.count[chosen];
+      }
+    }
+    __syncthreads();
+    prefix = sh.selected_prefix;
+    above = sh.selected_above;
+    const unsigned int in_bin = sh.selected_count;
+    __syncthreads();
+    if (in_bin <= 1) break;  // one element left: every key with this prefix is it
+  }
+  return prefix;
+}
+
+// ---- 6. the draw ----
+
+__device__ __forceinline__ unsigned long long KeptWeight(float x, int id, float max_logit,
+                                                         float inv_t, unsigned long long cut,
+                                                         float min_p) {
+  if (RankKey(x, id) < cut) return 0;
+  const float w = Weight(x, max_logit, inv_t);
+  return w >= min_p ? FixedWeight(w) : 0;
+}
+
+// Inverse CDF over the kept ids in increasing id order (see sampling.h).
+__device__ int Draw(const float* l, int vocab, float max_logit, float inv_t,
+                    unsigned long long cut, float min_p, unsigned long long random_bits,
+                    int fallback, Shared& sh) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int chunk = (vocab + kWarps - 1) / kWarps;
+  const int begin = min(vocab, warp * chunk), end = min(vocab, begin + chunk);
+  unsigned long long sum = 0;
+  ForEachStrided(l, begin + lane, end, 32, [&](float x, int id) {
+    sum += KeptWeight(x, id, max_logit, inv_t, cut, min_p);
+  });
+  sum = WarpAllReduce(sum, SumU64{});
+  if (lane == 0) sh.u64[warp] = sum;
+  if (threadIdx.x == 0) sh.token = fallback;
+  __syncthreads();
+  unsigned long long total = 0;
+  for (int w = 0; w < kWarps; ++w) total += sh.u64[w];
+  if (total > 0) {
+    const double u = static_cast<double>(random_bits >> 11) * 0x1.0p-53;
+    const double scaled = floor(u * static_cast<double>(total));
+    unsigned long long t = scaled >= static_cast<double>(total)
+                               ? total - 1
+                               : static_cast<unsigned long long>(scaled);
+    if (t >= total) t = total - 1;
+    unsigned long long base = 0;
+    for (int w = 0; w < warp; ++w) base += sh.u64[w];
+    const bool mine = base <= t && t < base + sh.u64[warp];
+    if (mine) {  // the whole warp agrees: one warp owns t
+      for (int first = begin; first < end; first += 32) {
+        const int id = first + lane;
+        const unsigned long long w =
+            id < end ? KeptWeight(l[id], id, max_logit, inv_t, cut, min_p) : 0;
+        unsigned long long inclusive = w;
+        for (int offset = 1; offset < 32; offset <<= 1) {
+          const unsigned long long other = __shfl_up_sync(0xffffffffu, inclusive, offset);
+          if (lane >= offset) inclusive += other;
+        }
+        const unsigned int hit = __ballot_sync(0xffffffffu, base + inclusive > t);
+        if (hit) {
+          if (lane == 0) sh.token = first + __ffs(hit) - 1;
+          break;
+        }
+        base += __shfl_sync(0xffffffffu, inclusive, 31);
+      }
+    }
+  }
+  __syncthreads();
+  const int token = sh.token;
+  __syncthreads();
+  return token;
+}
+
+// ---- the kernel ----
+
+struct KernelArgs {
+  float* logits;
+  int vocab;
+  const SamplingRow* params;
+  const int32_t* penalty_tokens;
+  const int32_t* prompt_counts;
+  const int32_t* generated_counts;
+  SampleResult* results;
+  float* raw_stash;  // [rows, vocab]
+};
+
+__device__ bool HasPenalties(const SamplingRow& p) {
+  return p.repetition_penalty != 1.0f || p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f;
+}
+
+__global__ void __launch_bounds__(kThreads) SamplingKernel(KernelArgs args) {
+  __shared__ Shared sh;
+  __shared__ unsigned long long top_keys[kMaxLogprobs];
+  const int row = blockIdx.x;
+  const int vocab = args.vocab;
+  const SamplingRow p = args.params[row];
+  float* l = args.logits + static_cast<size_t>(row) * vocab;
+  float* stash = args.raw_stash + static_cast<size_t>(row) * vocab;
+  SampleResult* result = args.results + row;
+
+  // 1-2. Raw statistics and top logprobs, before anything is overwritten.
+  const RawStats raw = RawPass(l, vocab, sh);
+  int n = p.num_logprobs < 0 ? 0 : (p.num_logprobs > kMaxLogprobs ? kMaxLogprobs : p.num_logprobs);
+  n = n < vocab ? n : vocab;
+  if (n > 0) TopRawKeys(l, vocab, n, raw.warp_max_key, top_keys, sh);
+  if (threadIdx.x < n) {
+    const int id = KeyId(top_keys[threadIdx.x]);
+    result->top_tokens[threadIdx.x] = id;
+    result->top_logprobs[threadIdx.x] = static_cast<float>(l[id] - raw.log_normalizer);
+  }
+  __syncthreads();  // the raw values read above are about to change
+
+  // 3. Penalties in place (distinct ids: no two threads write the same logit).
+  const bool penalised = HasPenalties(p);
+  if (penalised) {
+    for (int j = p.penalty_begin + threadIdx.x; j < p.penalty_end; j += kThreads) {
+      const int id = args.penalty_tokens[j];
+      if (id < 0 || id >= vocab) continue;
+      const float x = l[id];
+      stash[id] = x;
+      l[id] = Penalize(x, p, args.prompt_counts[j], args.generated_counts[j]);
+    }
+  }
+  __syncthreads();
+
+  // 4. Greedy choice and NaN.
+  unsigned long long best = 0;
+  unsigned int nan = 0;
+  ForEachId(l, vocab, [&](float x, int id) {
+    const unsigned long long key = GreedyKey(x, id);
+    best = key > best ? key : best;
+    nan |= isnan(x) ? 1u : 0u;
+  });
+  best = BlockAllReduce(best, MaxU64{}, sh.u64);
+  const bool any_nan = BlockAllReduce(nan, OrU32{}, reinterpret_cast<unsigned int*>(sh.f32)) != 0;
+  const int greedy = best == 0 ? vocab - 1 : KeyId(best);
+  const float max_logit = l[greedy];
+
+  int token = greedy;
+  if (p.temperature != 0.0f && !any_nan && isfinite(max_logit)) {
+    const float inv_t = 1.0f / p.temperature;
+    // 5. Cuts: top-k by count, then top-p by weight among the top-k.
+    unsigned long long cut = 0;
+    if (p.top_k > 0 && p.top_k < vocab) {
+      cut = SelectCut(l, vocab, max_logit, inv_t, 0, false,
+                      static_cast<unsigned long long>(p.top_k), 1.0f, sh);
+    }
+    if (p.top_p < 1.0f) {
+      cut = SelectCut(l, vocab, max_logit, inv_t, cut, true, 0, p.top_p, sh);
+    }
+    // 6. Draw.
+    token = Draw(l, vocab, max_logit, inv_t, cut, p.min_p, p.random_bits, greedy, sh);
+  }
+
+  // The chosen token's raw logit: from the stash if it is a penalised token.
+  if (threadIdx.x == 0) sh.num_candidates = 0;
+  __syncthreads();
+  if (penalised) {
+    for (int j = p.penalty_begin + threadIdx.x; j < p.penalty_end; j += kThreads) {
+      if (args.penalty_tokens[j] == token) sh.num_candidates = 1;
+    }
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    const float raw_logit = sh.num_candidates ? stash[token] : l[token];
+    result->token = token;
+    result->logprob = static_cast<float>(raw_logit - raw.log_normalizer);
+  }
+}
+
+}  // namespace
+
+size_t SamplingWorkspaceBytes(int rows, int vocab) {
+  if (rows <= 0 || vocab <= 0) return 0;
+  return static_cast<size_t>(rows) * static_cast<size_t>(vocab) * sizeof(float);
+}
+
+absl::Status LaunchSampling(float* logits, int rows, int vocab, const SamplingRow* params,
+                            const int32_t* penalty_tokens, const int32_t* prompt_counts,
+                            const int32_t* generated_counts, SampleResult* results,
+                            void* workspace, size_t workspace_bytes, CUstream_st* stream) {
+  if (vocab <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat("sampling: vocab must be positive, got ", vocab));
+  }
+  if (rows < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("sampling: rows must be >= 0, got ", rows));
+  }
+  if (rows == 0) return absl::OkStatus();
+  if (!logits || !params || !results) {
+    return absl::InvalidArgumentError("sampling: logits, params and results must all be set");
+  }
+  const size_t need = SamplingWorkspaceBytes(rows, vocab);
+  if (workspace == nullptr || workspace_bytes < need) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("sampling: workspace of ", need, " bytes needed (SamplingWorkspaceBytes(",
+                     rows, ", ", vocab, ")), got ", workspace_bytes,
+                     workspace ? " bytes" : " bytes at a null pointer"));
+  }
+  KernelArgs args;
+  args.logits = logits;
+  args.vocab = vocab;
+  args.params = params;
+  args.penalty_tokens = penalty_tokens;
+  args.prompt_counts = prompt_counts;
+  args.generated_counts = generated_counts;
+  args.results = results;
+  args.raw_stash = static_cast<float*>(workspace);
+  SamplingKernel<<<rows, kThreads, 0, reinterpret_cast<cudaStream_t>(stream)>>>(args);
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) {
+    return absl::InternalError(absl::StrCat("sampling launch failed: ", cudaGetErrorString(err)));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace flute::gpu

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The CUDA engine's checks on the GPU machine (issue 8), run from the repository root there:
+#   bash scripts/gpu/cuda_engine_checks.sh STAGE...     STAGE: tests | ppl | serve | bench | bench70
+# Expects, built and packed on the development machine (see scripts/gpu/README.md):
+#   .dev/pack-e2e.tar.xz  flute, engine_tests, kernel_tests, libflute_{spm,cuda}.so + libraries
+#   .dev/shared.tar.xz    the man-page model and validation tokens (a subset of ../shared)
+# Logs go to $OUT (the device tool brings them back), each headed with the date and the card.
+set -u
+out=${OUT:?set OUT}
+d=.dev
+rm -rf $d/pack-e2e && tar -xJf $d/pack-e2e.tar.xz -C $d  # always the carried build
+[ -d $d/shared ] || tar -xJf $d/shared.tar.xz -C $d
+export LD_LIBRARY_PATH=$PWD/$d/pack-e2e/lib FLUTE_SHARED_DIR=$PWD/$d/shared
+bin=$d/pack-e2e/bin
+model=$d/shared/models/manpage-llama-22m
+tokens=$d/shared/data/manpage-val.u16
+header() { echo "# $1 — $(date -u +%F) — $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader)"; }
+
+for stage in "$@"; do
+  case $stage in
+    tests)
+      { header "kernel_tests (all GPU kernels)"; timeout 240 $bin/kernel_tests 2>&1; echo "rc=$?"; } > $out/kernel-gpu-tests.log
+      grep -E "^\[  (PASSED|FAILED|SKIPPED) |^rc=|tests ran" $out/kernel-gpu-tests.log | tail -25
+      { header "engine_tests --gtest_filter=*Cuda*"; timeout 240 $bin/engine_tests --gtest_filter='*Cuda*' 2>&1; echo "rc=$?"; } > $out/engine-cuda-tests.log
+      grep -E "^\[  (PASSED|FAILED|SKIPPED) |^rc=|normalized|ppl over|differ|tests ran" $out/engine-cuda-tests.log | tail -30 ;;
+    attn)  # the attention kernels alone (after a change there)
+      timeout 240 $bin/kernel_tests --gtest_filter='Attention*' 2>&1 | grep -E "^\[  (PASSED|FAILED)|FAILED" | tail -8 ;;
+    ppl)
+      { header "flute ppl --device cuda, full manpage-val.u16"
+        $bin/flute quantize --model $model --out $d/nf4 --bits 4 --group-size 128 --method nf --force > /dev/null 2>&1
+        for m in $model $d/nf4; do for dt in bfloat16 float16; do
+          echo "## $m --dtype $dt"; /usr/bin/time -f "%e s" $bin/flute ppl --model $m --tokens $tokens --device cuda --dtype $dt 2>&1 | grep -v "^windows" | tr '\r' '\n' | grep -v "^windows"
+        done; done; } > $out/ppl-cuda.log 2>&1
+      cat $out/ppl-cuda.log ;;
+    serve)
+      { header "flute serve --device cuda with Prometheus metrics"
+        [ -d $d/nf4 ] || $bin/flute quantize --model $model --out $d/nf4 --bits 4 --group-size 128 --method nf --force > /dev/null 2>&1
+        $bin/flute serve --model $d/nf4 --device cuda --port 50071 --metrics-port 9471 > $out/serve-cuda.stderr 2>&1 &
+        pid=$!
+        for i in $(seq 60); do $bin/flute health --addr localhost:50071 --service flute.v1.TextGeneration >/dev/null 2>&1 && break; sleep 1; done
+        $bin/flute client --addr localhost:50071 --prompt "NAME" --max-new-tokens 32 2>&1 | tail -3
+        $bin/flute bench serve --addr localhost:50071 --concurrency 1,8,32 --requests 64 --max-new-tokens 64 2>&1 | tail -8
+        curl -s localhost:9471/metrics | grep -E "^flute_(gpu_memory_used_bytes|generation_tokens_total|build_info)" 
+        kill -TERM $pid; wait $pid; echo "serve exit=$?"; tail -5 $out/serve-cuda.stderr; } > $out/serve-cuda.log 2>&1
+      cat $out/serve-cuda.log ;;
+    bench)
+      timeout 560 $bin/flute bench e2e --shape 8b --weights w4,bf16 --compare-invariant \
+        --json $out/e2e-8b.json --markdown $out/e2e-8b.md 2> $out/e2e-8b.log; echo "rc=$?"; cat $out/e2e-8b.log ;;
+    bench70)
+      timeout 560 $bin/flute bench e2e --shape 70b --weights w4 \
+        --json $out/e2e-70b.json --markdown $out/e2e-70b.md 2> $out/e2e-70b.log; echo "rc=$?"; cat $out/e2e-70b.log ;;
+    profile)  # where a decode step's time goes, by kernel kind (CUDA events, eager launches)
+      timeout 300 $bin/flute bench e2e --shape 8b --weights w4,bf16 --batches 1,16 --prefill 0 --steps 10 --profile \
+        > $out/profile-8b.md 2> $out/profile-8b.log; echo "rc=$?"; cat $out/profile-8b.log ;;
+    *) echo "unknown stage $stage"; exit 2 ;;
+  esac
+done

@@ -1,0 +1,376 @@
+// The CUDA backend against the CPU reference backend on the man-page model (16-bit weights
+// and NF4 G128 with the same codes), and against itself: chunked vs one-pass prefill, a
+// batch vs each sequence alone, graphs vs eager launches, seeds. Skips with a message when
+// the build has no CUDA, the machine no GPU, or ../shared is absent.
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/backend.h"
+#include "engine/generation.h"
+#include "engine/kv_cache.h"
+#include "engine/perplexity.h"
+#include "engine/quantized_checkpoint.h"
+#include "engine/safetensors.h"
+#include "gtest/gtest.h"
+#include "tests/test_util.h"
+
+namespace flute {
+namespace {
+
+std::string ManpageDir() { return flute::testing::SharedDir() + "/models/manpage-llama-22m"; }
+
+std::vector<int32_t> ValidationTokens(size_t count, size_t offset = 0) {
+  auto ids = ReadTokenFile(flute::testing::SharedDir() + "/data/manpage-val.u16", "u16");
+  EXPECT_TRUE(ids.ok()) << ids.status();
+  if (!ids.ok() || ids->size() < offset + count) return {};
+  return std::vector<int32_t>(ids->begin() + offset, ids->begin() + offset + count);
+}
+
+BackendOptions CudaOptions(const std::string& dtype = "float16") {
+  BackendOptions o;
+  o.device = "cuda";
+  o.dtype = dtype;
+  o.gpu_kv_cache_bytes = int64_t{256} << 20;
+  o.max_tokens_per_step = 512;
+  return o;
+}
+
+// The CUDA backend, or nullptr with `skip` set to why there is none.
+std::unique_ptr<Backend> MakeCuda(const std::string& dir, const BackendOptions& o, std::string* skip) {
+  auto backend = CreateBackend(dir, o);
+  if (backend.ok()) return std::move(backend).value();
+  if (absl::IsUnimplemented(backend.status()) || absl::IsFailedPrecondition(backend.status())) {
+    *skip = std::string(backend.status().message());
+  } else {
+    ADD_FAILURE() << backend.status();
+  }
+  return nullptr;
+}
+
+std::unique_ptr<Backend> MakeCpu(const std::string& dir) {
+  BackendOptions o;
+  o.kv_cache_bytes = 64 << 20;
+  auto backend = CreateBackend(dir, o);
+  EXPECT_TRUE(backend.ok()) << backend.status();
+  return backend.ok() ? std::move(backend).value() : nullptr;
+}
+
+// Why the CUDA backend cannot run here ("" when it can), found once.
+const std::string& NoCudaReason() {
+  static const std::string reason = [] {
+    auto backend = CreateBackend(ManpageDir(), CudaOptions());
+    if (absl::IsUnimplemented(backend.status()) || absl::IsFailedPrecondition(backend.status())) {
+      return std::string(backend.status().message());
+    }
+    return std::string();
+  }();
+  return reason;
+}
+
+// Skips without ../shared or without a usable CUDA backend.
+#define REQUIRE_SHARED_AND_GPU()                                                 \
+  FLUTE_REQUIRE_SHARED();                                                        \
+  if (!NoCudaReason().empty()) GTEST_SKIP() << "CUDA backend unavailable: " << NoCudaReason()
+
+#define REQUIRE_CUDA(ptr, skip) \
+  if (!(ptr)) { if (!(skip).empty()) GTEST_SKIP() << "CUDA backend unavailable: " << (skip); return; }
+
+// All logits of `ids` as one sequence, prefilled in chunks of `chunk` tokens.
+std::vector<float> RunChunked(Backend& backend, const std::vector<int32_t>& ids, int chunk) {
+  KvBlockAllocator kv(backend.num_kv_blocks(), backend.kv_block_size());
+  std::vector<int32_t> table;
+  EXPECT_TRUE(kv.Reserve(&table, static_cast<int>(ids.size())).ok());
+  std::vector<float> logits;
+  for (size_t begin = 0; begin < ids.size(); begin += chunk) {
+    BatchEntry entry;
+    entry.tokens.assign(ids.begin() + begin, ids.begin() + std::min(ids.size(), begin + chunk));
+    entry.start_position = static_cast<int>(begin);
+    entry.block_table = &table;
+    entry.all_logits = true;
+    ForwardOutput out;
+    const absl::Status status = backend.Forward({entry}, &out);
+    EXPECT_TRUE(status.ok()) << status;
+    logits.insert(logits.end(), out.logits.begin(), out.logits.end());
+  }
+  return logits;
+}
+
+// max |a - b| / (max(b) - min(b)): the normalized error.
+double NormalizedError(const std::vector<float>& a, const std::vector<float>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double worst = 0.0;
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) worst = std::max(worst, std::fabs(double{a[i]} - b[i]));
+  const auto [lo, hi] = std::minmax_element(b.begin(), b.end());
+  return worst / (*hi - *lo);
+}
+
+std::string QuantizedManpage() {
+  static const std::string dir = [] {
+    const std::string out = flute::testing::MakeTempDir("flute-cuda-nf4");
+    QuantizeOptions q;
+    q.input_dir = ManpageDir();
+    q.output_dir = out + "/nf4";
+    q.bits = 4;
+    q.group_size = 128;
+    q.method = "nf";
+    const absl::Status status = QuantizeCheckpoint(q);
+    EXPECT_TRUE(status.ok()) << status;
+    return q.output_dir;
+  }();
+  return dir;
+}
+
+class CudaParity : public ::testing::TestWithParam<std::string> {
+ protected:
+  std::string ModelDir() const { return GetParam() == "nf4" ? QuantizedManpage() : ManpageDir(); }
+};
+
+TEST_P(CudaParity, LogitsMatchTheCpuBackend) {
+  REQUIRE_SHARED_AND_GPU();
+  std::string skip;
+  auto gpu = MakeCuda(ModelDir(), CudaOptions(), &skip);
+  REQUIRE_CUDA(gpu, skip);
+  auto cpu = MakeCpu(ModelDir());
+  const std::vector<int32_t> ids = ValidationTokens(300);
+  // One prefill of 300 tokens, then token-by-token is covered by chunk = 1 below.
+  const double prefill = NormalizedError(RunChunked(*gpu, ids, 300), RunChunked(*cpu, ids, 300));
+  const std::vector<int32_t> head(ids.begin(), ids.begin() + 40);
+  const double decode = NormalizedError(RunChunked(*gpu, head, 1), RunChunked(*cpu, head, 1));
+  std::printf("[%s fp16] normalized logit error: prefill %.2e, decode %.2e\n", GetParam().c_str(), prefill, decode);
+  EXPECT_LE(prefill, 1e-3);
+  EXPECT_LE(decode, 1e-3);
+}
+
+TEST_P(CudaParity, Bf16LogitsStayClose) {
+  REQUIRE_SHARED_AND_GPU();
+  std::string skip;
+  auto gpu = MakeCuda(ModelDir(), CudaOptions("bfloat16"), &skip);
+  REQUIRE_CUDA(gpu, skip);
+  auto cpu = MakeCpu(ModelDir());
+  const std::vector<int32_t> ids = ValidationTokens(200);
+  const double error = NormalizedError(RunChunked(*gpu, ids, 200), RunChunked(*cpu, ids, 200));
+  std::printf("[%s bf16] normalized logit error: %.2e\n", GetParam().c_str(), error);
+  EXPECT_LE(error, 1e-2);  // bf16 keeps 8 bits of mantissa: ~8x fp16's error
+}
+
+TEST_P(CudaParity, PerplexityWithinHalfAPercentOfCpu) {
+  REQUIRE_SHARED_AND_GPU();
+  std::string skip;
+  auto gpu = MakeCuda(ModelDir(), CudaOptions("bfloat16"), &skip);
+  REQUIRE_CUDA(gpu, skip);
+  auto cpu = MakeCpu(ModelDir());
+  const std::vector<int32_t> ids = ValidationTokens(16 * 512 + 1);
+  auto g = ComputePerplexity(*gpu, ids, 512, 16, nullptr);
+  auto c = ComputePerplexity(*cpu, ids, 512, 16, nullptr);
+  ASSERT_TRUE(g.ok() && c.ok());
+  std::printf("[%s] ppl over 16 windows: cuda bf16 %.4f, cpu %.4f\n", GetParam().c_str(), g->perplexity, c->perplexity);
+  EXPECT_NEAR(g->perplexity / c->perplexity, 1.0, 0.005);
+}
+
+INSTANTIATE_TEST_SUITE_P(Weights, CudaParity, ::testing::Values("dense", "nf4"));
+
+TEST(CudaBackend, ChunkedPrefillMatchesOnePass) {
+  REQUIRE_SHARED_AND_GPU();
+  std::string skip;
+  auto gpu = MakeCuda(QuantizedManpage(), CudaOptions(), &skip);
+  REQUIRE_CUDA(gpu, skip);
+  const std::vector<int32_t> ids = ValidationTokens(300, 1000);
+  const std::vector<float> one = RunChunked(*gpu, ids, 300);
+  for (int chunk : {1, 37, 128}) {
+    const double error = NormalizedError(RunChunked(*gpu, ids, chunk), one);
+    std::printf("chunk %d vs one pass: normalized error %.2e\n", chunk, error);
+    EXPECT_LE(error, 1e-3) << "chunk " << chunk;
+  }
+}
+
+struct Seq {
+  std::vector<int32_t> tokens;
+  int prompt_len = 0;
+  int computed = 0;
+  std::vector<int32_t> table;
+  std::unique_ptr<Sampler> sampler;
+};
+
+// Greedy continuations of `prompts`, run together as the scheduler would: decodes first,
+// then prefill chunks within a budget of `budget` tokens per step.
+std::vector<std::vector<int32_t>> RunTogether(Backend& backend, const std::vector<std::vector<int32_t>>& prompts,
+                                              int max_new, int budget) {
+  KvBlockAllocator kv(backend.num_kv_blocks(), backend.kv_block_size());
+  std::vector<Seq> seqs(prompts.size());
+  SamplingParams greedy;
+  greedy.temperature = 0.0f;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    seqs[i].tokens = prompts[i];
+    seqs[i].prompt_len = static_cast<int>(prompts[i].size());
+    EXPECT_TRUE(kv.Reserve(&seqs[i].table, seqs[i].prompt_len + max_new).ok());
+    seqs[i].sampler = std::make_unique<Sampler>(greedy, prompts[i]);
+  }
+  for (;;) {
+    std::vector<BatchEntry> batch;
+    std::vector<SampleSlot> slots;
+    std::vector<Seq*> in_batch;
+    int left = budget;
+    for (int pass = 0; pass < 2; ++pass) {  // decodes, then prefills
+      for (Seq& s : seqs) {
+        const int remaining = static_cast<int>(s.tokens.size()) - s.computed;
+        const bool done = static_cast<int>(s.tokens.size()) - s.prompt_len >= max_new && remaining == 0;
+        if (done || remaining == 0 || (remaining == 1) != (pass == 0) || left == 0) continue;
+        if (static_cast<int>(s.tokens.size()) - s.prompt_len >= max_new) continue;
+        const int n = std::min(remaining, left);
+        BatchEntry e;
+        e.tokens.assign(s.tokens.begin() + s.computed, s.tokens.begin() + s.computed + n);
+        e.start_position = s.computed;
+        e.block_table = &s.table;
+        if (n == remaining) slots.push_back({static_cast<int>(batch.size()), s.sampler.get()});
+        batch.push_back(std::move(e));
+        in_batch.push_back(&s);
+        left -= n;
+      }
+    }
+    if (batch.empty()) break;
+    std::vector<SampledToken> sampled;
+    const absl::Status status = backend.ForwardAndSample(batch, slots, &sampled);
+    EXPECT_TRUE(status.ok()) << status;
+    if (!status.ok()) break;
+    size_t next = 0;
+    for (size_t i = 0; i < batch.size(); ++i) {
+      Seq& s = *in_batch[i];
+      s.computed += static_cast<int>(batch[i].tokens.size());
+      if (next < slots.size() && slots[next].entry == static_cast<int>(i)) {
+        s.tokens.push_back(sampled[next++].token);
+        s.sampler->Accept(s.tokens.back());
+      }
+    }
+  }
+  std::vector<std::vector<int32_t>> out;
+  for (const Seq& s : seqs) out.emplace_back(s.tokens.begin() + s.prompt_len, s.tokens.end());
+  return out;
+}
+
+std::vector<std::vector<int32_t>> InvariancePrompts() {
+  std::vector<std::vector<int32_t>> prompts;
+  for (int i = 0; i < 32; ++i) prompts.push_back(ValidationTokens(3 + 11 * i, 5000 + 997 * i));
+  return prompts;
+}
+
+int CountDifferent(Backend& backend) {
+  const auto prompts = InvariancePrompts();
+  const auto together = RunTogether(backend, prompts, 24, 256);
+  int different = 0;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const auto alone = RunTogether(backend, {prompts[i]}, 24, 4096);
+    if (alone[0] != together[i]) ++different;
+  }
+  return different;
+}
+
+TEST(CudaBackend, BatchOf32EqualsEachSequenceAloneInBatchInvariantMode) {
+  REQUIRE_SHARED_AND_GPU();
+  std::string skip;
+  BackendOptions o = CudaOptions();
+  o.batch_invariant = true;
+  auto gpu = MakeCuda(QuantizedManpage(), o, &skip);
+  REQUIRE_CUDA(gpu, skip);
+  EXPECT_EQ(CountDifferent(*gpu), 0) << "--batch-invariant";
+}
+
+TEST(CudaBackend, BatchOf32InTheDefaultMode) {  // reports what the invariant mode buys
+  REQUIRE_SHARED_AND_GPU();
+  std::string skip;
+  auto gpu = MakeCuda(QuantizedManpage(), CudaOptions(), &skip);
+  REQUIRE_CUDA(gpu, skip);
+  std::printf("default mode: %d of 32 sequences differ from their solo run\n", CountDifferent(*gpu));
+}
+
+TEST(CudaBackend, GraphsGiveTheSameTokensAsEagerLaunches) {
+  REQUIRE_SHARED_AND_GPU();
+  std::string skip;
+  BackendOptions eager_options = CudaOptions();
+  eager_options.cuda_graphs = false;
+  auto graphs = MakeCuda(QuantizedManpage(), CudaOptions(), &skip);
+  REQUIRE_CUDA(graphs, skip);
+  auto eager = MakeCuda(QuantizedManpage(), eager_options, &skip);
+  ASSERT_NE(eager, nullptr);
+  std::vector<std::vector<int32_t>> prompts;
+  for (int i = 0; i < 5; ++i) prompts.push_back(ValidationTokens(20 + i, 300 * i));
+  EXPECT_EQ(RunTogether(*graphs, prompts, 40, 512), RunTogether(*eager, prompts, 40, 512));
+}
+
+TEST(CudaBackend, SeededSamplingReproducesAndLogprobsMatchCpu) {
+  REQUIRE_SHARED_AND_GPU();
+  std::string skip;
+  auto gpu = MakeCuda(ManpageDir(), CudaOptions(), &skip);
+  REQUIRE_CUDA(gpu, skip);
+  const std::vector<int32_t> prompt = ValidationTokens(50, 777);
+  GenerationOptions g;
+  g.max_new_tokens = 32;
+  g.sampling.temperature = 0.9f;
+  g.sampling.top_p = 0.95f;
+  g.sampling.top_k = 50;
+  g.sampling.repetition_penalty = 1.1f;
+  g.sampling.seed = 42;
+  auto a = GenerateSequence(*gpu, prompt, g, nullptr);
+  auto b = GenerateSequence(*gpu, prompt, g, nullptr);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->tokens, b->tokens);
+  g.sampling.seed = 43;
+  auto c = GenerateSequence(*gpu, prompt, g, nullptr);
+  ASSERT_TRUE(c.ok());
+  EXPECT_NE(a->tokens, c->tokens);
+
+  // Greedy with logprobs: the chosen token and its log-probability equal the CPU's.
+  auto cpu = MakeCpu(ManpageDir());
+  KvBlockAllocator kv_gpu(gpu->num_kv_blocks(), gpu->kv_block_size()), kv_cpu(cpu->num_kv_blocks(), cpu->kv_block_size());
+  std::vector<int32_t> table_gpu, table_cpu;
+  ASSERT_TRUE(kv_gpu.Reserve(&table_gpu, 50).ok() && kv_cpu.Reserve(&table_cpu, 50).ok());
+  SamplingParams greedy;
+  greedy.temperature = 0.0f;
+  greedy.num_logprobs = 5;
+  Sampler s_gpu(greedy, prompt), s_cpu(greedy, prompt);
+  BatchEntry e;
+  e.tokens = prompt;
+  e.block_table = &table_gpu;
+  std::vector<SampledToken> t_gpu, t_cpu;
+  ASSERT_TRUE(gpu->ForwardAndSample({e}, {{0, &s_gpu}}, &t_gpu).ok());
+  e.block_table = &table_cpu;
+  ASSERT_TRUE(cpu->ForwardAndSample({e}, {{0, &s_cpu}}, &t_cpu).ok());
+  EXPECT_EQ(t_gpu[0].token, t_cpu[0].token);
+  EXPECT_NEAR(t_gpu[0].logprob, t_cpu[0].logprob, 2e-2);
+  ASSERT_EQ(t_gpu[0].top.size(), 5u);
+  for (int i = 0; i < 5; ++i) EXPECT_NEAR(t_gpu[0].top[i].logprob, t_cpu[0].top[i].logprob, 2e-2);
+}
+
+TEST(CudaBackend, ModelThatDoesNotFitIsAClearErrorAtLoad) {
+  REQUIRE_SHARED_AND_GPU();
+  BackendOptions o = CudaOptions();
+  o.gpu_memory_fraction = 0.0001;  // ~8 MB of an 80 GB GPU: less than the weights
+  auto backend = CreateBackend(ManpageDir(), o);
+  if (absl::IsUnimplemented(backend.status()) || absl::IsFailedPrecondition(backend.status())) {
+    GTEST_SKIP() << "CUDA backend unavailable: " << backend.status().message();
+  }
+  ASSERT_FALSE(backend.ok());
+  EXPECT_TRUE(absl::IsResourceExhausted(backend.status())) << backend.status();
+  EXPECT_NE(backend.status().message().find("gpu-memory-fraction"), std::string::npos) << backend.status();
+}
+
+TEST(CudaBackend, BadBatchesAreRejected) {
+  REQUIRE_SHARED_AND_GPU();
+  std::string skip;
+  auto gpu = MakeCuda(ManpageDir(), CudaOptions(), &skip);
+  REQUIRE_CUDA(gpu, skip);
+  std::vector<int32_t> table = {0};
+  BatchEntry e;
+  e.tokens = {5, 999999};
+  e.block_table = &table;
+  ForwardOutput out;
+  const absl::Status status = gpu->Forward({e}, &out);
+  EXPECT_TRUE(absl::IsInvalidArgument(status)) << status;
+  EXPECT_NE(status.message().find("999999"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace flute

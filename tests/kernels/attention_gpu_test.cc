@@ -1,0 +1,705 @@
+// Paged KV cache write and paged GQA attention on the GPU against a CPU fp32/fp64 reference of
+// causal attention on the unpaged K/V, on fresh random data every run (the seed is printed on
+// failure), with shuffled block tables, NaN-poisoned unused cache slots and a poisoned output.
+// Skips with a message when the build has no CUDA or the machine has no GPU (the argument
+// checks run without a GPU).
+//
+// Tolerance, max|out - ref| / max|ref| per sequence: 2e-3 for fp16, 1e-2 for bf16. The
+// reference sees exactly the 16-bit inputs the kernel sees, and the kernel computes in fp32,
+// so the error is dominated by the single rounding of the output to 16 bits (2^-11 relative
+// for fp16, 2^-8 for bf16); the tensor-core prefill also rounds the probabilities to 16 bits
+// before P·V (as FlashAttention does), an error that averages over the keys and stays below
+// the output rounding (a CPU emulation of its fragments gave 4e-4 fp16, 3.4e-3 bf16).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <numeric>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "kernels/attention.h"
+
+#ifdef FLUTE_HAVE_CUDA
+#include <cuda_runtime.h>
+#endif
+
+namespace flute::gpu {
+namespace {
+
+#ifndef FLUTE_HAVE_CUDA
+TEST(AttentionGpuTest, SkippedWithoutCuda) {
+  EXPECT_FALSE(LaunchPagedAttention(PagedKvLayer{}, nullptr, 0, 0, 1.f, AttentionBatch{}, nullptr,
+                                    nullptr, 0, nullptr)
+                   .ok());
+  GTEST_SKIP() << "built without CUDA: the GPU attention tests need nvcc at build time";
+}
+#else
+
+bool HaveGpu() {
+  int count = 0;
+  return cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
+}
+
+#define REQUIRE_GPU() \
+  if (!HaveGpu()) GTEST_SKIP() << "no CUDA GPU on this machine: attention GPU tests skipped"
+
+// ---- 16-bit conversions on the host (as in lut_gemm_gpu_test.cc) ----
+uint16_t FloatToHalf(float f) {  // round to nearest even, normal range only (test data)
+  uint32_t b;
+  std::memcpy(&b, &f, 4);
+  const uint32_t sign = (b >> 16) & 0x8000;
+  int exp = static_cast<int>((b >> 23) & 0xff) - 127 + 15;
+  uint32_t mant = b & 0x7fffff;
+  if (exp <= 0) return static_cast<uint16_t>(sign);  // flush tiny values (not produced here)
+  uint32_t h = sign | (static_cast<uint32_t>(exp) << 10) | (mant >> 13);
+  const uint32_t rest = mant & 0x1fff;
+  if (rest > 0x1000 || (rest == 0x1000 && (h & 1))) ++h;
+  return static_cast<uint16_t>(h);
+}
+float HalfToFloat(uint16_t h) {
+  const uint32_t sign = (h & 0x8000u) << 16;
+  const uint32_t exp = (h >> 10) & 0x1f, mant = h & 0x3ff;
+  uint32_t b;
+  if (exp == 0x1f) b = sign | 0x7f800000u | (mant << 13);
+  else if (exp == 0) {
+    float f = std::ldexp(static_cast<float>(mant), -24);
+    return sign ? -f : f;
+  } else b = sign | ((exp + 112) << 23) | (mant << 13);
+  float f;
+  std::memcpy(&f, &b, 4);
+  return f;
+}
+uint16_t FloatToBf16(float f) {
+  uint32_t b;
+  std::memcpy(&b, &f, 4);
+  b += 0x7fff + ((b >> 16) & 1);
+  return static_cast<uint16_t>(b >> 16);
+}
+float Bf16ToFloat(uint16_t h) {
+  const uint32_t b = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &b, 4);
+  return f;
+}
+uint16_t ToBits(ActivationType t, float f) {
+  return t == ActivationType::kFloat16 ? FloatToHalf(f) : FloatToBf16(f);
+}
+float FromBits(ActivationType t, uint16_t b) {
+  return t == ActivationType::kFloat16 ? HalfToFloat(b) : Bf16ToFloat(b);
+}
+const char* Name(ActivationType t) { return t == ActivationType::kFloat16 ? "fp16" : "bf16"; }
+
+struct DeviceBuffer {
+  void* ptr = nullptr;
+  explicit DeviceBuffer(size_t bytes) {
+    if (bytes > 0 && cudaMalloc(&ptr, bytes) != cudaSuccess) ptr = nullptr;
+  }
+  ~DeviceBuffer() { if (ptr) cudaFree(ptr); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+};
+
+struct Config {
+  ActivationType dtype = ActivationType::kFloat16;
+  int head_dim = 128;
+  int num_kv_heads = 2;
+  int group = 4;  // query heads per kv head
+  int block_size = 16;
+  int num_heads() const { return num_kv_heads * group; }
+};
+
+std::string Describe(const Config& c) {
+  return std::string(Name(c.dtype)) + " D=" + std::to_string(c.head_dim) + " kv_heads=" +
+         std::to_string(c.num_kv_heads) + " group=" + std::to_string(c.group) + " block=" +
+         std::to_string(c.block_size);
+}
+
+// One sequence: its step's queries and its whole context, as floats exactly representable in
+// the dtype. q [query_len, num_heads, D]; k, v [context_len, num_kv_heads, D].
+struct Seq {
+  int query_len = 0, context_len = 0;
+  std::vector<float> q, k, v;
+};
+
+std::vector<float> RandomValues(ActivationType dtype, size_t n, std::mt19937& rng) {
+  std::normal_distribution<float> normal;
+  std::vector<float> x(n);
+  for (auto& v : x) v = FromBits(dtype, ToBits(dtype, normal(rng)));
+  return x;
+}
+
+Seq MakeSeq(const Config& c, int query_len, int context_len, std::mt19937& rng) {
+  Seq s;
+  s.query_len = query_len;
+  s.context_len = context_len;
+  s.q = RandomValues(c.dtype, static_cast<size_t>(query_len) * c.num_heads() * c.head_dim, rng);
+  s.k = RandomValues(c.dtype, static_cast<size_t>(context_len) * c.num_kv_heads * c.head_dim, rng);
+  s.v = RandomValues(c.dtype, static_cast<size_t>(context_len) * c.num_kv_heads * c.head_dim, rng);
+  return s;
+}
+
+// Causal GQA attention of one sequence: out [query_len, num_heads * D], fp64 softmax.
+std::vector<float> Reference(const Config& c, const Seq& s, float scale) {
+  const int d = c.head_dim, h_count = c.num_heads(), kvh = c.num_kv_heads;
+  std::vector<float> out(static_cast<size_t>(s.query_len) * h_count * d);
+  auto row_range = [&](int j0, int j1) {
+    std::vector<double> p(s.context_len), acc(d);
+    for (int j = j0; j < j1; ++j) {
+      const int pos = s.context_len - s.query_len + j;
+      for (int h = 0; h < h_count; ++h) {
+        const int kh = h / c.group;
+        const float* q = &s.q[(static_cast<size_t>(j) * h_count + h) * d];
+        double m = -1e300;
+        for (int t = 0; t <= pos; ++t) {
+          const float* k = &s.k[(static_cast<size_t>(t) * kvh + kh) * d];
+          double dot = 0;
+          for (int e = 0; e < d; ++e) dot += static_cast<double>(q[e]) * k[e];
+          p[t] = dot * scale;
+          m = std::max(m, p[t]);
+        }
+        double l = 0;
+        std::fill(acc.begin(), acc.end(), 0.0);
+        for (int t = 0; t <= pos; ++t) {
+          const double w = std::exp(p[t] - m);
+          l += w;
+          const float* v = &s.v[(static_cast<size_t>(t) * kvh + kh) * d];
+          for (int e = 0; e < d; ++e) acc[e] += w * v[e];
+        }
+        for (int e = 0; e < d; ++e) {
+          out[(static_cast<size_t>(j) * h_count + h) * d + e] = static_cast<float>(acc[e] / l);
+        }
+      }
+    }
+  };
+  const int threads = std::max(1, std::min<int>(16, std::thread::hardware_concurrency()));
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) {
+    const int j0 = s.query_len * t / threads, j1 = s.query_len * (t + 1) / threads;
+    if (j1 > j0) pool.emplace_back(row_range, j0, j1);
+  }
+  for (auto& th : pool) th.join();
+  return out;
+}
+
+// Host bounds of a launch: at least the real maxima plus the slack.
+struct Bounds {
+  int extra_query_len = 0;
+  int extra_context_len = 0;
+};
+
+// Everything a launch reads, on the host: the paged cache with every sequence's earlier
+// context written straight in (random shuffled block ids, unused slots NaN), the fused qkv
+// buffer of the step with two trailing padding rows (slot -1), the slots of the step's tokens
+// and the batch arrays. Sizes may be forced larger (num_blocks, max_blocks) for graph reuse.
+struct HostBatch {
+  int num_seqs = 0, total_q = 0, pad_rows = 2, row_stride = 0;
+  int num_blocks = 0, max_blocks = 0, bound_q = 0, bound_ctx = 0;
+  std::vector<uint16_t> k_cache, v_cache, qkv;
+  std::vector<int32_t> slots, query_start, context_len, tables;
+};
+
+HostBatch BuildHostBatch(const Config& c, const std::vector<const Seq*>& seqs, const Bounds& bounds,
+                         std::mt19937& rng, int min_num_blocks = 0, int min_max_blocks = 0) {
+  HostBatch hb;
+  const int n = static_cast<int>(seqs.size());
+  const int d = c.head_dim, h_count = c.num_heads(), kvh = c.num_kv_heads, bs = c.block_size;
+  const int kv_dim = kvh * d;
+  int max_q = 1, max_ctx = 1;
+  hb.num_seqs = n;
+  hb.query_start.assign(n + 1, 0);
+  hb.context_len.resize(n);
+  for (int i = 0; i < n; ++i) {
+    max_q = std::max(max_q, seqs[i]->query_len);
+    max_ctx = std::max(max_ctx, seqs[i]->context_len);
+    hb.query_start[i + 1] = hb.query_start[i] + seqs[i]->query_len;
+    hb.context_len[i] = seqs[i]->context_len;
+  }
+  hb.total_q = hb.query_start[n];
+  hb.bound_q = max_q + bounds.extra_query_len;
+  hb.bound_ctx = std::max(max_ctx + bounds.extra_context_len, hb.bound_q);
+  hb.max_blocks = std::max(min_max_blocks, (hb.bound_ctx + bs - 1) / bs);
+
+  // Random block assignment: a shuffled pool with a few blocks to spare.
+  int blocks_used = 0;
+  for (const Seq* s : seqs) blocks_used += (s->context_len + bs - 1) / bs;
+  hb.num_blocks = std::max(min_num_blocks, blocks_used + 3);
+  std::vector<int32_t> pool(hb.num_blocks);
+  std::iota(pool.begin(), pool.end(), 0);
+  std::shuffle(pool.begin(), pool.end(), rng);
+  hb.tables.assign(static_cast<size_t>(n) * hb.max_blocks, -1);  // never read
+  const size_t slot_elems = static_cast<size_t>(kv_dim);
+  hb.k_cache.assign(static_cast<size_t>(hb.num_blocks) * bs * slot_elems, 0xFFFF);
+  hb.v_cache.assign(hb.k_cache.size(), 0xFFFF);
+  hb.row_stride = (h_count + 2 * kvh) * d + 8;  // + padding columns
+  hb.qkv.resize(static_cast<size_t>(hb.total_q + hb.pad_rows) * hb.row_stride);
+  for (auto& x : hb.qkv) x = ToBits(c.dtype, std::normal_distribution<float>()(rng));
+  hb.slots.assign(hb.total_q + hb.pad_rows, -1);
+  int next = 0;
+  for (int i = 0; i < n; ++i) {
+    const Seq& s = *seqs[i];
+    int32_t* table = &hb.tables[static_cast<size_t>(i) * hb.max_blocks];
+    const int nb = (s.context_len + bs - 1) / bs;
+    for (int b = 0; b < nb; ++b) table[b] = pool[next++];
+    auto flat_slot = [&](int pos) { return static_cast<size_t>(table[pos / bs]) * bs + pos % bs; };
+    const int first_new = s.context_len - s.query_len;
+    for (int pos = 0; pos < first_new; ++pos) {
+      for (size_t e = 0; e < slot_elems; ++e) {
+        hb.k_cache[flat_slot(pos) * slot_elems + e] = ToBits(c.dtype, s.k[pos * slot_elems + e]);
+        hb.v_cache[flat_slot(pos) * slot_elems + e] = ToBits(c.dtype, s.v[pos * slot_elems + e]);
+      }
+    }
+    for (int j = 0; j < s.query_len; ++j) {
+      const int row = hb.query_start[i] + j, pos = first_new + j;
+      uint16_t* dst = &hb.qkv[static_cast<size_t>(row) * hb.row_stride];
+      for (int e = 0; e < h_count * d; ++e) {
+        dst[e] = ToBits(c.dtype, s.q[static_cast<size_t>(j) * h_count * d + e]);
+      }
+      for (size_t e = 0; e < slot_elems; ++e) {
+        dst[h_count * d + e] = ToBits(c.dtype, s.k[pos * slot_elems + e]);
+        dst[h_count * d + kv_dim + e] = ToBits(c.dtype, s.v[pos * slot_elems + e]);
+      }
+      hb.slots[row] = static_cast<int32_t>(flat_slot(pos));
+    }
+  }
+  return hb;
+}
+
+// Device buffers of a HostBatch (allocated for the sizes of the first batch uploaded).
+struct DeviceBatch {
+  std::unique_ptr<DeviceBuffer> k, v, qkv, slots, query_start, context_len, tables, out, ws;
+  size_t out_elems = 0, ws_bytes = 0;
+
+  DeviceBatch(const Config& c, const HostBatch& hb) {
+    auto make = [](size_t bytes) { return std::make_unique<DeviceBuffer>(bytes); };
+    k = make(hb.k_cache.size() * 2);
+    v = make(hb.v_cache.size() * 2);
+    qkv = make(hb.qkv.size() * 2);
+    slots = make(hb.slots.size() * 4);
+    query_start = make(hb.query_start.size() * 4);
+    context_len = make(hb.context_len.size() * 4);
+    tables = make(hb.tables.size() * 4);
+    out_elems = static_cast<size_t>(hb.total_q + hb.pad_rows) * c.num_heads() * c.head_dim;
+    out = make(out_elems * 2);
+    ws_bytes = PagedAttentionWorkspaceBytes(hb.total_q + hb.pad_rows, c.num_heads(), c.head_dim, hb.bound_ctx);
+    ws = make(ws_bytes);
+  }
+  bool ok() const { return k->ptr && v->ptr && qkv->ptr && out->ptr && (ws_bytes == 0 || ws->ptr); }
+
+  // Copies hb (no larger than the first batch) in and poisons the output and workspace.
+  void Upload(const HostBatch& hb) {
+    cudaMemcpy(k->ptr, hb.k_cache.data(), hb.k_cache.size() * 2, cudaMemcpyHostToDevice);
+    cudaMemcpy(v->ptr, hb.v_cache.data(), hb.v_cache.size() * 2, cudaMemcpyHostToDevice);
+    cudaMemcpy(qkv->ptr, hb.qkv.data(), hb.qkv.size() * 2, cudaMemcpyHostToDevice);
+    cudaMemcpy(slots->ptr, hb.slots.data(), hb.slots.size() * 4, cudaMemcpyHostToDevice);
+    cudaMemcpy(query_start->ptr, hb.query_start.data(), hb.query_start.size() * 4, cudaMemcpyHostToDevice);
+    cudaMemcpy(context_len->ptr, hb.context_len.data(), hb.context_len.size() * 4, cudaMemcpyHostToDevice);
+    cudaMemcpy(tables->ptr, hb.tables.data(), hb.tables.size() * 4, cudaMemcpyHostToDevice);
+    cudaMemset(out->ptr, 0xFF, out_elems * 2);  // NaN in fp16 and bf16
+    if (ws_bytes > 0) cudaMemset(ws->ptr, 0xFF, ws_bytes);
+  }
+
+  // LaunchKvCacheWrite of the step's rows, then LaunchPagedAttention, on `stream`; the
+  // shapes (bounds, num_blocks, max_blocks) are hb's.
+  absl::Status Launch(const Config& c, const HostBatch& hb, cudaStream_t stream) const {
+    PagedKvLayer layer;
+    layer.k = k->ptr;
+    layer.v = v->ptr;
+    layer.num_blocks = hb.num_blocks;
+    layer.block_size = c.block_size;
+    layer.num_kv_heads = c.num_kv_heads;
+    layer.head_dim = c.head_dim;
+    layer.dtype = c.dtype;
+    const int qd = c.num_heads() * c.head_dim, kv_dim = c.num_kv_heads * c.head_dim;
+    absl::Status st = LaunchKvCacheWrite(layer, qkv->ptr, hb.total_q + hb.pad_rows, hb.row_stride, qd,
+                                         qd + kv_dim, static_cast<const int32_t*>(slots->ptr), stream);
+    if (!st.ok()) return st;
+    AttentionBatch batch;
+    batch.num_seqs = hb.num_seqs;
+    batch.query_start = static_cast<const int32_t*>(query_start->ptr);
+    batch.context_len = static_cast<const int32_t*>(context_len->ptr);
+    batch.block_tables = static_cast<const int32_t*>(tables->ptr);
+    batch.max_blocks_per_seq = hb.max_blocks;
+    batch.max_query_len = hb.bound_q;
+    batch.max_context_len = hb.bound_ctx;
+    return LaunchPagedAttention(layer, qkv->ptr, hb.row_stride, c.num_heads(),
+                                1.f / std::sqrt(static_cast<float>(c.head_dim)), batch, out->ptr, ws->ptr,
+                                ws_bytes, stream);
+  }
+
+  std::vector<uint16_t> Download(const Config& c, int total_q) const {
+    std::vector<uint16_t> bits(static_cast<size_t>(total_q) * c.num_heads() * c.head_dim);
+    cudaMemcpy(bits.data(), out->ptr, bits.size() * 2, cudaMemcpyDeviceToHost);
+    return bits;
+  }
+};
+
+// Runs one batch (KV write, then attention) with a poisoned output and returns
+// out [total_q, num_heads * D] as raw bits.
+::testing::AssertionResult RunBatch(const Config& c, const std::vector<const Seq*>& seqs,
+                                    const Bounds& bounds, std::mt19937& rng,
+                                    std::vector<uint16_t>* out_bits) {
+  const HostBatch hb = BuildHostBatch(c, seqs, bounds, rng);
+  DeviceBatch dev(c, hb);
+  if (!dev.ok()) return ::testing::AssertionFailure() << "cudaMalloc failed";
+  dev.Upload(hb);
+  const absl::Status st = dev.Launch(c, hb, nullptr);
+  if (!st.ok()) return ::testing::AssertionFailure() << st;
+  const cudaError_t err = cudaDeviceSynchronize();
+  if (err != cudaSuccess) return ::testing::AssertionFailure() << cudaGetErrorString(err);
+  *out_bits = dev.Download(c, hb.total_q);
+  return ::testing::AssertionSuccess();
+}
+
+// max|out - ref| / max|ref| over one sequence's rows (out starting at row0), or 1e9 if any
+// output is not finite.
+double SeqError(const Config& c, const std::vector<uint16_t>& out, size_t row0, const std::vector<float>& ref) {
+  const size_t hd = static_cast<size_t>(c.num_heads()) * c.head_dim;
+  double max_err = 0, max_ref = 0;
+  for (size_t e = 0; e < ref.size(); ++e) {
+    const float y = FromBits(c.dtype, out[row0 * hd + e]);
+    if (!std::isfinite(y)) return 1e9;
+    max_err = std::max(max_err, std::fabs(static_cast<double>(y) - ref[e]));
+    max_ref = std::max(max_ref, std::fabs(static_cast<double>(ref[e])));
+  }
+  return max_err / std::max(max_ref, 1e-30);
+}
+
+double Tolerance(const Config& c) { return c.dtype == ActivationType::kFloat16 ? 2e-3 : 1e-2; }
+
+// Runs the batch once per prefill kernel (the tensor-core default, then the SIMT cross-check
+// selected by FLUTE_ATTENTION_PREFILL=simt) and compares each sequence with the reference;
+// returns the worst error.
+double CheckBatch(const Config& c, const std::vector<Seq>& seqs, const Bounds& bounds, std::mt19937& rng,
+                  const std::string& what) {
+  std::vector<const Seq*> ptrs;
+  bool any_prefill = false;
+  for (const Seq& s : seqs) {
+    ptrs.push_back(&s);
+    any_prefill = any_prefill || s.query_len > 1;
+  }
+  const float scale = 1.f / std::sqrt(static_cast<float>(c.head_dim));
+  std::vector<std::vector<float>> refs;
+  for (const Seq& s : seqs) refs.push_back(Reference(c, s, scale));
+  const double tol = Tolerance(c);
+  double worst = 0;
+  for (const char* path : {"mma", "simt"}) {
+    if (std::string(path) == "simt" && !any_prefill) break;
+    setenv("FLUTE_ATTENTION_PREFILL", path, 1);
+    const std::string label = what + " [" + path + " prefill] " + Describe(c);
+    std::vector<uint16_t> out;
+    const ::testing::AssertionResult run = RunBatch(c, ptrs, bounds, rng, &out);
+    unsetenv("FLUTE_ATTENTION_PREFILL");
+    EXPECT_TRUE(run) << label;
+    if (!run) return 1e9;
+    size_t row0 = 0;
+    for (size_t i = 0; i < seqs.size(); ++i) {
+      const double err = SeqError(c, out, row0, refs[i]);
+      EXPECT_LE(err, tol) << label << ": seq " << i << " (query_len " << seqs[i].query_len
+                          << ", context_len " << seqs[i].context_len << ")"
+                          << (err >= 1e9 ? ": unwritten/non-finite outputs" : "");
+      worst = std::max(worst, err);
+      row0 += seqs[i].query_len;
+    }
+  }
+  return worst;
+}
+
+std::vector<Config> AllConfigs() {
+  std::vector<Config> configs;
+  for (ActivationType dtype : {ActivationType::kFloat16, ActivationType::kBFloat16}) {
+    for (int d : {64, 128}) {
+      for (int group : {1, 4, 8}) {
+        for (int bs : {16, 32}) {
+          Config c;
+          c.dtype = dtype;
+          c.head_dim = d;
+          c.group = group;
+          c.block_size = bs;
+          c.num_kv_heads = 2;
+          configs.push_back(c);
+        }
+      }
+    }
+  }
+  return configs;
+}
+
+class Seeded : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    seed_ = std::random_device{}();
+    rng_.seed(seed_);
+  }
+  void TearDown() override {
+    if (HasFailure()) std::printf("random seed of the failed test: %u\n", seed_);
+  }
+  unsigned seed_ = 0;
+  std::mt19937 rng_;
+};
+
+using AttentionGpuTest = Seeded;
+
+TEST_F(AttentionGpuTest, DecodeMixedContextLengths) {
+  REQUIRE_GPU();
+  for (const Config& c : AllConfigs()) {
+    std::vector<Seq> seqs;
+    // 1..12 chunks of 256 (one split each), then 17 and 36 chunks (2 and 3 chunks per split).
+    for (int ctx : {1, 7, 16, 17, 300, 1000, 3000, 4097, 9000}) seqs.push_back(MakeSeq(c, 1, ctx, rng_));
+    std::shuffle(seqs.begin(), seqs.end(), rng_);
+    const double worst = CheckBatch(c, seqs, {3, 700}, rng_, "decode");
+    std::printf("decode %s: worst normalized error %.2e\n", Describe(c).c_str(), worst);
+  }
+}
+
+TEST_F(AttentionGpuTest, PrefillFreshAndWithEarlierContext) {
+  REQUIRE_GPU();
+  for (const Config& c : AllConfigs()) {
+    if (c.block_size == 32 && c.group == 4) continue;  // keeps the CPU reference time down
+    std::vector<Seq> seqs;
+    for (int q : {1, 5, 64, 129, 512}) {
+      seqs.push_back(MakeSeq(c, q, q, rng_));        // first chunk of a prompt
+      seqs.push_back(MakeSeq(c, q, q + 301, rng_));  // a later chunk of a chunked prefill
+    }
+    std::shuffle(seqs.begin(), seqs.end(), rng_);
+    const double worst = CheckBatch(c, seqs, {100, 900}, rng_, "prefill");
+    std::printf("prefill %s: worst normalized error %.2e\n", Describe(c).c_str(), worst);
+  }
+}
+
+TEST_F(AttentionGpuTest, MixedPrefillAndDecode) {
+  REQUIRE_GPU();
+  for (const Config& c : AllConfigs()) {
+    if (c.block_size == 32) continue;
+    std::vector<Seq> seqs;
+    for (int ctx : {1, 17, 300, 1000, 2000}) seqs.push_back(MakeSeq(c, 1, ctx, rng_));
+    seqs.push_back(MakeSeq(c, 5, 5, rng_));
+    seqs.push_back(MakeSeq(c, 129, 129, rng_));
+    seqs.push_back(MakeSeq(c, 200, 900, rng_));
+    seqs.push_back(MakeSeq(c, 64, 64 + 256, rng_));
+    std::shuffle(seqs.begin(), seqs.end(), rng_);
+    const double worst = CheckBatch(c, seqs, {50, 1000}, rng_, "mixed");
+    std::printf("mixed %s: worst normalized error %.2e\n", Describe(c).c_str(), worst);
+  }
+}
+
+TEST_F(AttentionGpuTest, LargeGroupsAreSliced) {
+  REQUIRE_GPU();
+  Config c;
+  c.num_kv_heads = 1;
+  for (int group : {3, 12, 16}) {
+    c.group = group;
+    std::vector<Seq> seqs = {MakeSeq(c, 1, 700, rng_), MakeSeq(c, 1, 9, rng_), MakeSeq(c, 33, 80, rng_)};
+    const double worst = CheckBatch(c, seqs, {0, 0}, rng_, "group");
+    std::printf("group %d %s: worst normalized error %.2e\n", group, Describe(c).c_str(), worst);
+  }
+}
+
+// A decode row's output bits do not depend on the rest of the batch nor on the host bounds.
+TEST_F(AttentionGpuTest, DecodeIsBitwiseBatchInvariant) {
+  REQUIRE_GPU();
+  for (ActivationType dtype : {ActivationType::kFloat16, ActivationType::kBFloat16}) {
+    for (int d : {64, 128}) {
+      Config c;
+      c.dtype = dtype;
+      c.head_dim = d;
+      c.group = 4;
+      for (int ctx : {200, 1000, 3000, 5000}) {
+        const Seq target = MakeSeq(c, 1, ctx, rng_);
+        std::vector<uint16_t> alone, alone_wide, batched;
+        ASSERT_TRUE(RunBatch(c, {&target}, {0, 0}, rng_, &alone));
+        ASSERT_TRUE(RunBatch(c, {&target}, {700, 5000}, rng_, &alone_wide));
+        std::vector<Seq> others;
+        for (int i = 0; i < 31; ++i) {
+          const bool prefill = i % 4 == 0;
+          const int q = prefill ? 1 + static_cast<int>(rng_() % 300) : 1;
+          others.push_back(MakeSeq(c, q, q + static_cast<int>(rng_() % 2000), rng_));
+        }
+        const int at = static_cast<int>(rng_() % 32);
+        std::vector<const Seq*> batch;
+        size_t row = 0;
+        for (int i = 0, o = 0; i < 32; ++i) {
+          if (i == at) {
+            batch.push_back(&target);
+          } else {
+            if (i < at) row += others[o].query_len;
+            batch.push_back(&others[o++]);
+          }
+        }
+        ASSERT_TRUE(RunBatch(c, batch, {10, 100}, rng_, &batched));
+        const size_t hd = static_cast<size_t>(c.num_heads()) * d;
+        EXPECT_EQ(0, std::memcmp(alone.data(), alone_wide.data(), hd * 2))
+            << Describe(c) << " ctx " << ctx << ": output changed with the max_* bounds";
+        EXPECT_EQ(0, std::memcmp(alone.data(), batched.data() + row * hd, hd * 2))
+            << Describe(c) << " ctx " << ctx << ": output changed inside a batch of 32";
+      }
+    }
+  }
+}
+
+// One CUDA graph captured with generous bounds serves steps of other lengths: the kernels
+// read the real lengths from device memory (and neither allocate nor synchronize).
+TEST_F(AttentionGpuTest, OneCapturedGraphServesSeveralSteps) {
+  REQUIRE_GPU();
+  Config c;
+  c.dtype = ActivationType::kBFloat16;
+  c.group = 4;
+  const Bounds bounds = {300, 3000};
+  // Step 0 fixes the buffer sizes: the largest step (its bounds also cover the later ones).
+  const std::vector<std::vector<std::pair<int, int>>> steps = {
+      {{200, 200}, {1, 900}, {1, 5}, {64, 1200}},
+      {{1, 201}, {1, 901}, {1, 6}, {1, 1201}},
+      {{1, 17}, {37, 37}, {1, 1}, {1, 300}},
+  };
+  cudaStream_t stream;
+  ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
+  std::unique_ptr<DeviceBatch> dev;
+  HostBatch shape;  // the captured shapes
+  cudaGraphExec_t exec = nullptr;
+  for (size_t step = 0; step < steps.size(); ++step) {
+    std::vector<Seq> seqs;
+    for (auto ql : steps[step]) seqs.push_back(MakeSeq(c, ql.first, ql.second, rng_));
+    std::vector<const Seq*> ptrs;
+    for (const Seq& s : seqs) ptrs.push_back(&s);
+    // A pool of 400 blocks for every step (more than any step uses).
+    HostBatch hb = step == 0 ? BuildHostBatch(c, ptrs, bounds, rng_, 400)
+                             : BuildHostBatch(c, ptrs, {0, 0}, rng_, shape.num_blocks, shape.max_blocks);
+    if (step == 0) {
+      shape = hb;
+      dev = std::make_unique<DeviceBatch>(c, hb);
+      ASSERT_TRUE(dev->ok());
+    } else {
+      // Same buffers: pad the qkv/slots arrays to the captured row count (slot -1).
+      ASSERT_LE(hb.total_q, shape.total_q);
+      hb.qkv.resize(shape.qkv.size(), 0);
+      hb.slots.resize(shape.slots.size(), -1);
+      ASSERT_EQ(hb.k_cache.size(), shape.k_cache.size());
+      ASSERT_EQ(hb.tables.size(), shape.tables.size());
+    }
+    dev->Upload(hb);
+    if (step == 0) {
+      cudaGraph_t graph;
+      ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+      const absl::Status st = dev->Launch(c, shape, stream);
+      ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+      ASSERT_TRUE(st.ok()) << st;
+      ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+      cudaGraphDestroy(graph);
+    }
+    ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+    ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+    const std::vector<uint16_t> out = dev->Download(c, hb.total_q);
+    size_t row0 = 0;
+    for (size_t i = 0; i < seqs.size(); ++i) {
+      const std::vector<float> ref = Reference(c, seqs[i], 1.f / std::sqrt(static_cast<float>(c.head_dim)));
+      EXPECT_LE(SeqError(c, out, row0, ref), Tolerance(c))
+          << "step " << step << " seq " << i << " (query_len " << seqs[i].query_len << ", context_len "
+          << seqs[i].context_len << ")";
+      row0 += seqs[i].query_len;
+    }
+  }
+  cudaGraphExecDestroy(exec);
+  cudaStreamDestroy(stream);
+}
+
+TEST_F(AttentionGpuTest, KvCacheWriteSkipsNegativeSlots) {
+  REQUIRE_GPU();
+  for (int d : {64, 128}) {
+    PagedKvLayer layer;
+    layer.num_blocks = 6;
+    layer.block_size = 8;
+    layer.num_kv_heads = 3;
+    layer.head_dim = d;
+    const int kv_dim = layer.num_kv_heads * d, num_slots = layer.num_blocks * layer.block_size;
+    const int m = 20, row_stride = 4 * kv_dim + 16, k_offset = 2 * kv_dim, v_offset = 3 * kv_dim;
+    std::vector<uint16_t> k0(static_cast<size_t>(num_slots) * kv_dim), v0(k0.size());
+    std::vector<uint16_t> qkv(static_cast<size_t>(m) * row_stride);
+    for (auto& x : k0) x = static_cast<uint16_t>(rng_());
+    for (auto& x : v0) x = static_cast<uint16_t>(rng_());
+    for (auto& x : qkv) x = static_cast<uint16_t>(rng_());
+    std::vector<int32_t> perm(num_slots);
+    std::iota(perm.begin(), perm.end(), 0);
+    std::shuffle(perm.begin(), perm.end(), rng_);
+    std::vector<int32_t> slots(m);
+    for (int i = 0; i < m; ++i) slots[i] = (i % 3 == 1) ? -1 - i : perm[i];
+    DeviceBuffer d_k(k0.size() * 2), d_v(v0.size() * 2), d_qkv(qkv.size() * 2), d_slots(m * 4);
+    cudaMemcpy(d_k.ptr, k0.data(), k0.size() * 2, cudaMemcpyHostToDevice);
+    cudaMemcpy(d_v.ptr, v0.data(), v0.size() * 2, cudaMemcpyHostToDevice);
+    cudaMemcpy(d_qkv.ptr, qkv.data(), qkv.size() * 2, cudaMemcpyHostToDevice);
+    cudaMemcpy(d_slots.ptr, slots.data(), m * 4, cudaMemcpyHostToDevice);
+    layer.k = d_k.ptr;
+    layer.v = d_v.ptr;
+    ASSERT_TRUE(LaunchKvCacheWrite(layer, d_qkv.ptr, m, row_stride, k_offset, v_offset,
+                                   static_cast<const int32_t*>(d_slots.ptr), nullptr)
+                    .ok());
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    std::vector<uint16_t> k1(k0.size()), v1(v0.size());
+    cudaMemcpy(k1.data(), d_k.ptr, k1.size() * 2, cudaMemcpyDeviceToHost);
+    cudaMemcpy(v1.data(), d_v.ptr, v1.size() * 2, cudaMemcpyDeviceToHost);
+    std::vector<uint16_t> k_want = k0, v_want = v0;
+    for (int i = 0; i < m; ++i) {
+      if (slots[i] < 0) continue;
+      std::memcpy(&k_want[static_cast<size_t>(slots[i]) * kv_dim], &qkv[static_cast<size_t>(i) * row_stride + k_offset], kv_dim * 2);
+      std::memcpy(&v_want[static_cast<size_t>(slots[i]) * kv_dim], &qkv[static_cast<size_t>(i) * row_stride + v_offset], kv_dim * 2);
+    }
+    EXPECT_EQ(k1, k_want) << "D=" << d;
+    EXPECT_EQ(v1, v_want) << "D=" << d;
+  }
+}
+
+// Argument checks happen on the host before anything touches the GPU.
+TEST(AttentionArgsTest, BadArgumentsAreInvalidArgument) {
+  alignas(16) static uint16_t dummy[64];
+  PagedKvLayer layer;
+  layer.k = dummy;
+  layer.v = dummy;
+  layer.num_blocks = 4;
+  layer.block_size = 16;
+  layer.num_kv_heads = 2;
+  layer.head_dim = 96;
+  AttentionBatch batch;
+  batch.num_seqs = 1;
+  batch.query_start = reinterpret_cast<const int32_t*>(dummy);
+  batch.context_len = reinterpret_cast<const int32_t*>(dummy);
+  batch.block_tables = reinterpret_cast<const int32_t*>(dummy);
+  batch.max_blocks_per_seq = 4;
+  batch.max_query_len = 1;
+  batch.max_context_len = 64;
+  const int32_t* slots = reinterpret_cast<const int32_t*>(dummy);
+  auto attention = [&](int row_stride, int heads) {
+    return LaunchPagedAttention(layer, dummy, row_stride, heads, 0.1f, batch, dummy, nullptr, 0, nullptr);
+  };
+  absl::Status st = attention(8 * 96, 4);
+  EXPECT_TRUE(absl::IsInvalidArgument(st)) << st;
+  EXPECT_NE(std::string(st.message()).find("head_dim"), std::string::npos) << st;
+  st = LaunchKvCacheWrite(layer, dummy, 1, 8 * 96, 0, 2 * 96, slots, nullptr);
+  EXPECT_TRUE(absl::IsInvalidArgument(st)) << st;
+
+  layer.head_dim = 64;
+  layer.block_size = 12;
+  st = attention(8 * 64, 4);
+  EXPECT_TRUE(absl::IsInvalidArgument(st)) << st;
+  EXPECT_NE(std::string(st.message()).find("block_size"), std::string::npos) << st;
+  st = LaunchKvCacheWrite(layer, dummy, 1, 8 * 64, 0, 2 * 64, slots, nullptr);
+  EXPECT_TRUE(absl::IsInvalidArgument(st)) << st;
+
+  layer.block_size = 16;
+  EXPECT_TRUE(absl::IsInvalidArgument(attention(8 * 64, 3)));   // not a multiple of kv heads
+  EXPECT_TRUE(absl::IsInvalidArgument(attention(4 * 64 - 8, 4)));  // row too short for q
+  batch.max_blocks_per_seq = 3;  // 64 positions need 4 blocks of 16
+  EXPECT_TRUE(absl::IsInvalidArgument(attention(8 * 64, 4)));
+  batch.max_blocks_per_seq = 4;
+  batch.max_context_len = 1000;  // needs a workspace, none given
+  batch.max_blocks_per_seq = 63;
+  EXPECT_TRUE(absl::IsInvalidArgument(attention(8 * 64, 4)));
+}
+
+#endif  // FLUTE_HAVE_CUDA
+
+}  // namespace
+}  // namespace flute::gpu
