@@ -29,7 +29,8 @@ WORKDIR /src
 COPY . .
 RUN cmake -S . -B /build -G Ninja -DCMAKE_BUILD_TYPE=Release -DFLUTE_CPU_ARCH=${FLUTE_CPU_ARCH} \
  && ninja -C /build -j${BUILD_JOBS} flute flute_spm
-# Stage the program, and spm_train (`flute init-random-model` trains its tokenizer with it),
+# Stage the program, its plugins (libflute_spm.so; libflute_cuda.so, the CUDA engine, when
+# nvcc built it: it loads cuBLAS at run time, which the CUDA runtime base image provides), and spm_train (`flute init-random-model` trains its tokenizer with it),
 # with every shared library they need (found by ldd), so the runtime stage
 # needs no -dev packages and no distribution-specific runtime package names. Left out: the C
 # library (the runtime base has the same one) and the NVIDIA driver (the container runtime
@@ -37,7 +38,8 @@ RUN cmake -S . -B /build -G Ninja -DCMAKE_BUILD_TYPE=Release -DFLUTE_CPU_ARCH=${
 RUN mkdir -p /opt/flute/bin /opt/flute/lib \
  && cp /build/bin/flute "$(command -v spm_train)" /opt/flute/bin/ \
  && cp /build/lib/libflute_spm.so /opt/flute/lib/ \
- && for f in /opt/flute/bin/* /opt/flute/lib/libflute_spm.so; do \
+ && if [ -f /build/lib/libflute_cuda.so ]; then cp /build/lib/libflute_cuda.so /opt/flute/lib/; fi \
+ && for f in /opt/flute/bin/* /opt/flute/lib/libflute_*.so; do \
       ldd "$f" | awk '$2 == "=>" && $3 ~ /^\// {print $3}'; \
     done | sort -u \
     | grep -Ev '/(libc|libm|libdl|libpthread|librt|libresolv|ld-linux[^/]*|libcuda|libnvidia[^/]*)\.so' \
