@@ -1,5 +1,7 @@
 #include "engine/backend.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "engine/cpu_backend.h"
 #include "engine/cuda_backend.h"
@@ -15,6 +17,13 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(const std::string& model_
         absl::StrCat("device must be \"cpu\" or \"cuda\", got \"", options.device, "\""));
   }
   ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(model_dir));
+  if (options.max_model_len < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_model_len must be >= 0 (0 = the model's context), got ", options.max_model_len));
+  }
+  if (options.max_model_len > 0) {
+    config.max_position_embeddings = std::min(config.max_position_embeddings, options.max_model_len);
+  }
   ASSIGN_OR_RETURN(std::unique_ptr<ModelWeights> weights, LoadModelWeights(model_dir, config));
   if (options.device == "cuda") {
     return CreateCudaBackend(std::move(config), std::move(weights), options);

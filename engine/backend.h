@@ -50,6 +50,10 @@ struct BackendOptions {
   bool batch_invariant = false;
   int64_t gpu_kv_cache_bytes = 0;  // 0: whatever the memory fraction leaves, else at most this
   bool profile = false;          // time every kernel kind with events (eager steps; slower)
+  // Both backends: cap the context at this many tokens (0 = the model's
+  // max_position_embeddings). A long-context model whose full context would not fit the KV
+  // cache is served with a shorter one.
+  int max_model_len = 0;
 };
 
 class Backend {

@@ -119,8 +119,10 @@ template <int kBits, int kMT>
 struct Config {
   // MT = 16: 4 stages, 2 blocks per SM measured faster at M = 1 than 3 stages x 3 blocks.
   static constexpr int kStages = kMT <= 16 ? 4 : 3;
-  // Caps registers (85 / 128) so that 3 / 2 blocks fit an SM.
-  static constexpr int kMinBlocksPerSm = kMT <= 8 ? 3 : 2;
+  // Caps registers (85 / 128) so that 3 / 2 blocks fit an SM. Only 3-bit at MT = 8 has the
+  // shared memory for 3 blocks (its pair table is 8 KB); a cap nothing else can use would
+  // only force the compiler to recompute addresses in the main loop.
+  static constexpr int kMinBlocksPerSm = (kBits == 3 && kMT <= 8) ? 3 : 2;
   static constexpr int kTileBytes = 256 * kBits;              // one warp's packed tile
   static constexpr int kPairEntries = 1 << (2 * kBits);       // 256 / 64 / 16
   // 2-bit uses a quad table instead (QuadTable): 256 entries x 16 copies x 8 bytes.
@@ -155,7 +157,9 @@ __device__ __forceinline__ uint32_t ShiftMask(uint32_t x, uint32_t mask) {
 // straight from the packed words without first extracting the index.
 template <int kBits, int kP>
 __device__ __forceinline__ uint32_t PairOffset(const uint32_t* w, const uint32_t* hw) {
-  if (kBits == 4) return ShiftMask<8 * (kP & 3) - 7>(w[kP >> 2], 0xffu << 7);
+  // 4-bit: PRMT isolates the byte and LEA scales it and adds the table base (2 instructions
+  // before the LDS, where shift + mask + add took 3).
+  if (kBits == 4) return __byte_perm(w[kP >> 2], 0u, 0x4440u | (kP & 3)) << 7;
   const uint32_t lo = ShiftMask<4 * (kP & 7) - 7>(w[kP >> 3], 0xfu << 7);
   if (kBits == 2) return lo;
   return lo | ShiftMask<2 * (kP & 15) - 11>(hw[kP >> 4], 0x3u << 11);
@@ -505,9 +509,9 @@ Plan MakePlan(const LutShape& s, int64_t m, int forced_splits, int sm_count) {
   p.num_col_blocks = static_cast<int>((s.n + kBlockN - 1) / kBlockN);
   p.smem_bytes = SmemBytes(s.bits, p.mt, s.group_size);
   const int num_ktiles = static_cast<int>(s.k / kTileK);
-  // Resident blocks per SM: shared memory, and registers (launch bounds: 80 registers at
+  // Resident blocks per SM: shared memory, and registers (launch bounds: 85 registers for
   // MT = 8 -> 3 blocks, 128 above -> 2; the 2-bit quad table alone would suggest more).
-  const int reg_blocks = p.mt <= 8 ? 3 : 2;
+  const int reg_blocks = (s.bits == 3 && p.mt <= 8) ? 3 : 2;
   const int blocks_per_sm =
       std::max(1, std::min(reg_blocks, (227 * 1024) / (p.smem_bytes + 1024)));
   const int64_t slots = static_cast<int64_t>(sm_count) * blocks_per_sm;

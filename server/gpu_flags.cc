@@ -13,6 +13,10 @@ void AddGpuFlags(CLI::App* cmd, BackendOptions* options) {
       "--gpu-kv-cache-mb", [options](int64_t mb) { options->gpu_kv_cache_bytes = mb << 20; },
       "CUDA: cap the KV cache at this many MiB (default: what the fraction leaves)")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 24));
+  cmd->add_option("--max-model-len", options->max_model_len,
+                  "Cap the context at this many tokens (0 = the model's max_position_embeddings); "
+                  "on CUDA the KV cache must hold at least one full context")
+      ->check(CLI::Range(0, 1 << 24));
   cmd->add_flag_callback("--no-cuda-graphs", [options] { options->cuda_graphs = false; },
                          "CUDA: launch decode steps kernel by kernel instead of replaying graphs");
   cmd->add_flag_callback("--batch-invariant", [options] { options->batch_invariant = true; },

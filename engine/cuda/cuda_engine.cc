@@ -111,6 +111,11 @@ CudaBackend::~CudaBackend() {
 absl::Status CudaBackend::Init(int64_t budget_bytes, int64_t free_before, std::string gpu_name) {
   initial_free_ = free_before;
   gpu_name_ = std::move(gpu_name);
+  if (config_.head_dim != 64 && config_.head_dim != 128) {
+    return absl::UnimplementedError(absl::StrCat(
+        "device \"cuda\": the attention kernels support head_dim 64 or 128; this model has head_dim ",
+        config_.head_dim, "; use --device cpu"));
+  }
   RETURN_IF_ERROR(CudaStatus(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "stream"));
   if (options_.profile) profiler_ = std::make_unique<StepProfiler>();
   max_rows_ = (std::max({options_.max_tokens_per_step, options_.max_batch, 32}) + 7) / 8 * 8;
@@ -235,7 +240,8 @@ absl::Status CudaBackend::AllocateKvCache(int64_t budget_bytes) {
         "KV cache: after weights and activations, --gpu-memory-fraction ", options_.gpu_memory_fraction,
         " leaves ", FormatBytes(std::max<int64_t>(0, kv_bytes)), " = ", std::max<int64_t>(0, blocks),
         " blocks of ", options_.kv_block_size, " tokens, fewer than one full context of ",
-        max_context_, " tokens (", needed, " blocks); raise the fraction or use a smaller model"));
+        max_context_, " tokens (", needed, " blocks); raise --gpu-memory-fraction, shorten the context "
+        "with --max-model-len, or use a smaller model"));
   }
   num_kv_blocks_ = static_cast<int>(std::min<int64_t>(blocks, 1 << 30));
   const int64_t physical = num_kv_blocks_ + 1;
