@@ -11,23 +11,15 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "engine/plugin_paths.h"
 #include "server/commands.h"
 
 namespace flute::cli {
 namespace {
 
-// The directory holding the running executable (from /proc/self/exe).
-std::string SelfDirectory() {
-  char buf[PATH_MAX];
-  const ssize_t len = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
-  if (len <= 0) return ".";
-  std::string path(buf, static_cast<size_t>(len));
-  const size_t slash = path.rfind('/');
-  return slash == std::string::npos ? "." : path.substr(0, slash);
-}
 
 absl::Status RunBenchKernel(const std::vector<std::string>& args) {
-  const std::string program = SelfDirectory() + "/flute-bench-kernel";
+  const std::string program = ExecutableDir() + "/flute-bench-kernel";
   if (access(program.c_str(), X_OK) != 0) {
     return absl::NotFoundError(absl::StrCat(
         program, " not found or not executable: it is built only when CUDA (nvcc) is available; "

@@ -142,14 +142,14 @@ class CudaBackend : public Backend, public CudaBenchHooks {
   std::vector<gpu::PagedKvLayer> kv_layers_;
 
   // Step inputs: pinned staging and its device twin, same layout.
-  PinnedBuffer staging_;
+  CudaBuffer staging_;        // pinned host memory
   DeviceBuffer step_buffer_;
   StepInputs step_;          // device pointers
   size_t block_tables_offset_ = 0;
 
   // Sampling inputs and outputs.
   DeviceBuffer sample_params_, sample_results_, penalty_buffer_;
-  PinnedBuffer sample_host_;   // SamplingRow[max_rows_] then SampleResult[max_rows_]
+  CudaBuffer sample_host_;    // pinned: SamplingRow[max_rows_] then SampleResult[max_rows_]
   std::vector<int32_t> penalty_host_;
 
   std::unique_ptr<StepProfiler> profiler_;  // BackendOptions::profile

@@ -207,14 +207,14 @@ absl::Status CudaBackend::AllocateActivations() {
   const size_t max_blocks = (max_context_ + options_.kv_block_size - 1) / options_.kv_block_size;
   block_tables_offset_ = 4 * (6 * rows + 8);
   const size_t step_bytes = block_tables_offset_ + 4 * rows * max_blocks;
-  ASSIGN_OR_RETURN(staging_, PinnedBuffer::Allocate(step_bytes, "step inputs"));
+  ASSIGN_OR_RETURN(staging_, AllocatePinned(step_bytes, "step inputs"));
   ASSIGN_OR_RETURN(step_buffer_, DeviceBuffer::Allocate(step_bytes, "step inputs"));
   int32_t* base = step_buffer_.as<int32_t>();
   step_ = {base, base + rows, base + 2 * rows, base + 3 * rows, base + 4 * rows + 4, base + 5 * rows + 4,
            base + block_tables_offset_ / 4};
   ASSIGN_OR_RETURN(sample_params_, DeviceBuffer::Allocate(sizeof(gpu::SamplingRow) * rows, "sampling parameters"));
   ASSIGN_OR_RETURN(sample_results_, DeviceBuffer::Allocate(sizeof(gpu::SampleResult) * rows, "sampling results"));
-  ASSIGN_OR_RETURN(sample_host_, PinnedBuffer::Allocate(
+  ASSIGN_OR_RETURN(sample_host_, AllocatePinned(
       (sizeof(gpu::SamplingRow) + sizeof(gpu::SampleResult)) * rows, "sampling staging"));
   return absl::OkStatus();
 }

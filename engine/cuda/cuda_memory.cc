@@ -1,9 +1,11 @@
 #include "engine/cuda/cuda_memory.h"
 
+#include <cuda_runtime.h>
+
+#include <utility>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-
-#include <cuda_runtime.h>
 
 namespace flute {
 
@@ -17,54 +19,39 @@ absl::Status CudaStatus(int cuda_error, const std::string& what) {
                                           cudaGetErrorString(static_cast<cudaError_t>(cuda_error))));
 }
 
-DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& other) noexcept {
+CudaBuffer& CudaBuffer::operator=(CudaBuffer&& other) noexcept {
   std::swap(ptr_, other.ptr_);
   std::swap(bytes_, other.bytes_);
+  std::swap(kind_, other.kind_);
   return *this;
 }
 
-DeviceBuffer::~DeviceBuffer() {
-  if (ptr_) cudaFree(ptr_);
+CudaBuffer::~CudaBuffer() {
+  if (!ptr_) return;
+  if (kind_ == Kind::kDevice) {
+    cudaFree(ptr_);
+  } else {
+    cudaFreeHost(ptr_);
+  }
 }
 
-absl::StatusOr<DeviceBuffer> DeviceBuffer::Allocate(size_t bytes, const std::string& what) {
-  DeviceBuffer buffer;
+absl::StatusOr<CudaBuffer> CudaBuffer::Allocate(size_t bytes, const std::string& what, Kind kind) {
+  CudaBuffer buffer;
+  buffer.kind_ = kind;
   if (bytes == 0) return buffer;
-  const cudaError_t err = cudaMalloc(&buffer.ptr_, bytes);
+  const bool device = kind == Kind::kDevice;
+  const cudaError_t err = device ? cudaMalloc(&buffer.ptr_, bytes) : cudaMallocHost(&buffer.ptr_, bytes);
   if (err != cudaSuccess) {
-    cudaGetLastError();  // clear the sticky-free allocation error
+    cudaGetLastError();  // clear the error so that later calls do not report it
     buffer.ptr_ = nullptr;
-    return absl::ResourceExhaustedError(absl::StrCat("GPU allocation of ", FormatBytes(bytes),
-                                                     " for ", what, " failed: ",
+    return absl::ResourceExhaustedError(absl::StrCat(device ? "GPU" : "pinned host", " allocation of ",
+                                                     FormatBytes(bytes), " for ", what, " failed: ",
                                                      cudaGetErrorString(err)));
   }
   buffer.bytes_ = bytes;
-  if (cudaMemset(buffer.ptr_, 0, bytes) != cudaSuccess) {
+  if (device && cudaMemset(buffer.ptr_, 0, bytes) != cudaSuccess) {
     return absl::InternalError(absl::StrCat("cudaMemset of ", what, " failed"));
   }
-  return buffer;
-}
-
-PinnedBuffer& PinnedBuffer::operator=(PinnedBuffer&& other) noexcept {
-  std::swap(ptr_, other.ptr_);
-  std::swap(bytes_, other.bytes_);
-  return *this;
-}
-
-PinnedBuffer::~PinnedBuffer() {
-  if (ptr_) cudaFreeHost(ptr_);
-}
-
-absl::StatusOr<PinnedBuffer> PinnedBuffer::Allocate(size_t bytes, const std::string& what) {
-  PinnedBuffer buffer;
-  if (bytes == 0) return buffer;
-  if (cudaMallocHost(&buffer.ptr_, bytes) != cudaSuccess) {
-    cudaGetLastError();
-    buffer.ptr_ = nullptr;
-    return absl::ResourceExhaustedError(
-        absl::StrCat("pinned host allocation of ", FormatBytes(bytes), " for ", what, " failed"));
-  }
-  buffer.bytes_ = bytes;
   return buffer;
 }
 

@@ -1,27 +1,30 @@
-// Owning handles for GPU memory used by the CUDA backend (CUDA headers only in .cc files).
+// Owning handles for the CUDA backend's memory (CUDA headers only in .cc files): device
+// memory (cudaMalloc, zero-filled) or pinned host memory (cudaMallocHost, for asynchronous
+// copies), freed on destruction.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <string>
-#include <utility>
 
 #include "absl/status/statusor.h"
 
 namespace flute {
 
-// cudaMalloc'ed bytes, freed on destruction. Zero-filled when allocated.
-class DeviceBuffer {
+class CudaBuffer {
  public:
-  DeviceBuffer() = default;
-  DeviceBuffer(DeviceBuffer&& other) noexcept { *this = std::move(other); }
-  DeviceBuffer& operator=(DeviceBuffer&& other) noexcept;
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  ~DeviceBuffer();
+  enum class Kind { kDevice, kPinnedHost };
 
-  // ResourceExhausted naming `what` and the size when the GPU is out of memory.
-  static absl::StatusOr<DeviceBuffer> Allocate(size_t bytes, const std::string& what);
+  CudaBuffer() = default;
+  CudaBuffer(CudaBuffer&& other) noexcept { *this = std::move(other); }
+  CudaBuffer& operator=(CudaBuffer&& other) noexcept;
+  CudaBuffer(const CudaBuffer&) = delete;
+  CudaBuffer& operator=(const CudaBuffer&) = delete;
+  ~CudaBuffer();
+
+  // ResourceExhausted naming `what` and the size when the memory is not there.
+  static absl::StatusOr<CudaBuffer> Allocate(size_t bytes, const std::string& what,
+                                             Kind kind = Kind::kDevice);
 
   void* get() const { return ptr_; }
   template <typename T>
@@ -31,29 +34,14 @@ class DeviceBuffer {
  private:
   void* ptr_ = nullptr;
   size_t bytes_ = 0;
+  Kind kind_ = Kind::kDevice;
 };
 
-// cudaMallocHost'ed (pinned) bytes, for asynchronous copies.
-class PinnedBuffer {
- public:
-  PinnedBuffer() = default;
-  PinnedBuffer(PinnedBuffer&& other) noexcept { *this = std::move(other); }
-  PinnedBuffer& operator=(PinnedBuffer&& other) noexcept;
-  PinnedBuffer(const PinnedBuffer&) = delete;
-  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
-  ~PinnedBuffer();
-
-  static absl::StatusOr<PinnedBuffer> Allocate(size_t bytes, const std::string& what);
-
-  void* get() const { return ptr_; }
-  template <typename T>
-  T* as() const { return static_cast<T*>(ptr_); }
-  size_t bytes() const { return bytes_; }
-
- private:
-  void* ptr_ = nullptr;
-  size_t bytes_ = 0;
-};
+// The names the backend uses: device buffers, and pinned staging buffers.
+using DeviceBuffer = CudaBuffer;
+inline absl::StatusOr<CudaBuffer> AllocatePinned(size_t bytes, const std::string& what) {
+  return CudaBuffer::Allocate(bytes, what, CudaBuffer::Kind::kPinnedHost);
+}
 
 // Internal error naming `what` and the CUDA error, or OK.
 absl::Status CudaStatus(int cuda_error, const std::string& what);

@@ -16,6 +16,7 @@
 #include "engine/tokenizer.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/engine/backend_test_util.h"
 #include "tests/test_util.h"
 
 namespace flute {
@@ -60,25 +61,7 @@ std::unique_ptr<Backend> MakeBackend(const std::string& dir) {
   return backend.ok() ? std::move(backend).value() : nullptr;
 }
 
-// Runs `ids` as consecutive chunks of `chunk` tokens of one sequence; returns all logits.
-std::vector<float> RunChunked(Backend& backend, const std::vector<int32_t>& ids, int chunk) {
-  KvBlockAllocator kv(backend.num_kv_blocks(), backend.kv_block_size());
-  std::vector<int32_t> table;
-  EXPECT_TRUE(kv.Reserve(&table, static_cast<int>(ids.size())).ok());
-  std::vector<float> logits;
-  for (size_t begin = 0; begin < ids.size(); begin += chunk) {
-    BatchEntry entry;
-    entry.tokens.assign(ids.begin() + begin, ids.begin() + std::min(ids.size(), begin + chunk));
-    entry.start_position = static_cast<int>(begin);
-    entry.block_table = &table;
-    entry.all_logits = true;
-    ForwardOutput out;
-    const absl::Status status = backend.Forward({entry}, &out);
-    EXPECT_TRUE(status.ok()) << status;
-    logits.insert(logits.end(), out.logits.begin(), out.logits.end());
-  }
-  return logits;
-}
+using flute::testing::RunChunked;
 
 class TinyLlamaParity : public ::testing::Test {
  protected:

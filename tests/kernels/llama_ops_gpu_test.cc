@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "kernels/llama_ops.h"
+#include "tests/kernels/gpu_test_util.h"
 #include "kernels/lut_format.h"
 
 #ifdef FLUTE_HAVE_CUDA
@@ -38,65 +39,11 @@ TEST(LlamaOpsGpuTest, SkippedWithoutCuda) {
 }
 #else
 
-bool HaveGpu() {
-  int count = 0;
-  return cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
-}
-
-#define REQUIRE_GPU() \
-  if (!HaveGpu()) GTEST_SKIP() << "no CUDA GPU on this machine: llama_ops GPU tests skipped"
-
-// A fresh seed per test, printed with any failure of the test.
-#define FRESH_RNG(rng)                                  \
-  const unsigned rng##_seed = std::random_device{}();   \
-  std::mt19937 rng(rng##_seed);                         \
-  SCOPED_TRACE(::testing::Message() << "random seed " << rng##_seed)
-
-// ---- 16-bit conversions on the host (round to nearest even, subnormals included) ----
-uint16_t FloatToHalf(float f) {
-  uint32_t b;
-  std::memcpy(&b, &f, 4);
-  const uint16_t sign = static_cast<uint16_t>((b >> 16) & 0x8000);
-  const float a = std::fabs(f);
-  if (a < 6.103515625e-05f) {  // below 2^-14: a multiple of 2^-24, rint is round-half-even
-    return static_cast<uint16_t>(sign | static_cast<uint16_t>(std::nearbyint(a * 16777216.0f)));
-  }
-  const int exp = static_cast<int>((b >> 23) & 0xff) - 127 + 15;
-  if (exp >= 31) return static_cast<uint16_t>(sign | 0x7c00);  // overflow (not produced here)
-  const uint32_t mant = b & 0x7fffff;
-  uint32_t h = sign | (static_cast<uint32_t>(exp) << 10) | (mant >> 13);
-  const uint32_t rest = mant & 0x1fff;
-  if (rest > 0x1000 || (rest == 0x1000 && (h & 1))) ++h;  // a carry rounds into the exponent
-  return static_cast<uint16_t>(h);
-}
-float HalfToFloat(uint16_t h) {
-  const uint32_t sign = (h & 0x8000u) << 16;
-  const uint32_t exp = (h >> 10) & 0x1f, mant = h & 0x3ff;
-  uint32_t b;
-  if (exp == 0x1f) {
-    b = sign | 0x7f800000u | (mant << 13);
-  } else if (exp == 0) {
-    const float f = std::ldexp(static_cast<float>(mant), -24);
-    return sign ? -f : f;
-  } else {
-    b = sign | ((exp + 112) << 23) | (mant << 13);
-  }
-  float f;
-  std::memcpy(&f, &b, 4);
-  return f;
-}
-uint16_t FloatToBf16(float f) {
-  uint32_t b;
-  std::memcpy(&b, &f, 4);
-  b += 0x7fff + ((b >> 16) & 1);
-  return static_cast<uint16_t>(b >> 16);
-}
-float Bf16ToFloat(uint16_t h) {
-  const uint32_t b = static_cast<uint32_t>(h) << 16;
-  float f;
-  std::memcpy(&f, &b, 4);
-  return f;
-}
+#define REQUIRE_GPU() REQUIRE_GPU_FOR("llama_ops")
+using flute::testing::Bf16ToFloat;
+using flute::testing::FloatToBf16;
+using flute::testing::FloatToHalf;
+using flute::testing::HalfToFloat;
 
 bool IsHalf(ActivationType t) { return t == ActivationType::kFloat16; }
 const char* Name(ActivationType t) { return IsHalf(t) ? "fp16" : "bf16"; }

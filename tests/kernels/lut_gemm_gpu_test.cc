@@ -12,6 +12,7 @@
 
 #include "kernels/lut_format.h"
 #include "kernels/lut_gemm.h"
+#include "tests/kernels/gpu_test_util.h"
 
 #ifdef FLUTE_HAVE_CUDA
 #include <cuda_runtime.h>
@@ -27,64 +28,13 @@ TEST(LutGemmGpuTest, SkippedWithoutCuda) {
 }
 #else
 
-#define CUDA_OK(expr) ASSERT_EQ((expr), cudaSuccess) << #expr << ": " << cudaGetErrorString(cudaGetLastError())
+#define REQUIRE_GPU() REQUIRE_GPU_FOR("LUT-GEMM")
+using flute::testing::Bf16ToFloat;
+using flute::testing::FloatToBf16;
+using flute::testing::FloatToHalf;
+using flute::testing::HalfToFloat;
 
-bool HaveGpu() {
-  int count = 0;
-  return cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
-}
-
-#define REQUIRE_GPU() \
-  if (!HaveGpu()) GTEST_SKIP() << "no CUDA GPU on this machine: LUT-GEMM GPU tests skipped"
-
-// ---- 16-bit conversions on the host ----
-uint16_t FloatToHalf(float f) {  // round to nearest even, normal range only (test data)
-  uint32_t b;
-  std::memcpy(&b, &f, 4);
-  const uint32_t sign = (b >> 16) & 0x8000;
-  int exp = static_cast<int>((b >> 23) & 0xff) - 127 + 15;
-  uint32_t mant = b & 0x7fffff;
-  if (exp <= 0) return static_cast<uint16_t>(sign);  // flush tiny values (not produced here)
-  uint32_t h = sign | (static_cast<uint32_t>(exp) << 10) | (mant >> 13);
-  const uint32_t rest = mant & 0x1fff;
-  if (rest > 0x1000 || (rest == 0x1000 && (h & 1))) ++h;
-  return static_cast<uint16_t>(h);
-}
-float HalfToFloat(uint16_t h) {
-  const uint32_t sign = (h & 0x8000u) << 16;
-  const uint32_t exp = (h >> 10) & 0x1f, mant = h & 0x3ff;
-  uint32_t b;
-  if (exp == 0x1f) b = sign | 0x7f800000u | (mant << 13);
-  else if (exp == 0) {
-    float f = std::ldexp(static_cast<float>(mant), -24);
-    return sign ? -f : f;
-  } else b = sign | ((exp + 112) << 23) | (mant << 13);
-  float f;
-  std::memcpy(&f, &b, 4);
-  return f;
-}
-uint16_t FloatToBf16(float f) {
-  uint32_t b;
-  std::memcpy(&b, &f, 4);
-  b += 0x7fff + ((b >> 16) & 1);
-  return static_cast<uint16_t>(b >> 16);
-}
-float Bf16ToFloat(uint16_t h) {
-  const uint32_t b = static_cast<uint32_t>(h) << 16;
-  float f;
-  std::memcpy(&f, &b, 4);
-  return f;
-}
-
-struct DeviceBuffer {
-  void* ptr = nullptr;
-  explicit DeviceBuffer(size_t bytes) {
-    if (bytes > 0 && cudaMalloc(&ptr, bytes) != cudaSuccess) ptr = nullptr;
-  }
-  ~DeviceBuffer() { if (ptr) cudaFree(ptr); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-};
+using flute::testing::DeviceBuffer;
 
 // A random quantized matrix, on the host and on the device.
 struct Problem {

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "kernels/sampling.h"
+#include "tests/kernels/gpu_test_util.h"
 
 #ifdef FLUTE_HAVE_CUDA
 #include <cuda_runtime.h>
@@ -55,15 +56,7 @@ TEST(SamplingGpuTest, SkippedWithoutCuda) {
 }
 #else
 
-#define CUDA_OK(expr) ASSERT_EQ((expr), cudaSuccess) << #expr << ": " << cudaGetErrorString(cudaGetLastError())
-
-bool HaveGpu() {
-  int count = 0;
-  return cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
-}
-
-#define REQUIRE_GPU() \
-  if (!HaveGpu()) GTEST_SKIP() << "no CUDA GPU on this machine: sampling GPU tests skipped"
+#define REQUIRE_GPU() REQUIRE_GPU_FOR("sampling")
 
 // ---------------- CPU reference (full sorts, written for clarity) ----------------
 
@@ -411,7 +404,7 @@ TEST_P(SamplingGpuTest, MatchesReferenceOnMixedBatches) {
   REQUIRE_GPU();
   const int vocab = GetParam();
   const uint64_t seed = Seed();
-  SCOPED_TRACE(testing::Message() << "seed " << seed << ", vocab " << vocab);
+  SCOPED_TRACE(::testing::Message() << "seed " << seed << ", vocab " << vocab);
   std::mt19937_64 rng(seed);
   int checked_draws = 0, draws = 0;
   for (int batch = 0; batch < 4; ++batch) {
@@ -425,7 +418,7 @@ TEST_P(SamplingGpuTest, MatchesReferenceOnMixedBatches) {
       const Expected want = Reference(inputs[r]);
       draws += inputs[r].params.temperature != 0.0f;
       ExpectMatches(inputs[r], results[r], want,
-                    (testing::Message() << "batch " << batch << " row " << r << " kind "
+                    (::testing::Message() << "batch " << batch << " row " << r << " kind "
                                         << (r + batch) % 6)
                         .GetString(),
                     &checked_draws);
@@ -441,7 +434,7 @@ INSTANTIATE_TEST_SUITE_P(Vocabularies, SamplingGpuTest, ::testing::Values(1003, 
 TEST(SamplingGpuPenaltyTest, PenaltiesChangeTheChoiceAsTheReference) {
   REQUIRE_GPU();
   const uint64_t seed = Seed();
-  SCOPED_TRACE(testing::Message() << "seed " << seed);
+  SCOPED_TRACE(::testing::Message() << "seed " << seed);
   std::mt19937_64 rng(seed);
   const int vocab = 4096;
   std::vector<RowInput> rows;
@@ -478,7 +471,7 @@ TEST(SamplingGpuPenaltyTest, PenaltiesChangeTheChoiceAsTheReference) {
 TEST(SamplingGpuDrawTest, SameBitsGiveTheSameToken) {
   REQUIRE_GPU();
   const uint64_t seed = Seed();
-  SCOPED_TRACE(testing::Message() << "seed " << seed);
+  SCOPED_TRACE(::testing::Message() << "seed " << seed);
   std::mt19937_64 rng(seed);
   const int vocab = 128256;
   std::vector<RowInput> rows;
@@ -501,7 +494,7 @@ double ChiSquareCritical(int dof) {
 TEST(SamplingGpuDrawTest, DistributionMatchesTheReference) {
   REQUIRE_GPU();
   const uint64_t seed = Seed();
-  SCOPED_TRACE(testing::Message() << "seed " << seed);
+  SCOPED_TRACE(::testing::Message() << "seed " << seed);
   std::mt19937_64 rng(seed);
   const int vocab = 24, draws = 20000;
   RowInput base;
