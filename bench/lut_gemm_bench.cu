@@ -7,6 +7,10 @@
 //
 //   flute-bench-kernel [--shapes KxN,...] [--m 1,2,...] [--configs 4g128,3g128,...]
 //                      [--dtypes fp16,bf16] [--md FILE] [--json FILE] [--replays N]
+//                      [--kernels auto,splitk,strip,auto-pdl,strip-pdl]
+// --kernels times each named LUT kernel choice in the same run (default: auto): "splitk" and
+// "strip" force the tiled split-K and the persistent-strip kernel (strip only where it
+// applies, M <= 8), "-pdl" launches with programmatic dependent launch, as the engine does.
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -83,9 +87,26 @@ struct Options {
   std::vector<int64_t> ms = {1, 2, 4, 8, 16, 32, 64, 128};
   std::vector<std::pair<int, int>> configs = {{4, 128}, {3, 128}, {2, 128}, {4, 64}};  // bits, G
   std::vector<std::string> dtypes = {"fp16", "bf16"};
+  std::vector<std::string> kernels = {"auto"};
   std::string md_path, json_path;
   int replays = 15;
 };
+
+struct KernelChoice {
+  flute::lut::LutKernel kernel;
+  bool pdl;
+};
+
+bool ParseKernel(const std::string& name, KernelChoice* out) {
+  const bool pdl = name.size() > 4 && name.compare(name.size() - 4, 4, "-pdl") == 0;
+  const std::string base = pdl ? name.substr(0, name.size() - 4) : name;
+  out->pdl = pdl;
+  if (base == "auto") out->kernel = flute::lut::LutKernel::kAuto;
+  else if (base == "splitk") out->kernel = flute::lut::LutKernel::kSplitK;
+  else if (base == "strip") out->kernel = flute::lut::LutKernel::kStrip;
+  else return false;
+  return true;
+}
 
 bool ParseOptions(int argc, char** argv, Options* o) {
   for (int i = 1; i < argc; ++i) {
@@ -110,6 +131,12 @@ bool ParseOptions(int argc, char** argv, Options* o) {
         auto bg = Split(s, 'g');
         if (bg.size() != 2) { std::fprintf(stderr, "error: --configs wants e.g. 4g128, got %s\n", s.c_str()); return false; }
         o->configs.push_back({std::stoi(bg[0]), std::stoi(bg[1])});
+      }
+    } else if (a == "--kernels") {
+      o->kernels = Split(value(), ',');
+      for (const auto& k : o->kernels) {
+        KernelChoice c;
+        if (!ParseKernel(k, &c)) { std::fprintf(stderr, "error: unknown kernel %s\n", k.c_str()); return false; }
       }
     } else if (a == "--dtypes") {
       o->dtypes = Split(value(), ',');
@@ -186,7 +213,7 @@ double CopyBandwidth(cudaStream_t stream, int sm_count) {
 
 struct Row {
   int64_t k, n, m;
-  std::string dtype, config;
+  std::string dtype, config, kernel;
   double us, gbps, pct_copy, cublas_us, speedup;
 };
 
@@ -264,32 +291,39 @@ void BenchShapeDtype(const Options& o, int64_t K, int64_t N, const std::string& 
     std::snprintf(config_name, sizeof(config_name), "%db-g%d", cfg.first, cfg.second);
     for (size_t mi = 0; mi < o.ms.size(); ++mi) {
       const int64_t m = o.ms[mi];
-      flute::lut::LutGemmParams p;
-      p.shape = shape;
-      p.dtype = bf16 ? flute::lut::ActivationType::kBFloat16 : flute::lut::ActivationType::kFloat16;
-      p.m = m;
-      p.x = x;
-      p.y = y;
-      p.table = table;
-      p.workspace = ws;
-      p.workspace_bytes = ws_bytes;
-      const int calls = std::max(copies * 2, 20);
-      const double sec = TimePerCall(stream, calls, o.replays, [&](int i) {
-        p.packed = codes[i % copies];
-        p.scales = reinterpret_cast<const uint16_t*>(scales[i % copies]);
-        const absl::Status st = flute::lut::LaunchLutGemm(p, stream);
-        if (!st.ok()) {
-          std::fprintf(stderr, "error: %s\n", std::string(st.message()).c_str());
-          std::exit(1);
-        }
-      });
-      const double bytes = double(code_bytes) + double(scale_bytes) + 2.0 * m * K + 2.0 * m * N;
-      Row r{K, N, m, dtype, config_name, sec * 1e6, bytes / sec / 1e9, 100.0 * bytes / sec / copy_bw,
-            cublas_s[mi] * 1e6, cublas_s[mi] / sec};
-      rows->push_back(r);
-      std::fprintf(stderr, "%6lldx%-6lld %s M=%-4lld %-8s %9.2f us %7.0f GB/s %5.1f%% copy  cuBLAS %9.2f us  x%.2f\n",
-                   (long long)K, (long long)N, dtype.c_str(), (long long)m, config_name, r.us, r.gbps,
-                   r.pct_copy, r.cublas_us, r.speedup);
+      for (const std::string& kernel_name : o.kernels) {
+        KernelChoice choice;
+        ParseKernel(kernel_name, &choice);
+        if (choice.kernel == flute::lut::LutKernel::kStrip && (m > 8 || K % 1024 != 0)) continue;
+        flute::lut::LutGemmParams p;
+        p.shape = shape;
+        p.dtype = bf16 ? flute::lut::ActivationType::kBFloat16 : flute::lut::ActivationType::kFloat16;
+        p.m = m;
+        p.x = x;
+        p.y = y;
+        p.table = table;
+        p.workspace = ws;
+        p.workspace_bytes = ws_bytes;
+        p.kernel = choice.kernel;
+        p.pdl = choice.pdl;
+        const int calls = std::max(copies * 2, 20);
+        const double sec = TimePerCall(stream, calls, o.replays, [&](int i) {
+          p.packed = codes[i % copies];
+          p.scales = reinterpret_cast<const uint16_t*>(scales[i % copies]);
+          const absl::Status st = flute::lut::LaunchLutGemm(p, stream);
+          if (!st.ok()) {
+            std::fprintf(stderr, "error: %s\n", std::string(st.message()).c_str());
+            std::exit(1);
+          }
+        });
+        const double bytes = double(code_bytes) + double(scale_bytes) + 2.0 * m * K + 2.0 * m * N;
+        Row r{K, N, m, dtype, config_name, kernel_name, sec * 1e6, bytes / sec / 1e9,
+              100.0 * bytes / sec / copy_bw, cublas_s[mi] * 1e6, cublas_s[mi] / sec};
+        rows->push_back(r);
+        std::fprintf(stderr, "%6lldx%-6lld %s M=%-4lld %-8s %-9s %9.2f us %7.0f GB/s %5.1f%% copy  cuBLAS %9.2f us  x%.2f\n",
+                     (long long)K, (long long)N, dtype.c_str(), (long long)m, config_name,
+                     kernel_name.c_str(), r.us, r.gbps, r.pct_copy, r.cublas_us, r.speedup);
+      }
     }
     for (int c = 0; c < copies; ++c) {
       CHECK_CUDA(cudaFree(codes[c]));
@@ -304,13 +338,13 @@ void BenchShapeDtype(const Options& o, int64_t K, int64_t N, const std::string& 
 
 std::string Markdown(const std::vector<Row>& rows, const std::string& header) {
   std::ostringstream md;
-  md << header << "\n\n| K x N | dtype | M | config | µs | GB/s | % copy BW | cuBLAS µs | speedup |\n"
-     << "|---|---|---|---|---|---|---|---|---|\n";
+  md << header << "\n\n| K x N | dtype | M | config | kernel | µs | GB/s | % copy BW | cuBLAS µs | speedup |\n"
+     << "|---|---|---|---|---|---|---|---|---|---|\n";
   char line[256];
   for (const Row& r : rows) {
-    std::snprintf(line, sizeof(line), "| %lldx%lld | %s | %lld | %s | %.2f | %.0f | %.1f | %.2f | %.2f |\n",
+    std::snprintf(line, sizeof(line), "| %lldx%lld | %s | %lld | %s | %s | %.2f | %.0f | %.1f | %.2f | %.2f |\n",
                   (long long)r.k, (long long)r.n, r.dtype.c_str(), (long long)r.m, r.config.c_str(),
-                  r.us, r.gbps, r.pct_copy, r.cublas_us, r.speedup);
+                  r.kernel.c_str(), r.us, r.gbps, r.pct_copy, r.cublas_us, r.speedup);
     md << line;
   }
   return md.str();
@@ -323,7 +357,7 @@ std::string Json(const std::vector<Row>& rows, const std::string& device, double
   for (size_t i = 0; i < rows.size(); ++i) {
     const Row& r = rows[i];
     js << "    {\"k\": " << r.k << ", \"n\": " << r.n << ", \"m\": " << r.m << ", \"dtype\": \"" << r.dtype
-       << "\", \"config\": \"" << r.config << "\", \"us\": " << r.us << ", \"gbps\": " << r.gbps
+       << "\", \"config\": \"" << r.config << "\", \"kernel\": \"" << r.kernel << "\", \"us\": " << r.us << ", \"gbps\": " << r.gbps
        << ", \"pct_copy_bw\": " << r.pct_copy << ", \"cublas_us\": " << r.cublas_us
        << ", \"speedup_vs_cublas\": " << r.speedup << "}" << (i + 1 < rows.size() ? "," : "") << "\n";
   }

@@ -33,6 +33,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/pdl.cuh"
 
 namespace flute::gpu {
 namespace {
@@ -95,6 +96,7 @@ struct KvWriteArgs {
 };
 
 __global__ void KvCacheWriteKernel(KvWriteArgs a) {
+  PdlPrologue();  // launched with LaunchWithPdl (kernels/pdl.cuh)
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const int per_row = 2 * a.pieces_per_head_set;
   if (idx >= static_cast<int64_t>(a.m) * per_row) return;
@@ -318,6 +320,7 @@ __device__ __forceinline__ void DecodeChunk(const AttnArgs& a, const DecodeTask&
 // `out` directly; otherwise each split writes its merged partials to the workspace.
 template <typename T, int kD, int kG>
 __global__ void __launch_bounds__(kDecodeThreads) DecodeChunkKernel(AttnArgs a) {
+  PdlPrologue();  // launched with LaunchWithPdl (kernels/pdl.cuh)
   __shared__ DecodeSmem<kD, kG> sm;
   DecodeTask task;
   task.seq = blockIdx.z;
@@ -372,6 +375,7 @@ __global__ void __launch_bounds__(kDecodeThreads) DecodeChunkKernel(AttnArgs a) 
 // Grid (num_heads, num_seqs), head_dim threads (one output element each).
 template <typename T>
 __global__ void CombineKernel(AttnArgs a, int head_dim) {
+  PdlPrologue();  // launched with LaunchWithPdl (kernels/pdl.cuh)
   const int seq = blockIdx.y, h = blockIdx.x, d = threadIdx.x;
   const int q_row = a.query_start[seq];
   if (a.query_start[seq + 1] - q_row != 1) return;
@@ -425,6 +429,7 @@ __device__ __forceinline__ void LoadKvTile(float* dst, const T* cache, const int
 
 template <typename T, int kD>
 __global__ void __launch_bounds__(kPrefillThreads) PrefillKernel(AttnArgs a) {
+  PdlPrologue();  // launched with LaunchWithPdl (kernels/pdl.cuh)
   constexpr int kStride = kD + 1;
   constexpr int kDPer = kD / 8;  // output dims per thread
   extern __shared__ float smem[];
@@ -626,6 +631,7 @@ __device__ __forceinline__ void LoadKvTile16(uint16_t* dst, const T* cache, cons
 
 template <typename T, int kD>
 __global__ void __launch_bounds__(kMmaThreads) PrefillMmaKernel(AttnArgs a) {
+  PdlPrologue();  // launched with LaunchWithPdl (kernels/pdl.cuh)
   constexpr int kStride = kD + 8;  // halves per smem row
   constexpr int kSteps = kD / 16;  // k-steps of Q Kᵀ
   constexpr int kDTiles = kD / 8;  // n-tiles of P V
@@ -826,7 +832,7 @@ absl::Status CudaStatus(cudaError_t err, const char* what) {
 template <typename T, int kD, int kG>
 cudaError_t LaunchDecode(const AttnArgs& a, int num_seqs, cudaStream_t stream) {
   const dim3 grid(a.num_kv_heads * a.head_slices, a.ws_splits, num_seqs);
-  DecodeChunkKernel<T, kD, kG><<<grid, kDecodeThreads, 0, stream>>>(a);
+  LaunchWithPdl(DecodeChunkKernel<T, kD, kG>, grid, kDecodeThreads, 0, stream, a);
   return cudaGetLastError();
 }
 
@@ -849,16 +855,16 @@ cudaError_t LaunchAll(const AttnArgs& a, int num_seqs, int max_query_len, cudaSt
       cudaError_t err = cudaFuncSetAttribute(PrefillKernel<T, kD>,
                                              cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
       if (err != cudaSuccess) return err;
-      PrefillKernel<T, kD><<<grid, kPrefillThreads, smem, stream>>>(a);
+      LaunchWithPdl(PrefillKernel<T, kD>, grid, kPrefillThreads, smem, stream, a);
     } else {
-      PrefillMmaKernel<T, kD><<<grid, kMmaThreads, 0, stream>>>(a);
+      LaunchWithPdl(PrefillMmaKernel<T, kD>, grid, kMmaThreads, 0, stream, a);
     }
     const cudaError_t err = cudaGetLastError();
     if (err != cudaSuccess) return err;
   }
   cudaError_t err = LaunchDecodeForGroup<T, kD>(a, num_seqs, stream);
   if (err != cudaSuccess || a.ws_splits <= 1) return err;
-  CombineKernel<T><<<dim3(a.num_heads, num_seqs), kD, 0, stream>>>(a, kD);
+  LaunchWithPdl(CombineKernel<T>, dim3(a.num_heads, num_seqs), kD, 0, stream, a, kD);
   return cudaGetLastError();
 }
 
@@ -905,7 +911,7 @@ absl::Status LaunchKvCacheWrite(const PagedKvLayer& cache, const void* qkv, int 
   a.num_slots = static_cast<int64_t>(cache.num_blocks) * cache.block_size;
   const int64_t total = static_cast<int64_t>(m) * 2 * a.pieces_per_head_set;
   constexpr int kThreads = 256;
-  KvCacheWriteKernel<<<static_cast<unsigned>((total + kThreads - 1) / kThreads), kThreads, 0, stream>>>(a);
+  LaunchWithPdl(KvCacheWriteKernel, static_cast<unsigned>((total + kThreads - 1) / kThreads), kThreads, 0, stream, a);
   return CudaStatus(cudaGetLastError(), "KV cache write");
 }
 

@@ -15,6 +15,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/pdl.cuh"
 
 namespace flute::gpu {
 namespace {
@@ -159,6 +160,7 @@ unsigned GridStrideBlocks(size_t items, int threads) {
 template <typename T, int kVec>
 __global__ void EmbeddingKernel(const int32_t* tokens, const T* table, int vocab, int hidden,
                                 float* residual) {
+  PdlPrologue();  // launched with LaunchWithPdl (kernels/pdl.cuh)
   const int64_t row = blockIdx.x;
   const int32_t id = tokens[row];
   const bool valid = id >= 0 && id < vocab;
@@ -184,10 +186,10 @@ void LaunchEmbeddingT(const int32_t* tokens, int m, const void* table, int vocab
                       float* residual, cudaStream_t stream) {
   const T* t = static_cast<const T*>(table);
   if (hidden % kVecWidth == 0 && Aligned16(table) && Aligned16(residual)) {
-    EmbeddingKernel<T, kVecWidth><<<m, RowThreads(hidden / kVecWidth), 0, stream>>>(
+    LaunchWithPdl(EmbeddingKernel<T, kVecWidth>, m, RowThreads(hidden / kVecWidth), 0, stream,
         tokens, t, vocab, hidden, residual);
   } else {
-    EmbeddingKernel<T, 1><<<m, RowThreads(hidden), 0, stream>>>(tokens, t, vocab, hidden, residual);
+    LaunchWithPdl(EmbeddingKernel<T, 1>, m, RowThreads(hidden), 0, stream, tokens, t, vocab, hidden, residual);
   }
 }
 
@@ -244,6 +246,7 @@ __device__ __forceinline__ void NormalizeStore(const float* weight, float inv, i
 template <typename T, int kVec>
 __global__ void __launch_bounds__(1024) AddRmsNormKernel(const T* x, float* residual, const float* weight, T* out,
                                  int hidden, float eps) {
+  PdlPrologue();  // launched with LaunchWithPdl (kernels/pdl.cuh)
   const int64_t row = blockIdx.x;
   const T* xr = x != nullptr ? x + row * hidden : nullptr;
   float* res = residual + row * hidden;
@@ -295,10 +298,10 @@ void LaunchAddRmsNormT(int m, int hidden, float eps, const void* x, float* resid
   const bool vec = hidden % kVecWidth == 0 && (x == nullptr || Aligned16(x)) &&
                    Aligned16(residual) && Aligned16(weight) && Aligned16(out);
   if (vec) {
-    AddRmsNormKernel<T, kVecWidth><<<m, RmsThreads(hidden / kVecWidth), 0, stream>>>(
+    LaunchWithPdl(AddRmsNormKernel<T, kVecWidth>, m, RmsThreads(hidden / kVecWidth), 0, stream,
         xt, residual, weight, ot, hidden, eps);
   } else {
-    AddRmsNormKernel<T, 1><<<m, RmsThreads(hidden), 0, stream>>>(xt, residual, weight, ot, hidden, eps);
+    LaunchWithPdl(AddRmsNormKernel<T, 1>, m, RmsThreads(hidden), 0, stream, xt, residual, weight, ot, hidden, eps);
   }
 }
 
@@ -311,6 +314,7 @@ constexpr int kMaxHeadDim = 1024;  // cos/sin of one row in shared memory: 4 KB
 template <typename T, int kVec>
 __global__ void RopeKernel(T* qkv, int row_stride, int num_heads, int k_offset, int num_kv_heads,
                            int head_dim, const int32_t* positions, const float* inv_freq) {
+  PdlPrologue();  // launched with LaunchWithPdl (kernels/pdl.cuh)
   __shared__ float cos_s[kMaxHeadDim / 2], sin_s[kMaxHeadDim / 2];
   const int64_t row = blockIdx.x;
   const int half = head_dim / 2;
@@ -348,10 +352,10 @@ void LaunchRopeT(void* qkv, int m, int row_stride, int num_heads, int k_offset, 
   const bool vec = (head_dim / 2) % kVecWidth == 0 && row_stride % kVecWidth == 0 &&
                    k_offset % kVecWidth == 0 && Aligned16(qkv);
   if (vec) {
-    RopeKernel<T, kVecWidth><<<m, 128, 0, stream>>>(q, row_stride, num_heads, k_offset, num_kv_heads,
+    LaunchWithPdl(RopeKernel<T, kVecWidth>, m, 128, 0, stream, q, row_stride, num_heads, k_offset, num_kv_heads,
                                                     head_dim, positions, inv_freq);
   } else {
-    RopeKernel<T, 1><<<m, 128, 0, stream>>>(q, row_stride, num_heads, k_offset, num_kv_heads,
+    LaunchWithPdl(RopeKernel<T, 1>, m, 128, 0, stream, q, row_stride, num_heads, k_offset, num_kv_heads,
                                             head_dim, positions, inv_freq);
   }
 }
@@ -360,6 +364,7 @@ void LaunchRopeT(void* qkv, int m, int row_stride, int num_heads, int k_offset, 
 // Grid-stride over the vectors of out[m, inter]: out = silu(gate) * up, silu(g) = g / (1 + e^-g).
 template <typename T, int kVec>
 __global__ void SwiGluKernel(const T* gate_up, int inter, int64_t total_vecs, T* out) {
+  PdlPrologue();  // launched with LaunchWithPdl (kernels/pdl.cuh)
   const int vecs_per_row = inter / kVec;
   for (int64_t v = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; v < total_vecs;
        v += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -382,10 +387,10 @@ void LaunchSwiGluT(const void* gate_up, int m, int inter, void* out, cudaStream_
   T* o = static_cast<T*>(out);
   if (inter % kVecWidth == 0 && Aligned16(gate_up) && Aligned16(out)) {
     const int64_t vecs = static_cast<int64_t>(m) * (inter / kVecWidth);
-    SwiGluKernel<T, kVecWidth><<<GridStrideBlocks(vecs, kThreads), kThreads, 0, stream>>>(gu, inter, vecs, o);
+    LaunchWithPdl(SwiGluKernel<T, kVecWidth>, GridStrideBlocks(vecs, kThreads), kThreads, 0, stream, gu, inter, vecs, o);
   } else {
     const int64_t vecs = static_cast<int64_t>(m) * inter;
-    SwiGluKernel<T, 1><<<GridStrideBlocks(vecs, kThreads), kThreads, 0, stream>>>(gu, inter, vecs, o);
+    LaunchWithPdl(SwiGluKernel<T, 1>, GridStrideBlocks(vecs, kThreads), kThreads, 0, stream, gu, inter, vecs, o);
   }
 }
 
@@ -424,6 +429,7 @@ template <typename T, int kBits, bool kVecOut>
 __global__ void __launch_bounds__(kDequantThreads)
     LutDequantizeKernel(const uint8_t* packed, const __half* scales, const float* table, int k,
                         int group_size, bool packed_aligned, T* out) {
+  PdlPrologue();  // launched with LaunchWithPdl (kernels/pdl.cuh)
   constexpr int kTileBytes = 256 * kBits;
   __shared__ __align__(16) uint8_t tile[kTileBytes];
   __shared__ float values[1 << kBits];
@@ -472,10 +478,10 @@ void LaunchLutDequantizeBits(const lut::LutShape& s, const uint8_t* packed, cons
   T* o = static_cast<T*>(out);
   const int k = static_cast<int>(s.k);
   if (Aligned16(out)) {
-    LutDequantizeKernel<T, kBits, true><<<static_cast<unsigned>(tiles), kDequantThreads, 0, stream>>>(
+    LaunchWithPdl(LutDequantizeKernel<T, kBits, true>, static_cast<unsigned>(tiles), kDequantThreads, 0, stream,
         packed, sc, table, k, s.group_size, Aligned16(packed), o);
   } else {
-    LutDequantizeKernel<T, kBits, false><<<static_cast<unsigned>(tiles), kDequantThreads, 0, stream>>>(
+    LaunchWithPdl(LutDequantizeKernel<T, kBits, false>, static_cast<unsigned>(tiles), kDequantThreads, 0, stream,
         packed, sc, table, k, s.group_size, Aligned16(packed), o);
   }
 }

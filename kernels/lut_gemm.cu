@@ -8,43 +8,17 @@
 // X tile [MT x 128] and (register-staged) the scales of the 128 rows.
 #include "kernels/lut_gemm.h"
 
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <cuda_runtime.h>
-
 #include <algorithm>
-#include <type_traits>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/lut_gemm_device.cuh"
+#include "kernels/lut_gemm_strip.h"
 
 namespace flute::lut {
 namespace {
 
-constexpr int kWarps = 8;
-constexpr int kThreads = kWarps * 32;
 constexpr int kBlockN = kWarps * 16;  // output features per block
-constexpr int kTileK = 128;
 constexpr int kXStride = kTileK + 8;  // halves per X row in smem: +16 B kills ldmatrix conflicts
-constexpr int kTableCopies = 32;      // one pair-table copy per lane: no bank conflicts
-// 2-bit: one packed byte (four codes = two pairs) indexes a "quad" entry of two half2 words,
-// so one 64-bit shared load replaces two 32-bit ones and their offset arithmetic. 64-bit
-// loads are served per half-warp, so 16 copies (lane & 15) keep them conflict-free.
-constexpr int kQuadEntries = 256;
-constexpr int kQuadCopies = 16;
-
-template <typename T> struct Act;
-template <> struct Act<__half> {
-  using T2 = __half2;
-  static __device__ __forceinline__ __half FromFloat(float f) { return __float2half_rn(f); }
-  static __device__ __forceinline__ __half FromHalf(__half h) { return h; }
-};
-template <> struct Act<__nv_bfloat16> {
-  using T2 = __nv_bfloat162;
-  static __device__ __forceinline__ __nv_bfloat16 FromFloat(float f) { return __float2bfloat16_rn(f); }
-  static __device__ __forceinline__ __nv_bfloat16 FromHalf(__half h) {
-    return __float2bfloat16_rn(__half2float(h));
-  }
-};
 
 struct KernelArgs {
   const void* x;          // [M, K]
@@ -57,53 +31,6 @@ struct KernelArgs {
   int m, n, k, group_size;
   int splits, ktiles_per_split, num_m_tiles;
 };
-
-// ---- PTX helpers -------------------------------------------------------------------------
-__device__ __forceinline__ uint32_t SmemAddr(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-// (An L2::cache_hint evict_first variant raised "illegal instruction" on the H100 with
-// CUDA 13.0 here; weights are streamed once anyway.)
-__device__ __forceinline__ void CpAsync16(void* dst, const void* src) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(SmemAddr(dst)), "l"(src));
-}
-__device__ __forceinline__ void CpAsync8(void* dst, const void* src) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 8;\n" ::"r"(SmemAddr(dst)), "l"(src));
-}
-__device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void CpAsyncWait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
-
-__device__ __forceinline__ void LdMatrixX2(uint32_t* r, const void* p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n"
-               : "=r"(r[0]), "=r"(r[1])
-               : "r"(SmemAddr(p)));
-}
-__device__ __forceinline__ void LdMatrixX4(uint32_t* r, const void* p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(SmemAddr(p)));
-}
-
-template <typename T>
-__device__ __forceinline__ void Mma(float* c, const uint32_t* a, uint32_t b0, uint32_t b1);
-template <>
-__device__ __forceinline__ void Mma<__half>(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-      "{%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-template <>
-__device__ __forceinline__ void Mma<__nv_bfloat16>(float* c, const uint32_t* a, uint32_t b0,
-                                                   uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-      "{%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
 
 // Scales are staged per chunk of 4 k-tiles (512 k): [128 rows][chunk_cols] with chunk_cols =
 // 512 / G + 1 (one more when the chunk starts inside a group of 256), double-buffered.
@@ -124,89 +51,17 @@ struct Config {
   // only force the compiler to recompute addresses in the main loop.
   static constexpr int kMinBlocksPerSm = (kBits == 3 && kMT <= 8) ? 3 : 2;
   static constexpr int kTileBytes = 256 * kBits;              // one warp's packed tile
-  static constexpr int kPairEntries = 1 << (2 * kBits);       // 256 / 64 / 16
-  // 2-bit uses a quad table instead (QuadTable): 256 entries x 16 copies x 8 bytes.
-  static constexpr int kTableBytes =
-      kBits == 2 ? kQuadEntries * kQuadCopies * 8 : kPairEntries * kTableCopies * 4;
+  static constexpr int kTableBytes = TableBytes<kBits>();
   static constexpr int kWStageBytes = kWarps * kTileBytes;
   static constexpr int kXStageBytes = kMT * kXStride * 2;
   // Without the two scale buffers, which depend on G (ScaleBufferBytes).
   static constexpr int kSmemBytes = kTableBytes + kStages * (kWStageBytes + kXStageBytes);
 };
 
-// Value pair of pair-table entry e: the kernel's pair index of codes (c0, c1).
-// 4/2-bit: e = c0 | c1 << b. 3-bit: e = lo4 | hi2 << 4 (the two planes of lut_format.cc).
-template <int kBits>
-__device__ __forceinline__ void PairCodes(int e, int* c0, int* c1) {
-  if (kBits == 3) {
-    *c0 = (e & 3) | ((e >> 4) & 1) << 2;
-    *c1 = ((e >> 2) & 3) | ((e >> 5) & 1) << 2;
-  } else {
-    *c0 = e & ((1 << kBits) - 1);
-    *c1 = e >> kBits;
-  }
-}
-
-// (x >> shift) & mask for a compile-time shift of either sign: one SHF + one LOP3.
-template <int kShift>
-__device__ __forceinline__ uint32_t ShiftMask(uint32_t x, uint32_t mask) {
-  return (kShift >= 0 ? (x >> (kShift >= 0 ? kShift : 0)) : (x << (kShift < 0 ? -kShift : 0))) & mask;
-}
-
-// Byte offset (entry * 32 copies * 4 bytes = entry << 7) in the pair table of pair p, built
-// straight from the packed words without first extracting the index.
-template <int kBits, int kP>
-__device__ __forceinline__ uint32_t PairOffset(const uint32_t* w, const uint32_t* hw) {
-  // 4-bit: PRMT isolates the byte and LEA scales it and adds the table base (2 instructions
-  // before the LDS, where shift + mask + add took 3).
-  if (kBits == 4) return __byte_perm(w[kP >> 2], 0u, 0x4440u | (kP & 3)) << 7;
-  const uint32_t lo = ShiftMask<4 * (kP & 7) - 7>(w[kP >> 3], 0xfu << 7);
-  if (kBits == 2) return lo;
-  return lo | ShiftMask<2 * (kP & 15) - 11>(hw[kP >> 4], 0x3u << 11);
-}
-
-// The 4 table words (A registers r = 0..3) of 16-wide sub-tile kKK.
-template <int kBits, int kKK>
-__device__ __forceinline__ void LookupPairsT(const uint32_t* w, const uint32_t* hw,
-                                             const unsigned char* table, uint32_t* pair) {
-  if constexpr (kBits == 2) {
-    // Sub-tile kk = bytes 2kk (pairs 0, 1 = A registers 0, 1) and 2kk + 1 (registers 2, 3);
-    // quad entry = byte, at byte offset entry * 16 copies * 8 = byte << 7.
-    constexpr int kB0 = 2 * kKK, kB1 = 2 * kKK + 1;
-    const uint2 lo = *reinterpret_cast<const uint2*>(
-        table + ShiftMask<8 * (kB0 & 3) - 7>(w[kB0 >> 2], 0xffu << 7));
-    const uint2 hi = *reinterpret_cast<const uint2*>(
-        table + ShiftMask<8 * (kB1 & 3) - 7>(w[kB1 >> 2], 0xffu << 7));
-    pair[0] = lo.x;
-    pair[1] = lo.y;
-    pair[2] = hi.x;
-    pair[3] = hi.y;
-    return;
-  }
-  pair[0] = *reinterpret_cast<const uint32_t*>(table + PairOffset<kBits, 4 * kKK + 0>(w, hw));
-  pair[1] = *reinterpret_cast<const uint32_t*>(table + PairOffset<kBits, 4 * kKK + 1>(w, hw));
-  pair[2] = *reinterpret_cast<const uint32_t*>(table + PairOffset<kBits, 4 * kKK + 2>(w, hw));
-  pair[3] = *reinterpret_cast<const uint32_t*>(table + PairOffset<kBits, 4 * kKK + 3>(w, hw));
-}
-// kk is a constant once the caller's loop is unrolled, so the switch folds away.
-template <int kBits>
-__device__ __forceinline__ void LookupPairs(int kk, const uint32_t* w, const uint32_t* hw,
-                                            const unsigned char* table, uint32_t* pair) {
-  switch (kk) {
-    case 0: LookupPairsT<kBits, 0>(w, hw, table, pair); break;
-    case 1: LookupPairsT<kBits, 1>(w, hw, table, pair); break;
-    case 2: LookupPairsT<kBits, 2>(w, hw, table, pair); break;
-    case 3: LookupPairsT<kBits, 3>(w, hw, table, pair); break;
-    case 4: LookupPairsT<kBits, 4>(w, hw, table, pair); break;
-    case 5: LookupPairsT<kBits, 5>(w, hw, table, pair); break;
-    case 6: LookupPairsT<kBits, 6>(w, hw, table, pair); break;
-    default: LookupPairsT<kBits, 7>(w, hw, table, pair); break;
-  }
-}
-
 template <typename T, int kBits, int kMT>
 __global__ void __launch_bounds__(kThreads, (Config<kBits, kMT>::kMinBlocksPerSm))
 LutGemmKernel(const KernelArgs args) {
+  PdlPrologue();  // (a no-op unless launched with LutGemmParams::pdl)
   using C = Config<kBits, kMT>;
   using T2 = typename Act<T>::T2;
   constexpr int kNT = kMT / 8;  // mma n8 tiles (rows of X) per block
@@ -284,35 +139,7 @@ LutGemmKernel(const KernelArgs args) {
     if (s < num_iters) load_tiles(kt_begin + s, s);
     CpAsyncCommit();
   }
-  // Table: entry e, copy c at word e * 32 + c; thread i writes the 16 bytes i (contiguous).
-  // 2-bit quad table: entry b (a packed byte), copy c at 8-byte slot b * 16 + c, holding the
-  // pair words of its low and high nibble (PairCodes<2> of each).
-  if constexpr (kBits == 2) {  // (the pair-table loop below then runs no iteration)
-    for (int i = tid; i < kQuadEntries * (kQuadCopies / 2); i += kThreads) {
-      const int b = i / (kQuadCopies / 2);
-      uint32_t words[2];
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        int c0, c1;
-        PairCodes<2>((b >> (4 * h)) & 15, &c0, &c1);
-        T2 v;
-        v.x = Act<T>::FromFloat(__ldg(args.table + c0));
-        v.y = Act<T>::FromFloat(__ldg(args.table + c1));
-        words[h] = *reinterpret_cast<uint32_t*>(&v);
-      }
-      reinterpret_cast<uint4*>(s_table)[i] = make_uint4(words[0], words[1], words[0], words[1]);
-    }
-  }
-  for (int i = tid; i < (kBits == 2 ? 0 : C::kPairEntries) * (kTableCopies / 4); i += kThreads) {
-    const int e = i / (kTableCopies / 4);
-    int c0, c1;
-    PairCodes<kBits>(e, &c0, &c1);
-    T2 v;
-    v.x = Act<T>::FromFloat(__ldg(args.table + c0));
-    v.y = Act<T>::FromFloat(__ldg(args.table + c1));
-    const uint32_t word = *reinterpret_cast<uint32_t*>(&v);
-    reinterpret_cast<uint4*>(s_table)[i] = make_uint4(word, word, word, word);
-  }
+  BuildPairTable<T, kBits>(args.table, s_table, tid);
   for (int i = tid; i < C::kStages * (kMT - valid_rows) * (kXStride / 8); i += kThreads) {
     const int per_stage = (kMT - valid_rows) * (kXStride / 8);
     const int buf = i / per_stage, rest = i - buf * per_stage;
@@ -328,9 +155,7 @@ LutGemmKernel(const KernelArgs args) {
 #pragma unroll
   for (int j = 0; j < kNT; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
 
-  const unsigned char* my_table =
-      kBits == 2 ? reinterpret_cast<const unsigned char*>(s_table + 2 * (lane & (kQuadCopies - 1)))
-                 : reinterpret_cast<const unsigned char*>(s_table + lane);
+  const uint32_t my_table = LaneTable<kBits>(s_table, lane);
   for (int it = 0; it < num_iters; ++it) {
     CpAsyncWait<C::kStages - 2>();
     __syncthreads();
@@ -547,32 +372,36 @@ size_t WorkspaceBytesFor(const Plan& p, const LutShape& s, int64_t m) {
 }
 
 template <typename T, int kBits, int kMT>
-cudaError_t LaunchInstance(const KernelArgs& args, const Plan& p, cudaStream_t stream) {
+cudaError_t LaunchInstance(const KernelArgs& args, const Plan& p, bool pdl, cudaStream_t stream) {
   auto kernel = LutGemmKernel<T, kBits, kMT>;
   cudaError_t err =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, p.smem_bytes);
   if (err != cudaSuccess) return err;
   const int grid = p.num_col_blocks * p.splits * p.num_m_tiles;
-  kernel<<<grid, kThreads, p.smem_bytes, stream>>>(args);
+  if (pdl) {
+    LaunchWithPdl(kernel, grid, kThreads, p.smem_bytes, stream, args);
+  } else {
+    kernel<<<grid, kThreads, p.smem_bytes, stream>>>(args);
+  }
   return cudaGetLastError();
 }
 
 template <typename T, int kBits>
-cudaError_t LaunchForBits(const KernelArgs& args, const Plan& p, cudaStream_t stream) {
+cudaError_t LaunchForBits(const KernelArgs& args, const Plan& p, bool pdl, cudaStream_t stream) {
   switch (p.mt) {
-    case 8: return LaunchInstance<T, kBits, 8>(args, p, stream);
-    case 16: return LaunchInstance<T, kBits, 16>(args, p, stream);
-    case 32: return LaunchInstance<T, kBits, 32>(args, p, stream);
-    default: return LaunchInstance<T, kBits, 64>(args, p, stream);
+    case 8: return LaunchInstance<T, kBits, 8>(args, p, pdl, stream);
+    case 16: return LaunchInstance<T, kBits, 16>(args, p, pdl, stream);
+    case 32: return LaunchInstance<T, kBits, 32>(args, p, pdl, stream);
+    default: return LaunchInstance<T, kBits, 64>(args, p, pdl, stream);
   }
 }
 
 template <typename T>
-cudaError_t LaunchForType(const KernelArgs& args, int bits, const Plan& p, cudaStream_t stream) {
+cudaError_t LaunchForType(const KernelArgs& args, int bits, const Plan& p, bool pdl, cudaStream_t stream) {
   switch (bits) {
-    case 2: return LaunchForBits<T, 2>(args, p, stream);
-    case 3: return LaunchForBits<T, 3>(args, p, stream);
-    default: return LaunchForBits<T, 4>(args, p, stream);
+    case 2: return LaunchForBits<T, 2>(args, p, pdl, stream);
+    case 3: return LaunchForBits<T, 3>(args, p, pdl, stream);
+    default: return LaunchForBits<T, 4>(args, p, pdl, stream);
   }
 }
 
@@ -612,6 +441,26 @@ absl::Status LaunchLutGemm(const LutGemmParams& p, CUstream_st* stream) {
   if (reinterpret_cast<uintptr_t>(p.x) % 16 != 0 || reinterpret_cast<uintptr_t>(p.packed) % 16 != 0) {
     return absl::InvalidArgumentError("LUT-GEMM: x and packed must be 16-byte aligned");
   }
+  const bool strip_applies = StripKernelApplies(p.shape, p.m, p.scales);
+  if (p.kernel == LutKernel::kStrip && (!strip_applies || p.split_k > 0)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "LUT-GEMM: the strip kernel needs m <= 8 (got ", p.m, "), k % 1024 == 0 (got k=", p.shape.k,
+        "), 16-byte aligned scales and split_k = 0 (got ", p.split_k, ")"));
+  }
+  // Auto: the strip kernel re-reads X for every strip (M x K x 2 bytes against the strip's
+  // 16 x K x bits / 8 of codes), so from M = 8 it loses to split-K except on small matrices,
+  // where split-K's partial-sum round trip costs more (H100 measurements, kernels/README.md).
+  const bool strip_wins = p.m <= 4 || p.shape.n * p.shape.k <= int64_t{4096} * 6144;
+  if (p.kernel == LutKernel::kStrip ||
+      (p.kernel == LutKernel::kAuto && p.split_k == 0 && strip_applies && strip_wins)) {
+    const StripPlan strip_plan = MakeStripPlan(p.shape, p.m, DeviceSmCount());
+    const int err = LaunchStripKernel(p, strip_plan, p.pdl, stream);
+    if (err != 0) {
+      return absl::InternalError(absl::StrCat("LUT-GEMM (strip) launch failed: ",
+                                              cudaGetErrorString(static_cast<cudaError_t>(err))));
+    }
+    return absl::OkStatus();
+  }
   const Plan plan = MakePlan(p.shape, p.m, p.split_k, DeviceSmCount());
   const size_t need = WorkspaceBytesFor(plan, p.shape, p.m);
   if (need > 0 && (p.workspace == nullptr || p.workspace_bytes < need)) {
@@ -637,8 +486,8 @@ absl::Status LaunchLutGemm(const LutGemmParams& p, CUstream_st* stream) {
   args.num_m_tiles = plan.num_m_tiles;
   const cudaError_t err =
       p.dtype == ActivationType::kBFloat16
-          ? LaunchForType<__nv_bfloat16>(args, p.shape.bits, plan, stream)
-          : LaunchForType<__half>(args, p.shape.bits, plan, stream);
+          ? LaunchForType<__nv_bfloat16>(args, p.shape.bits, plan, p.pdl, stream)
+          : LaunchForType<__half>(args, p.shape.bits, plan, p.pdl, stream);
   if (err != cudaSuccess) {
     return absl::InternalError(absl::StrCat("LUT-GEMM launch failed: ", cudaGetErrorString(err)));
   }

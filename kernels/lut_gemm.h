@@ -17,6 +17,12 @@ namespace flute::lut {
 
 enum class ActivationType { kFloat16, kBFloat16 };
 
+// Which kernel runs a call. kAuto: the persistent-strip kernel when it applies (m <= 8,
+// k % 1024 == 0, split_k = 0, 16-byte aligned scales; see kernels/README.md), else the tiled
+// split-K kernel. The others force one (tests and benchmarks); kStrip fails with
+// InvalidArgument where it does not apply.
+enum class LutKernel { kAuto, kSplitK, kStrip };
+
 struct LutGemmParams {
   LutShape shape;                                // n, k, bits, group_size
   ActivationType dtype = ActivationType::kFloat16;
@@ -31,13 +37,20 @@ struct LutGemmParams {
   void* workspace = nullptr;
   size_t workspace_bytes = 0;
   int split_k = 0;  // 0: chosen from the SM count of the current device; else forced (tests)
+  LutKernel kernel = LutKernel::kAuto;
+  // Programmatic dependent launch (kernels/pdl.cuh): the kernel is scheduled while the
+  // previous kernel on the stream finishes. The strip kernel then loads its codes, scales and
+  // pair table early and reads X only once that kernel has completed (the split-K kernel
+  // waits at its top). Only for callers whose previous kernel does not write the weights.
+  bool pdl = false;
 };
 
 // OK when the CUDA kernel handles `shape` (today: every shape CheckShape accepts), else
 // InvalidArgument naming the rule. Callers with an unsupported shape must use the CPU path.
 absl::Status IsSupportedByCuda(const LutShape& shape);
 
-// Workspace bytes a call with this shape and m needs on the current device.
+// Workspace bytes a call with this shape and m needs on the current device (enough for the
+// split-K kernel; the strip kernel needs none).
 size_t LutGemmWorkspaceBytes(const LutShape& shape, int64_t m);
 
 // The split-K count a call with this shape and m makes when split_k = 0, on the current

@@ -7,6 +7,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/pdl.cuh"
 
 namespace flute::gpu {
 namespace {
@@ -14,6 +15,7 @@ namespace {
 // One block per gathered row; 16-byte copies.
 __global__ void GatherRowsKernel(const uint4* src, int row_vectors, const int32_t* rows,
                                  uint4* dst) {
+  PdlPrologue();  // launched with LaunchWithPdl (kernels/pdl.cuh)
   const int64_t from = static_cast<int64_t>(rows[blockIdx.x]) * row_vectors;
   const int64_t to = static_cast<int64_t>(blockIdx.x) * row_vectors;
   for (int i = threadIdx.x; i < row_vectors; i += blockDim.x) dst[to + i] = src[from + i];
@@ -21,6 +23,7 @@ __global__ void GatherRowsKernel(const uint4* src, int row_vectors, const int32_
 
 template <typename T>
 __global__ void WidenKernel(const T* src, size_t count, float* dst) {
+  PdlPrologue();  // launched with LaunchWithPdl (kernels/pdl.cuh)
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < count;
        i += static_cast<size_t>(gridDim.x) * blockDim.x) {
     dst[i] = static_cast<float>(src[i]);
@@ -44,7 +47,7 @@ absl::Status LaunchGatherRows(const void* src, size_t row_bytes, const int32_t* 
   }
   if (count == 0) return absl::OkStatus();
   const int vectors = static_cast<int>(row_bytes / 16);
-  GatherRowsKernel<<<count, 256, 0, stream>>>(static_cast<const uint4*>(src), vectors, rows,
+  LaunchWithPdl(GatherRowsKernel, count, 256, 0, stream, static_cast<const uint4*>(src), vectors, rows,
                                              static_cast<uint4*>(dst));
   return LaunchStatus("GatherRows");
 }
@@ -54,9 +57,9 @@ absl::Status LaunchWidenToFloat(ActivationType dtype, const void* src, size_t co
   if (count == 0) return absl::OkStatus();
   const int blocks = static_cast<int>(std::min<size_t>((count + 255) / 256, 4096));
   if (dtype == ActivationType::kBFloat16) {
-    WidenKernel<<<blocks, 256, 0, stream>>>(static_cast<const __nv_bfloat16*>(src), count, dst);
+    LaunchWithPdl(WidenKernel<__nv_bfloat16>, blocks, 256, 0, stream, static_cast<const __nv_bfloat16*>(src), count, dst);
   } else {
-    WidenKernel<<<blocks, 256, 0, stream>>>(static_cast<const __half*>(src), count, dst);
+    LaunchWithPdl(WidenKernel<__half>, blocks, 256, 0, stream, static_cast<const __half*>(src), count, dst);
   }
   return LaunchStatus("WidenToFloat");
 }

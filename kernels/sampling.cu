@@ -25,6 +25,7 @@
 #include <cstdint>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/pdl.cuh"
 
 namespace flute::gpu {
 namespace {
@@ -259,7 +260,8 @@ __device__ __forceinline__ float Penalize(float l, const SamplingRow& p, int pro
 // Elements (penalised logit l, rank key) with key >= lower, in decreasing key order, adding
 // 1 (by_mass false) or the fixed-point weight (by_mass true) each: returns the key of the
 // element at which the running total first reaches the target. The target is `count_target`
-// for counts, ceil(top_p * total weight) for weights. Keys >= the result are kept.
+// for counts, ceil(top_p * total weight) for weights. Keys >= the result (and >= lower) are
+// kept: the result can be below `lower` when the select stops early on a one-element bin.
 __device__ unsigned long long SelectCut(const float* l, int vocab, float max_logit, float inv_t,
                                         unsigned long long lower, bool by_mass,
                                         unsigned long long count_target, float top_p,
@@ -425,6 +427,7 @@ __device__ bool HasPenalties(const SamplingRow& p) {
 }
 
 __global__ void __launch_bounds__(kThreads) SamplingKernel(KernelArgs args) {
+  PdlPrologue();  // launched with LaunchWithPdl (kernels/pdl.cuh)
   __shared__ Shared sh;
   __shared__ unsigned long long top_keys[kMaxLogprobs];
   const int row = blockIdx.x;
@@ -482,7 +485,10 @@ __global__ void __launch_bounds__(kThreads) SamplingKernel(KernelArgs args) {
                       static_cast<unsigned long long>(p.top_k), 1.0f, sh);
     }
     if (p.top_p < 1.0f) {
-      cut = SelectCut(l, vocab, max_logit, inv_t, cut, true, 0, p.top_p, sh);
+      // The select sees only keys >= the top-k cut, but may stop at a prefix whose low bits
+      // are zero, below that cut: keep the higher of the two.
+      const unsigned long long top_p_cut = SelectCut(l, vocab, max_logit, inv_t, cut, true, 0, p.top_p, sh);
+      cut = top_p_cut > cut ? top_p_cut : cut;
     }
     // 6. Draw.
     token = Draw(l, vocab, max_logit, inv_t, cut, p.min_p, p.random_bits, greedy, sh);
@@ -541,7 +547,7 @@ absl::Status LaunchSampling(float* logits, int rows, int vocab, const SamplingRo
   args.generated_counts = generated_counts;
   args.results = results;
   args.raw_stash = static_cast<float*>(workspace);
-  SamplingKernel<<<rows, kThreads, 0, reinterpret_cast<cudaStream_t>(stream)>>>(args);
+  LaunchWithPdl(SamplingKernel, rows, kThreads, 0, reinterpret_cast<cudaStream_t>(stream), args);
   const cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) {
     return absl::InternalError(absl::StrCat("sampling launch failed: ", cudaGetErrorString(err)));

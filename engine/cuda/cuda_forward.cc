@@ -153,6 +153,9 @@ absl::Status CudaBackend::MatMul(const GpuMatrix& w, const void* x, int m, void*
     p.workspace = lut_ws_.get();
     p.workspace_bytes = lut_ws_.bytes();
     p.split_k = options_.batch_invariant ? w.invariant_splits : 0;
+    // The previous kernel never writes weights: let the strip kernel load its codes, scales
+    // and pair table while that kernel finishes.
+    p.pdl = true;
     return lut::LaunchLutGemm(p, stream_);
   }
   // Large m (prefill) in the fastest mode: dequantize once, then a tensor-core GEMM.

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The CUDA engine's checks on the GPU machine (issue 8), run from the repository root there:
-#   bash scripts/gpu/cuda_engine_checks.sh STAGE...     STAGE: tests | ppl | serve | bench | bench70
+#   bash scripts/gpu/cuda_engine_checks.sh STAGE...
+#   STAGE: tests | lut-tests | attn | kbench | sanitize | ppl | serve | bench | bench-w4 | bench70 | profile
 # Expects, built and packed on the development machine (see scripts/gpu/README.md):
 #   .dev/pack-e2e.tar.xz  flute, engine_tests, kernel_tests, libflute_{spm,cuda}.so + libraries
 #   .dev/shared.tar.xz    the man-page model and validation tokens (a subset of ../shared)
@@ -46,6 +47,21 @@ for stage in "$@"; do
     bench)
       timeout 560 $bin/flute bench e2e --shape 8b --weights w4,bf16 --compare-invariant \
         --json $out/e2e-8b.json --markdown $out/e2e-8b.md 2> $out/e2e-8b.log; echo "rc=$?"; cat $out/e2e-8b.log ;;
+    bench-w4)  # 8B W4 and bf16 only, without the batch-invariant comparison
+      timeout 400 $bin/flute bench e2e --shape 8b --weights w4,bf16 \
+        --json $out/e2e-8b.json --markdown $out/e2e-8b.md 2> $out/e2e-8b.log; echo "rc=$?"; cat $out/e2e-8b.log ;;
+    lut-tests)
+      { header "kernel_tests --gtest_filter=LutGemm*"; timeout 300 $bin/kernel_tests --gtest_filter='LutGemm*' 2>&1; echo "rc=$?"; } > $out/lut-gemm-tests.log
+      grep -E "^\[  (PASSED|FAILED) |FAILED|rc=" $out/lut-gemm-tests.log | tail -8 ;;
+    kbench)  # the kernel benchmark (issue 5): every shape, M, config and dtype; plain and PDL launches
+      timeout 480 $bin/flute-bench-kernel --kernels auto,auto-pdl --replays 9 \
+        --md $out/lut-gemm.md --json $out/lut-gemm.json 2> $out/lut-gemm.log; echo "rc=$?"; tail -2 $out/lut-gemm.log ;;
+    sanitize)
+      { header "compute-sanitizer memcheck + racecheck, LutGemmGpuTest.SanitizerSubset"
+        for tool in memcheck racecheck; do
+          timeout 200 compute-sanitizer --tool $tool $bin/kernel_tests --gtest_filter='*SanitizerSubset*' 2>&1 | tail -3
+        done; } > $out/lut-gemm-sanitizer.log 2>&1
+      cat $out/lut-gemm-sanitizer.log ;;
     bench70)
       timeout 560 $bin/flute bench e2e --shape 70b --weights w4 \
         --json $out/e2e-70b.json --markdown $out/e2e-70b.md 2> $out/e2e-70b.log; echo "rc=$?"; cat $out/e2e-70b.log ;;

@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <random>
@@ -93,31 +95,57 @@ std::vector<float> Reference(const Problem& p, const std::vector<float>& x, int6
   return y;
 }
 
-struct RunResult {
-  std::vector<float> y;
-  bool all_written = true;
+// How a test launches the kernel: forced split count, kernel choice, PDL.
+struct LaunchChoice {
+  int split_k = 0;
+  LutKernel kernel = LutKernel::kAuto;
+  bool pdl = false;
 };
+
+// Sets an environment variable for one scope ("" unsets it).
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    if (*value) {
+      setenv(name, value, 1);
+    } else {
+      unsetenv(name);
+    }
+  }
+  ~ScopedEnv() { unsetenv(name_); }
+
+ private:
+  const char* name_;
+};
+
+LutGemmParams MakeParams(const Problem& p, ActivationType dtype, int64_t m, const LaunchChoice& how) {
+  LutGemmParams params;
+  params.shape = p.shape;
+  params.dtype = dtype;
+  params.m = m;
+  params.split_k = how.split_k;
+  params.kernel = how.kernel;
+  params.pdl = how.pdl;
+  params.packed = static_cast<const uint8_t*>(p.d_packed->ptr);
+  params.scales = static_cast<const uint16_t*>(p.d_scales->ptr);
+  params.table = static_cast<const float*>(p.d_table->ptr);
+  return params;
+}
 
 // Runs the kernel once on x (floats exactly representable in dtype), poisoning y first.
 ::testing::AssertionResult RunGpu(const Problem& p, ActivationType dtype, const std::vector<float>& x,
-                                  int64_t m, int split_k, std::vector<uint16_t>* y_bits) {
+                                  int64_t m, const LaunchChoice& how, std::vector<uint16_t>* y_bits) {
   const LutShape& s = p.shape;
   std::vector<uint16_t> xb(x.size());
   for (size_t i = 0; i < x.size(); ++i) {
     xb[i] = dtype == ActivationType::kFloat16 ? FloatToHalf(x[i]) : FloatToBf16(x[i]);
   }
   DeviceBuffer d_x(xb.size() * 2), d_y(static_cast<size_t>(m * s.n) * 2);
-  LutGemmParams params;
-  params.shape = s;
-  params.dtype = dtype;
-  params.m = m;
-  params.split_k = split_k;
+  LutGemmParams params = MakeParams(p, dtype, m, how);
   params.x = d_x.ptr;
-  params.packed = static_cast<const uint8_t*>(p.d_packed->ptr);
-  params.scales = static_cast<const uint16_t*>(p.d_scales->ptr);
-  params.table = static_cast<const float*>(p.d_table->ptr);
   params.y = d_y.ptr;
   // Workspace for the forced split too: the automatic size may be smaller.
+  const int split_k = how.split_k;
   const size_t ws_bytes = LutGemmWorkspaceBytes(s, m) + 4096 + (split_k > 0 ? split_k * m * s.n * 4 : 0);
   DeviceBuffer d_ws(ws_bytes);
   cudaMemset(d_ws.ptr, 0, ws_bytes);
@@ -132,6 +160,13 @@ struct RunResult {
   y_bits->resize(static_cast<size_t>(m * s.n));
   cudaMemcpy(y_bits->data(), d_y.ptr, y_bits->size() * 2, cudaMemcpyDeviceToHost);
   return ::testing::AssertionSuccess();
+}
+
+::testing::AssertionResult RunGpu(const Problem& p, ActivationType dtype, const std::vector<float>& x,
+                                  int64_t m, int split_k, std::vector<uint16_t>* y_bits) {
+  LaunchChoice how;
+  how.split_k = split_k;
+  return RunGpu(p, dtype, x, m, how, y_bits);
 }
 
 std::vector<float> RandomX(ActivationType dtype, int64_t m, int64_t k, std::mt19937& rng) {
@@ -163,24 +198,31 @@ std::vector<float> RandomX(ActivationType dtype, int64_t m, int64_t k, std::mt19
 
 const char* Name(ActivationType t) { return t == ActivationType::kFloat16 ? "fp16" : "bf16"; }
 
-void CheckShapeAllM(const LutShape& s, const std::vector<int64_t>& ms, int split_k, std::mt19937& rng) {
+void CheckShapeAllM(const LutShape& s, const std::vector<int64_t>& ms, const LaunchChoice& how,
+                    std::mt19937& rng) {
   Problem p = MakeProblem(s, rng);
   for (ActivationType dtype : {ActivationType::kFloat16, ActivationType::kBFloat16}) {
     double worst = 0;
     for (int64_t m : ms) {
       std::vector<float> x = RandomX(dtype, m, s.k, rng);
       std::vector<uint16_t> y;
-      ASSERT_TRUE(RunGpu(p, dtype, x, m, split_k, &y));
+      ASSERT_TRUE(RunGpu(p, dtype, x, m, how, &y));
       double err = 0;
       EXPECT_TRUE(Compare(dtype, y, Reference(p, x, m), &err))
           << "n=" << s.n << " k=" << s.k << " b=" << s.bits << " G=" << s.group_size << " "
-          << Name(dtype) << " m=" << m << " split_k=" << split_k;
+          << Name(dtype) << " m=" << m << " split_k=" << how.split_k << " kernel=" << static_cast<int>(how.kernel);
       worst = std::max(worst, err);
     }
-    std::printf("n=%lld k=%lld b=%d G=%d %s split_k=%d: worst normalized error %.2e over %zu M values\n",
+    std::printf("n=%lld k=%lld b=%d G=%d %s split_k=%d kernel=%d: worst normalized error %.2e over %zu M values\n",
                 static_cast<long long>(s.n), static_cast<long long>(s.k), s.bits, s.group_size,
-                Name(dtype), split_k, worst, ms.size());
+                Name(dtype), how.split_k, static_cast<int>(how.kernel), worst, ms.size());
   }
+}
+
+void CheckShapeAllM(const LutShape& s, const std::vector<int64_t>& ms, int split_k, std::mt19937& rng) {
+  LaunchChoice how;
+  how.split_k = split_k;
+  CheckShapeAllM(s, ms, how, rng);
 }
 
 const std::vector<int64_t> kAllM = {1, 2, 3, 7, 8, 15, 16, 17, 31, 32, 33, 64, 100, 128, 256, 512};
@@ -245,7 +287,7 @@ TEST(LutGemmGpuTest, DeterministicBitwiseRunToRun) {
   }
 }
 
-// A few launches of every path (each bits, G 32/128, M tiles 16/32/64, split or not), small
+// A few launches of every path (each bits, G 32/128, M tiles 16/32/64, split or not, strip), small
 // enough for compute-sanitizer memcheck/racecheck: --gtest_filter=*SanitizerSubset*.
 TEST(LutGemmGpuTest, SanitizerSubset) {
   REQUIRE_GPU();
@@ -262,8 +304,104 @@ TEST(LutGemmGpuTest, SanitizerSubset) {
           EXPECT_TRUE(Compare(ActivationType::kFloat16, y, Reference(p, x, m), &err));
         }
       }
+      LaunchChoice strip;  // the persistent-strip kernel, 2 and 1 tiles per warp
+      strip.kernel = LutKernel::kStrip;
+      for (int64_t k : {2048, 1024}) {
+        Problem p = MakeProblem({80, k, bits, g}, rng);
+        for (int64_t m : {1, 8}) {
+          std::vector<float> x = RandomX(ActivationType::kFloat16, m, k, rng);
+          std::vector<uint16_t> y;
+          ASSERT_TRUE(RunGpu(p, ActivationType::kFloat16, x, m, strip, &y));
+          double err = 0;
+          EXPECT_TRUE(Compare(ActivationType::kFloat16, y, Reference(p, x, m), &err));
+        }
+      }
     }
   }
+}
+
+// The persistent-strip kernel (M <= 8) forced, over every bits x G x dtype, in each of its
+// (tiles per warp, pipeline stages) configurations: one strip, a few, and more strips than
+// resident blocks (each block loops), K with and without the 2-tile stage (K % 2048).
+TEST(LutGemmGpuTest, StripKernelEveryBitsGroupDtypeAndConfig) {
+  REQUIRE_GPU();
+  std::mt19937 rng(std::random_device{}());
+  LaunchChoice strip;
+  strip.kernel = LutKernel::kStrip;
+  const std::vector<int64_t> ms = {1, 2, 3, 5, 7, 8};
+  for (const char* config : {"", "1,2", "1,3", "1,4", "2,2", "2,3", "2,4"}) {
+    ScopedEnv env("FLUTE_LUT_STRIP", config);
+    std::printf("FLUTE_LUT_STRIP=\"%s\"\n", config);
+    for (int bits : {2, 3, 4}) {
+      for (int g : {32, 64, 128, 256}) {
+        CheckShapeAllM({16, 1024, bits, g}, ms, strip, rng);
+        CheckShapeAllM({400, 2048, bits, g}, ms, strip, rng);
+        CheckShapeAllM({272, 3072, bits, g}, {1, 8}, strip, rng);
+      }
+      CheckShapeAllM({9600, 1024, bits, 128}, {1, 8}, strip, rng);
+    }
+  }
+}
+
+// Each output row of the strip kernel is the same bits whatever M (<= 8) is: the summation
+// order depends on the shape only.
+TEST(LutGemmGpuTest, StripKernelRowsDoNotDependOnM) {
+  REQUIRE_GPU();
+  std::mt19937 rng(std::random_device{}());
+  Problem p = MakeProblem({4096, 4096, 4, 128}, rng);
+  LaunchChoice strip;
+  strip.kernel = LutKernel::kStrip;
+  std::vector<float> x8 = RandomX(ActivationType::kBFloat16, 8, 4096, rng);
+  std::vector<uint16_t> y8, ym;
+  ASSERT_TRUE(RunGpu(p, ActivationType::kBFloat16, x8, 8, strip, &y8));
+  for (int64_t m = 1; m < 8; ++m) {
+    std::vector<float> xm(x8.begin(), x8.begin() + m * 4096);
+    ASSERT_TRUE(RunGpu(p, ActivationType::kBFloat16, xm, m, strip, &ym));
+    ASSERT_TRUE(std::equal(ym.begin(), ym.end(), y8.begin())) << "m=" << m;
+  }
+}
+
+// With programmatic dependent launch the second GEMM of a chain loads its weights early but
+// must read X (the first GEMM's output, poisoned with NaN before it runs) only once the first
+// has finished.
+TEST(LutGemmGpuTest, StripKernelWithPdlWaitsForThePreviousKernel) {
+  REQUIRE_GPU();
+  std::mt19937 rng(std::random_device{}());
+  Problem p1 = MakeProblem({2048, 1024, 4, 128}, rng);
+  Problem p2 = MakeProblem({4096, 2048, 3, 64}, rng);
+  const int64_t m = 4;
+  cudaStream_t stream;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+  DeviceBuffer d_x(m * 1024 * 2), d_y1(m * 2048 * 2), d_y2(m * 4096 * 2);
+  for (int rep = 0; rep < 10; ++rep) {
+    std::vector<float> x = RandomX(ActivationType::kFloat16, m, 1024, rng);
+    std::vector<uint16_t> xb(x.size());
+    for (size_t i = 0; i < x.size(); ++i) xb[i] = FloatToHalf(x[i]);
+    ASSERT_EQ(cudaMemcpy(d_x.ptr, xb.data(), xb.size() * 2, cudaMemcpyHostToDevice), cudaSuccess);
+    ASSERT_EQ(cudaMemsetAsync(d_y1.ptr, 0xFF, m * 2048 * 2, stream), cudaSuccess);
+    ASSERT_EQ(cudaMemsetAsync(d_y2.ptr, 0xFF, m * 4096 * 2, stream), cudaSuccess);
+    LaunchChoice first, second;
+    first.kernel = second.kernel = LutKernel::kStrip;
+    second.pdl = true;
+    LutGemmParams g1 = MakeParams(p1, ActivationType::kFloat16, m, first);
+    g1.x = d_x.ptr;
+    g1.y = d_y1.ptr;
+    LutGemmParams g2 = MakeParams(p2, ActivationType::kFloat16, m, second);
+    g2.x = d_y1.ptr;
+    g2.y = d_y2.ptr;
+    ASSERT_TRUE(LaunchLutGemm(g1, stream).ok());
+    ASSERT_TRUE(LaunchLutGemm(g2, stream).ok());
+    ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+    std::vector<uint16_t> y1(m * 2048), y2(m * 4096);
+    cudaMemcpy(y1.data(), d_y1.ptr, y1.size() * 2, cudaMemcpyDeviceToHost);
+    cudaMemcpy(y2.data(), d_y2.ptr, y2.size() * 2, cudaMemcpyDeviceToHost);
+    std::vector<float> y1f(y1.size());
+    for (size_t i = 0; i < y1.size(); ++i) y1f[i] = HalfToFloat(y1[i]);
+    double err = 0;
+    ASSERT_TRUE(Compare(ActivationType::kFloat16, y1, Reference(p1, x, m), &err)) << "first GEMM, rep " << rep;
+    ASSERT_TRUE(Compare(ActivationType::kFloat16, y2, Reference(p2, y1f, m), &err)) << "second GEMM, rep " << rep;
+  }
+  cudaStreamDestroy(stream);
 }
 
 TEST(LutGemmGpuTest, RejectsBadCallsWithAClearError) {
@@ -286,6 +424,12 @@ TEST(LutGemmGpuTest, RejectsBadCallsWithAClearError) {
   st = LaunchLutGemm(params, nullptr);
   EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
   EXPECT_NE(st.message().find("workspace"), std::string::npos) << st;
+  params.split_k = 0;
+  params.kernel = LutKernel::kStrip;
+  params.m = 9;  // the strip kernel takes m <= 8
+  st = LaunchLutGemm(params, nullptr);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+  EXPECT_NE(st.message().find("strip"), std::string::npos) << st;
 }
 
 #endif  // FLUTE_HAVE_CUDA

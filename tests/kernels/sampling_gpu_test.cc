@@ -430,6 +430,36 @@ TEST_P(SamplingGpuTest, MatchesReferenceOnMixedBatches) {
 
 INSTANTIATE_TEST_SUITE_P(Vocabularies, SamplingGpuTest, ::testing::Values(1003, 4096, 128256));
 
+// Top-p after top-k only narrows the top-k set. Regression: with k = 1 and the two best
+// logits sharing their high key bits (7.82 and 7.49: same exponent and first mantissa bits),
+// the top-p select stopped on a prefix below the top-k cut and the second token was drawn.
+TEST(SamplingGpuCutTest, TopPNeverWidensTheTopKSet) {
+  REQUIRE_GPU();
+  const uint64_t seed = Seed();
+  SCOPED_TRACE(::testing::Message() << "seed " << seed);
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const int vocab = 4096;
+  std::vector<RowInput> rows;
+  for (int i = 0; i < 64; ++i) {
+    RowInput row;
+    row.logits.resize(vocab);
+    for (float& x : row.logits) x = normal(rng);
+    row.logits[100] = 7.82f;
+    row.logits[200] = 7.49f;
+    row.params.temperature = 0.5f;
+    // k = 1; or k = 2 with a top-p that the best token alone reaches (weights 1 and 0.52).
+    row.params.top_k = i % 2 == 0 ? 1 : 2;
+    row.params.top_p = i % 2 == 0 ? 0.73f : 0.5f;
+    row.params.random_bits = rng();
+    rows.push_back(row);
+  }
+  std::vector<SampleResult> results;
+  RunRows(rows, vocab, &results);
+  if (HasFatalFailure()) return;
+  for (int i = 0; i < 64; ++i) EXPECT_EQ(results[i].token, 100) << "row " << i << " top_k " << rows[i].params.top_k;
+}
+
 // Penalties that decide the result: the best token, heavily penalised, must lose.
 TEST(SamplingGpuPenaltyTest, PenaltiesChangeTheChoiceAsTheReference) {
   REQUIRE_GPU();

@@ -1,0 +1,227 @@
+// Device-side pieces shared by the two LUT-GEMM kernels (lut_gemm.cu: tiled split-K, any M;
+// lut_gemm_strip.cu: persistent strips, M <= 8): activation types, PTX wrappers, the pair
+// table and the lookups that turn packed codes into mma.m16n8k16 A fragments.
+// Included only by .cu files; everything is in an anonymous namespace (one copy per file).
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "kernels/pdl.cuh"
+
+namespace flute::lut {
+namespace {
+
+constexpr int kWarps = 8;
+constexpr int kThreads = kWarps * 32;
+constexpr int kTileK = 128;           // k per packed tile (one warp's 16 x 128 codes)
+constexpr int kTableCopies = 32;      // one pair-table copy per lane: no bank conflicts
+// 2-bit: one packed byte (four codes = two pairs) indexes a "quad" entry of two half2 words,
+// so one 64-bit shared load replaces two 32-bit ones and their offset arithmetic. 64-bit
+// loads are served per half-warp, so 16 copies (lane & 15) keep them conflict-free.
+constexpr int kQuadEntries = 256;
+constexpr int kQuadCopies = 16;
+
+template <typename T> struct Act;
+template <> struct Act<__half> {
+  using T2 = __half2;
+  static __device__ __forceinline__ __half FromFloat(float f) { return __float2half_rn(f); }
+  static __device__ __forceinline__ __half FromHalf(__half h) { return h; }
+};
+template <> struct Act<__nv_bfloat16> {
+  using T2 = __nv_bfloat162;
+  static __device__ __forceinline__ __nv_bfloat16 FromFloat(float f) { return __float2bfloat16_rn(f); }
+  static __device__ __forceinline__ __nv_bfloat16 FromHalf(__half h) {
+    return __float2bfloat16_rn(__half2float(h));
+  }
+};
+
+// ---- PTX helpers -------------------------------------------------------------------------
+__device__ __forceinline__ uint32_t SmemAddr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+// (An L2::cache_hint evict_first variant raised "illegal instruction" on the H100 with
+// CUDA 13.0 here; weights are streamed once anyway.)
+__device__ __forceinline__ void CpAsync16(void* dst, const void* src) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(SmemAddr(dst)), "l"(src));
+}
+__device__ __forceinline__ void CpAsync8(void* dst, const void* src) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 8;\n" ::"r"(SmemAddr(dst)), "l"(src));
+}
+__device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void CpAsyncWait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+__device__ __forceinline__ void LdMatrixX2(uint32_t* r, const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n"
+               : "=r"(r[0]), "=r"(r[1])
+               : "r"(SmemAddr(p)));
+}
+__device__ __forceinline__ void LdMatrixX4(uint32_t* r, const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(SmemAddr(p)));
+}
+
+template <typename T>
+__device__ __forceinline__ void Mma(float* c, const uint32_t* a, uint32_t b0, uint32_t b1);
+template <>
+__device__ __forceinline__ void Mma<__half>(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+template <>
+__device__ __forceinline__ void Mma<__nv_bfloat16>(float* c, const uint32_t* a, uint32_t b0,
+                                                   uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Value pair of pair-table entry e: the kernel's pair index of codes (c0, c1).
+// 4/2-bit: e = c0 | c1 << b. 3-bit: e = lo4 | hi2 << 4 (the two planes of lut_format.cc).
+template <int kBits>
+__device__ __forceinline__ void PairCodes(int e, int* c0, int* c1) {
+  if (kBits == 3) {
+    *c0 = (e & 3) | ((e >> 4) & 1) << 2;
+    *c1 = ((e >> 2) & 3) | ((e >> 5) & 1) << 2;
+  } else {
+    *c0 = e & ((1 << kBits) - 1);
+    *c1 = e >> kBits;
+  }
+}
+
+// (x >> shift) & mask for a compile-time shift of either sign: one SHF + one LOP3.
+template <int kShift>
+__device__ __forceinline__ uint32_t ShiftMask(uint32_t x, uint32_t mask) {
+  return (kShift >= 0 ? (x >> (kShift >= 0 ? kShift : 0)) : (x << (kShift < 0 ? -kShift : 0))) & mask;
+}
+
+// Byte offset (entry * 32 copies * 4 bytes = entry << 7) in the pair table of pair p, built
+// straight from the packed words without first extracting the index.
+template <int kBits, int kP>
+__device__ __forceinline__ uint32_t PairOffset(const uint32_t* w, const uint32_t* hw) {
+  // 4-bit: PRMT isolates the byte and LEA scales it and adds the table base (2 instructions
+  // before the LDS, where shift + mask + add took 3).
+  if (kBits == 4) return __byte_perm(w[kP >> 2], 0u, 0x4440u | (kP & 3)) << 7;
+  const uint32_t lo = ShiftMask<4 * (kP & 7) - 7>(w[kP >> 3], 0xfu << 7);
+  if (kBits == 2) return lo;
+  return lo | ShiftMask<2 * (kP & 15) - 11>(hw[kP >> 4], 0x3u << 11);
+}
+
+// Loads from a 32-bit shared-memory address. Plain (not volatile) asm: the address depends on
+// codes loaded after the stage's barrier, which orders these loads after it.
+__device__ __forceinline__ uint32_t LdsU32(uint32_t addr) {
+  uint32_t v;
+  asm("ld.shared.u32 %0, [%1];\n" : "=r"(v) : "r"(addr));
+  return v;
+}
+__device__ __forceinline__ uint2 LdsU64(uint32_t addr) {
+  uint2 v;
+  asm("ld.shared.v2.u32 {%0, %1}, [%2];\n" : "=r"(v.x), "=r"(v.y) : "r"(addr));
+  return v;
+}
+
+// The 4 table words (A registers r = 0..3) of 16-wide sub-tile kKK. `table` is this lane's
+// table base as a shared-memory address (LaneTable), so each lookup is offset + base (one
+// LEA after the PRMT at 4-bit) and one LDS.
+template <int kBits, int kKK>
+__device__ __forceinline__ void LookupPairsT(const uint32_t* w, const uint32_t* hw, uint32_t table,
+                                             uint32_t* pair) {
+  if constexpr (kBits == 2) {
+    // Sub-tile kk = bytes 2kk (pairs 0, 1 = A registers 0, 1) and 2kk + 1 (registers 2, 3);
+    // quad entry = byte, at byte offset entry * 16 copies * 8 = byte << 7.
+    constexpr int kB0 = 2 * kKK, kB1 = 2 * kKK + 1;
+    const uint2 lo = LdsU64(table + ShiftMask<8 * (kB0 & 3) - 7>(w[kB0 >> 2], 0xffu << 7));
+    const uint2 hi = LdsU64(table + ShiftMask<8 * (kB1 & 3) - 7>(w[kB1 >> 2], 0xffu << 7));
+    pair[0] = lo.x;
+    pair[1] = lo.y;
+    pair[2] = hi.x;
+    pair[3] = hi.y;
+    return;
+  }
+  pair[0] = LdsU32(table + PairOffset<kBits, 4 * kKK + 0>(w, hw));
+  pair[1] = LdsU32(table + PairOffset<kBits, 4 * kKK + 1>(w, hw));
+  pair[2] = LdsU32(table + PairOffset<kBits, 4 * kKK + 2>(w, hw));
+  pair[3] = LdsU32(table + PairOffset<kBits, 4 * kKK + 3>(w, hw));
+}
+// kk is a constant once the caller's loop is unrolled, so the switch folds away.
+template <int kBits>
+__device__ __forceinline__ void LookupPairs(int kk, const uint32_t* w, const uint32_t* hw, uint32_t table,
+                                            uint32_t* pair) {
+  switch (kk) {
+    case 0: LookupPairsT<kBits, 0>(w, hw, table, pair); break;
+    case 1: LookupPairsT<kBits, 1>(w, hw, table, pair); break;
+    case 2: LookupPairsT<kBits, 2>(w, hw, table, pair); break;
+    case 3: LookupPairsT<kBits, 3>(w, hw, table, pair); break;
+    case 4: LookupPairsT<kBits, 4>(w, hw, table, pair); break;
+    case 5: LookupPairsT<kBits, 5>(w, hw, table, pair); break;
+    case 6: LookupPairsT<kBits, 6>(w, hw, table, pair); break;
+    default: LookupPairsT<kBits, 7>(w, hw, table, pair); break;
+  }
+}
+
+// Shared-memory bytes of the pair table (2-bit: the quad table).
+template <int kBits>
+__host__ __device__ constexpr int TableBytes() {
+  return kBits == 2 ? kQuadEntries * kQuadCopies * 8 : (1 << (2 * kBits)) * kTableCopies * 4;
+}
+
+// Builds the duplicated pair table in shared memory from the fp32 table (2^bits values),
+// all kThreads threads taking part; the caller's next __syncthreads publishes it.
+// Pair table: entry e, copy c at word e * 32 + c; thread i writes the 16 bytes i.
+// 2-bit quad table: entry b (a packed byte), copy c at 8-byte slot b * 16 + c, holding the
+// pair words of its low and high nibble (PairCodes<2> of each).
+template <typename T, int kBits>
+__device__ __forceinline__ void BuildPairTable(const float* table, uint32_t* s_table, int tid) {
+  using T2 = typename Act<T>::T2;
+  if constexpr (kBits == 2) {
+    for (int i = tid; i < kQuadEntries * (kQuadCopies / 2); i += kThreads) {
+      const int b = i / (kQuadCopies / 2);
+      uint32_t words[2];
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        int c0, c1;
+        PairCodes<2>((b >> (4 * h)) & 15, &c0, &c1);
+        T2 v;
+        v.x = Act<T>::FromFloat(__ldg(table + c0));
+        v.y = Act<T>::FromFloat(__ldg(table + c1));
+        words[h] = *reinterpret_cast<uint32_t*>(&v);
+      }
+      reinterpret_cast<uint4*>(s_table)[i] = make_uint4(words[0], words[1], words[0], words[1]);
+    }
+  } else {
+    constexpr int kPairEntries = 1 << (2 * kBits);
+    for (int i = tid; i < kPairEntries * (kTableCopies / 4); i += kThreads) {
+      const int e = i / (kTableCopies / 4);
+      int c0, c1;
+      PairCodes<kBits>(e, &c0, &c1);
+      T2 v;
+      v.x = Act<T>::FromFloat(__ldg(table + c0));
+      v.y = Act<T>::FromFloat(__ldg(table + c1));
+      const uint32_t word = *reinterpret_cast<uint32_t*>(&v);
+      reinterpret_cast<uint4*>(s_table)[i] = make_uint4(word, word, word, word);
+    }
+  }
+}
+
+// This lane's table base as a shared-memory address. Made opaque to the compiler: knowing
+// its low bits (lane * 4), nvcc rewrote base + (entry << 7) as ((entry << 5) | lane) << 2
+// + base, 3 instructions where one LEA does.
+template <int kBits>
+__device__ __forceinline__ uint32_t LaneTable(const uint32_t* s_table, int lane) {
+  uint32_t addr = SmemAddr(s_table) + (kBits == 2 ? 8 * (lane & (kQuadCopies - 1)) : 4 * lane);
+  asm volatile("" : "+r"(addr));
+  return addr;
+}
+
+}  // namespace
+}  // namespace flute::lut

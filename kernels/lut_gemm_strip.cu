@@ -1,0 +1,424 @@
+// The persistent-strip LUT-GEMM: the decode path (M <= 8). See lut_gemm_strip.h.
+//
+// Work: the S = N / 16 strips of W (16 output features x all of K each). A block of 8 warps
+// takes one strip at a time, strips blockIdx.x, blockIdx.x + grid, ... (grid = resident
+// blocks, at most S), so the pair table is built once per block, not once per tile.
+// Within a strip the 8 warps split K: a stage is 8 * TPW consecutive k-tiles of the strip
+// (TPW = tiles per warp, 1 or 2), one contiguous run of packed codes, and warp w dequantizes
+// tiles w * TPW ... w * TPW + TPW - 1 of it. At the end of a strip each warp leaves its
+// partial 16 x 8 sums in shared memory and the block adds them in warp order: no split-K
+// workspace, no second pass through global memory, and a summation order that depends only
+// on (N, K), never on M or the grid (deterministic and batch-invariant for M <= 8).
+//
+// Per stage, cp.async brings the codes (8 * TPW * 256 * bits bytes), the scales of the 16
+// rows for the stage's k range, and the M rows of X for that range (rows >= M are never
+// loaded: the ldmatrix addresses of those lanes repeat row M - 1, whose products land in
+// output columns that are not stored).
+#include "kernels/lut_gemm_strip.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+
+#include "kernels/lut_gemm_device.cuh"
+
+namespace flute::lut {
+namespace {
+
+constexpr int kStripRows = 16;
+// A warp's partial sums at the end of a strip: [m columns][kRedPitch floats]; a pitch of 20
+// puts the four lanes q of a row group in different banks. Double-buffered by strip parity.
+constexpr int kRedPitch = 20;
+int RedBytes(int64_t m) { return static_cast<int>(2 * kWarps * m * kRedPitch * 4); }
+
+struct StripArgs {
+  const void* x;          // [m, k]
+  const uint8_t* packed;  // strip-major packed tiles (lut_format.h)
+  const __half* scales;   // [n, k / G]
+  const float* table;     // [2^bits]
+  void* y;                // [m, n]
+  int m, n, k;
+  int log2_group;
+  int strips;             // n / 16
+  int stages_per_strip;   // k / (8 * TPW * 128)
+  int num_stages;         // pipeline depth, 2..4
+  int stage_bytes;
+  int x_offset;           // bytes from a stage's start to its X rows [m][x_pitch halves]
+  int x_pitch;
+  int sc_offset;          // bytes from a stage's start to its scales [16 rows][sc_row_bytes]
+  int sc_row_bytes;       // 2 * (k per stage) / G
+  int sc_units_log2;      // log2 of the 16- (or 8-) byte copies per scale row and stage
+  int red_offset;         // bytes from the start of shared memory to the reduction buffers
+};
+
+struct StageLayout {
+  int x_offset, x_pitch, sc_offset, sc_row_bytes, bytes;
+};
+
+int RoundUp16(int v) { return (v + 15) & ~15; }
+
+StageLayout MakeStageLayout(int bits, int tpw, int m, int group_size) {
+  StageLayout l;
+  const int stage_k = 8 * tpw * kTileK;
+  l.x_offset = 8 * tpw * 256 * bits;
+  l.x_pitch = stage_k + 8;  // +16 bytes: the 8 rows one ldmatrix reads fall in distinct banks
+  l.sc_offset = RoundUp16(l.x_offset + m * l.x_pitch * 2);
+  l.sc_row_bytes = 2 * stage_k / group_size;
+  l.bytes = RoundUp16(l.sc_offset + kStripRows * l.sc_row_bytes);
+  return l;
+}
+
+// Position in the block's sequence of stages: the strip, the stage within it, the ring slot.
+struct Cursor {
+  int strip, kstage, buf;
+  __device__ __forceinline__ void Advance(int stages_per_strip, int num_stages) {
+    if (++kstage == stages_per_strip) {
+      kstage = 0;
+      strip += gridDim.x;
+    }
+    if (++buf == num_stages) buf = 0;
+  }
+};
+
+__device__ __forceinline__ void CpAsyncWaitPending(int pending) {
+  if (pending <= 0) {
+    CpAsyncWait<0>();
+  } else if (pending == 1) {
+    CpAsyncWait<1>();
+  } else {
+    CpAsyncWait<2>();
+  }
+}
+
+// The 8 sub-tiles (16 k each) of one 16 x 128 tile: lookups, optional scaling of the A
+// operand per 32-k quarter (G < 128), ldmatrix of Xᵀ and one mma each, into c[4].
+template <typename T, int kBits, bool kScaleA>
+__device__ __forceinline__ void TileMmas(const uint32_t* w, const uint32_t* hw, uint32_t table,
+                                         const T* xs, const typename Act<T>::T2* s_lo4,
+                                         const typename Act<T>::T2* s_hi4, float* c) {
+  using T2 = typename Act<T>::T2;
+#pragma unroll
+  for (int kk = 0; kk < 8; ++kk) {
+    uint32_t a[4];
+    LookupPairs<kBits>(kk, w, hw, table, a);
+    if (kScaleA) {
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        T2 v = *reinterpret_cast<const T2*>(&a[r]);
+        v = __hmul2(v, (r & 1) ? s_hi4[kk >> 1] : s_lo4[kk >> 1]);
+        a[r] = *reinterpret_cast<uint32_t*>(&v);
+      }
+    }
+    uint32_t b[2];
+    LdMatrixX2(b, xs + kk * 16);
+    Mma<T>(c, a, b[0], b[1]);
+  }
+}
+
+template <typename T, int kBits, int kTpw>
+__global__ void __launch_bounds__(kThreads, 2) LutGemmStripKernel(const StripArgs a) {
+  using T2 = typename Act<T>::T2;
+  constexpr int kStageTiles = 8 * kTpw;
+  constexpr int kStageK = kStageTiles * kTileK;
+  constexpr int kTileBytes = 256 * kBits;
+  constexpr int kStageCodeBytes = kStageTiles * kTileBytes;
+  constexpr int kCodeCopies = kStageCodeBytes / 16;  // 16-byte copies per stage
+  constexpr int kXRowCopies = kStageK / 8;           // 16-byte copies per X row and stage
+  extern __shared__ __align__(16) unsigned char smem[];
+  uint32_t* s_table = reinterpret_cast<uint32_t*>(smem);
+  unsigned char* s_stages = smem + TableBytes<kBits>();
+  float* s_red = reinterpret_cast<float*>(smem + a.red_offset);
+  const int red_warp_floats = a.m * kRedPitch;
+
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, q = lane & 3;
+  const int num_stages = a.num_stages;
+  const int total = ((a.strips - 1 - static_cast<int>(blockIdx.x)) / static_cast<int>(gridDim.x) + 1) *
+                    a.stages_per_strip;
+  const T* x = static_cast<const T*>(a.x);
+  const int64_t strip_code_bytes = static_cast<int64_t>(a.stages_per_strip) * kStageCodeBytes;
+  const int64_t scale_row_bytes_global = static_cast<int64_t>(a.k >> a.log2_group) * 2;
+  const int sc_unit = a.sc_row_bytes < 16 ? a.sc_row_bytes : 16;
+  const int sc_copies = kStripRows << a.sc_units_log2;
+
+  auto stage_ptr = [&](int buf) { return s_stages + buf * a.stage_bytes; };
+  // Codes and scales: weights, safe to load before the previous kernel has finished.
+  auto issue_weights = [&](const Cursor& c) {
+    unsigned char* dst = stage_ptr(c.buf);
+    const unsigned char* src = a.packed + c.strip * strip_code_bytes + c.kstage * kStageCodeBytes;
+#pragma unroll
+    for (int i = 0; i < (kCodeCopies + kThreads - 1) / kThreads; ++i) {
+      const int idx = tid + i * kThreads;
+      if (kCodeCopies % kThreads == 0 || idx < kCodeCopies) CpAsync16(dst + 16 * idx, src + 16 * idx);
+    }
+    if (tid < sc_copies) {
+      const int row = tid >> a.sc_units_log2, part = tid & ((1 << a.sc_units_log2) - 1);
+      const unsigned char* s = reinterpret_cast<const unsigned char*>(a.scales) +
+                               (static_cast<int64_t>(c.strip) * kStripRows + row) * scale_row_bytes_global +
+                               c.kstage * a.sc_row_bytes + part * sc_unit;
+      unsigned char* d = dst + a.sc_offset + row * a.sc_row_bytes + part * sc_unit;
+      if (sc_unit == 16) {
+        CpAsync16(d, s);
+      } else {
+        CpAsync8(d, s);
+      }
+    }
+  };
+  auto issue_x = [&](const Cursor& c) {
+    T* dst = reinterpret_cast<T*>(stage_ptr(c.buf) + a.x_offset);
+    const T* src = x + c.kstage * kStageK;
+    for (int i = tid; i < a.m * kXRowCopies; i += kThreads) {
+      const int r = i / kXRowCopies, col = (i % kXRowCopies) * 8;
+      CpAsync16(dst + r * a.x_pitch + col, src + static_cast<int64_t>(r) * a.k + col);
+    }
+  };
+  // Sums the 8 warps' partials of a finished strip in warp order and stores 16 x m outputs.
+  auto store_strip = [&](int parity, int strip) {
+    if (tid < kStripRows * a.m) {
+      const int row = tid & (kStripRows - 1), mm = tid >> 4;
+      const float* r = s_red + parity * (kWarps * red_warp_floats) + mm * kRedPitch + row;
+      float sum = 0.0f;
+#pragma unroll
+      for (int w = 0; w < kWarps; ++w) sum += r[w * red_warp_floats];
+      static_cast<T*>(a.y)[static_cast<int64_t>(mm) * a.n + strip * kStripRows + row] = Act<T>::FromFloat(sum);
+    }
+  };
+
+  // Every block is resident from the start (grid <= resident blocks), so the next kernel may
+  // be scheduled now: its blocks take the SMs this grid leaves, and wait for it before they
+  // read its output (griddepcontrol.wait in that kernel).
+  LaunchDependents();
+
+  // Prologue: the codes and scales of stage 0 fly while the pair table is built; X (the
+  // previous kernel's output) only after the grid dependency is resolved. One cp.async group
+  // per stage, so that stage 0's compute overlaps the loads of the next stages.
+  Cursor ld{static_cast<int>(blockIdx.x), 0, 0};
+  issue_weights(ld);
+  BuildPairTable<T, kBits>(a.table, s_table, tid);
+  GridDependencyWait();
+  issue_x(ld);
+  ld.Advance(a.stages_per_strip, num_stages);
+  CpAsyncCommit();
+  for (int s = 1; s < num_stages - 1; ++s) {
+    if (s < total) {
+      issue_weights(ld);
+      issue_x(ld);
+      ld.Advance(a.stages_per_strip, num_stages);
+    }
+    CpAsyncCommit();
+  }
+
+  const uint32_t my_table = LaneTable<kBits>(s_table, lane);
+  // This lane's ldmatrix row (lanes 0-7: k 0-7 of the sub-tile, 8-15: k 8-15) in its warp's k range.
+  const int x_lane = min(lane & 7, a.m - 1) * a.x_pitch + ((lane >> 3) & 1) * 8 + warp * kTpw * kTileK;
+  const int sc_cols = a.sc_row_bytes >> 1;  // groups per scale row in a stage
+  const bool scale_after_mma = a.log2_group >= 7;  // one group per tile: scale the fp32 sums
+  float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  int parity = 0, pending_strip = -1;
+  Cursor cc{static_cast<int>(blockIdx.x), 0, 0};
+  for (int it = 0; it < total; ++it) {
+    CpAsyncWaitPending(num_stages - 2);
+    __syncthreads();
+    if (pending_strip >= 0) {
+      store_strip(parity ^ 1, pending_strip);
+      pending_strip = -1;
+    }
+    if (it + num_stages - 1 < total) {
+      issue_weights(ld);
+      issue_x(ld);
+      ld.Advance(a.stages_per_strip, num_stages);
+    }
+    CpAsyncCommit();
+
+    const unsigned char* stage = stage_ptr(cc.buf);
+    const __half* sc = reinterpret_cast<const __half*>(stage + a.sc_offset);
+    const T* xs = reinterpret_cast<const T*>(stage + a.x_offset) + x_lane;
+#pragma unroll
+    for (int t = 0; t < kTpw; ++t) {
+      const unsigned char* tile = stage + (warp * kTpw + t) * kTileBytes;
+      uint32_t w[8], hw[2];
+      *reinterpret_cast<uint4*>(w) = *reinterpret_cast<const uint4*>(tile + 16 * lane);
+      if (kBits == 4) *reinterpret_cast<uint4*>(w + 4) = *reinterpret_cast<const uint4*>(tile + 512 + 16 * lane);
+      if (kBits == 3) *reinterpret_cast<uint2*>(hw) = *reinterpret_cast<const uint2*>(tile + 512 + 8 * lane);
+      const int k_in_stage = (warp * kTpw + t) * kTileK;
+      if (scale_after_mma) {
+        float tile_acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        TileMmas<T, kBits, false>(w, hw, my_table, xs + t * kTileK, nullptr, nullptr, tile_acc);
+        const int grp = k_in_stage >> a.log2_group;
+        const float f_lo = __half2float(sc[g * sc_cols + grp]);
+        const float f_hi = __half2float(sc[(g + 8) * sc_cols + grp]);
+        acc[0] = fmaf(tile_acc[0], f_lo, acc[0]);
+        acc[1] = fmaf(tile_acc[1], f_lo, acc[1]);
+        acc[2] = fmaf(tile_acc[2], f_hi, acc[2]);
+        acc[3] = fmaf(tile_acc[3], f_hi, acc[3]);
+      } else {
+        T2 s_lo4[4], s_hi4[4];
+#pragma unroll
+        for (int h = 0; h < 4; ++h) {
+          const int grp = (k_in_stage + 32 * h) >> a.log2_group;
+          s_lo4[h].x = s_lo4[h].y = Act<T>::FromHalf(sc[g * sc_cols + grp]);
+          s_hi4[h].x = s_hi4[h].y = Act<T>::FromHalf(sc[(g + 8) * sc_cols + grp]);
+        }
+        TileMmas<T, kBits, true>(w, hw, my_table, xs + t * kTileK, s_lo4, s_hi4, acc);
+      }
+    }
+    if (cc.kstage == a.stages_per_strip - 1) {  // strip done: leave this warp's partials
+      // acc[c]: row g + 8 (c >> 1) of the strip, column m = 2q + (c & 1).
+      float* r = s_red + parity * (kWarps * red_warp_floats) + warp * red_warp_floats;
+      if (2 * q < a.m) {
+        r[(2 * q) * kRedPitch + g] = acc[0];
+        r[(2 * q) * kRedPitch + g + 8] = acc[2];
+      }
+      if (2 * q + 1 < a.m) {
+        r[(2 * q + 1) * kRedPitch + g] = acc[1];
+        r[(2 * q + 1) * kRedPitch + g + 8] = acc[3];
+      }
+      acc[0] = acc[1] = acc[2] = acc[3] = 0.0f;
+      pending_strip = cc.strip;
+      parity ^= 1;
+    }
+    cc.Advance(a.stages_per_strip, num_stages);
+  }
+  CpAsyncWait<0>();
+  __syncthreads();
+  if (pending_strip >= 0) store_strip(parity ^ 1, pending_strip);
+}
+
+// ---- Host side ------------------------------------------------------------------------------
+
+// Calls f(kernel) with the instance for (dtype, bits, tpw).
+template <typename F>
+auto WithKernel(ActivationType dtype, int bits, int tpw, F f) {
+#define FLUTE_STRIP_CASE(T, B, P) \
+  if (bits == B && tpw == P) return f(LutGemmStripKernel<T, B, P>);
+  if (dtype == ActivationType::kBFloat16) {
+    FLUTE_STRIP_CASE(__nv_bfloat16, 2, 1) FLUTE_STRIP_CASE(__nv_bfloat16, 2, 2)
+    FLUTE_STRIP_CASE(__nv_bfloat16, 3, 1) FLUTE_STRIP_CASE(__nv_bfloat16, 3, 2)
+    FLUTE_STRIP_CASE(__nv_bfloat16, 4, 1) return f(LutGemmStripKernel<__nv_bfloat16, 4, 2>);
+  }
+  FLUTE_STRIP_CASE(__half, 2, 1) FLUTE_STRIP_CASE(__half, 2, 2)
+  FLUTE_STRIP_CASE(__half, 3, 1) FLUTE_STRIP_CASE(__half, 3, 2)
+  FLUTE_STRIP_CASE(__half, 4, 1) return f(LutGemmStripKernel<__half, 4, 2>);
+#undef FLUTE_STRIP_CASE
+}
+
+int MaxSmemOptin() {
+  int device = 0, bytes = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess) {
+    return 227 * 1024;
+  }
+  return bytes;
+}
+
+int SmemBytesFor(const LutShape& s, int64_t m, int tpw, int stages) {
+  const StageLayout l = MakeStageLayout(s.bits, tpw, static_cast<int>(m), s.group_size);
+  return RoundUp16(((s.bits == 2) ? TableBytes<2>() : s.bits == 3 ? TableBytes<3>() : TableBytes<4>()) +
+                   stages * l.bytes) + RedBytes(m);
+}
+
+// Resident blocks per SM of an instance with this much dynamic shared memory (0 when the
+// runtime cannot tell).
+int BlocksPerSm(ActivationType dtype, int bits, int tpw, int smem) {
+  return WithKernel(dtype, bits, tpw, [&](auto kernel) {
+    if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem) != cudaSuccess) return 0;
+    int blocks = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kThreads, smem) != cudaSuccess) return 0;
+    return blocks;
+  });
+}
+
+bool ForcedConfig(int* tpw, int* stages) {
+  const char* env = std::getenv("FLUTE_LUT_STRIP");
+  return env != nullptr && std::sscanf(env, "%d,%d", tpw, stages) == 2 && (*tpw == 1 || *tpw == 2) &&
+         *stages >= 2 && *stages <= 4;
+}
+
+}  // namespace
+
+bool StripKernelApplies(const LutShape& shape, int64_t m, const void* scales) {
+  return m >= 1 && m <= 8 && shape.k % 1024 == 0 && shape.n % kStripRows == 0 &&
+         reinterpret_cast<uintptr_t>(scales) % 16 == 0;
+}
+
+// Tiles per warp depend on the shape only (2 when k % 2048 == 0), never on m: they fix which
+// warp sums which k-tiles, so every m <= 8 sums a row in the same order. The pipeline depth
+// is chosen per call: the one whose grid wastes the fewest block slots, among those with at
+// least 2 blocks per SM when any has, then the one with more blocks per SM.
+StripPlan MakeStripPlan(const LutShape& s, int64_t m, int sm_count) {
+  const ActivationType dtype = ActivationType::kFloat16;  // same resources for bf16
+  const int strips = static_cast<int>(s.n / kStripRows);
+  const int max_smem = MaxSmemOptin();
+  StripPlan best;
+  double best_score = -1.0;
+  auto consider = [&](int tpw, int stages) {
+    if (s.k % (1024 * tpw) != 0) return;
+    StripPlan p;
+    p.tiles_per_warp = tpw;
+    p.stages = stages;
+    p.smem_bytes = SmemBytesFor(s, m, tpw, stages);
+    if (p.smem_bytes > max_smem) return;
+    p.blocks_per_sm = std::max(1, BlocksPerSm(dtype, s.bits, tpw, p.smem_bytes));
+    const int64_t slots = static_cast<int64_t>(sm_count) * p.blocks_per_sm;
+    p.grid = static_cast<int>(std::min<int64_t>(strips, slots));
+    const int64_t rounds = (strips + slots - 1) / slots;
+    double score = static_cast<double>(strips) / static_cast<double>(rounds * p.grid);
+    if (p.blocks_per_sm >= 2) score += 1.0;  // latency hiding first
+    score += 0.02 * p.blocks_per_sm;
+    if (score > best_score + 0.001) {
+      best_score = score;
+      best = p;
+    }
+  };
+  int tpw = 0, stages = 0;
+  if (ForcedConfig(&tpw, &stages)) {
+    consider(tpw, stages);
+    if (best_score >= 0) return best;
+  }
+  const int shape_tpw = s.k % 2048 == 0 ? 2 : 1;
+  for (int depth : {4, 3, 2}) consider(shape_tpw, depth);
+  return best;
+}
+
+int LaunchStripKernel(const LutGemmParams& p, const StripPlan& plan, bool pdl, CUstream_st* stream) {
+  const LutShape& s = p.shape;
+  const StageLayout l = MakeStageLayout(s.bits, plan.tiles_per_warp, static_cast<int>(p.m), s.group_size);
+  StripArgs a;
+  a.x = p.x;
+  a.packed = p.packed;
+  a.scales = reinterpret_cast<const __half*>(p.scales);
+  a.table = p.table;
+  a.y = p.y;
+  a.m = static_cast<int>(p.m);
+  a.n = static_cast<int>(s.n);
+  a.k = static_cast<int>(s.k);
+  a.log2_group = __builtin_ctz(static_cast<unsigned>(s.group_size));
+  a.strips = static_cast<int>(s.n / kStripRows);
+  a.stages_per_strip = static_cast<int>(s.k / (8 * plan.tiles_per_warp * kTileK));
+  a.num_stages = plan.stages;
+  a.stage_bytes = l.bytes;
+  a.x_offset = l.x_offset;
+  a.x_pitch = l.x_pitch;
+  a.sc_offset = l.sc_offset;
+  a.sc_row_bytes = l.sc_row_bytes;
+  a.sc_units_log2 = l.sc_row_bytes <= 16 ? 0 : __builtin_ctz(static_cast<unsigned>(l.sc_row_bytes / 16));
+  a.red_offset = plan.smem_bytes - RedBytes(p.m);
+  return WithKernel(p.dtype, s.bits, plan.tiles_per_warp, [&](auto kernel) -> int {
+    cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, plan.smem_bytes);
+    if (err != cudaSuccess) return static_cast<int>(err);
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(plan.grid);
+    cfg.blockDim = dim3(kThreads);
+    cfg.dynamicSmemBytes = plan.smem_bytes;
+    cfg.stream = stream;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = pdl ? 1 : 0;
+    err = cudaLaunchKernelEx(&cfg, kernel, a);
+    if (err != cudaSuccess) return static_cast<int>(err);
+    return static_cast<int>(cudaGetLastError());
+  });
+}
+
+}  // namespace flute::lut

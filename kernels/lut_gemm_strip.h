@@ -1,0 +1,36 @@
+// The persistent-strip LUT-GEMM (lut_gemm_strip.cu), the decode path for M <= 8. Internal to
+// kernels/: LaunchLutGemm (lut_gemm.cu) chooses between it and the tiled split-K kernel.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/lut_gemm.h"
+
+struct CUstream_st;
+
+namespace flute::lut {
+
+// The launch this kernel would make: pipeline depth, k-tiles per warp per stage, grid.
+struct StripPlan {
+  int tiles_per_warp = 1;  // 1 or 2: a stage covers 8 * tiles_per_warp k-tiles of one strip
+  int stages = 3;          // cp.async pipeline depth
+  int smem_bytes = 0;
+  int blocks_per_sm = 0;   // resident blocks (shared memory and registers), from the runtime
+  int grid = 0;            // min(strips, SMs * blocks_per_sm): each block loops over strips
+};
+
+// Whether the strip kernel takes this call: m <= 8, k a multiple of 1024 and 16-byte aligned
+// scales (shape rules in kernels/README.md). Without it the split-K kernel runs.
+bool StripKernelApplies(const LutShape& shape, int64_t m, const void* scales);
+
+// The plan for this shape and m on the current device. The environment variable
+// FLUTE_LUT_STRIP="tiles_per_warp,stages" forces a configuration (tuning runs only).
+StripPlan MakeStripPlan(const LutShape& shape, int64_t m, int sm_count);
+
+// Launches (asynchronously). pdl: launch with programmatic stream serialization, so that the
+// pair table and the first weight tiles load while the previous kernel on the stream finishes.
+// Returns the CUDA error of the launch.
+int LaunchStripKernel(const LutGemmParams& params, const StripPlan& plan, bool pdl,
+                      CUstream_st* stream);
+
+}  // namespace flute::lut

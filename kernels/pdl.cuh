@@ -1,0 +1,48 @@
+// Programmatic dependent launch (PDL, sm_90): a kernel launched with programmatic stream
+// serialization may start before the previous kernel on its stream has finished, once every
+// block of that kernel has called LaunchDependents() (or exited). It must call
+// GridDependencyWait() before it reads anything the previous kernel writes, or writes
+// anything it reads. Both are no-ops for launches without the attribute. Today the LUT-GEMM
+// strip kernel is launched this way (LutGemmParams::pdl), and the kernels that precede it in
+// a decoder layer (residual add + RMSNorm, SwiGLU, attention) let it start early. The other
+// kernels of a forward pass are launched with LaunchWithPdl and begin with PdlPrologue():
+// they wait at their very top, so their semantics are those of plain stream order, but each
+// is already resident when its predecessor ends, which hides the launch latency that
+// dominates a decode step's small kernels.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <utility>
+
+namespace flute {
+
+__device__ __forceinline__ void GridDependencyWait() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
+__device__ __forceinline__ void LaunchDependents() { asm volatile("griddepcontrol.launch_dependents;\n" ::); }
+
+// The first statement of a kernel launched with LaunchWithPdl: wait for the previous kernel,
+// then let the next one be scheduled (one kernel ahead at most).
+__device__ __forceinline__ void PdlPrologue() {
+  GridDependencyWait();
+  LaunchDependents();
+}
+
+// kernel<<<grid, block, smem, stream>>>(args...) with programmatic stream serialization. The
+// error, if any, is also left for cudaGetLastError().
+template <typename... Params, typename... Args>
+cudaError_t LaunchWithPdl(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                          Args&&... args) {
+  cudaLaunchAttribute attr;
+  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr.val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = smem;
+  config.stream = stream;
+  config.attrs = &attr;
+  config.numAttrs = 1;
+  return cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
+}
+
+}  // namespace flute
