@@ -61,7 +61,6 @@ struct Config {
 template <typename T, int kBits, int kMT>
 __global__ void __launch_bounds__(kThreads, (Config<kBits, kMT>::kMinBlocksPerSm))
 LutGemmKernel(const KernelArgs args) {
-  PdlPrologue();  // (a no-op unless launched with LutGemmParams::pdl)
   using C = Config<kBits, kMT>;
   using T2 = typename Act<T>::T2;
   constexpr int kNT = kMT / 8;  // mma n8 tiles (rows of X) per block
@@ -91,7 +90,8 @@ LutGemmKernel(const KernelArgs args) {
   const int chunk_entries = kBlockN * chunk_cols;
   const int num_chunks = (num_iters + kScaleChunkTiles - 1) / kScaleChunkTiles;
 
-  auto load_tiles = [&](int kt, int buf) {
+  // Codes of k-tile kt (weights: may load before the previous kernel has finished).
+  auto load_w = [&](int kt, int buf) {
     if (warp_active) {
       const unsigned char* src =
           args.packed + (static_cast<int64_t>(strip) * num_ktiles + kt) * C::kTileBytes;
@@ -100,6 +100,8 @@ LutGemmKernel(const KernelArgs args) {
       if (kBits == 4) CpAsync16(dst + 512 + 16 * lane, src + 512 + 16 * lane);
       if (kBits == 3) CpAsync8(dst + 512 + 8 * lane, src + 512 + 8 * lane);
     }
+  };
+  auto load_x = [&](int kt, int buf) {
     for (int c = tid; c < valid_rows * 16; c += kThreads) {  // rows >= M stay zero
       const int r = c >> 4, col = (c & 15) * 8;
       CpAsync16(s_x + (buf * kMT + r) * kXStride + col,
@@ -132,13 +134,11 @@ LutGemmKernel(const KernelArgs args) {
     }
   };
 
-  // Prologue: start the first stages, then build the pair table and zero the X rows >= M
-  // while they fly.
-#pragma unroll
-  for (int s = 0; s < C::kStages - 1; ++s) {
-    if (s < num_iters) load_tiles(kt_begin + s, s);
-    CpAsyncCommit();
-  }
+  // Prologue. With PDL (LutGemmParams::pdl) the next kernel may be scheduled at once; the
+  // codes of the first stage, the pair table and the first scales load before the wait for
+  // the previous kernel, X after it. One cp.async group per stage.
+  LaunchDependents();
+  if (num_iters > 0) load_w(kt_begin, 0);
   BuildPairTable<T, kBits>(args.table, s_table, tid);
   for (int i = tid; i < C::kStages * (kMT - valid_rows) * (kXStride / 8); i += kThreads) {
     const int per_stage = (kMT - valid_rows) * (kXStride / 8);
@@ -150,6 +150,17 @@ LutGemmKernel(const KernelArgs args) {
   fetch_scales(0, scale_regs);
   store_scales(0, scale_regs);
   if (num_chunks > 1) fetch_scales(1, scale_regs);
+  GridDependencyWait();
+  if (num_iters > 0) load_x(kt_begin, 0);
+  CpAsyncCommit();
+#pragma unroll
+  for (int s = 1; s < C::kStages - 1; ++s) {
+    if (s < num_iters) {
+      load_w(kt_begin + s, s);
+      load_x(kt_begin + s, s);
+    }
+    CpAsyncCommit();
+  }
 
   float acc[kNT][4];
 #pragma unroll
@@ -160,7 +171,10 @@ LutGemmKernel(const KernelArgs args) {
     CpAsyncWait<C::kStages - 2>();
     __syncthreads();
     const int next = it + C::kStages - 1;
-    if (next < num_iters) load_tiles(kt_begin + next, next % C::kStages);
+    if (next < num_iters) {
+      load_w(kt_begin + next, next % C::kStages);
+      load_x(kt_begin + next, next % C::kStages);
+    }
     CpAsyncCommit();
 
     const int buf = it % C::kStages;

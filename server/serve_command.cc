@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "engine/chat_template.h"
@@ -207,10 +208,15 @@ absl::Status RunServe(const ServeOptions& o) {
   }
   service.SetEngine(*engine);
   const SchedulerStats stats = (*engine)->scheduler->Stats();
-  Log(absl::StrFormat("ready in %.1f s: %s, %d KV blocks of %d tokens, max batch %d, max queue %d",
-                      absl::ToDoubleSeconds(absl::Now() - load_start),
-                      (*engine)->backend->Describe(), stats.total_kv_blocks,
-                      (*engine)->backend->kv_block_size(), o.max_batch_size, o.max_queue));
+  // (The CUDA backend's description already names its KV blocks.)
+  const std::string backend = (*engine)->backend->Describe();
+  const std::string kv = absl::StrContains(backend, "KV blocks")
+                             ? ""
+                             : absl::StrFormat(", %d KV blocks of %d tokens", stats.total_kv_blocks,
+                                               (*engine)->backend->kv_block_size());
+  Log(absl::StrFormat("ready in %.1f s: %s%s, max batch %d, max queue %d",
+                      absl::ToDoubleSeconds(absl::Now() - load_start), backend, kv, o.max_batch_size,
+                      o.max_queue));
   if (signals.count() == 0) health->SetServingStatus(kServiceName, true);
 
   while (signals.count() == 0) absl::SleepFor(absl::Milliseconds(50));

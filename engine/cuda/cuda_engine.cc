@@ -269,7 +269,7 @@ std::string CudaBackend::Describe() const {
                       " activations, ", weights, " weights, LM head ",
                       model_->lm_head.parts.front().lut ? "lut" : "dense", ", ", num_kv_blocks_,
                       " KV blocks of ", options_.kv_block_size, " tokens, ",
-                      options_.batch_invariant ? "batch-invariant" : "split-K by batch", ", CUDA graphs ",
+                      options_.batch_invariant ? "batch-invariant" : "LUT kernel by batch", ", CUDA graphs ",
                       options_.cuda_graphs ? "on" : "off");
 }
 

@@ -361,10 +361,10 @@ TEST(LutGemmGpuTest, StripKernelRowsDoNotDependOnM) {
   }
 }
 
-// With programmatic dependent launch the second GEMM of a chain loads its weights early but
-// must read X (the first GEMM's output, poisoned with NaN before it runs) only once the first
-// has finished.
-TEST(LutGemmGpuTest, StripKernelWithPdlWaitsForThePreviousKernel) {
+// With programmatic dependent launch the second GEMM of a chain (strip or split-K kernel)
+// loads its weights early but must read X (the first GEMM's output, poisoned with NaN before
+// it runs) only once the first has finished.
+TEST(LutGemmGpuTest, PdlLaunchWaitsForThePreviousKernel) {
   REQUIRE_GPU();
   std::mt19937 rng(std::random_device{}());
   Problem p1 = MakeProblem({2048, 1024, 4, 128}, rng);
@@ -373,15 +373,19 @@ TEST(LutGemmGpuTest, StripKernelWithPdlWaitsForThePreviousKernel) {
   cudaStream_t stream;
   ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
   DeviceBuffer d_x(m * 1024 * 2), d_y1(m * 2048 * 2), d_y2(m * 4096 * 2);
-  for (int rep = 0; rep < 10; ++rep) {
+  const size_t ws_bytes = LutGemmWorkspaceBytes(p2.shape, m);  // split-K partials and counters
+  DeviceBuffer d_ws(std::max<size_t>(ws_bytes, 256));
+  ASSERT_EQ(cudaMemset(d_ws.ptr, 0, std::max<size_t>(ws_bytes, 256)), cudaSuccess);
+  for (int rep = 0; rep < 20; ++rep) {
     std::vector<float> x = RandomX(ActivationType::kFloat16, m, 1024, rng);
     std::vector<uint16_t> xb(x.size());
     for (size_t i = 0; i < x.size(); ++i) xb[i] = FloatToHalf(x[i]);
     ASSERT_EQ(cudaMemcpy(d_x.ptr, xb.data(), xb.size() * 2, cudaMemcpyHostToDevice), cudaSuccess);
     ASSERT_EQ(cudaMemsetAsync(d_y1.ptr, 0xFF, m * 2048 * 2, stream), cudaSuccess);
     ASSERT_EQ(cudaMemsetAsync(d_y2.ptr, 0xFF, m * 4096 * 2, stream), cudaSuccess);
-    LaunchChoice first, second;
-    first.kernel = second.kernel = LutKernel::kStrip;
+    LaunchChoice first, second;  // the second GEMM on either kernel, alternately
+    first.kernel = LutKernel::kStrip;
+    second.kernel = rep % 2 == 0 ? LutKernel::kStrip : LutKernel::kSplitK;
     second.pdl = true;
     LutGemmParams g1 = MakeParams(p1, ActivationType::kFloat16, m, first);
     g1.x = d_x.ptr;
@@ -389,6 +393,8 @@ TEST(LutGemmGpuTest, StripKernelWithPdlWaitsForThePreviousKernel) {
     LutGemmParams g2 = MakeParams(p2, ActivationType::kFloat16, m, second);
     g2.x = d_y1.ptr;
     g2.y = d_y2.ptr;
+    g2.workspace = d_ws.ptr;
+    g2.workspace_bytes = std::max<size_t>(ws_bytes, 256);
     ASSERT_TRUE(LaunchLutGemm(g1, stream).ok());
     ASSERT_TRUE(LaunchLutGemm(g2, stream).ok());
     ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
