@@ -217,6 +217,7 @@ __device__ float BlockSum(float v) {
 // Vectors of a row each thread keeps in registers between the two passes; a row longer
 // than kRmsItems * blockDim.x vectors re-reads the rest from `residual` (its own writes).
 constexpr int kRmsItems = 4;
+constexpr int kRmsMaxThreads = 512;  // 128 registers a thread for the batched loads below
 
 // Pass 1 for one vector at column c: residual += x (when x is set); returns the new values.
 template <typename T, int kVec>
@@ -231,34 +232,49 @@ __device__ __forceinline__ void AddResidual(const T* x, float* res, int c, float
   }
 }
 
-// out = weight * (v * inv) for one vector at column c.
+// out = w * (v * inv) for one vector at column c.
 template <typename T, int kVec>
-__device__ __forceinline__ void NormalizeStore(const float* weight, float inv, int c, const float* v,
-                                               T* out) {
-  float w[kVec], o[kVec];
-  LoadF32<kVec>(weight + c, w);
+__device__ __forceinline__ void ScaleStore(const float* w, float inv, int c, const float* v, T* out) {
+  float o[kVec];
 #pragma unroll
   for (int i = 0; i < kVec; ++i) o[i] = w[i] * (v[i] * inv);
   StoreAct<T, kVec>(out + c, o);
 }
 
-// One block per row of [m, hidden] (up to 1024 threads: RmsThreads).
+// One block per row of [m, hidden] (up to kRmsMaxThreads threads: RmsThreads). The first
+// kRmsItems vectors of each thread are loaded (residual and x) before any is stored: a
+// store to `residual` between two loads would make them wait for each other (the compiler
+// cannot tell the pointers apart), one L2 round trip per vector. The weights are loaded
+// into the x registers before the block reduction, so their latency overlaps it.
 template <typename T, int kVec>
-__global__ void __launch_bounds__(1024) AddRmsNormKernel(const T* x, float* residual, const float* weight, T* out,
-                                 int hidden, float eps) {
+__global__ void __launch_bounds__(kRmsMaxThreads) AddRmsNormKernel(const T* x, float* residual,
+                                                                  const float* weight, T* out, int hidden,
+                                                                  float eps) {
   PdlPrologue();  // launched with LaunchWithPdl (kernels/pdl.cuh)
   const int64_t row = blockIdx.x;
   const T* xr = x != nullptr ? x + row * hidden : nullptr;
   float* res = residual + row * hidden;
   T* o = out + row * hidden;
   const int stride = blockDim.x * kVec;
-  float cache[kRmsItems][kVec];
+  float cache[kRmsItems][kVec], other[kRmsItems][kVec];
+#pragma unroll
+  for (int it = 0; it < kRmsItems; ++it) {
+    const int c = threadIdx.x * kVec + it * stride;
+    if (c < hidden) {
+      LoadF32<kVec>(res + c, cache[it]);
+      if (xr != nullptr) LoadAct<T, kVec>(xr + c, other[it]);
+    }
+  }
   float sumsq = 0.0f;
 #pragma unroll
   for (int it = 0; it < kRmsItems; ++it) {
     const int c = threadIdx.x * kVec + it * stride;
     if (c < hidden) {
-      AddResidual<T, kVec>(xr, res, c, cache[it]);
+      if (xr != nullptr) {
+#pragma unroll
+        for (int i = 0; i < kVec; ++i) cache[it][i] += other[it][i];
+        StoreF32<kVec>(res + c, cache[it]);
+      }
 #pragma unroll
       for (int i = 0; i < kVec; ++i) sumsq += cache[it][i] * cache[it][i];
     }
@@ -269,25 +285,31 @@ __global__ void __launch_bounds__(1024) AddRmsNormKernel(const T* x, float* resi
 #pragma unroll
     for (int i = 0; i < kVec; ++i) sumsq += v[i] * v[i];
   }
+#pragma unroll
+  for (int it = 0; it < kRmsItems; ++it) {  // the weights, now in flight during the reduction
+    const int c = threadIdx.x * kVec + it * stride;
+    if (c < hidden) LoadF32<kVec>(weight + c, other[it]);
+  }
   const float sum = BlockSum(sumsq);
   // As engine/vector_ops.h RmsNorm: 1 / sqrt(mean + eps), IEEE sqrt and division.
   const float inv = 1.0f / sqrtf(sum / static_cast<float>(hidden) + eps);
 #pragma unroll
   for (int it = 0; it < kRmsItems; ++it) {
     const int c = threadIdx.x * kVec + it * stride;
-    if (c < hidden) NormalizeStore<T, kVec>(weight, inv, c, cache[it], o);
+    if (c < hidden) ScaleStore<T, kVec>(other[it], inv, c, cache[it], o);
   }
   for (int c = threadIdx.x * kVec + kRmsItems * stride; c < hidden; c += stride) {
-    float v[kVec];
+    float v[kVec], w[kVec];
     LoadF32<kVec>(res + c, v);
-    NormalizeStore<T, kVec>(weight, inv, c, v, o);
+    LoadF32<kVec>(weight + c, w);
+    ScaleStore<T, kVec>(w, inv, c, v, o);
   }
 }
 
-// Threads of a normalization block: enough for kRmsItems vectors per thread, 32..1024.
+// Threads of a normalization block: enough for kRmsItems vectors per thread, 32..kRmsMaxThreads.
 int RmsThreads(int vectors) {
   const int per_thread = (vectors + kRmsItems - 1) / kRmsItems;
-  return std::clamp((per_thread + 31) / 32 * 32, 32, 1024);
+  return std::clamp((per_thread + 31) / 32 * 32, 32, kRmsMaxThreads);
 }
 
 template <typename T>
@@ -351,12 +373,16 @@ void LaunchRopeT(void* qkv, int m, int row_stride, int num_heads, int k_offset, 
   T* q = static_cast<T*>(qkv);
   const bool vec = (head_dim / 2) % kVecWidth == 0 && row_stride % kVecWidth == 0 &&
                    k_offset % kVecWidth == 0 && Aligned16(qkv);
+  // One thread per (head, vector) item where possible: a thread's items are loaded and
+  // stored in place one after the other, an L2 round trip each.
+  const int items = (num_heads + num_kv_heads) * (head_dim / 2 / (vec ? kVecWidth : 1));
+  const int threads = std::clamp((items + 31) / 32 * 32, 128, 1024);
   if (vec) {
-    LaunchWithPdl(RopeKernel<T, kVecWidth>, m, 128, 0, stream, q, row_stride, num_heads, k_offset, num_kv_heads,
-                                                    head_dim, positions, inv_freq);
+    LaunchWithPdl(RopeKernel<T, kVecWidth>, m, threads, 0, stream, q, row_stride, num_heads, k_offset,
+                  num_kv_heads, head_dim, positions, inv_freq);
   } else {
-    LaunchWithPdl(RopeKernel<T, 1>, m, 128, 0, stream, q, row_stride, num_heads, k_offset, num_kv_heads,
-                                            head_dim, positions, inv_freq);
+    LaunchWithPdl(RopeKernel<T, 1>, m, threads, 0, stream, q, row_stride, num_heads, k_offset, num_kv_heads,
+                  head_dim, positions, inv_freq);
   }
 }
 
