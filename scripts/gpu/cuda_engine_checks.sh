@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The CUDA engine's checks on the GPU machine (issue 8), run from the repository root there:
 #   bash scripts/gpu/cuda_engine_checks.sh STAGE...
-#   STAGE: tests | lut-tests | attn | kbench | sanitize | ppl | serve | bench | bench-w4 | bench70 | profile
+#   STAGE: tests | lut-tests | attn | kbench | sanitize | ncu | sass | ppl | serve | bench | bench-w4 | bench70 | profile
 # Expects, built and packed on the development machine (see scripts/gpu/README.md):
 #   .dev/pack-e2e.tar.xz  flute, engine_tests, kernel_tests, libflute_{spm,cuda}.so + libraries
 #   .dev/shared.tar.xz    the man-page model and validation tokens (a subset of ../shared)
@@ -62,6 +62,22 @@ for stage in "$@"; do
           timeout 200 compute-sanitizer --tool $tool $bin/kernel_tests --gtest_filter='*SanitizerSubset*' 2>&1 | tail -3
         done; } > $out/lut-gemm-sanitizer.log 2>&1
       cat $out/lut-gemm-sanitizer.log ;;
+    ncu)  # Nsight Compute on one call of each kernel: the strip kernel at M = 1 on a mid-size
+          # shape, and the split-K kernel at M = 16 (one report per case, full sections)
+      for c in "14336x4096 1" "4096x4096 1" "4096x28672 16"; do
+        set -- $c
+        f=$out/ncu-$1-m$2.txt
+        { header "ncu, LUT-GEMM $1 (KxN) fp16 4g128 M=$2 (auto kernel choice)"
+          timeout 150 ncu --clock-control none --kernel-name regex:LutGemm --launch-skip 3 --launch-count 1 \
+            --section SpeedOfLight --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis \
+            --section Occupancy --section SchedulerStats --section WarpStateStats --section LaunchStats \
+            --metrics smsp__inst_executed.sum,dram__bytes_read.sum,sm__warps_active.avg.pct_of_peak_sustained_active \
+            $bin/flute-bench-kernel --shapes $1 --m $2 --configs 4g128 --dtypes fp16 --kernels auto --replays 1 2>&1
+        } > $f
+        grep -E "LutGemm|Duration|DRAM Throughput|Issued Warp|Eligible Warps|Achieved Occupancy|Registers Per|inst_executed|Stall|One or More" $f | head -16
+      done ;;
+    sass)  # SASS of the strip kernel (its object file travels in the pack when present)
+      for o in $bin/*.o; do [ -f "$o" ] && cuobjdump -sass "$o" > $out/$(basename "$o" .o).sass; done; ls $out ;;
     bench70)
       timeout 560 $bin/flute bench e2e --shape 70b --weights w4 \
         --json $out/e2e-70b.json --markdown $out/e2e-70b.md 2> $out/e2e-70b.log; echo "rc=$?"; cat $out/e2e-70b.log ;;
