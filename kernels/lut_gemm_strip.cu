@@ -19,6 +19,10 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <map>
+#include <mutex>
+#include <string>
+#include <tuple>
 
 #include "kernels/lut_gemm_device.cuh"
 
@@ -359,7 +363,7 @@ bool StripKernelApplies(const LutShape& shape, int64_t m, const void* scales) {
 // is chosen per call: the one whose grid wastes the fewest block slots, among those with at
 // least 2 blocks per SM when any has, then the deepest. (Preferring 3 blocks per SM on a tie
 // chose 2 stages for 14336x4096 at M = 1: 17.5 us against 15.3 at M = 2 with 3 stages.)
-StripPlan MakeStripPlan(const LutShape& s, int64_t m, int sm_count) {
+static StripPlan ComputeStripPlan(const LutShape& s, int64_t m, int sm_count) {
   const ActivationType dtype = ActivationType::kFloat16;  // same resources for bf16
   const int strips = static_cast<int>(s.n / kStripRows);
   const int max_smem = MaxSmemOptin();
@@ -391,6 +395,28 @@ StripPlan MakeStripPlan(const LutShape& s, int64_t m, int sm_count) {
   const int shape_tpw = s.k % 2048 == 0 ? 2 : 1;
   for (int depth : {4, 3, 2}) consider(shape_tpw, depth);
   return best;
+}
+
+// Plans are cached per (device, shape, m, SM count, FLUTE_LUT_STRIP): the occupancy queries
+// cost microseconds of host time, and a decode step that is not replayed from a CUDA graph
+// launches hundreds of these GEMMs.
+StripPlan MakeStripPlan(const LutShape& s, int64_t m, int sm_count) {
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) device = -1;
+  const char* env = std::getenv("FLUTE_LUT_STRIP");
+  using Key = std::tuple<int, int64_t, int64_t, int, int, int64_t, int, std::string>;
+  const Key key{device, s.n, s.k, s.bits, s.group_size, m, sm_count, env != nullptr ? env : ""};
+  static std::mutex mu;
+  static std::map<Key, StripPlan>* cache = new std::map<Key, StripPlan>();
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    const auto it = cache->find(key);
+    if (it != cache->end()) return it->second;
+  }
+  const StripPlan plan = ComputeStripPlan(s, m, sm_count);
+  std::lock_guard<std::mutex> lock(mu);
+  cache->emplace(key, plan);
+  return plan;
 }
 
 int LaunchStripKernel(const LutGemmParams& p, const StripPlan& plan, bool pdl, CUstream_st* stream) {
