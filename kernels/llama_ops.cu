@@ -388,18 +388,22 @@ void LaunchRopeT(void* qkv, int m, int row_stride, int num_heads, int k_offset, 
 
 // ---- SwiGLU ----------------------------------------------------------------------------------
 // Grid-stride over the vectors of out[m, inter]: out = silu(gate) * up, silu(g) = g / (1 + e^-g).
+// Layout of gate_up as in llama_ops.h (interleave 0 or 16; kVec divides 16).
 template <typename T, int kVec>
-__global__ void SwiGluKernel(const T* gate_up, int inter, int64_t total_vecs, T* out) {
+__global__ void SwiGluKernel(const T* gate_up, int inter, int interleave, int64_t total_vecs, T* out) {
   PdlPrologue();  // launched with LaunchWithPdl (kernels/pdl.cuh)
   const int vecs_per_row = inter / kVec;
   for (int64_t v = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; v < total_vecs;
        v += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t row = v / vecs_per_row;
     const int col = static_cast<int>(v % vecs_per_row) * kVec;
-    const T* g_ptr = gate_up + row * 2 * inter + col;
+    // Column of the gate feature, and the distance to its up feature.
+    const int gate_col = interleave == 0 ? col : 2 * (col - col % interleave) + col % interleave;
+    const int up_delta = interleave == 0 ? inter : interleave;
+    const T* g_ptr = gate_up + row * 2 * inter + gate_col;
     float g[kVec], u[kVec], o[kVec];
     LoadAct<T, kVec>(g_ptr, g);
-    LoadAct<T, kVec>(g_ptr + inter, u);
+    LoadAct<T, kVec>(g_ptr + up_delta, u);
 #pragma unroll
     for (int i = 0; i < kVec; ++i) o[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
     StoreAct<T, kVec>(out + row * inter + col, o);
@@ -407,16 +411,18 @@ __global__ void SwiGluKernel(const T* gate_up, int inter, int64_t total_vecs, T*
 }
 
 template <typename T>
-void LaunchSwiGluT(const void* gate_up, int m, int inter, void* out, cudaStream_t stream) {
+void LaunchSwiGluT(const void* gate_up, int m, int inter, int interleave, void* out, cudaStream_t stream) {
   constexpr int kThreads = 256;
   const T* gu = static_cast<const T*>(gate_up);
   T* o = static_cast<T*>(out);
   if (inter % kVecWidth == 0 && Aligned16(gate_up) && Aligned16(out)) {
     const int64_t vecs = static_cast<int64_t>(m) * (inter / kVecWidth);
-    LaunchWithPdl(SwiGluKernel<T, kVecWidth>, GridStrideBlocks(vecs, kThreads), kThreads, 0, stream, gu, inter, vecs, o);
+    LaunchWithPdl(SwiGluKernel<T, kVecWidth>, GridStrideBlocks(vecs, kThreads), kThreads, 0, stream, gu, inter,
+                  interleave, vecs, o);
   } else {
     const int64_t vecs = static_cast<int64_t>(m) * inter;
-    LaunchWithPdl(SwiGluKernel<T, 1>, GridStrideBlocks(vecs, kThreads), kThreads, 0, stream, gu, inter, vecs, o);
+    LaunchWithPdl(SwiGluKernel<T, 1>, GridStrideBlocks(vecs, kThreads), kThreads, 0, stream, gu, inter, interleave,
+                  vecs, o);
   }
 }
 
@@ -649,18 +655,22 @@ absl::Status LaunchRope(ActivationType dtype, void* qkv, int m, int row_stride, 
 }
 
 absl::Status LaunchSwiGlu(ActivationType dtype, const void* gate_up, int m, int inter, void* out,
-                          CUstream_st* stream) {
+                          CUstream_st* stream, int interleave) {
   constexpr const char* kOp = "LaunchSwiGlu";
   FLUTE_RETURN_IF_ERROR(CheckDtype(kOp, dtype));
   FLUTE_RETURN_IF_ERROR(CheckNonNegative(kOp, "m", m));
   FLUTE_RETURN_IF_ERROR(CheckPositive(kOp, "inter", inter));
+  if (interleave != 0 && (interleave != 16 || inter % 16 != 0)) {
+    return absl::InvalidArgumentError(absl::StrCat(kOp, ": interleave must be 0, or 16 with inter a multiple of 16; got "
+                                                   "interleave=", interleave, " inter=", inter));
+  }
   if (m == 0) return absl::OkStatus();
   FLUTE_RETURN_IF_ERROR(CheckPointer(kOp, "gate_up", gate_up));
   FLUTE_RETURN_IF_ERROR(CheckPointer(kOp, "out", out));
   if (dtype == ActivationType::kFloat16) {
-    LaunchSwiGluT<__half>(gate_up, m, inter, out, stream);
+    LaunchSwiGluT<__half>(gate_up, m, inter, interleave, out, stream);
   } else {
-    LaunchSwiGluT<__nv_bfloat16>(gate_up, m, inter, out, stream);
+    LaunchSwiGluT<__nv_bfloat16>(gate_up, m, inter, interleave, out, stream);
   }
   return LaunchStatus(kOp);
 }

@@ -45,10 +45,14 @@ absl::Status LaunchRope(ActivationType dtype, void* qkv, int m, int row_stride, 
                         int k_offset, int num_kv_heads, int head_dim, const int32_t* positions,
                         const float* inv_freq, CUstream_st* stream);
 
-// gate_up[m, 2 * inter] (act; gate in the first `inter` columns, up in the next) ->
-// out[m, inter] = silu(gate) * up (act).
+// gate_up[m, 2 * inter] (act) -> out[m, inter] = silu(gate) * up (act), silu(g) = g / (1 +
+// e^-g) in fp32. interleave = 0: gate in the first `inter` columns, up in the next.
+// interleave = 16: gate and up alternate in runs of 16 columns (columns [32j, 32j + 16) are
+// gate features [16j, 16j + 16), the next 16 the matching up features: the row order of a
+// gate/up projection stored for the LUT-GEMM's SwiGLU epilogue, lut::LutGemmParams::swiglu);
+// inter must then be a multiple of 16.
 absl::Status LaunchSwiGlu(ActivationType dtype, const void* gate_up, int m, int inter, void* out,
-                          CUstream_st* stream);
+                          CUstream_st* stream, int interleave = 0);
 
 // Ŵ[n, k] = table[code] * scale (exactly as lut::DequantizeRows, then rounded to `dtype`),
 // written row-major to out[shape.n, shape.k]. `packed`, `scales` and `table` as in

@@ -26,7 +26,7 @@ absl::Status LaunchRope(ActivationType, void*, int, int, int, int, int, int, con
   return NoCuda();
 }
 
-absl::Status LaunchSwiGlu(ActivationType, const void*, int, int, void*, CUstream_st*) {
+absl::Status LaunchSwiGlu(ActivationType, const void*, int, int, void*, CUstream_st*, int) {
   return NoCuda();
 }
 

@@ -135,10 +135,18 @@ LutGemmKernel(const KernelArgs args) {
   };
 
   // Prologue. With PDL (LutGemmParams::pdl) the next kernel may be scheduled at once; the
-  // codes of the first stage, the pair table and the first scales load before the wait for
-  // the previous kernel, X after it. One cp.async group per stage.
+  // codes of the first kEarly stages (all kStages - 1 prologue stages at MT <= 16, the decode
+  // sizes; one at larger MT, where more would spill registers), the pair table and the first
+  // scales load before the wait for the previous kernel, X after it. The early stages share
+  // the oldest cp.async group; the later prologue stages have one group each, and empty groups
+  // pad the count to kStages - 1, so that the main loop's accounting (kStages - 2 groups in
+  // flight; stage s complete by iteration s) holds.
+  constexpr int kEarly = kMT <= 16 ? C::kStages - 1 : 1;
   LaunchDependents();
-  if (num_iters > 0) load_w(kt_begin, 0);
+#pragma unroll
+  for (int s = 0; s < kEarly; ++s) {
+    if (s < num_iters) load_w(kt_begin + s, s);
+  }
   BuildPairTable<T, kBits>(args.table, s_table, tid);
   for (int i = tid; i < C::kStages * (kMT - valid_rows) * (kXStride / 8); i += kThreads) {
     const int per_stage = (kMT - valid_rows) * (kXStride / 8);
@@ -151,16 +159,21 @@ LutGemmKernel(const KernelArgs args) {
   store_scales(0, scale_regs);
   if (num_chunks > 1) fetch_scales(1, scale_regs);
   GridDependencyWait();
-  if (num_iters > 0) load_x(kt_begin, 0);
+#pragma unroll
+  for (int s = 0; s < kEarly; ++s) {
+    if (s < num_iters) load_x(kt_begin + s, s);
+  }
   CpAsyncCommit();
 #pragma unroll
-  for (int s = 1; s < C::kStages - 1; ++s) {
+  for (int s = kEarly; s < C::kStages - 1; ++s) {
     if (s < num_iters) {
       load_w(kt_begin + s, s);
       load_x(kt_begin + s, s);
     }
     CpAsyncCommit();
   }
+#pragma unroll
+  for (int s = 1; s < kEarly; ++s) CpAsyncCommit();
 
   float acc[kNT][4];
 #pragma unroll
@@ -419,6 +432,16 @@ cudaError_t LaunchForType(const KernelArgs& args, int bits, const Plan& p, bool 
   }
 }
 
+// Auto: the strip kernel re-reads X for every strip (M x K x 2 bytes against the strip's
+// 16 x K x bits / 8 of codes), so from M = 8 it loses to split-K except on small matrices,
+// where split-K's partial-sum round trip costs more (H100 measurements, kernels/README.md).
+bool UsesStripKernel(const LutGemmParams& p) {
+  if (p.split_k != 0 || !StripKernelApplies(p.shape, p.m, p.scales)) return false;
+  if (p.kernel == LutKernel::kStrip) return true;
+  const bool strip_wins = p.m <= 4 || p.shape.n * p.shape.k <= int64_t{4096} * 6144;
+  return p.kernel == LutKernel::kAuto && strip_wins;
+}
+
 }  // namespace
 
 absl::Status IsSupportedByCuda(const LutShape& shape) {
@@ -443,6 +466,10 @@ size_t LutGemmWorkspaceBytesForSplits(const LutShape& shape, int64_t m, int spli
   return WorkspaceBytesFor(MakePlan(shape, m, split_k, DeviceSmCount()), shape, m);
 }
 
+bool LutGemmFusesSwiGlu(const LutGemmParams& p) {
+  return UsesStripKernel(p) && StripKernelFusesSwiGlu(p.shape);
+}
+
 absl::Status LaunchLutGemm(const LutGemmParams& p, CUstream_st* stream) {
   absl::Status supported = IsSupportedByCuda(p.shape);
   if (!supported.ok()) return supported;
@@ -455,19 +482,19 @@ absl::Status LaunchLutGemm(const LutGemmParams& p, CUstream_st* stream) {
   if (reinterpret_cast<uintptr_t>(p.x) % 16 != 0 || reinterpret_cast<uintptr_t>(p.packed) % 16 != 0) {
     return absl::InvalidArgumentError("LUT-GEMM: x and packed must be 16-byte aligned");
   }
-  const bool strip_applies = StripKernelApplies(p.shape, p.m, p.scales);
-  if (p.kernel == LutKernel::kStrip && (!strip_applies || p.split_k > 0)) {
+  if (p.kernel == LutKernel::kStrip && (!StripKernelApplies(p.shape, p.m, p.scales) || p.split_k > 0)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "LUT-GEMM: the strip kernel needs m <= 8 (got ", p.m, "), k % 1024 == 0 (got k=", p.shape.k,
         "), 16-byte aligned scales and split_k = 0 (got ", p.split_k, ")"));
   }
-  // Auto: the strip kernel re-reads X for every strip (M x K x 2 bytes against the strip's
-  // 16 x K x bits / 8 of codes), so from M = 8 it loses to split-K except on small matrices,
-  // where split-K's partial-sum round trip costs more (H100 measurements, kernels/README.md).
-  const bool strip_wins = p.m <= 4 || p.shape.n * p.shape.k <= int64_t{4096} * 6144;
-  if (p.kernel == LutKernel::kStrip ||
-      (p.kernel == LutKernel::kAuto && p.split_k == 0 && strip_applies && strip_wins)) {
-    const StripPlan strip_plan = MakeStripPlan(p.shape, p.m, DeviceSmCount());
+  if (p.swiglu && !LutGemmFusesSwiGlu(p)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "LUT-GEMM: swiglu needs the strip kernel (m <= 8, got ", p.m, "; kernel auto or strip; split_k = 0, got ",
+        p.split_k, "), n % 32 == 0 (got n=", p.shape.n, ") and k >= 2048 (got k=", p.shape.k,
+        "); see LutGemmFusesSwiGlu"));
+  }
+  if (UsesStripKernel(p)) {
+    const StripPlan strip_plan = MakeStripPlan(p.shape, p.m, DeviceSmCount(), p.swiglu);
     const int err = LaunchStripKernel(p, strip_plan, p.pdl, stream);
     if (err != 0) {
       return absl::InternalError(absl::StrCat("LUT-GEMM (strip) launch failed: ",

@@ -30,6 +30,7 @@ template <> struct Act<__half> {
   using T2 = __half2;
   static __device__ __forceinline__ __half FromFloat(float f) { return __float2half_rn(f); }
   static __device__ __forceinline__ __half FromHalf(__half h) { return h; }
+  static __device__ __forceinline__ float ToFloat(__half h) { return __half2float(h); }
 };
 template <> struct Act<__nv_bfloat16> {
   using T2 = __nv_bfloat162;
@@ -37,6 +38,7 @@ template <> struct Act<__nv_bfloat16> {
   static __device__ __forceinline__ __nv_bfloat16 FromHalf(__half h) {
     return __float2bfloat16_rn(__half2float(h));
   }
+  static __device__ __forceinline__ float ToFloat(__nv_bfloat16 h) { return __bfloat162float(h); }
 };
 
 // ---- PTX helpers -------------------------------------------------------------------------

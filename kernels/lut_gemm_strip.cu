@@ -44,6 +44,8 @@ struct StripArgs {
   int m, n, k;
   int log2_group;
   int strips;             // n / 16
+  int unit_strips;        // strips per work unit: 1, or 2 with the SwiGLU epilogue (gate, up)
+  int units;              // strips / unit_strips: work units, dealt round robin to the blocks
   int stages_per_strip;   // k / (8 * TPW * 128)
   int num_stages;         // pipeline depth, 2..4
   int stage_bytes;
@@ -73,12 +75,19 @@ StageLayout MakeStageLayout(int bits, int tpw, int m, int group_size) {
 }
 
 // Position in the block's sequence of stages: the strip, the stage within it, the ring slot.
+// A block's strips are those of work units blockIdx.x, blockIdx.x + grid, ..., each unit
+// `unit` consecutive strips.
 struct Cursor {
-  int strip, kstage, buf;
-  __device__ __forceinline__ void Advance(int stages_per_strip, int num_stages) {
+  int strip, kstage, buf, sub;
+  __device__ __forceinline__ void Advance(int stages_per_strip, int num_stages, int unit) {
     if (++kstage == stages_per_strip) {
       kstage = 0;
-      strip += gridDim.x;
+      if (++sub == unit) {
+        sub = 0;
+        strip += (gridDim.x - 1) * unit + 1;
+      } else {
+        strip += 1;
+      }
     }
     if (++buf == num_stages) buf = 0;
   }
@@ -136,7 +145,8 @@ __global__ void __launch_bounds__(kThreads, 2) LutGemmStripKernel(const StripArg
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, q = lane & 3;
   const int num_stages = a.num_stages;
-  const int total = ((a.strips - 1 - static_cast<int>(blockIdx.x)) / static_cast<int>(gridDim.x) + 1) *
+  const int unit = a.unit_strips;
+  const int total = ((a.units - 1 - static_cast<int>(blockIdx.x)) / static_cast<int>(gridDim.x) + 1) * unit *
                     a.stages_per_strip;
   const T* x = static_cast<const T*>(a.x);
   const int64_t strip_code_bytes = static_cast<int64_t>(a.stages_per_strip) * kStageCodeBytes;
@@ -190,14 +200,28 @@ __global__ void __launch_bounds__(kThreads, 2) LutGemmStripKernel(const StripArg
     }
   };
   // Sums the 8 warps' partials of a finished strip in warp order and stores 16 x m outputs.
-  auto store_strip = [&](int parity, int strip) {
-    if (tid < kStripRows * a.m) {
-      const int row = tid & (kStripRows - 1), mm = tid >> 4;
-      const float* r = s_red + parity * (kWarps * red_warp_floats) + mm * kRedPitch + row;
-      float sum = 0.0f;
+  // SwiGLU epilogue (unit = 2): an even (gate) strip's sums wait in their buffer; the odd (up)
+  // strip then stores y[m, n / 2] = silu(gate) * up, gate and up rounded to T first, exactly
+  // as the unfused GEMM followed by SwiGLU. The gate buffer is not rewritten before this
+  // store: the next strip ends at least one stage later (stages_per_strip >= 2, host-checked).
+  auto sum_warps = [&](int parity, int mm, int row) {
+    const float* r = s_red + parity * (kWarps * red_warp_floats) + mm * kRedPitch + row;
+    float sum = 0.0f;
 #pragma unroll
-      for (int w = 0; w < kWarps; ++w) sum += r[w * red_warp_floats];
-      static_cast<T*>(a.y)[static_cast<int64_t>(mm) * a.n + strip * kStripRows + row] = Act<T>::FromFloat(sum);
+    for (int w = 0; w < kWarps; ++w) sum += r[w * red_warp_floats];
+    return sum;
+  };
+  auto store_strip = [&](int parity, int strip) {
+    if (tid >= kStripRows * a.m) return;
+    const int row = tid & (kStripRows - 1), mm = tid >> 4;
+    T* y = static_cast<T*>(a.y);
+    if (unit == 1) {
+      y[static_cast<int64_t>(mm) * a.n + strip * kStripRows + row] = Act<T>::FromFloat(sum_warps(parity, mm, row));
+    } else if (strip & 1) {
+      const float gate = Act<T>::ToFloat(Act<T>::FromFloat(sum_warps(parity ^ 1, mm, row)));
+      const float up = Act<T>::ToFloat(Act<T>::FromFloat(sum_warps(parity, mm, row)));
+      y[static_cast<int64_t>(mm) * (a.n / 2) + (strip >> 1) * kStripRows + row] =
+          Act<T>::FromFloat(gate / (1.0f + expf(-gate)) * up);
     }
   };
 
@@ -206,24 +230,28 @@ __global__ void __launch_bounds__(kThreads, 2) LutGemmStripKernel(const StripArg
   // read its output (griddepcontrol.wait in that kernel).
   LaunchDependents();
 
-  // Prologue: the codes and scales of stage 0 fly while the pair table is built; X (the
-  // previous kernel's output) only after the grid dependency is resolved. One cp.async group
-  // per stage, so that stage 0's compute overlaps the loads of the next stages.
-  Cursor ld{static_cast<int>(blockIdx.x), 0, 0};
-  issue_weights(ld);
+  // Prologue: the codes and scales of all num_stages - 1 prologue stages fly while the pair
+  // table is built and while the previous kernel (launched with PDL) finishes: in a decode
+  // step that kernel is a 2-3 us RMSNorm, SwiGLU or attention, long enough to stream up to
+  // 2 x 48 KB per SM of this kernel's weights. X (the previous kernel's output) only after
+  // the grid dependency is resolved. The prologue stages share one cp.async group, followed by
+  // empty groups, so the main loop's group accounting (num_stages - 2 groups in flight) holds:
+  // its first iteration waits for the whole prologue (by then mostly arrived).
+  const Cursor start{static_cast<int>(blockIdx.x) * unit, 0, 0, 0};
+  const int prologue = min(num_stages - 1, total);
+  Cursor ld = start;
+  for (int s = 0; s < prologue; ++s) {
+    issue_weights(ld);
+    ld.Advance(a.stages_per_strip, num_stages, unit);
+  }
   BuildPairTable<T, kBits>(a.table, s_table, tid);
   GridDependencyWait();
-  issue_x(ld);
-  ld.Advance(a.stages_per_strip, num_stages);
-  CpAsyncCommit();
-  for (int s = 1; s < num_stages - 1; ++s) {
-    if (s < total) {
-      issue_weights(ld);
-      issue_x(ld);
-      ld.Advance(a.stages_per_strip, num_stages);
-    }
-    CpAsyncCommit();
+  Cursor lx = start;
+  for (int s = 0; s < prologue; ++s) {
+    issue_x(lx);
+    lx.Advance(a.stages_per_strip, num_stages, unit);
   }
+  for (int s = 0; s < num_stages - 1; ++s) CpAsyncCommit();
 
   const uint32_t my_table = LaneTable<kBits>(s_table, lane);
   // This lane's ldmatrix row (lanes 0-7: k 0-7 of the sub-tile, 8-15: k 8-15) in its warp's k range.
@@ -232,7 +260,7 @@ __global__ void __launch_bounds__(kThreads, 2) LutGemmStripKernel(const StripArg
   const bool scale_after_mma = a.log2_group >= 7;  // one group per tile: scale the fp32 sums
   float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
   int parity = 0, pending_strip = -1;
-  Cursor cc{static_cast<int>(blockIdx.x), 0, 0};
+  Cursor cc = start;
   for (int it = 0; it < total; ++it) {
     CpAsyncWaitPending(num_stages - 2);
     __syncthreads();
@@ -243,7 +271,7 @@ __global__ void __launch_bounds__(kThreads, 2) LutGemmStripKernel(const StripArg
     if (it + num_stages - 1 < total) {
       issue_weights(ld);
       issue_x(ld);
-      ld.Advance(a.stages_per_strip, num_stages);
+      ld.Advance(a.stages_per_strip, num_stages, unit);
     }
     CpAsyncCommit();
 
@@ -294,7 +322,7 @@ __global__ void __launch_bounds__(kThreads, 2) LutGemmStripKernel(const StripArg
       pending_strip = cc.strip;
       parity ^= 1;
     }
-    cc.Advance(a.stages_per_strip, num_stages);
+    cc.Advance(a.stages_per_strip, num_stages, unit);
   }
   CpAsyncWait<0>();
   __syncthreads();
@@ -358,14 +386,21 @@ bool StripKernelApplies(const LutShape& shape, int64_t m, const void* scales) {
          reinterpret_cast<uintptr_t>(scales) % 16 == 0;
 }
 
+bool StripKernelFusesSwiGlu(const LutShape& shape) {
+  // Whole (gate, up) strip pairs, and at least 2 stages per strip (the gate strip's sums wait
+  // in their reduction buffer for one strip): k >= 2048, and k >= 4096 when k % 2048 == 0.
+  const int64_t stages_per_strip = shape.k / (shape.k % 2048 == 0 ? 2048 : 1024);
+  return shape.n % (2 * kStripRows) == 0 && stages_per_strip >= 2;
+}
+
 // Tiles per warp depend on the shape only (2 when k % 2048 == 0), never on m: they fix which
 // warp sums which k-tiles, so every m <= 8 sums a row in the same order. The pipeline depth
 // is chosen per call: the one whose grid wastes the fewest block slots, among those with at
 // least 2 blocks per SM when any has, then the deepest. (Preferring 3 blocks per SM on a tie
 // chose 2 stages for 14336x4096 at M = 1: 17.5 us against 15.3 at M = 2 with 3 stages.)
-static StripPlan ComputeStripPlan(const LutShape& s, int64_t m, int sm_count) {
+static StripPlan ComputeStripPlan(const LutShape& s, int64_t m, int sm_count, bool swiglu) {
   const ActivationType dtype = ActivationType::kFloat16;  // same resources for bf16
-  const int strips = static_cast<int>(s.n / kStripRows);
+  const int strips = static_cast<int>(s.n / kStripRows) / (swiglu ? 2 : 1);  // work units
   const int max_smem = MaxSmemOptin();
   StripPlan best;
   double best_score = -1.0;
@@ -400,12 +435,12 @@ static StripPlan ComputeStripPlan(const LutShape& s, int64_t m, int sm_count) {
 // Plans are cached per (device, shape, m, SM count, FLUTE_LUT_STRIP): the occupancy queries
 // cost microseconds of host time, and a decode step that is not replayed from a CUDA graph
 // launches hundreds of these GEMMs.
-StripPlan MakeStripPlan(const LutShape& s, int64_t m, int sm_count) {
+StripPlan MakeStripPlan(const LutShape& s, int64_t m, int sm_count, bool swiglu) {
   int device = 0;
   if (cudaGetDevice(&device) != cudaSuccess) device = -1;
   const char* env = std::getenv("FLUTE_LUT_STRIP");
-  using Key = std::tuple<int, int64_t, int64_t, int, int, int64_t, int, std::string>;
-  const Key key{device, s.n, s.k, s.bits, s.group_size, m, sm_count, env != nullptr ? env : ""};
+  using Key = std::tuple<int, int64_t, int64_t, int, int, int64_t, int, bool, std::string>;
+  const Key key{device, s.n, s.k, s.bits, s.group_size, m, sm_count, swiglu, env != nullptr ? env : ""};
   static std::mutex mu;
   static std::map<Key, StripPlan>* cache = new std::map<Key, StripPlan>();
   {
@@ -413,7 +448,7 @@ StripPlan MakeStripPlan(const LutShape& s, int64_t m, int sm_count) {
     const auto it = cache->find(key);
     if (it != cache->end()) return it->second;
   }
-  const StripPlan plan = ComputeStripPlan(s, m, sm_count);
+  const StripPlan plan = ComputeStripPlan(s, m, sm_count, swiglu);
   std::lock_guard<std::mutex> lock(mu);
   cache->emplace(key, plan);
   return plan;
@@ -433,6 +468,8 @@ int LaunchStripKernel(const LutGemmParams& p, const StripPlan& plan, bool pdl, C
   a.k = static_cast<int>(s.k);
   a.log2_group = __builtin_ctz(static_cast<unsigned>(s.group_size));
   a.strips = static_cast<int>(s.n / kStripRows);
+  a.unit_strips = p.swiglu ? 2 : 1;
+  a.units = a.strips / a.unit_strips;
   a.stages_per_strip = static_cast<int>(s.k / (8 * plan.tiles_per_warp * kTileK));
   a.num_stages = plan.stages;
   a.stage_bytes = l.bytes;

@@ -103,6 +103,11 @@ class CudaBackend : public Backend, public CudaBenchHooks {
   absl::Status LaunchForward(const StepPlan& plan);  // the kernels of one pass
   absl::Status Project(const GpuProjection& p, const void* x, int m, void* y, bool y_fp32);
   absl::Status MatMul(const GpuMatrix& w, const void* x, int m, void* y, bool y_fp32);
+  // The LUT-GEMM call for w (workspace, batch-invariant split, PDL) without launching it.
+  lut::LutGemmParams LutParams(const GpuMatrix& w, const void* x, int m, void* y) const;
+  // out[m, inter] = silu(x gateᵀ) * (x upᵀ): fused into the LUT-GEMM when it can, else the
+  // projection into gate_up_ and gpu::LaunchSwiGlu in the projection's layout.
+  absl::Status GateUpSwiGlu(const GpuProjection& p, const void* x, int m, void* out);
   absl::Status LaunchLmHead(int rows);
   void PadForGraph(StepPlan& plan) const;
   absl::Status UploadInputs(const StepPlan& plan);

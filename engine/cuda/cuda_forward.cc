@@ -8,6 +8,7 @@
 #include "engine/cuda/cuda_backend_impl.h"
 #include "engine/status_macros.h"
 #include "kernels/llama_ops.h"
+#include "kernels/rope_kv_write.h"
 #include "kernels/row_ops.h"
 
 namespace flute {
@@ -140,28 +141,42 @@ absl::Status CudaBackend::MatMul(const GpuMatrix& w, const void* x, int m, void*
     const int rows = options_.batch_invariant ? std::max(m, 32) : m;
     return dense_gemm_->Run(dtype_, y_fp32, rows, w.n, w.k, x, w.dense.get(), y);
   }
-  if (!dequant_.bytes() || m < 256) {
-    lut::LutGemmParams p;
-    p.shape = w.shape;
-    p.dtype = dtype_;
-    p.m = m;
-    p.x = x;
-    p.packed = w.packed.as<uint8_t>();
-    p.scales = w.scales.as<uint16_t>();
-    p.table = w.table.as<float>();
-    p.y = y;
-    p.workspace = lut_ws_.get();
-    p.workspace_bytes = lut_ws_.bytes();
-    p.split_k = options_.batch_invariant ? w.invariant_splits : 0;
-    // The previous kernel never writes weights: let the strip kernel load its codes, scales
-    // and pair table while that kernel finishes.
-    p.pdl = true;
-    return lut::LaunchLutGemm(p, stream_);
-  }
+  if (!dequant_.bytes() || m < 256) return lut::LaunchLutGemm(LutParams(w, x, m, y), stream_);
   // Large m (prefill) in the fastest mode: dequantize once, then a tensor-core GEMM.
   RETURN_IF_ERROR(gpu::LaunchLutDequantize(w.shape, dtype_, w.packed.as<uint8_t>(), w.scales.as<uint16_t>(),
                                            w.table.as<float>(), dequant_.get(), stream_));
   return dense_gemm_->Run(dtype_, y_fp32, m, w.n, w.k, x, dequant_.get(), y);
+}
+
+lut::LutGemmParams CudaBackend::LutParams(const GpuMatrix& w, const void* x, int m, void* y) const {
+  lut::LutGemmParams p;
+  p.shape = w.shape;
+  p.dtype = dtype_;
+  p.m = m;
+  p.x = x;
+  p.packed = w.packed.as<uint8_t>();
+  p.scales = w.scales.as<uint16_t>();
+  p.table = w.table.as<float>();
+  p.y = y;
+  p.workspace = lut_ws_.get();
+  p.workspace_bytes = lut_ws_.bytes();
+  p.split_k = options_.batch_invariant ? w.invariant_splits : 0;
+  // The previous kernel never writes weights: let the LUT kernels load their codes, scales
+  // and pair table while that kernel finishes.
+  p.pdl = true;
+  return p;
+}
+
+absl::Status CudaBackend::GateUpSwiGlu(const GpuProjection& p, const void* x, int m, void* out) {
+  const GpuMatrix& w = p.parts.front();
+  if (p.interleave == 16 && w.lut) {
+    // Decode: the strip kernel's epilogue applies SwiGLU (one launch, no [m, 2 inter] buffer).
+    lut::LutGemmParams params = LutParams(w, x, m, out);
+    params.swiglu = true;
+    if (lut::LutGemmFusesSwiGlu(params)) return lut::LaunchLutGemm(params, stream_);
+  }
+  RETURN_IF_ERROR(Project(p, x, m, gate_up_.get(), false));
+  return gpu::LaunchSwiGlu(dtype_, gate_up_.get(), m, p.n() / 2, out, stream_, p.interleave);
 }
 
 absl::Status CudaBackend::Project(const GpuProjection& p, const void* x, int m, void* y, bool y_fp32) {
@@ -188,7 +203,7 @@ absl::Status CudaBackend::LaunchLmHead(int rows) {
 }
 
 absl::Status CudaBackend::LaunchForward(const StepPlan& plan) {
-  const int t = plan.rows(), h = config_.hidden_size, inter = config_.intermediate_size;
+  const int t = plan.rows(), h = config_.hidden_size;
   const int q_dim = config_.q_dim(), kv_dim = config_.kv_dim(), qkv_n = q_dim + 2 * kv_dim;
   const float eps = static_cast<float>(config_.rms_norm_eps);
   gpu::AttentionBatch attention;
@@ -215,12 +230,10 @@ absl::Status CudaBackend::LaunchForward(const StepPlan& plan) {
     MARK("add+rmsnorm");
     RETURN_IF_ERROR(Project(layer.qkv, normed_.get(), t, qkv_.get(), false));
     MARK("qkv proj");
-    RETURN_IF_ERROR(gpu::LaunchRope(dtype_, qkv_.get(), t, qkv_n, config_.num_heads, q_dim, config_.num_kv_heads,
-                                    config_.head_dim, step_.positions, inv_freq_.as<float>(), stream_));
-    MARK("rope");
-    RETURN_IF_ERROR(gpu::LaunchKvCacheWrite(kv_layers_[l], qkv_.get(), t, qkv_n, q_dim, q_dim + kv_dim,
-                                            step_.slots, stream_));
-    MARK("kv write");
+    RETURN_IF_ERROR(gpu::LaunchRopeKvWrite(qkv_.get(), t, qkv_n, config_.num_heads, q_dim, q_dim + kv_dim,
+                                           kv_layers_[l], step_.positions, step_.slots, inv_freq_.as<float>(),
+                                           stream_));
+    MARK("rope+kv write");
     RETURN_IF_ERROR(gpu::LaunchPagedAttention(kv_layers_[l], qkv_.get(), qkv_n, config_.num_heads, scale,
                                               attention, attn_.get(), attn_ws_.get(), attn_ws_.bytes(), stream_));
     MARK("attention");
@@ -229,10 +242,8 @@ absl::Status CudaBackend::LaunchForward(const StepPlan& plan) {
     RETURN_IF_ERROR(gpu::LaunchAddRmsNorm(dtype_, t, h, eps, proj_.get(), residual_.as<float>(),
                                           layer.post_attention_norm.as<float>(), normed_.get(), stream_));
     MARK("add+rmsnorm");
-    RETURN_IF_ERROR(Project(layer.gate_up, normed_.get(), t, gate_up_.get(), false));
-    MARK("gate_up proj");
-    RETURN_IF_ERROR(gpu::LaunchSwiGlu(dtype_, gate_up_.get(), t, inter, mlp_.get(), stream_));
-    MARK("swiglu");
+    RETURN_IF_ERROR(GateUpSwiGlu(layer.gate_up, normed_.get(), t, mlp_.get()));
+    MARK("gate_up+swiglu");
     RETURN_IF_ERROR(Project(layer.down, mlp_.get(), t, proj_.get(), false));
     MARK("down proj");
   }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The CUDA engine's checks on the GPU machine (issue 8), run from the repository root there:
 #   bash scripts/gpu/cuda_engine_checks.sh STAGE...
-#   STAGE: tests | lut-tests | attn | kbench | sanitize | ncu | sass | ppl | serve | bench | bench-w4 | bench70 | profile
+#   STAGE: tests | lut-tests | attn | bench-ab | kbench | sanitize | ncu | sass | ppl | serve | bench | bench-w4 | bench70 | profile
 # Expects, built and packed on the development machine (see scripts/gpu/README.md):
 #   .dev/pack-e2e.tar.xz  flute, engine_tests, kernel_tests, libflute_{spm,cuda}.so + libraries
 #   .dev/shared.tar.xz    the man-page model and validation tokens (a subset of ../shared)
@@ -47,6 +47,15 @@ for stage in "$@"; do
     bench)
       timeout 560 $bin/flute bench e2e --shape 8b --weights w4,bf16 --compare-invariant \
         --json $out/e2e-8b.json --markdown $out/e2e-8b.md 2> $out/e2e-8b.log; echo "rc=$?"; cat $out/e2e-8b.log ;;
+    bench-ab)  # A/B in one session: the CUDA plugin of the base commit (packed as
+               # lib/base/libflute_cuda.so, see scripts/gpu/README.md), then this build's
+      for v in base new; do
+        [ $v = base ] && export FLUTE_CUDA_PLUGIN=$PWD/$d/pack-e2e/lib/base/libflute_cuda.so || unset FLUTE_CUDA_PLUGIN
+        timeout 280 $bin/flute bench e2e --shape 8b --weights w4,bf16 \
+          --json $out/e2e-8b-$v.json --markdown $out/e2e-8b-$v.md 2> $out/e2e-8b-$v.log; echo "$v rc=$?"
+        grep -E "bench e2e|decode batch  1|decode batch 16" $out/e2e-8b-$v.log
+      done
+      unset FLUTE_CUDA_PLUGIN ;;
     bench-w4)  # 8B W4 and bf16 only, without the batch-invariant comparison
       timeout 400 $bin/flute bench e2e --shape 8b --weights w4,bf16 \
         --json $out/e2e-8b.json --markdown $out/e2e-8b.md 2> $out/e2e-8b.log; echo "rc=$?"; cat $out/e2e-8b.log ;;

@@ -17,6 +17,7 @@
 #include "engine/safetensors.h"
 #include "gtest/gtest.h"
 #include "tests/engine/backend_test_util.h"
+#include "tests/engine/checkpoint_builder.h"
 #include "tests/test_util.h"
 
 namespace flute {
@@ -155,6 +156,59 @@ TEST_P(CudaParity, PerplexityWithinHalfAPercentOfCpu) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Weights, CudaParity, ::testing::Values("dense", "nf4"));
+
+// A one-layer random model 3072 wide (q 24 x 128, kv 8 x 128, intermediate 1024) in NF4 G128:
+// wide enough (k = 3072) for the strip kernel, so its decode steps run the gate/up
+// projection with the fused SwiGLU epilogue on the interleaved rows (the man-page model,
+// 512 wide, never does). Decode logits must still match the CPU backend.
+std::string Wide3072Nf4() {
+  static const std::string dir = [] {
+    const std::string base = flute::testing::MakeTempDir("flute-cuda-wide");
+    flute::testing::TinyLlamaSpec spec;
+    spec.vocab_size = 256;
+    spec.hidden_size = 3072;
+    spec.intermediate_size = 1024;
+    spec.num_layers = 1;
+    spec.num_heads = 24;
+    spec.num_kv_heads = 8;
+    spec.head_dim = 128;
+    std::vector<flute::testing::FloatTensor> tensors = flute::testing::TinyLlamaTensors(spec, DType::kBF16, 20261125);
+    for (auto& t : tensors) {  // std 0.02 for projections (LLaMA-like), norms near 1
+      const bool norm = t.name.find("norm") != std::string::npos;
+      for (float& v : t.values) {
+        v = flute::testing::RoundTo(DType::kBF16, norm ? 1.0f + 0.1f * v : 0.04f * v);
+      }
+    }
+    std::filesystem::create_directories(base + "/dense");
+    flute::testing::WriteCheckpoint(base + "/dense", flute::testing::TinyLlamaConfigJson(spec), tensors);
+    QuantizeOptions q;
+    q.input_dir = base + "/dense";
+    q.output_dir = base + "/nf4";
+    q.bits = 4;
+    q.group_size = 128;
+    q.method = "nf";
+    const absl::Status status = QuantizeCheckpoint(q);
+    EXPECT_TRUE(status.ok()) << status;
+    return q.output_dir;
+  }();
+  return dir;
+}
+
+TEST(CudaBackend, FusedSwiGluDecodeMatchesTheCpuBackend) {
+  REQUIRE_SHARED_AND_GPU();
+  std::string skip;
+  auto gpu = MakeCuda(Wide3072Nf4(), CudaOptions(), &skip);
+  REQUIRE_CUDA(gpu, skip);
+  auto cpu = MakeCpu(Wide3072Nf4());
+  ASSERT_NE(cpu, nullptr);
+  std::vector<int32_t> ids;
+  for (int i = 0; i < 24; ++i) ids.push_back((i * 37 + 11) % 256);
+  const double decode = NormalizedError(RunChunked(*gpu, ids, 1), RunChunked(*cpu, ids, 1));
+  const double prefill = NormalizedError(RunChunked(*gpu, ids, 24), RunChunked(*cpu, ids, 24));
+  std::printf("[wide nf4 fp16] normalized logit error: decode (fused SwiGLU) %.2e, prefill %.2e\n", decode, prefill);
+  EXPECT_LE(decode, 1e-3);
+  EXPECT_LE(prefill, 1e-3);
+}
 
 TEST(CudaBackend, ChunkedPrefillMatchesOnePass) {
   REQUIRE_SHARED_AND_GPU();

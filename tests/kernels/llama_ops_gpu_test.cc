@@ -302,19 +302,22 @@ TEST(LlamaOpsGpuTest, RopeMatchesReferenceUpToPosition131072) {
 }
 
 // ---- SwiGLU ----
-void CheckSwiGlu(ActivationType t, int m, int inter, std::mt19937& rng) {
-  SCOPED_TRACE(::testing::Message() << Name(t) << " m=" << m << " inter=" << inter);
+// interleave 0: gate columns [0, inter), up [inter, 2 inter); 16: runs of 16 alternate.
+void CheckSwiGlu(ActivationType t, int m, int inter, int interleave, std::mt19937& rng) {
+  SCOPED_TRACE(::testing::Message() << Name(t) << " m=" << m << " inter=" << inter << " interleave=" << interleave);
   const size_t count = static_cast<size_t>(m) * inter;
   const std::vector<uint16_t> gate_up = RandomAct(t, 2 * count, 3.0f, rng);
   auto d_in = Upload(gate_up);
   DeviceBuffer d_out(count * 2);
   d_out.Poison();
-  ASSERT_TRUE(Finished(LaunchSwiGlu(t, d_in->ptr, m, inter, d_out.ptr, nullptr)));
+  ASSERT_TRUE(Finished(LaunchSwiGlu(t, d_in->ptr, m, inter, d_out.ptr, nullptr, interleave)));
   const std::vector<uint16_t> out = Download<uint16_t>(d_out, count);
   for (int i = 0; i < m; ++i) {
     for (int c = 0; c < inter; ++c) {
-      const size_t in = static_cast<size_t>(i) * 2 * inter + c;
-      const double g = FromAct(t, gate_up[in]), u = FromAct(t, gate_up[in + inter]);
+      const size_t gate_col = interleave == 0 ? c : 32 * (c / 16) + c % 16;
+      const size_t in = static_cast<size_t>(i) * 2 * inter + gate_col;
+      const size_t up = interleave == 0 ? in + inter : in + 16;
+      const double g = FromAct(t, gate_up[in]), u = FromAct(t, gate_up[up]);
       const double ref = g / (1.0 + std::exp(-g)) * u;
       ASSERT_TRUE(Near(t, out[static_cast<size_t>(i) * inter + c], ref, 0.0, i * inter + c))
           << "row " << i << " col " << c << " gate " << g << " up " << u;
@@ -327,7 +330,8 @@ TEST(LlamaOpsGpuTest, SwiGluMatchesReference) {
   FRESH_RNG(rng);
   for (ActivationType t : kDtypes) {
     for (int m : kRows) {
-      for (int inter : {512, 4096, 14336, 1004}) CheckSwiGlu(t, m, inter, rng);  // 1004: scalar path
+      for (int inter : {512, 4096, 14336, 1004}) CheckSwiGlu(t, m, inter, 0, rng);  // 1004: scalar path
+      for (int inter : {512, 14336, 1008}) CheckSwiGlu(t, m, inter, 16, rng);       // 1008: 63 runs
     }
   }
 }
@@ -559,6 +563,8 @@ TEST(LlamaOpsGpuTest, RejectsBadArgumentsWithAClearError) {
   ExpectInvalid(LaunchRope(t, h, 1, 768, 8, 256, 2, 64, ids, f, nullptr), "k_offset");
   ExpectInvalid(LaunchSwiGlu(t, h, -2, 512, h, nullptr), "-2");
   ExpectInvalid(LaunchSwiGlu(t, h, 1, 0, h, nullptr), "inter");
+  ExpectInvalid(LaunchSwiGlu(t, h, 1, 1000, h, nullptr, 16), "interleave");  // 1000 % 16 != 0
+  ExpectInvalid(LaunchSwiGlu(t, h, 1, 512, h, nullptr, 8), "interleave");
   ExpectInvalid(LaunchLutDequantize({16, 128, 5, 128}, t, b, h, f, h, nullptr), "5");
   ExpectInvalid(LaunchLutDequantize({16, 100, 4, 128}, t, b, h, f, h, nullptr), "100");
   ExpectInvalid(LaunchLutDequantize({16, 128, 4, 128}, t, b, nullptr, f, h, nullptr), "scales");

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "kernels/lut_format.h"
+#include "kernels/llama_ops.h"
 #include "kernels/lut_gemm.h"
 #include "tests/kernels/gpu_test_util.h"
 
@@ -408,6 +409,111 @@ TEST(LutGemmGpuTest, PdlLaunchWaitsForThePreviousKernel) {
     ASSERT_TRUE(Compare(ActivationType::kFloat16, y2, Reference(p2, y1f, m), &err)) << "second GEMM, rep " << rep;
   }
   cudaStreamDestroy(stream);
+}
+
+// The SwiGLU epilogue (rows of W: gate and up interleaved by 16) gives bitwise what the plain
+// strip kernel followed by gpu::LaunchSwiGlu(interleave 16) gives, and is close to silu(gate)
+// * up of the CPU reference.
+void CheckSwiGluEpilogue(const LutShape& s, ActivationType dtype, std::mt19937& rng) {
+  SCOPED_TRACE(::testing::Message() << "n=" << s.n << " k=" << s.k << " b=" << s.bits << " G=" << s.group_size
+                                    << " " << Name(dtype));
+  Problem p = MakeProblem(s, rng);
+  const int64_t inter = s.n / 2;
+  for (int64_t m : {1, 2, 5, 8}) {
+    std::vector<float> x = RandomX(dtype, m, s.k, rng);
+    std::vector<uint16_t> xb(x.size());
+    for (size_t i = 0; i < x.size(); ++i) {
+      xb[i] = dtype == ActivationType::kFloat16 ? FloatToHalf(x[i]) : FloatToBf16(x[i]);
+    }
+    DeviceBuffer d_x(xb.size() * 2), d_gate_up(m * s.n * 2), d_unfused(m * inter * 2), d_fused(m * inter * 2);
+    cudaMemcpy(d_x.ptr, xb.data(), xb.size() * 2, cudaMemcpyHostToDevice);
+    cudaMemset(d_unfused.ptr, 0xFF, m * inter * 2);
+    cudaMemset(d_fused.ptr, 0xFF, m * inter * 2);
+    LaunchChoice strip;
+    strip.kernel = LutKernel::kStrip;
+    LutGemmParams plain = MakeParams(p, dtype, m, strip);
+    plain.x = d_x.ptr;
+    plain.y = d_gate_up.ptr;
+    ASSERT_TRUE(LaunchLutGemm(plain, nullptr).ok());
+    ASSERT_TRUE(gpu::LaunchSwiGlu(dtype, d_gate_up.ptr, static_cast<int>(m), static_cast<int>(inter),
+                                  d_unfused.ptr, nullptr, 16).ok());
+    LaunchChoice how;  // kAuto picks the strip kernel up to m = 4 on every shape
+    how.kernel = m <= 4 ? LutKernel::kAuto : LutKernel::kStrip;
+    LutGemmParams fused = MakeParams(p, dtype, m, how);
+    fused.x = d_x.ptr;
+    fused.y = d_fused.ptr;
+    fused.swiglu = true;
+    ASSERT_TRUE(LutGemmFusesSwiGlu(fused)) << "m=" << m;
+    const absl::Status st = LaunchLutGemm(fused, nullptr);
+    ASSERT_TRUE(st.ok()) << st;
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    std::vector<uint16_t> unfused(m * inter), got(m * inter);
+    cudaMemcpy(unfused.data(), d_unfused.ptr, unfused.size() * 2, cudaMemcpyDeviceToHost);
+    cudaMemcpy(got.data(), d_fused.ptr, got.size() * 2, cudaMemcpyDeviceToHost);
+    for (size_t i = 0; i < got.size(); ++i) {
+      ASSERT_EQ(got[i], unfused[i]) << "m=" << m << " element " << i << " (row " << i / inter << ")";
+    }
+    const std::vector<float> y = Reference(p, x, m);
+    std::vector<float> ref(m * inter);
+    for (int64_t r = 0; r < m; ++r) {
+      for (int64_t c = 0; c < inter; ++c) {
+        const float g = y[r * s.n + 32 * (c / 16) + c % 16], u = y[r * s.n + 32 * (c / 16) + c % 16 + 16];
+        ref[r * inter + c] = g / (1.0f + std::exp(-g)) * u;
+      }
+    }
+    double err = 0;
+    EXPECT_TRUE(Compare(dtype, got, ref, &err)) << "m=" << m;
+  }
+}
+
+TEST(LutGemmGpuTest, SwiGluEpilogueEqualsGemmThenSwiGlu) {
+  REQUIRE_GPU();
+  std::mt19937 rng(std::random_device{}());
+  for (ActivationType dtype : {ActivationType::kFloat16, ActivationType::kBFloat16}) {
+    for (int bits : {2, 3, 4}) {
+      for (int g : {32, 128}) {
+        CheckSwiGluEpilogue({64, 4096, bits, g}, dtype, rng);    // one (gate, up) pair, 2 stages per strip
+        CheckSwiGluEpilogue({1056, 3072, bits, g}, dtype, rng);  // 33 pairs, 1 tile per warp
+      }
+      CheckSwiGluEpilogue({28672, 4096, bits, 128}, dtype, rng);  // LLaMA-3 8B gate/up: several rounds
+    }
+  }
+  for (const char* config : {"1,2", "2,2", "2,4"}) {
+    ScopedEnv env("FLUTE_LUT_STRIP", config);
+    CheckSwiGluEpilogue({2048, 4096, 4, 128}, ActivationType::kBFloat16, rng);
+  }
+}
+
+TEST(LutGemmGpuTest, SwiGluEpilogueRejectsCallsItCannotFuse) {
+  REQUIRE_GPU();
+  DeviceBuffer buf(1 << 22);
+  LutGemmParams params;
+  params.x = params.y = buf.ptr;
+  params.packed = static_cast<const uint8_t*>(buf.ptr);
+  params.scales = static_cast<const uint16_t*>(buf.ptr);
+  params.table = static_cast<const float*>(buf.ptr);
+  params.workspace = buf.ptr;
+  params.workspace_bytes = 1 << 22;
+  params.swiglu = true;
+  struct Case {
+    LutShape shape;
+    int64_t m;
+    LutKernel kernel;
+    const char* why;
+  };
+  for (const Case& c : {Case{{1024, 4096, 4, 128}, 9, LutKernel::kAuto, "m"},
+                        Case{{1040, 4096, 4, 128}, 1, LutKernel::kAuto, "n=1040"},
+                        Case{{1024, 1024, 4, 128}, 1, LutKernel::kAuto, "k=1024"},
+                        Case{{1024, 2048, 4, 128}, 1, LutKernel::kSplitK, "strip kernel"}}) {
+    params.shape = c.shape;
+    params.m = c.m;
+    params.kernel = c.kernel;
+    EXPECT_FALSE(LutGemmFusesSwiGlu(params)) << c.why;
+    const absl::Status st = LaunchLutGemm(params, nullptr);
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+    EXPECT_NE(st.message().find("swiglu"), std::string::npos) << st;
+    EXPECT_NE(st.message().find(c.why), std::string::npos) << st;
+  }
 }
 
 TEST(LutGemmGpuTest, RejectsBadCallsWithAClearError) {
