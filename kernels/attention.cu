@@ -11,12 +11,8 @@
 //    (16-byte loads) and serves every query head of its slice: exact softmax inside a chunk
 //    (scores in shared memory), chunks merged in order in registers. A one-chunk sequence
 //    writes `out` directly; otherwise each split writes (max, sum, unnormalized output) to
-//    the workspace and counts itself in an int counter of its (sequence, kv head x slice)
-//    (the CUDA samples' threadFenceReduction pattern); the split CTA that finishes last
-//    merges all the splits' partials in split order, writes `out` and resets the counter to
-//    0 for the next launch (no second kernel: a decode step saves a launch per layer).
-//    Nothing depends on the other sequences, on which CTA finishes last or on the max_*
-//    bounds, so a row's result is bitwise batch invariant.
+//    the workspace and CombineKernel merges the splits in order. Nothing depends on the other
+//    sequences or on the max_* bounds, so a row's result is bitwise batch invariant.
 //  - Prefill (query_len > 1): PrefillMmaKernel, FlashAttention-2 style tiles of 64 query rows
 //    (16 per warp) x 64 keys of one query head on mma.sync.m16n8k16 tensor cores, online
 //    softmax in fp32 registers, causal masking by position. PrefillKernel is a plain SIMT
@@ -124,8 +120,6 @@ struct AttnArgs {
   void* out;                  // [rows, num_heads * head_dim]
   float* ws_acc;              // decode partials [num_seqs, num_heads, ws_splits, head_dim]
   float* ws_ml;               // decode (max, sum) [num_seqs, num_heads, ws_splits, 2]
-  int* ws_count;              // decode split counters [num_seqs, num_heads] (x < kv heads x
-                              // slices used), zero between launches (see WorkspaceLayout)
   const int32_t* query_start;
   const int32_t* context_len;
   const int32_t* block_tables;
@@ -146,7 +140,6 @@ struct DecodeSmem {
   __align__(16) float red[kKeysPerPass][kG][kD];  // per-key-slot partial outputs
   float l[kG];
   float m[kG];
-  float2 ml[kG][kMaxSplits];  // combine (last split CTA): (max, sum) of each (head, split)
 };
 
 // What one CTA knows about its (sequence, kv head, head slice).
@@ -323,80 +316,8 @@ __device__ __forceinline__ void DecodeChunk(const AttnArgs& a, const DecodeTask&
   }
 }
 
-// The last split CTA of a multi-chunk sequence: merges the partials of all `num_splits`
-// splits (its own included, read back from the workspace through L2) in split order for its
-// [ng, D] outputs, output o = threadIdx.x + 128 i of the slice for (thread, i). Per output this
-// is exactly the arithmetic of the former separate combine kernel: the max over the splits'
-// maxima, then one fmaf chain for the sum and one for the output, both in split order. For
-// latency (one CTA does it all): the (max, sum) pairs of every (head, split) come in with one
-// 8-byte load per thread into shared memory, and each thread has up to 32 output loads in
-// flight per batch of splits.
-template <typename T, int kD, int kG>
-__device__ __forceinline__ void CombineSplits(const AttnArgs& a, const DecodeTask& task, int num_splits,
-                                              DecodeSmem<kD, kG>& sm) {
-  constexpr int kOut = DecodeRun<kD, kG>::kOut;
-  constexpr int kBatch = kOut >= 8 ? 4 : kOut >= 4 ? 8 : 16;  // splits whose outputs load together
-  static_assert(kG * kMaxSplits <= kDecodeThreads, "one (max, sum) pair per thread");
-  const int64_t cell0 = static_cast<int64_t>(task.seq) * a.num_heads + task.h0;  // (sequence, first head)
-  {
-    const int g = threadIdx.x / kMaxSplits, c = threadIdx.x % kMaxSplits;
-    if (g < task.ng && c < num_splits) {
-      sm.ml[g][c] = __ldcg(reinterpret_cast<const float2*>(a.ws_ml) + (cell0 + g) * a.ws_splits + c);
-    }
-  }
-  __syncthreads();
-  float m[kOut], l[kOut], acc[kOut];
-#pragma unroll
-  for (int i = 0; i < kOut; ++i) {
-    const int o = threadIdx.x + i * kDecodeThreads;
-    m[i] = -INFINITY;
-    l[i] = 0.f;
-    acc[i] = 0.f;
-    if (o < task.ng * kD) {
-      for (int c = 0; c < num_splits; ++c) m[i] = fmaxf(m[i], sm.ml[o / kD][c].x);
-    }
-  }
-  for (int c0 = 0; c0 < num_splits; c0 += kBatch) {
-    float v[kOut][kBatch];
-#pragma unroll
-    for (int i = 0; i < kOut; ++i) {
-      const int o = threadIdx.x + i * kDecodeThreads;
-#pragma unroll
-      for (int b = 0; b < kBatch; ++b) {
-        const int c = c0 + b;
-        v[i][b] = o < task.ng * kD && c < num_splits
-                      ? __ldcg(a.ws_acc + ((cell0 + o / kD) * a.ws_splits + c) * kD + o % kD)
-                      : 0.f;
-      }
-    }
-#pragma unroll
-    for (int b = 0; b < kBatch; ++b) {
-      const int c = c0 + b;
-      if (c < num_splits) {
-#pragma unroll
-        for (int i = 0; i < kOut; ++i) {
-          const int o = threadIdx.x + i * kDecodeThreads;
-          if (o < task.ng * kD) {
-            const float2 ml = sm.ml[o / kD][c];
-            const float w = exp2f(ml.x - m[i]);
-            l[i] = fmaf(ml.y, w, l[i]);
-            acc[i] = fmaf(v[i][b], w, acc[i]);
-          }
-        }
-      }
-    }
-  }
-  T* out = static_cast<T*>(a.out) + static_cast<int64_t>(task.q_row) * a.num_heads * kD;
-#pragma unroll
-  for (int i = 0; i < kOut; ++i) {
-    const int o = threadIdx.x + i * kDecodeThreads;
-    if (o < task.ng * kD) out[task.h0 * kD + o] = Act<T>::FromFloat(acc[i] / l[i]);
-  }
-}
-
 // Grid (kv heads x head slices, splits, sequences). A sequence of one chunk is written to
-// `out` directly; otherwise each split writes its merged partials to the workspace and the
-// last split CTA to finish combines them (CombineSplits).
+// `out` directly; otherwise each split writes its merged partials to the workspace.
 template <typename T, int kD, int kG>
 __global__ void __launch_bounds__(kDecodeThreads) DecodeChunkKernel(AttnArgs a) {
   PdlPrologue();  // launched with LaunchWithPdl (kernels/pdl.cuh)
@@ -431,43 +352,48 @@ __global__ void __launch_bounds__(kDecodeThreads) DecodeChunkKernel(AttnArgs a) 
   }
 
   const int num_heads = a.num_heads;
-  if (task.num_chunks == 1) {  // one chunk, one split: the result (no workspace, no counter)
-    T* out = static_cast<T*>(a.out) + static_cast<int64_t>(task.q_row) * num_heads * kD;
-#pragma unroll
-    for (int i = 0; i < DecodeRun<kD, kG>::kOut; ++i) {
-      const int o = threadIdx.x + i * kDecodeThreads;
-      if (o < task.ng * kD) out[task.h0 * kD + o] = Act<T>::FromFloat(run.acc[i] / run.l[i]);
-    }
-    return;
-  }
 #pragma unroll
   for (int i = 0; i < DecodeRun<kD, kG>::kOut; ++i) {
     const int o = threadIdx.x + i * kDecodeThreads;
     if (o >= task.ng * kD) continue;
     const int h = task.h0 + o / kD, d = o % kD;
-    const int64_t cell = (static_cast<int64_t>(task.seq) * num_heads + h) * a.ws_splits + split;
-    a.ws_acc[cell * kD + d] = run.acc[i];
-    if (d == 0) {
-      a.ws_ml[cell * 2] = run.m[i];
-      a.ws_ml[cell * 2 + 1] = run.l[i];
+    if (task.num_chunks == 1) {
+      T* out = static_cast<T*>(a.out) + static_cast<int64_t>(task.q_row) * num_heads * kD;
+      out[h * kD + d] = Act<T>::FromFloat(run.acc[i] / run.l[i]);
+    } else {
+      const int64_t cell = (static_cast<int64_t>(task.seq) * num_heads + h) * a.ws_splits + split;
+      a.ws_acc[cell * kD + d] = run.acc[i];
+      if (d == 0) {
+        a.ws_ml[cell * 2] = run.m[i];
+        a.ws_ml[cell * 2 + 1] = run.l[i];
+      }
     }
   }
+}
 
-  // Count this split in; the CTA that arrives last (whichever it is) combines. Writer side:
-  // every thread's partials are made visible device-wide before the block's arrival is counted.
-  __shared__ bool s_last;
-  __threadfence();
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    int* count = a.ws_count + static_cast<int64_t>(task.seq) * num_heads + blockIdx.x;
-    const bool last = atomicAdd(count, 1) == plan.num_splits - 1;
-    if (last) atomicExch(count, 0);  // every split has arrived: zero for the next launch
-    s_last = last;
+// Decode sequences of more than one chunk: merge the splits' partials in split order.
+// Grid (num_heads, num_seqs), head_dim threads (one output element each).
+template <typename T>
+__global__ void CombineKernel(AttnArgs a, int head_dim) {
+  PdlPrologue();  // launched with LaunchWithPdl (kernels/pdl.cuh)
+  const int seq = blockIdx.y, h = blockIdx.x, d = threadIdx.x;
+  const int q_row = a.query_start[seq];
+  if (a.query_start[seq + 1] - q_row != 1) return;
+  const int num_chunks = (a.context_len[seq] + kChunk - 1) / kChunk;
+  if (num_chunks <= 1) return;  // written by DecodeChunkKernel
+  const int num_splits = PlanSplits(num_chunks).num_splits;
+  const int64_t cell0 = (static_cast<int64_t>(seq) * a.num_heads + h) * a.ws_splits;
+  const float* ml = a.ws_ml + cell0 * 2;
+  float m = -INFINITY;
+  for (int c = 0; c < num_splits; ++c) m = fmaxf(m, ml[2 * c]);
+  float l = 0.f, acc = 0.f;
+  for (int c = 0; c < num_splits; ++c) {
+    const float w = exp2f(ml[2 * c] - m);
+    l = fmaf(ml[2 * c + 1], w, l);
+    acc = fmaf(a.ws_acc[(cell0 + c) * head_dim + d], w, acc);
   }
-  __syncthreads();
-  if (!s_last) return;
-  __threadfence();  // reader side: the other splits' partials, read from L2 (__ldcg)
-  CombineSplits<T, kD, kG>(a, task, plan.num_splits, sm);
+  T* out = static_cast<T*>(a.out) + static_cast<int64_t>(q_row) * a.num_heads * head_dim;
+  out[h * head_dim + d] = Act<T>::FromFloat(acc / l);
 }
 
 // ---- Prefill: FlashAttention-style SIMT tiles ------------------------------------------------
@@ -873,35 +799,6 @@ int WorkspaceSplits(int max_context_len) {
   return chunks < kMaxSplits ? chunks : kMaxSplits;
 }
 
-// Workspace layout, a function of its size alone (never of a call's num_seqs or
-// max_context_len, which change from step to step on the same workspace): the last
-// ceil(usable / kCounterShare) bytes, rounded up to 16, of the 16-byte-rounded size hold the
-// int32 split counters; the bytes before them the float partials. The counters must stay
-// zero between launches, and a call's partials can never reach another call's counters: the
-// boundary does not move. Counter of (sequence s, kv head x slice x) is int s * num_heads + x.
-constexpr size_t kCounterShare = 128;
-struct WorkspaceLayout {
-  size_t partial_bytes;   // [0, partial_bytes): partials
-  size_t counter_offset;  // [counter_offset, + counter_bytes): counters (16-byte aligned)
-  size_t counter_bytes;
-};
-WorkspaceLayout LayoutOf(size_t workspace_bytes) {
-  const size_t usable = workspace_bytes / 16 * 16;
-  const size_t counter_bytes = ((usable + kCounterShare - 1) / kCounterShare + 15) / 16 * 16;  // <= usable
-  return {usable - counter_bytes, usable - counter_bytes, counter_bytes};
-}
-
-// Bytes of the partials and of the counters of a call (or sizing) with `seqs` sequences.
-size_t PartialBytes(int seqs, int num_heads, int head_dim, int splits) {
-  return static_cast<size_t>(seqs) * num_heads * splits * (head_dim + 2) * sizeof(float);
-}
-size_t CounterBytes(int seqs, int num_heads) {
-  return static_cast<size_t>(seqs) * num_heads * sizeof(int32_t);
-}
-bool Fits(const WorkspaceLayout& layout, size_t partials, size_t counters) {
-  return partials <= layout.partial_bytes && counters <= layout.counter_bytes;
-}
-
 absl::Status CheckCache(const PagedKvLayer& c, const char* who) {
   if (c.head_dim != 64 && c.head_dim != 128) {
     return absl::InvalidArgumentError(
@@ -965,7 +862,10 @@ cudaError_t LaunchAll(const AttnArgs& a, int num_seqs, int max_query_len, cudaSt
     const cudaError_t err = cudaGetLastError();
     if (err != cudaSuccess) return err;
   }
-  return LaunchDecodeForGroup<T, kD>(a, num_seqs, stream);
+  cudaError_t err = LaunchDecodeForGroup<T, kD>(a, num_seqs, stream);
+  if (err != cudaSuccess || a.ws_splits <= 1) return err;
+  LaunchWithPdl(CombineKernel<T>, dim3(a.num_heads, num_seqs), kD, 0, stream, a, kD);
+  return cudaGetLastError();
 }
 
 template <typename T>
@@ -1018,28 +918,7 @@ absl::Status LaunchKvCacheWrite(const PagedKvLayer& cache, const void* qkv, int 
 size_t PagedAttentionWorkspaceBytes(int max_rows, int num_heads, int head_dim, int max_context_len) {
   const int splits = WorkspaceSplits(max_context_len);
   if (splits <= 1 || max_rows <= 0 || num_heads <= 0 || head_dim <= 0) return 0;
-  const size_t partials = PartialBytes(max_rows, num_heads, head_dim, splits);
-  const size_t counters = CounterBytes(max_rows, num_heads);
-  // The smallest multiple of 16 whose layout holds both, from a bound that (nearly) does:
-  // counters <= bytes / kCounterShare and partials <= bytes - bytes / kCounterShare - 16.
-  size_t bytes = std::max((partials + 32) * kCounterShare / (kCounterShare - 1), counters * kCounterShare);
-  bytes = (bytes + 15) / 16 * 16;
-  while (bytes > 16 && Fits(LayoutOf(bytes - 16), partials, counters)) bytes -= 16;
-  while (!Fits(LayoutOf(bytes), partials, counters)) bytes += 16;
-  return bytes;
-}
-
-absl::Status PagedAttentionWorkspaceInit(void* workspace, size_t workspace_bytes, CUstream_st* stream) {
-  if (workspace_bytes == 0) return absl::OkStatus();  // nothing to initialize
-  if (workspace == nullptr || reinterpret_cast<uintptr_t>(workspace) % 16 != 0 || workspace_bytes < 16) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "paged attention workspace init: need a 16-byte aligned workspace of >= 16 bytes, got ",
-        workspace_bytes, " bytes at ", absl::Hex(reinterpret_cast<uintptr_t>(workspace))));
-  }
-  const WorkspaceLayout layout = LayoutOf(workspace_bytes);
-  return CudaStatus(cudaMemsetAsync(static_cast<char*>(workspace) + layout.counter_offset, 0,
-                                    layout.counter_bytes, stream),
-                    "paged attention workspace init");
+  return static_cast<size_t>(max_rows) * num_heads * splits * (head_dim + 2) * sizeof(float);
 }
 
 absl::Status LaunchPagedAttention(const PagedKvLayer& cache, const void* q, int row_stride,
@@ -1087,14 +966,11 @@ absl::Status LaunchPagedAttention(const PagedKvLayer& cache, const void* q, int 
   if (reinterpret_cast<uintptr_t>(q) % 16 != 0 || reinterpret_cast<uintptr_t>(out) % 4 != 0) {
     return absl::InvalidArgumentError("paged attention: q must be 16-byte and out 4-byte aligned");
   }
-  // Decode partials and counters are indexed by sequence (each sequence has >= 1 query row,
-  // so num_seqs <= max_rows of PagedAttentionWorkspaceBytes).
-  const int ws_splits = WorkspaceSplits(batch.max_context_len);
+  // Decode partials are indexed by sequence (each sequence has >= 1 query row, so
+  // num_seqs <= max_rows of PagedAttentionWorkspaceBytes).
   const size_t need = PagedAttentionWorkspaceBytes(batch.num_seqs, num_heads, d, batch.max_context_len);
-  const WorkspaceLayout layout = LayoutOf(workspace_bytes);
-  if (need > 0 && (workspace == nullptr || reinterpret_cast<uintptr_t>(workspace) % 16 != 0 ||
-                   !Fits(layout, PartialBytes(batch.num_seqs, num_heads, d, ws_splits),
-                         CounterBytes(batch.num_seqs, num_heads)))) {
+  if (need > 0 && (workspace == nullptr || workspace_bytes < need ||
+                   reinterpret_cast<uintptr_t>(workspace) % 16 != 0)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "paged attention: a 16-byte aligned workspace of ", need,
         " bytes is needed (PagedAttentionWorkspaceBytes), got ", workspace_bytes));
@@ -1104,11 +980,9 @@ absl::Status LaunchPagedAttention(const PagedKvLayer& cache, const void* q, int 
   a.v_cache = cache.v;
   a.q = q;
   a.out = out;
-  a.ws_splits = ws_splits;
+  a.ws_splits = WorkspaceSplits(batch.max_context_len);
   a.ws_acc = need > 0 ? static_cast<float*>(workspace) : nullptr;
   a.ws_ml = need > 0 ? a.ws_acc + static_cast<size_t>(batch.num_seqs) * num_heads * a.ws_splits * d : nullptr;
-  a.ws_count = need > 0 ? reinterpret_cast<int*>(static_cast<char*>(workspace) + layout.counter_offset)
-                        : nullptr;
   a.query_start = batch.query_start;
   a.context_len = batch.context_len;
   a.block_tables = batch.block_tables;

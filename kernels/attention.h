@@ -59,32 +59,14 @@ struct AttentionBatch {
 // sequences of the batch, and whatever the max_* bounds: long contexts are split into
 // fixed-size chunks of positions (never a count derived from the batch) and the chunks are
 // combined in order.
-//
-// workspace: 16-byte aligned, at least PagedAttentionWorkspaceBytes(num_seqs, num_heads,
-// head_dim, max_context_len) bytes (may be null when that is 0). Besides scratch it holds
-// counters that must be zero when a launch starts: initialize it ONCE with
-// PagedAttentionWorkspaceInit after allocating it; every launch (and every replay of a CUDA
-// graph that contains one) leaves them zero again. Pass the same workspace_bytes with the
-// same workspace on every call (its layout is a function of the size). Launches that share a
-// workspace must be ordered (one stream, or events), as they share the scratch too.
 absl::Status LaunchPagedAttention(const PagedKvLayer& cache, const void* q, int row_stride,
                                   int num_heads, float scale, const AttentionBatch& batch,
                                   void* out, void* workspace, size_t workspace_bytes,
                                   CUstream_st* stream);
 
 // Workspace LaunchPagedAttention needs for at most `max_rows` query rows (total over the
-// batch) and contexts up to `max_context_len`; 0 when no call of those bounds needs one
-// (contexts of at most one 64-position chunk). One workspace of this size serves every call
-// with num_seqs <= max_rows and bounds <= max_context_len, in any order.
+// batch) and contexts up to `max_context_len`.
 size_t PagedAttentionWorkspaceBytes(int max_rows, int num_heads, int head_dim,
                                     int max_context_len);
-
-// Zeroes the workspace's counters (decode: which split of a sequence finishes last), an
-// asynchronous memset on `stream`; call once after allocating the workspace, before its
-// first LaunchPagedAttention (and again only if a launch was aborted, e.g. by a device
-// error). The counters are the last ~1/128 of the workspace, a function of workspace_bytes
-// only: the rest (scratch) is left as it is. workspace_bytes == 0 is a no-op; otherwise the
-// workspace must be non-null, 16-byte aligned and >= 16 bytes (else InvalidArgument).
-absl::Status PagedAttentionWorkspaceInit(void* workspace, size_t workspace_bytes, CUstream_st* stream);
 
 }  // namespace flute::gpu

@@ -16,9 +16,5 @@ absl::Status LaunchPagedAttention(const PagedKvLayer&, const void*, int, int, fl
 
 size_t PagedAttentionWorkspaceBytes(int, int, int, int) { return 0; }
 
-absl::Status PagedAttentionWorkspaceInit(void*, size_t, CUstream_st*) {
-  return absl::UnimplementedError("this build of flute has no CUDA kernels (nvcc was not found)");
-}
-
 }  // namespace flute::gpu
 #endif  // FLUTE_HAVE_CUDA

@@ -388,7 +388,7 @@ void LaunchRopeT(void* qkv, int m, int row_stride, int num_heads, int k_offset, 
 
 // ---- SwiGLU ----------------------------------------------------------------------------------
 // Grid-stride over the vectors of out[m, inter]: out = silu(gate) * up, silu(g) = g / (1 + e^-g).
-// Layout of gate_up as in llama_ops.h (interleave 0 or 16; kVec divides 16).
+// Layout of gate_up as in llama_ops.h (interleave 0 or 8; kVec divides 8).
 template <typename T, int kVec>
 __global__ void SwiGluKernel(const T* gate_up, int inter, int interleave, int64_t total_vecs, T* out) {
   PdlPrologue();  // launched with LaunchWithPdl (kernels/pdl.cuh)
@@ -660,8 +660,8 @@ absl::Status LaunchSwiGlu(ActivationType dtype, const void* gate_up, int m, int 
   FLUTE_RETURN_IF_ERROR(CheckDtype(kOp, dtype));
   FLUTE_RETURN_IF_ERROR(CheckNonNegative(kOp, "m", m));
   FLUTE_RETURN_IF_ERROR(CheckPositive(kOp, "inter", inter));
-  if (interleave != 0 && (interleave != 16 || inter % 16 != 0)) {
-    return absl::InvalidArgumentError(absl::StrCat(kOp, ": interleave must be 0, or 16 with inter a multiple of 16; got "
+  if (interleave != 0 && (interleave != 8 || inter % 8 != 0)) {
+    return absl::InvalidArgumentError(absl::StrCat(kOp, ": interleave must be 0, or 8 with inter a multiple of 8; got "
                                                    "interleave=", interleave, " inter=", inter));
   }
   if (m == 0) return absl::OkStatus();

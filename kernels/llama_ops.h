@@ -47,10 +47,10 @@ absl::Status LaunchRope(ActivationType dtype, void* qkv, int m, int row_stride, 
 
 // gate_up[m, 2 * inter] (act) -> out[m, inter] = silu(gate) * up (act), silu(g) = g / (1 +
 // e^-g) in fp32. interleave = 0: gate in the first `inter` columns, up in the next.
-// interleave = 16: gate and up alternate in runs of 16 columns (columns [32j, 32j + 16) are
-// gate features [16j, 16j + 16), the next 16 the matching up features: the row order of a
+// interleave = 8: gate and up alternate in runs of 8 columns (columns [16j, 16j + 8) are
+// gate features [8j, 8j + 8), the next 8 the matching up features: the row order of a
 // gate/up projection stored for the LUT-GEMM's SwiGLU epilogue, lut::LutGemmParams::swiglu);
-// inter must then be a multiple of 16.
+// inter must then be a multiple of 8.
 absl::Status LaunchSwiGlu(ActivationType dtype, const void* gate_up, int m, int inter, void* out,
                           CUstream_st* stream, int interleave = 0);
 

@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -224,6 +225,76 @@ const PairSource* PairSources(int bits) {  // [16 rows][64 pairs]
     return t;
   }();
   return tables[bits].data();
+}
+
+namespace {
+
+// The b-bit pair index at `src` of a packed tile, and its inverse.
+unsigned GetPair(int bits, const uint8_t* tile, const PairSource& src) {
+  if (bits == 4) return tile[src.lo_byte];
+  const unsigned lo = (tile[src.lo_byte] >> src.lo_shift) & 15;
+  if (bits == 2) return lo;
+  return lo | ((tile[src.hi_byte] >> src.hi_shift) & 3) << 4;
+}
+
+void SetPair(int bits, uint8_t* tile, const PairSource& dst, unsigned v) {
+  if (bits == 4) {
+    tile[dst.lo_byte] = static_cast<uint8_t>(v);
+    return;
+  }
+  tile[dst.lo_byte] = static_cast<uint8_t>((tile[dst.lo_byte] & ~(15u << dst.lo_shift)) | (v & 15) << dst.lo_shift);
+  if (bits == 3) {
+    tile[dst.hi_byte] =
+        static_cast<uint8_t>((tile[dst.hi_byte] & ~(3u << dst.hi_shift)) | ((v >> 4) & 3) << dst.hi_shift);
+  }
+}
+
+// Strips [strip_begin, strip_end) of InterleaveRowHalves' output.
+void InterleaveStrips(const LutShape& half, const uint8_t* gate, const uint8_t* up, int64_t strip_begin,
+                      int64_t strip_end, uint8_t* out) {
+  const LutShape whole{2 * half.n, half.k, half.bits, half.group_size};
+  const PairSource* sources = PairSources(half.bits);
+  constexpr int kPairsPerRow = kTileCols / 2;
+  for (int64_t strip = strip_begin; strip < strip_end; ++strip) {
+    for (int64_t kt = 0; kt < whole.k / kTileCols; ++kt) {
+      uint8_t* dst = const_cast<uint8_t*>(TilePtr(whole, out, strip, kt));
+      for (int row = 0; row < kTileRows; ++row) {
+        // Destination rows 0-7: gate, 8-15: up; both rows (row & 7) + 8 (strip & 1) of the
+        // source strip strip / 2.
+        const uint8_t* src = TilePtr(half, row < 8 ? gate : up, strip / 2, kt);
+        const int src_row = (row & 7) + 8 * static_cast<int>(strip & 1);
+        for (int i = 0; i < kPairsPerRow; ++i) {
+          SetPair(half.bits, dst, sources[row * kPairsPerRow + i],
+                  GetPair(half.bits, src, sources[src_row * kPairsPerRow + i]));
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void InterleaveRowHalves(const LutShape& half, const uint8_t* gate, const uint8_t* up, uint8_t* out) {
+  const LutShape whole{2 * half.n, half.k, half.bits, half.group_size};
+  const int64_t strips = whole.n / kTileRows;
+  // A 70B gate/up matrix is 235M pairs: the strips are shared among threads.
+  const int num_threads = static_cast<int>(
+      std::max<int64_t>(1, std::min<int64_t>({16, std::thread::hardware_concurrency(), strips / 64})));
+  std::vector<std::thread> threads;
+  for (int t = 0; t < num_threads; ++t) {
+    threads.emplace_back([&, t] {
+      InterleaveStrips(half, gate, up, strips * t / num_threads, strips * (t + 1) / num_threads, out);
+    });
+  }
+  for (std::thread& th : threads) th.join();
+}
+
+void InterleaveRowBlocks(const void* a, const void* b, int64_t rows, size_t row_bytes, void* out) {
+  const size_t block = 8 * row_bytes;
+  for (int64_t j = 0; j < rows / 8; ++j) {
+    std::memcpy(static_cast<char*>(out) + 2 * j * block, static_cast<const char*>(a) + j * block, block);
+    std::memcpy(static_cast<char*>(out) + (2 * j + 1) * block, static_cast<const char*>(b) + j * block, block);
+  }
 }
 
 // Dequantizes one tile into out (row stride ld), row by row in increasing column:

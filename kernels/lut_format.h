@@ -38,6 +38,17 @@ void PackCodes(const LutShape& shape, const uint8_t* codes, uint8_t* packed);
 // The exact inverse of PackCodes.
 void UnpackCodes(const LutShape& shape, const uint8_t* packed, uint8_t* codes);
 
+// Gate and up matrices of the same `half` shape -> one packed matrix of n = 2 * half.n rows
+// whose strip s holds gate rows [8s, 8s + 8) as its rows 0-7 and the same up rows as its
+// rows 8-15: the row order of the LUT-GEMM's SwiGLU epilogue (LutGemmParams::swiglu). Moves
+// the packed pair fields, no unpacking; `out` has PackedCodeBytes({2 * half.n, ...}) bytes.
+// The scales (and any per-row data) follow with InterleaveRowBlocks(rows of 8).
+void InterleaveRowHalves(const LutShape& half, const uint8_t* gate, const uint8_t* up, uint8_t* out);
+
+// Row-major [rows, row_bytes] a and b -> out[2 * rows, row_bytes] with rows [16j, 16j + 8)
+// = a's rows [8j, 8j + 8) and rows [16j + 8, 16j + 16) = b's rows [8j, 8j + 8). rows % 8 == 0.
+void InterleaveRowBlocks(const void* a, const void* b, int64_t rows, size_t row_bytes, void* out);
+
 // Writes rows [row_begin, row_end) of Ŵ in fp32 to out[(row_end - row_begin) * k]:
 // table[code] * scale, computed exactly in fp32 (scale converted from fp16).
 void DequantizeRows(const LutShape& shape, const uint8_t* packed, const uint16_t* scales_f16,

@@ -467,7 +467,7 @@ size_t LutGemmWorkspaceBytesForSplits(const LutShape& shape, int64_t m, int spli
 }
 
 bool LutGemmFusesSwiGlu(const LutGemmParams& p) {
-  return UsesStripKernel(p) && StripKernelFusesSwiGlu(p.shape);
+  return UsesStripKernel(p);
 }
 
 absl::Status LaunchLutGemm(const LutGemmParams& p, CUstream_st* stream) {
@@ -489,12 +489,12 @@ absl::Status LaunchLutGemm(const LutGemmParams& p, CUstream_st* stream) {
   }
   if (p.swiglu && !LutGemmFusesSwiGlu(p)) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "LUT-GEMM: swiglu needs the strip kernel (m <= 8, got ", p.m, "; kernel auto or strip; split_k = 0, got ",
-        p.split_k, "), n % 32 == 0 (got n=", p.shape.n, ") and k >= 2048 (got k=", p.shape.k,
-        "); see LutGemmFusesSwiGlu"));
+        "LUT-GEMM: swiglu needs the strip kernel: m <= 8 (got ", p.m, "; with kernel auto, m <= 4 on matrices "
+        "larger than 4096 x 6144), k % 1024 == 0 (got k=", p.shape.k, "), kernel auto or strip and split_k = 0 (got ",
+        p.split_k, "); see LutGemmFusesSwiGlu"));
   }
   if (UsesStripKernel(p)) {
-    const StripPlan strip_plan = MakeStripPlan(p.shape, p.m, DeviceSmCount(), p.swiglu);
+    const StripPlan strip_plan = MakeStripPlan(p.shape, p.m, DeviceSmCount());
     const int err = LaunchStripKernel(p, strip_plan, p.pdl, stream);
     if (err != 0) {
       return absl::InternalError(absl::StrCat("LUT-GEMM (strip) launch failed: ",

@@ -44,16 +44,15 @@ struct LutGemmParams {
   // waits at its top). Only for callers whose previous kernel does not write the weights.
   bool pdl = false;
   // SwiGLU epilogue (the decode path of a fused gate/up projection). The rows of W are gate
-  // and up features interleaved by 16: rows [32j, 32j + 16) are gate features [16j, 16j + 16)
-  // and rows [32j + 16, 32j + 32) the matching up features. y is then [m, n / 2] =
-  // silu(gate) * up, gate and up rounded to dtype first: bitwise what the plain GEMM into
-  // [m, n] followed by gpu::LaunchSwiGlu with interleave 16 gives. Only some calls fuse
-  // (LutGemmFusesSwiGlu); the others are InvalidArgument.
+  // and up features interleaved by 8 (lut::InterleaveRowHalves): rows [16j, 16j + 8) are gate
+  // features [8j, 8j + 8) and rows [16j + 8, 16j + 16) the matching up features. y is then
+  // [m, n / 2] = silu(gate) * up, gate and up rounded to dtype first: bitwise what the plain
+  // GEMM into [m, n] followed by gpu::LaunchSwiGlu with interleave 8 gives. Only calls the
+  // strip kernel takes fuse (LutGemmFusesSwiGlu); the others are InvalidArgument.
   bool swiglu = false;
 };
 
-// Whether LaunchLutGemm runs `params` with params.swiglu set: the strip kernel takes the call
-// (kAuto or kStrip) and the shape has whole (gate, up) strip pairs and k >= 2048.
+// Whether LaunchLutGemm runs `params` with params.swiglu set: the strip kernel takes the call.
 bool LutGemmFusesSwiGlu(const LutGemmParams& params);
 
 // OK when the CUDA kernel handles `shape` (today: every shape CheckShape accepts), else

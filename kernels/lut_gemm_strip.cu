@@ -44,8 +44,7 @@ struct StripArgs {
   int m, n, k;
   int log2_group;
   int strips;             // n / 16
-  int unit_strips;        // strips per work unit: 1, or 2 with the SwiGLU epilogue (gate, up)
-  int units;              // strips / unit_strips: work units, dealt round robin to the blocks
+  bool swiglu;            // SwiGLU epilogue: rows 0-7 of a strip gate, 8-15 up; y [m, n / 2]
   int stages_per_strip;   // k / (8 * TPW * 128)
   int num_stages;         // pipeline depth, 2..4
   int stage_bytes;
@@ -75,19 +74,12 @@ StageLayout MakeStageLayout(int bits, int tpw, int m, int group_size) {
 }
 
 // Position in the block's sequence of stages: the strip, the stage within it, the ring slot.
-// A block's strips are those of work units blockIdx.x, blockIdx.x + grid, ..., each unit
-// `unit` consecutive strips.
 struct Cursor {
-  int strip, kstage, buf, sub;
-  __device__ __forceinline__ void Advance(int stages_per_strip, int num_stages, int unit) {
+  int strip, kstage, buf;
+  __device__ __forceinline__ void Advance(int stages_per_strip, int num_stages) {
     if (++kstage == stages_per_strip) {
       kstage = 0;
-      if (++sub == unit) {
-        sub = 0;
-        strip += (gridDim.x - 1) * unit + 1;
-      } else {
-        strip += 1;
-      }
+      strip += gridDim.x;
     }
     if (++buf == num_stages) buf = 0;
   }
@@ -145,8 +137,7 @@ __global__ void __launch_bounds__(kThreads, 2) LutGemmStripKernel(const StripArg
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, q = lane & 3;
   const int num_stages = a.num_stages;
-  const int unit = a.unit_strips;
-  const int total = ((a.units - 1 - static_cast<int>(blockIdx.x)) / static_cast<int>(gridDim.x) + 1) * unit *
+  const int total = ((a.strips - 1 - static_cast<int>(blockIdx.x)) / static_cast<int>(gridDim.x) + 1) *
                     a.stages_per_strip;
   const T* x = static_cast<const T*>(a.x);
   const int64_t strip_code_bytes = static_cast<int64_t>(a.stages_per_strip) * kStageCodeBytes;
@@ -199,11 +190,9 @@ __global__ void __launch_bounds__(kThreads, 2) LutGemmStripKernel(const StripArg
       if (x_row0 + kXRowStep * i < a.m) CpAsync16(dst + kXRowStep * i * a.x_pitch, src + i * x_step);
     }
   };
-  // Sums the 8 warps' partials of a finished strip in warp order and stores 16 x m outputs.
-  // SwiGLU epilogue (unit = 2): an even (gate) strip's sums wait in their buffer; the odd (up)
-  // strip then stores y[m, n / 2] = silu(gate) * up, gate and up rounded to T first, exactly
-  // as the unfused GEMM followed by SwiGLU. The gate buffer is not rewritten before this
-  // store: the next strip ends at least one stage later (stages_per_strip >= 2, host-checked).
+  // Sums the 8 warps' partials of a finished strip in warp order and stores 16 x m outputs;
+  // with the SwiGLU epilogue 8 x m outputs y[m, n / 2] = silu(gate) * up from rows 0-7 (gate)
+  // and 8-15 (up), both rounded to T first: exactly the plain GEMM followed by SwiGLU.
   auto sum_warps = [&](int parity, int mm, int row) {
     const float* r = s_red + parity * (kWarps * red_warp_floats) + mm * kRedPitch + row;
     float sum = 0.0f;
@@ -212,16 +201,17 @@ __global__ void __launch_bounds__(kThreads, 2) LutGemmStripKernel(const StripArg
     return sum;
   };
   auto store_strip = [&](int parity, int strip) {
-    if (tid >= kStripRows * a.m) return;
-    const int row = tid & (kStripRows - 1), mm = tid >> 4;
     T* y = static_cast<T*>(a.y);
-    if (unit == 1) {
+    if (!a.swiglu) {
+      if (tid >= kStripRows * a.m) return;
+      const int row = tid & (kStripRows - 1), mm = tid >> 4;
       y[static_cast<int64_t>(mm) * a.n + strip * kStripRows + row] = Act<T>::FromFloat(sum_warps(parity, mm, row));
-    } else if (strip & 1) {
-      const float gate = Act<T>::ToFloat(Act<T>::FromFloat(sum_warps(parity ^ 1, mm, row)));
-      const float up = Act<T>::ToFloat(Act<T>::FromFloat(sum_warps(parity, mm, row)));
-      y[static_cast<int64_t>(mm) * (a.n / 2) + (strip >> 1) * kStripRows + row] =
-          Act<T>::FromFloat(gate / (1.0f + expf(-gate)) * up);
+    } else {
+      if (tid >= 8 * a.m) return;
+      const int row = tid & 7, mm = tid >> 3;
+      const float gate = Act<T>::ToFloat(Act<T>::FromFloat(sum_warps(parity, mm, row)));
+      const float up = Act<T>::ToFloat(Act<T>::FromFloat(sum_warps(parity, mm, row + 8)));
+      y[static_cast<int64_t>(mm) * (a.n / 2) + strip * 8 + row] = Act<T>::FromFloat(gate / (1.0f + expf(-gate)) * up);
     }
   };
 
@@ -237,19 +227,19 @@ __global__ void __launch_bounds__(kThreads, 2) LutGemmStripKernel(const StripArg
   // the grid dependency is resolved. The prologue stages share one cp.async group, followed by
   // empty groups, so the main loop's group accounting (num_stages - 2 groups in flight) holds:
   // its first iteration waits for the whole prologue (by then mostly arrived).
-  const Cursor start{static_cast<int>(blockIdx.x) * unit, 0, 0, 0};
+  const Cursor start{static_cast<int>(blockIdx.x), 0, 0};
   const int prologue = min(num_stages - 1, total);
   Cursor ld = start;
   for (int s = 0; s < prologue; ++s) {
     issue_weights(ld);
-    ld.Advance(a.stages_per_strip, num_stages, unit);
+    ld.Advance(a.stages_per_strip, num_stages);
   }
   BuildPairTable<T, kBits>(a.table, s_table, tid);
   GridDependencyWait();
   Cursor lx = start;
   for (int s = 0; s < prologue; ++s) {
     issue_x(lx);
-    lx.Advance(a.stages_per_strip, num_stages, unit);
+    lx.Advance(a.stages_per_strip, num_stages);
   }
   for (int s = 0; s < num_stages - 1; ++s) CpAsyncCommit();
 
@@ -271,7 +261,7 @@ __global__ void __launch_bounds__(kThreads, 2) LutGemmStripKernel(const StripArg
     if (it + num_stages - 1 < total) {
       issue_weights(ld);
       issue_x(ld);
-      ld.Advance(a.stages_per_strip, num_stages, unit);
+      ld.Advance(a.stages_per_strip, num_stages);
     }
     CpAsyncCommit();
 
@@ -322,7 +312,7 @@ __global__ void __launch_bounds__(kThreads, 2) LutGemmStripKernel(const StripArg
       pending_strip = cc.strip;
       parity ^= 1;
     }
-    cc.Advance(a.stages_per_strip, num_stages, unit);
+    cc.Advance(a.stages_per_strip, num_stages);
   }
   CpAsyncWait<0>();
   __syncthreads();
@@ -386,21 +376,15 @@ bool StripKernelApplies(const LutShape& shape, int64_t m, const void* scales) {
          reinterpret_cast<uintptr_t>(scales) % 16 == 0;
 }
 
-bool StripKernelFusesSwiGlu(const LutShape& shape) {
-  // Whole (gate, up) strip pairs, and at least 2 stages per strip (the gate strip's sums wait
-  // in their reduction buffer for one strip): k >= 2048, and k >= 4096 when k % 2048 == 0.
-  const int64_t stages_per_strip = shape.k / (shape.k % 2048 == 0 ? 2048 : 1024);
-  return shape.n % (2 * kStripRows) == 0 && stages_per_strip >= 2;
-}
 
 // Tiles per warp depend on the shape only (2 when k % 2048 == 0), never on m: they fix which
 // warp sums which k-tiles, so every m <= 8 sums a row in the same order. The pipeline depth
 // is chosen per call: the one whose grid wastes the fewest block slots, among those with at
 // least 2 blocks per SM when any has, then the deepest. (Preferring 3 blocks per SM on a tie
 // chose 2 stages for 14336x4096 at M = 1: 17.5 us against 15.3 at M = 2 with 3 stages.)
-static StripPlan ComputeStripPlan(const LutShape& s, int64_t m, int sm_count, bool swiglu) {
+static StripPlan ComputeStripPlan(const LutShape& s, int64_t m, int sm_count) {
   const ActivationType dtype = ActivationType::kFloat16;  // same resources for bf16
-  const int strips = static_cast<int>(s.n / kStripRows) / (swiglu ? 2 : 1);  // work units
+  const int strips = static_cast<int>(s.n / kStripRows);
   const int max_smem = MaxSmemOptin();
   StripPlan best;
   double best_score = -1.0;
@@ -435,12 +419,12 @@ static StripPlan ComputeStripPlan(const LutShape& s, int64_t m, int sm_count, bo
 // Plans are cached per (device, shape, m, SM count, FLUTE_LUT_STRIP): the occupancy queries
 // cost microseconds of host time, and a decode step that is not replayed from a CUDA graph
 // launches hundreds of these GEMMs.
-StripPlan MakeStripPlan(const LutShape& s, int64_t m, int sm_count, bool swiglu) {
+StripPlan MakeStripPlan(const LutShape& s, int64_t m, int sm_count) {
   int device = 0;
   if (cudaGetDevice(&device) != cudaSuccess) device = -1;
   const char* env = std::getenv("FLUTE_LUT_STRIP");
-  using Key = std::tuple<int, int64_t, int64_t, int, int, int64_t, int, bool, std::string>;
-  const Key key{device, s.n, s.k, s.bits, s.group_size, m, sm_count, swiglu, env != nullptr ? env : ""};
+  using Key = std::tuple<int, int64_t, int64_t, int, int, int64_t, int, std::string>;
+  const Key key{device, s.n, s.k, s.bits, s.group_size, m, sm_count, env != nullptr ? env : ""};
   static std::mutex mu;
   static std::map<Key, StripPlan>* cache = new std::map<Key, StripPlan>();
   {
@@ -448,7 +432,7 @@ StripPlan MakeStripPlan(const LutShape& s, int64_t m, int sm_count, bool swiglu)
     const auto it = cache->find(key);
     if (it != cache->end()) return it->second;
   }
-  const StripPlan plan = ComputeStripPlan(s, m, sm_count, swiglu);
+  const StripPlan plan = ComputeStripPlan(s, m, sm_count);
   std::lock_guard<std::mutex> lock(mu);
   cache->emplace(key, plan);
   return plan;
@@ -468,8 +452,7 @@ int LaunchStripKernel(const LutGemmParams& p, const StripPlan& plan, bool pdl, C
   a.k = static_cast<int>(s.k);
   a.log2_group = __builtin_ctz(static_cast<unsigned>(s.group_size));
   a.strips = static_cast<int>(s.n / kStripRows);
-  a.unit_strips = p.swiglu ? 2 : 1;
-  a.units = a.strips / a.unit_strips;
+  a.swiglu = p.swiglu;
   a.stages_per_strip = static_cast<int>(s.k / (8 * plan.tiles_per_warp * kTileK));
   a.num_stages = plan.stages;
   a.stage_bytes = l.bytes;

@@ -16,21 +16,16 @@ struct StripPlan {
   int stages = 3;          // cp.async pipeline depth
   int smem_bytes = 0;
   int blocks_per_sm = 0;   // resident blocks (shared memory and registers), from the runtime
-  int grid = 0;            // min(work units, SMs * blocks_per_sm): each block loops over units
+  int grid = 0;            // min(strips, SMs * blocks_per_sm): each block loops over strips
 };
 
 // Whether the strip kernel takes this call: m <= 8, k a multiple of 1024 and 16-byte aligned
 // scales (shape rules in kernels/README.md). Without it the split-K kernel runs.
 bool StripKernelApplies(const LutShape& shape, int64_t m, const void* scales);
 
-// Whether the strip kernel can run the SwiGLU epilogue (LutGemmParams::swiglu) on this shape
-// (given StripKernelApplies): n a multiple of 32, and k >= 2048 (>= 4096 if k % 2048 == 0).
-bool StripKernelFusesSwiGlu(const LutShape& shape);
-
-// The plan for this shape and m on the current device; with swiglu, the grid deals (gate, up)
-// strip pairs. The environment variable FLUTE_LUT_STRIP="tiles_per_warp,stages" forces a
-// configuration (tuning runs only).
-StripPlan MakeStripPlan(const LutShape& shape, int64_t m, int sm_count, bool swiglu);
+// The plan for this shape and m on the current device. The environment variable
+// FLUTE_LUT_STRIP="tiles_per_warp,stages" forces a configuration (tuning runs only).
+StripPlan MakeStripPlan(const LutShape& shape, int64_t m, int sm_count);
 
 // Launches (asynchronously). pdl: launch with programmatic stream serialization, so that the
 // pair table and the first weight tiles load while the previous kernel on the stream finishes.

@@ -196,8 +196,6 @@ absl::Status CudaBackend::AllocateActivations() {
   ASSIGN_OR_RETURN(attn_ws_, DeviceBuffer::Allocate(
       gpu::PagedAttentionWorkspaceBytes(max_rows_, config_.num_heads, config_.head_dim, max_context_),
       "attention workspace"));
-  // The decode kernel's split counters start at zero (each launch leaves them so).
-  RETURN_IF_ERROR(gpu::PagedAttentionWorkspaceInit(attn_ws_.get(), attn_ws_.bytes(), stream_));
   ASSIGN_OR_RETURN(sample_ws_, DeviceBuffer::Allocate(gpu::SamplingWorkspaceBytes(kSampleChunk, vocab),
                                                       "sampling workspace"));
   const std::vector<float> inv_freq = RopeInverseFrequencies(config_.rope, config_.head_dim);

@@ -169,7 +169,7 @@ lut::LutGemmParams CudaBackend::LutParams(const GpuMatrix& w, const void* x, int
 
 absl::Status CudaBackend::GateUpSwiGlu(const GpuProjection& p, const void* x, int m, void* out) {
   const GpuMatrix& w = p.parts.front();
-  if (p.interleave == 16 && w.lut) {
+  if (p.interleave == 8 && w.lut) {
     // Decode: the strip kernel's epilogue applies SwiGLU (one launch, no [m, 2 inter] buffer).
     lut::LutGemmParams params = LutParams(w, x, m, out);
     params.swiglu = true;

@@ -112,45 +112,46 @@ bool LutStackable(const std::vector<const LutLinear*>& parts) {
   return true;
 }
 
-// Copies rows [16j, 16j + 16) of a [rows, row_bytes] host matrix to rows [32j + 16 half,
-// +16) of the device matrix dst, for every j: one half of a gate/up interleave.
-absl::Status CopyInterleaved(const void* src, size_t rows, size_t row_bytes, int half, char* dst,
-                             cudaMemcpyKind kind, const std::string& what) {
-  const size_t block = 16 * row_bytes;
-  return CudaStatus(cudaMemcpy2D(dst + half * block, 2 * block, src, block, block, rows / 16, kind), what);
-}
-
-// Gate and up as one matrix with rows interleaved by 16 (GpuProjection::interleave). Dense
-// rows are converted to act first when the checkpoint stores another type; LUT strips (16
-// rows each, strip-major) and their scale rows are moved whole.
+// Gate and up as one matrix with rows interleaved by 8 (GpuProjection::interleave): rows
+// [16j, 16j + 8) gate features [8j, 8j + 8), the next 8 the matching up features. Dense rows
+// are stacked (and converted to act) first, then re-ordered on the device; LUT codes are
+// re-ordered on the host by moving packed pair fields (lut::InterleaveRowHalves).
 absl::StatusOr<GpuMatrix> UploadInterleavedGateUp(const Linear& gate, const Linear& up, ActivationType dtype) {
   if (auto* g = dynamic_cast<const DenseLinear*>(&gate)) {
-    // Stacked (and converted to act) first, then re-ordered on the device.
     ASSIGN_OR_RETURN(GpuMatrix stacked, UploadDenseStack({g, dynamic_cast<const DenseLinear*>(&up)}, dtype));
     GpuMatrix m;
     m.n = stacked.n;
     m.k = stacked.k;
     ASSIGN_OR_RETURN(m.dense, DeviceBuffer::Allocate(stacked.dense.bytes(), g->view().name));
-    const size_t inter = m.n / 2, row_bytes = size_t{2} * m.k;
+    const size_t inter = m.n / 2, block = size_t{2} * m.k * 8;  // bytes of 8 rows
     for (int half = 0; half < 2; ++half) {
-      RETURN_IF_ERROR(CopyInterleaved(stacked.dense.as<char>() + half * inter * row_bytes, inter, row_bytes, half,
-                                      m.dense.as<char>(), cudaMemcpyDeviceToDevice, "gate/up interleave"));
+      RETURN_IF_ERROR(CudaStatus(cudaMemcpy2D(m.dense.as<char>() + half * block, 2 * block,
+                                              stacked.dense.as<char>() + half * inter / 8 * block, block, block,
+                                              inter / 8, cudaMemcpyDeviceToDevice),
+                                 "gate/up interleave"));
     }
     return m;
   }
   auto* g = dynamic_cast<const LutLinear*>(&gate);
   auto* u = dynamic_cast<const LutLinear*>(&up);
-  ASSIGN_OR_RETURN(GpuMatrix m, UploadLutStack({g, u}));
-  const size_t inter = g->shape().n;
-  const size_t code_row_bytes = lut::PackedCodeBytes(g->shape()) / inter;  // k * bits / 8
-  const size_t scale_row_bytes = size_t{2} * (g->shape().k / g->shape().group_size);
-  for (int half = 0; half < 2; ++half) {
-    const LutLinear* p = half == 0 ? g : u;
-    RETURN_IF_ERROR(CopyInterleaved(p->packed(), inter, code_row_bytes, half, m.packed.as<char>(),
-                                    cudaMemcpyHostToDevice, "packed codes"));
-    RETURN_IF_ERROR(CopyInterleaved(p->scales_f16(), inter, scale_row_bytes, half, m.scales.as<char>(),
-                                    cudaMemcpyHostToDevice, "scales"));
-  }
+  const lut::LutShape& half = g->shape();
+  GpuMatrix m;
+  m.lut = true;
+  m.shape = {2 * half.n, half.k, half.bits, half.group_size};
+  m.n = static_cast<int>(m.shape.n);
+  m.k = static_cast<int>(m.shape.k);
+  std::vector<uint8_t> packed(lut::PackedCodeBytes(m.shape));
+  lut::InterleaveRowHalves(half, g->packed(), u->packed(), packed.data());
+  const size_t scale_row_bytes = size_t{2} * (half.k / half.group_size);
+  std::vector<uint8_t> scales(scale_row_bytes * m.shape.n);
+  lut::InterleaveRowBlocks(g->scales_f16(), u->scales_f16(), half.n, scale_row_bytes, scales.data());
+  ASSIGN_OR_RETURN(m.packed, DeviceBuffer::Allocate(packed.size(), "packed codes"));
+  ASSIGN_OR_RETURN(m.scales, DeviceBuffer::Allocate(scales.size(), "scales"));
+  ASSIGN_OR_RETURN(m.table, UploadFloats(g->table(), "LUT table"));
+  RETURN_IF_ERROR(CudaStatus(cudaMemcpy(m.packed.get(), packed.data(), packed.size(), cudaMemcpyHostToDevice),
+                             "packed codes"));
+  RETURN_IF_ERROR(CudaStatus(cudaMemcpy(m.scales.get(), scales.data(), scales.size(), cudaMemcpyHostToDevice),
+                             "scales"));
   return m;
 }
 
@@ -187,21 +188,21 @@ absl::StatusOr<GpuProjection> UploadProjection(const std::vector<const Linear*>&
   return projection;
 }
 
-// gate_proj and up_proj: one interleaved matrix (GpuProjection::interleave = 16) when they
-// stack (both dense, or LUT with one table) with the same n, a multiple of 16; else as
-// UploadProjection.
+// gate_proj and up_proj: one interleaved matrix (GpuProjection::interleave = 8) when they
+// stack (both dense, or LUT with one table) with the same n, a multiple of 8 (of 16 for LUT,
+// the format's rule); else as UploadProjection.
 absl::StatusOr<GpuProjection> UploadGateUp(const Linear& gate, const Linear& up, ActivationType dtype) {
   auto* gd = dynamic_cast<const DenseLinear*>(&gate);
   auto* ud = dynamic_cast<const DenseLinear*>(&up);
   auto* gl = dynamic_cast<const LutLinear*>(&gate);
   auto* ul = dynamic_cast<const LutLinear*>(&up);
-  const bool dense = gd && ud && gd->out_features() == ud->out_features() && gd->out_features() % 16 == 0;
+  const bool dense = gd && ud && gd->out_features() == ud->out_features() && gd->out_features() % 8 == 0;
   const bool lut = gl && ul && LutStackable({gl, ul}) && gl->shape().n == ul->shape().n && gl->shape().n % 16 == 0;
   if (!dense && !lut) return UploadProjection({&gate, &up}, dtype);
   GpuProjection p;
   ASSIGN_OR_RETURN(GpuMatrix m, UploadInterleavedGateUp(gate, up, dtype));
   p.parts.push_back(std::move(m));
-  p.interleave = 16;
+  p.interleave = 8;
   return p;
 }
 
@@ -356,7 +357,7 @@ absl::StatusOr<std::unique_ptr<GpuModel>> MakeRandomModel(const ModelConfig& c, 
     ASSIGN_OR_RETURN(layer.qkv, RandomProjection(q + 2 * kv, h, c, "q_proj", dtype, s));
     ASSIGN_OR_RETURN(layer.o, RandomProjection(h, q, c, "o_proj", dtype, s + 2));
     ASSIGN_OR_RETURN(layer.gate_up, RandomProjection(2 * inter, h, c, "gate_proj", dtype, s + 4));
-    if (inter % 16 == 0) layer.gate_up.interleave = 16;  // random rows: any order is the same model
+    if (inter % 8 == 0) layer.gate_up.interleave = 8;  // random rows: any order is the same model
     ASSIGN_OR_RETURN(layer.down, RandomProjection(h, inter, c, "down_proj", dtype, s + 6));
     ASSIGN_OR_RETURN(layer.input_norm, Ones(h, "input_layernorm"));
     ASSIGN_OR_RETURN(layer.post_attention_norm, Ones(h, "post_attention_layernorm"));

@@ -35,10 +35,10 @@ struct GpuMatrix {
 // else one matrix per part, written side by side.
 struct GpuProjection {
   std::vector<GpuMatrix> parts;
-  // 16 for a gate/up projection stored as one matrix with its gate and up rows interleaved in
-  // runs of 16 (rows [32j, 32j + 16) gate features [16j, 16j + 16), the next 16 the matching
-  // up features): the layout of the LUT-GEMM's SwiGLU epilogue (lut::LutGemmParams::swiglu)
-  // and of gpu::LaunchSwiGlu's interleave 16. 0: the parts' columns side by side.
+  // 8 for a gate/up projection stored as one matrix with its gate and up rows interleaved in
+  // runs of 8 (rows [16j, 16j + 8) gate features [8j, 8j + 8), the next 8 the matching up
+  // features): the layout of the LUT-GEMM's SwiGLU epilogue (lut::LutGemmParams::swiglu) and
+  // of gpu::LaunchSwiGlu's interleave 8. 0: the parts' columns side by side.
   int interleave = 0;
   int n() const;
   int k() const { return parts.front().k; }

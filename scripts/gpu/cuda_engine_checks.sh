@@ -47,18 +47,24 @@ for stage in "$@"; do
     bench)
       timeout 560 $bin/flute bench e2e --shape 8b --weights w4,bf16 --compare-invariant \
         --json $out/e2e-8b.json --markdown $out/e2e-8b.md 2> $out/e2e-8b.log; echo "rc=$?"; cat $out/e2e-8b.log ;;
-    bench-ab)  # A/B in one session: the CUDA plugin of the base commit (packed as
-               # lib/base/libflute_cuda.so, see scripts/gpu/README.md), then this build's
-      for v in base new; do
-        [ $v = base ] && export FLUTE_CUDA_PLUGIN=$PWD/$d/pack-e2e/lib/base/libflute_cuda.so || unset FLUTE_CUDA_PLUGIN
-        timeout 280 $bin/flute bench e2e --shape 8b --weights w4,bf16 \
-          --json $out/e2e-8b-$v.json --markdown $out/e2e-8b-$v.md 2> $out/e2e-8b-$v.log; echo "$v rc=$?"
-        grep -E "bench e2e|decode batch  1|decode batch 16" $out/e2e-8b-$v.log
+    bench-ab)  # A/B in one session: CUDA plugins of other builds, packed as
+               # lib/<variant>/libflute_cuda.so (scripts/gpu/README.md), against this build
+               # ("new"), in the order of $VARIANTS (default "base new"); 8B, batches 1 and 16
+      for v in ${VARIANTS:-base new}; do
+        [ $v = new ] && unset FLUTE_CUDA_PLUGIN || export FLUTE_CUDA_PLUGIN=$PWD/$d/pack-e2e/lib/$v/libflute_cuda.so
+        timeout 120 $bin/flute bench e2e --shape 8b --weights ${AB_WEIGHTS:-w4,bf16} --batches 1,16 --prefill 0 \
+          --json $out/ab-$v.json 2> $out/ab-$v.log; echo "$v rc=$?"
+        grep -E "bench e2e|decode batch" $out/ab-$v.log | sed "s/^/$v: /"
       done
       unset FLUTE_CUDA_PLUGIN ;;
     bench-w4)  # 8B W4 and bf16 only, without the batch-invariant comparison
       timeout 400 $bin/flute bench e2e --shape 8b --weights w4,bf16 \
         --json $out/e2e-8b.json --markdown $out/e2e-8b.md 2> $out/e2e-8b.log; echo "rc=$?"; cat $out/e2e-8b.log ;;
+    new-tests)  # the tests of this session's changes (kernel and engine)
+      { header "kernel_tests (LUT-GEMM, llama ops, format, attention, RoPE + KV write)"
+        timeout 300 $bin/kernel_tests --gtest_filter='LutGemm*:LlamaOps*:LutFormat*:Attention*:RopeKvWrite*' 2>&1; echo "rc=$?"
+        header "engine_tests --gtest_filter=*Cuda*"; timeout 240 $bin/engine_tests --gtest_filter='*Cuda*' 2>&1; echo "rc=$?"; } > $out/new-tests.log
+      grep -E "^\[  (PASSED|FAILED) |FAILED|rc=|normalized" $out/new-tests.log | tail -20 ;;
     lut-tests)
       { header "kernel_tests --gtest_filter=LutGemm*"; timeout 300 $bin/kernel_tests --gtest_filter='LutGemm*' 2>&1; echo "rc=$?"; } > $out/lut-gemm-tests.log
       grep -E "^\[  (PASSED|FAILED) |FAILED|rc=" $out/lut-gemm-tests.log | tail -8 ;;

@@ -1,7 +1,6 @@
 // Paged KV cache write and paged GQA attention on the GPU against a CPU fp32/fp64 reference of
 // causal attention on the unpaged K/V, on fresh random data every run (the seed is printed on
-// failure), with shuffled block tables, NaN-poisoned unused cache slots, a poisoned output and
-// poisoned workspace scratch (only its split counters zeroed, by PagedAttentionWorkspaceInit).
+// failure), with shuffled block tables, NaN-poisoned unused cache slots and a poisoned output.
 // Skips with a message when the build has no CUDA or the machine has no GPU (the argument
 // checks run without a GPU).
 //
@@ -39,7 +38,6 @@ TEST(AttentionGpuTest, SkippedWithoutCuda) {
   EXPECT_FALSE(LaunchPagedAttention(PagedKvLayer{}, nullptr, 0, 0, 1.f, AttentionBatch{}, nullptr,
                                     nullptr, 0, nullptr)
                    .ok());
-  EXPECT_FALSE(PagedAttentionWorkspaceInit(nullptr, 0, nullptr).ok());
   GTEST_SKIP() << "built without CUDA: the GPU attention tests need nvcc at build time";
 }
 #else
@@ -246,10 +244,8 @@ struct DeviceBatch {
   }
   bool ok() const { return k->ptr && v->ptr && qkv->ptr && out->ptr && (ws_bytes == 0 || ws->ptr); }
 
-  // Copies hb (no larger than the first batch) in and poisons the output; with
-  // init_workspace, also poisons the workspace and then initializes it
-  // (PagedAttentionWorkspaceInit zeroes only its counters: the scratch stays NaN).
-  void Upload(const HostBatch& hb, bool init_workspace = true) {
+  // Copies hb (no larger than the first batch) in and poisons the output and workspace.
+  void Upload(const HostBatch& hb) {
     cudaMemcpy(k->ptr, hb.k_cache.data(), hb.k_cache.size() * 2, cudaMemcpyHostToDevice);
     cudaMemcpy(v->ptr, hb.v_cache.data(), hb.v_cache.size() * 2, cudaMemcpyHostToDevice);
     cudaMemcpy(qkv->ptr, hb.qkv.data(), hb.qkv.size() * 2, cudaMemcpyHostToDevice);
@@ -258,12 +254,7 @@ struct DeviceBatch {
     cudaMemcpy(context_len->ptr, hb.context_len.data(), hb.context_len.size() * 4, cudaMemcpyHostToDevice);
     cudaMemcpy(tables->ptr, hb.tables.data(), hb.tables.size() * 4, cudaMemcpyHostToDevice);
     cudaMemset(out->ptr, 0xFF, out_elems * 2);  // NaN in fp16 and bf16
-    if (init_workspace && ws_bytes > 0) {
-      cudaMemset(ws->ptr, 0xFF, ws_bytes);  // NaN as float
-      const absl::Status st = PagedAttentionWorkspaceInit(ws->ptr, ws_bytes, nullptr);
-      EXPECT_TRUE(st.ok()) << st;
-      EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-    }
+    if (ws_bytes > 0) cudaMemset(ws->ptr, 0xFF, ws_bytes);
   }
 
   // LaunchKvCacheWrite of the step's rows, then LaunchPagedAttention, on `stream`; the
@@ -569,119 +560,6 @@ TEST_F(AttentionGpuTest, OneCapturedGraphServesSeveralSteps) {
   cudaStreamDestroy(stream);
 }
 
-// The decode kernel's split counters (in the workspace) are zero again after every launch:
-// five launches in a row on one workspace, then three replays of a captured graph, give the
-// same bits every time (a counter left non-zero would leave rows unwritten: the output is
-// poisoned before each run) and match the reference. Then batches of other sizes and bounds
-// alternate on the same workspace (its layout must not move with num_seqs or
-// max_context_len) and still give the bits of a fresh workspace.
-TEST_F(AttentionGpuTest, DecodeCountersAreResetByEveryLaunch) {
-  REQUIRE_GPU();
-  Config c1;  // fp16, D 128, group 4: one slice per kv head
-  Config c2;  // bf16, D 64, group 12: two slices (8 + 4 heads) per kv head
-  c2.dtype = ActivationType::kBFloat16;
-  c2.head_dim = 64;
-  c2.group = 12;
-  for (const Config& c : {c1, c2}) {
-    const std::string label = Describe(c);
-    // Batch A: one-chunk and multi-chunk decodes (2 .. 141 chunks) and one prefill.
-    std::vector<Seq> seqs_a;
-    for (int ctx : {7, 65, 300, 1000, 4097, 9000}) seqs_a.push_back(MakeSeq(c, 1, ctx, rng_));
-    seqs_a.push_back(MakeSeq(c, 33, 100, rng_));
-    std::shuffle(seqs_a.begin(), seqs_a.end(), rng_);
-    // Batch B: fewer sequences, smaller bounds (fewer workspace splits).
-    std::vector<Seq> seqs_b = {MakeSeq(c, 1, 700, rng_), MakeSeq(c, 1, 130, rng_)};
-    std::vector<const Seq*> ptrs_a, ptrs_b;
-    for (const Seq& s : seqs_a) ptrs_a.push_back(&s);
-    for (const Seq& s : seqs_b) ptrs_b.push_back(&s);
-    const HostBatch a = BuildHostBatch(c, ptrs_a, {3, 700}, rng_);
-    const HostBatch b = BuildHostBatch(c, ptrs_b, {0, 0}, rng_, a.num_blocks);
-    ASSERT_LE(b.tables.size(), a.tables.size());
-
-    const float scale = 1.f / std::sqrt(static_cast<float>(c.head_dim));
-    auto check = [&](const std::vector<Seq>& seqs, const std::vector<uint16_t>& out,
-                     const std::string& what) {
-      size_t row0 = 0;
-      for (size_t i = 0; i < seqs.size(); ++i) {
-        const double err = SeqError(c, out, row0, Reference(c, seqs[i], scale));
-        EXPECT_LE(err, Tolerance(c)) << label << " " << what << ": seq " << i << " (query_len "
-                                     << seqs[i].query_len << ", context_len " << seqs[i].context_len << ")"
-                                     << (err >= 1e9 ? ": unwritten/non-finite outputs" : "");
-        row0 += seqs[i].query_len;
-      }
-    };
-
-    cudaStream_t stream;
-    ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
-    DeviceBatch dev(c, a);
-    ASSERT_TRUE(dev.ok());
-    ASSERT_GT(dev.ws_bytes, 0u);
-    auto poison_out = [&] { return cudaMemsetAsync(dev.out->ptr, 0xFF, dev.out_elems * 2, stream); };
-    dev.Upload(a);
-
-    // Five launches, each checked.
-    std::vector<uint16_t> first;
-    for (int rep = 0; rep < 5; ++rep) {
-      ASSERT_EQ(poison_out(), cudaSuccess);
-      const absl::Status st = dev.Launch(c, a, stream);
-      ASSERT_TRUE(st.ok()) << st;
-      ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
-      const std::vector<uint16_t> out = dev.Download(c, a.total_q);
-      if (rep == 0) {
-        first = out;
-        check(seqs_a, out, "launch 0");
-      } else {
-        EXPECT_EQ(0, std::memcmp(first.data(), out.data(), out.size() * 2)) << label << ": launch " << rep;
-      }
-    }
-    // Five back-to-back launches (no host synchronization), then a checked one.
-    for (int rep = 0; rep < 5; ++rep) ASSERT_TRUE(dev.Launch(c, a, stream).ok());
-    ASSERT_EQ(poison_out(), cudaSuccess);
-    ASSERT_TRUE(dev.Launch(c, a, stream).ok());
-    ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
-    EXPECT_EQ(0, std::memcmp(first.data(), dev.Download(c, a.total_q).data(), first.size() * 2))
-        << label << ": after back-to-back launches";
-
-    // One graph (poison, KV write, attention) replayed three times.
-    cudaGraph_t graph;
-    cudaGraphExec_t exec = nullptr;
-    ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), cudaSuccess);
-    const cudaError_t poisoned = poison_out();
-    const absl::Status captured = dev.Launch(c, a, stream);
-    ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
-    ASSERT_EQ(poisoned, cudaSuccess);
-    ASSERT_TRUE(captured.ok()) << captured;
-    ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
-    cudaGraphDestroy(graph);
-    for (int rep = 0; rep < 3; ++rep) {
-      ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
-      ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
-      EXPECT_EQ(0, std::memcmp(first.data(), dev.Download(c, a.total_q).data(), first.size() * 2))
-          << label << ": graph replay " << rep;
-    }
-    cudaGraphExecDestroy(exec);
-
-    // B and A alternate on the same workspace (no re-initialization).
-    std::vector<uint16_t> b_fresh;
-    ASSERT_TRUE(RunBatch(c, ptrs_b, {0, 0}, rng_, &b_fresh));
-    check(seqs_b, b_fresh, "batch B alone");
-    for (int round = 0; round < 2; ++round) {
-      for (const HostBatch* hb : {&b, &a}) {
-        dev.Upload(*hb, /*init_workspace=*/false);
-        const absl::Status st = dev.Launch(c, *hb, stream);
-        ASSERT_TRUE(st.ok()) << st;
-        ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
-        const std::vector<uint16_t> out = dev.Download(c, hb->total_q);
-        const std::vector<uint16_t>& want = hb == &a ? first : b_fresh;
-        EXPECT_EQ(0, std::memcmp(want.data(), out.data(), want.size() * 2))
-            << label << ": batch " << (hb == &a ? "A" : "B") << " in round " << round
-            << " of alternating batches on one workspace";
-      }
-    }
-    cudaStreamDestroy(stream);
-  }
-}
-
 TEST_F(AttentionGpuTest, KvCacheWriteSkipsNegativeSlots) {
   REQUIRE_GPU();
   for (int d : {64, 128}) {
@@ -772,52 +650,6 @@ TEST(AttentionArgsTest, BadArgumentsAreInvalidArgument) {
   batch.max_context_len = 1000;  // needs a workspace, none given
   batch.max_blocks_per_seq = 63;
   EXPECT_TRUE(absl::IsInvalidArgument(attention(8 * 64, 4)));
-
-  // Workspaces too small or misaligned (never launched: the checks fail first).
-  const size_t need = PagedAttentionWorkspaceBytes(1, 4, 64, 1000);
-  ASSERT_GT(need, 0u);
-  alignas(16) static unsigned char ws[64 * 1024];
-  ASSERT_LE(need + 16, sizeof(ws));
-  auto with_ws = [&](void* w, size_t bytes) {
-    return LaunchPagedAttention(layer, dummy, 8 * 64, 4, 0.1f, batch, dummy, w, bytes, nullptr);
-  };
-  for (size_t bytes : {size_t{16}, size_t{256}, need / 2, need - 16}) {
-    st = with_ws(ws, bytes);
-    EXPECT_TRUE(absl::IsInvalidArgument(st)) << bytes << " bytes: " << st;
-    EXPECT_NE(std::string(st.message()).find("workspace"), std::string::npos) << st;
-  }
-  EXPECT_TRUE(absl::IsInvalidArgument(with_ws(ws + 4, need + 4)));  // misaligned
-  EXPECT_TRUE(absl::IsInvalidArgument(with_ws(nullptr, need)));
-
-  // PagedAttentionWorkspaceInit: nothing to do for an empty workspace; bad ones are rejected.
-  EXPECT_TRUE(PagedAttentionWorkspaceInit(nullptr, 0, nullptr).ok());
-  EXPECT_TRUE(absl::IsInvalidArgument(PagedAttentionWorkspaceInit(nullptr, need, nullptr)));
-  EXPECT_TRUE(absl::IsInvalidArgument(PagedAttentionWorkspaceInit(ws + 4, need, nullptr)));
-  EXPECT_TRUE(absl::IsInvalidArgument(PagedAttentionWorkspaceInit(ws, 8, nullptr)));
-}
-
-// Workspace sizes: none for one-chunk contexts, 16-byte multiples, never smaller than the
-// partials alone, growing with rows and contexts (host only).
-TEST(AttentionArgsTest, WorkspaceBytes) {
-  EXPECT_EQ(PagedAttentionWorkspaceBytes(8, 32, 128, 64), 0u);
-  EXPECT_EQ(PagedAttentionWorkspaceBytes(0, 32, 128, 4096), 0u);
-  size_t prev = 0;
-  for (int ctx : {65, 1000, 1024, 1025, 4096, 100000}) {
-    for (int rows : {1, 7, 256}) {
-      for (int d : {64, 128}) {
-        const size_t bytes = PagedAttentionWorkspaceBytes(rows, 32, d, ctx);
-        const size_t splits = std::min<size_t>(16, (ctx + 63) / 64);
-        EXPECT_EQ(bytes % 16, 0u) << rows << " " << d << " " << ctx;
-        EXPECT_GE(bytes, static_cast<size_t>(rows) * 32 * splits * (d + 2) * 4 + rows * 32 * 4)
-            << rows << " " << d << " " << ctx;
-        EXPECT_GE(PagedAttentionWorkspaceBytes(rows + 1, 32, d, ctx), bytes);
-        EXPECT_GE(PagedAttentionWorkspaceBytes(rows, 32, d, ctx + 64), bytes);
-      }
-    }
-    const size_t here = PagedAttentionWorkspaceBytes(256, 32, 128, ctx);
-    EXPECT_GE(here, prev);
-    prev = here;
-  }
 }
 
 #endif  // FLUTE_HAVE_CUDA

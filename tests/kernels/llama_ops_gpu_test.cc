@@ -302,7 +302,7 @@ TEST(LlamaOpsGpuTest, RopeMatchesReferenceUpToPosition131072) {
 }
 
 // ---- SwiGLU ----
-// interleave 0: gate columns [0, inter), up [inter, 2 inter); 16: runs of 16 alternate.
+// interleave 0: gate columns [0, inter), up [inter, 2 inter); 8: runs of 8 alternate.
 void CheckSwiGlu(ActivationType t, int m, int inter, int interleave, std::mt19937& rng) {
   SCOPED_TRACE(::testing::Message() << Name(t) << " m=" << m << " inter=" << inter << " interleave=" << interleave);
   const size_t count = static_cast<size_t>(m) * inter;
@@ -314,9 +314,9 @@ void CheckSwiGlu(ActivationType t, int m, int inter, int interleave, std::mt1993
   const std::vector<uint16_t> out = Download<uint16_t>(d_out, count);
   for (int i = 0; i < m; ++i) {
     for (int c = 0; c < inter; ++c) {
-      const size_t gate_col = interleave == 0 ? c : 32 * (c / 16) + c % 16;
+      const size_t gate_col = interleave == 0 ? c : 16 * (c / 8) + c % 8;
       const size_t in = static_cast<size_t>(i) * 2 * inter + gate_col;
-      const size_t up = interleave == 0 ? in + inter : in + 16;
+      const size_t up = interleave == 0 ? in + inter : in + 8;
       const double g = FromAct(t, gate_up[in]), u = FromAct(t, gate_up[up]);
       const double ref = g / (1.0 + std::exp(-g)) * u;
       ASSERT_TRUE(Near(t, out[static_cast<size_t>(i) * inter + c], ref, 0.0, i * inter + c))
@@ -331,7 +331,7 @@ TEST(LlamaOpsGpuTest, SwiGluMatchesReference) {
   for (ActivationType t : kDtypes) {
     for (int m : kRows) {
       for (int inter : {512, 4096, 14336, 1004}) CheckSwiGlu(t, m, inter, 0, rng);  // 1004: scalar path
-      for (int inter : {512, 14336, 1008}) CheckSwiGlu(t, m, inter, 16, rng);       // 1008: 63 runs
+      for (int inter : {512, 14336, 1000}) CheckSwiGlu(t, m, inter, 8, rng);        // 1000: 125 runs
     }
   }
 }
@@ -563,8 +563,8 @@ TEST(LlamaOpsGpuTest, RejectsBadArgumentsWithAClearError) {
   ExpectInvalid(LaunchRope(t, h, 1, 768, 8, 256, 2, 64, ids, f, nullptr), "k_offset");
   ExpectInvalid(LaunchSwiGlu(t, h, -2, 512, h, nullptr), "-2");
   ExpectInvalid(LaunchSwiGlu(t, h, 1, 0, h, nullptr), "inter");
-  ExpectInvalid(LaunchSwiGlu(t, h, 1, 1000, h, nullptr, 16), "interleave");  // 1000 % 16 != 0
-  ExpectInvalid(LaunchSwiGlu(t, h, 1, 512, h, nullptr, 8), "interleave");
+  ExpectInvalid(LaunchSwiGlu(t, h, 1, 1004, h, nullptr, 8), "interleave");  // 1004 % 8 != 0
+  ExpectInvalid(LaunchSwiGlu(t, h, 1, 512, h, nullptr, 16), "interleave");
   ExpectInvalid(LaunchLutDequantize({16, 128, 5, 128}, t, b, h, f, h, nullptr), "5");
   ExpectInvalid(LaunchLutDequantize({16, 100, 4, 128}, t, b, h, f, h, nullptr), "100");
   ExpectInvalid(LaunchLutDequantize({16, 128, 4, 128}, t, b, nullptr, f, h, nullptr), "scales");

@@ -2,6 +2,7 @@
 // reference matmul, each against a naive computation on fresh random data.
 #include "kernels/lut_format.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -114,6 +115,36 @@ TEST(LutFormatTest, PackingUsesEveryBitOfTheBuffer) {
       std::vector<uint8_t> packed(PackedCodeBytes(s));
       PackCodes(s, codes.data(), packed.data());
       EXPECT_NE(packed, r.packed);
+    }
+  }
+}
+
+// InterleaveRowHalves moves packed pair fields: unpacked, its output is the gate and up rows
+// interleaved in runs of 8, exactly; InterleaveRowBlocks does the same for plain rows.
+TEST(LutFormatTest, InterleaveRowHalvesEqualsInterleavedRowsRepacked) {
+  std::mt19937 rng(std::random_device{}());
+  for (int bits : {2, 3, 4}) {
+    for (int64_t n : {16, 48}) {
+      const LutShape half{n, 384, bits, 128};
+      const size_t count = static_cast<size_t>(n * half.k);
+      std::vector<uint8_t> gate(count), up(count);
+      for (auto& c : gate) c = static_cast<uint8_t>(rng() & ((1u << bits) - 1));
+      for (auto& c : up) c = static_cast<uint8_t>(rng() & ((1u << bits) - 1));
+      std::vector<uint8_t> gate_packed(PackedCodeBytes(half)), up_packed(PackedCodeBytes(half));
+      PackCodes(half, gate.data(), gate_packed.data());
+      PackCodes(half, up.data(), up_packed.data());
+      const LutShape whole{2 * n, half.k, bits, 128};
+      std::vector<uint8_t> packed(PackedCodeBytes(whole), 0xA5), codes(2 * count), expected(2 * count);
+      InterleaveRowHalves(half, gate_packed.data(), up_packed.data(), packed.data());
+      UnpackCodes(whole, packed.data(), codes.data());
+      InterleaveRowBlocks(gate.data(), up.data(), n, half.k, expected.data());
+      for (int64_t r = 0; r < 2 * n; ++r) {  // the rule, spelled out
+        const std::vector<uint8_t>& src = (r % 16) < 8 ? gate : up;
+        const int64_t src_row = 8 * (r / 16) + r % 8;
+        ASSERT_TRUE(std::equal(src.begin() + src_row * half.k, src.begin() + (src_row + 1) * half.k,
+                               expected.begin() + r * half.k)) << "row " << r;
+      }
+      ASSERT_EQ(codes, expected) << "bits=" << bits << " n=" << n;
     }
   }
 }

@@ -411,8 +411,8 @@ TEST(LutGemmGpuTest, PdlLaunchWaitsForThePreviousKernel) {
   cudaStreamDestroy(stream);
 }
 
-// The SwiGLU epilogue (rows of W: gate and up interleaved by 16) gives bitwise what the plain
-// strip kernel followed by gpu::LaunchSwiGlu(interleave 16) gives, and is close to silu(gate)
+// The SwiGLU epilogue (rows of W: gate and up interleaved by 8) gives bitwise what the plain
+// strip kernel followed by gpu::LaunchSwiGlu(interleave 8) gives, and is close to silu(gate)
 // * up of the CPU reference.
 void CheckSwiGluEpilogue(const LutShape& s, ActivationType dtype, std::mt19937& rng) {
   SCOPED_TRACE(::testing::Message() << "n=" << s.n << " k=" << s.k << " b=" << s.bits << " G=" << s.group_size
@@ -436,7 +436,7 @@ void CheckSwiGluEpilogue(const LutShape& s, ActivationType dtype, std::mt19937& 
     plain.y = d_gate_up.ptr;
     ASSERT_TRUE(LaunchLutGemm(plain, nullptr).ok());
     ASSERT_TRUE(gpu::LaunchSwiGlu(dtype, d_gate_up.ptr, static_cast<int>(m), static_cast<int>(inter),
-                                  d_unfused.ptr, nullptr, 16).ok());
+                                  d_unfused.ptr, nullptr, 8).ok());
     LaunchChoice how;  // kAuto picks the strip kernel up to m = 4 on every shape
     how.kernel = m <= 4 ? LutKernel::kAuto : LutKernel::kStrip;
     LutGemmParams fused = MakeParams(p, dtype, m, how);
@@ -457,7 +457,7 @@ void CheckSwiGluEpilogue(const LutShape& s, ActivationType dtype, std::mt19937& 
     std::vector<float> ref(m * inter);
     for (int64_t r = 0; r < m; ++r) {
       for (int64_t c = 0; c < inter; ++c) {
-        const float g = y[r * s.n + 32 * (c / 16) + c % 16], u = y[r * s.n + 32 * (c / 16) + c % 16 + 16];
+        const float g = y[r * s.n + 16 * (c / 8) + c % 8], u = y[r * s.n + 16 * (c / 8) + c % 8 + 8];
         ref[r * inter + c] = g / (1.0f + std::exp(-g)) * u;
       }
     }
@@ -472,8 +472,8 @@ TEST(LutGemmGpuTest, SwiGluEpilogueEqualsGemmThenSwiGlu) {
   for (ActivationType dtype : {ActivationType::kFloat16, ActivationType::kBFloat16}) {
     for (int bits : {2, 3, 4}) {
       for (int g : {32, 128}) {
-        CheckSwiGluEpilogue({64, 4096, bits, g}, dtype, rng);    // one (gate, up) pair, 2 stages per strip
-        CheckSwiGluEpilogue({1056, 3072, bits, g}, dtype, rng);  // 33 pairs, 1 tile per warp
+        CheckSwiGluEpilogue({16, 1024, bits, g}, dtype, rng);    // one strip, one stage
+        CheckSwiGluEpilogue({1040, 3072, bits, g}, dtype, rng);  // 65 strips, 1 tile per warp
       }
       CheckSwiGluEpilogue({28672, 4096, bits, 128}, dtype, rng);  // LLaMA-3 8B gate/up: several rounds
     }
@@ -501,9 +501,9 @@ TEST(LutGemmGpuTest, SwiGluEpilogueRejectsCallsItCannotFuse) {
     LutKernel kernel;
     const char* why;
   };
-  for (const Case& c : {Case{{1024, 4096, 4, 128}, 9, LutKernel::kAuto, "m"},
-                        Case{{1040, 4096, 4, 128}, 1, LutKernel::kAuto, "n=1040"},
-                        Case{{1024, 1024, 4, 128}, 1, LutKernel::kAuto, "k=1024"},
+  for (const Case& c : {Case{{1024, 4096, 4, 128}, 9, LutKernel::kAuto, "got 9"},
+                        Case{{28672, 4096, 4, 128}, 5, LutKernel::kAuto, "got 5"},
+                        Case{{1024, 1152, 4, 128}, 1, LutKernel::kAuto, "k=1152"},
                         Case{{1024, 2048, 4, 128}, 1, LutKernel::kSplitK, "strip kernel"}}) {
     params.shape = c.shape;
     params.m = c.m;
