@@ -30,7 +30,17 @@ struct KernelArgs {
   int* counters;          // [num_col_blocks * num_m_tiles]
   int m, n, k, group_size;
   int splits, ktiles_per_split, num_m_tiles;
+  bool swiglu;            // SwiGLU epilogue: rows 0-7 of each 16-row strip gate, 8-15 up; y [M, N / 2]
 };
+
+// silu(gate) * up of two fp32 sums, each rounded to T first (exactly the plain GEMM's outputs
+// followed by the SwiGLU kernel of llama_ops.cu).
+template <typename T>
+__device__ __forceinline__ T SwiGluOfSums(float gate_sum, float up_sum) {
+  const float gate = Act<T>::ToFloat(Act<T>::FromFloat(gate_sum));
+  const float up = Act<T>::ToFloat(Act<T>::FromFloat(up_sum));
+  return Act<T>::FromFloat(gate / (1.0f + expf(-gate)) * up);
+}
 
 // Scales are staged per chunk of 4 k-tiles (512 k): [128 rows][chunk_cols] with chunk_cols =
 // 512 / G + 1 (one more when the chunk starts inside a group of 256), double-buffered.
@@ -57,6 +67,37 @@ struct Config {
   // Without the two scale buffers, which depend on G (ScaleBufferBytes).
   static constexpr int kSmemBytes = kTableBytes + kStages * (kWStageBytes + kXStageBytes);
 };
+
+// The last split of a (column block, m tile) to finish: sums the partials of its [rows, 128]
+// outputs in split order (bitwise the same whichever split is last), with the SwiGLU epilogue
+// when asked. Not inlined: this runs once per tile, and its registers then do not add to the
+// main loop's.
+template <typename T>
+__device__ __noinline__ void SumPartialsInSplitOrder(const KernelArgs& args, int m0, int rows, int col_block, T* y) {
+  const int tid = threadIdx.x;
+  auto sum_partials = [&](int m, int n) {
+    float sum = 0.0f;
+    for (int s = 0; s < args.splits; ++s) {
+      sum += __ldcg(args.partials + (static_cast<int64_t>(s) * args.m + m) * args.n + n);
+    }
+    return sum;
+  };
+  if (args.swiglu) {  // output o of the block: strip o / 8, gate row o % 8 (up row + 8)
+    for (int e = tid; e < rows * kBlockN / 2; e += kThreads) {
+      const int m = m0 + e / (kBlockN / 2), o = e % (kBlockN / 2);
+      const int n = col_block * kBlockN + (o / 8) * 16 + o % 8;
+      if (n >= args.n) continue;
+      y[static_cast<int64_t>(m) * (args.n / 2) + n / 16 * 8 + o % 8] =
+          SwiGluOfSums<T>(sum_partials(m, n), sum_partials(m, n + 8));
+    }
+    return;
+  }
+  for (int e = tid; e < rows * kBlockN; e += kThreads) {
+    const int m = m0 + e / kBlockN, n = col_block * kBlockN + e % kBlockN;
+    if (n >= args.n) continue;
+    y[static_cast<int64_t>(m) * args.n + n] = Act<T>::FromFloat(sum_partials(m, n));
+  }
+}
 
 template <typename T, int kBits, int kMT>
 __global__ void __launch_bounds__(kThreads, (Config<kBits, kMT>::kMinBlocksPerSm))
@@ -274,9 +315,23 @@ LutGemmKernel(const KernelArgs args) {
   CpAsyncWait<0>();
 
   // Epilogue. acc[j][c]: n = strip * 16 + g + 8 * (c >> 1), m = m0 + 8 j + 2 q + (c & 1).
+  // With SwiGLU, c and c + 2 are the gate and up rows of output strip * 8 + g.
   T* y = static_cast<T*>(args.y);
   if (args.splits == 1) {
     if (!warp_active) return;
+    if (args.swiglu) {
+#pragma unroll
+      for (int j = 0; j < kNT; ++j) {
+#pragma unroll
+        for (int c = 0; c < 2; ++c) {
+          const int m = m0 + 8 * j + 2 * q + c;
+          if (m < args.m) {
+            y[static_cast<int64_t>(m) * (args.n / 2) + strip * 8 + g] = SwiGluOfSums<T>(acc[j][c], acc[j][c + 2]);
+          }
+        }
+      }
+      return;
+    }
 #pragma unroll
     for (int j = 0; j < kNT; ++j) {
 #pragma unroll
@@ -307,16 +362,7 @@ LutGemmKernel(const KernelArgs args) {
   __syncthreads();
   if (!s_is_last) return;
   __threadfence();
-  const int rows = min(kMT, args.m - m0);
-  for (int e = tid; e < rows * kBlockN; e += kThreads) {
-    const int m = m0 + e / kBlockN, n = col_block * kBlockN + e % kBlockN;
-    if (n >= args.n) continue;
-    float sum = 0.0f;
-    for (int s = 0; s < args.splits; ++s) {
-      sum += __ldcg(args.partials + (static_cast<int64_t>(s) * args.m + m) * args.n + n);
-    }
-    y[static_cast<int64_t>(m) * args.n + n] = Act<T>::FromFloat(sum);
-  }
+  SumPartialsInSplitOrder<T>(args, m0, min(kMT, args.m - m0), col_block, y);
   if (tid == 0) *counter = 0;  // ready for the next call
 }
 
@@ -466,10 +512,6 @@ size_t LutGemmWorkspaceBytesForSplits(const LutShape& shape, int64_t m, int spli
   return WorkspaceBytesFor(MakePlan(shape, m, split_k, DeviceSmCount()), shape, m);
 }
 
-bool LutGemmFusesSwiGlu(const LutGemmParams& p) {
-  return UsesStripKernel(p);
-}
-
 absl::Status LaunchLutGemm(const LutGemmParams& p, CUstream_st* stream) {
   absl::Status supported = IsSupportedByCuda(p.shape);
   if (!supported.ok()) return supported;
@@ -486,12 +528,6 @@ absl::Status LaunchLutGemm(const LutGemmParams& p, CUstream_st* stream) {
     return absl::InvalidArgumentError(absl::StrCat(
         "LUT-GEMM: the strip kernel needs m <= 8 (got ", p.m, "), k % 1024 == 0 (got k=", p.shape.k,
         "), 16-byte aligned scales and split_k = 0 (got ", p.split_k, ")"));
-  }
-  if (p.swiglu && !LutGemmFusesSwiGlu(p)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "LUT-GEMM: swiglu needs the strip kernel: m <= 8 (got ", p.m, "; with kernel auto, m <= 4 on matrices "
-        "larger than 4096 x 6144), k % 1024 == 0 (got k=", p.shape.k, "), kernel auto or strip and split_k = 0 (got ",
-        p.split_k, "); see LutGemmFusesSwiGlu"));
   }
   if (UsesStripKernel(p)) {
     const StripPlan strip_plan = MakeStripPlan(p.shape, p.m, DeviceSmCount());
@@ -525,6 +561,7 @@ absl::Status LaunchLutGemm(const LutGemmParams& p, CUstream_st* stream) {
   args.splits = plan.splits;
   args.ktiles_per_split = plan.ktiles_per_split;
   args.num_m_tiles = plan.num_m_tiles;
+  args.swiglu = p.swiglu;
   const cudaError_t err =
       p.dtype == ActivationType::kBFloat16
           ? LaunchForType<__nv_bfloat16>(args, p.shape.bits, plan, p.pdl, stream)

@@ -47,13 +47,9 @@ struct LutGemmParams {
   // and up features interleaved by 8 (lut::InterleaveRowHalves): rows [16j, 16j + 8) are gate
   // features [8j, 8j + 8) and rows [16j + 8, 16j + 16) the matching up features. y is then
   // [m, n / 2] = silu(gate) * up, gate and up rounded to dtype first: bitwise what the plain
-  // GEMM into [m, n] followed by gpu::LaunchSwiGlu with interleave 8 gives. Only calls the
-  // strip kernel takes fuse (LutGemmFusesSwiGlu); the others are InvalidArgument.
+  // GEMM into [m, n] followed by gpu::LaunchSwiGlu with interleave 8 gives. Both kernels, any m.
   bool swiglu = false;
 };
-
-// Whether LaunchLutGemm runs `params` with params.swiglu set: the strip kernel takes the call.
-bool LutGemmFusesSwiGlu(const LutGemmParams& params);
 
 // OK when the CUDA kernel handles `shape` (today: every shape CheckShape accepts), else
 // InvalidArgument naming the rule. Callers with an unsupported shape must use the CPU path.

@@ -11,7 +11,6 @@ absl::Status IsSupportedByCuda(const LutShape&) {
 size_t LutGemmWorkspaceBytes(const LutShape&, int64_t) { return 0; }
 int LutGemmPlannedSplits(const LutShape&, int64_t) { return 1; }
 
-bool LutGemmFusesSwiGlu(const LutGemmParams&) { return false; }
 size_t LutGemmWorkspaceBytesForSplits(const LutShape&, int64_t, int) { return 0; }
 
 absl::Status LaunchLutGemm(const LutGemmParams&, CUstream_st*) {

@@ -103,6 +103,9 @@ class CudaBackend : public Backend, public CudaBenchHooks {
   absl::Status LaunchForward(const StepPlan& plan);  // the kernels of one pass
   absl::Status Project(const GpuProjection& p, const void* x, int m, void* y, bool y_fp32);
   absl::Status MatMul(const GpuMatrix& w, const void* x, int m, void* y, bool y_fp32);
+  // Whether a LUT product of m rows runs on the LUT-GEMM kernels (else, in the fastest mode
+  // from 256 rows: dequantize once, then a tensor-core GEMM).
+  bool UsesLutKernel(int m) const { return !dequant_.bytes() || m < 256; }
   // The LUT-GEMM call for w (workspace, batch-invariant split, PDL) without launching it.
   lut::LutGemmParams LutParams(const GpuMatrix& w, const void* x, int m, void* y) const;
   // out[m, inter] = silu(x gateᵀ) * (x upᵀ): fused into the LUT-GEMM when it can, else the

@@ -141,7 +141,7 @@ absl::Status CudaBackend::MatMul(const GpuMatrix& w, const void* x, int m, void*
     const int rows = options_.batch_invariant ? std::max(m, 32) : m;
     return dense_gemm_->Run(dtype_, y_fp32, rows, w.n, w.k, x, w.dense.get(), y);
   }
-  if (!dequant_.bytes() || m < 256) return lut::LaunchLutGemm(LutParams(w, x, m, y), stream_);
+  if (UsesLutKernel(m)) return lut::LaunchLutGemm(LutParams(w, x, m, y), stream_);
   // Large m (prefill) in the fastest mode: dequantize once, then a tensor-core GEMM.
   RETURN_IF_ERROR(gpu::LaunchLutDequantize(w.shape, dtype_, w.packed.as<uint8_t>(), w.scales.as<uint16_t>(),
                                            w.table.as<float>(), dequant_.get(), stream_));
@@ -169,11 +169,11 @@ lut::LutGemmParams CudaBackend::LutParams(const GpuMatrix& w, const void* x, int
 
 absl::Status CudaBackend::GateUpSwiGlu(const GpuProjection& p, const void* x, int m, void* out) {
   const GpuMatrix& w = p.parts.front();
-  if (p.interleave == 8 && w.lut) {
-    // Decode: the strip kernel's epilogue applies SwiGLU (one launch, no [m, 2 inter] buffer).
+  if (p.interleave == 8 && w.lut && UsesLutKernel(m)) {
+    // The LUT kernels' epilogue applies SwiGLU (one launch, no [m, 2 inter] round trip).
     lut::LutGemmParams params = LutParams(w, x, m, out);
     params.swiglu = true;
-    if (lut::LutGemmFusesSwiGlu(params)) return lut::LaunchLutGemm(params, stream_);
+    return lut::LaunchLutGemm(params, stream_);
   }
   RETURN_IF_ERROR(Project(p, x, m, gate_up_.get(), false));
   return gpu::LaunchSwiGlu(dtype_, gate_up_.get(), m, p.n() / 2, out, stream_, p.interleave);

@@ -411,39 +411,40 @@ TEST(LutGemmGpuTest, PdlLaunchWaitsForThePreviousKernel) {
   cudaStreamDestroy(stream);
 }
 
-// The SwiGLU epilogue (rows of W: gate and up interleaved by 8) gives bitwise what the plain
-// strip kernel followed by gpu::LaunchSwiGlu(interleave 8) gives, and is close to silu(gate)
-// * up of the CPU reference.
-void CheckSwiGluEpilogue(const LutShape& s, ActivationType dtype, std::mt19937& rng) {
+// The SwiGLU epilogue (rows of W: gate and up interleaved by 8) gives bitwise what the same
+// kernel's plain GEMM followed by gpu::LaunchSwiGlu(interleave 8) gives, and is close to
+// silu(gate) * up of the CPU reference.
+void CheckSwiGluEpilogue(const LutShape& s, ActivationType dtype, const std::vector<int64_t>& ms,
+                         const LaunchChoice& how, std::mt19937& rng) {
   SCOPED_TRACE(::testing::Message() << "n=" << s.n << " k=" << s.k << " b=" << s.bits << " G=" << s.group_size
-                                    << " " << Name(dtype));
+                                    << " " << Name(dtype) << " kernel=" << static_cast<int>(how.kernel)
+                                    << " split_k=" << how.split_k);
   Problem p = MakeProblem(s, rng);
   const int64_t inter = s.n / 2;
-  for (int64_t m : {1, 2, 5, 8}) {
+  for (int64_t m : ms) {
     std::vector<float> x = RandomX(dtype, m, s.k, rng);
     std::vector<uint16_t> xb(x.size());
     for (size_t i = 0; i < x.size(); ++i) {
       xb[i] = dtype == ActivationType::kFloat16 ? FloatToHalf(x[i]) : FloatToBf16(x[i]);
     }
     DeviceBuffer d_x(xb.size() * 2), d_gate_up(m * s.n * 2), d_unfused(m * inter * 2), d_fused(m * inter * 2);
+    const size_t ws_bytes = LutGemmWorkspaceBytes(s, m) + 4096 + (how.split_k > 0 ? how.split_k * m * s.n * 4 : 0);
+    DeviceBuffer d_ws(ws_bytes);
+    cudaMemset(d_ws.ptr, 0, ws_bytes);
     cudaMemcpy(d_x.ptr, xb.data(), xb.size() * 2, cudaMemcpyHostToDevice);
     cudaMemset(d_unfused.ptr, 0xFF, m * inter * 2);
     cudaMemset(d_fused.ptr, 0xFF, m * inter * 2);
-    LaunchChoice strip;
-    strip.kernel = LutKernel::kStrip;
-    LutGemmParams plain = MakeParams(p, dtype, m, strip);
+    LutGemmParams plain = MakeParams(p, dtype, m, how);
     plain.x = d_x.ptr;
     plain.y = d_gate_up.ptr;
+    plain.workspace = d_ws.ptr;
+    plain.workspace_bytes = ws_bytes;
     ASSERT_TRUE(LaunchLutGemm(plain, nullptr).ok());
     ASSERT_TRUE(gpu::LaunchSwiGlu(dtype, d_gate_up.ptr, static_cast<int>(m), static_cast<int>(inter),
                                   d_unfused.ptr, nullptr, 8).ok());
-    LaunchChoice how;  // kAuto picks the strip kernel up to m = 4 on every shape
-    how.kernel = m <= 4 ? LutKernel::kAuto : LutKernel::kStrip;
-    LutGemmParams fused = MakeParams(p, dtype, m, how);
-    fused.x = d_x.ptr;
+    LutGemmParams fused = plain;
     fused.y = d_fused.ptr;
     fused.swiglu = true;
-    ASSERT_TRUE(LutGemmFusesSwiGlu(fused)) << "m=" << m;
     const absl::Status st = LaunchLutGemm(fused, nullptr);
     ASSERT_TRUE(st.ok()) << st;
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
@@ -469,50 +470,25 @@ void CheckSwiGluEpilogue(const LutShape& s, ActivationType dtype, std::mt19937& 
 TEST(LutGemmGpuTest, SwiGluEpilogueEqualsGemmThenSwiGlu) {
   REQUIRE_GPU();
   std::mt19937 rng(std::random_device{}());
+  LaunchChoice automatic, strip, splitk, split3;
+  strip.kernel = LutKernel::kStrip;
+  splitk.kernel = LutKernel::kSplitK;
+  split3.split_k = 3;  // several splits: the last block's reduction applies SwiGLU
   for (ActivationType dtype : {ActivationType::kFloat16, ActivationType::kBFloat16}) {
     for (int bits : {2, 3, 4}) {
       for (int g : {32, 128}) {
-        CheckSwiGluEpilogue({16, 1024, bits, g}, dtype, rng);    // one strip, one stage
-        CheckSwiGluEpilogue({1040, 3072, bits, g}, dtype, rng);  // 65 strips, 1 tile per warp
+        CheckSwiGluEpilogue({16, 1024, bits, g}, dtype, {1, 3, 8}, strip, rng);  // one strip, one stage
+        CheckSwiGluEpilogue({1040, 3072, bits, g}, dtype, {1, 5, 8}, strip, rng);
+        CheckSwiGluEpilogue({1040, 3072, bits, g}, dtype, {1, 8, 17, 64}, splitk, rng);
+        CheckSwiGluEpilogue({400, 2048, bits, g}, dtype, {2, 16, 33}, split3, rng);
       }
-      CheckSwiGluEpilogue({28672, 4096, bits, 128}, dtype, rng);  // LLaMA-3 8B gate/up: several rounds
+      // LLaMA-3 8B gate/up, as the engine calls it: strip kernel, then split-K from m = 5.
+      CheckSwiGluEpilogue({28672, 4096, bits, 128}, dtype, {1, 4, 5, 16, 100}, automatic, rng);
     }
   }
   for (const char* config : {"1,2", "2,2", "2,4"}) {
     ScopedEnv env("FLUTE_LUT_STRIP", config);
-    CheckSwiGluEpilogue({2048, 4096, 4, 128}, ActivationType::kBFloat16, rng);
-  }
-}
-
-TEST(LutGemmGpuTest, SwiGluEpilogueRejectsCallsItCannotFuse) {
-  REQUIRE_GPU();
-  DeviceBuffer buf(1 << 22);
-  LutGemmParams params;
-  params.x = params.y = buf.ptr;
-  params.packed = static_cast<const uint8_t*>(buf.ptr);
-  params.scales = static_cast<const uint16_t*>(buf.ptr);
-  params.table = static_cast<const float*>(buf.ptr);
-  params.workspace = buf.ptr;
-  params.workspace_bytes = 1 << 22;
-  params.swiglu = true;
-  struct Case {
-    LutShape shape;
-    int64_t m;
-    LutKernel kernel;
-    const char* why;
-  };
-  for (const Case& c : {Case{{1024, 4096, 4, 128}, 9, LutKernel::kAuto, "got 9"},
-                        Case{{28672, 4096, 4, 128}, 5, LutKernel::kAuto, "got 5"},
-                        Case{{1024, 1152, 4, 128}, 1, LutKernel::kAuto, "k=1152"},
-                        Case{{1024, 2048, 4, 128}, 1, LutKernel::kSplitK, "strip kernel"}}) {
-    params.shape = c.shape;
-    params.m = c.m;
-    params.kernel = c.kernel;
-    EXPECT_FALSE(LutGemmFusesSwiGlu(params)) << c.why;
-    const absl::Status st = LaunchLutGemm(params, nullptr);
-    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
-    EXPECT_NE(st.message().find("swiglu"), std::string::npos) << st;
-    EXPECT_NE(st.message().find(c.why), std::string::npos) << st;
+    CheckSwiGluEpilogue({2048, 4096, 4, 128}, ActivationType::kBFloat16, {1, 8}, strip, rng);
   }
 }
 
