@@ -7,12 +7,28 @@
 //    into chunks of kChunk = 64 positions (small: a short context still spreads over many
 //    CTAs, which a batch-1 decode step needs); a sequence's chunks are dealt to at most
 //    kMaxSplits = 16 splits as contiguous ranges (ceil(chunks / 16) chunks per split: a
-//    function of the context length only). A CTA reads each K/V element of its chunks once
-//    (16-byte loads) and serves every query head of its slice: exact softmax inside a chunk
-//    (scores in shared memory), chunks merged in order in registers. A one-chunk sequence
-//    writes `out` directly; otherwise each split writes (max, sum, unnormalized output) to
-//    the workspace and CombineKernel merges the splits in order. Nothing depends on the other
-//    sequences or on the max_* bounds, so a row's result is bitwise batch invariant.
+//    function of the context length only). A CTA serves every query head of its slice and
+//    reads each K/V element of its chunks once: per chunk, all 64 K rows and 64 V rows are
+//    copied into shared memory by cp.async (16 bytes per copy, every row in flight at once:
+//    one block-table round trip, then one K/V round trip), then scores, exact softmax inside
+//    the chunk and P V are computed from shared memory; chunks are merged in order in
+//    registers. Loading order and PDL: the kernel is launched with programmatic dependent
+//    launch right after the RoPE + KV-write kernel (or after the prefill kernel, whose CTAs
+//    let it start only once they have waited for that kernel), and before its grid dependency
+//    wait it may read only what that kernel does not write: the step inputs (query_start,
+//    context_len, block_tables) and the cache rows of positions < context_len - 1. So a CTA
+//    puts its FIRST chunk's K/V rows in flight before the wait, except the row of position
+//    context_len - 1 (this step's token); after the wait it copies that row (when it lies in
+//    the chunk) and loads q, the two written by the previous kernel. Later chunks of a CTA
+//    (contexts > 1024 positions: several chunks per split) are copied after the wait, each at
+//    the start of its own iteration (no double buffering). CTAs without work (prefill
+//    sequences, splits beyond the sequence's) still wait before they exit, so the grid never
+//    completes before its predecessor (the next kernel's wait covers this grid only). A
+//    one-chunk sequence writes `out` directly; otherwise each split writes (max, sum, unnormalized
+//    output) to the workspace and CombineKernel merges the splits in order. Nothing depends on
+//    the other sequences or on the max_* bounds, so a row's result is bitwise batch invariant;
+//    the loading scheme changes where the operands come from, not the order of any
+//    floating-point operation.
 //  - Prefill (query_len > 1): PrefillMmaKernel, FlashAttention-2 style tiles of 64 query rows
 //    (16 per warp) x 64 keys of one query head on mma.sync.m16n8k16 tensor cores, online
 //    softmax in fp32 registers, causal masking by position. PrefillKernel is a plain SIMT
@@ -76,12 +92,17 @@ __device__ __forceinline__ uint4 Load16(const void* p) {
 }
 
 // Element offset of (position, kv head, dim 0) in a [num_blocks, block_size, kv_heads, D]
-// cache, through the sequence's block table.
-__device__ __forceinline__ size_t CacheOffset(const int32_t* table, int pos, int bs_log2,
-                                              int num_kv_heads, int kv_head, int head_dim) {
-  const int block = table[pos >> bs_log2];
+// cache, given the block-table entry of the position (block = table[pos / block_size]).
+__device__ __forceinline__ size_t SlotOffset(int block, int pos, int bs_log2, int num_kv_heads, int kv_head,
+                                             int head_dim) {
   const int64_t slot = (static_cast<int64_t>(block) << bs_log2) | (pos & ((1 << bs_log2) - 1));
   return static_cast<size_t>((slot * num_kv_heads + kv_head) * head_dim);
+}
+
+// The same through the sequence's block table.
+__device__ __forceinline__ size_t CacheOffset(const int32_t* table, int pos, int bs_log2,
+                                              int num_kv_heads, int kv_head, int head_dim) {
+  return SlotOffset(table[pos >> bs_log2], pos, bs_log2, num_kv_heads, kv_head, head_dim);
 }
 
 // ---- KV cache write --------------------------------------------------------------------------
@@ -133,11 +154,32 @@ struct AttnArgs {
 // ---- Decode: chunks of one sequence for one kv head ---------------------------------------
 // Thread layout: kLanes = D / 8 threads share one key row (one 16-byte piece each);
 // kKeysPerPass = 128 / kLanes keys per pass over the block.
+//
+// Shared memory per CTA: the chunk's K and V rows exactly as they are in the cache (16-bit,
+// [kChunk][D / 8] 16-byte pieces: 16 KB each at D = 128, 8 KB each at D = 64), brought by
+// cp.async; the scores p [kG][kChunk]; and the per-key-slot partial outputs red
+// [kKeysPerPass][kG][D] fp32 (4 KB per query head). red is written only after the chunk's
+// last read of K (and, where red is longer than the K rows, of V: kRedOverlapsV adds a
+// barrier for that), so it shares the K/V storage. Totals (static, under the 48 KB limit):
+// D = 128: 33040 / 33296 / 33824 / 34880 bytes for kG = 1 / 2 / 4 / 8; D = 64: 16656 /
+// 16912 / 17440 / 34880. A warp reading K or V rows reads, per quarter warp, 8 consecutive
+// 16-byte pieces of one row: no bank conflicts without padding.
 template <int kD, int kG>
 struct DecodeSmem {
-  static constexpr int kKeysPerPass = kDecodeThreads / (kD / 8);
-  float p[kG][kChunk];                          // scores, then probabilities
-  __align__(16) float red[kKeysPerPass][kG][kD];  // per-key-slot partial outputs
+  static constexpr int kPieces = kD / 8;  // 16-byte pieces per K (or V) row
+  static constexpr int kKeysPerPass = kDecodeThreads / kPieces;
+  struct KvRows {
+    uint4 k[kChunk][kPieces];
+    uint4 v[kChunk][kPieces];
+  };
+  union Store {
+    KvRows kv;                               // while the chunk's scores and P V are computed
+    float red[kKeysPerPass][kG][kD];         // then: per-key-slot partial outputs
+  };
+  static constexpr bool kRedOverlapsV =
+      sizeof(float) * kKeysPerPass * kG * kD > sizeof(uint4) * kChunk * kPieces;
+  Store buf;                                 // 16-byte aligned (uint4 members), at offset 0
+  float p[kG][kChunk];                       // scores, then probabilities
   float l[kG];
   float m[kG];
 };
@@ -166,33 +208,89 @@ __device__ __forceinline__ SplitPlan PlanSplits(int num_chunks) {
   return {per_split, (num_chunks + per_split - 1) / per_split};
 }
 
-// One chunk of kChunk positions: exact softmax over the chunk, merged into `run`.
+// cp.async of 16 bytes global -> shared, cached in L2 only. No "memory" clobber: the global
+// reads it depends on (block-table entries) may still be scheduled ahead of earlier copies,
+// so all of a thread's table loads go out together; shared-memory hazards are ordered by the
+// barriers around CpAsyncWaitAll.
+__device__ __forceinline__ void CpAsync16(void* smem, const void* gmem) {
+  const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem));
+}
+__device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void CpAsyncWaitAll() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
+
+// Issues (does not wait for) the cp.async of the K and V rows of positions c0 + r, r < n
+// (n <= kChunk: the chunk's positions in the context), except row `skip` (pass kChunk to
+// skip none), into sm.buf.kv. Thread t copies piece t % kPieces of rows t / kPieces + j *
+// kRowsPerPass; its block-table entries are all loaded before its first copy, so the chunk
+// costs one table round trip, then one K/V round trip with every row in flight.
+template <typename T, int kD, int kG>
+__device__ __forceinline__ void IssueChunkKv(const AttnArgs& a, const int32_t* table, int kv_head, int c0,
+                                             int n, int skip, DecodeSmem<kD, kG>& sm) {
+  constexpr int kPieces = kD / 8;
+  constexpr int kRowsPerPass = kDecodeThreads / kPieces;
+  constexpr int kPasses = kChunk / kRowsPerPass;  // 8 at D = 128, 4 at D = 64
+  const int r0 = threadIdx.x / kPieces, piece = threadIdx.x % kPieces;
+  int32_t block[kPasses];
+#pragma unroll
+  for (int j = 0; j < kPasses; ++j) {
+    const int r = r0 + j * kRowsPerPass;
+    block[j] = r < n ? table[(c0 + r) >> a.bs_log2] : 0;  // never past the context's blocks
+  }
+  const T* k_cache = static_cast<const T*>(a.k_cache);
+  const T* v_cache = static_cast<const T*>(a.v_cache);
+#pragma unroll
+  for (int j = 0; j < kPasses; ++j) {
+    const int r = r0 + j * kRowsPerPass;
+    if (r < n && r != skip) {
+      const size_t off = SlotOffset(block[j], c0 + r, a.bs_log2, a.num_kv_heads, kv_head, kD) + piece * 8;
+      CpAsync16(&sm.buf.kv.k[r][piece], k_cache + off);
+      CpAsync16(&sm.buf.kv.v[r][piece], v_cache + off);
+    }
+  }
+}
+
+// q of the slice's heads for this thread's lane (8 dims each), raw 16-bit; zero for heads
+// beyond ng. A plain (coherent) load, not __ldg: q is written by the previous kernel, and this
+// load must stay after GridDependencyWait (an invariant/non-coherent load could be hoisted).
+template <typename T, int kD, int kG>
+__device__ __forceinline__ void LoadQ(const AttnArgs& a, const DecodeTask& task, uint4 (&qv)[kG]) {
+  const int lane = threadIdx.x % (kD / 8);
+  const T* q = static_cast<const T*>(a.q) + static_cast<int64_t>(task.q_row) * a.row_stride;
+#pragma unroll
+  for (int g = 0; g < kG; ++g) {
+    qv[g] = g < task.ng ? *reinterpret_cast<const uint4*>(q + (task.h0 + g) * kD + lane * 8)
+                        : make_uint4(0, 0, 0, 0);
+  }
+}
+
+// One chunk of kChunk positions, its K and V rows already in sm.buf.kv (cp.async complete and
+// a barrier passed): exact softmax over the chunk, merged into `run`. qv from LoadQ.
 template <typename T, int kD, int kG>
 __device__ __forceinline__ void DecodeChunk(const AttnArgs& a, const DecodeTask& task, int chunk,
-                                            DecodeSmem<kD, kG>& sm, DecodeRun<kD, kG>& run) {
+                                            const uint4 (&qv)[kG], DecodeSmem<kD, kG>& sm,
+                                            DecodeRun<kD, kG>& run) {
   constexpr int kLanes = kD / 8;
   constexpr int kKeysPerPass = kDecodeThreads / kLanes;
   constexpr int kUnroll = 4;
+  auto& s_k = sm.buf.kv.k;
+  auto& s_v = sm.buf.kv.v;
   auto& s_p = sm.p;
-  auto& s_red = sm.red;
+  auto& s_red = sm.buf.red;
   auto& s_l = sm.l;
   auto& s_m = sm.m;
-  const int seq = task.seq, q_row = task.q_row, kv_head = task.kv_head, h0 = task.h0, ng = task.ng;
+  const int ng = task.ng;
   const int c0 = chunk * kChunk;
   const int n = min(kChunk, task.ctx - c0);
   const int lane = threadIdx.x % kLanes, key_slot = threadIdx.x / kLanes;
-  const int32_t* table = a.block_tables + static_cast<int64_t>(seq) * a.max_blocks_per_seq;
-  const T* k_cache = static_cast<const T*>(a.k_cache);
-  const T* v_cache = static_cast<const T*>(a.v_cache);
 
   // Phase 1: scores s_p[g][k] = q_g . k_k (log2 domain), each K row read once.
   {
     float qr[kG][8];
-    const T* q = static_cast<const T*>(a.q) + static_cast<int64_t>(q_row) * a.row_stride;
 #pragma unroll
     for (int g = 0; g < kG; ++g) {
       if (g < ng) {
-        Unpack8<T>(Load16(q + (h0 + g) * kD + lane * 8), qr[g]);
+        Unpack8<T>(qv[g], qr[g]);
 #pragma unroll
         for (int e = 0; e < 8; ++e) qr[g][e] *= a.scale_log2;
       } else {
@@ -205,11 +303,7 @@ __device__ __forceinline__ void DecodeChunk(const AttnArgs& a, const DecodeTask&
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
         const int k = k0 + u * kKeysPerPass + key_slot;
-        kk[u] = make_uint4(0, 0, 0, 0);
-        if (k < n) {
-          kk[u] = Load16(k_cache + CacheOffset(table, c0 + k, a.bs_log2, a.num_kv_heads, kv_head, kD) +
-                         lane * 8);
-        }
+        kk[u] = k < n ? s_k[k][lane] : make_uint4(0, 0, 0, 0);  // rows >= n were never loaded
       }
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
@@ -232,7 +326,7 @@ __device__ __forceinline__ void DecodeChunk(const AttnArgs& a, const DecodeTask&
       }
     }
   }
-  __syncthreads();
+  __syncthreads();  // scores complete; K no longer read (red may take its place)
 
   // Phase 2: exact softmax over the chunk, one warp per query head.
   const int warp = threadIdx.x / 32, wlane = threadIdx.x % 32;
@@ -256,7 +350,8 @@ __device__ __forceinline__ void DecodeChunk(const AttnArgs& a, const DecodeTask&
   }
   __syncthreads();
 
-  // Phase 3: acc[g][:] = sum_k p[g][k] v_k over this thread's keys, each V row read once.
+  // Phase 3: acc[g][:] = sum_k p[g][k] v_k over this thread's keys (key_slot, key_slot +
+  // kKeysPerPass, ... in increasing order), each V row read once.
   float acc[kG][8];
 #pragma unroll
   for (int g = 0; g < kG; ++g) {
@@ -268,11 +363,7 @@ __device__ __forceinline__ void DecodeChunk(const AttnArgs& a, const DecodeTask&
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const int k = k0 + u * kKeysPerPass + key_slot;
-      vv[u] = make_uint4(0, 0, 0, 0);
-      if (k < n) {
-        vv[u] = Load16(v_cache + CacheOffset(table, c0 + k, a.bs_log2, a.num_kv_heads, kv_head, kD) +
-                       lane * 8);
-      }
+      vv[u] = k < n ? s_v[k][lane] : make_uint4(0, 0, 0, 0);
     }
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
@@ -289,6 +380,7 @@ __device__ __forceinline__ void DecodeChunk(const AttnArgs& a, const DecodeTask&
       }
     }
   }
+  if constexpr (DecodeSmem<kD, kG>::kRedOverlapsV) __syncthreads();  // every V read is done
 #pragma unroll
   for (int g = 0; g < kG; ++g) {
     float4* dst = reinterpret_cast<float4*>(&s_red[key_slot][g][lane * 8]);
@@ -318,24 +410,74 @@ __device__ __forceinline__ void DecodeChunk(const AttnArgs& a, const DecodeTask&
 
 // Grid (kv heads x head slices, splits, sequences). A sequence of one chunk is written to
 // `out` directly; otherwise each split writes its merged partials to the workspace.
+//
+// PDL (launched with LaunchWithPdl, kernels/pdl.cuh): before GridDependencyWait the kernel
+// reads only what the previous kernel (RoPE + KV-cache write; or the prefill kernel, which
+// itself waited for that write before it let this grid start) does not write: the step
+// inputs (query_start, context_len, block_tables) and the cache rows of positions < ctx - 1.
+// So the CTA's first chunk is put in flight before the wait, all but the row of position
+// ctx - 1 (the token written this step), which is copied after the wait, with q.
 template <typename T, int kD, int kG>
 __global__ void __launch_bounds__(kDecodeThreads) DecodeChunkKernel(AttnArgs a) {
-  PdlPrologue();  // launched with LaunchWithPdl (kernels/pdl.cuh)
   __shared__ DecodeSmem<kD, kG> sm;
+  // A CTA with nothing to do still waits before it exits (nothing in flight then): the next
+  // kernel's wait covers this grid only, so this grid must not complete before its own
+  // predecessor (e.g. the O projection after a prefill-only step would read `out` while the
+  // prefill kernel still writes it).
   DecodeTask task;
   task.seq = blockIdx.z;
   task.q_row = a.query_start[task.seq];
-  if (a.query_start[task.seq + 1] - task.q_row != 1) return;  // prefill sequences: the prefill kernel
+  if (a.query_start[task.seq + 1] - task.q_row != 1) {  // prefill sequences: the prefill kernel
+    GridDependencyWait();
+    return;
+  }
   task.ctx = a.context_len[task.seq];
   task.num_chunks = (task.ctx + kChunk - 1) / kChunk;
-  if (task.num_chunks <= 0) return;  // empty context (not a valid step): nothing to attend to
+  if (task.num_chunks <= 0) {  // empty context (not a valid step): nothing to attend to
+    GridDependencyWait();
+    return;
+  }
   const SplitPlan plan = PlanSplits(task.num_chunks);
   const int split = blockIdx.y;
-  if (split >= plan.num_splits) return;
+  if (split >= plan.num_splits) {
+    GridDependencyWait();
+    return;
+  }
   task.kv_head = blockIdx.x / a.head_slices;
   const int g0 = (blockIdx.x % a.head_slices) * kG;
   task.ng = min(kG, a.group - g0);
   task.h0 = task.kv_head * a.group + g0;
+  const int32_t* table = a.block_tables + static_cast<int64_t>(task.seq) * a.max_blocks_per_seq;
+  const int first = split * plan.per_split;
+  const int last = min(task.num_chunks, first + plan.per_split);
+
+  // Before the wait: the first chunk's K/V rows except position ctx - 1 (its row `newest`
+  // in the first chunk; >= kChunk when that position lies in a later chunk), and that row's
+  // cache offset (the table is a step input).
+  const int newest = task.ctx - 1 - first * kChunk;
+  IssueChunkKv<T, kD, kG>(a, table, task.kv_head, first * kChunk, min(kChunk, task.ctx - first * kChunk),
+                          newest, sm);
+  CpAsyncCommit();
+  constexpr int kPieces = kD / 8;
+  const bool copies_newest = newest < kChunk && threadIdx.x < 2 * kPieces;  // K pieces, then V
+  size_t newest_off = 0;
+  if (copies_newest) {
+    newest_off = CacheOffset(table, task.ctx - 1, a.bs_log2, a.num_kv_heads, task.kv_head, kD) +
+                 (threadIdx.x % kPieces) * 8;
+  }
+
+  GridDependencyWait();
+  LaunchDependents();
+
+  if (copies_newest) {
+    const int piece = threadIdx.x % kPieces;
+    if (threadIdx.x < kPieces) {
+      CpAsync16(&sm.buf.kv.k[newest][piece], static_cast<const T*>(a.k_cache) + newest_off);
+    } else {
+      CpAsync16(&sm.buf.kv.v[newest][piece], static_cast<const T*>(a.v_cache) + newest_off);
+    }
+  }
+  CpAsyncCommit();
 
   DecodeRun<kD, kG> run;
 #pragma unroll
@@ -344,11 +486,20 @@ __global__ void __launch_bounds__(kDecodeThreads) DecodeChunkKernel(AttnArgs a) 
     run.l[i] = 0.f;
     run.m[i] = -INFINITY;
   }
-  const int first = split * plan.per_split;
-  const int last = min(task.num_chunks, first + plan.per_split);
   for (int chunk = first; chunk < last; ++chunk) {
-    if (chunk > first) __syncthreads();  // the previous chunk's shared-memory reads are done
-    DecodeChunk<T, kD, kG>(a, task, chunk, sm, run);
+    if (chunk > first) {
+      // Later chunks (contexts > 1024: several chunks per split) after the wait, all rows,
+      // once the previous chunk's reads of the shared storage (red, p, m, l) are done.
+      __syncthreads();
+      IssueChunkKv<T, kD, kG>(a, table, task.kv_head, chunk * kChunk, min(kChunk, task.ctx - chunk * kChunk),
+                              kChunk, sm);
+      CpAsyncCommit();
+    }
+    uint4 qv[kG];
+    LoadQ<T, kD, kG>(a, task, qv);  // in flight while the copies land
+    CpAsyncWaitAll();
+    __syncthreads();  // every thread's copies are visible
+    DecodeChunk<T, kD, kG>(a, task, chunk, qv, sm, run);
   }
 
   const int num_heads = a.num_heads;

@@ -72,30 +72,33 @@ struct Config {
 // outputs in split order (bitwise the same whichever split is last), with the SwiGLU epilogue
 // when asked. Not inlined: this runs once per tile, and its registers then do not add to the
 // main loop's.
+// (Scalars by value: a reference to the kernel's parameter struct would make the compiler
+// copy it to local memory for the whole kernel.)
 template <typename T>
-__device__ __noinline__ void SumPartialsInSplitOrder(const KernelArgs& args, int m0, int rows, int col_block, T* y) {
+__device__ __noinline__ void SumPartialsInSplitOrder(const float* partials, int splits, int total_m, int total_n,
+                                                     bool swiglu, int m0, int rows, int col_block, T* y) {
   const int tid = threadIdx.x;
   auto sum_partials = [&](int m, int n) {
     float sum = 0.0f;
-    for (int s = 0; s < args.splits; ++s) {
-      sum += __ldcg(args.partials + (static_cast<int64_t>(s) * args.m + m) * args.n + n);
+    for (int s = 0; s < splits; ++s) {
+      sum += __ldcg(partials + (static_cast<int64_t>(s) * total_m + m) * total_n + n);
     }
     return sum;
   };
-  if (args.swiglu) {  // output o of the block: strip o / 8, gate row o % 8 (up row + 8)
+  if (swiglu) {  // output o of the block: strip o / 8, gate row o % 8 (up row + 8)
     for (int e = tid; e < rows * kBlockN / 2; e += kThreads) {
       const int m = m0 + e / (kBlockN / 2), o = e % (kBlockN / 2);
       const int n = col_block * kBlockN + (o / 8) * 16 + o % 8;
-      if (n >= args.n) continue;
-      y[static_cast<int64_t>(m) * (args.n / 2) + n / 16 * 8 + o % 8] =
+      if (n >= total_n) continue;
+      y[static_cast<int64_t>(m) * (total_n / 2) + n / 16 * 8 + o % 8] =
           SwiGluOfSums<T>(sum_partials(m, n), sum_partials(m, n + 8));
     }
     return;
   }
   for (int e = tid; e < rows * kBlockN; e += kThreads) {
     const int m = m0 + e / kBlockN, n = col_block * kBlockN + e % kBlockN;
-    if (n >= args.n) continue;
-    y[static_cast<int64_t>(m) * args.n + n] = Act<T>::FromFloat(sum_partials(m, n));
+    if (n >= total_n) continue;
+    y[static_cast<int64_t>(m) * total_n + n] = Act<T>::FromFloat(sum_partials(m, n));
   }
 }
 
@@ -362,7 +365,8 @@ LutGemmKernel(const KernelArgs args) {
   __syncthreads();
   if (!s_is_last) return;
   __threadfence();
-  SumPartialsInSplitOrder<T>(args, m0, min(kMT, args.m - m0), col_block, y);
+  SumPartialsInSplitOrder<T>(args.partials, args.splits, args.m, args.n, args.swiglu, m0, min(kMT, args.m - m0),
+                             col_block, y);
   if (tid == 0) *counter = 0;  // ready for the next call
 }
 

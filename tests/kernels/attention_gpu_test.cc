@@ -257,9 +257,18 @@ struct DeviceBatch {
     if (ws_bytes > 0) cudaMemset(ws->ptr, 0xFF, ws_bytes);
   }
 
-  // LaunchKvCacheWrite of the step's rows, then LaunchPagedAttention, on `stream`; the
-  // shapes (bounds, num_blocks, max_blocks) are hb's.
-  absl::Status Launch(const Config& c, const HostBatch& hb, cudaStream_t stream) const {
+  // Rows for the KV-cache write other than the step's own: `m` rows of `qkv` (hb's row_stride
+  // and column offsets) written to `slots`.
+  struct WriteRows {
+    const void* qkv = nullptr;
+    const int32_t* slots = nullptr;
+    int m = 0;
+  };
+
+  // LaunchKvCacheWrite of the step's rows (or of `write`'s when given), then
+  // LaunchPagedAttention, on `stream`; the shapes (bounds, num_blocks, max_blocks) are hb's.
+  absl::Status Launch(const Config& c, const HostBatch& hb, cudaStream_t stream,
+                      const WriteRows* write = nullptr) const {
     PagedKvLayer layer;
     layer.k = k->ptr;
     layer.v = v->ptr;
@@ -269,8 +278,12 @@ struct DeviceBatch {
     layer.head_dim = c.head_dim;
     layer.dtype = c.dtype;
     const int qd = c.num_heads() * c.head_dim, kv_dim = c.num_kv_heads * c.head_dim;
-    absl::Status st = LaunchKvCacheWrite(layer, qkv->ptr, hb.total_q + hb.pad_rows, hb.row_stride, qd,
-                                         qd + kv_dim, static_cast<const int32_t*>(slots->ptr), stream);
+    absl::Status st =
+        write != nullptr
+            ? LaunchKvCacheWrite(layer, write->qkv, write->m, hb.row_stride, qd, qd + kv_dim, write->slots,
+                                 stream)
+            : LaunchKvCacheWrite(layer, qkv->ptr, hb.total_q + hb.pad_rows, hb.row_stride, qd, qd + kv_dim,
+                                 static_cast<const int32_t*>(slots->ptr), stream);
     if (!st.ok()) return st;
     AttentionBatch batch;
     batch.num_seqs = hb.num_seqs;
@@ -557,6 +570,134 @@ TEST_F(AttentionGpuTest, OneCapturedGraphServesSeveralSteps) {
     }
   }
   cudaGraphExecDestroy(exec);
+  cudaStreamDestroy(stream);
+}
+
+// PDL ordering. The decode kernel puts its first chunk's K/V cache rows in flight BEFORE its
+// grid dependency wait, all but the newest position (context_len - 1), which the KV-cache
+// write launched just before it (with PDL) writes in the same step; that row and q are read
+// after the wait. Here the newest position's K/V differ strongly from what the cache held
+// before the write: the fresh k of kv head kh is 2 q of query head kh * group (that head's
+// newest score dominates: ~2 |q|^2 / sqrt(D) nats above the others, so its output is ~ the
+// fresh v), the fresh v is 4 x N(0, 1), and the cache rows held -k and -v before the write.
+// Reading the stale row gives an output near the mean of the other values (stale k) or near
+// -v (stale v): errors of order 1, against a tolerance of 1e-2 at most. To widen the window
+// in which the write is still in flight when the attention grid starts, the write is given
+// up to 8192 extra rows before the real ones (to spare cache blocks, so the real rows are
+// written by the write's last CTAs). One non-blocking stream; write, then attention, 20
+// times with fresh data; batch 1 at each context length (1 to 47 chunks, up to 3 chunks per
+// split), then all of them in one batch; host bounds that give a pure decode launch (the
+// write just before the decode kernel), extra split CTAs that exit early, and a prefill
+// kernel in between.
+TEST_F(AttentionGpuTest, DecodeReadsTheNewTokenAfterThePdlWait) {
+  REQUIRE_GPU();
+  std::vector<Config> configs(5);
+  configs[0].num_kv_heads = 8;  // 8B LLaMA: fp16, D = 128, 8 kv heads, group 4, block 16
+  configs[1].dtype = ActivationType::kBFloat16;
+  configs[1].group = 8;
+  configs[1].block_size = 32;
+  configs[2].head_dim = 64;
+  configs[3].dtype = ActivationType::kBFloat16;
+  configs[3].head_dim = 64;
+  configs[3].group = 1;
+  configs[3].block_size = 8;
+  configs[4].group = 2;
+  configs[4].block_size = 64;
+  const std::vector<int> contexts = {1, 63, 64, 65, 512, 1000, 1025, 3000};
+  const std::vector<Bounds> bounds = {{0, 0}, {0, 2000}, {0, 0}, {5, 0}};
+  const std::vector<int> dummy_rows = {8192, 0, 1024, 8192};
+  cudaStream_t stream;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+  for (int iter = 0; iter < 20; ++iter) {
+    const Config& c = configs[iter % configs.size()];
+    const Bounds& bound = bounds[iter % bounds.size()];
+    const int dummies = dummy_rows[(iter / 2) % dummy_rows.size()];
+    const int d = c.head_dim, kv_dim = c.num_kv_heads * d, bs = c.block_size;
+    std::vector<std::vector<int>> batches;
+    for (int ctx : contexts) batches.push_back({ctx});
+    batches.push_back(contexts);
+    std::shuffle(batches.back().begin(), batches.back().end(), rng_);
+    double worst = 0;
+    for (const std::vector<int>& ctxs : batches) {
+      std::vector<Seq> seqs;
+      for (int ctx : ctxs) {
+        Seq s = MakeSeq(c, 1, ctx, rng_);
+        const size_t newest = static_cast<size_t>(ctx - 1) * kv_dim;
+        std::normal_distribution<float> normal;
+        for (int kh = 0; kh < c.num_kv_heads; ++kh) {
+          for (int e = 0; e < d; ++e) {
+            const float q = s.q[static_cast<size_t>(kh * c.group) * d + e];
+            s.k[newest + kh * d + e] = FromBits(c.dtype, ToBits(c.dtype, 2.f * q));
+            s.v[newest + kh * d + e] = FromBits(c.dtype, ToBits(c.dtype, 4.f * normal(rng_)));
+          }
+        }
+        seqs.push_back(std::move(s));
+      }
+      std::vector<const Seq*> ptrs;
+      int blocks_used = 0;
+      for (const Seq& s : seqs) {
+        ptrs.push_back(&s);
+        blocks_used += (s.context_len + bs - 1) / bs;
+      }
+      HostBatch hb = BuildHostBatch(c, ptrs, bound, rng_, blocks_used + 16);
+      // The cache before the write: -k and -v at every newest position.
+      for (int i = 0; i < hb.num_seqs; ++i) {
+        const Seq& s = seqs[i];
+        const size_t slot = static_cast<size_t>(hb.slots[hb.query_start[i]]);
+        const size_t newest = static_cast<size_t>(s.context_len - 1) * kv_dim;
+        for (int e = 0; e < kv_dim; ++e) {
+          hb.k_cache[slot * kv_dim + e] = ToBits(c.dtype, -s.k[newest + e]);
+          hb.v_cache[slot * kv_dim + e] = ToBits(c.dtype, -s.v[newest + e]);
+        }
+      }
+      // The write's rows: `dummies` rows to the spare blocks' slots, then the step's rows.
+      std::vector<bool> in_use(hb.num_blocks, false);
+      for (int32_t b : hb.tables) {
+        if (b >= 0) in_use[b] = true;
+      }
+      std::vector<int32_t> spare_slots;
+      for (int b = 0; b < hb.num_blocks; ++b) {
+        for (int i = 0; !in_use[b] && i < bs; ++i) spare_slots.push_back(b * bs + i);
+      }
+      ASSERT_FALSE(spare_slots.empty());
+      std::vector<int32_t> write_slots(dummies);
+      for (int r = 0; r < dummies; ++r) write_slots[r] = spare_slots[r % spare_slots.size()];
+      write_slots.insert(write_slots.end(), hb.slots.begin(), hb.slots.end());
+      const size_t step_rows = hb.slots.size();
+      DeviceBatch dev(c, hb);
+      DeviceBuffer write_qkv((dummies + step_rows) * hb.row_stride * 2);
+      DeviceBuffer write_slots_dev(write_slots.size() * 4);
+      ASSERT_TRUE(dev.ok() && write_qkv.ptr != nullptr && write_slots_dev.ptr != nullptr);
+      dev.Upload(hb);
+      uint8_t* wq = static_cast<uint8_t*>(write_qkv.ptr);
+      const size_t dummy_bytes = static_cast<size_t>(dummies) * hb.row_stride * 2;
+      CUDA_OK(cudaMemset(wq, 0x3C, dummy_bytes));  // 1.0-ish values (they land in spare blocks)
+      CUDA_OK(cudaMemcpy(wq + dummy_bytes, hb.qkv.data(), hb.qkv.size() * 2, cudaMemcpyHostToDevice));
+      CUDA_OK(cudaMemcpy(write_slots_dev.ptr, write_slots.data(), write_slots.size() * 4,
+                         cudaMemcpyHostToDevice));
+      CUDA_OK(cudaDeviceSynchronize());  // the uploads (legacy stream) before the non-blocking stream
+      DeviceBatch::WriteRows write;
+      write.qkv = write_qkv.ptr;
+      write.slots = static_cast<const int32_t*>(write_slots_dev.ptr);
+      write.m = static_cast<int>(write_slots.size());
+      const absl::Status st = dev.Launch(c, hb, stream, &write);
+      ASSERT_TRUE(st.ok()) << st;
+      CUDA_OK(cudaStreamSynchronize(stream));
+      const std::vector<uint16_t> out = dev.Download(c, hb.total_q);
+      for (size_t i = 0; i < seqs.size(); ++i) {
+        const std::vector<float> ref = Reference(c, seqs[i], 1.f / std::sqrt(static_cast<float>(d)));
+        const double err = SeqError(c, out, i, ref);
+        EXPECT_LE(err, Tolerance(c))
+            << "iteration " << iter << " " << Describe(c) << " batch of " << seqs.size() << ", seq " << i
+            << " (context_len " << seqs[i].context_len << "), " << dummies << " extra write rows, bounds +"
+            << bound.extra_query_len << "/+" << bound.extra_context_len
+            << (err >= 1e9 ? ": unwritten/non-finite outputs" : "");
+        worst = std::max(worst, err);
+      }
+    }
+    std::printf("pdl iteration %d %s (%d extra write rows): worst normalized error %.2e\n", iter,
+                Describe(c).c_str(), dummies, worst);
+  }
   cudaStreamDestroy(stream);
 }
 
