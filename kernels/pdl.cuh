@@ -20,11 +20,17 @@ namespace flute {
 __device__ __forceinline__ void GridDependencyWait() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
 __device__ __forceinline__ void LaunchDependents() { asm volatile("griddepcontrol.launch_dependents;\n" ::); }
 
-// The first statement of a kernel launched with LaunchWithPdl: wait for the previous kernel,
-// then let the next one be scheduled (one kernel ahead at most).
+// The first statement of a kernel launched with LaunchWithPdl: let the next kernel be
+// scheduled, then wait for the previous one. Triggering first lets a chain of small kernels
+// and the LUT-GEMM after them all become resident early, so the GEMM streams its first weight
+// stages while the whole chain runs (its window is longer than one small kernel). Safe: each
+// kernel still waits for its predecessor's completion before touching activations, and that
+// predecessor completed only after its own wait, so completion is transitive; and a
+// dependent grid is launched only once every block of its primary has started, so waiting
+// blocks can never keep their primary from running.
 __device__ __forceinline__ void PdlPrologue() {
-  GridDependencyWait();
   LaunchDependents();
+  GridDependencyWait();
 }
 
 // kernel<<<grid, block, smem, stream>>>(args...) with programmatic stream serialization. The
