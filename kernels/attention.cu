@@ -420,6 +420,7 @@ __device__ __forceinline__ void DecodeChunk(const AttnArgs& a, const DecodeTask&
 template <typename T, int kD, int kG>
 __global__ void __launch_bounds__(kDecodeThreads) DecodeChunkKernel(AttnArgs a) {
   __shared__ DecodeSmem<kD, kG> sm;
+  LaunchDependents();  // first, as PdlPrologue (kernels/pdl.cuh says why that is safe)
   // A CTA with nothing to do still waits before it exits (nothing in flight then): the next
   // kernel's wait covers this grid only, so this grid must not complete before its own
   // predecessor (e.g. the O projection after a prefill-only step would read `out` while the
@@ -467,7 +468,6 @@ __global__ void __launch_bounds__(kDecodeThreads) DecodeChunkKernel(AttnArgs a) 
   }
 
   GridDependencyWait();
-  LaunchDependents();
 
   if (copies_newest) {
     const int piece = threadIdx.x % kPieces;
