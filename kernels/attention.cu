@@ -1,5 +1,5 @@
 // Paged KV cache write and paged GQA attention for sm_90 (H100): see attention.h for the
-// contract. Three kernels:
+// contract. The kernels:
 //
 //  - KvCacheWriteKernel: one thread per 16-byte piece of a token's k or v heads.
 //  - Decode (query_len == 1, decided per sequence from device memory): DecodeChunkKernel, one
@@ -29,6 +29,17 @@
 //    the other sequences or on the max_* bounds, so a row's result is bitwise batch invariant;
 //    the loading scheme changes where the operands come from, not the order of any
 //    floating-point operation.
+//  - Decode with a fused RoPE + KV write (FusedRopeKv, decode-only launches: the RoPE +
+//    KV-write kernel is not launched): DecodeChunkRopeKernel, the same CTA work
+//    (DecodeChunkCta<..., kFused = true>) plus, before the wait, cos/sin of the row's position
+//    (positions and inv_freq are step inputs) and, after it, the RoPE of the CTA's q heads from
+//    the raw qkv (into shared memory, where LoadQ's values would come from) and, in the CTA
+//    whose chunks hold position context_len - 1, the RoPE of the kv head's k with the v of that
+//    position, taken from qkv into the chunk's shared K/V rows instead of being copied from the
+//    cache, and stored to the cache at the row's slot (by head slice 0). The rotation is
+//    RopeKvWriteKernel's code (kernels/rope_math.cuh) and everything else is unchanged, so `out`
+//    and the cache are bitwise those of RopeKvWrite + the unfused kernel. A row whose slot is
+//    invalid (padding) writes nothing and reads that position from the cache, as unfused.
 //  - Prefill (query_len > 1): PrefillMmaKernel, FlashAttention-2 style tiles of 64 query rows
 //    (16 per warp) x 64 keys of one query head on mma.sync.m16n8k16 tensor cores, online
 //    softmax in fp32 registers, causal masking by position. PrefillKernel is a plain SIMT
@@ -50,6 +61,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/pdl.cuh"
+#include "kernels/rope_math.cuh"
 
 namespace flute::gpu {
 namespace {
@@ -85,6 +97,16 @@ __device__ __forceinline__ void Unpack8(const uint4& u, float* f) {
   const float2 c = Act<T>::ToFloat2(u.z), d = Act<T>::ToFloat2(u.w);
   f[0] = a.x; f[1] = a.y; f[2] = b.x; f[3] = b.y;
   f[4] = c.x; f[5] = c.y; f[6] = d.x; f[7] = d.y;
+}
+
+// 8 floats -> 8 consecutive 16-bit values (round to nearest even each), for one 16-byte store.
+template <typename T>
+__device__ __forceinline__ uint4 Pack8(const float* f) {
+  uint4 u;
+  T* e = reinterpret_cast<T*>(&u);
+#pragma unroll
+  for (int i = 0; i < 8; ++i) e[i] = Act<T>::FromFloat(f[i]);
+  return u;
 }
 
 __device__ __forceinline__ uint4 Load16(const void* p) {
@@ -149,6 +171,17 @@ struct AttnArgs {
   int bs_log2;
   int ws_splits;              // min(kMaxSplits, chunks of max_context_len)
   float scale_log2;           // scale * log2(e)
+};
+
+// The fused RoPE + KV write of a decode-only launch (FusedRopeKv): a second parameter of
+// DecodeChunkRopeKernel only. (Not in AttnArgs: a larger AttnArgs alone changed the register
+// allocation of every unfused decode instance, e.g. 117 -> 94 registers at fp16 D = 128 kG = 4.)
+struct RopeKvArgs {
+  const int32_t* positions;
+  const int32_t* slots;
+  const float* inv_freq;
+  int k_offset, v_offset;
+  int64_t num_slots;          // cache.num_blocks * block_size
 };
 
 // ---- Decode: chunks of one sequence for one kv head ---------------------------------------
@@ -262,6 +295,107 @@ __device__ __forceinline__ void LoadQ(const AttnArgs& a, const DecodeTask& task,
     qv[g] = g < task.ng ? *reinterpret_cast<const uint4*>(q + (task.h0 + g) * kD + lane * 8)
                         : make_uint4(0, 0, 0, 0);
   }
+}
+
+// ---- Decode with the fused RoPE + KV write (FusedRopeKv) -------------------------------------
+// Shared memory of the fused instances only (a function-scope __shared__ variable: the unfused
+// instances do not reference it, so their shared memory stays DecodeSmem alone). 768 bytes +
+// 256 per query head of the slice at D = 128 (3072 at kG = 8), half that at D = 64.
+template <int kD, int kG>
+struct FusedRopeSmem {
+  static constexpr int kPieces = kD / 8;
+  uint4 q[kG][kPieces];  // the slice's q heads after RoPE, 16-bit: what LoadQ reads after RopeKvWrite
+  uint4 k[kPieces];      // the newest position's k head after RoPE, and its v head (when this CTA
+  uint4 v[kPieces];      // holds that position and the row's slot is valid)
+  float cos[kD / 2];     // of the row's position, per frequency
+  float sin[kD / 2];
+};
+template <int kD, int kG>
+__device__ __forceinline__ FusedRopeSmem<kD, kG>& FusedSmem() {
+  __shared__ FusedRopeSmem<kD, kG> s;
+  return s;
+}
+
+// Before the grid dependency wait: cos/sin of the row's position into shared memory (positions
+// and inv_freq are step inputs, never written by a kernel). Exactly RopeKvWriteKernel's values
+// (kernels/rope_math.cuh); sincosf's slow path (|angle| > ~1e5 at positions up to 128k) runs
+// while the previous kernel finishes. The caller puts a barrier before the values are read.
+template <int kD, int kG>
+__device__ __forceinline__ void FusedRopeSinCos(const RopeKvArgs& r, const DecodeTask& task) {
+  auto& fs = FusedSmem<kD, kG>();
+  const float position = static_cast<float>(r.positions[task.q_row]);
+  for (int j = threadIdx.x; j < kD / 2; j += kDecodeThreads) {
+    rope::SinCos(position, r.inv_freq[j], &fs.sin[j], &fs.cos[j]);
+  }
+}
+
+// After the wait (qkv is the previous kernel's output) and a barrier after FusedRopeSinCos: the
+// RoPE of the slice's q heads into fs.q, and when `newest` (this CTA's chunks contain position
+// ctx - 1 and the row's slot is valid) the RoPE of the kv head's k into fs.k and its v into
+// fs.v, both also stored to the cache at `slot` when `write` (head slice 0 of the kv head: the
+// other slices hold the same row and write nothing). RopeKvWriteKernel's work items and
+// arithmetic: item (head, 8 consecutive j < D/2) loads x[j0..j0+7] and x[j0+D/2..], rotates in
+// fp32 (rope::RotatePair) and rounds once to 16 bits; v pieces are copied as they are. At most
+// (kG + 1) * D/16 + D/8 = 88 items (D = 128, kG = 8): one pass of the 128 threads.
+template <typename T, int kD, int kG>
+__device__ __forceinline__ void FusedRopeKvRows(const AttnArgs& a, const RopeKvArgs& r, const DecodeTask& task,
+                                                bool newest, bool write, int slot) {
+  constexpr int kPieces = kD / 8, kHalf = kD / 2, kHalfPieces = kPieces / 2;
+  auto& fs = FusedSmem<kD, kG>();
+  const T* row = static_cast<const T*>(a.q) + static_cast<int64_t>(task.q_row) * a.row_stride;
+  const int q_items = task.ng * kHalfPieces;
+  const int rope_items = q_items + (newest ? kHalfPieces : 0);
+  const int items = rope_items + (newest ? kPieces : 0);
+  // The cache row of (slot, kv head) in 16-byte pieces (used only when `write`).
+  const int64_t cache_piece = (static_cast<int64_t>(write ? slot : 0) * a.num_kv_heads + task.kv_head) * kPieces;
+  for (int item = threadIdx.x; item < items; item += kDecodeThreads) {
+    if (item < rope_items) {
+      const bool is_k = item >= q_items;
+      const int g = item / kHalfPieces;  // query head of the slice (q items)
+      const int jp = item % kHalfPieces;  // q_items is a multiple of kHalfPieces: also right for k
+      const T* x = is_k ? row + r.k_offset + task.kv_head * kD : row + (task.h0 + g) * kD;
+      const int j0 = jp * 8;
+      // Plain (coherent) loads: qkv is written by the previous kernel; after the wait.
+      const uint4 ua = *reinterpret_cast<const uint4*>(x + j0);
+      const uint4 ub = *reinterpret_cast<const uint4*>(x + j0 + kHalf);
+      float xa[8], xb[8], ra[8], rb[8];
+      Unpack8<T>(ua, xa);
+      Unpack8<T>(ub, xb);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        const float c = fs.cos[j0 + i], sn = fs.sin[j0 + i];
+        rope::RotatePair(xa[i], xb[i], c, sn, ra[i], rb[i]);
+      }
+      const uint4 pa = Pack8<T>(ra), pb = Pack8<T>(rb);
+      if (is_k) {
+        fs.k[jp] = pa;
+        fs.k[jp + kHalfPieces] = pb;
+        if (write) {
+          uint4* dst = static_cast<uint4*>(const_cast<void*>(a.k_cache)) + cache_piece;
+          dst[jp] = pa;
+          dst[jp + kHalfPieces] = pb;
+        }
+      } else {
+        fs.q[g][jp] = pa;
+        fs.q[g][jp + kHalfPieces] = pb;
+      }
+    } else {
+      const int p = item - rope_items;
+      const uint4 v = *reinterpret_cast<const uint4*>(row + r.v_offset + task.kv_head * kD + p * 8);
+      fs.v[p] = v;
+      if (write) static_cast<uint4*>(const_cast<void*>(a.v_cache))[cache_piece + p] = v;
+    }
+  }
+}
+
+// LoadQ of the fused instances: the rotated q from fs.q (after the barrier that follows
+// FusedRopeKvRows), bitwise what LoadQ reads from qkv after RopeKvWrite.
+template <int kD, int kG>
+__device__ __forceinline__ void LoadRotatedQ(const DecodeTask& task, uint4 (&qv)[kG]) {
+  const int lane = threadIdx.x % (kD / 8);
+  auto& fs = FusedSmem<kD, kG>();
+#pragma unroll
+  for (int g = 0; g < kG; ++g) qv[g] = g < task.ng ? fs.q[g][lane] : make_uint4(0, 0, 0, 0);
 }
 
 // One chunk of kChunk positions, its K and V rows already in sm.buf.kv (cp.async complete and
@@ -401,8 +535,17 @@ __device__ __forceinline__ void DecodeChunk(const AttnArgs& a, const DecodeTask&
       for (int j = 0; j < kKeysPerPass; ++j) sum += s_red[j][g][d];
       const float m_new = fmaxf(run.m[i], s_m[g]);
       const float w_old = exp2f(run.m[i] - m_new), w_chunk = exp2f(s_m[g] - m_new);
-      run.acc[i] = run.acc[i] * w_old + sum * w_chunk;
-      run.l[i] = run.l[i] * w_old + s_l[g] * w_chunk;
+      // The FMA contraction spelled out, as nvcc had contracted the plain expressions
+      // run.acc * w_old + sum * w_chunk and run.l * w_old + s_l * w_chunk (its choice for the
+      // first depended on kOut; the machine code is byte for byte what it was): the fused RoPE
+      // instances (DecodeChunkRopeKernel) must round exactly as the unfused ones, whatever the
+      // code around them.
+      if constexpr (DecodeRun<kD, kG>::kOut == 1) {
+        run.acc[i] = __fmaf_rn(run.acc[i], w_old, __fmul_rn(sum, w_chunk));
+      } else {
+        run.acc[i] = __fmaf_rn(sum, w_chunk, __fmul_rn(run.acc[i], w_old));
+      }
+      run.l[i] = __fmaf_rn(run.l[i], w_old, __fmul_rn(s_l[g], w_chunk));
       run.m[i] = m_new;
     }
   }
@@ -417,9 +560,18 @@ __device__ __forceinline__ void DecodeChunk(const AttnArgs& a, const DecodeTask&
 // inputs (query_start, context_len, block_tables) and the cache rows of positions < ctx - 1.
 // So the CTA's first chunk is put in flight before the wait, all but the row of position
 // ctx - 1 (the token written this step), which is copied after the wait, with q.
-template <typename T, int kD, int kG>
-__global__ void __launch_bounds__(kDecodeThreads) DecodeChunkKernel(AttnArgs a) {
-  __shared__ DecodeSmem<kD, kG> sm;
+//
+// kFused (FusedRopeKv, decode-only launches): the previous kernel is the qkv projection and
+// nobody has written position ctx - 1 to the cache. Before the wait the CTA also reads its row's
+// position and slot and computes cos/sin (step inputs); after it, it rotates its q heads from
+// raw qkv (FusedRopeKvRows) and, if its chunks hold position ctx - 1 and the slot is valid,
+// rotates the kv head's k and takes its v from qkv: that row goes into the chunk's shared K/V
+// rows in place of a cache copy, and to the cache at the slot (head slice 0 only). With an
+// invalid slot (padding row) the row is copied from the cache as in the unfused kernel. The
+// rest (loads of the other rows, every floating-point operation of the attention) is the
+// unfused kernel's.
+template <typename T, int kD, int kG, bool kFused>
+__device__ __forceinline__ void DecodeChunkCta(const AttnArgs& a, const RopeKvArgs& r, DecodeSmem<kD, kG>& sm) {
   LaunchDependents();  // first, as PdlPrologue (kernels/pdl.cuh says why that is safe)
   // A CTA with nothing to do still waits before it exits (nothing in flight then): the next
   // kernel's wait covers this grid only, so this grid must not complete before its own
@@ -460,11 +612,22 @@ __global__ void __launch_bounds__(kDecodeThreads) DecodeChunkKernel(AttnArgs a) 
                           newest, sm);
   CpAsyncCommit();
   constexpr int kPieces = kD / 8;
-  const bool copies_newest = newest < kChunk && threadIdx.x < 2 * kPieces;  // K pieces, then V
+  // Fused: whether the newest row comes from qkv (the row's slot is valid) rather than the cache.
+  int slot = -1;
+  bool from_qkv = false;
+  if constexpr (kFused) {
+    slot = r.slots[task.q_row];
+    from_qkv = slot >= 0 && slot < r.num_slots;
+  }
+  const bool copies_newest = newest < kChunk && threadIdx.x < 2 * kPieces && (!kFused || !from_qkv);  // K pieces, then V
   size_t newest_off = 0;
   if (copies_newest) {
     newest_off = CacheOffset(table, task.ctx - 1, a.bs_log2, a.num_kv_heads, task.kv_head, kD) +
                  (threadIdx.x % kPieces) * 8;
+  }
+  if constexpr (kFused) {
+    FusedRopeSinCos<kD, kG>(r, task);
+    __syncthreads();  // cos/sin visible to FusedRopeKvRows
   }
 
   GridDependencyWait();
@@ -478,6 +641,13 @@ __global__ void __launch_bounds__(kDecodeThreads) DecodeChunkKernel(AttnArgs a) 
     }
   }
   CpAsyncCommit();
+  // Fused: the chunk (if any of this CTA's) that holds position ctx - 1 taken from qkv.
+  const int newest_chunk = kFused && from_qkv && last == task.num_chunks ? task.num_chunks - 1 : -1;
+  if constexpr (kFused) {
+    FusedRopeKvRows<T, kD, kG>(a, r, task, newest_chunk >= 0, newest_chunk >= 0 && blockIdx.x % a.head_slices == 0,
+                               slot);
+    __syncthreads();  // fs.q, fs.k, fs.v visible
+  }
 
   DecodeRun<kD, kG> run;
 #pragma unroll
@@ -492,11 +662,24 @@ __global__ void __launch_bounds__(kDecodeThreads) DecodeChunkKernel(AttnArgs a) 
       // once the previous chunk's reads of the shared storage (red, p, m, l) are done.
       __syncthreads();
       IssueChunkKv<T, kD, kG>(a, table, task.kv_head, chunk * kChunk, min(kChunk, task.ctx - chunk * kChunk),
-                              kChunk, sm);
+                              kFused && chunk == newest_chunk ? task.ctx - 1 - chunk * kChunk : kChunk, sm);
       CpAsyncCommit();
     }
     uint4 qv[kG];
-    LoadQ<T, kD, kG>(a, task, qv);  // in flight while the copies land
+    if constexpr (kFused) {
+      if (chunk == newest_chunk && threadIdx.x < 2 * kPieces) {  // the newest row from qkv (fs)
+        const int row = task.ctx - 1 - chunk * kChunk, piece = threadIdx.x % kPieces;
+        auto& fs = FusedSmem<kD, kG>();
+        if (threadIdx.x < kPieces) {
+          sm.buf.kv.k[row][piece] = fs.k[piece];
+        } else {
+          sm.buf.kv.v[row][piece] = fs.v[piece];
+        }
+      }
+      LoadRotatedQ<kD, kG>(task, qv);
+    } else {
+      LoadQ<T, kD, kG>(a, task, qv);  // in flight while the copies land
+    }
     CpAsyncWaitAll();
     __syncthreads();  // every thread's copies are visible
     DecodeChunk<T, kD, kG>(a, task, chunk, qv, sm, run);
@@ -520,6 +703,19 @@ __global__ void __launch_bounds__(kDecodeThreads) DecodeChunkKernel(AttnArgs a) 
       }
     }
   }
+}
+
+template <typename T, int kD, int kG>
+__global__ void __launch_bounds__(kDecodeThreads) DecodeChunkKernel(AttnArgs a) {
+  __shared__ DecodeSmem<kD, kG> sm;
+  DecodeChunkCta<T, kD, kG, false>(a, RopeKvArgs{}, sm);
+}
+
+// The same with the fused RoPE + KV write (decode-only launches with a FusedRopeKv).
+template <typename T, int kD, int kG>
+__global__ void __launch_bounds__(kDecodeThreads) DecodeChunkRopeKernel(AttnArgs a, RopeKvArgs r) {
+  __shared__ DecodeSmem<kD, kG> sm;
+  DecodeChunkCta<T, kD, kG, true>(a, r, sm);
 }
 
 // Decode sequences of more than one chunk: merge the splits' partials in split order.
@@ -981,24 +1177,30 @@ absl::Status CudaStatus(cudaError_t err, const char* what) {
 }
 
 template <typename T, int kD, int kG>
-cudaError_t LaunchDecode(const AttnArgs& a, int num_seqs, cudaStream_t stream) {
+cudaError_t LaunchDecode(const AttnArgs& a, const RopeKvArgs* rope, int num_seqs, cudaStream_t stream) {
   const dim3 grid(a.num_kv_heads * a.head_slices, a.ws_splits, num_seqs);
-  LaunchWithPdl(DecodeChunkKernel<T, kD, kG>, grid, kDecodeThreads, 0, stream, a);
+  if (rope != nullptr) {
+    LaunchWithPdl(DecodeChunkRopeKernel<T, kD, kG>, grid, kDecodeThreads, 0, stream, a, *rope);
+  } else {
+    LaunchWithPdl(DecodeChunkKernel<T, kD, kG>, grid, kDecodeThreads, 0, stream, a);
+  }
   return cudaGetLastError();
 }
 
 template <typename T, int kD>
-cudaError_t LaunchDecodeForGroup(const AttnArgs& a, int num_seqs, cudaStream_t stream) {
+cudaError_t LaunchDecodeForGroup(const AttnArgs& a, const RopeKvArgs* rope, int num_seqs, cudaStream_t stream) {
   // The smallest instance that holds the group (or a slice of kMaxGroup heads).
   const int g = a.group >= kMaxGroup ? kMaxGroup : a.group;
-  if (g <= 1) return LaunchDecode<T, kD, 1>(a, num_seqs, stream);
-  if (g <= 2) return LaunchDecode<T, kD, 2>(a, num_seqs, stream);
-  if (g <= 4) return LaunchDecode<T, kD, 4>(a, num_seqs, stream);
-  return LaunchDecode<T, kD, 8>(a, num_seqs, stream);
+  if (g <= 1) return LaunchDecode<T, kD, 1>(a, rope, num_seqs, stream);
+  if (g <= 2) return LaunchDecode<T, kD, 2>(a, rope, num_seqs, stream);
+  if (g <= 4) return LaunchDecode<T, kD, 4>(a, rope, num_seqs, stream);
+  return LaunchDecode<T, kD, 8>(a, rope, num_seqs, stream);
 }
 
+// rope: the fused RoPE + KV write, or null (then max_query_len == 1 was checked: no prefill).
 template <typename T, int kD>
-cudaError_t LaunchAll(const AttnArgs& a, int num_seqs, int max_query_len, cudaStream_t stream) {
+cudaError_t LaunchAll(const AttnArgs& a, const RopeKvArgs* rope, int num_seqs, int max_query_len,
+                      cudaStream_t stream) {
   if (max_query_len > 1) {
     const dim3 grid((max_query_len + kTileQ - 1) / kTileQ, a.num_heads, num_seqs);
     if (UseSimtPrefill()) {
@@ -1013,17 +1215,17 @@ cudaError_t LaunchAll(const AttnArgs& a, int num_seqs, int max_query_len, cudaSt
     const cudaError_t err = cudaGetLastError();
     if (err != cudaSuccess) return err;
   }
-  cudaError_t err = LaunchDecodeForGroup<T, kD>(a, num_seqs, stream);
+  cudaError_t err = LaunchDecodeForGroup<T, kD>(a, rope, num_seqs, stream);
   if (err != cudaSuccess || a.ws_splits <= 1) return err;
   LaunchWithPdl(CombineKernel<T>, dim3(a.num_heads, num_seqs), kD, 0, stream, a, kD);
   return cudaGetLastError();
 }
 
 template <typename T>
-cudaError_t LaunchForType(const AttnArgs& a, int head_dim, int num_seqs, int max_query_len,
+cudaError_t LaunchForType(const AttnArgs& a, const RopeKvArgs* rope, int head_dim, int num_seqs, int max_query_len,
                           cudaStream_t stream) {
-  return head_dim == 64 ? LaunchAll<T, 64>(a, num_seqs, max_query_len, stream)
-                        : LaunchAll<T, 128>(a, num_seqs, max_query_len, stream);
+  return head_dim == 64 ? LaunchAll<T, 64>(a, rope, num_seqs, max_query_len, stream)
+                        : LaunchAll<T, 128>(a, rope, num_seqs, max_query_len, stream);
 }
 
 }  // namespace
@@ -1072,10 +1274,57 @@ size_t PagedAttentionWorkspaceBytes(int max_rows, int num_heads, int head_dim, i
   return static_cast<size_t>(max_rows) * num_heads * splits * (head_dim + 2) * sizeof(float);
 }
 
+namespace {
+
+// The fused RoPE + KV write's own argument rules (those of LaunchRopeKvWrite on the offsets,
+// plus a decode-only batch).
+absl::Status CheckFusedRopeKv(const FusedRopeKv& f, const PagedKvLayer& cache, int row_stride, int num_heads,
+                              const AttentionBatch& batch) {
+  const auto invalid = [](const auto&... args) {
+    return absl::InvalidArgumentError(absl::StrCat("paged attention with a fused RoPE + KV write: ", args...));
+  };
+  if (batch.max_query_len != 1) {
+    return invalid("batch.max_query_len must be 1 (a decode-only batch: one query row per sequence), got ",
+                   batch.max_query_len);
+  }
+  if (f.positions == nullptr || f.slots == nullptr || f.inv_freq == nullptr) {
+    return invalid("fused_rope->positions, slots and inv_freq must be set");
+  }
+  if (f.k_offset < 0 || f.k_offset % 8 != 0) {
+    return invalid("fused_rope->k_offset must be a non-negative multiple of 8, got ", f.k_offset);
+  }
+  if (f.v_offset < 0 || f.v_offset % 8 != 0) {
+    return invalid("fused_rope->v_offset must be a non-negative multiple of 8, got ", f.v_offset);
+  }
+  const int64_t kv_dim = static_cast<int64_t>(cache.num_kv_heads) * cache.head_dim;
+  const int64_t q_end = static_cast<int64_t>(num_heads) * cache.head_dim;
+  const int64_t k_end = f.k_offset + kv_dim, v_end = f.v_offset + kv_dim;
+  if (f.k_offset < q_end) {
+    return invalid("fused_rope->k_offset must be >= num_heads * head_dim = ", q_end, " (no overlap with q), got ",
+                   f.k_offset);
+  }
+  if (k_end > row_stride) {
+    return invalid("k heads end at column fused_rope->k_offset + num_kv_heads * head_dim = ", k_end,
+                   ", must be <= row_stride = ", row_stride);
+  }
+  if (v_end > row_stride) {
+    return invalid("v heads end at column fused_rope->v_offset + num_kv_heads * head_dim = ", v_end,
+                   ", must be <= row_stride = ", row_stride);
+  }
+  const auto overlap = [](int64_t b0, int64_t e0, int64_t b1, int64_t e1) { return b0 < e1 && b1 < e0; };
+  if (overlap(f.v_offset, v_end, 0, q_end) || overlap(f.v_offset, v_end, f.k_offset, k_end)) {
+    return invalid("fused_rope->v_offset must put the v columns [", f.v_offset, ", ", v_end,
+                   ") apart from the q columns [0, ", q_end, ") and the k columns [", f.k_offset, ", ", k_end, ")");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::Status LaunchPagedAttention(const PagedKvLayer& cache, const void* q, int row_stride,
                                   int num_heads, float scale, const AttentionBatch& batch,
                                   void* out, void* workspace, size_t workspace_bytes,
-                                  CUstream_st* stream) {
+                                  CUstream_st* stream, const FusedRopeKv* fused_rope) {
   absl::Status st = CheckCache(cache, "paged attention");
   if (!st.ok()) return st;
   const int d = cache.head_dim;
@@ -1117,6 +1366,10 @@ absl::Status LaunchPagedAttention(const PagedKvLayer& cache, const void* q, int 
   if (reinterpret_cast<uintptr_t>(q) % 16 != 0 || reinterpret_cast<uintptr_t>(out) % 4 != 0) {
     return absl::InvalidArgumentError("paged attention: q must be 16-byte and out 4-byte aligned");
   }
+  if (fused_rope != nullptr) {
+    absl::Status fst = CheckFusedRopeKv(*fused_rope, cache, row_stride, num_heads, batch);
+    if (!fst.ok()) return fst;
+  }
   // Decode partials are indexed by sequence (each sequence has >= 1 query row, so
   // num_seqs <= max_rows of PagedAttentionWorkspaceBytes).
   const size_t need = PagedAttentionWorkspaceBytes(batch.num_seqs, num_heads, d, batch.max_context_len);
@@ -1145,10 +1398,20 @@ absl::Status LaunchPagedAttention(const PagedKvLayer& cache, const void* q, int 
   a.head_slices = (a.group + kMaxGroup - 1) / kMaxGroup;
   a.bs_log2 = Log2(cache.block_size);
   a.scale_log2 = scale * kLog2e;
+  RopeKvArgs rope = {};
+  if (fused_rope != nullptr) {
+    rope.positions = fused_rope->positions;
+    rope.slots = fused_rope->slots;
+    rope.inv_freq = fused_rope->inv_freq;
+    rope.k_offset = fused_rope->k_offset;
+    rope.v_offset = fused_rope->v_offset;
+    rope.num_slots = static_cast<int64_t>(cache.num_blocks) * cache.block_size;
+  }
+  const RopeKvArgs* rope_ptr = fused_rope != nullptr ? &rope : nullptr;
   const cudaError_t err =
       cache.dtype == ActivationType::kBFloat16
-          ? LaunchForType<__nv_bfloat16>(a, d, batch.num_seqs, batch.max_query_len, stream)
-          : LaunchForType<__half>(a, d, batch.num_seqs, batch.max_query_len, stream);
+          ? LaunchForType<__nv_bfloat16>(a, rope_ptr, d, batch.num_seqs, batch.max_query_len, stream)
+          : LaunchForType<__half>(a, rope_ptr, d, batch.num_seqs, batch.max_query_len, stream);
   return CudaStatus(err, "paged attention");
 }
 

@@ -51,6 +51,18 @@ struct AttentionBatch {
   int max_context_len = 0;
 };
 
+// Decode-only steps: RoPE and the KV-cache write of the step's token done inside the decode
+// attention, instead of a separate LaunchRopeKvWrite (kernels/rope_kv_write.h) just before it
+// (one kernel boundary less per layer). q and k in the qkv buffer are then RAW (not rotated);
+// see LaunchPagedAttention for the contract. All pointers are device pointers.
+struct FusedRopeKv {
+  const int32_t* positions = nullptr;  // [rows] RoPE position of each query row
+  const int32_t* slots = nullptr;      // [rows] flat cache slot of each row's k/v (outside
+                                       // [0, num_blocks * block_size), e.g. < 0: write nothing)
+  const float* inv_freq = nullptr;     // [head_dim / 2] fp32
+  int k_offset = 0, v_offset = 0;      // columns of the k and v heads in a qkv row (row_stride as q)
+};
+
 // out[total_q, num_heads * head_dim] (act) = softmax(q kᵀ * scale) v per head, with query
 // head h reading kv head h / (num_heads / num_kv_heads). q is read from q[row, row_stride]
 // at columns [0, num_heads * head_dim) (the fused qkv buffer after RoPE).
@@ -59,10 +71,31 @@ struct AttentionBatch {
 // sequences of the batch, and whatever the max_* bounds: long contexts are split into
 // fixed-size chunks of positions (never a count derived from the batch) and the chunks are
 // combined in order.
+//
+// fused_rope (optional; null: as described above). With it, `q` is the fused qkv buffer
+// BEFORE RoPE and the call is exactly
+//   LaunchRopeKvWrite(q, rows, row_stride, num_heads, fused_rope->k_offset, fused_rope->v_offset,
+//                     cache, positions, slots, inv_freq) + LaunchPagedAttention(without it),
+// rows = the batch's query rows (query_start[num_seqs]):
+// `out` and both caches end bitwise the same (the rotation is the same code,
+// kernels/rope_math.cuh), except that qkv itself is only read: q and k stay raw there. Each
+// CTA rotates its q heads itself; the rotated k and the v of the newest position
+// (context_len - 1) are taken from qkv instead of the cache, and written to the cache at the
+// row's slot. Requirements beyond the unfused call's:
+//  - batch.max_query_len == 1 (InvalidArgument otherwise): every sequence is a decode
+//    sequence with one query row (the kernel rotates and writes only such rows);
+//  - slots[r] of a sequence's row r is the slot of its position context_len - 1 through its
+//    block table (as the engine plans it), or outside [0, num_blocks * block_size) (a padding
+//    row: nothing is written and the cache row is read as it is, as in the unfused pair);
+//  - the argument rules of LaunchRopeKvWrite on the offsets: k_offset and v_offset
+//    non-negative multiples of 8, k columns at or after the q columns, v columns apart from
+//    the q and k columns, all inside a row; positions, slots and inv_freq set.
+// Before its grid dependency wait (PDL) the kernel reads positions, slots and inv_freq (step
+// inputs, like the batch arrays); qkv only after it.
 absl::Status LaunchPagedAttention(const PagedKvLayer& cache, const void* q, int row_stride,
                                   int num_heads, float scale, const AttentionBatch& batch,
                                   void* out, void* workspace, size_t workspace_bytes,
-                                  CUstream_st* stream);
+                                  CUstream_st* stream, const FusedRopeKv* fused_rope = nullptr);
 
 // Workspace LaunchPagedAttention needs for at most `max_rows` query rows (total over the
 // batch) and contexts up to `max_context_len`.

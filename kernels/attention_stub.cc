@@ -10,7 +10,8 @@ absl::Status LaunchKvCacheWrite(const PagedKvLayer&, const void*, int, int, int,
 }
 
 absl::Status LaunchPagedAttention(const PagedKvLayer&, const void*, int, int, float,
-                                  const AttentionBatch&, void*, void*, size_t, CUstream_st*) {
+                                  const AttentionBatch&, void*, void*, size_t, CUstream_st*,
+                                  const FusedRopeKv*) {
   return absl::UnimplementedError("this build of flute has no CUDA kernels (nvcc was not found)");
 }
 

@@ -10,8 +10,11 @@
 //   - copy items [rope_items, rope_items + kv_dim / 8): one 16-byte piece of the row's v
 //     heads to cache.v. They need no cos/sin, so they are issued before the barrier.
 // The rotation is RopeKernel's arithmetic expression for expression (fp32 product for the
-// angle, sincosf into shared memory, a*c - b*s and b*c + a*s, one round-to-nearest to 16
-// bits), so qkv and cache.k are bitwise what LaunchRope + LaunchKvCacheWrite produce. The
+// angle, sincosf into shared memory, a*c - b*s and b*c + a*s as nvcc contracts them, one
+// round-to-nearest to 16 bits), so qkv and cache.k are bitwise what LaunchRope +
+// LaunchKvCacheWrite produce. The arithmetic is spelled out in kernels/rope_math.cuh (with
+// the FMA contraction made explicit; this kernel's machine code is unchanged by the move),
+// shared with the decode attention's fused RoPE (FusedRopeKv, kernels/attention.h). The
 // validated shapes (head_dim 64/128, offsets and row_stride multiples of 8, qkv 16-byte
 // aligned) always allow the 16-byte vector form: there is no scalar fallback.
 #include "kernels/rope_kv_write.h"
@@ -25,6 +28,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/pdl.cuh"
+#include "kernels/rope_math.cuh"
 
 namespace flute::gpu {
 namespace {
@@ -99,8 +103,7 @@ __global__ void RopeKvWriteKernel(RopeKvArgs a) {
   // cos/sin of the row's position, exactly as RopeKernel.
   const float position = static_cast<float>(a.positions[row]);
   for (int j = tid; j < kHalf; j += threads) {
-    const float angle = position * a.inv_freq[j];  // fp32 product, as transformers
-    sincosf(angle, &sin_s[j], &cos_s[j]);
+    rope::SinCos(position, a.inv_freq[j], &sin_s[j], &cos_s[j]);  // kernels/rope_math.cuh
   }
   __syncthreads();
 
@@ -116,8 +119,7 @@ __global__ void RopeKvWriteKernel(RopeKvArgs a) {
 #pragma unroll
     for (int i = 0; i < kVec; ++i) {
       const float c = cos_s[j0 + i], s = sin_s[j0 + i];
-      ra[i] = xa[i] * c - xb[i] * s;
-      rb[i] = xb[i] * c + xa[i] * s;
+      rope::RotatePair(xa[i], xb[i], c, s, ra[i], rb[i]);
     }
     const uint4 pa = Pack8<T>(ra), pb = Pack8<T>(rb);
     *reinterpret_cast<uint4*>(x + j0) = pa;

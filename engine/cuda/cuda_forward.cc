@@ -215,6 +215,15 @@ absl::Status CudaBackend::LaunchForward(const StepPlan& plan) {
   attention.max_query_len = plan.max_query_len;
   attention.max_context_len = plan.max_context_len;
   const float scale = 1.0f / std::sqrt(static_cast<float>(config_.head_dim));
+  // Decode-only passes (one query row per sequence): RoPE and the KV-cache write run inside the
+  // decode attention (one kernel less per layer); otherwise LaunchRopeKvWrite before it.
+  const bool fuse_rope_kv = plan.max_query_len == 1;
+  gpu::FusedRopeKv rope_kv;
+  rope_kv.positions = step_.positions;
+  rope_kv.slots = step_.slots;
+  rope_kv.inv_freq = inv_freq_.as<float>();
+  rope_kv.k_offset = q_dim;
+  rope_kv.v_offset = q_dim + kv_dim;
 
   // MARK(kind): with --profile, the time since the previous mark is charged to `kind`.
 #define MARK(kind) \
@@ -230,13 +239,16 @@ absl::Status CudaBackend::LaunchForward(const StepPlan& plan) {
     MARK("add+rmsnorm");
     RETURN_IF_ERROR(Project(layer.qkv, normed_.get(), t, qkv_.get(), false));
     MARK("qkv proj");
-    RETURN_IF_ERROR(gpu::LaunchRopeKvWrite(qkv_.get(), t, qkv_n, config_.num_heads, q_dim, q_dim + kv_dim,
-                                           kv_layers_[l], step_.positions, step_.slots, inv_freq_.as<float>(),
-                                           stream_));
-    MARK("rope+kv write");
+    if (!fuse_rope_kv) {
+      RETURN_IF_ERROR(gpu::LaunchRopeKvWrite(qkv_.get(), t, qkv_n, config_.num_heads, q_dim, q_dim + kv_dim,
+                                             kv_layers_[l], step_.positions, step_.slots, inv_freq_.as<float>(),
+                                             stream_));
+      MARK("rope+kv write");
+    }
     RETURN_IF_ERROR(gpu::LaunchPagedAttention(kv_layers_[l], qkv_.get(), qkv_n, config_.num_heads, scale,
-                                              attention, attn_.get(), attn_ws_.get(), attn_ws_.bytes(), stream_));
-    MARK("attention");
+                                              attention, attn_.get(), attn_ws_.get(), attn_ws_.bytes(), stream_,
+                                              fuse_rope_kv ? &rope_kv : nullptr));
+    MARK("attention");  // with the RoPE + KV write when fused
     RETURN_IF_ERROR(Project(layer.o, attn_.get(), t, proj_.get(), false));
     MARK("o proj");
     RETURN_IF_ERROR(gpu::LaunchAddRmsNorm(dtype_, t, h, eps, proj_.get(), residual_.as<float>(),

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "kernels/attention.h"
+#include "kernels/rope_kv_write.h"
 #include "tests/kernels/gpu_test_util.h"
 
 #ifdef FLUTE_HAVE_CUDA
@@ -746,6 +747,383 @@ TEST_F(AttentionGpuTest, KvCacheWriteSkipsNegativeSlots) {
   }
 }
 
+// ---- Fused RoPE + KV write (FusedRopeKv) -------------------------------------------------------
+// LaunchPagedAttention with a FusedRopeKv against what it replaces, LaunchRopeKvWrite followed by
+// LaunchPagedAttention, on two copies of the same inputs: the attention outputs and the whole K
+// and V caches must be bitwise equal, and the fused call must leave qkv raw.
+
+// llama3-scaled inverse frequencies as engine/rope.cc computes them (theta 500000, factor 8,
+// low 1, high 4, original context 8192); the same as tests/kernels/rope_kv_write_gpu_test.cc.
+std::vector<float> Llama3InvFreq(int head_dim) {
+  const float factor = 8.0f, low = 1.0f, high = 4.0f, old_context = 8192.0f;
+  const float pi = 3.141592653589793f;
+  std::vector<float> inv_freq(head_dim / 2);
+  for (int i = 0; i < head_dim / 2; ++i) {
+    float f = 1.0f / std::pow(500000.0f, static_cast<float>(2 * i) / static_cast<float>(head_dim));
+    const float wavelen = 2.0f * pi / f;
+    float scaled = wavelen > old_context / low ? f / factor : f;
+    if (!(wavelen < old_context / high) && !(wavelen > old_context / low)) {
+      const float smooth = (old_context / wavelen - low) / (high - low);
+      scaled = (1.0f - smooth) * scaled / factor + smooth * scaled;
+    }
+    inv_freq[i] = scaled;
+  }
+  return inv_freq;
+}
+
+constexpr int kMaxPosition = 131072;
+
+// One decode step on the host: every sequence has one query row (row s of qkv). Sequences
+// [0, real) are real decode sequences; the last two are padding sequences as the engine pads a
+// graph batch (context 1 on a padding block, slot -1) and one whose slot lies past the cache
+// (also "write nothing").
+struct FusedStep {
+  int num_seqs = 0, real = 0, num_blocks = 0, max_blocks = 0, bound_ctx = 0;
+  int row_stride = 0, k_offset = 0, v_offset = 0;
+  bool far_positions = false;
+  std::vector<uint16_t> k_cache, v_cache, qkv;  // the caches before the step
+  std::vector<int32_t> positions, slots, query_start, context_len, tables;
+};
+
+uint16_t RandomBits(ActivationType dtype, std::mt19937& rng) {
+  return ToBits(dtype, std::normal_distribution<float>()(rng));
+}
+
+// The row's RoPE position: context - 1, or with far_positions any position up to 128k (RoPE
+// reads only `positions`); the first two sequences then take the extremes.
+int32_t StepPosition(const FusedStep& s, int seq, int ctx, std::mt19937& rng) {
+  if (!s.far_positions) return ctx - 1;
+  if (seq == 0) return kMaxPosition;
+  if (seq == 1) return kMaxPosition - 1;
+  return static_cast<int32_t>(rng() % (kMaxPosition + 1));
+}
+
+// Fresh qkv rows (random raw q, k, v and padding columns), positions and slots for the step's
+// contexts (the block tables are fixed).
+void FillStepRows(const Config& c, FusedStep& s, std::mt19937& rng) {
+  const int bs = c.block_size;
+  for (auto& x : s.qkv) x = RandomBits(c.dtype, rng);
+  for (int i = 0; i < s.num_seqs; ++i) {
+    const int ctx = s.context_len[i];
+    s.positions[i] = StepPosition(s, i, ctx, rng);
+    if (i < s.real) {
+      const int32_t block = s.tables[static_cast<size_t>(i) * s.max_blocks + (ctx - 1) / bs];
+      s.slots[i] = block * bs + (ctx - 1) % bs;
+    } else {
+      s.slots[i] = i == s.real ? -1 : s.num_blocks * bs + 3;  // both outside the cache: write nothing
+    }
+  }
+}
+
+// A step of decode sequences of the given contexts (their tables cover `grow` more positions
+// for later steps), random block assignment, then the two padding sequences. The caches hold
+// random finite values at every earlier position (< context - 1) and in the padding block, NaN
+// everywhere else, the newest positions included: the fused kernel must take those from qkv,
+// the unfused pair writes them first. v_before_k swaps the k and v columns of qkv.
+FusedStep BuildFusedStep(const Config& c, const std::vector<int>& contexts, bool far_positions, bool v_before_k,
+                         int grow, int extra_ctx, std::mt19937& rng) {
+  FusedStep s;
+  const int bs = c.block_size, d = c.head_dim, kv_dim = c.num_kv_heads * d, qd = c.num_heads() * d;
+  s.real = static_cast<int>(contexts.size());
+  s.num_seqs = s.real + 2;
+  s.far_positions = far_positions;
+  int max_ctx = 1, blocks_used = 1;  // + the padding block
+  for (int ctx : contexts) {
+    max_ctx = std::max(max_ctx, ctx + grow);
+    blocks_used += (ctx + grow + bs - 1) / bs;
+  }
+  s.bound_ctx = max_ctx + extra_ctx;
+  s.max_blocks = (s.bound_ctx + bs - 1) / bs;
+  s.num_blocks = blocks_used + 3;
+  std::vector<int32_t> pool(s.num_blocks);
+  std::iota(pool.begin(), pool.end(), 0);
+  std::shuffle(pool.begin(), pool.end(), rng);
+  s.tables.assign(static_cast<size_t>(s.num_seqs) * s.max_blocks, -1);  // never read
+  s.k_cache.assign(static_cast<size_t>(s.num_blocks) * bs * kv_dim, 0xFFFF);
+  s.v_cache.assign(s.k_cache.size(), 0xFFFF);
+  int next = 0;
+  auto fill_slot = [&](size_t slot) {
+    for (int e = 0; e < kv_dim; ++e) {
+      s.k_cache[slot * kv_dim + e] = RandomBits(c.dtype, rng);
+      s.v_cache[slot * kv_dim + e] = RandomBits(c.dtype, rng);
+    }
+  };
+  for (int i = 0; i < s.real; ++i) {
+    int32_t* table = &s.tables[static_cast<size_t>(i) * s.max_blocks];
+    const int ctx = contexts[i];
+    for (int b = 0; b < (ctx + grow + bs - 1) / bs; ++b) table[b] = pool[next++];
+    for (int pos = 0; pos < ctx - 1; ++pos) fill_slot(static_cast<size_t>(table[pos / bs]) * bs + pos % bs);
+  }
+  const int32_t pad_block = pool[next++];
+  for (int i = 0; i < bs; ++i) fill_slot(static_cast<size_t>(pad_block) * bs + i);
+  s.query_start.resize(s.num_seqs + 1);
+  s.context_len.resize(s.num_seqs);
+  for (int i = 0; i < s.num_seqs; ++i) {
+    s.query_start[i + 1] = i + 1;
+    s.context_len[i] = i < s.real ? contexts[i] : 1;
+    if (i >= s.real) s.tables[static_cast<size_t>(i) * s.max_blocks] = pad_block;
+  }
+  s.row_stride = qd + 2 * kv_dim + 8;  // + padding columns
+  s.k_offset = v_before_k ? qd + kv_dim : qd;
+  s.v_offset = v_before_k ? qd : qd + kv_dim;
+  s.qkv.resize(static_cast<size_t>(s.num_seqs) * s.row_stride);
+  s.positions.resize(s.num_seqs);
+  s.slots.resize(s.num_seqs);
+  FillStepRows(c, s, rng);
+  return s;
+}
+
+// The next decode step: every real sequence one token longer, fresh qkv rows and positions.
+void AdvanceStep(const Config& c, FusedStep& s, std::mt19937& rng) {
+  for (int i = 0; i < s.real; ++i) ++s.context_len[i];
+  FillStepRows(c, s, rng);
+}
+
+// One copy of a fused test's device state (sizes of the step it is made for).
+struct FusedDevice {
+  std::unique_ptr<DeviceBuffer> k, v, qkv, positions, slots, query_start, context_len, tables, inv_freq, out, ws;
+  size_t out_elems = 0, ws_bytes = 0;
+
+  FusedDevice(const Config& c, const FusedStep& s, const std::vector<float>& inv) {
+    auto make = [](size_t bytes) { return std::make_unique<DeviceBuffer>(bytes); };
+    k = make(s.k_cache.size() * 2);
+    v = make(s.v_cache.size() * 2);
+    qkv = make(s.qkv.size() * 2);
+    positions = make(s.positions.size() * 4);
+    slots = make(s.slots.size() * 4);
+    query_start = make(s.query_start.size() * 4);
+    context_len = make(s.context_len.size() * 4);
+    tables = make(s.tables.size() * 4);
+    inv_freq = make(inv.size() * 4);
+    out_elems = static_cast<size_t>(s.num_seqs) * c.num_heads() * c.head_dim;
+    out = make(out_elems * 2);
+    ws_bytes = PagedAttentionWorkspaceBytes(s.num_seqs, c.num_heads(), c.head_dim, s.bound_ctx);
+    ws = make(ws_bytes);
+    if (inv_freq->ptr) cudaMemcpy(inv_freq->ptr, inv.data(), inv.size() * 4, cudaMemcpyHostToDevice);
+  }
+  bool ok() const {
+    return k->ptr && v->ptr && qkv->ptr && positions->ptr && slots->ptr && query_start->ptr && context_len->ptr &&
+           tables->ptr && inv_freq->ptr && out->ptr && (ws_bytes == 0 || ws->ptr);
+  }
+
+  // The step's inputs (and the caches when `caches`); poisons the output and the workspace.
+  void Upload(const FusedStep& s, bool caches) {
+    if (caches) {
+      cudaMemcpy(k->ptr, s.k_cache.data(), s.k_cache.size() * 2, cudaMemcpyHostToDevice);
+      cudaMemcpy(v->ptr, s.v_cache.data(), s.v_cache.size() * 2, cudaMemcpyHostToDevice);
+    }
+    cudaMemcpy(qkv->ptr, s.qkv.data(), s.qkv.size() * 2, cudaMemcpyHostToDevice);
+    cudaMemcpy(positions->ptr, s.positions.data(), s.positions.size() * 4, cudaMemcpyHostToDevice);
+    cudaMemcpy(slots->ptr, s.slots.data(), s.slots.size() * 4, cudaMemcpyHostToDevice);
+    cudaMemcpy(query_start->ptr, s.query_start.data(), s.query_start.size() * 4, cudaMemcpyHostToDevice);
+    cudaMemcpy(context_len->ptr, s.context_len.data(), s.context_len.size() * 4, cudaMemcpyHostToDevice);
+    cudaMemcpy(tables->ptr, s.tables.data(), s.tables.size() * 4, cudaMemcpyHostToDevice);
+    cudaMemset(out->ptr, 0xFF, out_elems * 2);  // NaN in fp16 and bf16
+    if (ws_bytes > 0) cudaMemset(ws->ptr, 0xFF, ws_bytes);
+  }
+
+  PagedKvLayer Layer(const Config& c, const FusedStep& s) const {
+    PagedKvLayer layer;
+    layer.k = k->ptr;
+    layer.v = v->ptr;
+    layer.num_blocks = s.num_blocks;
+    layer.block_size = c.block_size;
+    layer.num_kv_heads = c.num_kv_heads;
+    layer.head_dim = c.head_dim;
+    layer.dtype = c.dtype;
+    return layer;
+  }
+
+  absl::Status Attention(const Config& c, const FusedStep& s, cudaStream_t stream, const FusedRopeKv* fused) const {
+    AttentionBatch batch;
+    batch.num_seqs = s.num_seqs;
+    batch.query_start = static_cast<const int32_t*>(query_start->ptr);
+    batch.context_len = static_cast<const int32_t*>(context_len->ptr);
+    batch.block_tables = static_cast<const int32_t*>(tables->ptr);
+    batch.max_blocks_per_seq = s.max_blocks;
+    batch.max_query_len = 1;
+    batch.max_context_len = s.bound_ctx;
+    return LaunchPagedAttention(Layer(c, s), qkv->ptr, s.row_stride, c.num_heads(),
+                                1.f / std::sqrt(static_cast<float>(c.head_dim)), batch, out->ptr, ws->ptr, ws_bytes,
+                                stream, fused);
+  }
+
+  // LaunchRopeKvWrite over every row, then the attention.
+  absl::Status RunUnfused(const Config& c, const FusedStep& s, cudaStream_t stream) const {
+    absl::Status st = LaunchRopeKvWrite(qkv->ptr, s.num_seqs, s.row_stride, c.num_heads(), s.k_offset, s.v_offset,
+                                        Layer(c, s), static_cast<const int32_t*>(positions->ptr),
+                                        static_cast<const int32_t*>(slots->ptr),
+                                        static_cast<const float*>(inv_freq->ptr), stream);
+    if (!st.ok()) return st;
+    return Attention(c, s, stream, nullptr);
+  }
+
+  FusedRopeKv Fused(const FusedStep& s) const {
+    FusedRopeKv f;
+    f.positions = static_cast<const int32_t*>(positions->ptr);
+    f.slots = static_cast<const int32_t*>(slots->ptr);
+    f.inv_freq = static_cast<const float*>(inv_freq->ptr);
+    f.k_offset = s.k_offset;
+    f.v_offset = s.v_offset;
+    return f;
+  }
+
+  absl::Status RunFused(const Config& c, const FusedStep& s, cudaStream_t stream) const {
+    const FusedRopeKv f = Fused(s);
+    return Attention(c, s, stream, &f);
+  }
+
+  static std::vector<uint16_t> Get(const DeviceBuffer& b, size_t elems) {
+    std::vector<uint16_t> h(elems);
+    cudaMemcpy(h.data(), b.ptr, elems * 2, cudaMemcpyDeviceToHost);
+    return h;
+  }
+};
+
+// The fused copy against the unfused one after a step: outputs (every row, padding sequences
+// included) and both caches bitwise equal, the fused qkv still the step's raw rows, and the
+// unfused outputs finite (a sanity check of the reference path itself).
+::testing::AssertionResult SameAfterStep(const Config& c, const FusedStep& s, const FusedDevice& unfused,
+                                         const FusedDevice& fused) {
+  const size_t hd = static_cast<size_t>(c.num_heads()) * c.head_dim;
+  const size_t kv_dim = static_cast<size_t>(c.num_kv_heads) * c.head_dim;
+  const std::vector<uint16_t> out_a = FusedDevice::Get(*unfused.out, unfused.out_elems);
+  const std::vector<uint16_t> out_b = FusedDevice::Get(*fused.out, fused.out_elems);
+  for (size_t e = 0; e < out_a.size(); ++e) {
+    const size_t row = e / hd, h = (e % hd) / c.head_dim, dim = e % c.head_dim;
+    if (!std::isfinite(FromBits(c.dtype, out_a[e]))) {
+      return ::testing::AssertionFailure() << "unfused output not finite at seq " << row << " head " << h << " dim "
+                                           << dim << " (context_len " << s.context_len[row] << ")";
+    }
+    if (out_a[e] != out_b[e]) {
+      return ::testing::AssertionFailure()
+             << "outputs differ at seq " << row << " (context_len " << s.context_len[row] << ", position "
+             << s.positions[row] << ", slot " << s.slots[row] << ") head " << h << " dim " << dim << ": unfused "
+             << FromBits(c.dtype, out_a[e]) << " (0x" << std::hex << out_a[e] << "), fused "
+             << FromBits(c.dtype, out_b[e]) << " (0x" << out_b[e] << std::dec << ")";
+    }
+  }
+  for (const char* which : {"k", "v"}) {
+    const bool is_k = which[0] == 'k';
+    const std::vector<uint16_t> a = FusedDevice::Get(is_k ? *unfused.k : *unfused.v, s.k_cache.size());
+    const std::vector<uint16_t> b = FusedDevice::Get(is_k ? *fused.k : *fused.v, s.k_cache.size());
+    for (size_t e = 0; e < a.size(); ++e) {
+      if (a[e] != b[e]) {
+        return ::testing::AssertionFailure() << which << " caches differ at slot " << e / kv_dim << " element "
+                                             << e % kv_dim << ": unfused 0x" << std::hex << a[e] << ", fused 0x"
+                                             << b[e] << std::dec;
+      }
+    }
+  }
+  if (FusedDevice::Get(*fused.qkv, s.qkv.size()) != s.qkv) {
+    return ::testing::AssertionFailure() << "the fused call changed qkv (it must only read it)";
+  }
+  return ::testing::AssertionSuccess();
+}
+
+std::string DescribeFused(const Config& c, const FusedStep& s) {
+  return Describe(c) + (s.far_positions ? " far positions" : " positions = context - 1") +
+         (s.k_offset > s.v_offset ? " v before k" : "") + " bound " + std::to_string(s.bound_ctx);
+}
+
+TEST_F(AttentionGpuTest, FusedRopeKvIsBitwiseRopeKvWriteThenAttention) {
+  REQUIRE_GPU();
+  std::vector<Config> configs;
+  for (ActivationType dtype : {ActivationType::kFloat16, ActivationType::kBFloat16}) {
+    for (int d : {64, 128}) {
+      for (int group : {1, 4, 8, 12}) {  // 12: two head slices per kv head
+        for (int bs : {8, 16, 32}) {
+          Config c;
+          c.dtype = dtype;
+          c.head_dim = d;
+          c.group = group;
+          c.block_size = bs;
+          c.num_kv_heads = 2;
+          configs.push_back(c);
+        }
+      }
+    }
+  }
+  Config llama8b;  // fp16, D = 128, 8 kv heads, group 4, block 16
+  llama8b.num_kv_heads = 8;
+  configs.push_back(llama8b);
+  // One to 47 chunks: one split, several splits of one chunk, and splits of 2 and 3 chunks whose
+  // newest position lies in a later chunk than the split's first (1025: 17 chunks, 2100: 33, 3000: 47).
+  std::vector<int> contexts = {1, 2, 63, 64, 65, 512, 1000, 1025, 2100, 3000};
+  int n = 0;
+  for (const Config& c : configs) {
+    const std::vector<float> inv = Llama3InvFreq(c.head_dim);
+    for (bool far : {false, true}) {
+      std::shuffle(contexts.begin(), contexts.end(), rng_);
+      const FusedStep s = BuildFusedStep(c, contexts, far, /*v_before_k=*/n % 3 == 2, /*grow=*/0,
+                                         /*extra_ctx=*/n % 2 == 1 ? 700 : 0, rng_);
+      ++n;
+      FusedDevice unfused(c, s, inv), fused(c, s, inv);
+      ASSERT_TRUE(unfused.ok() && fused.ok()) << "cudaMalloc failed";
+      unfused.Upload(s, true);
+      fused.Upload(s, true);
+      absl::Status st = unfused.RunUnfused(c, s, nullptr);
+      ASSERT_TRUE(st.ok()) << st;
+      st = fused.RunFused(c, s, nullptr);
+      ASSERT_TRUE(st.ok()) << st;
+      CUDA_OK(cudaDeviceSynchronize());
+      EXPECT_TRUE(SameAfterStep(c, s, unfused, fused)) << DescribeFused(c, s);
+    }
+  }
+}
+
+// The fused call captured once in a CUDA graph and replayed for three consecutive decode steps
+// (fresh qkv rows and positions uploaded before each replay, every context one longer, so each
+// replay also reads the row the previous one wrote to the cache), against the unfused pair run
+// on a second copy.
+TEST_F(AttentionGpuTest, FusedRopeKvInACapturedGraph) {
+  REQUIRE_GPU();
+  std::vector<Config> configs(2);
+  configs[0].num_kv_heads = 8;  // 8B LLaMA: fp16, D = 128, group 4, block 16
+  configs[1].dtype = ActivationType::kBFloat16;
+  configs[1].head_dim = 64;
+  configs[1].group = 12;
+  configs[1].block_size = 8;
+  constexpr int kReplays = 3;
+  cudaStream_t stream;
+  ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);  // blocking: ordered after the cudaMemcpy uploads
+  for (const Config& c : configs) {
+    for (bool far : {false, true}) {
+      const std::vector<float> inv = Llama3InvFreq(c.head_dim);
+      // 1 -> 3 positions, 64 -> 66 (a new chunk), 1023 -> 1025 (a new split), 2999 -> 3001.
+      FusedStep s = BuildFusedStep(c, {1, 64, 1023, 2999, 700}, far, false, kReplays - 1, 1000, rng_);
+      FusedDevice unfused(c, s, inv), fused(c, s, inv);
+      ASSERT_TRUE(unfused.ok() && fused.ok()) << "cudaMalloc failed";
+      unfused.Upload(s, true);
+      fused.Upload(s, true);
+      CUDA_OK(cudaDeviceSynchronize());
+      cudaGraph_t graph;
+      cudaGraphExec_t exec = nullptr;
+      ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+      const absl::Status captured = fused.RunFused(c, s, stream);
+      ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+      ASSERT_TRUE(captured.ok()) << captured;
+      ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+      cudaGraphDestroy(graph);
+      for (int replay = 0; replay < kReplays; ++replay) {
+        if (replay > 0) {
+          AdvanceStep(c, s, rng_);
+          unfused.Upload(s, false);  // the caches stay: they hold the previous steps' rows
+          fused.Upload(s, false);
+        }
+        CUDA_OK(cudaDeviceSynchronize());
+        const absl::Status st = unfused.RunUnfused(c, s, stream);
+        ASSERT_TRUE(st.ok()) << st;
+        CUDA_OK(cudaGraphLaunch(exec, stream));
+        CUDA_OK(cudaStreamSynchronize(stream));
+        EXPECT_TRUE(SameAfterStep(c, s, unfused, fused)) << "replay " << replay << " " << DescribeFused(c, s);
+      }
+      cudaGraphExecDestroy(exec);
+    }
+  }
+  cudaStreamDestroy(stream);
+}
+
 // Argument checks happen on the host before anything touches the GPU.
 TEST(AttentionArgsTest, BadArgumentsAreInvalidArgument) {
   alignas(16) static uint16_t dummy[64];
@@ -791,6 +1169,88 @@ TEST(AttentionArgsTest, BadArgumentsAreInvalidArgument) {
   batch.max_context_len = 1000;  // needs a workspace, none given
   batch.max_blocks_per_seq = 63;
   EXPECT_TRUE(absl::IsInvalidArgument(attention(8 * 64, 4)));
+}
+
+// The fused RoPE + KV write's own rules: a decode-only batch, its pointers, and the qkv column
+// layout of LaunchRopeKvWrite. Every other argument is valid, so each call fails on the rule
+// it names (nothing is launched).
+TEST(AttentionArgsTest, FusedRopeKvBadArgumentsAreInvalidArgument) {
+  alignas(16) static uint16_t dummy[64];
+  PagedKvLayer layer;
+  layer.k = dummy;
+  layer.v = dummy;
+  layer.num_blocks = 4;
+  layer.block_size = 16;
+  layer.num_kv_heads = 2;
+  layer.head_dim = 64;
+  const int heads = 8, qd = heads * 64, kv_dim = 2 * 64, row_stride = qd + 2 * kv_dim;
+  AttentionBatch batch;
+  batch.num_seqs = 1;
+  batch.query_start = reinterpret_cast<const int32_t*>(dummy);
+  batch.context_len = reinterpret_cast<const int32_t*>(dummy);
+  batch.block_tables = reinterpret_cast<const int32_t*>(dummy);
+  batch.max_blocks_per_seq = 4;
+  batch.max_query_len = 1;
+  batch.max_context_len = 64;
+  FusedRopeKv good;
+  good.positions = reinterpret_cast<const int32_t*>(dummy);
+  good.slots = reinterpret_cast<const int32_t*>(dummy);
+  good.inv_freq = reinterpret_cast<const float*>(dummy);
+  good.k_offset = qd;
+  good.v_offset = qd + kv_dim;
+  auto call_stride = [&](const FusedRopeKv& f, int stride) {
+    return LaunchPagedAttention(layer, dummy, stride, heads, 0.1f, batch, dummy, nullptr, 0, nullptr, &f);
+  };
+  auto call = [&](const FusedRopeKv& f) { return call_stride(f, row_stride); };
+  auto expect_invalid = [](const absl::Status& st, const std::string& names) {
+    EXPECT_TRUE(absl::IsInvalidArgument(st)) << st;
+    EXPECT_NE(std::string(st.message()).find(names), std::string::npos) << "want \"" << names << "\" in: " << st;
+  };
+
+  batch.max_query_len = 2;  // a prefill sequence may be in the batch
+  batch.max_context_len = 64;
+  expect_invalid(call(good), "batch.max_query_len");
+  batch.max_query_len = 5;
+  expect_invalid(call(good), "batch.max_query_len");
+  batch.max_query_len = 1;
+
+  FusedRopeKv f = good;
+  f.positions = nullptr;
+  expect_invalid(call(f), "positions");
+  f = good;
+  f.slots = nullptr;
+  expect_invalid(call(f), "slots");
+  f = good;
+  f.inv_freq = nullptr;
+  expect_invalid(call(f), "inv_freq");
+
+  f = good;
+  f.k_offset = qd + 4;  // not a multiple of 8
+  expect_invalid(call(f), "k_offset");
+  f = good;
+  f.k_offset = -8;
+  expect_invalid(call(f), "k_offset");
+  f = good;
+  f.k_offset = qd - 64;  // overlaps the q heads
+  expect_invalid(call(f), "k_offset");
+  f = good;
+  f.v_offset = qd + kv_dim + 2;  // not a multiple of 8
+  expect_invalid(call(f), "v_offset");
+  f = good;
+  f.v_offset = qd + 64;  // overlaps the k heads
+  expect_invalid(call(f), "v_offset");
+  f = good;
+  f.v_offset = 64;  // overlaps the q heads
+  expect_invalid(call(f), "v_offset");
+  f = good;
+  f.v_offset = qd + kv_dim + 8;  // past the row
+  expect_invalid(call(f), "v_offset");
+  f = good;
+  f.k_offset = qd + 2 * kv_dim;  // k after v (a valid order), but past the row
+  f.v_offset = qd;
+  expect_invalid(call(f), "k_offset");
+  f = good;
+  expect_invalid(call_stride(f, qd + kv_dim), "v_offset");  // a row too short for the v heads
 }
 
 #endif  // FLUTE_HAVE_CUDA
