@@ -7,10 +7,12 @@
 //
 //   flute-bench-kernel [--shapes KxN,...] [--m 1,2,...] [--configs 4g128,3g128,...]
 //                      [--dtypes fp16,bf16] [--md FILE] [--json FILE] [--replays N]
-//                      [--kernels auto,splitk,strip,auto-pdl,strip-pdl]
+//                      [--kernels auto,splitk,strip,auto-pdl,strip-pdl,auto-pdl-early]
 // --kernels times each named LUT kernel choice in the same run (default: auto): "splitk" and
 // "strip" force the tiled split-K and the persistent-strip kernel (strip only where it
-// applies, M <= 8), "-pdl" launches with programmatic dependent launch, as the engine does.
+// applies, M <= 8), "-pdl" launches with programmatic dependent launch, "-pdl-early" also
+// loads every prologue stage's weights before the PDL wait, as the engine does
+// (LutGemmParams::early_weights). Calls run back to back, each after the same GEMM.
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -95,12 +97,17 @@ struct Options {
 struct KernelChoice {
   flute::lut::LutKernel kernel;
   bool pdl;
+  bool early_weights;
 };
 
+bool EndsWith(const std::string& s, const std::string& suffix) {
+  return s.size() > suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
 bool ParseKernel(const std::string& name, KernelChoice* out) {
-  const bool pdl = name.size() > 4 && name.compare(name.size() - 4, 4, "-pdl") == 0;
-  const std::string base = pdl ? name.substr(0, name.size() - 4) : name;
-  out->pdl = pdl;
+  out->early_weights = EndsWith(name, "-pdl-early");
+  out->pdl = out->early_weights || EndsWith(name, "-pdl");
+  const std::string base = name.substr(0, name.size() - (out->early_weights ? 10 : out->pdl ? 4 : 0));
   if (base == "auto") out->kernel = flute::lut::LutKernel::kAuto;
   else if (base == "splitk") out->kernel = flute::lut::LutKernel::kSplitK;
   else if (base == "strip") out->kernel = flute::lut::LutKernel::kStrip;
@@ -306,6 +313,7 @@ void BenchShapeDtype(const Options& o, int64_t K, int64_t N, const std::string& 
         p.workspace_bytes = ws_bytes;
         p.kernel = choice.kernel;
         p.pdl = choice.pdl;
+        p.early_weights = choice.early_weights;
         const int calls = std::max(copies * 2, 20);
         const double sec = TimePerCall(stream, calls, o.replays, [&](int i) {
           p.packed = codes[i % copies];

@@ -31,6 +31,7 @@ struct KernelArgs {
   int m, n, k, group_size;
   int splits, ktiles_per_split, num_m_tiles;
   bool swiglu;            // SwiGLU epilogue: rows 0-7 of each 16-row strip gate, 8-15 up; y [M, N / 2]
+  bool early_weights;     // LutGemmParams::early_weights
 };
 
 // silu(gate) * up of two fp32 sums, each rounded to T first (exactly the plain GEMM's outputs
@@ -179,17 +180,17 @@ LutGemmKernel(const KernelArgs args) {
   };
 
   // Prologue. With PDL (LutGemmParams::pdl) the next kernel may be scheduled at once; the
-  // codes of the first kEarly stages (all kStages - 1 prologue stages at MT <= 16, the decode
-  // sizes; one at larger MT, where more would spill registers), the pair table and the first
+  // codes of the first `early` stages (LutGemmParams::early_weights: all kStages - 1 prologue
+  // stages at MT <= 16, where registers allow it; else one), the pair table and the first
   // scales load before the wait for the previous kernel, X after it. The early stages share
   // the oldest cp.async group; the later prologue stages have one group each, and empty groups
   // pad the count to kStages - 1, so that the main loop's accounting (kStages - 2 groups in
   // flight; stage s complete by iteration s) holds.
-  constexpr int kEarly = kMT <= 16 ? C::kStages - 1 : 1;
+  const int early = (kMT <= 16 && args.early_weights) ? C::kStages - 1 : 1;
   LaunchDependents();
 #pragma unroll
-  for (int s = 0; s < kEarly; ++s) {
-    if (s < num_iters) load_w(kt_begin + s, s);
+  for (int s = 0; s < C::kStages - 1; ++s) {
+    if (s < early && s < num_iters) load_w(kt_begin + s, s);
   }
   BuildPairTable<T, kBits>(args.table, s_table, tid);
   for (int i = tid; i < C::kStages * (kMT - valid_rows) * (kXStride / 8); i += kThreads) {
@@ -204,20 +205,18 @@ LutGemmKernel(const KernelArgs args) {
   if (num_chunks > 1) fetch_scales(1, scale_regs);
   GridDependencyWait();
 #pragma unroll
-  for (int s = 0; s < kEarly; ++s) {
-    if (s < num_iters) load_x(kt_begin + s, s);
+  for (int s = 0; s < C::kStages - 1; ++s) {
+    if (s < early && s < num_iters) load_x(kt_begin + s, s);
   }
   CpAsyncCommit();
 #pragma unroll
-  for (int s = kEarly; s < C::kStages - 1; ++s) {
-    if (s < num_iters) {
+  for (int s = 1; s < C::kStages - 1; ++s) {
+    if (s >= early && s < num_iters) {
       load_w(kt_begin + s, s);
       load_x(kt_begin + s, s);
     }
-    CpAsyncCommit();
+    CpAsyncCommit();  // with the early stages' empty groups: kStages - 1 groups in all
   }
-#pragma unroll
-  for (int s = 1; s < kEarly; ++s) CpAsyncCommit();
 
   float acc[kNT][4];
 #pragma unroll
@@ -534,7 +533,7 @@ absl::Status LaunchLutGemm(const LutGemmParams& p, CUstream_st* stream) {
         "), 16-byte aligned scales and split_k = 0 (got ", p.split_k, ")"));
   }
   if (UsesStripKernel(p)) {
-    const StripPlan strip_plan = MakeStripPlan(p.shape, p.m, DeviceSmCount());
+    const StripPlan strip_plan = MakeStripPlan(p.shape, p.dtype, p.m, DeviceSmCount());
     const int err = LaunchStripKernel(p, strip_plan, p.pdl, stream);
     if (err != 0) {
       return absl::InternalError(absl::StrCat("LUT-GEMM (strip) launch failed: ",
@@ -566,6 +565,7 @@ absl::Status LaunchLutGemm(const LutGemmParams& p, CUstream_st* stream) {
   args.ktiles_per_split = plan.ktiles_per_split;
   args.num_m_tiles = plan.num_m_tiles;
   args.swiglu = p.swiglu;
+  args.early_weights = p.pdl && p.early_weights;
   const cudaError_t err =
       p.dtype == ActivationType::kBFloat16
           ? LaunchForType<__nv_bfloat16>(args, p.shape.bits, plan, p.pdl, stream)

@@ -43,6 +43,13 @@ struct LutGemmParams {
   // pair table early and reads X only once that kernel has completed (the split-K kernel
   // waits at its top). Only for callers whose previous kernel does not write the weights.
   bool pdl = false;
+  // With pdl: load the weights of every prologue stage (up to 3) before waiting for the
+  // previous kernel, instead of the first one only. Worth it when that kernel is short and
+  // leaves the SMs free, e.g. a chain of small kernels in a decode step (the engine sets it:
+  // 8B W4 batch 1 -0.07 ms, batch 16 -0.17 ms on the H100); behind another GEMM the window
+  // is short and the first stage's compute then waits for the whole early group (4096x4096
+  // M = 1 back to back: 5.3 -> 6.3 us).
+  bool early_weights = false;
   // SwiGLU epilogue (the decode path of a fused gate/up projection). The rows of W are gate
   // and up features interleaved by 8 (lut::InterleaveRowHalves): rows [16j, 16j + 8) are gate
   // features [8j, 8j + 8) and rows [16j + 8, 16j + 16) the matching up features. y is then

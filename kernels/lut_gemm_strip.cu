@@ -45,6 +45,7 @@ struct StripArgs {
   int log2_group;
   int strips;             // n / 16
   bool swiglu;            // SwiGLU epilogue: rows 0-7 of a strip gate, 8-15 up; y [m, n / 2]
+  int early_stages;       // prologue stages whose weights load before the PDL wait (>= 1)
   int stages_per_strip;   // k / (8 * TPW * 128)
   int num_stages;         // pipeline depth, 2..4
   int stage_bytes;
@@ -120,8 +121,14 @@ __device__ __forceinline__ void TileMmas(const uint32_t* w, const uint32_t* hw, 
   }
 }
 
+// At most 80 registers at 2 and 4 bits (fp16 needs exactly that; bf16 had grown to 88), so
+// that 3 blocks fit an SM where the plan wants them (4096x6144 at M = 1: 384 strips in one
+// round of 396 instead of two of 264; bf16 at 88 registers: 8.4 us against fp16's 7.0).
+// (A __launch_bounds__ minimum of 3 blocks capped them at 72 and slowed the largest shapes by
+// 5-10 %.) 3 bits needs 91-95 registers: 2 blocks.
 template <typename T, int kBits, int kTpw>
-__global__ void __launch_bounds__(kThreads, 2) LutGemmStripKernel(const StripArgs a) {
+__global__ void __launch_bounds__(kThreads) __maxnreg__(kBits == 3 ? 128 : 80)
+    LutGemmStripKernel(const StripArgs a) {
   using T2 = typename Act<T>::T2;
   constexpr int kStageTiles = 8 * kTpw;
   constexpr int kStageK = kStageTiles * kTileK;
@@ -220,28 +227,40 @@ __global__ void __launch_bounds__(kThreads, 2) LutGemmStripKernel(const StripArg
   // read its output (griddepcontrol.wait in that kernel).
   LaunchDependents();
 
-  // Prologue: the codes and scales of all num_stages - 1 prologue stages fly while the pair
-  // table is built and while the previous kernel (launched with PDL) finishes: in a decode
-  // step that kernel is a 2-3 us RMSNorm, SwiGLU or attention, long enough to stream up to
-  // 2 x 48 KB per SM of this kernel's weights. X (the previous kernel's output) only after
-  // the grid dependency is resolved. The prologue stages share one cp.async group, followed by
-  // empty groups, so the main loop's group accounting (num_stages - 2 groups in flight) holds:
-  // its first iteration waits for the whole prologue (by then mostly arrived).
+  // Prologue: the codes and scales of the first `early` stages fly while the pair table is
+  // built and while the previous kernel (launched with PDL) finishes; X (that kernel's output)
+  // only after the grid dependency is resolved. early = all num_stages - 1 prologue stages
+  // with LutGemmParams::early_weights: in a decode step the kernels before a projection are a
+  // chain of small ones, long enough to stream up to 2 x 48 KB per SM of its weights. Else one:
+  // behind another GEMM (whose blocks hold the SM until they end) the window is short, and
+  // the first stage's compute would wait for the whole shared group below.
+  // The early stages share the oldest cp.async group, the later prologue stages have one group
+  // each, and empty groups pad the count to num_stages - 1, so the main loop's accounting
+  // (num_stages - 2 groups in flight; stage s complete by iteration s) holds.
   const Cursor start{static_cast<int>(blockIdx.x), 0, 0};
   const int prologue = min(num_stages - 1, total);
+  const int early = min(a.early_stages, prologue);
   Cursor ld = start;
-  for (int s = 0; s < prologue; ++s) {
+  for (int s = 0; s < early; ++s) {
     issue_weights(ld);
     ld.Advance(a.stages_per_strip, num_stages);
   }
   BuildPairTable<T, kBits>(a.table, s_table, tid);
   GridDependencyWait();
   Cursor lx = start;
-  for (int s = 0; s < prologue; ++s) {
+  for (int s = 0; s < early; ++s) {
     issue_x(lx);
     lx.Advance(a.stages_per_strip, num_stages);
   }
-  for (int s = 0; s < num_stages - 1; ++s) CpAsyncCommit();
+  CpAsyncCommit();
+  for (int s = 1; s < num_stages - 1; ++s) {
+    if (s >= early && s < prologue) {
+      issue_weights(ld);
+      issue_x(ld);
+      ld.Advance(a.stages_per_strip, num_stages);
+    }
+    CpAsyncCommit();
+  }
 
   const uint32_t my_table = LaneTable<kBits>(s_table, lane);
   // This lane's ldmatrix row (lanes 0-7: k 0-7 of the sub-tile, 8-15: k 8-15) in its warp's k range.
@@ -382,8 +401,10 @@ bool StripKernelApplies(const LutShape& shape, int64_t m, const void* scales) {
 // is chosen per call: the one whose grid wastes the fewest block slots, among those with at
 // least 2 blocks per SM when any has, then the deepest. (Preferring 3 blocks per SM on a tie
 // chose 2 stages for 14336x4096 at M = 1: 17.5 us against 15.3 at M = 2 with 3 stages.)
-static StripPlan ComputeStripPlan(const LutShape& s, int64_t m, int sm_count) {
-  const ActivationType dtype = ActivationType::kFloat16;  // same resources for bf16
+// The occupancy comes from the instance of the call's dtype: the bf16 instances use more
+// registers (88 against 80 at 4 bits), so 3 blocks per SM can fit fp16 and not bf16; a grid
+// sized for 3 would then run in two waves (4096x6144 bf16 at M = 1: 8.5 us against 7.0).
+static StripPlan ComputeStripPlan(const LutShape& s, ActivationType dtype, int64_t m, int sm_count) {
   const int strips = static_cast<int>(s.n / kStripRows);
   const int max_smem = MaxSmemOptin();
   StripPlan best;
@@ -419,12 +440,12 @@ static StripPlan ComputeStripPlan(const LutShape& s, int64_t m, int sm_count) {
 // Plans are cached per (device, shape, m, SM count, FLUTE_LUT_STRIP): the occupancy queries
 // cost microseconds of host time, and a decode step that is not replayed from a CUDA graph
 // launches hundreds of these GEMMs.
-StripPlan MakeStripPlan(const LutShape& s, int64_t m, int sm_count) {
+StripPlan MakeStripPlan(const LutShape& s, ActivationType dtype, int64_t m, int sm_count) {
   int device = 0;
   if (cudaGetDevice(&device) != cudaSuccess) device = -1;
   const char* env = std::getenv("FLUTE_LUT_STRIP");
-  using Key = std::tuple<int, int64_t, int64_t, int, int, int64_t, int, std::string>;
-  const Key key{device, s.n, s.k, s.bits, s.group_size, m, sm_count, env != nullptr ? env : ""};
+  using Key = std::tuple<int, int64_t, int64_t, int, int, int, int64_t, int, std::string>;
+  const Key key{device, s.n, s.k, s.bits, s.group_size, static_cast<int>(dtype), m, sm_count, env != nullptr ? env : ""};
   static std::mutex mu;
   static std::map<Key, StripPlan>* cache = new std::map<Key, StripPlan>();
   {
@@ -432,7 +453,7 @@ StripPlan MakeStripPlan(const LutShape& s, int64_t m, int sm_count) {
     const auto it = cache->find(key);
     if (it != cache->end()) return it->second;
   }
-  const StripPlan plan = ComputeStripPlan(s, m, sm_count);
+  const StripPlan plan = ComputeStripPlan(s, dtype, m, sm_count);
   std::lock_guard<std::mutex> lock(mu);
   cache->emplace(key, plan);
   return plan;
@@ -453,6 +474,7 @@ int LaunchStripKernel(const LutGemmParams& p, const StripPlan& plan, bool pdl, C
   a.log2_group = __builtin_ctz(static_cast<unsigned>(s.group_size));
   a.strips = static_cast<int>(s.n / kStripRows);
   a.swiglu = p.swiglu;
+  a.early_stages = (pdl && p.early_weights) ? plan.stages - 1 : 1;
   a.stages_per_strip = static_cast<int>(s.k / (8 * plan.tiles_per_warp * kTileK));
   a.num_stages = plan.stages;
   a.stage_bytes = l.bytes;

@@ -23,9 +23,9 @@ struct StripPlan {
 // scales (shape rules in kernels/README.md). Without it the split-K kernel runs.
 bool StripKernelApplies(const LutShape& shape, int64_t m, const void* scales);
 
-// The plan for this shape and m on the current device. The environment variable
+// The plan for this shape, dtype and m on the current device. The environment variable
 // FLUTE_LUT_STRIP="tiles_per_warp,stages" forces a configuration (tuning runs only).
-StripPlan MakeStripPlan(const LutShape& shape, int64_t m, int sm_count);
+StripPlan MakeStripPlan(const LutShape& shape, ActivationType dtype, int64_t m, int sm_count);
 
 // Launches (asynchronously). pdl: launch with programmatic stream serialization, so that the
 // pair table and the first weight tiles load while the previous kernel on the stream finishes.

@@ -162,8 +162,9 @@ lut::LutGemmParams CudaBackend::LutParams(const GpuMatrix& w, const void* x, int
   p.workspace_bytes = lut_ws_.bytes();
   p.split_k = options_.batch_invariant ? w.invariant_splits : 0;
   // The previous kernel never writes weights: let the LUT kernels load their codes, scales
-  // and pair table while that kernel finishes.
+  // and pair table while that kernel (a chain of small ones in a decode step) finishes.
   p.pdl = true;
+  p.early_weights = true;
   return p;
 }
 

@@ -69,7 +69,8 @@ for stage in "$@"; do
       { header "kernel_tests --gtest_filter=LutGemm*"; timeout 300 $bin/kernel_tests --gtest_filter='LutGemm*' 2>&1; echo "rc=$?"; } > $out/lut-gemm-tests.log
       grep -E "^\[  (PASSED|FAILED) |FAILED|rc=" $out/lut-gemm-tests.log | tail -8 ;;
     kbench)  # the kernel benchmark (issue 5): every shape, M, config and dtype; plain and PDL launches
-      timeout 480 $bin/flute-bench-kernel --kernels auto,auto-pdl --replays 9 \
+             # (PDL with the first or all prologue weight stages before the wait)
+      timeout 480 $bin/flute-bench-kernel --kernels auto,auto-pdl,auto-pdl-early --replays 9 \
         --md $out/lut-gemm.md --json $out/lut-gemm.json 2> $out/lut-gemm.log; echo "rc=$?"; tail -2 $out/lut-gemm.log ;;
     sanitize)
       { header "compute-sanitizer memcheck + racecheck, LutGemmGpuTest.SanitizerSubset"
