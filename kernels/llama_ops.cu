@@ -15,6 +15,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/act_convert.cuh"
 #include "kernels/pdl.cuh"
 
 namespace flute::gpu {
@@ -23,16 +24,6 @@ namespace {
 constexpr int kVecWidth = 8;  // 16-bit elements per 16-byte vector
 
 // ---- 16-bit <-> fp32 ---------------------------------------------------------------------
-template <typename T> struct Cvt;
-template <> struct Cvt<__half> {
-  static __device__ __forceinline__ float ToFloat(__half h) { return __half2float(h); }
-  static __device__ __forceinline__ __half FromFloat(float f) { return __float2half_rn(f); }
-};
-template <> struct Cvt<__nv_bfloat16> {
-  static __device__ __forceinline__ float ToFloat(__nv_bfloat16 h) { return __bfloat162float(h); }
-  static __device__ __forceinline__ __nv_bfloat16 FromFloat(float f) { return __float2bfloat16_rn(f); }
-};
-
 // kVec consecutive 16-bit values at p -> fp32 (one 16-byte load when kVec = 8).
 template <typename T, int kVec>
 __device__ __forceinline__ void LoadAct(const T* p, float* v) {

@@ -27,6 +27,7 @@
 #include <cstdint>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/act_convert.cuh"
 #include "kernels/pdl.cuh"
 #include "kernels/rope_math.cuh"
 
@@ -35,15 +36,6 @@ namespace {
 
 constexpr int kVec = 8;  // 16-bit elements per 16-byte vector
 
-template <typename T> struct Cvt;
-template <> struct Cvt<__half> {
-  static __device__ __forceinline__ float ToFloat(__half h) { return __half2float(h); }
-  static __device__ __forceinline__ __half FromFloat(float f) { return __float2half_rn(f); }
-};
-template <> struct Cvt<__nv_bfloat16> {
-  static __device__ __forceinline__ float ToFloat(__nv_bfloat16 h) { return __bfloat162float(h); }
-  static __device__ __forceinline__ __nv_bfloat16 FromFloat(float f) { return __float2bfloat16_rn(f); }
-};
 
 // 8 consecutive 16-bit values at p -> fp32, through the coherent path (qkv is rewritten here).
 template <typename T>
