@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstring>
 #include <random>
+#include <vector>
 
 #include "gtest/gtest.h"
 
@@ -94,6 +95,26 @@ inline float Bf16ToFloat(uint16_t h) {
   float f;
   std::memcpy(&f, &b, 4);
   return f;
+}
+
+// llama3-scaled RoPE inverse frequencies as engine/rope.cc computes them (theta 500000,
+// factor 8, low 1, high 4, original context 8192): [head_dim / 2]. Spelled out here because
+// the kernel tests do not link the engine.
+inline std::vector<float> Llama3InvFreq(int head_dim) {
+  const float factor = 8.0f, low = 1.0f, high = 4.0f, old_context = 8192.0f;
+  const float pi = 3.141592653589793f;
+  std::vector<float> inv_freq(head_dim / 2);
+  for (int i = 0; i < head_dim / 2; ++i) {
+    float f = 1.0f / std::pow(500000.0f, static_cast<float>(2 * i) / static_cast<float>(head_dim));
+    const float wavelen = 2.0f * pi / f;
+    float scaled = wavelen > old_context / low ? f / factor : f;
+    if (!(wavelen < old_context / high) && !(wavelen > old_context / low)) {
+      const float smooth = (old_context / wavelen - low) / (high - low);
+      scaled = (1.0f - smooth) * scaled / factor + smooth * scaled;
+    }
+    inv_freq[i] = scaled;
+  }
+  return inv_freq;
 }
 
 }  // namespace flute::testing
