@@ -7,10 +7,11 @@
 //
 //   flute-bench-kernel [--shapes KxN,...] [--m 1,2,...] [--configs 4g128,3g128,...]
 //                      [--dtypes fp16,bf16] [--md FILE] [--json FILE] [--replays N]
-//                      [--kernels auto,splitk,strip,auto-pdl,strip-pdl,auto-pdl-early]
-// --kernels times each named LUT kernel choice in the same run (default: auto): "splitk" and
-// "strip" force the tiled split-K and the persistent-strip kernel (strip only where it
-// applies, M <= 8), "-pdl" launches with programmatic dependent launch, "-pdl-early" also
+//                      [--kernels auto,splitk,strip,tc,auto-pdl,strip-pdl,tc-pdl,auto-pdl-early]
+// --kernels times each named LUT kernel choice in the same run (default: auto): "splitk",
+// "strip" and "tc" force the tiled split-K, the persistent-strip kernel (strip only where it
+// applies, M <= 8) and the wgmma tensor-core kernel (tc: "n/a" where it returns Unimplemented,
+// M < 33), "-pdl" launches with programmatic dependent launch, "-pdl-early" also
 // loads every prologue stage's weights before the PDL wait, as the engine does
 // (LutGemmParams::early_weights). Calls run back to back, each after the same GEMM.
 #include <cublas_v2.h>
@@ -111,6 +112,7 @@ bool ParseKernel(const std::string& name, KernelChoice* out) {
   if (base == "auto") out->kernel = flute::lut::LutKernel::kAuto;
   else if (base == "splitk") out->kernel = flute::lut::LutKernel::kSplitK;
   else if (base == "strip") out->kernel = flute::lut::LutKernel::kStrip;
+  else if (base == "tc") out->kernel = flute::lut::LutKernel::kTensorCore;
   else return false;
   return true;
 }
@@ -314,6 +316,18 @@ void BenchShapeDtype(const Options& o, int64_t K, int64_t N, const std::string& 
         p.kernel = choice.kernel;
         p.pdl = choice.pdl;
         p.early_weights = choice.early_weights;
+        if (choice.kernel == flute::lut::LutKernel::kTensorCore) {
+          // The tensor-core kernel takes only some calls (m >= 33): one untimed trial launch.
+          p.packed = codes[0];
+          p.scales = reinterpret_cast<const uint16_t*>(scales[0]);
+          const absl::Status st = flute::lut::LaunchLutGemm(p, stream);
+          if (absl::IsUnimplemented(st)) {
+            std::fprintf(stderr, "%6lldx%-6lld %s M=%-4lld %-8s %-9s n/a (%s)\n", (long long)K, (long long)N,
+                         dtype.c_str(), (long long)m, config_name, kernel_name.c_str(),
+                         std::string(st.message()).c_str());
+            continue;
+          }
+        }
         const int calls = std::max(copies * 2, 20);
         const double sec = TimePerCall(stream, calls, o.replays, [&](int i) {
           p.packed = codes[i % copies];

@@ -54,6 +54,10 @@ struct BackendOptions {
   // max_position_embeddings). A long-context model whose full context would not fit the KV
   // cache is served with a shorter one.
   int max_model_len = 0;
+  // CUDA, `flute bench e2e --ablate` only: comma-separated kernel kinds (the --profile names)
+  // left out of every forward step, to time what each costs inside CUDA-graph replays. The
+  // outputs are then meaningless. (Last member: plugins built before it read a prefix.)
+  std::string ablate;
 };
 
 class Backend {

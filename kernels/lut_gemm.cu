@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/lut_gemm_device.cuh"
 #include "kernels/lut_gemm_strip.h"
+#include "kernels/lut_gemm_tc.h"
 
 namespace flute::lut {
 namespace {
@@ -400,6 +401,12 @@ int DeviceSmCount() {
   return sms;
 }
 
+size_t CounterBytes(const Plan&) { return kSplitCounterBytes; }
+
+bool CountersFit(const Plan& p) {
+  return static_cast<int64_t>(p.num_col_blocks) * p.num_m_tiles * sizeof(int) <= kSplitCounterBytes;
+}
+
 // Splits K when the grid is under one wave (blocks per SM from shared memory), choosing the
 // split count that minimizes waves x (k-tiles per block + fixed cost), with >= 4 k-tiles per
 // block so the pipeline has work.
@@ -435,11 +442,11 @@ Plan MakePlan(const LutShape& s, int64_t m, int forced_splits, int sm_count) {
   }
   p.ktiles_per_split = (num_ktiles + best - 1) / best;
   p.splits = (num_ktiles + p.ktiles_per_split - 1) / p.ktiles_per_split;  // no empty split
+  if (forced_splits <= 0 && !CountersFit(p)) {  // (never: automatic splits need a grid under one wave)
+    p.ktiles_per_split = num_ktiles;
+    p.splits = 1;
+  }
   return p;
-}
-
-size_t CounterBytes(const Plan& p) {
-  return (static_cast<size_t>(p.num_col_blocks) * p.num_m_tiles * sizeof(int) + 255) / 256 * 256;
 }
 
 size_t WorkspaceBytesFor(const Plan& p, const LutShape& s, int64_t m) {
@@ -484,14 +491,17 @@ cudaError_t LaunchForType(const KernelArgs& args, int bits, const Plan& p, bool 
 // Auto: the strip kernel re-reads X for every strip (M x K x 2 bytes against the strip's
 // 16 x K x bits / 8 of codes), so from M = 8 it loses to split-K except on small matrices,
 // where split-K's partial-sum round trip costs more (H100 measurements, kernels/README.md).
+}  // namespace
+
 bool UsesStripKernel(const LutGemmParams& p) {
   if (p.split_k != 0 || !StripKernelApplies(p.shape, p.m, p.scales)) return false;
+  // The norm prologue keeps all of X in shared memory: [m][k + 8] 16-bit values, at most 128 KB
+  // (8 rows of k = 8192), leaving room for a 2-stage pipeline and the pair table.
+  if (p.norm_prologue() && p.m * (p.shape.k + 8) * 2 > 128 * 1024 + 8 * 16) return false;
   if (p.kernel == LutKernel::kStrip) return true;
   const bool strip_wins = p.m <= 4 || p.shape.n * p.shape.k <= int64_t{4096} * 6144;
   return p.kernel == LutKernel::kAuto && strip_wins;
 }
-
-}  // namespace
 
 absl::Status IsSupportedByCuda(const LutShape& shape) {
   absl::Status format = CheckShape(shape);
@@ -515,25 +525,70 @@ size_t LutGemmWorkspaceBytesForSplits(const LutShape& shape, int64_t m, int spli
   return WorkspaceBytesFor(MakePlan(shape, m, split_k, DeviceSmCount()), shape, m);
 }
 
+namespace {
+
+// The fused residual epilogue and norm prologue: strip kernel only, complete pointer sets.
+absl::Status CheckFusedNorm(const LutGemmParams& p) {
+  if (!p.residual_epilogue() && !p.norm_prologue() && !p.sumsq_out && !p.sumsq_in && !p.norm_weight) {
+    return absl::OkStatus();
+  }
+  if (p.residual_epilogue() != (p.sumsq_out != nullptr) ||
+      (p.norm_prologue() != (p.sumsq_in != nullptr) || p.norm_prologue() != (p.norm_weight != nullptr))) {
+    return absl::InvalidArgumentError(
+        "LUT-GEMM: the residual epilogue needs residual_out and sumsq_out, the norm prologue "
+        "residual_in, sumsq_in and norm_weight (some but not all were set)");
+  }
+  if (p.residual_epilogue() && p.swiglu) {
+    return absl::InvalidArgumentError("LUT-GEMM: the residual epilogue cannot be combined with swiglu");
+  }
+  const auto misaligned = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 != 0; };
+  if (misaligned(p.residual_out) || misaligned(p.residual_in) || misaligned(p.norm_weight)) {
+    return absl::InvalidArgumentError("LUT-GEMM: residual_out, residual_in and norm_weight must be 16-byte aligned");
+  }
+  if (!UsesStripKernel(p)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "LUT-GEMM: the fused residual epilogue / norm prologue need the strip kernel, which does not "
+        "take this call (m=", p.m, ", k=", p.shape.k, ", n=", p.shape.n, ", split_k=", p.split_k,
+        "; see UsesStripKernel)"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::Status LaunchLutGemm(const LutGemmParams& p, CUstream_st* stream) {
   absl::Status supported = IsSupportedByCuda(p.shape);
   if (!supported.ok()) return supported;
   if (p.m < 1 || p.m > (int64_t{1} << 30)) {
     return absl::InvalidArgumentError(absl::StrCat("LUT-GEMM: m must be in [1, 2^30], got ", p.m));
   }
-  if (!p.x || !p.packed || !p.scales || !p.table || !p.y) {
+  if ((!p.x && !p.norm_prologue()) || !p.packed || !p.scales || !p.table || (!p.y && !p.residual_epilogue())) {
     return absl::InvalidArgumentError("LUT-GEMM: x, packed, scales, table and y must all be set");
   }
   if (reinterpret_cast<uintptr_t>(p.x) % 16 != 0 || reinterpret_cast<uintptr_t>(p.packed) % 16 != 0) {
     return absl::InvalidArgumentError("LUT-GEMM: x and packed must be 16-byte aligned");
   }
+  absl::Status fused = CheckFusedNorm(p);
+  if (!fused.ok()) return fused;
   if (p.kernel == LutKernel::kStrip && (!StripKernelApplies(p.shape, p.m, p.scales) || p.split_k > 0)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "LUT-GEMM: the strip kernel needs m <= 8 (got ", p.m, "), k % 1024 == 0 (got k=", p.shape.k,
         "), 16-byte aligned scales and split_k = 0 (got ", p.split_k, ")"));
   }
+  if (p.kernel == LutKernel::kTensorCore) return LaunchTensorCoreLutGemm(p, stream);
+  if (p.kernel == LutKernel::kAuto && p.split_k == 0 && p.m >= kTensorCoreMinM) {
+    // From 33 rows the wgmma kernel: 1.05-1.95x the split-K kernel at M = 64-256 on every
+    // LLaMA-3 shape (H100, bench/results/lut-gemm-tc-2026-11-26-h100.md). Where it does not
+    // apply (Unimplemented) the split-K kernel runs.
+    const absl::Status tc = LaunchTensorCoreLutGemm(p, stream);
+    if (!absl::IsUnimplemented(tc)) return tc;
+  }
   if (UsesStripKernel(p)) {
-    const StripPlan strip_plan = MakeStripPlan(p.shape, p.dtype, p.m, DeviceSmCount());
+    const StripPlan strip_plan = MakeStripPlan(p.shape, p.dtype, p.m, {p.norm_prologue(), p.residual_epilogue()}, DeviceSmCount());
+    if (strip_plan.grid == 0) {
+      return absl::InvalidArgumentError(absl::StrCat("LUT-GEMM (strip): no configuration fits shared memory for m=",
+                                                     p.m, ", k=", p.shape.k, p.norm_prologue() ? " with the norm prologue" : ""));
+    }
     const int err = LaunchStripKernel(p, strip_plan, p.pdl, stream);
     if (err != 0) {
       return absl::InternalError(absl::StrCat("LUT-GEMM (strip) launch failed: ",
@@ -542,6 +597,12 @@ absl::Status LaunchLutGemm(const LutGemmParams& p, CUstream_st* stream) {
     return absl::OkStatus();
   }
   const Plan plan = MakePlan(p.shape, p.m, p.split_k, DeviceSmCount());
+  if (plan.splits > 1 && !CountersFit(plan)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "LUT-GEMM: split_k=", plan.splits, " over ", plan.num_col_blocks * plan.num_m_tiles,
+        " output tiles needs more than the workspace's ", kSplitCounterBytes / 4, " counters (m=", p.m,
+        ", n=", p.shape.n, "): use fewer rows per call"));
+  }
   const size_t need = WorkspaceBytesFor(plan, p.shape, p.m);
   if (need > 0 && (p.workspace == nullptr || p.workspace_bytes < need)) {
     return absl::InvalidArgumentError(absl::StrCat("LUT-GEMM: workspace of ", need,

@@ -18,10 +18,11 @@ namespace flute::lut {
 enum class ActivationType { kFloat16, kBFloat16 };
 
 // Which kernel runs a call. kAuto: the persistent-strip kernel when it applies (m <= 8,
-// k % 1024 == 0, split_k = 0, 16-byte aligned scales; see kernels/README.md), else the tiled
-// split-K kernel. The others force one (tests and benchmarks); kStrip fails with
-// InvalidArgument where it does not apply.
-enum class LutKernel { kAuto, kSplitK, kStrip };
+// k % 1024 == 0, split_k = 0, 16-byte aligned scales; see kernels/README.md), the wgmma
+// tensor-core kernel from m = 33 (split_k = 0), else the tiled split-K kernel. The others force one (tests and benchmarks); kStrip fails with
+// InvalidArgument where it does not apply. kTensorCore: the Hopper wgmma kernel for larger M
+// (kernels/lut_gemm_tc.h), Unimplemented where it does not apply.
+enum class LutKernel { kAuto, kSplitK, kStrip, kTensorCore };
 
 struct LutGemmParams {
   LutShape shape;                                // n, k, bits, group_size
@@ -56,7 +57,30 @@ struct LutGemmParams {
   // [m, n / 2] = silu(gate) * up, gate and up rounded to dtype first: bitwise what the plain
   // GEMM into [m, n] followed by gpu::LaunchSwiGlu with interleave 8 gives. Both kernels, any m.
   bool swiglu = false;
+  // Residual add + RMSNorm of a decode step, fused into the projections around them (strip
+  // kernel only: UsesStripKernel must hold; InvalidArgument otherwise).
+  // Residual epilogue (the projection before the norm; not with swiglu): instead of storing Y,
+  // residual_out[m, n] (fp32, in place) += Y rounded to dtype, exactly as gpu::LaunchAddRmsNorm
+  // adds a projection, and sumsq_out[m, n / 16] = the sum of squares of the new residual over
+  // each 16 consecutive columns, in a fixed order. y is not used.
+  float* residual_out = nullptr;
+  float* sumsq_out = nullptr;
+  // Norm prologue (the projection after the norm): X is not read from x but computed in the
+  // kernel as X[r, c] = norm_weight[c] * (residual_in[r, c] * inv[r]) rounded to dtype, with
+  // inv[r] = 1 / sqrt(sum of sumsq_in[r, 0 .. k / 16) / k + norm_eps) summed in a fixed order
+  // (sumsq_in from a residual epilogue). x is not used.
+  const float* residual_in = nullptr;  // fp32 [m, k], 16-byte aligned
+  const float* sumsq_in = nullptr;     // fp32 [m, k / 16]
+  const float* norm_weight = nullptr;  // fp32 [k], 16-byte aligned
+  float norm_eps = 0.0f;
+
+  bool residual_epilogue() const { return residual_out != nullptr; }
+  bool norm_prologue() const { return residual_in != nullptr; }
 };
+
+// Whether LaunchLutGemm runs `params` on the persistent-strip kernel (the only one with the
+// fused residual epilogue and norm prologue).
+bool UsesStripKernel(const LutGemmParams& params);
 
 // OK when the CUDA kernel handles `shape` (today: every shape CheckShape accepts), else
 // InvalidArgument naming the rule. Callers with an unsupported shape must use the CPU path.

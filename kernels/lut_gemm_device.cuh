@@ -24,6 +24,12 @@ constexpr int kTableCopies = 32;      // one pair-table copy per lane: no bank c
 // loads are served per half-warp, so 16 copies (lane & 15) keep them conflict-free.
 constexpr int kQuadEntries = 256;
 constexpr int kQuadCopies = 16;
+// The split-K workspace (both tiled kernels): a fixed prefix of per-output-tile counters, then
+// the fp32 partials. The prefix is the same for every call, so that no call's partials ever
+// land on another call's counters (each call leaves its counters at zero; the workspace is
+// zeroed once). 16384 counters: 64-row tiles x 128-column blocks of a 2048-token prefill of a
+// 28672-wide projection still fit; a split call with more tiles is refused.
+constexpr int kSplitCounterBytes = 64 * 1024;
 
 template <typename T> struct Act;
 template <> struct Act<__half> {

@@ -55,6 +55,16 @@ struct StripArgs {
   int sc_row_bytes;       // 2 * (k per stage) / G
   int sc_units_log2;      // log2 of the 16- (or 8-) byte copies per scale row and stage
   int red_offset;         // bytes from the start of shared memory to the reduction buffers
+  // Residual epilogue (LutGemmParams::residual_out): residual [m, n] += Y, sumsq [m, strips].
+  float* res_out;
+  float* sumsq_out;
+  // Norm prologue (LutGemmParams::residual_in): X = RMSNorm(norm_res) built once per block in
+  // shared memory at xres_offset, [m][k + 8] (the +8: ldmatrix rows in distinct banks).
+  const float* norm_res;   // [m, k]
+  const float* norm_sumsq; // [m, k / 16]
+  const float* norm_w;     // [k]
+  float norm_eps;
+  int xres_offset;
 };
 
 struct StageLayout {
@@ -63,12 +73,13 @@ struct StageLayout {
 
 int RoundUp16(int v) { return (v + 15) & ~15; }
 
-StageLayout MakeStageLayout(int bits, int tpw, int m, int group_size) {
+// m_staged: the rows of X each stage carries (0 when X is resident in shared memory).
+StageLayout MakeStageLayout(int bits, int tpw, int m_staged, int group_size) {
   StageLayout l;
   const int stage_k = 8 * tpw * kTileK;
   l.x_offset = 8 * tpw * 256 * bits;
   l.x_pitch = stage_k + 8;  // +16 bytes: the 8 rows one ldmatrix reads fall in distinct banks
-  l.sc_offset = RoundUp16(l.x_offset + m * l.x_pitch * 2);
+  l.sc_offset = RoundUp16(l.x_offset + m_staged * l.x_pitch * 2);
   l.sc_row_bytes = 2 * stage_k / group_size;
   l.bytes = RoundUp16(l.sc_offset + kStripRows * l.sc_row_bytes);
   return l;
@@ -121,12 +132,111 @@ __device__ __forceinline__ void TileMmas(const uint32_t* w, const uint32_t* hw, 
   }
 }
 
+// The norm prologue: X[r][c] = w[c] * (res[r][c] * inv[r]) rounded to T (gpu::LaunchAddRmsNorm's
+// expression) into xres [m][k + 8], 8 columns per item (two float4 of res and of w, one uint4
+// of X), items tid, tid + 256, ... inv[r] = 1 / sqrt(sum / k + eps) from the k / 16 partial
+// sums of squares of the residual epilogue, summed in a fixed order (thread t: partials t,
+// t + 256, ...; then each warp's shuffle tree; then the warps in order), so that every block
+// and every run gets the same inv. The first kNormPre items' weights load before the grid
+// dependency wait (no kernel writes them) and their residuals with the partial sums, so a
+// decode step (m = 1, k <= 4096: 2 items per thread) pays one L2 round trip after the wait.
+constexpr int kNormPre = 2;
+struct NormPreload {
+  float4 w[kNormPre][2];
+  float4 v[kNormPre][2];
+};
+
+__device__ __forceinline__ void NormItem(const StripArgs& a, int item, int* r, int* c) {
+  const int row_items = a.k >> 3;
+  *r = item / row_items;
+  *c = (item - *r * row_items) * 8;
+}
+
+// Before the wait: the weights of the first kNormPre items.
+__device__ __forceinline__ void PreloadNormWeights(const StripArgs& a, int tid, NormPreload* pre) {
+#pragma unroll
+  for (int j = 0; j < kNormPre; ++j) {
+    int r, c;
+    NormItem(a, tid + j * kThreads, &r, &c);
+    if (r < a.m) {
+      pre->w[j][0] = __ldg(reinterpret_cast<const float4*>(a.norm_w + c));
+      pre->w[j][1] = __ldg(reinterpret_cast<const float4*>(a.norm_w + c) + 1);
+    }
+  }
+}
+
+template <typename T>
+__device__ __forceinline__ void StoreNormed(const StripArgs& a, T* xres, int r, int c, float inv, const float4* v,
+                                            const float4* w) {
+  using T2 = typename Act<T>::T2;
+  T2 out[4];
+  out[0].x = Act<T>::FromFloat(w[0].x * (v[0].x * inv));
+  out[0].y = Act<T>::FromFloat(w[0].y * (v[0].y * inv));
+  out[1].x = Act<T>::FromFloat(w[0].z * (v[0].z * inv));
+  out[1].y = Act<T>::FromFloat(w[0].w * (v[0].w * inv));
+  out[2].x = Act<T>::FromFloat(w[1].x * (v[1].x * inv));
+  out[2].y = Act<T>::FromFloat(w[1].y * (v[1].y * inv));
+  out[3].x = Act<T>::FromFloat(w[1].z * (v[1].z * inv));
+  out[3].y = Act<T>::FromFloat(w[1].w * (v[1].w * inv));
+  *reinterpret_cast<uint4*>(xres + r * (a.k + 8) + c) = *reinterpret_cast<const uint4*>(out);
+}
+
+// After the wait. scratch: 9 * 8 floats of shared memory.
+template <typename T>
+__device__ __forceinline__ void BuildNormedX(const StripArgs& a, T* xres, float* scratch, int tid,
+                                             NormPreload* pre) {
+  const int warp = tid >> 5, lane = tid & 31;
+  const int parts = a.k >> 4;
+#pragma unroll
+  for (int j = 0; j < kNormPre; ++j) {  // residuals of the preloaded items, with the partials
+    int r, c;
+    NormItem(a, tid + j * kThreads, &r, &c);
+    if (r < a.m) {
+      const float4* res = reinterpret_cast<const float4*>(a.norm_res + static_cast<int64_t>(r) * a.k + c);
+      pre->v[j][0] = __ldg(res);
+      pre->v[j][1] = __ldg(res + 1);
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < 8; ++r) {
+    if (r >= a.m) break;
+    float sum = 0.0f;
+    for (int i = tid; i < parts; i += kThreads) sum += __ldg(a.norm_sumsq + r * parts + i);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    if (lane == 0) scratch[warp * 8 + r] = sum;
+  }
+  __syncthreads();
+  if (tid < a.m) {
+    float total = 0.0f;
+    for (int w = 0; w < kWarps; ++w) total += scratch[w * 8 + tid];
+    scratch[kWarps * 8 + tid] = 1.0f / sqrtf(total / static_cast<float>(a.k) + a.norm_eps);
+  }
+  __syncthreads();
+#pragma unroll
+  for (int j = 0; j < kNormPre; ++j) {
+    int r, c;
+    NormItem(a, tid + j * kThreads, &r, &c);
+    if (r < a.m) StoreNormed<T>(a, xres, r, c, scratch[kWarps * 8 + r], pre->v[j], pre->w[j]);
+  }
+  for (int item = tid + kNormPre * kThreads; item < a.m * (a.k >> 3); item += kThreads) {
+    int r, c;
+    NormItem(a, item, &r, &c);
+    const float4* res = reinterpret_cast<const float4*>(a.norm_res + static_cast<int64_t>(r) * a.k + c);
+    const float4* w = reinterpret_cast<const float4*>(a.norm_w + c);
+    const float4 v[2] = {__ldg(res), __ldg(res + 1)}, wv[2] = {__ldg(w), __ldg(w + 1)};
+    StoreNormed<T>(a, xres, r, c, scratch[kWarps * 8 + r], v, wv);
+  }
+}
+
 // At most 80 registers at 2 and 4 bits (fp16 needs exactly that; bf16 had grown to 88), so
 // that 3 blocks fit an SM where the plan wants them (4096x6144 at M = 1: 384 strips in one
 // round of 396 instead of two of 264; bf16 at 88 registers: 8.4 us against fp16's 7.0).
 // (A __launch_bounds__ minimum of 3 blocks capped them at 72 and slowed the largest shapes by
 // 5-10 %.) 3 bits needs 91-95 registers: 2 blocks.
-template <typename T, int kBits, int kTpw>
+// kFused: the instances with the residual epilogue and the norm prologue (chosen at run time by
+// their pointers); the plain instances compile without them (1-3 % faster at M = 1, H100).
+template <typename T, int kBits, int kTpw, bool kFused>
 __global__ void __launch_bounds__(kThreads) __maxnreg__(kBits == 3 ? 128 : 80)
     LutGemmStripKernel(const StripArgs a) {
   using T2 = typename Act<T>::T2;
@@ -190,6 +300,7 @@ __global__ void __launch_bounds__(kThreads) __maxnreg__(kBits == 3 ? 128 : 80)
     }
   };
   auto issue_x = [&](const Cursor& c) {
+    if (kFused && a.norm_res != nullptr) return;  // X is resident (norm prologue)
     T* dst = reinterpret_cast<T*>(stage_ptr(c.buf) + x_dst);
     const T* src = x_thread + c.kstage * kStageK;
 #pragma unroll
@@ -207,8 +318,31 @@ __global__ void __launch_bounds__(kThreads) __maxnreg__(kBits == 3 ? 128 : 80)
     for (int w = 0; w < kWarps; ++w) sum += r[w * red_warp_floats];
     return sum;
   };
+  // Residual epilogue: this thread's residual value of the strip being computed, loaded when
+  // the strip starts so that its latency hides behind the strip's stages.
+  float res_pre = 0.0f;
+  auto load_residual = [&](int strip) {
+    if (kFused && a.res_out != nullptr && tid < kStripRows * a.m) {
+      res_pre = a.res_out[static_cast<int64_t>(tid >> 4) * a.n + strip * kStripRows + (tid & (kStripRows - 1))];
+    }
+  };
   auto store_strip = [&](int parity, int strip) {
     T* y = static_cast<T*>(a.y);
+    if (kFused && a.res_out != nullptr) {  // residual += Y rounded to T; sums of squares per strip
+      if (warp * 32 >= kStripRows * a.m) return;
+      const bool active = tid < kStripRows * a.m;
+      const int row = tid & (kStripRows - 1), mm = tid >> 4;
+      float sq = 0.0f;
+      if (active) {
+        const float v = res_pre + Act<T>::ToFloat(Act<T>::FromFloat(sum_warps(parity, mm, row)));
+        a.res_out[static_cast<int64_t>(mm) * a.n + strip * kStripRows + row] = v;
+        sq = v * v;
+      }
+#pragma unroll
+      for (int o = 8; o > 0; o >>= 1) sq += __shfl_xor_sync(0xffffffffu, sq, o);  // the 16 rows
+      if (active && row == 0) a.sumsq_out[mm * a.strips + strip] = sq;
+      return;
+    }
     if (!a.swiglu) {
       if (tid >= kStripRows * a.m) return;
       const int row = tid & (kStripRows - 1), mm = tid >> 4;
@@ -245,6 +379,8 @@ __global__ void __launch_bounds__(kThreads) __maxnreg__(kBits == 3 ? 128 : 80)
     issue_weights(ld);
     ld.Advance(a.stages_per_strip, num_stages);
   }
+  NormPreload norm_pre;
+  if (kFused && a.norm_res != nullptr) PreloadNormWeights(a, tid, &norm_pre);
   BuildPairTable<T, kBits>(a.table, s_table, tid);
   GridDependencyWait();
   Cursor lx = start;
@@ -262,9 +398,15 @@ __global__ void __launch_bounds__(kThreads) __maxnreg__(kBits == 3 ? 128 : 80)
     CpAsyncCommit();
   }
 
+  // The norm prologue's X, once per block (its rows are read by every strip's stages).
+  const bool resident_x = kFused && a.norm_res != nullptr;
+  T* s_xres = reinterpret_cast<T*>(smem + a.xres_offset);
+  if (resident_x) BuildNormedX<T>(a, s_xres, s_red, tid, &norm_pre);  // (visible after the loop's first barrier)
+
   const uint32_t my_table = LaneTable<kBits>(s_table, lane);
   // This lane's ldmatrix row (lanes 0-7: k 0-7 of the sub-tile, 8-15: k 8-15) in its warp's k range.
-  const int x_lane = min(lane & 7, a.m - 1) * a.x_pitch + ((lane >> 3) & 1) * 8 + warp * kTpw * kTileK;
+  const int x_pitch = resident_x ? a.k + 8 : a.x_pitch;
+  const int x_lane = min(lane & 7, a.m - 1) * x_pitch + ((lane >> 3) & 1) * 8 + warp * kTpw * kTileK;
   const int sc_cols = a.sc_row_bytes >> 1;  // groups per scale row in a stage
   const bool scale_after_mma = a.log2_group >= 7;  // one group per tile: scale the fp32 sums
   float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
@@ -277,6 +419,7 @@ __global__ void __launch_bounds__(kThreads) __maxnreg__(kBits == 3 ? 128 : 80)
       store_strip(parity ^ 1, pending_strip);
       pending_strip = -1;
     }
+    if (kFused && cc.kstage == 0) load_residual(cc.strip);
     if (it + num_stages - 1 < total) {
       issue_weights(ld);
       issue_x(ld);
@@ -286,7 +429,7 @@ __global__ void __launch_bounds__(kThreads) __maxnreg__(kBits == 3 ? 128 : 80)
 
     const unsigned char* stage = stage_ptr(cc.buf);
     const __half* sc = reinterpret_cast<const __half*>(stage + a.sc_offset);
-    const T* xs = reinterpret_cast<const T*>(stage + a.x_offset) + x_lane;
+    const T* xs = (resident_x ? s_xres + cc.kstage * kStageK : reinterpret_cast<const T*>(stage + a.x_offset)) + x_lane;
 #pragma unroll
     for (int t = 0; t < kTpw; ++t) {
       const unsigned char* tile = stage + (warp * kTpw + t) * kTileBytes;
@@ -340,20 +483,25 @@ __global__ void __launch_bounds__(kThreads) __maxnreg__(kBits == 3 ? 128 : 80)
 
 // ---- Host side ------------------------------------------------------------------------------
 
-// Calls f(kernel) with the instance for (dtype, bits, tpw).
-template <typename F>
-auto WithKernel(ActivationType dtype, int bits, int tpw, F f) {
+// Calls f(kernel) with the instance for (dtype, bits, tpw, fused).
+template <bool kFused, typename F>
+auto WithKernelT(ActivationType dtype, int bits, int tpw, F f) {
 #define FLUTE_STRIP_CASE(T, B, P) \
-  if (bits == B && tpw == P) return f(LutGemmStripKernel<T, B, P>);
+  if (bits == B && tpw == P) return f(LutGemmStripKernel<T, B, P, kFused>);
   if (dtype == ActivationType::kBFloat16) {
     FLUTE_STRIP_CASE(__nv_bfloat16, 2, 1) FLUTE_STRIP_CASE(__nv_bfloat16, 2, 2)
     FLUTE_STRIP_CASE(__nv_bfloat16, 3, 1) FLUTE_STRIP_CASE(__nv_bfloat16, 3, 2)
-    FLUTE_STRIP_CASE(__nv_bfloat16, 4, 1) return f(LutGemmStripKernel<__nv_bfloat16, 4, 2>);
+    FLUTE_STRIP_CASE(__nv_bfloat16, 4, 1) return f(LutGemmStripKernel<__nv_bfloat16, 4, 2, kFused>);
   }
   FLUTE_STRIP_CASE(__half, 2, 1) FLUTE_STRIP_CASE(__half, 2, 2)
   FLUTE_STRIP_CASE(__half, 3, 1) FLUTE_STRIP_CASE(__half, 3, 2)
-  FLUTE_STRIP_CASE(__half, 4, 1) return f(LutGemmStripKernel<__half, 4, 2>);
+  FLUTE_STRIP_CASE(__half, 4, 1) return f(LutGemmStripKernel<__half, 4, 2, kFused>);
 #undef FLUTE_STRIP_CASE
+}
+
+template <typename F>
+auto WithKernel(ActivationType dtype, int bits, int tpw, bool fused, F f) {
+  return fused ? WithKernelT<true>(dtype, bits, tpw, f) : WithKernelT<false>(dtype, bits, tpw, f);
 }
 
 int MaxSmemOptin() {
@@ -365,16 +513,20 @@ int MaxSmemOptin() {
   return bytes;
 }
 
-int SmemBytesFor(const LutShape& s, int64_t m, int tpw, int stages) {
-  const StageLayout l = MakeStageLayout(s.bits, tpw, static_cast<int>(m), s.group_size);
+// X resident in shared memory (norm prologue): [m][k + 8] 16-bit values.
+int ResidentXBytes(const LutShape& s, int64_t m) { return RoundUp16(static_cast<int>(m * (s.k + 8) * 2)); }
+
+// Shared memory: pair table | stages | resident X (norm prologue) | reduction buffers.
+int SmemBytesFor(const LutShape& s, int64_t m, bool resident_x, int tpw, int stages) {
+  const StageLayout l = MakeStageLayout(s.bits, tpw, resident_x ? 0 : static_cast<int>(m), s.group_size);
   return RoundUp16(((s.bits == 2) ? TableBytes<2>() : s.bits == 3 ? TableBytes<3>() : TableBytes<4>()) +
-                   stages * l.bytes) + RedBytes(m);
+                   stages * l.bytes) + (resident_x ? ResidentXBytes(s, m) : 0) + RedBytes(m);
 }
 
 // Resident blocks per SM of an instance with this much dynamic shared memory (0 when the
 // runtime cannot tell).
-int BlocksPerSm(ActivationType dtype, int bits, int tpw, int smem) {
-  return WithKernel(dtype, bits, tpw, [&](auto kernel) {
+int BlocksPerSm(ActivationType dtype, int bits, int tpw, bool fused, int smem) {
+  return WithKernel(dtype, bits, tpw, fused, [&](auto kernel) {
     if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem) != cudaSuccess) return 0;
     int blocks = 0;
     if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kThreads, smem) != cudaSuccess) return 0;
@@ -404,7 +556,7 @@ bool StripKernelApplies(const LutShape& shape, int64_t m, const void* scales) {
 // The occupancy comes from the instance of the call's dtype: the bf16 instances use more
 // registers (88 against 80 at 4 bits), so 3 blocks per SM can fit fp16 and not bf16; a grid
 // sized for 3 would then run in two waves (4096x6144 bf16 at M = 1: 8.5 us against 7.0).
-static StripPlan ComputeStripPlan(const LutShape& s, ActivationType dtype, int64_t m, int sm_count) {
+static StripPlan ComputeStripPlan(const LutShape& s, ActivationType dtype, int64_t m, StripFusion fusion, int sm_count) {
   const int strips = static_cast<int>(s.n / kStripRows);
   const int max_smem = MaxSmemOptin();
   StripPlan best;
@@ -414,9 +566,9 @@ static StripPlan ComputeStripPlan(const LutShape& s, ActivationType dtype, int64
     StripPlan p;
     p.tiles_per_warp = tpw;
     p.stages = stages;
-    p.smem_bytes = SmemBytesFor(s, m, tpw, stages);
+    p.smem_bytes = SmemBytesFor(s, m, fusion.norm_prologue, tpw, stages);
     if (p.smem_bytes > max_smem) return;
-    p.blocks_per_sm = std::max(1, BlocksPerSm(dtype, s.bits, tpw, p.smem_bytes));
+    p.blocks_per_sm = std::max(1, BlocksPerSm(dtype, s.bits, tpw, fusion.any(), p.smem_bytes));
     const int64_t slots = static_cast<int64_t>(sm_count) * p.blocks_per_sm;
     p.grid = static_cast<int>(std::min<int64_t>(strips, slots));
     const int64_t rounds = (strips + slots - 1) / slots;
@@ -440,12 +592,14 @@ static StripPlan ComputeStripPlan(const LutShape& s, ActivationType dtype, int64
 // Plans are cached per (device, shape, m, SM count, FLUTE_LUT_STRIP): the occupancy queries
 // cost microseconds of host time, and a decode step that is not replayed from a CUDA graph
 // launches hundreds of these GEMMs.
-StripPlan MakeStripPlan(const LutShape& s, ActivationType dtype, int64_t m, int sm_count) {
+StripPlan MakeStripPlan(const LutShape& s, ActivationType dtype, int64_t m, StripFusion fusion, int sm_count) {
   int device = 0;
   if (cudaGetDevice(&device) != cudaSuccess) device = -1;
   const char* env = std::getenv("FLUTE_LUT_STRIP");
-  using Key = std::tuple<int, int64_t, int64_t, int, int, int, int64_t, int, std::string>;
-  const Key key{device, s.n, s.k, s.bits, s.group_size, static_cast<int>(dtype), m, sm_count, env != nullptr ? env : ""};
+  using Key = std::tuple<int, int64_t, int64_t, int, int, int, int64_t, bool, bool, int, std::string>;
+  const Key key{device, s.n, s.k, s.bits, s.group_size, static_cast<int>(dtype), m, fusion.norm_prologue,
+                fusion.residual_epilogue, sm_count,
+                env != nullptr ? env : ""};
   static std::mutex mu;
   static std::map<Key, StripPlan>* cache = new std::map<Key, StripPlan>();
   {
@@ -453,7 +607,7 @@ StripPlan MakeStripPlan(const LutShape& s, ActivationType dtype, int64_t m, int 
     const auto it = cache->find(key);
     if (it != cache->end()) return it->second;
   }
-  const StripPlan plan = ComputeStripPlan(s, dtype, m, sm_count);
+  const StripPlan plan = ComputeStripPlan(s, dtype, m, fusion, sm_count);
   std::lock_guard<std::mutex> lock(mu);
   cache->emplace(key, plan);
   return plan;
@@ -461,7 +615,9 @@ StripPlan MakeStripPlan(const LutShape& s, ActivationType dtype, int64_t m, int 
 
 int LaunchStripKernel(const LutGemmParams& p, const StripPlan& plan, bool pdl, CUstream_st* stream) {
   const LutShape& s = p.shape;
-  const StageLayout l = MakeStageLayout(s.bits, plan.tiles_per_warp, static_cast<int>(p.m), s.group_size);
+  const bool resident_x = p.norm_prologue();
+  const StageLayout l =
+      MakeStageLayout(s.bits, plan.tiles_per_warp, resident_x ? 0 : static_cast<int>(p.m), s.group_size);
   StripArgs a;
   a.x = p.x;
   a.packed = p.packed;
@@ -484,7 +640,14 @@ int LaunchStripKernel(const LutGemmParams& p, const StripPlan& plan, bool pdl, C
   a.sc_row_bytes = l.sc_row_bytes;
   a.sc_units_log2 = l.sc_row_bytes <= 16 ? 0 : __builtin_ctz(static_cast<unsigned>(l.sc_row_bytes / 16));
   a.red_offset = plan.smem_bytes - RedBytes(p.m);
-  return WithKernel(p.dtype, s.bits, plan.tiles_per_warp, [&](auto kernel) -> int {
+  a.res_out = p.residual_out;
+  a.sumsq_out = p.sumsq_out;
+  a.norm_res = p.residual_in;
+  a.norm_sumsq = p.sumsq_in;
+  a.norm_w = p.norm_weight;
+  a.norm_eps = p.norm_eps;
+  a.xres_offset = resident_x ? a.red_offset - ResidentXBytes(s, p.m) : 0;
+  return WithKernel(p.dtype, s.bits, plan.tiles_per_warp, resident_x || p.residual_epilogue(), [&](auto kernel) -> int {
     cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, plan.smem_bytes);
     if (err != cudaSuccess) return static_cast<int>(err);
     cudaLaunchConfig_t cfg = {};

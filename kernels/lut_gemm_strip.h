@@ -23,9 +23,19 @@ struct StripPlan {
 // scales (shape rules in kernels/README.md). Without it the split-K kernel runs.
 bool StripKernelApplies(const LutShape& shape, int64_t m, const void* scales);
 
-// The plan for this shape, dtype and m on the current device. The environment variable
+// What a call fuses (LutGemmParams::norm_prologue / residual_epilogue). A fused call runs the
+// instances compiled with the fused code paths (the plain ones stay exactly as fast as before
+// them), and with the norm prologue X is built once per block in shared memory rather than
+// staged with the weights.
+struct StripFusion {
+  bool norm_prologue = false;
+  bool residual_epilogue = false;
+  bool any() const { return norm_prologue || residual_epilogue; }
+};
+
+// The plan for this shape, dtype, m and fusion on the current device. The environment variable
 // FLUTE_LUT_STRIP="tiles_per_warp,stages" forces a configuration (tuning runs only).
-StripPlan MakeStripPlan(const LutShape& shape, ActivationType dtype, int64_t m, int sm_count);
+StripPlan MakeStripPlan(const LutShape& shape, ActivationType dtype, int64_t m, StripFusion fusion, int sm_count);
 
 // Launches (asynchronously). pdl: launch with programmatic stream serialization, so that the
 // pair table and the first weight tiles load while the previous kernel on the stream finishes.

@@ -35,6 +35,7 @@ struct E2eOptions {
   int steps = 32;
   bool compare_invariant = false;        // also run the LUT models with --batch-invariant
   bool profile = false;                  // print each model's step time by kernel kind
+  std::string ablate;                    // kernel kinds left out of every step (timing only)
   std::string json_path;
   std::string markdown_path;
   BackendOptions backend;
@@ -143,6 +144,7 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeModel(const E2eOptions& o, const st
   options.dtype = "bfloat16";
   options.batch_invariant = batch_invariant;
   options.profile = o.profile;
+  options.ablate = o.ablate;
   options.max_batch = std::max(32, *std::max_element(o.batches.begin(), o.batches.end()));
   options.max_tokens_per_step = std::max(512, o.prefill.empty() ? 0 : *std::max_element(o.prefill.begin(), o.prefill.end()));
   return CreateRandomCudaBackend(config, options, /*seed=*/1234);
@@ -255,6 +257,9 @@ void AddBenchE2eCommand(CLI::App& bench) {
   cmd->add_flag("--profile", o->profile,
                 "Time every kernel kind with CUDA events (eager launches; the figures then include "
                 "the events' cost) and print where a step's time goes");
+  cmd->add_option("--ablate", o->ablate,
+                  "Leave these kernel kinds (comma-separated --profile names, e.g. \"attention,lm head\") out "
+                  "of every step, to time what each costs in graph replays; the outputs are then meaningless");
   cmd->add_option("--json", o->json_path, "Write the results as JSON");
   cmd->add_option("--markdown", o->markdown_path, "Write the table as markdown");
   AddGpuFlags(cmd, &o->backend);

@@ -110,7 +110,28 @@ class CudaBackend : public Backend, public CudaBenchHooks {
   lut::LutGemmParams LutParams(const GpuMatrix& w, const void* x, int m, void* y) const;
   // out[m, inter] = silu(x gateᵀ) * (x upᵀ): fused into the LUT-GEMM when it can, else the
   // projection into gate_up_ and gpu::LaunchSwiGlu in the projection's layout.
-  absl::Status GateUpSwiGlu(const GpuProjection& p, const void* x, int m, void* out);
+  // norm_weight != nullptr: x is not used; the kernel normalizes residual_ itself (the norm
+  // prologue, only where PlanNormFusion allows it).
+  absl::Status GateUpSwiGlu(const GpuProjection& p, const void* x, int m, void* out,
+                            const DeviceBuffer* norm_weight = nullptr);
+  // Residual add + RMSNorm fused into the LUT projections around them (the residual epilogue
+  // of the projection before, the norm prologue of the one after; lut::LutGemmParams), for
+  // each of a layer's two norms, where both projections run on the strip kernel at m rows.
+  // Saves two launches and the normed_/proj_ round trips per layer in decode steps.
+  struct NormFusion {
+    bool after_attention = false;  // o proj -> gate/up
+    bool after_mlp = false;        // down proj -> the next layer's qkv (and the final norm)
+  };
+  NormFusion PlanNormFusion(int m) const;
+  // y = RMSNorm(residual_) · pᵀ (norm prologue) and residual_ += x · pᵀ (residual epilogue),
+  // for a single-part LUT projection where PlanNormFusion allows it.
+  absl::Status ProjectNormed(const GpuProjection& p, const DeviceBuffer& norm_weight, int m, void* y);
+  absl::Status ProjectIntoResidual(const GpuProjection& p, const void* x, int m);
+  // bench e2e --ablate: whether kernels of this kind are left out of every step.
+  bool Ablated(const char* kind) const;
+  // Adds the residual epilogue / the norm prologue (with norm_weight) to a LUT-GEMM call.
+  void AddResidualEpilogue(lut::LutGemmParams* params) const;
+  void AddNormPrologue(const DeviceBuffer& norm_weight, lut::LutGemmParams* params) const;
   absl::Status LaunchLmHead(int rows);
   void PadForGraph(StepPlan& plan) const;
   absl::Status UploadInputs(const StepPlan& plan);
@@ -133,6 +154,7 @@ class CudaBackend : public Backend, public CudaBenchHooks {
 
   // Activations, [max_rows_, ...] each.
   DeviceBuffer residual_;   // fp32 [rows, hidden]
+  DeviceBuffer norm_sumsq_; // fp32 [rows, hidden / 16]: the residual epilogue's sums of squares
   DeviceBuffer normed_;     // act [rows, hidden]
   DeviceBuffer qkv_;        // act [rows, q_dim + 2 kv_dim]
   DeviceBuffer attn_;       // act [rows, q_dim]

@@ -8,6 +8,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
 #include "engine/cuda/cuda_backend_impl.h"
 #include "engine/cuda_plugin.h"
 #include "engine/rope.h"
@@ -101,6 +103,14 @@ CudaBackend::CudaBackend(ModelConfig config, const BackendOptions& options,
                          lut::ActivationType dtype, std::unique_ptr<GpuModel> model)
     : config_(std::move(config)), options_(options), dtype_(dtype), model_(std::move(model)) {}
 
+bool CudaBackend::Ablated(const char* kind) const {
+  if (options_.ablate.empty()) return false;
+  for (absl::string_view ablated : absl::StrSplit(options_.ablate, ',')) {
+    if (ablated == kind) return true;
+  }
+  return false;
+}
+
 CudaBackend::~CudaBackend() {
   for (auto& [key, exec] : graphs_) cudaGraphExecDestroy(exec);
   profiler_.reset();
@@ -177,6 +187,7 @@ absl::Status CudaBackend::AllocateActivations() {
     }
   }
   ASSIGN_OR_RETURN(residual_, DeviceBuffer::Allocate(4 * rows * h, "residual stream"));
+  ASSIGN_OR_RETURN(norm_sumsq_, DeviceBuffer::Allocate(4 * rows * ((h + 15) / 16), "residual sums of squares"));
   ASSIGN_OR_RETURN(normed_, DeviceBuffer::Allocate(2 * rows * h, "normed activations"));
   ASSIGN_OR_RETURN(qkv_, DeviceBuffer::Allocate(2 * rows * qkv, "q/k/v activations"));
   ASSIGN_OR_RETURN(attn_, DeviceBuffer::Allocate(2 * rows * config_.q_dim(), "attention output"));

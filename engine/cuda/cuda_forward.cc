@@ -168,14 +168,63 @@ lut::LutGemmParams CudaBackend::LutParams(const GpuMatrix& w, const void* x, int
   return p;
 }
 
-absl::Status CudaBackend::GateUpSwiGlu(const GpuProjection& p, const void* x, int m, void* out) {
+CudaBackend::NormFusion CudaBackend::PlanNormFusion(int m) const {
+  NormFusion fusion;
+  if (options_.batch_invariant || !UsesLutKernel(m)) return fusion;
+  bool attention_pair = true, mlp_pair = true;
+  const auto on_strip = [&](const GpuProjection& p, const DeviceBuffer* norm_weight) {
+    if (p.parts.size() != 1 || !p.parts.front().lut) return false;
+    lut::LutGemmParams params = LutParams(p.parts.front(), nullptr, m, nullptr);
+    if (norm_weight != nullptr) AddNormPrologue(*norm_weight, &params);
+    return lut::UsesStripKernel(params);
+  };
+  for (const GpuLayer& layer : model_->layers) {
+    attention_pair &= on_strip(layer.o, nullptr) && on_strip(layer.gate_up, &layer.post_attention_norm) &&
+                      layer.gate_up.interleave == 8;
+    mlp_pair &= on_strip(layer.down, nullptr) && on_strip(layer.qkv, &layer.input_norm);
+  }
+  fusion.after_attention = attention_pair;
+  fusion.after_mlp = mlp_pair;
+  return fusion;
+}
+
+void CudaBackend::AddResidualEpilogue(lut::LutGemmParams* params) const {
+  params->y = nullptr;
+  params->residual_out = residual_.as<float>();
+  params->sumsq_out = norm_sumsq_.as<float>();
+}
+
+void CudaBackend::AddNormPrologue(const DeviceBuffer& norm_weight, lut::LutGemmParams* params) const {
+  params->x = nullptr;
+  params->residual_in = residual_.as<float>();
+  params->sumsq_in = norm_sumsq_.as<float>();
+  params->norm_weight = norm_weight.as<float>();
+  params->norm_eps = static_cast<float>(config_.rms_norm_eps);
+}
+
+absl::Status CudaBackend::ProjectNormed(const GpuProjection& p, const DeviceBuffer& norm_weight, int m, void* y) {
+  lut::LutGemmParams params = LutParams(p.parts.front(), nullptr, m, y);
+  AddNormPrologue(norm_weight, &params);
+  return lut::LaunchLutGemm(params, stream_);
+}
+
+absl::Status CudaBackend::ProjectIntoResidual(const GpuProjection& p, const void* x, int m) {
+  lut::LutGemmParams params = LutParams(p.parts.front(), x, m, nullptr);
+  AddResidualEpilogue(&params);
+  return lut::LaunchLutGemm(params, stream_);
+}
+
+absl::Status CudaBackend::GateUpSwiGlu(const GpuProjection& p, const void* x, int m, void* out,
+                                       const DeviceBuffer* norm_weight) {
   const GpuMatrix& w = p.parts.front();
   if (p.interleave == 8 && w.lut && UsesLutKernel(m)) {
     // The LUT kernels' epilogue applies SwiGLU (one launch, no [m, 2 inter] round trip).
     lut::LutGemmParams params = LutParams(w, x, m, out);
     params.swiglu = true;
+    if (norm_weight != nullptr) AddNormPrologue(*norm_weight, &params);
     return lut::LaunchLutGemm(params, stream_);
   }
+  if (norm_weight != nullptr) return absl::InternalError("GateUpSwiGlu: norm prologue without the fused LUT path");
   RETURN_IF_ERROR(Project(p, x, m, gate_up_.get(), false));
   return gpu::LaunchSwiGlu(dtype_, gate_up_.get(), m, p.n() / 2, out, stream_, p.interleave);
 }
@@ -226,51 +275,60 @@ absl::Status CudaBackend::LaunchForward(const StepPlan& plan) {
   rope_kv.k_offset = q_dim;
   rope_kv.v_offset = q_dim + kv_dim;
 
-  // MARK(kind): with --profile, the time since the previous mark is charged to `kind`.
-#define MARK(kind) \
-  if (profiler_) profiler_->Mark(kind)
+  // LAUNCH(kind, launch): runs `launch` unless `kind` is ablated (bench e2e --ablate), then,
+  // with --profile, charges the time since the previous launch to `kind`.
+#define LAUNCH(kind, launch)                                  \
+  do {                                                        \
+    if (!Ablated(kind)) RETURN_IF_ERROR(launch);              \
+    if (profiler_) profiler_->Mark(kind);                     \
+  } while (0)
+  const auto add_rms_norm = [&](const void* x, const DeviceBuffer& weight) {
+    return gpu::LaunchAddRmsNorm(dtype_, t, h, eps, x, residual_.as<float>(), weight.as<float>(), normed_.get(),
+                                 stream_);
+  };
+  // Residual add + RMSNorm inside the projections where they all run on the strip kernel
+  // (decode steps of a few rows): the residual then never goes through proj_ and normed_.
+  const NormFusion fuse = PlanNormFusion(t);
   if (profiler_) profiler_->Begin(stream_);
-  RETURN_IF_ERROR(gpu::LaunchEmbedding(dtype_, step_.tokens, t, model_->embed_tokens.get(), config_.vocab_size,
-                                       h, residual_.as<float>(), stream_));
-  MARK("embedding");
+  LAUNCH("embedding", gpu::LaunchEmbedding(dtype_, step_.tokens, t, model_->embed_tokens.get(), config_.vocab_size,
+                                           h, residual_.as<float>(), stream_));
   for (int l = 0; l < config_.num_layers; ++l) {
     const GpuLayer& layer = model_->layers[l];
-    RETURN_IF_ERROR(gpu::LaunchAddRmsNorm(dtype_, t, h, eps, l == 0 ? nullptr : proj_.get(), residual_.as<float>(),
-                                          layer.input_norm.as<float>(), normed_.get(), stream_));
-    MARK("add+rmsnorm");
-    RETURN_IF_ERROR(Project(layer.qkv, normed_.get(), t, qkv_.get(), false));
-    MARK("qkv proj");
-    if (!fuse_rope_kv) {
-      RETURN_IF_ERROR(gpu::LaunchRopeKvWrite(qkv_.get(), t, qkv_n, config_.num_heads, q_dim, q_dim + kv_dim,
-                                             kv_layers_[l], step_.positions, step_.slots, inv_freq_.as<float>(),
-                                             stream_));
-      MARK("rope+kv write");
+    if (l > 0 && fuse.after_mlp) {  // the previous down projection left residual_ and its sums
+      LAUNCH("qkv proj", ProjectNormed(layer.qkv, layer.input_norm, t, qkv_.get()));
+    } else {
+      LAUNCH("add+rmsnorm", add_rms_norm(l == 0 ? nullptr : proj_.get(), layer.input_norm));
+      LAUNCH("qkv proj", Project(layer.qkv, normed_.get(), t, qkv_.get(), false));
     }
-    RETURN_IF_ERROR(gpu::LaunchPagedAttention(kv_layers_[l], qkv_.get(), qkv_n, config_.num_heads, scale,
-                                              attention, attn_.get(), attn_ws_.get(), attn_ws_.bytes(), stream_,
-                                              fuse_rope_kv ? &rope_kv : nullptr));
-    MARK("attention");  // with the RoPE + KV write when fused
-    RETURN_IF_ERROR(Project(layer.o, attn_.get(), t, proj_.get(), false));
-    MARK("o proj");
-    RETURN_IF_ERROR(gpu::LaunchAddRmsNorm(dtype_, t, h, eps, proj_.get(), residual_.as<float>(),
-                                          layer.post_attention_norm.as<float>(), normed_.get(), stream_));
-    MARK("add+rmsnorm");
-    RETURN_IF_ERROR(GateUpSwiGlu(layer.gate_up, normed_.get(), t, mlp_.get()));
-    MARK("gate_up+swiglu");
-    RETURN_IF_ERROR(Project(layer.down, mlp_.get(), t, proj_.get(), false));
-    MARK("down proj");
+    if (!fuse_rope_kv) {
+      LAUNCH("rope+kv write", gpu::LaunchRopeKvWrite(qkv_.get(), t, qkv_n, config_.num_heads, q_dim, q_dim + kv_dim,
+                                                     kv_layers_[l], step_.positions, step_.slots,
+                                                     inv_freq_.as<float>(), stream_));
+    }
+    LAUNCH("attention",  // with the RoPE + KV write when fused
+           gpu::LaunchPagedAttention(kv_layers_[l], qkv_.get(), qkv_n, config_.num_heads, scale, attention,
+                                     attn_.get(), attn_ws_.get(), attn_ws_.bytes(), stream_,
+                                     fuse_rope_kv ? &rope_kv : nullptr));
+    if (fuse.after_attention) {
+      LAUNCH("o proj", ProjectIntoResidual(layer.o, attn_.get(), t));
+      LAUNCH("gate_up+swiglu", GateUpSwiGlu(layer.gate_up, nullptr, t, mlp_.get(), &layer.post_attention_norm));
+    } else {
+      LAUNCH("o proj", Project(layer.o, attn_.get(), t, proj_.get(), false));
+      LAUNCH("add+rmsnorm", add_rms_norm(proj_.get(), layer.post_attention_norm));
+      LAUNCH("gate_up+swiglu", GateUpSwiGlu(layer.gate_up, normed_.get(), t, mlp_.get()));
+    }
+    LAUNCH("down proj", fuse.after_mlp ? ProjectIntoResidual(layer.down, mlp_.get(), t)
+                                       : Project(layer.down, mlp_.get(), t, proj_.get(), false));
   }
-  RETURN_IF_ERROR(gpu::LaunchAddRmsNorm(dtype_, t, h, eps, proj_.get(), residual_.as<float>(),
-                                        model_->final_norm.as<float>(), normed_.get(), stream_));
-  MARK("add+rmsnorm");
+  // (After a fused down projection the residual is already complete: nothing to add.)
+  LAUNCH("add+rmsnorm", add_rms_norm(fuse.after_mlp ? nullptr : proj_.get(), model_->final_norm));
   const int rows = static_cast<int>(plan.logit_rows.size());
   if (rows > 0) {
-    RETURN_IF_ERROR(gpu::LaunchGatherRows(normed_.get(), size_t{2} * h, step_.logit_rows, rows, head_in_.get(),
-                                          stream_));
-    RETURN_IF_ERROR(LaunchLmHead(rows));
-    MARK("lm head");
+    LAUNCH("lm head", gpu::LaunchGatherRows(normed_.get(), size_t{2} * h, step_.logit_rows, rows, head_in_.get(),
+                                            stream_));
+    LAUNCH("lm head", LaunchLmHead(rows));
   }
-#undef MARK
+#undef LAUNCH
   return absl::OkStatus();  // the caller ends the profiled step (after sampling or the copy)
 }
 

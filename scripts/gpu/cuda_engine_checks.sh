@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The CUDA engine's checks on the GPU machine (issue 8), run from the repository root there:
 #   bash scripts/gpu/cuda_engine_checks.sh STAGE...
-#   STAGE: tests | lut-tests | attn | bench-ab | kbench | sanitize | ncu | sass | ppl | serve | bench | bench-w4 | bench70 | profile
+#   STAGE: tests | new-tests | lut-tests | tc-tests | tc-bench | attn | bench-ab | kbench-ab | ablate | strip-stages | kbench | sanitize | ncu | sass | ppl | serve | bench | bench-w4 | bench70 | profile
 # Expects, built and packed on the development machine (see scripts/gpu/README.md):
 #   .dev/pack-e2e.tar.xz  flute, engine_tests, kernel_tests, libflute_{spm,cuda}.so + libraries
 #   .dev/shared.tar.xz    the man-page model and validation tokens (a subset of ../shared)
@@ -57,17 +57,48 @@ for stage in "$@"; do
         grep -E "bench e2e|decode batch" $out/ab-$v.log | sed "s/^/$v: /"
       done
       unset FLUTE_CUDA_PLUGIN ;;
+    ablate)  # what each kernel kind costs inside graph replays: 8B W4 decode at batches 1 and 16
+             # with that kind left out of every step (bench e2e --ablate; outputs meaningless)
+      IFS=';' read -ra kinds <<< "${ABLATE_KINDS:-none;attention;lm head;qkv proj;o proj;gate_up+swiglu;down proj;add+rmsnorm}"
+      for a in "${kinds[@]}"; do
+        [ "$a" = none ] && flag="" || flag="$a"
+        timeout 100 $bin/flute bench e2e --shape 8b --weights w4 --batches 1,16 --prefill 0 --ablate "$flag" \
+          2> $out/ablate.log > /dev/null; echo "rc=$?"
+        grep -E "decode batch" $out/ablate.log | sed "s/^/ablate $a: /"
+      done | tee $out/ablate-8b-w4.txt; rm -f $out/ablate.log ;;
+    strip-stages)  # 8B W4 decode with every strip-kernel call forced to one pipeline depth
+                   # (FLUTE_LUT_STRIP=tpw,stages; "default" = the plan's choice), same session
+      for cfg in ${STRIP_CFGS:-default 2,3 2,2}; do
+        [ $cfg = default ] && unset FLUTE_LUT_STRIP || export FLUTE_LUT_STRIP=$cfg
+        timeout 100 $bin/flute bench e2e --shape 8b --weights w4 --batches 1,4,8 --prefill 0 2> $out/ss.log > /dev/null
+        echo "rc=$?"; grep -E "decode batch" $out/ss.log | sed "s/^/strip $cfg: /"
+      done | tee $out/strip-stages.txt; unset FLUTE_LUT_STRIP; rm -f $out/ss.log ;;
     bench-w4)  # 8B W4 and bf16 only, without the batch-invariant comparison
       timeout 400 $bin/flute bench e2e --shape 8b --weights w4,bf16 \
         --json $out/e2e-8b.json --markdown $out/e2e-8b.md 2> $out/e2e-8b.log; echo "rc=$?"; cat $out/e2e-8b.log ;;
     new-tests)  # the tests of this session's changes (kernel and engine)
       { header "kernel_tests (LUT-GEMM, llama ops, format, attention, RoPE + KV write)"
-        timeout 300 $bin/kernel_tests --gtest_filter='LutGemm*:LlamaOps*:LutFormat*:Attention*:RopeKvWrite*' 2>&1; echo "rc=$?"
+        timeout 300 $bin/kernel_tests --gtest_filter=${NEW_KERNEL_TESTS:-'LutGemm*:LlamaOps*:LutFormat*:Attention*:RopeKvWrite*'} 2>&1; echo "rc=$?"
         header "engine_tests --gtest_filter=*Cuda*"; timeout 240 $bin/engine_tests --gtest_filter='*Cuda*' 2>&1; echo "rc=$?"; } > $out/new-tests.log
       grep -E "^\[  (PASSED|FAILED) |FAILED|rc=|normalized" $out/new-tests.log | tail -20 ;;
     lut-tests)
       { header "kernel_tests --gtest_filter=LutGemm*"; timeout 300 $bin/kernel_tests --gtest_filter='LutGemm*' 2>&1; echo "rc=$?"; } > $out/lut-gemm-tests.log
       grep -E "^\[  (PASSED|FAILED) |FAILED|rc=" $out/lut-gemm-tests.log | tail -8 ;;
+    tc-tests)  # the tensor-core (wgmma) LUT-GEMM kernel's tests
+      { header "kernel_tests --gtest_filter=LutGemmTcGpuTest.*"; timeout 200 $bin/kernel_tests --gtest_filter='LutGemmTcGpuTest.*' 2>&1; echo "rc=$?"; } > $out/tc-tests.log
+      grep -E "^\[  (PASSED|FAILED) |FAILED|rc=|error" $out/tc-tests.log | tail -20 ;;
+    tc-bench)  # the tensor-core kernel against the automatic choice and cuBLAS at M = 32..256
+      timeout 300 $bin/flute-bench-kernel --m ${TC_M:-32,64,128,256} --configs ${TC_CONFIGS:-4g128} --dtypes fp16 \
+        --kernels auto,tc --replays 5 --md $out/tc-bench.md --json $out/tc-bench.json 2> $out/tc-bench.log; echo "rc=$?"
+      tail -3 $out/tc-bench.log ;;
+    kbench-ab)  # the strip kernel's decode shapes, this build's bench against the base build's
+                # (packed as bin/flute-bench-kernel-base), alternately, same session
+      for i in 1 2; do for b in base new; do
+        [ $b = new ] && exe=$bin/flute-bench-kernel || exe=$bin/flute-bench-kernel-base
+        timeout 100 $exe --m 1,4 --configs 4g128 --dtypes fp16 --kernels auto-pdl-early --replays 5 \
+          --md $out/kb.md 2> /dev/null > /dev/null; echo "$b run $i rc=$?"
+        { echo "## $b, run $i"; cat $out/kb.md; } >> $out/kbench-ab.md; rm -f $out/kb.md
+      done; done ;;
     kbench)  # the kernel benchmark (issue 5): every shape, M, config and dtype; plain and PDL launches
              # (PDL with the first or all prologue weight stages before the wait)
       timeout 480 $bin/flute-bench-kernel --kernels auto,auto-pdl,auto-pdl-early --replays 9 \

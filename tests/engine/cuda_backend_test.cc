@@ -157,10 +157,12 @@ TEST_P(CudaParity, PerplexityWithinHalfAPercentOfCpu) {
 
 INSTANTIATE_TEST_SUITE_P(Weights, CudaParity, ::testing::Values("dense", "nf4"));
 
-// A one-layer random model 3072 wide (q 24 x 128, kv 8 x 128, intermediate 1024) in NF4 G128:
+// A two-layer random model 3072 wide (q 24 x 128, kv 8 x 128, intermediate 1024) in NF4 G128:
 // wide enough (k = 3072) for the strip kernel, so its decode steps run the gate/up
-// projection with the fused SwiGLU epilogue on the interleaved rows (the man-page model,
-// 512 wide, never does). Decode logits must still match the CPU backend.
+// projection with the fused SwiGLU epilogue on the interleaved rows, and both residual add +
+// RMSNorm of each layer inside the projections around them (o -> gate/up, down -> the next
+// layer's qkv and the final norm), which the man-page model (512 wide) never does. Decode
+// logits must still match the CPU backend.
 std::string Wide3072Nf4() {
   static const std::string dir = [] {
     const std::string base = flute::testing::MakeTempDir("flute-cuda-wide");
@@ -168,7 +170,7 @@ std::string Wide3072Nf4() {
     spec.vocab_size = 256;
     spec.hidden_size = 3072;
     spec.intermediate_size = 1024;
-    spec.num_layers = 1;
+    spec.num_layers = 2;
     spec.num_heads = 24;
     spec.num_kv_heads = 8;
     spec.head_dim = 128;
@@ -205,7 +207,8 @@ TEST(CudaBackend, FusedSwiGluDecodeMatchesTheCpuBackend) {
   for (int i = 0; i < 24; ++i) ids.push_back((i * 37 + 11) % 256);
   const double decode = NormalizedError(RunChunked(*gpu, ids, 1), RunChunked(*cpu, ids, 1));
   const double prefill = NormalizedError(RunChunked(*gpu, ids, 24), RunChunked(*cpu, ids, 24));
-  std::printf("[wide nf4 fp16] normalized logit error: decode (fused SwiGLU) %.2e, prefill %.2e\n", decode, prefill);
+  std::printf("[wide nf4 fp16] normalized logit error: decode (fused SwiGLU and norms) %.2e, prefill %.2e\n", decode,
+              prefill);
   EXPECT_LE(decode, 1e-3);
   EXPECT_LE(prefill, 1e-3);
 }

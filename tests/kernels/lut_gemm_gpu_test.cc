@@ -149,7 +149,8 @@ LutGemmParams MakeParams(const Problem& p, ActivationType dtype, int64_t m, cons
   params.y = d_y.ptr;
   // Workspace for the forced split too: the automatic size may be smaller.
   const int split_k = how.split_k;
-  const size_t ws_bytes = LutGemmWorkspaceBytes(s, m) + 4096 + (split_k > 0 ? split_k * m * s.n * 4 : 0);
+  const size_t ws_bytes = std::max({LutGemmWorkspaceBytes(s, m), size_t{256},
+                                    split_k > 0 ? LutGemmWorkspaceBytesForSplits(s, m, split_k) : 0});
   DeviceBuffer d_ws(ws_bytes);
   cudaMemset(d_ws.ptr, 0, ws_bytes);
   params.workspace = d_ws.ptr;
@@ -271,6 +272,56 @@ TEST(LutGemmGpuTest, LlamaShapes) {
   CheckShapeAllM({10240, 8192, 4, 64}, {1, 16, 64}, 0, rng);
   CheckShapeAllM({8192, 28672, 4, 128}, {1, 16}, 0, rng);
   CheckShapeAllM({128256, 4096, 4, 128}, {1, 16}, 0, rng);
+}
+
+// Split calls of different shapes share one workspace, as in the engine: a call with few
+// output tiles (its partials right after the counters) and then one with many tiles (more
+// counters) must not read the first call's partials as counts.
+TEST(LutGemmGpuTest, SplitCallsOfDifferentShapesShareAWorkspace) {
+  REQUIRE_GPU();
+  std::mt19937 rng(std::random_device{}());
+  Problem few = MakeProblem({256, 2048, 4, 128}, rng);     // 2 column blocks
+  Problem many = MakeProblem({16384, 1024, 4, 128}, rng);  // 128 column blocks
+  const int64_t m = 8;
+  const size_t ws_bytes = std::max(LutGemmWorkspaceBytesForSplits(few.shape, m, 4),
+                                   LutGemmWorkspaceBytesForSplits(many.shape, m, 2));
+  DeviceBuffer d_ws(ws_bytes), d_x(m * 2048 * 2), d_y_few(m * 256 * 2), d_y_many(m * 16384 * 2);
+  ASSERT_EQ(cudaMemset(d_ws.ptr, 0, ws_bytes), cudaSuccess);
+  const std::vector<float> x = RandomX(ActivationType::kFloat16, m, 2048, rng);
+  std::vector<uint16_t> xb(x.size());
+  for (size_t i = 0; i < x.size(); ++i) xb[i] = FloatToHalf(x[i]);
+  ASSERT_EQ(cudaMemcpy(d_x.ptr, xb.data(), xb.size() * 2, cudaMemcpyHostToDevice), cudaSuccess);
+  std::vector<float> x_many(m * 1024);  // the first 1024 columns of each row
+  for (int64_t r = 0; r < m; ++r) std::copy_n(&x[r * 2048], 1024, &x_many[r * 1024]);
+  std::vector<uint16_t> xb_many(x_many.size());
+  for (size_t i = 0; i < x_many.size(); ++i) xb_many[i] = FloatToHalf(x_many[i]);
+  DeviceBuffer d_x_many(xb_many.size() * 2);
+  ASSERT_EQ(cudaMemcpy(d_x_many.ptr, xb_many.data(), xb_many.size() * 2, cudaMemcpyHostToDevice), cudaSuccess);
+  LaunchChoice split4, split2;
+  split4.split_k = 4;
+  split2.split_k = 2;
+  for (int rep = 0; rep < 3; ++rep) {
+    LutGemmParams a = MakeParams(few, ActivationType::kFloat16, m, split4);
+    a.x = d_x.ptr;
+    a.y = d_y_few.ptr;
+    a.workspace = d_ws.ptr;
+    a.workspace_bytes = ws_bytes;
+    LutGemmParams b = MakeParams(many, ActivationType::kFloat16, m, split2);
+    b.x = d_x_many.ptr;
+    b.y = d_y_many.ptr;
+    b.workspace = d_ws.ptr;
+    b.workspace_bytes = ws_bytes;
+    ASSERT_EQ(cudaMemset(d_y_many.ptr, 0xFF, m * 16384 * 2), cudaSuccess);
+    ASSERT_TRUE(LaunchLutGemm(a, nullptr).ok());
+    ASSERT_TRUE(LaunchLutGemm(b, nullptr).ok());
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    std::vector<uint16_t> y_few(m * 256), y_many(m * 16384);
+    cudaMemcpy(y_few.data(), d_y_few.ptr, y_few.size() * 2, cudaMemcpyDeviceToHost);
+    cudaMemcpy(y_many.data(), d_y_many.ptr, y_many.size() * 2, cudaMemcpyDeviceToHost);
+    double err = 0;
+    ASSERT_TRUE(Compare(ActivationType::kFloat16, y_few, Reference(few, x, m), &err)) << "rep " << rep;
+    ASSERT_TRUE(Compare(ActivationType::kFloat16, y_many, Reference(many, x_many, m), &err)) << "rep " << rep;
+  }
 }
 
 TEST(LutGemmGpuTest, DeterministicBitwiseRunToRun) {
@@ -435,7 +486,8 @@ void CheckSwiGluEpilogue(const LutShape& s, ActivationType dtype, const std::vec
       xb[i] = dtype == ActivationType::kFloat16 ? FloatToHalf(x[i]) : FloatToBf16(x[i]);
     }
     DeviceBuffer d_x(xb.size() * 2), d_gate_up(m * s.n * 2), d_unfused(m * inter * 2), d_fused(m * inter * 2);
-    const size_t ws_bytes = LutGemmWorkspaceBytes(s, m) + 4096 + (how.split_k > 0 ? how.split_k * m * s.n * 4 : 0);
+    const size_t ws_bytes = std::max({LutGemmWorkspaceBytes(s, m), size_t{256},
+                                      how.split_k > 0 ? LutGemmWorkspaceBytesForSplits(s, m, how.split_k) : 0});
     DeviceBuffer d_ws(ws_bytes);
     cudaMemset(d_ws.ptr, 0, ws_bytes);
     cudaMemcpy(d_x.ptr, xb.data(), xb.size() * 2, cudaMemcpyHostToDevice);
@@ -500,6 +552,157 @@ TEST(LutGemmGpuTest, SwiGluEpilogueEqualsGemmThenSwiGlu) {
     ScopedEnv env("FLUTE_LUT_STRIP", config);
     CheckSwiGluEpilogue({2048, 4096, 4, 128}, ActivationType::kBFloat16, {1, 8}, strip, rng);
   }
+}
+
+// Residual add + RMSNorm fused into the projections around it (residual epilogue of the
+// producer P [h, kp], norm prologue of the consumer C [nc, h]) against the separate kernels:
+// plain P, gpu::LaunchAddRmsNorm, plain C. The residual must be bitwise equal (the same
+// rounded products added in the same way), the partial sums of squares equal to a CPU sum,
+// and C's output equal up to the order in which the sum of squares is added; C is also
+// checked against the CPU reference on the CPU-normalized residual.
+void CheckFusedNorm(int64_t h, int64_t kp, int64_t nc, int bits, int group, bool swiglu, ActivationType dtype,
+                    const std::vector<int64_t>& ms, std::mt19937& rng) {
+  SCOPED_TRACE(::testing::Message() << "h=" << h << " kp=" << kp << " nc=" << nc << " b=" << bits << " G=" << group
+                                    << " swiglu=" << swiglu << " " << Name(dtype));
+  Problem prod = MakeProblem({h, kp, bits, group}, rng);
+  Problem cons = MakeProblem({nc, h, bits, group}, rng);
+  const float eps = 1e-5f;
+  const int64_t nc_out = swiglu ? nc / 2 : nc;
+  std::normal_distribution<float> normal;
+  std::vector<float> weight(h);
+  for (float& w : weight) w = 1.0f + 0.1f * normal(rng);
+  DeviceBuffer d_weight(h * 4);
+  cudaMemcpy(d_weight.ptr, weight.data(), h * 4, cudaMemcpyHostToDevice);
+  cudaStream_t stream;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+  for (int64_t m : ms) {
+    SCOPED_TRACE(::testing::Message() << "m=" << m);
+    std::vector<float> x = RandomX(dtype, m, kp, rng), residual(m * h);
+    for (float& r : residual) r = 3.0f * normal(rng);
+    std::vector<uint16_t> xb(x.size());
+    for (size_t i = 0; i < x.size(); ++i) xb[i] = dtype == ActivationType::kFloat16 ? FloatToHalf(x[i]) : FloatToBf16(x[i]);
+    DeviceBuffer d_x(xb.size() * 2), d_proj(m * h * 2), d_normed(m * h * 2), d_res_a(m * h * 4), d_res_b(m * h * 4),
+        d_sumsq(m * (h / 16) * 4), d_y_ref(m * nc_out * 2), d_y(m * nc_out * 2);
+    cudaMemcpy(d_x.ptr, xb.data(), xb.size() * 2, cudaMemcpyHostToDevice);
+    cudaMemcpy(d_res_a.ptr, residual.data(), m * h * 4, cudaMemcpyHostToDevice);
+    cudaMemcpy(d_res_b.ptr, residual.data(), m * h * 4, cudaMemcpyHostToDevice);
+    cudaMemset(d_y.ptr, 0xFF, m * nc_out * 2);
+    cudaMemset(d_sumsq.ptr, 0xFF, m * (h / 16) * 4);
+    LaunchChoice strip;
+    strip.kernel = LutKernel::kStrip;
+    // Separate kernels.
+    LutGemmParams p_plain = MakeParams(prod, dtype, m, strip);
+    p_plain.x = d_x.ptr;
+    p_plain.y = d_proj.ptr;
+    ASSERT_TRUE(LaunchLutGemm(p_plain, stream).ok());
+    ASSERT_TRUE(gpu::LaunchAddRmsNorm(dtype, static_cast<int>(m), static_cast<int>(h), eps, d_proj.ptr,
+                                      static_cast<float*>(d_res_a.ptr), static_cast<const float*>(d_weight.ptr),
+                                      d_normed.ptr, stream).ok());
+    LutGemmParams c_plain = MakeParams(cons, dtype, m, strip);
+    c_plain.x = d_normed.ptr;
+    c_plain.y = d_y_ref.ptr;
+    c_plain.swiglu = swiglu;
+    ASSERT_TRUE(LaunchLutGemm(c_plain, stream).ok());
+    // Fused, launched as the engine does (the consumer with PDL and early weights).
+    LutGemmParams p_fused = p_plain;
+    p_fused.y = nullptr;
+    p_fused.residual_out = static_cast<float*>(d_res_b.ptr);
+    p_fused.sumsq_out = static_cast<float*>(d_sumsq.ptr);
+    ASSERT_TRUE(LaunchLutGemm(p_fused, stream).ok());
+    LutGemmParams c_fused = c_plain;
+    c_fused.x = nullptr;
+    c_fused.y = d_y.ptr;
+    c_fused.pdl = c_fused.early_weights = true;
+    c_fused.residual_in = static_cast<const float*>(d_res_b.ptr);
+    c_fused.sumsq_in = static_cast<const float*>(d_sumsq.ptr);
+    c_fused.norm_weight = static_cast<const float*>(d_weight.ptr);
+    c_fused.norm_eps = eps;
+    const absl::Status st = LaunchLutGemm(c_fused, stream);
+    ASSERT_TRUE(st.ok()) << st;
+    ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+
+    std::vector<float> res_a(m * h), res_b(m * h), sumsq(m * (h / 16));
+    std::vector<uint16_t> y_ref(m * nc_out), y(m * nc_out);
+    cudaMemcpy(res_a.data(), d_res_a.ptr, m * h * 4, cudaMemcpyDeviceToHost);
+    cudaMemcpy(res_b.data(), d_res_b.ptr, m * h * 4, cudaMemcpyDeviceToHost);
+    cudaMemcpy(sumsq.data(), d_sumsq.ptr, sumsq.size() * 4, cudaMemcpyDeviceToHost);
+    cudaMemcpy(y_ref.data(), d_y_ref.ptr, y_ref.size() * 2, cudaMemcpyDeviceToHost);
+    cudaMemcpy(y.data(), d_y.ptr, y.size() * 2, cudaMemcpyDeviceToHost);
+    ASSERT_EQ(std::memcmp(res_a.data(), res_b.data(), res_a.size() * 4), 0) << "residual differs";
+    std::vector<float> normed(m * h);
+    for (int64_t r = 0; r < m; ++r) {
+      double total = 0;
+      for (int64_t s = 0; s < h / 16; ++s) {
+        double part = 0;
+        for (int64_t c = 16 * s; c < 16 * s + 16; ++c) part += static_cast<double>(res_a[r * h + c]) * res_a[r * h + c];
+        ASSERT_NEAR(sumsq[r * (h / 16) + s], part, 1e-5 * part + 1e-30) << "row " << r << " strip " << s;
+        total += part;
+      }
+      const float inv = static_cast<float>(1.0 / std::sqrt(total / h + eps));
+      for (int64_t c = 0; c < h; ++c) {
+        const float v = weight[c] * (res_a[r * h + c] * inv);
+        normed[r * h + c] = dtype == ActivationType::kFloat16 ? HalfToFloat(FloatToHalf(v)) : Bf16ToFloat(FloatToBf16(v));
+      }
+    }
+    std::vector<float> y_ref_f(y_ref.size());
+    for (size_t i = 0; i < y_ref.size(); ++i) {
+      y_ref_f[i] = dtype == ActivationType::kFloat16 ? HalfToFloat(y_ref[i]) : Bf16ToFloat(y_ref[i]);
+    }
+    double err = 0;
+    // Only the order in which the sums of squares are added differs (16-column partials, then
+    // strips, against one block reduction): inv moves by a few fp32 ulps, which flips the
+    // rounding of a few X elements and then of some outputs (seen: 1.5e-4 fp16, 1.5e-3 bf16
+    // with SwiGLU). A quarter of the GEMM tolerance; each path is also checked on its own.
+    EXPECT_TRUE(Compare(dtype, y, y_ref_f, &err, 0.25)) << "fused vs separate kernels";
+    if (!swiglu) {
+      EXPECT_TRUE(Compare(dtype, y, Reference(cons, normed, m), &err)) << "fused vs CPU reference";
+    }
+  }
+  cudaStreamDestroy(stream);
+}
+
+TEST(LutGemmGpuTest, FusedResidualEpilogueAndNormPrologueEqualTheSeparateKernels) {
+  REQUIRE_GPU();
+  std::mt19937 rng(std::random_device{}());
+  for (ActivationType dtype : {ActivationType::kFloat16, ActivationType::kBFloat16}) {
+    for (int bits : {2, 3, 4}) {
+      for (int g : {32, 128}) {
+        CheckFusedNorm(1024, 2048, 1040, bits, g, false, dtype, {1, 3, 8}, rng);
+        CheckFusedNorm(1024, 1024, 2080, bits, g, true, dtype, {1, 2, 5}, rng);
+      }
+    }
+    // LLaMA-3 8B o -> gate/up and down -> qkv, at the decode batch sizes the engine fuses.
+    CheckFusedNorm(4096, 4096, 28672, 4, 128, true, dtype, {1, 4}, rng);
+    CheckFusedNorm(4096, 14336, 6144, 4, 128, false, dtype, {1, 2, 4}, rng);
+    CheckFusedNorm(8192, 8192, 10240, 4, 128, false, dtype, {1, 8}, rng);  // 70B qkv: resident X of 8 x 8192
+  }
+}
+
+TEST(LutGemmGpuTest, FusedNormNeedsTheStripKernel) {
+  REQUIRE_GPU();
+  DeviceBuffer buf(1 << 20);
+  LutGemmParams params;
+  params.shape = {4096, 4096, 4, 128};
+  params.m = 1;
+  params.x = buf.ptr;
+  params.packed = static_cast<const uint8_t*>(buf.ptr);
+  params.scales = static_cast<const uint16_t*>(buf.ptr);
+  params.table = static_cast<const float*>(buf.ptr);
+  params.residual_out = params.sumsq_out = static_cast<float*>(buf.ptr);
+  params.kernel = LutKernel::kSplitK;
+  absl::Status st = LaunchLutGemm(params, nullptr);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+  EXPECT_NE(st.message().find("strip kernel"), std::string::npos) << st;
+  params.kernel = LutKernel::kAuto;
+  params.swiglu = true;
+  st = LaunchLutGemm(params, nullptr);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+  EXPECT_NE(st.message().find("swiglu"), std::string::npos) << st;
+  params.swiglu = false;
+  params.sumsq_out = nullptr;  // incomplete
+  st = LaunchLutGemm(params, nullptr);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+  EXPECT_NE(st.message().find("sumsq_out"), std::string::npos) << st;
 }
 
 TEST(LutGemmGpuTest, RejectsBadCallsWithAClearError) {

@@ -1,0 +1,599 @@
+// The tensor-core LUT-GEMM for larger M (sm_90a): see lut_gemm_tc.h. Y[M, N] = X[M, K] · Ŵᵀ
+// with wgmma.mma_async m64nMTk16, A = Ŵ dequantized in registers, B = X from shared memory.
+//
+// Why: the split-K kernel (lut_gemm.cu) gives each warp a 16-row strip and ldmatrix's the X
+// fragment from shared memory for every mma.m16n8k16, so from M ≈ 64 it is bound by shared-memory
+// bandwidth. wgmma reads B (= X) from shared memory once per warpgroup and instruction, straight
+// into the tensor cores, and takes A from registers in exactly the mma.m16n8k16 A-fragment layout
+// per warp (warp w of a warpgroup = rows 16w..16w+15), which is what LookupPairs produces from the
+// packed format (kernels/README.md), so the dequantization is the same as in the other kernels.
+//
+// Block = 2 warpgroups = 8 warps = 128 output features (warp w: 16-row strip col_block * 8 + w;
+// warpgroup h: rows 64h..64h+63 of the block) × MT rows of X (MT = 64 or 128 = the wgmma N) × a
+// range of 128-wide k-tiles (split-K only when the grid is under one wave). Both warpgroups read
+// the same X tile, so X goes through L2 once per 128 features (N / 128 · M · K · 2 bytes in all).
+// Per k-tile stage, cp.async brings each warp's packed tile (256 · bits bytes) and the X tile
+// [MT × 128] (rows ≥ M zero-filled by the copy itself). Per 16-wide k step each warp looks up its
+// four A registers (one shared load per weight pair), multiplies them by the group scale (HMUL2,
+// every G: the product is rounded to the activation type, as the split-K kernel does for
+// G < 128), and the warpgroup issues one wgmma; A is double-buffered so that the lookups of step
+// kk + 1 run while the wgmma of step kk is in flight (wgmma.wait_group 1). Two barriers per
+// k-tile: one publishes the stage, the other (after the tile's first wgmma has retired the
+// previous tile's last one) frees the previous stage for the next cp.async, so the tensor cores
+// always have a wgmma queued.
+//
+// X tile in shared memory: K-major ("each X row contiguous in k"), 128-byte swizzle, the layout
+// wgmma's descriptor mode 1 expects: two 64-wide k halves of [MT rows × 128 B] each; 16-byte chunk
+// c (k = 8c..8c+7 of the half) of row r sits at r · 128 + ((c ^ (r % 8)) · 16). Rows are 128 B
+// apart, 8-row groups 1024 B apart (SBO), every half 1024-aligned; the descriptor of k step kk
+// starts at half kk / 4 plus 32 · (kk % 4) bytes (the swizzle is applied to the address bits, so
+// advancing inside the 128-byte row is how a k16 slice of a swizzled atom is addressed). Writes of
+// 8 consecutive threads (one row, 8 chunks) hit 8 distinct 16-byte bank groups: no conflicts.
+#include "kernels/lut_gemm_tc.h"
+
+#include <algorithm>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "kernels/lut_gemm_device.cuh"
+
+namespace flute::lut {
+namespace {
+
+constexpr int kBlockN = kWarps * 16;  // output features per block (two warpgroups)
+constexpr int kMinM = kTensorCoreMinM;
+
+struct TcArgs {
+  const void* x;          // [M, K]
+  const uint8_t* packed;  // packed tiles
+  const __half* scales;   // [N, K / G]
+  const float* table;     // [2^bits]
+  void* y;                // [M, N] (swiglu: [M, N / 2])
+  float* partials;        // [splits, M, N] fp32 (split-K only)
+  int* counters;          // [num_col_blocks * num_m_tiles] (split-K only)
+  int m, n, k, group_size;
+  int splits, ktiles_per_split, num_m_tiles;
+  bool swiglu;
+};
+
+template <int kBits, int kMT>
+struct TcConfig {
+  // MT = 64: 3 stages, 2 blocks per SM (105 KB each at 4 bits); MT = 128: 4 stages, 1 block
+  // (193 KB). Either way 4 (resp. 3) k-tiles are in flight per SM.
+  static constexpr int kStages = kMT == 64 ? 3 : 4;
+  static constexpr int kMinBlocksPerSm = kMT == 64 ? 2 : 1;
+  static constexpr int kTileBytes = 256 * kBits;  // one warp's packed 16 x 128 tile
+  static constexpr int kWStageBytes = kWarps * kTileBytes;
+  static constexpr int kXHalfBytes = kMT * 128;  // one 64-wide k half: [MT rows][128 B]
+  static constexpr int kXStageBytes = 2 * kXHalfBytes;
+  static constexpr int kTableBytes = TableBytes<kBits>();
+  // + 1024: the X stages must start 1024-aligned (the 128-byte swizzle pattern repeats every
+  // 8 rows of 128 B and is computed from address bits), and dynamic shared memory is only
+  // guaranteed 16-byte aligned.
+  static constexpr int kSmemBytes = 1024 + kStages * (kXStageBytes + kWStageBytes) + kTableBytes;
+};
+
+// ---- wgmma and proxy fences ------------------------------------------------------------------
+__device__ __forceinline__ void WgmmaFence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void WgmmaCommit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void WgmmaWait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+// Generic-proxy writes (cp.async, st.shared) -> async-proxy reads (wgmma's B operand).
+__device__ __forceinline__ void FenceProxyAsyncShared() {
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+// Keeps the compiler from moving register accesses across the wgmma fences (an empty asm that
+// "reads and writes" the register).
+__device__ __forceinline__ void FenceOperand(float& r) { asm volatile("" : "+f"(r)::"memory"); }
+__device__ __forceinline__ void FenceOperand(uint32_t& r) { asm volatile("" : "+r"(r)::"memory"); }
+
+// cp.async of 16 bytes, of which the first src_bytes (16 or 0) come from src, the rest are zero.
+__device__ __forceinline__ void CpAsync16ZeroFill(void* dst, const void* src, int src_bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(SmemAddr(dst)), "l"(src), "r"(src_bytes));
+}
+
+// Shared-memory matrix descriptor (sm_90 wgmma): start address >> 4 in bits 0-13, leading
+// byte offset >> 4 in 16-29 (unused for a K-major swizzled operand whose k16 slice lies in one
+// 128-byte row; 1 by convention), stride byte offset >> 4 in 32-45 (1024 B between 8-row
+// groups), base offset 0 in 49-51 (atoms 1024-aligned), swizzle mode in 62-63 (1 = 128 B).
+__device__ __forceinline__ uint64_t SwizzledKMajorDesc(uint32_t smem_addr) {
+  return static_cast<uint64_t>((smem_addr & 0x3FFFF) >> 4) | (uint64_t{1} << 16) |
+         (uint64_t{1024 >> 4} << 32) | (uint64_t{1} << 62);
+}
+
+// D[64 x MT] += A[64 x 16] (registers: this warp's 16 rows, mma.m16n8k16 A layout) ·
+// B[16 x MT] (shared memory, K-major, descriptor). d: MT / 2 floats per thread; d[4i + c] is
+// row 16 · (warp % 4) + g + 8 · (c >> 1), column 8i + 2q + (c & 1) (g = lane / 4, q = lane % 4).
+// scale-d = 1 (accumulate), A and B unscaled and unnegated, B not transposed.
+template <typename T, int kN>
+__device__ __forceinline__ void Wgmma(float* d, const uint32_t* a, uint64_t desc_b);
+template <>
+__device__ __forceinline__ void Wgmma<__half, 64>(float* d, const uint32_t* a, uint64_t desc_b) {
+  asm volatile(
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16\n"
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15,\n"
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31},\n"
+      "{%32, %33, %34, %35}, %36, 1, 1, 1, 0;\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b));
+}
+template <>
+__device__ __forceinline__ void Wgmma<__nv_bfloat16, 64>(float* d, const uint32_t* a, uint64_t desc_b) {
+  asm volatile(
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16\n"
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15,\n"
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31},\n"
+      "{%32, %33, %34, %35}, %36, 1, 1, 1, 0;\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b));
+}
+template <>
+__device__ __forceinline__ void Wgmma<__half, 128>(float* d, const uint32_t* a, uint64_t desc_b) {
+  asm volatile(
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16\n"
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15,\n"
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31,\n"
+      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47,\n"
+      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63},\n"
+      "{%64, %65, %66, %67}, %68, 1, 1, 1, 0;\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b));
+}
+template <>
+__device__ __forceinline__ void Wgmma<__nv_bfloat16, 128>(float* d, const uint32_t* a, uint64_t desc_b) {
+  asm volatile(
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16\n"
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15,\n"
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31,\n"
+      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47,\n"
+      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63},\n"
+      "{%64, %65, %66, %67}, %68, 1, 1, 1, 0;\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b));
+}
+
+// silu(gate) * up of two fp32 sums, each rounded to T first (the plain GEMM's outputs followed
+// by the SwiGLU kernel of llama_ops.cu, as in the other LUT-GEMM kernels).
+template <typename T>
+__device__ __forceinline__ T SwiGluOfSums(float gate_sum, float up_sum) {
+  const float gate = Act<T>::ToFloat(Act<T>::FromFloat(gate_sum));
+  const float up = Act<T>::ToFloat(Act<T>::FromFloat(up_sum));
+  return Act<T>::FromFloat(gate / (1.0f + expf(-gate)) * up);
+}
+
+// The last split of a (column block, m tile) to finish sums the partials of its [rows, 128]
+// outputs in split order: bitwise the same whichever split finishes last.
+template <typename T>
+__device__ __noinline__ void SumPartialsInSplitOrder(const float* partials, int splits, int total_m, int total_n,
+                                                     bool swiglu, int m0, int rows, int col_block, T* y) {
+  const int tid = threadIdx.x;
+  auto sum_partials = [&](int m, int n) {
+    float sum = 0.0f;
+    for (int s = 0; s < splits; ++s) {
+      sum += __ldcg(partials + (static_cast<int64_t>(s) * total_m + m) * total_n + n);
+    }
+    return sum;
+  };
+  if (swiglu) {  // output o of the block: strip o / 8, gate row o % 8 (up row + 8)
+    for (int e = tid; e < rows * kBlockN / 2; e += kThreads) {
+      const int m = m0 + e / (kBlockN / 2), o = e % (kBlockN / 2);
+      const int n = col_block * kBlockN + (o / 8) * 16 + o % 8;
+      if (n >= total_n) continue;
+      y[static_cast<int64_t>(m) * (total_n / 2) + n / 16 * 8 + o % 8] =
+          SwiGluOfSums<T>(sum_partials(m, n), sum_partials(m, n + 8));
+    }
+    return;
+  }
+  for (int e = tid; e < rows * kBlockN; e += kThreads) {
+    const int m = m0 + e / kBlockN, n = col_block * kBlockN + e % kBlockN;
+    if (n >= total_n) continue;
+    y[static_cast<int64_t>(m) * total_n + n] = Act<T>::FromFloat(sum_partials(m, n));
+  }
+}
+
+template <typename T, int kBits, int kMT>
+__global__ void __launch_bounds__(kThreads, (TcConfig<kBits, kMT>::kMinBlocksPerSm))
+TcLutGemmKernel(const TcArgs args) {
+  using C = TcConfig<kBits, kMT>;
+  using T2 = typename Act<T>::T2;
+  constexpr int kAcc = kMT / 2;  // fp32 accumulators per thread
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  unsigned char* smem = smem_raw + ((1024 - (SmemAddr(smem_raw) & 1023)) & 1023);
+  unsigned char* s_x = smem;                                 // [stages][2 k halves][MT][128 B]
+  unsigned char* s_w = s_x + C::kStages * C::kXStageBytes;  // [stages][8 warps][tile bytes]
+  uint32_t* s_table = reinterpret_cast<uint32_t*>(s_w + C::kStages * C::kWStageBytes);
+
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int g = lane >> 2, q = lane & 3;
+  const int m_tile = blockIdx.x % args.num_m_tiles;
+  const int rest = blockIdx.x / args.num_m_tiles;
+  const int split = rest % args.splits, col_block = rest / args.splits;
+  const int num_ktiles = args.k / kTileK;
+  const int kt_begin = split * args.ktiles_per_split;
+  const int num_iters = min(num_ktiles, kt_begin + args.ktiles_per_split) - kt_begin;
+  const int m0 = m_tile * kMT;
+  const int strip = col_block * kWarps + warp;
+  // Warps past the last strip (N not a multiple of 128) feed zeros to their warpgroup's wgmma.
+  const bool warp_active = strip < args.n / 16;
+  const T* x = static_cast<const T*>(args.x);
+  const int valid_rows = min(kMT, args.m - m0);
+  const int groups_per_row = args.k / args.group_size;
+  const int log2_group = __ffs(args.group_size) - 1;
+
+  auto load_w = [&](int kt, int buf) {
+    if (warp_active) {
+      const unsigned char* src = args.packed + (static_cast<int64_t>(strip) * num_ktiles + kt) * C::kTileBytes;
+      unsigned char* dst = s_w + buf * C::kWStageBytes + warp * C::kTileBytes;
+      CpAsync16(dst + 16 * lane, src + 16 * lane);
+      if (kBits == 4) CpAsync16(dst + 512 + 16 * lane, src + 512 + 16 * lane);
+      if (kBits == 3) CpAsync8(dst + 512 + 8 * lane, src + 512 + 8 * lane);
+    }
+  };
+  // X rows m0 .. m0 + MT - 1, k = kt * 128 ..: 16 chunks of 16 B per row, 16 threads per row
+  // (coalesced 256-byte reads); rows >= M are zero-filled (their outputs are not stored).
+  auto load_x = [&](int kt, int buf) {
+    unsigned char* dst = s_x + buf * C::kXStageBytes;
+#pragma unroll
+    for (int i = 0; i < kMT * 16 / kThreads; ++i) {
+      const int c = tid + i * kThreads;
+      const int r = c >> 4, chunk = c & 15;
+      const bool valid = r < valid_rows;
+      const T* src = x + static_cast<int64_t>(m0 + (valid ? r : 0)) * args.k + kt * kTileK + chunk * 8;
+      const int offset = (chunk >> 3) * C::kXHalfBytes + r * 128 + (((chunk & 7) ^ (r & 7)) << 4);
+      CpAsync16ZeroFill(dst + offset, src, valid ? 16 : 0);
+    }
+  };
+  // This lane's scales for k-tile kt: s[h] of row g and s[4 + h] of row g + 8 for the 32-wide
+  // quarter h of the tile (one group per quarter at G = 32; the same group repeated above).
+  const __half* scale_lo = args.scales + static_cast<int64_t>(strip * 16 + g) * groups_per_row;
+  const __half* scale_hi = scale_lo + 8 * groups_per_row;
+  auto fetch_scales = [&](int kt, __half* s) {
+    if (!warp_active) return;
+    if (args.group_size >= kTileK) {
+      const int grp = (kt * kTileK) >> log2_group;
+      s[0] = s[1] = s[2] = s[3] = __ldg(scale_lo + grp);
+      s[4] = s[5] = s[6] = s[7] = __ldg(scale_hi + grp);
+      return;
+    }
+#pragma unroll
+    for (int h = 0; h < 4; ++h) {
+      const int grp = (kt * kTileK + 32 * h) >> log2_group;
+      s[h] = __ldg(scale_lo + grp);
+      s[4 + h] = __ldg(scale_hi + grp);
+    }
+  };
+
+  // Prologue. With PDL the next kernel may be scheduled at once; the first stage's codes, the
+  // pair table and the first scales load before the wait for the previous kernel, X after it.
+  LaunchDependents();
+  if (num_iters > 0) load_w(kt_begin, 0);
+  BuildPairTable<T, kBits>(args.table, s_table, tid);
+  __half sc_cur[8], sc_next[8];
+#pragma unroll
+  for (int i = 0; i < 8; ++i) sc_cur[i] = sc_next[i] = __float2half(0.0f);
+  fetch_scales(kt_begin, sc_cur);
+  GridDependencyWait();
+  if (num_iters > 0) load_x(kt_begin, 0);
+  CpAsyncCommit();
+#pragma unroll
+  for (int s = 1; s < C::kStages - 1; ++s) {
+    if (s < num_iters) {
+      load_w(kt_begin + s, s);
+      load_x(kt_begin + s, s);
+    }
+    CpAsyncCommit();  // kStages - 1 groups in all, empty ones included
+  }
+
+  float acc[kAcc];
+#pragma unroll
+  for (int i = 0; i < kAcc; ++i) {
+    acc[i] = 0.0f;
+    FenceOperand(acc[i]);
+  }
+  const uint32_t my_table = LaneTable<kBits>(s_table, lane);
+  const uint32_t s_x_addr = SmemAddr(s_x);
+
+  for (int it = 0; it < num_iters; ++it) {
+    // Stage it has landed (this thread's copies), is visible to the async proxy (wgmma), and
+    // every thread's copies are done. The last wgmma of iteration it - 1 may still run.
+    CpAsyncWait<C::kStages - 2>();
+    FenceProxyAsyncShared();
+    __syncthreads();
+    if (it + 1 < num_iters) fetch_scales(kt_begin + it + 1, sc_next);  // used next iteration
+
+    const int buf = it % C::kStages;
+    uint32_t w[8] = {}, hw[2] = {};
+    if (warp_active) {
+      const unsigned char* wt = s_w + buf * C::kWStageBytes + warp * C::kTileBytes;
+      *reinterpret_cast<uint4*>(w) = *reinterpret_cast<const uint4*>(wt + 16 * lane);
+      if (kBits == 4) *reinterpret_cast<uint4*>(w + 4) = *reinterpret_cast<const uint4*>(wt + 512 + 16 * lane);
+      if (kBits == 3) *reinterpret_cast<uint2*>(hw) = *reinterpret_cast<const uint2*>(wt + 512 + 8 * lane);
+    }
+    T2 s_lo[4], s_hi[4];  // quarter h: row g, row g + 8
+#pragma unroll
+    for (int h = 0; h < 4; ++h) {
+      s_lo[h].x = s_lo[h].y = Act<T>::FromHalf(sc_cur[h]);
+      s_hi[h].x = s_hi[h].y = Act<T>::FromHalf(sc_cur[4 + h]);
+    }
+    const uint64_t desc0 = SwizzledKMajorDesc(s_x_addr + buf * C::kXStageBytes);
+
+    uint32_t a[2][4];  // double-buffered A: step kk + 1 is looked up while wgmma kk runs
+#pragma unroll
+    for (int kk = 0; kk < 8; ++kk) {
+      uint32_t* ak = a[kk & 1];
+      if (warp_active) {
+        LookupPairs<kBits>(kk, w, hw, my_table, ak);
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {  // A register r: row g + 8 (r & 1), k quarter kk / 2
+          T2 v = *reinterpret_cast<const T2*>(&ak[r]);
+          v = __hmul2(v, (r & 1) ? s_hi[kk >> 1] : s_lo[kk >> 1]);
+          ak[r] = *reinterpret_cast<uint32_t*>(&v);
+        }
+      } else {
+        ak[0] = ak[1] = ak[2] = ak[3] = 0u;
+      }
+#pragma unroll
+      for (int r = 0; r < 4; ++r) FenceOperand(ak[r]);
+      WgmmaFence();  // orders the A register writes above before the wgmma reads them
+      // k step kk: k half kk / 4, 32 bytes per k16 step inside the 128-byte swizzled row
+      // (descriptor addresses are in 16-byte units).
+      const uint64_t desc = desc0 + static_cast<uint64_t>(((kk >> 2) * C::kXHalfBytes + (kk & 3) * 32) >> 4);
+      Wgmma<T, kMT>(acc, ak, desc);
+      WgmmaCommit();
+      WgmmaWait<1>();  // wgmma kk - 1 is done: its A buffer may be overwritten
+      if (kk == 0) {
+        // This warpgroup's wgmmas of iteration it - 1 are done; after the barrier both
+        // warpgroups' are, so the stage they read, (it - 1) % kStages, is refilled, with
+        // k-tile it + kStages - 1. Refilling here rather than at the top of the iteration keeps
+        // a wgmma queued on the tensor cores through both barriers (no drain per k-tile).
+        __syncthreads();
+        const int next = it + C::kStages - 1;
+        if (next < num_iters) {
+          load_w(kt_begin + next, next % C::kStages);
+          load_x(kt_begin + next, next % C::kStages);
+        }
+        CpAsyncCommit();
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < 8; ++i) sc_cur[i] = sc_next[i];
+  }
+  WgmmaWait<0>();
+  CpAsyncWait<0>();
+#pragma unroll
+  for (int i = 0; i < kAcc; ++i) FenceOperand(acc[i]);
+
+  // Epilogue. acc[4i + c]: n = strip * 16 + g + 8 * (c >> 1), m = m0 + 8i + 2q + (c & 1).
+  // With SwiGLU, c and c + 2 are the gate and up rows of output feature strip * 8 + g.
+  T* y = static_cast<T*>(args.y);
+  if (args.splits == 1) {
+    if (!warp_active) return;
+    if (args.swiglu) {
+#pragma unroll
+      for (int i = 0; i < kMT / 8; ++i) {
+#pragma unroll
+        for (int c = 0; c < 2; ++c) {
+          const int m = m0 + 8 * i + 2 * q + c;
+          if (m < args.m) {
+            y[static_cast<int64_t>(m) * (args.n / 2) + strip * 8 + g] = SwiGluOfSums<T>(acc[4 * i + c], acc[4 * i + c + 2]);
+          }
+        }
+      }
+      return;
+    }
+#pragma unroll
+    for (int i = 0; i < kMT / 8; ++i) {
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        const int n = strip * 16 + g + 8 * (c >> 1), m = m0 + 8 * i + 2 * q + (c & 1);
+        if (m < args.m) y[static_cast<int64_t>(m) * args.n + n] = Act<T>::FromFloat(acc[4 * i + c]);
+      }
+    }
+    return;
+  }
+  if (warp_active) {
+    float* part = args.partials + static_cast<int64_t>(split) * args.m * args.n;
+#pragma unroll
+    for (int i = 0; i < kMT / 8; ++i) {
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        const int n = strip * 16 + g + 8 * (c >> 1), m = m0 + 8 * i + 2 * q + (c & 1);
+        if (m < args.m) __stcg(part + static_cast<int64_t>(m) * args.n + n, acc[4 * i + c]);
+      }
+    }
+  }
+  __shared__ int s_is_last;
+  __threadfence();
+  __syncthreads();
+  int* counter = args.counters + col_block * args.num_m_tiles + m_tile;
+  if (tid == 0) s_is_last = atomicAdd(counter, 1) == args.splits - 1;
+  __syncthreads();
+  if (!s_is_last) return;
+  __threadfence();
+  SumPartialsInSplitOrder<T>(args.partials, args.splits, args.m, args.n, args.swiglu, m0, valid_rows, col_block, y);
+  if (tid == 0) *counter = 0;  // ready for the next call
+}
+
+// ---- Host side -------------------------------------------------------------------------------
+struct TcPlan {
+  int mt = 64;  // rows of X per block: 64 for m <= 64, else 128
+  int num_m_tiles = 0;
+  int num_col_blocks = 0;
+  int splits = 1;
+  int ktiles_per_split = 0;
+  int smem_bytes = 0;
+  size_t counter_bytes = 0;  // workspace [0, counter_bytes): per-tile counters, then fp32 partials
+};
+
+template <int kBits>
+int TcSmemBytes(int mt) {
+  return mt == 64 ? TcConfig<kBits, 64>::kSmemBytes : TcConfig<kBits, 128>::kSmemBytes;
+}
+
+int DeviceSmCount() {
+  int device = 0, sms = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
+    return 132;
+  }
+  return sms;
+}
+
+size_t PartialBytes(int splits, int64_t m, int64_t n) {
+  return splits == 1 ? 0 : static_cast<size_t>(splits) * static_cast<size_t>(m * n) * sizeof(float);
+}
+
+// Whether `splits` fits the caller's workspace, laid out as the split-K kernel's: counters at
+// its start (for the same n and m no more than the split-K kernel's: the tiles are larger),
+// then the partials. So LutGemmWorkspaceBytes holds as many splits as the split-K kernel makes.
+bool FitsWorkspace(const TcPlan& p, int64_t m, int64_t n, size_t workspace_bytes, bool have_workspace) {
+  return p.splits == 1 || (have_workspace && workspace_bytes >= p.counter_bytes + PartialBytes(p.splits, m, n));
+}
+
+// Splits K only when the (column block x m tile) grid is under one wave of resident blocks,
+// choosing the split count that minimizes waves x (k-tiles per block + fixed cost), >= 4
+// k-tiles per split (the pipeline needs work), and only as many as the workspace holds.
+absl::StatusOr<TcPlan> MakeTcPlan(const LutGemmParams& params, int sm_count) {
+  const LutShape& s = params.shape;
+  TcPlan p;
+  p.mt = params.m <= 64 ? 64 : 128;
+  p.num_m_tiles = static_cast<int>((params.m + p.mt - 1) / p.mt);
+  p.num_col_blocks = static_cast<int>((s.n + kBlockN - 1) / kBlockN);
+  p.smem_bytes = s.bits == 2 ? TcSmemBytes<2>(p.mt) : s.bits == 3 ? TcSmemBytes<3>(p.mt) : TcSmemBytes<4>(p.mt);
+  p.counter_bytes = kSplitCounterBytes;  // (lut_gemm_device.cuh: the same prefix as the split-K kernel)
+  const int num_ktiles = static_cast<int>(s.k / kTileK);
+  const bool have_workspace = params.workspace != nullptr;
+  if (params.split_k > 0) {
+    const int want = std::min(params.split_k, num_ktiles);
+    p.ktiles_per_split = (num_ktiles + want - 1) / want;
+    p.splits = (num_ktiles + p.ktiles_per_split - 1) / p.ktiles_per_split;  // no empty split
+    if (!FitsWorkspace(p, params.m, s.n, params.workspace_bytes, have_workspace)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "LUT-GEMM (tensor-core kernel): split_k=", params.split_k, " needs a workspace of ",
+          PartialBytes(p.splits, params.m, s.n) + p.counter_bytes, " bytes, got ", params.workspace_bytes));
+    }
+    return p;
+  }
+  const int reg_blocks = p.mt == 64 ? 2 : 1;
+  const int blocks_per_sm = std::max(1, std::min(reg_blocks, (227 * 1024) / (p.smem_bytes + 1024)));
+  const int64_t slots = static_cast<int64_t>(sm_count) * blocks_per_sm;
+  const int64_t base = static_cast<int64_t>(p.num_m_tiles) * p.num_col_blocks;
+  int best = 1;
+  if (base < slots) {
+    int64_t best_cost = -1;
+    const int max_splits = std::max(1, std::min(32, num_ktiles / 4));
+    for (int sp = 1; sp <= max_splits; ++sp) {
+      const int64_t waves = (base * sp + slots - 1) / slots;
+      // + 2: a block's fixed cost (pair table, pipeline fill, reduction) in k-tiles.
+      const int64_t cost = waves * ((num_ktiles + sp - 1) / sp + 2);
+      if (best_cost < 0 || cost < best_cost) {
+        best_cost = cost;
+        best = sp;
+      }
+    }
+  }
+  for (;; --best) {  // as many splits as the workspace holds
+    p.ktiles_per_split = (num_ktiles + best - 1) / best;
+    p.splits = (num_ktiles + p.ktiles_per_split - 1) / p.ktiles_per_split;
+    if (best == 1 || FitsWorkspace(p, params.m, s.n, params.workspace_bytes, have_workspace)) break;
+  }
+  return p;
+}
+
+template <typename T, int kBits, int kMT>
+cudaError_t LaunchTcInstance(const TcArgs& args, const TcPlan& p, bool pdl, cudaStream_t stream) {
+  auto kernel = TcLutGemmKernel<T, kBits, kMT>;
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, p.smem_bytes);
+  if (err != cudaSuccess) return err;
+  const int grid = p.num_col_blocks * p.splits * p.num_m_tiles;
+  if (pdl) {
+    LaunchWithPdl(kernel, grid, kThreads, p.smem_bytes, stream, args);
+  } else {
+    kernel<<<grid, kThreads, p.smem_bytes, stream>>>(args);
+  }
+  return cudaGetLastError();
+}
+
+template <typename T, int kBits>
+cudaError_t LaunchTcForBits(const TcArgs& args, const TcPlan& p, bool pdl, cudaStream_t stream) {
+  return p.mt == 64 ? LaunchTcInstance<T, kBits, 64>(args, p, pdl, stream)
+                    : LaunchTcInstance<T, kBits, 128>(args, p, pdl, stream);
+}
+
+template <typename T>
+cudaError_t LaunchTcForType(const TcArgs& args, int bits, const TcPlan& p, bool pdl, cudaStream_t stream) {
+  switch (bits) {
+    case 2: return LaunchTcForBits<T, 2>(args, p, pdl, stream);
+    case 3: return LaunchTcForBits<T, 3>(args, p, pdl, stream);
+    default: return LaunchTcForBits<T, 4>(args, p, pdl, stream);
+  }
+}
+
+}  // namespace
+
+absl::Status LaunchTensorCoreLutGemm(const LutGemmParams& params, CUstream_st* stream) {
+  if (params.m < kMinM) {
+    return absl::UnimplementedError(absl::StrCat(
+        "LUT-GEMM: the tensor-core kernel needs m >= ", kMinM, " (got m=", params.m,
+        "); smaller m runs on the split-K or strip kernel (kAuto)"));
+  }
+  if (params.residual_epilogue() || params.norm_prologue()) {
+    return absl::UnimplementedError(
+        "LUT-GEMM: the tensor-core kernel has no fused residual epilogue or norm prologue (strip kernel only)");
+  }
+  const int64_t max_grid = int64_t{1} << 31;
+  if ((params.m + 63) / 64 * ((params.shape.n + kBlockN - 1) / kBlockN) * (params.shape.k / kTileK) >= max_grid) {
+    return absl::UnimplementedError("LUT-GEMM: the tensor-core kernel's grid would exceed 2^31 blocks");
+  }
+  absl::StatusOr<TcPlan> plan = MakeTcPlan(params, DeviceSmCount());
+  if (!plan.ok()) return plan.status();
+  TcArgs args;
+  args.x = params.x;
+  args.packed = params.packed;
+  args.scales = reinterpret_cast<const __half*>(params.scales);
+  args.table = params.table;
+  args.y = params.y;
+  args.counters = static_cast<int*>(params.workspace);
+  args.partials = plan->splits > 1
+                      ? reinterpret_cast<float*>(static_cast<char*>(params.workspace) + plan->counter_bytes)
+                      : nullptr;
+  args.m = static_cast<int>(params.m);
+  args.n = static_cast<int>(params.shape.n);
+  args.k = static_cast<int>(params.shape.k);
+  args.group_size = params.shape.group_size;
+  args.splits = plan->splits;
+  args.ktiles_per_split = plan->ktiles_per_split;
+  args.num_m_tiles = plan->num_m_tiles;
+  args.swiglu = params.swiglu;
+  const cudaError_t err = params.dtype == ActivationType::kBFloat16
+                              ? LaunchTcForType<__nv_bfloat16>(args, params.shape.bits, *plan, params.pdl, stream)
+                              : LaunchTcForType<__half>(args, params.shape.bits, *plan, params.pdl, stream);
+  if (err != cudaSuccess) {
+    return absl::InternalError(absl::StrCat("LUT-GEMM (tensor-core) launch failed: ", cudaGetErrorString(err)));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace flute::lut

@@ -1,0 +1,290 @@
+// The wgmma tensor-core LUT-GEMM (LutKernel::kTensorCore, kernels/lut_gemm_tc.cu) against the
+// CPU ReferenceMatmul on fresh random inputs every run: bits x G x dtype x M (full and partial
+// 64/128-row tiles of X), partial column blocks, forced and automatic split-K, the SwiGLU
+// epilogue, PDL, run-to-run determinism, and Unimplemented where it does not apply. Outputs
+// are poisoned (NaN) before each call. Skips with a message without CUDA or a GPU.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "kernels/llama_ops.h"
+#include "kernels/lut_format.h"
+#include "kernels/lut_gemm.h"
+#include "tests/kernels/gpu_test_util.h"
+#include "tests/kernels/lut_problem_util.h"
+
+namespace flute::lut {
+namespace {
+
+#ifndef FLUTE_HAVE_CUDA
+TEST(LutGemmTcGpuTest, SkippedWithoutCuda) {
+  LutGemmParams params;
+  params.kernel = LutKernel::kTensorCore;
+  EXPECT_FALSE(LaunchLutGemm(params, nullptr).ok());
+  GTEST_SKIP() << "built without CUDA: the tensor-core LUT-GEMM tests need nvcc at build time";
+}
+#else
+
+#define REQUIRE_GPU() REQUIRE_GPU_FOR("tensor-core LUT-GEMM")
+using flute::testing::DeviceBuffer;
+using flute::testing::LutProblem;
+using flute::testing::MakeLutProblem;
+using flute::testing::MatchesReference;
+using flute::testing::RandomActivations;
+using flute::testing::ReferenceY;
+using flute::testing::ToActivationBits;
+
+const char* Name(ActivationType t) { return t == ActivationType::kFloat16 ? "fp16" : "bf16"; }
+
+struct TcCall {
+  int split_k = 0;  // 0: the kernel's own choice
+  bool swiglu = false;
+  bool pdl = false;
+};
+
+// One call of the tensor-core kernel on x (exactly representable in dtype), y poisoned first.
+// y_bits: [m, n] ([m, n / 2] with swiglu).
+::testing::AssertionResult RunTc(const LutProblem& p, ActivationType dtype, const std::vector<float>& x, int64_t m,
+                                 const TcCall& call, std::vector<uint16_t>* y_bits,
+                                 std::vector<uint8_t>* ws_prefix = nullptr) {
+  const LutShape& s = p.shape;
+  const int64_t y_cols = call.swiglu ? s.n / 2 : s.n;
+  std::vector<uint16_t> xb(x.size());
+  for (size_t i = 0; i < x.size(); ++i) xb[i] = ToActivationBits(dtype, x[i]);
+  DeviceBuffer d_x(xb.size() * 2), d_y(static_cast<size_t>(m * y_cols) * 2);
+  // What an engine allocates (LutGemmWorkspaceBytes), plus room for a forced split.
+  const size_t ws_bytes = LutGemmWorkspaceBytes(s, m) + 64 * 1024 +
+                          (call.split_k > 0 ? static_cast<size_t>(call.split_k * m * s.n) * 4 : 0);
+  DeviceBuffer d_ws(ws_bytes);
+  if (!d_x.ptr || !d_y.ptr || !d_ws.ptr) return ::testing::AssertionFailure() << "cudaMalloc failed";
+  cudaMemset(d_ws.ptr, 0, ws_bytes);
+  cudaMemcpy(d_x.ptr, xb.data(), xb.size() * 2, cudaMemcpyHostToDevice);
+  cudaMemset(d_y.ptr, 0xFF, static_cast<size_t>(m * y_cols) * 2);  // NaN in fp16 and bf16
+  LutGemmParams params;
+  params.shape = s;
+  params.dtype = dtype;
+  params.m = m;
+  params.x = d_x.ptr;
+  params.packed = static_cast<const uint8_t*>(p.d_packed->ptr);
+  params.scales = static_cast<const uint16_t*>(p.d_scales->ptr);
+  params.table = static_cast<const float*>(p.d_table->ptr);
+  params.y = d_y.ptr;
+  params.workspace = d_ws.ptr;
+  params.workspace_bytes = ws_bytes;
+  params.split_k = call.split_k;
+  params.kernel = LutKernel::kTensorCore;
+  params.swiglu = call.swiglu;
+  params.pdl = call.pdl;
+  const absl::Status st = LaunchLutGemm(params, nullptr);
+  if (!st.ok()) return ::testing::AssertionFailure() << st;
+  const cudaError_t err = cudaDeviceSynchronize();
+  if (err != cudaSuccess) return ::testing::AssertionFailure() << cudaGetErrorString(err);
+  y_bits->resize(static_cast<size_t>(m * y_cols));
+  cudaMemcpy(y_bits->data(), d_y.ptr, y_bits->size() * 2, cudaMemcpyDeviceToHost);
+  if (ws_prefix) {
+    ws_prefix->resize(std::min<size_t>(ws_bytes, 4096));
+    cudaMemcpy(ws_prefix->data(), d_ws.ptr, ws_prefix->size(), cudaMemcpyDeviceToHost);
+  }
+  return ::testing::AssertionSuccess();
+}
+
+// Every m in ms, both dtypes, one random matrix of shape s: the kernel against the reference.
+void CheckShape(const LutShape& s, const std::vector<int64_t>& ms, const TcCall& call, std::mt19937& rng) {
+  const LutProblem p = MakeLutProblem(s, rng);
+  for (ActivationType dtype : {ActivationType::kFloat16, ActivationType::kBFloat16}) {
+    double worst = 0;
+    for (int64_t m : ms) {
+      SCOPED_TRACE(::testing::Message() << "n=" << s.n << " k=" << s.k << " b=" << s.bits << " G=" << s.group_size
+                                        << " " << Name(dtype) << " m=" << m << " split_k=" << call.split_k
+                                        << " pdl=" << call.pdl);
+      const std::vector<float> x = RandomActivations(dtype, m, s.k, rng);
+      std::vector<uint16_t> y;
+      ASSERT_TRUE(RunTc(p, dtype, x, m, call, &y));
+      double err = 0;
+      EXPECT_TRUE(MatchesReference(dtype, y, ReferenceY(p, x, m), &err));
+      worst = std::max(worst, err);
+    }
+    std::printf("tc n=%lld k=%lld b=%d G=%d %s split_k=%d: worst normalized error %.2e over %zu M values\n",
+                static_cast<long long>(s.n), static_cast<long long>(s.k), s.bits, s.group_size, Name(dtype),
+                call.split_k, worst, ms.size());
+  }
+}
+
+// 33: the smallest m taken, one partial 64-row tile; 64, 128: full tiles of MT = 64 / 128;
+// 100: a partial 128-row tile; 256: two 128-row tiles.
+const std::vector<int64_t> kTcM = {33, 64, 100, 128, 256};
+
+TEST(LutGemmTcGpuTest, EveryBitsGroupDtypeAndM) {
+  REQUIRE_GPU();
+  FRESH_RNG(rng);
+  for (int bits : {2, 3, 4}) {
+    for (int g : {32, 64, 128, 256}) {
+      CheckShape({256, 1024, bits, g}, kTcM, TcCall{}, rng);
+      // 80 rows: one block whose second warpgroup has one live strip and three idle warps;
+      // K = max(128, G): a single k-tile (or two at G = 256).
+      CheckShape({80, std::max(128, g), bits, g}, {33, 100}, TcCall{}, rng);
+    }
+  }
+}
+
+TEST(LutGemmTcGpuTest, ManyTilesOfXUpTo512Rows) {
+  REQUIRE_GPU();
+  FRESH_RNG(rng);
+  CheckShape({384, 1536, 4, 128}, {65, 127, 129, 300, 512}, TcCall{}, rng);
+  CheckShape({128, 512, 3, 64}, {512}, TcCall{}, rng);
+}
+
+TEST(LutGemmTcGpuTest, LlamaShape4096x4096) {
+  REQUIRE_GPU();
+  FRESH_RNG(rng);
+  CheckShape({4096, 4096, 4, 128}, {64, 128}, TcCall{}, rng);  // split-K chosen (32 column blocks)
+  CheckShape({1024, 4096, 2, 256}, {100}, TcCall{}, rng);
+}
+
+TEST(LutGemmTcGpuTest, ForcedSplitKIncludingUnevenSplits) {
+  REQUIRE_GPU();
+  FRESH_RNG(rng);
+  for (int split : {1, 2, 3, 5, 12}) {
+    TcCall call;
+    call.split_k = split;
+    CheckShape({256, 1536, 4, 128}, {33, 100}, call, rng);
+    CheckShape({96, 1536, 3, 32}, {64}, call, rng);
+  }
+}
+
+TEST(LutGemmTcGpuTest, PdlLaunchComputesTheSame) {
+  REQUIRE_GPU();
+  FRESH_RNG(rng);
+  TcCall call;
+  call.pdl = true;
+  CheckShape({512, 2048, 4, 64}, {64, 128}, call, rng);
+}
+
+// The fused SwiGLU epilogue is bitwise the tensor-core GEMM followed by gpu::LaunchSwiGlu
+// (interleave 8), with and without split-K, and close to silu(gate) * up of the reference.
+TEST(LutGemmTcGpuTest, SwiGluEpilogueEqualsGemmThenSwiGlu) {
+  REQUIRE_GPU();
+  FRESH_RNG(rng);
+  for (int bits : {2, 3, 4}) {
+    for (int g : {32, 128}) {
+      const LutShape s{400, 2048, bits, g};  // 25 strips: a partial column block
+      const LutProblem p = MakeLutProblem(s, rng);
+      const int64_t inter = s.n / 2;
+      for (ActivationType dtype : {ActivationType::kFloat16, ActivationType::kBFloat16}) {
+        for (int split : {0, 3}) {
+          for (int64_t m : {33, 100}) {
+            SCOPED_TRACE(::testing::Message() << "b=" << bits << " G=" << g << " " << Name(dtype) << " m=" << m
+                                              << " split_k=" << split);
+            const std::vector<float> x = RandomActivations(dtype, m, s.k, rng);
+            TcCall plain_call, fused_call;
+            plain_call.split_k = fused_call.split_k = split;
+            fused_call.swiglu = true;
+            std::vector<uint16_t> plain, fused;
+            ASSERT_TRUE(RunTc(p, dtype, x, m, plain_call, &plain));
+            ASSERT_TRUE(RunTc(p, dtype, x, m, fused_call, &fused));
+            DeviceBuffer d_plain(plain.size() * 2), d_unfused(static_cast<size_t>(m * inter) * 2);
+            cudaMemcpy(d_plain.ptr, plain.data(), plain.size() * 2, cudaMemcpyHostToDevice);
+            ASSERT_TRUE(gpu::LaunchSwiGlu(dtype, d_plain.ptr, static_cast<int>(m), static_cast<int>(inter),
+                                          d_unfused.ptr, nullptr, 8)
+                            .ok());
+            std::vector<uint16_t> unfused(static_cast<size_t>(m * inter));
+            ASSERT_EQ(cudaMemcpy(unfused.data(), d_unfused.ptr, unfused.size() * 2, cudaMemcpyDeviceToHost),
+                      cudaSuccess);
+            ASSERT_EQ(fused, unfused);
+            const std::vector<float> y = ReferenceY(p, x, m);
+            std::vector<float> ref(static_cast<size_t>(m * inter));
+            for (int64_t r = 0; r < m; ++r) {
+              for (int64_t c = 0; c < inter; ++c) {
+                const float gate = y[r * s.n + 16 * (c / 8) + c % 8], up = y[r * s.n + 16 * (c / 8) + c % 8 + 8];
+                ref[r * inter + c] = gate / (1.0f + std::exp(-gate)) * up;
+              }
+            }
+            // Three roundings (gate, up, product) against fp32 sums: twice the GEMM's tolerance.
+            EXPECT_TRUE(MatchesReference(dtype, fused, ref, nullptr, 2.0));
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(LutGemmTcGpuTest, DeterministicBitwiseRunToRun) {
+  REQUIRE_GPU();
+  FRESH_RNG(rng);
+  const LutProblem p = MakeLutProblem({4096, 4096, 4, 128}, rng);
+  for (int split : {0, 4}) {
+    for (int64_t m : {64, 128}) {
+      const std::vector<float> x = RandomActivations(ActivationType::kBFloat16, m, 4096, rng);
+      TcCall call;
+      call.split_k = split;
+      std::vector<uint16_t> first, again;
+      ASSERT_TRUE(RunTc(p, ActivationType::kBFloat16, x, m, call, &first));
+      for (int rep = 0; rep < 3; ++rep) {
+        ASSERT_TRUE(RunTc(p, ActivationType::kBFloat16, x, m, call, &again));
+        ASSERT_EQ(first, again) << "m=" << m << " split_k=" << split << " rep " << rep;
+      }
+    }
+  }
+}
+
+// A split call leaves its counters (the workspace's fixed counter prefix, shared with the
+// split-K kernel: lut_gemm_device.cuh) at zero, so that a later call with other (n, m) starts
+// from zero counts. (The first 4 KB are checked.)
+TEST(LutGemmTcGpuTest, LeavesTheWorkspaceCounterPrefixZero) {
+  REQUIRE_GPU();
+  FRESH_RNG(rng);
+  const LutProblem p = MakeLutProblem({4096, 4096, 4, 128}, rng);
+  for (int split : {0, 3}) {
+    for (int64_t m : {64, 128}) {
+      const std::vector<float> x = RandomActivations(ActivationType::kFloat16, m, 4096, rng);
+      TcCall call;
+      call.split_k = split;
+      std::vector<uint16_t> y;
+      std::vector<uint8_t> prefix;
+      ASSERT_TRUE(RunTc(p, ActivationType::kFloat16, x, m, call, &y, &prefix));
+      for (size_t i = 0; i < prefix.size(); ++i) {
+        ASSERT_EQ(prefix[i], 0) << "workspace byte " << i << " m=" << m << " split_k=" << split;
+      }
+    }
+  }
+}
+
+TEST(LutGemmTcGpuTest, UnimplementedBelow33Rows) {
+  REQUIRE_GPU();
+  FRESH_RNG(rng);
+  const LutProblem p = MakeLutProblem({256, 1024, 4, 128}, rng);
+  for (int64_t m : {1, 8, 32}) {
+    const std::vector<float> x = RandomActivations(ActivationType::kFloat16, m, 1024, rng);
+    std::vector<uint16_t> y;
+    const ::testing::AssertionResult r = RunTc(p, ActivationType::kFloat16, x, m, TcCall{}, &y);
+    ASSERT_FALSE(r);
+    EXPECT_NE(std::string(r.message()).find("UNIMPLEMENTED"), std::string::npos) << r.message();
+    EXPECT_NE(std::string(r.message()).find("m >= 33"), std::string::npos) << r.message();
+  }
+}
+
+TEST(LutGemmTcGpuTest, ForcedSplitWithoutWorkspaceIsRejected) {
+  REQUIRE_GPU();
+  DeviceBuffer buf(1 << 20);
+  LutGemmParams params;
+  params.shape = {256, 1024, 4, 128};
+  params.m = 64;
+  params.kernel = LutKernel::kTensorCore;
+  params.x = params.y = buf.ptr;
+  params.packed = static_cast<const uint8_t*>(buf.ptr);
+  params.scales = static_cast<const uint16_t*>(buf.ptr);
+  params.table = static_cast<const float*>(buf.ptr);
+  params.split_k = 4;
+  const absl::Status st = LaunchLutGemm(params, nullptr);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+  EXPECT_NE(st.message().find("workspace"), std::string::npos) << st;
+}
+
+#endif  // FLUTE_HAVE_CUDA
+
+}  // namespace
+}  // namespace flute::lut
