@@ -584,7 +584,11 @@ absl::Status LaunchLutGemm(const LutGemmParams& p, CUstream_st* stream) {
     if (!absl::IsUnimplemented(tc)) return tc;
   }
   if (UsesStripKernel(p)) {
-    const StripPlan strip_plan = MakeStripPlan(p.shape, p.dtype, p.m, {p.norm_prologue(), p.residual_epilogue()}, DeviceSmCount());
+    StripLaunch launch;
+    launch.fusion = {p.norm_prologue(), p.residual_epilogue()};
+    launch.early_weights = p.pdl && p.early_weights;
+    launch.coresident_smem = p.pdl ? p.coresident_smem : 0;
+    const StripPlan strip_plan = MakeStripPlan(p.shape, p.dtype, p.m, launch, DeviceSmCount());
     if (strip_plan.grid == 0) {
       return absl::InvalidArgumentError(absl::StrCat("LUT-GEMM (strip): no configuration fits shared memory for m=",
                                                      p.m, ", k=", p.shape.k, p.norm_prologue() ? " with the norm prologue" : ""));

@@ -51,6 +51,11 @@ struct LutGemmParams {
   // is short and the first stage's compute then waits for the whole early group (4096x4096
   // M = 1 back to back: 5.3 -> 6.3 us).
   bool early_weights = false;
+  // With pdl, strip kernel: shared memory per SM that the previous kernel's blocks still hold
+  // while this one starts (e.g. the decode attention before the O projection). The plan then
+  // only counts the blocks that fit beside them, so that every block is resident at once and
+  // streams its prologue weights during that kernel (fewer pipeline stages if need be).
+  int coresident_smem = 0;
   // SwiGLU epilogue (the decode path of a fused gate/up projection). The rows of W are gate
   // and up features interleaved by 8 (lut::InterleaveRowHalves): rows [16j, 16j + 8) are gate
   // features [8j, 8j + 8) and rows [16j + 8, 16j + 16) the matching up features. y is then

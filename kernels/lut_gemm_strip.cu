@@ -504,6 +504,15 @@ auto WithKernel(ActivationType dtype, int bits, int tpw, bool fused, F f) {
   return fused ? WithKernelT<true>(dtype, bits, tpw, f) : WithKernelT<false>(dtype, bits, tpw, f);
 }
 
+int SmemPerSm() {
+  int device = 0, bytes = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device) != cudaSuccess) {
+    return 228 * 1024;
+  }
+  return bytes;
+}
+
 int MaxSmemOptin() {
   int device = 0, bytes = 0;
   if (cudaGetDevice(&device) != cudaSuccess ||
@@ -534,10 +543,14 @@ int BlocksPerSm(ActivationType dtype, int bits, int tpw, bool fused, int smem) {
   });
 }
 
-bool ForcedConfig(int* tpw, int* stages) {
+// FLUTE_LUT_STRIP="tpw,stages" (every call) or "tpw,stages@KxN" (calls of that shape only).
+bool ForcedConfig(const LutShape& s, int* tpw, int* stages) {
   const char* env = std::getenv("FLUTE_LUT_STRIP");
-  return env != nullptr && std::sscanf(env, "%d,%d", tpw, stages) == 2 && (*tpw == 1 || *tpw == 2) &&
-         *stages >= 2 && *stages <= 4;
+  if (env == nullptr) return false;
+  long long k = 0, n = 0;
+  const int fields = std::sscanf(env, "%d,%d@%lldx%lld", tpw, stages, &k, &n);
+  if (fields == 4 && (k != s.k || n != s.n)) return false;
+  return (fields == 2 || fields == 4) && (*tpw == 1 || *tpw == 2) && *stages >= 2 && *stages <= 4;
 }
 
 }  // namespace
@@ -556,21 +569,41 @@ bool StripKernelApplies(const LutShape& shape, int64_t m, const void* scales) {
 // The occupancy comes from the instance of the call's dtype: the bf16 instances use more
 // registers (88 against 80 at 4 bits), so 3 blocks per SM can fit fp16 and not bf16; a grid
 // sized for 3 would then run in two waves (4096x6144 bf16 at M = 1: 8.5 us against 7.0).
-static StripPlan ComputeStripPlan(const LutShape& s, ActivationType dtype, int64_t m, StripFusion fusion, int sm_count) {
+// coresident_smem > 0: only the blocks that fit beside the previous kernel's count (1 KB of
+// each block's shared memory is reserved by the system).
+//
+// Early weights (the engine's decode launches): the deepest pipeline of at most 3 stages that
+// keeps 2 blocks per SM, whatever the fill of the last round. In a decode step the prologue
+// stages stream during the kernels before, and there the fill rule's choice for the fused qkv
+// at M = 1 (2 stages, 3 blocks, one round) cost 2.5 us per call against 3 stages, 2 blocks,
+// two rounds (8B batch 1: 2.49 -> 2.41 ms per step, H100; 4 stages: 2.46).
+static StripPlan ComputeStripPlan(const LutShape& s, ActivationType dtype, int64_t m, const StripLaunch& launch,
+                                  int sm_count) {
   const int strips = static_cast<int>(s.n / kStripRows);
   const int max_smem = MaxSmemOptin();
+  const int sm_smem = SmemPerSm();
+  const StripFusion fusion = launch.fusion;
   StripPlan best;
   double best_score = -1.0;
+  auto make = [&](int tpw, int stages, StripPlan* p) {
+    if (s.k % (1024 * tpw) != 0) return false;
+    p->tiles_per_warp = tpw;
+    p->stages = stages;
+    p->smem_bytes = SmemBytesFor(s, m, fusion.norm_prologue, tpw, stages);
+    if (p->smem_bytes > max_smem) return false;
+    p->blocks_per_sm = std::max(1, BlocksPerSm(dtype, s.bits, tpw, fusion.any(), p->smem_bytes));
+    if (launch.coresident_smem > 0) {
+      const int beside = (sm_smem - launch.coresident_smem) / (p->smem_bytes + 1024);
+      if (beside < 1) return false;
+      p->blocks_per_sm = std::min(p->blocks_per_sm, beside);
+    }
+    p->grid = static_cast<int>(std::min<int64_t>(strips, static_cast<int64_t>(sm_count) * p->blocks_per_sm));
+    return true;
+  };
   auto consider = [&](int tpw, int stages) {
-    if (s.k % (1024 * tpw) != 0) return;
     StripPlan p;
-    p.tiles_per_warp = tpw;
-    p.stages = stages;
-    p.smem_bytes = SmemBytesFor(s, m, fusion.norm_prologue, tpw, stages);
-    if (p.smem_bytes > max_smem) return;
-    p.blocks_per_sm = std::max(1, BlocksPerSm(dtype, s.bits, tpw, fusion.any(), p.smem_bytes));
+    if (!make(tpw, stages, &p)) return;
     const int64_t slots = static_cast<int64_t>(sm_count) * p.blocks_per_sm;
-    p.grid = static_cast<int>(std::min<int64_t>(strips, slots));
     const int64_t rounds = (strips + slots - 1) / slots;
     double score = static_cast<double>(strips) / static_cast<double>(rounds * p.grid);
     if (p.blocks_per_sm >= 2) score += 1.0;  // latency hiding first
@@ -580,25 +613,37 @@ static StripPlan ComputeStripPlan(const LutShape& s, ActivationType dtype, int64
     }
   };
   int tpw = 0, stages = 0;
-  if (ForcedConfig(&tpw, &stages)) {
+  if (ForcedConfig(s, &tpw, &stages)) {
     consider(tpw, stages);
     if (best_score >= 0) return best;
   }
   const int shape_tpw = s.k % 2048 == 0 ? 2 : 1;
+  if (launch.early_weights) {
+    for (int depth : {3, 2}) {
+      StripPlan p;
+      if (make(shape_tpw, depth, &p) && p.blocks_per_sm >= 2) return p;
+    }
+  }
   for (int depth : {4, 3, 2}) consider(shape_tpw, depth);
+  if (best_score < 0 && launch.coresident_smem > 0) {
+    StripLaunch alone = launch;
+    alone.coresident_smem = 0;
+    return ComputeStripPlan(s, dtype, m, alone, sm_count);
+  }
   return best;
 }
 
 // Plans are cached per (device, shape, m, SM count, FLUTE_LUT_STRIP): the occupancy queries
 // cost microseconds of host time, and a decode step that is not replayed from a CUDA graph
 // launches hundreds of these GEMMs.
-StripPlan MakeStripPlan(const LutShape& s, ActivationType dtype, int64_t m, StripFusion fusion, int sm_count) {
+StripPlan MakeStripPlan(const LutShape& s, ActivationType dtype, int64_t m, const StripLaunch& launch,
+                        int sm_count) {
   int device = 0;
   if (cudaGetDevice(&device) != cudaSuccess) device = -1;
   const char* env = std::getenv("FLUTE_LUT_STRIP");
-  using Key = std::tuple<int, int64_t, int64_t, int, int, int, int64_t, bool, bool, int, std::string>;
-  const Key key{device, s.n, s.k, s.bits, s.group_size, static_cast<int>(dtype), m, fusion.norm_prologue,
-                fusion.residual_epilogue, sm_count,
+  using Key = std::tuple<int, int64_t, int64_t, int, int, int, int64_t, bool, bool, bool, int, int, std::string>;
+  const Key key{device, s.n, s.k, s.bits, s.group_size, static_cast<int>(dtype), m, launch.fusion.norm_prologue,
+                launch.fusion.residual_epilogue, launch.early_weights, launch.coresident_smem, sm_count,
                 env != nullptr ? env : ""};
   static std::mutex mu;
   static std::map<Key, StripPlan>* cache = new std::map<Key, StripPlan>();
@@ -607,7 +652,7 @@ StripPlan MakeStripPlan(const LutShape& s, ActivationType dtype, int64_t m, Stri
     const auto it = cache->find(key);
     if (it != cache->end()) return it->second;
   }
-  const StripPlan plan = ComputeStripPlan(s, dtype, m, fusion, sm_count);
+  const StripPlan plan = ComputeStripPlan(s, dtype, m, launch, sm_count);
   std::lock_guard<std::mutex> lock(mu);
   cache->emplace(key, plan);
   return plan;

@@ -33,9 +33,18 @@ struct StripFusion {
   bool any() const { return norm_prologue || residual_epilogue; }
 };
 
-// The plan for this shape, dtype, m and fusion on the current device. The environment variable
+// The plan for this shape, dtype, m and launch on the current device. The environment variable
 // FLUTE_LUT_STRIP="tiles_per_warp,stages" forces a configuration (tuning runs only).
-StripPlan MakeStripPlan(const LutShape& shape, ActivationType dtype, int64_t m, StripFusion fusion, int sm_count);
+// How a call is launched, as far as the plan cares (LutGemmParams).
+struct StripLaunch {
+  StripFusion fusion;
+  bool early_weights = false;  // pdl && early_weights
+  int coresident_smem = 0;     // pdl ? coresident_smem : 0
+};
+
+// FLUTE_LUT_STRIP="tpw,stages@KxN" forces the configuration of one shape only.
+StripPlan MakeStripPlan(const LutShape& shape, ActivationType dtype, int64_t m, const StripLaunch& launch,
+                        int sm_count);
 
 // Launches (asynchronously). pdl: launch with programmatic stream serialization, so that the
 // pair table and the first weight tiles load while the previous kernel on the stream finishes.

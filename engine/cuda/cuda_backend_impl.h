@@ -126,7 +126,8 @@ class CudaBackend : public Backend, public CudaBenchHooks {
   // y = RMSNorm(residual_) · pᵀ (norm prologue) and residual_ += x · pᵀ (residual epilogue),
   // for a single-part LUT projection where PlanNormFusion allows it.
   absl::Status ProjectNormed(const GpuProjection& p, const DeviceBuffer& norm_weight, int m, void* y);
-  absl::Status ProjectIntoResidual(const GpuProjection& p, const void* x, int m);
+  // coresident_smem: lut::LutGemmParams::coresident_smem (the kernel before keeps that much).
+  absl::Status ProjectIntoResidual(const GpuProjection& p, const void* x, int m, int coresident_smem = 0);
   // bench e2e --ablate: whether kernels of this kind are left out of every step.
   bool Ablated(const char* kind) const;
   // Adds the residual epilogue / the norm prologue (with norm_weight) to a LUT-GEMM call.

@@ -52,7 +52,7 @@ for stage in "$@"; do
                # ("new"), in the order of $VARIANTS (default "base new"); 8B, batches 1 and 16
       for v in ${VARIANTS:-base new}; do
         [ $v = new ] && unset FLUTE_CUDA_PLUGIN || export FLUTE_CUDA_PLUGIN=$PWD/$d/pack-e2e/lib/$v/libflute_cuda.so
-        timeout 120 $bin/flute bench e2e --shape 8b --weights ${AB_WEIGHTS:-w4,bf16} --batches 1,16 --prefill 0 \
+        timeout 120 $bin/flute bench e2e --shape 8b --weights ${AB_WEIGHTS:-w4,bf16} --batches ${AB_BATCHES:-1,16} --prefill 0 \
           --json $out/ab-$v.json 2> $out/ab-$v.log; echo "$v rc=$?"
         grep -E "bench e2e|decode batch" $out/ab-$v.log | sed "s/^/$v: /"
       done
@@ -67,7 +67,7 @@ for stage in "$@"; do
         grep -E "decode batch" $out/ablate.log | sed "s/^/ablate $a: /"
       done | tee $out/ablate-8b-w4.txt; rm -f $out/ablate.log ;;
     strip-stages)  # 8B W4 decode with every strip-kernel call forced to one pipeline depth
-                   # (FLUTE_LUT_STRIP=tpw,stages; "default" = the plan's choice), same session
+                   # (FLUTE_LUT_STRIP=tpw,stages[@KxN]; "default" = the plan's choice), same session
       for cfg in ${STRIP_CFGS:-default 2,3 2,2}; do
         [ $cfg = default ] && unset FLUTE_LUT_STRIP || export FLUTE_LUT_STRIP=$cfg
         timeout 100 $bin/flute bench e2e --shape 8b --weights w4 --batches 1,4,8 --prefill 0 2> $out/ss.log > /dev/null
