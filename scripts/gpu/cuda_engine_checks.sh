@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The CUDA engine's checks on the GPU machine (issue 8), run from the repository root there:
 #   bash scripts/gpu/cuda_engine_checks.sh STAGE...
-#   STAGE: tests | new-tests | lut-tests | tc-tests | tc-bench | attn | bench-ab | kbench-ab | ablate | strip-stages | kbench | sanitize | ncu | sass | ppl | serve | bench | bench-w4 | bench70 | profile
+#   STAGE: tests | new-tests | lut-tests | tc-tests | tc-bench | attn | bench-ab | kbench-ab | ablate | strip-stages | ncu-e2e | kbench | sanitize | ncu | sass | ppl | serve | bench | bench-w4 | bench70 | profile
 # Expects, built and packed on the development machine (see scripts/gpu/README.md):
 #   .dev/pack-e2e.tar.xz  flute, engine_tests, kernel_tests, libflute_{spm,cuda}.so + libraries
 #   .dev/shared.tar.xz    the man-page model and validation tokens (a subset of ../shared)
@@ -123,6 +123,16 @@ for stage in "$@"; do
         } > $f
         grep -E "LutGemm|Duration|DRAM Throughput|Issued Warp|Eligible Warps|Achieved Occupancy|Registers Per|inst_executed|Stall|One or More" $f | head -16
       done ;;
+    ncu-e2e)  # Nsight Compute on the kernels of an 8B W4 batch-1 decode step (in the engine:
+              # fused norms, PDL), one of each kind after the warm-up steps; isolated durations
+      f=$out/ncu-e2e-b1.txt
+      { header "ncu, 8B W4 decode batch 1 ctx 512 (flute bench e2e), one launch per kernel kind"
+        timeout 400 ncu --clock-control none --kernel-name regex:"${NCU_KERNELS:-DecodeChunk|Combine|LutGemmStrip|AddRmsNorm}" \
+          --launch-skip ${NCU_SKIP:-400} --launch-count ${NCU_COUNT:-8} \
+          --section SpeedOfLight --section LaunchStats --section Occupancy --section WarpStateStats \
+          $bin/flute bench e2e --shape 8b --weights w4 --batches 1 --prefill 0 --steps 2 2>&1
+      } > $f
+      grep -E "^  [A-Za-z_].*\(|Duration|DRAM Throughput|Grid Size|Registers Per|Achieved Occupancy|Dynamic Shared" $f | head -80 ;;
     sass)  # SASS of the strip kernel (its object file travels in the pack when present)
       for o in $bin/*.o; do [ -f "$o" ] && cuobjdump -sass "$o" > $out/$(basename "$o" .o).sass; done; ls $out ;;
     bench70)

@@ -350,7 +350,7 @@ TEST(LutGemmGpuTest, SanitizerSubset) {
     for (int g : {32, 128}) {
       for (int split : {0, 3}) {
         Problem p = MakeProblem({80, 768, bits, g}, rng);
-        for (int64_t m : {1, 17, 33}) {
+        for (int64_t m : {1, 17, 33, 100}) {  // 33, 100: the tensor-core kernel (m-tiles of 64, 128)
           std::vector<float> x = RandomX(ActivationType::kFloat16, m, 768, rng);
           std::vector<uint16_t> y;
           ASSERT_TRUE(RunGpu(p, ActivationType::kFloat16, x, m, split, &y));
@@ -675,6 +675,16 @@ TEST(LutGemmGpuTest, FusedResidualEpilogueAndNormPrologueEqualTheSeparateKernels
     CheckFusedNorm(4096, 4096, 28672, 4, 128, true, dtype, {1, 4}, rng);
     CheckFusedNorm(4096, 14336, 6144, 4, 128, false, dtype, {1, 2, 4}, rng);
     CheckFusedNorm(8192, 8192, 10240, 4, 128, false, dtype, {1, 8}, rng);  // 70B qkv: resident X of 8 x 8192
+  }
+}
+
+// The fused residual epilogue and norm prologue, small, for compute-sanitizer (scripts/gpu).
+TEST(LutGemmGpuTest, SanitizerSubsetFusedNorm) {
+  REQUIRE_GPU();
+  std::mt19937 rng(std::random_device{}());
+  for (int bits : {2, 3, 4}) {
+    CheckFusedNorm(1024, 1024, 1040, bits, 128, false, ActivationType::kFloat16, {1, 3}, rng);
+    CheckFusedNorm(1024, 2048, 2080, bits, 32, true, ActivationType::kBFloat16, {2, 8}, rng);
   }
 }
 
