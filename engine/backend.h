@@ -56,7 +56,7 @@ struct BackendOptions {
   int max_model_len = 0;
   // CUDA, `flute bench e2e --ablate` only: comma-separated kernel kinds (the --profile names)
   // left out of every forward step, to time what each costs inside CUDA-graph replays. The
-  // outputs are then meaningless. (Last member: plugins built before it read a prefix.)
+  // outputs are then meaningless. (A layout change: kCudaPluginVersion 2.)
   std::string ablate;
 };
 

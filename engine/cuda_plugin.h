@@ -16,7 +16,7 @@
 
 namespace flute {
 
-inline constexpr int kCudaPluginVersion = 1;
+inline constexpr int kCudaPluginVersion = 2;  // 2: BackendOptions::ablate
 
 }  // namespace flute
 

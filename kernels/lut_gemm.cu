@@ -495,9 +495,9 @@ cudaError_t LaunchForType(const KernelArgs& args, int bits, const Plan& p, bool 
 
 bool UsesStripKernel(const LutGemmParams& p) {
   if (p.split_k != 0 || !StripKernelApplies(p.shape, p.m, p.scales)) return false;
-  // The norm prologue keeps all of X in shared memory: [m][k + 8] 16-bit values, at most 128 KB
-  // (8 rows of k = 8192), leaving room for a 2-stage pipeline and the pair table.
-  if (p.norm_prologue() && p.m * (p.shape.k + 8) * 2 > 128 * 1024 + 8 * 16) return false;
+  // The norm prologue keeps all of X in shared memory ([m][k + 8] 16-bit values): m * k * 2 at
+  // most 128 KB (8 rows of k = 8192), leaving room for a 2-stage pipeline and the pair table.
+  if (p.norm_prologue() && p.m * p.shape.k * 2 > 128 * 1024) return false;
   if (p.kernel == LutKernel::kStrip) return true;
   const bool strip_wins = p.m <= 4 || p.shape.n * p.shape.k <= int64_t{4096} * 6144;
   return p.kernel == LutKernel::kAuto && strip_wins;
@@ -521,6 +521,11 @@ int LutGemmPlannedSplits(const LutShape& shape, int64_t m) {
   return MakePlan(shape, m, 0, DeviceSmCount()).splits;
 }
 
+int64_t LutGemmMaxRowsForForcedSplits(const LutShape& shape) {
+  const int64_t col_blocks = (shape.n + kBlockN - 1) / kBlockN;
+  return (kSplitCounterBytes / static_cast<int64_t>(sizeof(int))) / col_blocks * 64;
+}
+
 size_t LutGemmWorkspaceBytesForSplits(const LutShape& shape, int64_t m, int split_k) {
   return WorkspaceBytesFor(MakePlan(shape, m, split_k, DeviceSmCount()), shape, m);
 }
@@ -540,6 +545,10 @@ absl::Status CheckFusedNorm(const LutGemmParams& p) {
   }
   if (p.residual_epilogue() && p.swiglu) {
     return absl::InvalidArgumentError("LUT-GEMM: the residual epilogue cannot be combined with swiglu");
+  }
+  if (p.residual_epilogue() && p.norm_prologue()) {  // blocks would read residual rows others write
+    return absl::InvalidArgumentError(
+        "LUT-GEMM: the residual epilogue and the norm prologue cannot be combined in one call");
   }
   const auto misaligned = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 != 0; };
   if (misaligned(p.residual_out) || misaligned(p.residual_in) || misaligned(p.norm_weight)) {
@@ -563,7 +572,8 @@ absl::Status LaunchLutGemm(const LutGemmParams& p, CUstream_st* stream) {
     return absl::InvalidArgumentError(absl::StrCat("LUT-GEMM: m must be in [1, 2^30], got ", p.m));
   }
   if ((!p.x && !p.norm_prologue()) || !p.packed || !p.scales || !p.table || (!p.y && !p.residual_epilogue())) {
-    return absl::InvalidArgumentError("LUT-GEMM: x, packed, scales, table and y must all be set");
+    return absl::InvalidArgumentError(
+        "LUT-GEMM: x (unless norm prologue), packed, scales, table and y (unless residual epilogue) must be set");
   }
   if (reinterpret_cast<uintptr_t>(p.x) % 16 != 0 || reinterpret_cast<uintptr_t>(p.packed) % 16 != 0) {
     return absl::InvalidArgumentError("LUT-GEMM: x and packed must be 16-byte aligned");

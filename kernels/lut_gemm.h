@@ -70,6 +70,7 @@ struct LutGemmParams {
   // each 16 consecutive columns, in a fixed order. y is not used.
   float* residual_out = nullptr;
   float* sumsq_out = nullptr;
+  // Not both in one call (InvalidArgument).
   // Norm prologue (the projection after the norm): X is not read from x but computed in the
   // kernel as X[r, c] = norm_weight[c] * (residual_in[r, c] * inv[r]) rounded to dtype, with
   // inv[r] = 1 / sqrt(sum of sumsq_in[r, 0 .. k / 16) / k + norm_eps) summed in a fixed order
@@ -99,6 +100,11 @@ size_t LutGemmWorkspaceBytes(const LutShape& shape, int64_t m);
 // device. The engine's batch-invariant mode forces LutGemmPlannedSplits(shape, 1) for every
 // m, so that a row's summation order never depends on how many rows share the call.
 int LutGemmPlannedSplits(const LutShape& shape, int64_t m);
+
+// The most rows a call with a forced split_k > 1 may have: its output tiles must fit the
+// workspace's fixed counter prefix (16384 tiles of up to 128 columns x 64 rows). Callers with
+// more rows run them in pieces (rows are independent: each row's sums are the same).
+int64_t LutGemmMaxRowsForForcedSplits(const LutShape& shape);
 
 // Workspace bytes for a call with this shape and m and a forced split_k (> 0).
 size_t LutGemmWorkspaceBytesForSplits(const LutShape& shape, int64_t m, int split_k);

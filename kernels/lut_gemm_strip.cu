@@ -633,7 +633,8 @@ static StripPlan ComputeStripPlan(const LutShape& s, ActivationType dtype, int64
   return best;
 }
 
-// Plans are cached per (device, shape, m, SM count, FLUTE_LUT_STRIP): the occupancy queries
+// Plans are cached per (device, shape, dtype, m, fusion, early weights, co-resident shared
+// memory, SM count, FLUTE_LUT_STRIP): the occupancy queries
 // cost microseconds of host time, and a decode step that is not replayed from a CUDA graph
 // launches hundreds of these GEMMs.
 StripPlan MakeStripPlan(const LutShape& s, ActivationType dtype, int64_t m, const StripLaunch& launch,

@@ -33,8 +33,6 @@ struct StripFusion {
   bool any() const { return norm_prologue || residual_epilogue; }
 };
 
-// The plan for this shape, dtype, m and launch on the current device. The environment variable
-// FLUTE_LUT_STRIP="tiles_per_warp,stages" forces a configuration (tuning runs only).
 // How a call is launched, as far as the plan cares (LutGemmParams).
 struct StripLaunch {
   StripFusion fusion;
@@ -42,7 +40,9 @@ struct StripLaunch {
   int coresident_smem = 0;     // pdl ? coresident_smem : 0
 };
 
-// FLUTE_LUT_STRIP="tpw,stages@KxN" forces the configuration of one shape only.
+// The plan for this shape, dtype, m and launch on the current device. The environment variable
+// FLUTE_LUT_STRIP="tiles_per_warp,stages" forces a configuration for every call, and
+// "tiles_per_warp,stages@KxN" for the calls of one shape (tuning runs only).
 StripPlan MakeStripPlan(const LutShape& shape, ActivationType dtype, int64_t m, const StripLaunch& launch,
                         int sm_count);
 

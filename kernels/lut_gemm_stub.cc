@@ -12,6 +12,8 @@ size_t LutGemmWorkspaceBytes(const LutShape&, int64_t) { return 0; }
 int LutGemmPlannedSplits(const LutShape&, int64_t) { return 1; }
 
 size_t LutGemmWorkspaceBytesForSplits(const LutShape&, int64_t, int) { return 0; }
+int64_t LutGemmMaxRowsForForcedSplits(const LutShape&) { return 0; }
+bool UsesStripKernel(const LutGemmParams&) { return false; }
 
 absl::Status LaunchLutGemm(const LutGemmParams&, CUstream_st*) {
   return absl::UnimplementedError("this build of flute has no CUDA kernels (nvcc was not found)");

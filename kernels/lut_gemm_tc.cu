@@ -32,6 +32,8 @@
 #include "kernels/lut_gemm_tc.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
@@ -54,6 +56,10 @@ struct TcArgs {
   int m, n, k, group_size;
   int splits, ktiles_per_split, num_m_tiles;
   bool swiglu;
+  // The last split sums the partials of its own accumulator elements, each thread those it
+  // wrote, every load of a split in flight at once (`splits` dependent L2 round trips); false:
+  // SumPartialsInSplitOrder (FLUTE_LUT_TC=old). Both add in split order from 0.0f: bitwise equal.
+  bool own_reduce;
 };
 
 template <int kBits, int kMT>
@@ -388,8 +394,7 @@ TcLutGemmKernel(const TcArgs args) {
   // Epilogue. acc[4i + c]: n = strip * 16 + g + 8 * (c >> 1), m = m0 + 8i + 2q + (c & 1).
   // With SwiGLU, c and c + 2 are the gate and up rows of output feature strip * 8 + g.
   T* y = static_cast<T*>(args.y);
-  if (args.splits == 1) {
-    if (!warp_active) return;
+  auto store_y = [&]() {
     if (args.swiglu) {
 #pragma unroll
       for (int i = 0; i < kMT / 8; ++i) {
@@ -411,6 +416,9 @@ TcLutGemmKernel(const TcArgs args) {
         if (m < args.m) y[static_cast<int64_t>(m) * args.n + n] = Act<T>::FromFloat(acc[4 * i + c]);
       }
     }
+  };
+  if (args.splits == 1) {
+    if (warp_active) store_y();
     return;
   }
   if (warp_active) {
@@ -432,11 +440,51 @@ TcLutGemmKernel(const TcArgs args) {
   __syncthreads();
   if (!s_is_last) return;
   __threadfence();
-  SumPartialsInSplitOrder<T>(args.partials, args.splits, args.m, args.n, args.swiglu, m0, valid_rows, col_block, y);
+  if (args.own_reduce) {
+    // Each thread sums the partials of the elements it stored (its own split's included, read
+    // back), in split order from 0.0f as SumPartialsInSplitOrder does: the kAcc loads of one
+    // split are independent, so a split costs one L2 round trip, where the [rows x 128]
+    // element loop took rows / 2 (MT = 128: 64) dependent round trips.
+    if (warp_active) {
+#pragma unroll
+      for (int i = 0; i < kAcc; ++i) acc[i] = 0.0f;
+      for (int sp = 0; sp < args.splits; ++sp) {
+        const float* part = args.partials + static_cast<int64_t>(sp) * args.m * args.n;
+#pragma unroll
+        for (int i = 0; i < kMT / 8; ++i) {
+#pragma unroll
+          for (int c = 0; c < 4; ++c) {
+            const int n = strip * 16 + g + 8 * (c >> 1), m = m0 + 8 * i + 2 * q + (c & 1);
+            if (m < args.m) acc[4 * i + c] += __ldcg(part + static_cast<int64_t>(m) * args.n + n);
+          }
+        }
+      }
+      store_y();
+    }
+  } else {
+    SumPartialsInSplitOrder<T>(args.partials, args.splits, args.m, args.n, args.swiglu, m0, valid_rows, col_block, y);
+  }
   if (tid == 0) *counter = 0;  // ready for the next call
 }
 
 // ---- Host side -------------------------------------------------------------------------------
+// FLUTE_LUT_TC selects the configuration, read on every call (so that one benchmark process can
+// A/B them; unset or unknown = the default):
+//   (unset)  the default: the per-thread split reduction (TcArgs::own_reduce) and the split
+//            count chosen among those the workspace holds (see MakeTcPlan);
+//   "old"    the behaviour before 2026-11-27: the [rows x 128] element-loop reduction and the
+//            split count chosen first, then lowered until the workspace holds it;
+//   "mt64"   the default with MT = 64 for every m (M > 64 as several 64-row m tiles: 2 blocks
+//            per SM and half the accumulators, for twice the weight reads from L2).
+enum class TcMode { kDefault, kOld, kMt64 };
+TcMode TcModeFromEnv() {
+  const char* env = std::getenv("FLUTE_LUT_TC");
+  if (env == nullptr) return TcMode::kDefault;
+  if (std::strcmp(env, "old") == 0) return TcMode::kOld;
+  if (std::strcmp(env, "mt64") == 0) return TcMode::kMt64;
+  return TcMode::kDefault;
+}
+
 struct TcPlan {
   int mt = 64;  // rows of X per block: 64 for m <= 64, else 128
   int num_m_tiles = 0;
@@ -445,6 +493,7 @@ struct TcPlan {
   int ktiles_per_split = 0;
   int smem_bytes = 0;
   size_t counter_bytes = 0;  // workspace [0, counter_bytes): per-tile counters, then fp32 partials
+  bool own_reduce = true;
 };
 
 template <int kBits>
@@ -475,10 +524,18 @@ bool FitsWorkspace(const TcPlan& p, int64_t m, int64_t n, size_t workspace_bytes
 // Splits K only when the (column block x m tile) grid is under one wave of resident blocks,
 // choosing the split count that minimizes waves x (k-tiles per block + fixed cost), >= 4
 // k-tiles per split (the pipeline needs work), and only as many as the workspace holds.
-absl::StatusOr<TcPlan> MakeTcPlan(const LutGemmParams& params, int sm_count) {
+//
+// Default (not FLUTE_LUT_TC=old): the candidates are only the split counts the workspace holds,
+// so that a best count that does not fit falls to the best one that does, not to the next
+// smaller one (e.g. 8192x10240 at M = 128: 80 blocks; 2 splits = 160 blocks = 2 waves of 32
+// k-tiles, no better than 1 wave of 64), and each split adds a quarter k-tile to the cost: the
+// last block reads one [MT x 128] fp32 partial tile per split (one L2 round trip each with
+// own_reduce), and every split writes one.
+absl::StatusOr<TcPlan> MakeTcPlan(const LutGemmParams& params, int sm_count, TcMode mode) {
   const LutShape& s = params.shape;
   TcPlan p;
-  p.mt = params.m <= 64 ? 64 : 128;
+  p.mt = params.m <= 64 || mode == TcMode::kMt64 ? 64 : 128;
+  p.own_reduce = mode != TcMode::kOld;
   p.num_m_tiles = static_cast<int>((params.m + p.mt - 1) / p.mt);
   p.num_col_blocks = static_cast<int>((s.n + kBlockN - 1) / kBlockN);
   p.smem_bytes = s.bits == 2 ? TcSmemBytes<2>(p.mt) : s.bits == 3 ? TcSmemBytes<3>(p.mt) : TcSmemBytes<4>(p.mt);
@@ -494,6 +551,11 @@ absl::StatusOr<TcPlan> MakeTcPlan(const LutGemmParams& params, int sm_count) {
           "LUT-GEMM (tensor-core kernel): split_k=", params.split_k, " needs a workspace of ",
           PartialBytes(p.splits, params.m, s.n) + p.counter_bytes, " bytes, got ", params.workspace_bytes));
     }
+    if (p.splits > 1 && static_cast<int64_t>(p.num_col_blocks) * p.num_m_tiles * 4 > kSplitCounterBytes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "LUT-GEMM (tensor-core kernel): split_k=", params.split_k, " over ", p.num_col_blocks * p.num_m_tiles,
+          " output tiles needs more than the workspace's ", kSplitCounterBytes / 4, " counters: use fewer rows"));
+    }
     return p;
   }
   const int reg_blocks = p.mt == 64 ? 2 : 1;
@@ -501,6 +563,30 @@ absl::StatusOr<TcPlan> MakeTcPlan(const LutGemmParams& params, int sm_count) {
   const int64_t slots = static_cast<int64_t>(sm_count) * blocks_per_sm;
   const int64_t base = static_cast<int64_t>(p.num_m_tiles) * p.num_col_blocks;
   int best = 1;
+  if (mode != TcMode::kOld) {
+    if (base < slots) {
+      // Cost in k-tile times of a block: waves x (k-tiles per split + 2 fixed) + splits / 4.
+      // (x 4 to stay in integers.)
+      int64_t best_cost = -1;
+      const int max_splits = std::max(1, std::min(32, num_ktiles / 4));
+      for (int sp = 1; sp <= max_splits; ++sp) {
+        TcPlan c = p;
+        c.ktiles_per_split = (num_ktiles + sp - 1) / sp;
+        c.splits = (num_ktiles + c.ktiles_per_split - 1) / c.ktiles_per_split;
+        if (c.splits != sp) continue;  // the same split count as a smaller sp
+        if (!FitsWorkspace(c, params.m, s.n, params.workspace_bytes, have_workspace)) continue;
+        const int64_t waves = (base * sp + slots - 1) / slots;
+        const int64_t cost = 4 * waves * (c.ktiles_per_split + 2) + (sp > 1 ? sp : 0);
+        if (best_cost < 0 || cost < best_cost) {
+          best_cost = cost;
+          best = sp;
+        }
+      }
+    }
+    p.ktiles_per_split = (num_ktiles + best - 1) / best;
+    p.splits = (num_ktiles + p.ktiles_per_split - 1) / p.ktiles_per_split;
+    return p;
+  }
   if (base < slots) {
     int64_t best_cost = -1;
     const int max_splits = std::max(1, std::min(32, num_ktiles / 4));
@@ -567,7 +653,7 @@ absl::Status LaunchTensorCoreLutGemm(const LutGemmParams& params, CUstream_st* s
   if ((params.m + 63) / 64 * ((params.shape.n + kBlockN - 1) / kBlockN) * (params.shape.k / kTileK) >= max_grid) {
     return absl::UnimplementedError("LUT-GEMM: the tensor-core kernel's grid would exceed 2^31 blocks");
   }
-  absl::StatusOr<TcPlan> plan = MakeTcPlan(params, DeviceSmCount());
+  absl::StatusOr<TcPlan> plan = MakeTcPlan(params, DeviceSmCount(), TcModeFromEnv());
   if (!plan.ok()) return plan.status();
   TcArgs args;
   args.x = params.x;
@@ -587,6 +673,7 @@ absl::Status LaunchTensorCoreLutGemm(const LutGemmParams& params, CUstream_st* s
   args.ktiles_per_split = plan->ktiles_per_split;
   args.num_m_tiles = plan->num_m_tiles;
   args.swiglu = params.swiglu;
+  args.own_reduce = plan->own_reduce;
   const cudaError_t err = params.dtype == ActivationType::kBFloat16
                               ? LaunchTcForType<__nv_bfloat16>(args, params.shape.bits, *plan, params.pdl, stream)
                               : LaunchTcForType<__half>(args, params.shape.bits, *plan, params.pdl, stream);

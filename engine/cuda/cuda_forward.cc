@@ -145,7 +145,21 @@ absl::Status CudaBackend::MatMul(const GpuMatrix& w, const void* x, int m, void*
     const int rows = options_.batch_invariant ? std::max(m, 32) : m;
     return dense_gemm_->Run(dtype_, y_fp32, rows, w.n, w.k, x, w.dense.get(), y);
   }
-  if (UsesLutKernel(m)) return lut::LaunchLutGemm(LutParams(w, x, m, y), stream_);
+  if (UsesLutKernel(m)) {
+    lut::LutGemmParams params = LutParams(w, x, m, y);
+    if (params.split_k <= 1) return lut::LaunchLutGemm(params, stream_);
+    // Batch-invariant (forced splits): the call's output tiles must fit the workspace's counter
+    // prefix, so long prefill passes go in pieces of rows (a row's sums do not change).
+    const int64_t piece = lut::LutGemmMaxRowsForForcedSplits(w.shape);
+    if (piece < 1) return lut::LaunchLutGemm(params, stream_);  // (its InvalidArgument says why)
+    for (int64_t r0 = 0; r0 < m; r0 += piece) {
+      params.m = std::min<int64_t>(piece, m - r0);
+      params.x = static_cast<const char*>(x) + r0 * w.k * 2;
+      params.y = static_cast<char*>(y) + r0 * w.n * 2;
+      RETURN_IF_ERROR(lut::LaunchLutGemm(params, stream_));
+    }
+    return absl::OkStatus();
+  }
   // Large m (prefill) in the fastest mode: dequantize once, then a tensor-core GEMM.
   RETURN_IF_ERROR(gpu::LaunchLutDequantize(w.shape, dtype_, w.packed.as<uint8_t>(), w.scales.as<uint16_t>(),
                                            w.table.as<float>(), dequant_.get(), stream_));

@@ -37,6 +37,7 @@ void StepProfiler::End() {
     float ms = 0.0f;
     cudaEventElapsedTime(&ms, events_[i], events_[i + 1]);
     total_ms_[kinds_[i]] += ms;
+    ++launches_[kinds_[i]];
   }
   ++steps_;
 }
@@ -49,11 +50,13 @@ std::string StepProfiler::Report() const {
     sum += ms;
   }
   std::sort(rows.rbegin(), rows.rend());
-  std::string out = absl::StrFormat("%-14s %10s %7s %12s   (%d steps, %.3f ms per step)\n", "kernel kind",
-                                    "total ms", "share", "µs per step", steps_, steps_ ? sum / steps_ : 0.0);
+  std::string out = absl::StrFormat("%-14s %10s %7s %12s %9s   (%d steps, %.3f ms per step)\n", "kernel kind",
+                                    "total ms", "share", "µs per step", "launches", steps_,
+                                    steps_ ? sum / steps_ : 0.0);
   for (const auto& [ms, kind] : rows) {
-    absl::StrAppendFormat(&out, "%-14s %10.3f %6.1f%% %12.1f\n", kind, ms, 100.0 * ms / sum,
-                          1e3 * ms / std::max(1, steps_));
+    absl::StrAppendFormat(&out, "%-14s %10.3f %6.1f%% %12.1f %9.1f\n", kind, ms, 100.0 * ms / sum,
+                          1e3 * ms / std::max(1, steps_),
+                          static_cast<double>(launches_.at(kind)) / std::max(1, steps_));
   }
   return out;
 }

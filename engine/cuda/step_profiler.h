@@ -17,9 +17,14 @@ class StepProfiler {
   void Begin(cudaStream_t stream);  // before a step's first launch
   void Mark(const char* kind);      // after each launch: the time since the last mark is `kind`'s
   void End();                       // after the step's last launch: waits and accumulates
-  // "kind  total ms  share  per step µs" rows, largest first, over all profiled steps.
+  // "kind  total ms  share  per step µs  launches per step" rows, largest first, over all
+  // profiled steps (launches: the marks of that kind, e.g. 2 for lm head: gather + GEMM).
   std::string Report() const;
-  void Reset() { total_ms_.clear(); steps_ = 0; }
+  void Reset() {
+    total_ms_.clear();
+    launches_.clear();
+    steps_ = 0;
+  }
 
  private:
   cudaEvent_t NextEvent();
@@ -28,6 +33,7 @@ class StepProfiler {
   std::vector<const char*> kinds_;   // kinds_[i] ends at events_[i + 1]
   size_t used_ = 0;
   std::map<std::string, double> total_ms_;
+  std::map<std::string, int> launches_;
   int steps_ = 0;
 };
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The CUDA engine's checks on the GPU machine (issue 8), run from the repository root there:
 #   bash scripts/gpu/cuda_engine_checks.sh STAGE...
-#   STAGE: tests | new-tests | lut-tests | tc-tests | tc-bench | attn | bench-ab | kbench-ab | ablate | strip-stages | ncu-e2e | kbench | sanitize | ncu | sass | ppl | serve | bench | bench-w4 | bench70 | profile
+#   STAGE: tests | new-tests | lut-tests | tc-tests | tc-bench | tc-ab | attn | bench-ab | kbench-ab | ablate | strip-stages | ncu-e2e | kbench | sanitize | ncu | sass | ppl | serve | bench | bench-w4 | bench70 | profile
 # Expects, built and packed on the development machine (see scripts/gpu/README.md):
 #   .dev/pack-e2e.tar.xz  flute, engine_tests, kernel_tests, libflute_{spm,cuda}.so + libraries
 #   .dev/shared.tar.xz    the man-page model and validation tokens (a subset of ../shared)
@@ -91,6 +91,13 @@ for stage in "$@"; do
       timeout 300 $bin/flute-bench-kernel --m ${TC_M:-32,64,128,256} --configs ${TC_CONFIGS:-4g128} --dtypes fp16 \
         --kernels auto,tc --replays 5 --md $out/tc-bench.md --json $out/tc-bench.json 2> $out/tc-bench.log; echo "rc=$?"
       tail -3 $out/tc-bench.log ;;
+    tc-ab)  # the tensor-core kernel's configurations (FLUTE_LUT_TC, kernels/lut_gemm_tc.cu), same session
+      for cfg in ${TC_CFGS:-default old mt64}; do
+        [ $cfg = default ] && unset FLUTE_LUT_TC || export FLUTE_LUT_TC=$cfg
+        timeout 150 $bin/flute-bench-kernel --m ${TC_M:-64,128,256} --configs 4g128 --dtypes fp16 --kernels tc \
+          --replays 5 --md $out/kb.md 2> /dev/null > /dev/null; echo "tc $cfg rc=$?"
+        { echo "## FLUTE_LUT_TC=$cfg"; cat $out/kb.md; } >> $out/tc-ab.md; rm -f $out/kb.md
+      done; unset FLUTE_LUT_TC ;;
     kbench-ab)  # the strip kernel's decode shapes, this build's bench against the base build's
                 # (packed as bin/flute-bench-kernel-base), alternately, same session
       for i in 1 2; do for b in base new; do

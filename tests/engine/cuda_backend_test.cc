@@ -9,7 +9,12 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
 #include "engine/backend.h"
+#include "engine/cuda_backend.h"
 #include "engine/generation.h"
 #include "engine/kv_cache.h"
 #include "engine/perplexity.h"
@@ -211,6 +216,38 @@ TEST(CudaBackend, FusedSwiGluDecodeMatchesTheCpuBackend) {
               prefill);
   EXPECT_LE(decode, 1e-3);
   EXPECT_LE(prefill, 1e-3);
+}
+
+// The decode steps of the wide model really run the fused norms: with --profile, a step of one
+// token launches add + RMSNorm twice (layer 0's input norm, the final norm) instead of
+// 2 x layers + 1 = 5 times; a prefill step of 24 tokens (more than the strip kernel's 8 rows:
+// no fusion) launches all 5.
+int NormLaunchesPerStep(Backend& backend) {
+  const std::string report = AsCudaBench(&backend)->ProfileReport();
+  for (absl::string_view line : absl::StrSplit(report, '\n')) {
+    if (!absl::StartsWith(line, "add+rmsnorm")) continue;
+    const std::vector<absl::string_view> fields = absl::StrSplit(line, ' ', absl::SkipEmpty());
+    double launches = 0;
+    if (absl::SimpleAtod(fields.back(), &launches)) return static_cast<int>(std::lround(launches));
+  }
+  ADD_FAILURE() << "no add+rmsnorm row in the profile:\n" << report;
+  return -1;
+}
+
+TEST(CudaBackend, DecodeStepsRunTheFusedNorms) {
+  REQUIRE_SHARED_AND_GPU();
+  std::string skip;
+  BackendOptions options = CudaOptions();
+  options.profile = true;
+  auto gpu = MakeCuda(Wide3072Nf4(), options, &skip);
+  REQUIRE_CUDA(gpu, skip);
+  std::vector<int32_t> ids;
+  for (int i = 0; i < 24; ++i) ids.push_back((i * 53 + 7) % 256);
+  RunChunked(*gpu, ids, 1);
+  EXPECT_EQ(NormLaunchesPerStep(*gpu), 2);
+  AsCudaBench(gpu.get())->ResetProfile();
+  RunChunked(*gpu, ids, 24);
+  EXPECT_EQ(NormLaunchesPerStep(*gpu), 5);
 }
 
 TEST(CudaBackend, ChunkedPrefillMatchesOnePass) {

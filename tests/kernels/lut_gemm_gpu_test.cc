@@ -311,6 +311,7 @@ TEST(LutGemmGpuTest, SplitCallsOfDifferentShapesShareAWorkspace) {
     b.y = d_y_many.ptr;
     b.workspace = d_ws.ptr;
     b.workspace_bytes = ws_bytes;
+    ASSERT_EQ(cudaMemset(d_y_few.ptr, 0xFF, m * 256 * 2), cudaSuccess);
     ASSERT_EQ(cudaMemset(d_y_many.ptr, 0xFF, m * 16384 * 2), cudaSuccess);
     ASSERT_TRUE(LaunchLutGemm(a, nullptr).ok());
     ASSERT_TRUE(LaunchLutGemm(b, nullptr).ok());
@@ -350,10 +351,23 @@ TEST(LutGemmGpuTest, SanitizerSubset) {
     for (int g : {32, 128}) {
       for (int split : {0, 3}) {
         Problem p = MakeProblem({80, 768, bits, g}, rng);
-        for (int64_t m : {1, 17, 33, 100}) {  // 33, 100: the tensor-core kernel (m-tiles of 64, 128)
+        for (int64_t m : {1, 17, 33, 100}) {  // 33, 100 with split 0: the tensor-core kernel
           std::vector<float> x = RandomX(ActivationType::kFloat16, m, 768, rng);
           std::vector<uint16_t> y;
           ASSERT_TRUE(RunGpu(p, ActivationType::kFloat16, x, m, split, &y));
+          double err = 0;
+          EXPECT_TRUE(Compare(ActivationType::kFloat16, y, Reference(p, x, m), &err));
+        }
+      }
+      LaunchChoice tc_split;  // the tensor-core kernel with a forced split (its reduction)
+      tc_split.kernel = LutKernel::kTensorCore;
+      tc_split.split_k = 2;
+      {
+        Problem p = MakeProblem({80, 768, bits, g}, rng);
+        for (int64_t m : {40, 100}) {
+          std::vector<float> x = RandomX(ActivationType::kFloat16, m, 768, rng);
+          std::vector<uint16_t> y;
+          ASSERT_TRUE(RunGpu(p, ActivationType::kFloat16, x, m, tc_split, &y));
           double err = 0;
           EXPECT_TRUE(Compare(ActivationType::kFloat16, y, Reference(p, x, m), &err));
         }
@@ -663,7 +677,9 @@ void CheckFusedNorm(int64_t h, int64_t kp, int64_t nc, int bits, int group, bool
 
 TEST(LutGemmGpuTest, FusedResidualEpilogueAndNormPrologueEqualTheSeparateKernels) {
   REQUIRE_GPU();
-  std::mt19937 rng(std::random_device{}());
+  const unsigned seed = std::random_device{}();  // fresh data each run; printed to reproduce
+  SCOPED_TRACE(::testing::Message() << "seed " << seed);
+  std::mt19937 rng(seed);
   for (ActivationType dtype : {ActivationType::kFloat16, ActivationType::kBFloat16}) {
     for (int bits : {2, 3, 4}) {
       for (int g : {32, 128}) {
@@ -674,7 +690,8 @@ TEST(LutGemmGpuTest, FusedResidualEpilogueAndNormPrologueEqualTheSeparateKernels
     // LLaMA-3 8B o -> gate/up and down -> qkv, at the decode batch sizes the engine fuses.
     CheckFusedNorm(4096, 4096, 28672, 4, 128, true, dtype, {1, 4}, rng);
     CheckFusedNorm(4096, 14336, 6144, 4, 128, false, dtype, {1, 2, 4}, rng);
-    CheckFusedNorm(8192, 8192, 10240, 4, 128, false, dtype, {1, 8}, rng);  // 70B qkv: resident X of 8 x 8192
+    // 70B o -> qkv; m = 8 (strip kernel forced) fills the largest resident X, 8 x 8192.
+    CheckFusedNorm(8192, 8192, 10240, 4, 128, false, dtype, {1, 8}, rng);
   }
 }
 
@@ -713,6 +730,27 @@ TEST(LutGemmGpuTest, FusedNormNeedsTheStripKernel) {
   st = LaunchLutGemm(params, nullptr);
   EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
   EXPECT_NE(st.message().find("sumsq_out"), std::string::npos) << st;
+  params.residual_out = nullptr;
+  params.y = buf.ptr;
+  params.residual_in = params.sumsq_in = params.norm_weight = static_cast<const float*>(buf.ptr);
+  for (LutKernel kernel : {LutKernel::kSplitK, LutKernel::kTensorCore}) {  // the norm prologue
+    params.kernel = kernel;
+    st = LaunchLutGemm(params, nullptr);
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+    EXPECT_NE(st.message().find("strip kernel"), std::string::npos) << st;
+  }
+  params.kernel = LutKernel::kAuto;
+  params.shape = {4096, 16384, 4, 128};  // resident X of 8 x 16384: over the shared memory limit
+  params.m = 8;
+  st = LaunchLutGemm(params, nullptr);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+  params.shape = {4096, 4096, 4, 128};
+  params.m = 1;
+  params.residual_out = static_cast<float*>(buf.ptr);  // both in one call
+  params.sumsq_out = static_cast<float*>(buf.ptr);
+  st = LaunchLutGemm(params, nullptr);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+  EXPECT_NE(st.message().find("cannot be combined"), std::string::npos) << st;
 }
 
 TEST(LutGemmGpuTest, RejectsBadCallsWithAClearError) {

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -248,6 +249,74 @@ TEST(LutGemmTcGpuTest, LeavesTheWorkspaceCounterPrefixZero) {
       ASSERT_TRUE(RunTc(p, ActivationType::kFloat16, x, m, call, &y, &prefix));
       for (size_t i = 0; i < prefix.size(); ++i) {
         ASSERT_EQ(prefix[i], 0) << "workspace byte " << i << " m=" << m << " split_k=" << split;
+      }
+    }
+  }
+}
+
+// Sets an environment variable for one scope (FLUTE_LUT_TC is read on every call).
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    if (value != nullptr) {
+      setenv(name, value, 1);
+    } else {
+      unsetenv(name);
+    }
+  }
+  ~ScopedEnv() { unsetenv(name_); }
+
+ private:
+  const char* name_;
+};
+
+// FLUTE_LUT_TC (lut_gemm_tc.cu): the default (per-thread split reduction, workspace-aware split
+// choice), "old" (the element-loop reduction) and "mt64" (64-row tiles for every m) all match
+// the reference, automatic and forced splits, plain and SwiGLU; with the same forced split the
+// default and "old" are bitwise equal (both reductions add in split order from 0.0f).
+TEST(LutGemmTcGpuTest, EveryFluteLutTcConfigMatchesAndReductionsAreBitwiseEqual) {
+  REQUIRE_GPU();
+  FRESH_RNG(rng);
+  for (const LutShape& s : {LutShape{4096, 4096, 4, 128}, LutShape{400, 2048, 3, 32}}) {
+    const LutProblem p = MakeLutProblem(s, rng);
+    for (ActivationType dtype : {ActivationType::kFloat16, ActivationType::kBFloat16}) {
+      for (int64_t m : {33, 64, 100, 128}) {
+        const std::vector<float> x = RandomActivations(dtype, m, s.k, rng);
+        const std::vector<float> ref = ReferenceY(p, x, m);
+        for (int split : {0, 3}) {
+          for (bool swiglu : {false, true}) {
+            TcCall call;
+            call.split_k = split;
+            call.swiglu = swiglu;
+            std::vector<uint16_t> by_config[3];
+            const char* configs[3] = {nullptr, "old", "mt64"};
+            for (int c = 0; c < 3; ++c) {
+              SCOPED_TRACE(::testing::Message() << "FLUTE_LUT_TC=" << (configs[c] ? configs[c] : "(unset)") << " n="
+                                                << s.n << " k=" << s.k << " b=" << s.bits << " G=" << s.group_size
+                                                << " " << Name(dtype) << " m=" << m << " split_k=" << split
+                                                << " swiglu=" << swiglu);
+              ScopedEnv env("FLUTE_LUT_TC", configs[c]);
+              ASSERT_TRUE(RunTc(p, dtype, x, m, call, &by_config[c]));
+              if (!swiglu) {
+                EXPECT_TRUE(MatchesReference(dtype, by_config[c], ref, nullptr));
+              }
+            }
+            if (split > 0) {
+              EXPECT_EQ(by_config[0], by_config[1]) << "default vs old, m=" << m << " swiglu=" << swiglu;
+            }
+            if (swiglu) {  // the fused output against silu(gate) * up of the reference
+              const int64_t inter = s.n / 2;
+              std::vector<float> sw(static_cast<size_t>(m * inter));
+              for (int64_t r = 0; r < m; ++r) {
+                for (int64_t c = 0; c < inter; ++c) {
+                  const float gate = ref[r * s.n + 16 * (c / 8) + c % 8], up = ref[r * s.n + 16 * (c / 8) + c % 8 + 8];
+                  sw[r * inter + c] = gate / (1.0f + std::exp(-gate)) * up;
+                }
+              }
+              for (int c = 0; c < 3; ++c) EXPECT_TRUE(MatchesReference(dtype, by_config[c], sw, nullptr, 2.0)) << c;
+            }
+          }
+        }
       }
     }
   }
