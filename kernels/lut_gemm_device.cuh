@@ -231,5 +231,52 @@ __device__ __forceinline__ uint32_t LaneTable(const uint32_t* s_table, int lane)
   return addr;
 }
 
+// Output features per block of the two tiled kernels (split-K and tensor-core): one 16-row
+// strip per warp.
+constexpr int kTileBlockN = kWarps * 16;
+
+// silu(gate) * up of two fp32 sums, each rounded to T first (exactly the plain GEMM's outputs
+// followed by the SwiGLU kernel of llama_ops.cu).
+template <typename T>
+__device__ __forceinline__ T SwiGluOfSums(float gate_sum, float up_sum) {
+  const float gate = Act<T>::ToFloat(Act<T>::FromFloat(gate_sum));
+  const float up = Act<T>::ToFloat(Act<T>::FromFloat(up_sum));
+  return Act<T>::FromFloat(gate / (1.0f + expf(-gate)) * up);
+}
+
+// The last split of a (column block, m tile) to finish: sums the partials of its [rows, 128]
+// outputs in split order (bitwise the same whichever split is last), with the SwiGLU epilogue
+// when asked. Not inlined: this runs once per tile, and its registers then do not add to the
+// main loop's.
+// (Scalars by value: a reference to the kernel's parameter struct would make the compiler
+// copy it to local memory for the whole kernel.)
+template <typename T>
+__device__ __noinline__ void SumPartialsInSplitOrder(const float* partials, int splits, int total_m, int total_n,
+                                                     bool swiglu, int m0, int rows, int col_block, T* y) {
+  const int tid = threadIdx.x;
+  auto sum_partials = [&](int m, int n) {
+    float sum = 0.0f;
+    for (int s = 0; s < splits; ++s) {
+      sum += __ldcg(partials + (static_cast<int64_t>(s) * total_m + m) * total_n + n);
+    }
+    return sum;
+  };
+  if (swiglu) {  // output o of the block: strip o / 8, gate row o % 8 (up row + 8)
+    for (int e = tid; e < rows * kTileBlockN / 2; e += kThreads) {
+      const int m = m0 + e / (kTileBlockN / 2), o = e % (kTileBlockN / 2);
+      const int n = col_block * kTileBlockN + (o / 8) * 16 + o % 8;
+      if (n >= total_n) continue;
+      y[static_cast<int64_t>(m) * (total_n / 2) + n / 16 * 8 + o % 8] =
+          SwiGluOfSums<T>(sum_partials(m, n), sum_partials(m, n + 8));
+    }
+    return;
+  }
+  for (int e = tid; e < rows * kTileBlockN; e += kThreads) {
+    const int m = m0 + e / kTileBlockN, n = col_block * kTileBlockN + e % kTileBlockN;
+    if (n >= total_n) continue;
+    y[static_cast<int64_t>(m) * total_n + n] = Act<T>::FromFloat(sum_partials(m, n));
+  }
+}
+
 }  // namespace
 }  // namespace flute::lut

@@ -350,9 +350,8 @@ __global__ void __launch_bounds__(kThreads) __maxnreg__(kBits == 3 ? 128 : 80)
     } else {
       if (tid >= 8 * a.m) return;
       const int row = tid & 7, mm = tid >> 3;
-      const float gate = Act<T>::ToFloat(Act<T>::FromFloat(sum_warps(parity, mm, row)));
-      const float up = Act<T>::ToFloat(Act<T>::FromFloat(sum_warps(parity, mm, row + 8)));
-      y[static_cast<int64_t>(mm) * (a.n / 2) + strip * 8 + row] = Act<T>::FromFloat(gate / (1.0f + expf(-gate)) * up);
+      y[static_cast<int64_t>(mm) * (a.n / 2) + strip * 8 + row] =
+          SwiGluOfSums<T>(sum_warps(parity, mm, row), sum_warps(parity, mm, row + 8));
     }
   };
 

@@ -42,7 +42,7 @@
 namespace flute::lut {
 namespace {
 
-constexpr int kBlockN = kWarps * 16;  // output features per block (two warpgroups)
+constexpr int kBlockN = kTileBlockN;  // output features per block (two warpgroups)
 constexpr int kMinM = kTensorCoreMinM;
 
 struct TcArgs {
@@ -178,45 +178,6 @@ __device__ __forceinline__ void Wgmma<__nv_bfloat16, 128>(float* d, const uint32
         "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
         "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b));
-}
-
-// silu(gate) * up of two fp32 sums, each rounded to T first (the plain GEMM's outputs followed
-// by the SwiGLU kernel of llama_ops.cu, as in the other LUT-GEMM kernels).
-template <typename T>
-__device__ __forceinline__ T SwiGluOfSums(float gate_sum, float up_sum) {
-  const float gate = Act<T>::ToFloat(Act<T>::FromFloat(gate_sum));
-  const float up = Act<T>::ToFloat(Act<T>::FromFloat(up_sum));
-  return Act<T>::FromFloat(gate / (1.0f + expf(-gate)) * up);
-}
-
-// The last split of a (column block, m tile) to finish sums the partials of its [rows, 128]
-// outputs in split order: bitwise the same whichever split finishes last.
-template <typename T>
-__device__ __noinline__ void SumPartialsInSplitOrder(const float* partials, int splits, int total_m, int total_n,
-                                                     bool swiglu, int m0, int rows, int col_block, T* y) {
-  const int tid = threadIdx.x;
-  auto sum_partials = [&](int m, int n) {
-    float sum = 0.0f;
-    for (int s = 0; s < splits; ++s) {
-      sum += __ldcg(partials + (static_cast<int64_t>(s) * total_m + m) * total_n + n);
-    }
-    return sum;
-  };
-  if (swiglu) {  // output o of the block: strip o / 8, gate row o % 8 (up row + 8)
-    for (int e = tid; e < rows * kBlockN / 2; e += kThreads) {
-      const int m = m0 + e / (kBlockN / 2), o = e % (kBlockN / 2);
-      const int n = col_block * kBlockN + (o / 8) * 16 + o % 8;
-      if (n >= total_n) continue;
-      y[static_cast<int64_t>(m) * (total_n / 2) + n / 16 * 8 + o % 8] =
-          SwiGluOfSums<T>(sum_partials(m, n), sum_partials(m, n + 8));
-    }
-    return;
-  }
-  for (int e = tid; e < rows * kBlockN; e += kThreads) {
-    const int m = m0 + e / kBlockN, n = col_block * kBlockN + e % kBlockN;
-    if (n >= total_n) continue;
-    y[static_cast<int64_t>(m) * total_n + n] = Act<T>::FromFloat(sum_partials(m, n));
-  }
 }
 
 template <typename T, int kBits, int kMT>

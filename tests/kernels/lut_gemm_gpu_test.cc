@@ -16,6 +16,7 @@
 #include "kernels/llama_ops.h"
 #include "kernels/lut_gemm.h"
 #include "tests/kernels/gpu_test_util.h"
+#include "tests/kernels/lut_problem_util.h"
 
 #ifdef FLUTE_HAVE_CUDA
 #include <cuda_runtime.h>
@@ -39,61 +40,12 @@ using flute::testing::HalfToFloat;
 
 using flute::testing::DeviceBuffer;
 
-// A random quantized matrix, on the host and on the device.
-struct Problem {
-  LutShape shape;
-  std::vector<uint8_t> packed;
-  std::vector<uint16_t> scales;
-  std::vector<float> table;
-  std::unique_ptr<DeviceBuffer> d_packed, d_scales, d_table;
-};
-
-Problem MakeProblem(const LutShape& s, std::mt19937& rng) {
-  Problem p;
-  p.shape = s;
-  std::vector<uint8_t> codes(static_cast<size_t>(s.n * s.k));
-  for (auto& c : codes) c = static_cast<uint8_t>(rng() & ((1u << s.bits) - 1));
-  p.packed.resize(PackedCodeBytes(s));
-  PackCodes(s, codes.data(), p.packed.data());
-  std::uniform_real_distribution<float> mag(0.5f, 2.0f);
-  p.scales.resize(static_cast<size_t>(s.n * (s.k / s.group_size)));
-  for (auto& v : p.scales) v = FloatToHalf(mag(rng) * ((rng() & 1) ? 0.02f : -0.02f));
-  std::normal_distribution<float> normal;
-  for (int i = 0; i < (1 << s.bits); ++i) p.table.push_back(normal(rng));
-  p.d_packed = std::make_unique<DeviceBuffer>(p.packed.size());
-  p.d_scales = std::make_unique<DeviceBuffer>(p.scales.size() * 2);
-  p.d_table = std::make_unique<DeviceBuffer>(p.table.size() * 4);
-  cudaMemcpy(p.d_packed->ptr, p.packed.data(), p.packed.size(), cudaMemcpyHostToDevice);
-  cudaMemcpy(p.d_scales->ptr, p.scales.data(), p.scales.size() * 2, cudaMemcpyHostToDevice);
-  cudaMemcpy(p.d_table->ptr, p.table.data(), p.table.size() * 4, cudaMemcpyHostToDevice);
-  return p;
-}
-
-// ReferenceMatmul over strips of rows in parallel (the packed layout is strip-major, so a
-// range of 16-row strips is itself a valid packed matrix).
+// A random quantized matrix on the host and the device, and the CPU reference product
+// (tests/kernels/lut_problem_util.h, shared with the tensor-core kernel's tests).
+using Problem = flute::testing::LutProblem;
+Problem MakeProblem(const LutShape& s, std::mt19937& rng) { return flute::testing::MakeLutProblem(s, rng); }
 std::vector<float> Reference(const Problem& p, const std::vector<float>& x, int64_t m) {
-  const LutShape& s = p.shape;
-  std::vector<float> y(static_cast<size_t>(m * s.n));
-  const int num_threads = std::max(1u, std::min(16u, std::thread::hardware_concurrency()));
-  const int64_t strips = s.n / 16;
-  std::vector<std::thread> threads;
-  for (int t = 0; t < num_threads; ++t) {
-    threads.emplace_back([&, t] {
-      const int64_t s0 = strips * t / num_threads, s1 = strips * (t + 1) / num_threads;
-      if (s1 == s0) return;
-      LutShape sub = s;
-      sub.n = (s1 - s0) * 16;
-      std::vector<float> ys(static_cast<size_t>(m * sub.n));
-      ReferenceMatmul(sub, p.packed.data() + PackedCodeBytes({s0 * 16, s.k, s.bits, s.group_size}),
-                      p.scales.data() + s0 * 16 * (s.k / s.group_size), p.table.data(), x.data(),
-                      m, ys.data());
-      for (int64_t i = 0; i < m; ++i) {
-        std::memcpy(&y[i * s.n + s0 * 16], &ys[i * sub.n], sub.n * 4);
-      }
-    });
-  }
-  for (auto& th : threads) th.join();
-  return y;
+  return flute::testing::ReferenceY(p, x, m);
 }
 
 // How a test launches the kernel: forced split count, kernel choice, PDL.
