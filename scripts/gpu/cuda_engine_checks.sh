@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The CUDA engine's checks on the GPU machine (issue 8), run from the repository root there:
 #   bash scripts/gpu/cuda_engine_checks.sh STAGE...
-#   STAGE: tests | new-tests | lut-tests | tc-tests | tc-bench | tc-ab | attn | bench-ab | kbench-ab | ablate | strip-stages | ncu-e2e | kbench | sanitize | ncu | sass | ppl | serve | bench | bench-w4 | bench70 | profile
+#   STAGE: tests | new-tests | lut-tests | tc-tests | tc-bench | tc-ab | attn | bench-ab | kbench-ab | ablate | strip-stages | env-sweep | ncu-e2e | kbench | sanitize | ncu | sass | ppl | serve | bench | bench-w4 | bench70 | profile
 # Expects, built and packed on the development machine (see scripts/gpu/README.md):
 #   .dev/pack-e2e.tar.xz  flute, engine_tests, kernel_tests, libflute_{spm,cuda}.so + libraries
 #   .dev/shared.tar.xz    the man-page model and validation tokens (a subset of ../shared)
@@ -73,6 +73,14 @@ for stage in "$@"; do
         timeout 100 $bin/flute bench e2e --shape 8b --weights w4 --batches 1,4,8 --prefill 0 2> $out/ss.log > /dev/null
         echo "rc=$?"; grep -E "decode batch" $out/ss.log | sed "s/^/strip $cfg: /"
       done | tee $out/strip-stages.txt; unset FLUTE_LUT_STRIP; rm -f $out/ss.log ;;
+    env-sweep)  # 8B W4 decode for each value of the environment variable $SWEEP_VAR (values in
+                # $SWEEP_VALUES, "unset" = not set), same session: tuning knobs such as
+                # FLUTE_DECODE_L2_PREFETCH_MB
+      for v in ${SWEEP_VALUES:?}; do
+        [ $v = unset ] && unset ${SWEEP_VAR:?} || export ${SWEEP_VAR:?}=$v
+        timeout 100 $bin/flute bench e2e --shape 8b --weights w4 --batches ${SWEEP_BATCHES:-1,4} --prefill 0 2> $out/ss.log > /dev/null
+        echo "rc=$?"; grep -E "decode batch" $out/ss.log | sed "s/^/$SWEEP_VAR=$v: /"
+      done | tee -a $out/env-sweep.txt; unset $SWEEP_VAR; rm -f $out/ss.log ;;
     bench-w4)  # 8B W4 and bf16 only, without the batch-invariant comparison
       timeout 400 $bin/flute bench e2e --shape 8b --weights w4,bf16 \
         --json $out/e2e-8b.json --markdown $out/e2e-8b.md 2> $out/e2e-8b.log; echo "rc=$?"; cat $out/e2e-8b.log ;;
