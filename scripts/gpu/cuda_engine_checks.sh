@@ -126,14 +126,15 @@ for stage in "$@"; do
       cat $out/lut-gemm-sanitizer.log ;;
     ncu)  # Nsight Compute on one call of each kernel: the strip kernel at M = 1 on a mid-size
           # shape, and the split-K kernel at M = 16 (one report per case, full sections)
-      for c in "14336x4096 1" "4096x4096 1" "4096x28672 16"; do
+      IFS=';' read -ra cases <<< "${NCU_CASES:-14336x4096 1;4096x4096 1;4096x28672 16}"
+      for c in "${cases[@]}"; do
         set -- $c
         f=$out/ncu-$1-m$2.txt
         { header "ncu, LUT-GEMM $1 (KxN) fp16 4g128 M=$2 (auto kernel choice)"
           timeout 150 ncu --clock-control none --kernel-name regex:LutGemm --launch-skip 3 --launch-count 1 \
             --section SpeedOfLight --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis \
             --section Occupancy --section SchedulerStats --section WarpStateStats --section LaunchStats \
-            --metrics smsp__inst_executed.sum,dram__bytes_read.sum,sm__warps_active.avg.pct_of_peak_sustained_active \
+            --metrics smsp__inst_executed.sum,dram__bytes_read.sum,sm__warps_active.avg.pct_of_peak_sustained_active ${NCU_EXTRA:-} \
             $bin/flute-bench-kernel --shapes $1 --m $2 --configs 4g128 --dtypes fp16 --kernels auto --replays 1 2>&1
         } > $f
         grep -E "LutGemm|Duration|DRAM Throughput|Issued Warp|Eligible Warps|Achieved Occupancy|Registers Per|inst_executed|Stall|One or More" $f | head -16
