@@ -14,12 +14,24 @@
 // M < 33), "-pdl" launches with programmatic dependent launch, "-pdl-early" also
 // loads every prologue stage's weights before the PDL wait, as the engine does
 // (LutGemmParams::early_weights). Calls run back to back, each after the same GEMM.
+//
+//   flute-bench-kernel --dense-gemv [--shapes KxN,...] [--m 1,2,4,8] [--dtypes fp16,bf16]
+//                      [--kernels gemv,gemv-pdl] [--dense-y auto|same|fp32] [--md F] [--json F]
+// --dense-gemv times the dense 16-bit GEMV (kernels/dense_gemv.h, M <= 8) instead of the
+// LUT-GEMM, against the same cublasGemmEx call, both on the SAME rotated dense weights. Default
+// shapes: the 8 above plus the LM heads 4096x128256 (8B) and 8192x128256 (70B); default M 1, 2,
+// 4, 8. "gemv-pdl" launches with programmatic dependent launch (the next call's first weight
+// loads overlap the previous call's end, as in the engine). --dense-y: the output type of both,
+// "auto" (default) = fp32 for N > 65536 (LM-head logits, as the engine stores them), else the
+// 16-bit type. Each row also reports the normalized difference ||Y_gemv - Y_cublas|| /
+// ||Y_cublas|| of one call on the same inputs (a sanity check, not a timing).
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
@@ -28,6 +40,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/dense_gemv.h"
 #include "kernels/lut_format.h"
 #include "kernels/lut_gemm.h"
 
@@ -93,6 +106,10 @@ struct Options {
   std::vector<std::string> kernels = {"auto"};
   std::string md_path, json_path;
   int replays = 15;
+  // --dense-gemv: the dense GEMV section instead of the LUT-GEMM one.
+  bool dense = false;
+  std::string dense_y = "auto";  // auto | same | fp32
+  bool shapes_given = false, ms_given = false, kernels_given = false;
 };
 
 struct KernelChoice {
@@ -126,6 +143,7 @@ bool ParseOptions(int argc, char** argv, Options* o) {
     };
     if (a == "--shapes") {
       o->shapes.clear();
+      o->shapes_given = true;
       for (const auto& s : Split(value(), ',')) {
         auto kn = Split(s, 'x');
         if (kn.size() != 2) { std::fprintf(stderr, "error: --shapes wants KxN, got %s\n", s.c_str()); return false; }
@@ -133,6 +151,7 @@ bool ParseOptions(int argc, char** argv, Options* o) {
       }
     } else if (a == "--m") {
       o->ms.clear();
+      o->ms_given = true;
       for (const auto& s : Split(value(), ',')) o->ms.push_back(std::stoll(s));
     } else if (a == "--configs") {
       o->configs.clear();
@@ -143,9 +162,14 @@ bool ParseOptions(int argc, char** argv, Options* o) {
       }
     } else if (a == "--kernels") {
       o->kernels = Split(value(), ',');
-      for (const auto& k : o->kernels) {
-        KernelChoice c;
-        if (!ParseKernel(k, &c)) { std::fprintf(stderr, "error: unknown kernel %s\n", k.c_str()); return false; }
+      o->kernels_given = true;
+    } else if (a == "--dense-gemv") {
+      o->dense = true;
+    } else if (a == "--dense-y") {
+      o->dense_y = value();
+      if (o->dense_y != "auto" && o->dense_y != "same" && o->dense_y != "fp32") {
+        std::fprintf(stderr, "error: --dense-y takes auto, same or fp32, got %s\n", o->dense_y.c_str());
+        return false;
       }
     } else if (a == "--dtypes") {
       o->dtypes = Split(value(), ',');
@@ -159,6 +183,32 @@ bool ParseOptions(int argc, char** argv, Options* o) {
       std::fprintf(stderr, "error: unknown option %s (see the header of bench/lut_gemm_bench.cu)\n", a.c_str());
       return false;
     }
+  }
+  if (o->dense) {  // the dense section's defaults, unless given
+    if (!o->shapes_given) {
+      o->shapes.push_back({4096, 128256});
+      o->shapes.push_back({8192, 128256});
+    }
+    if (!o->ms_given) o->ms = {1, 2, 4, 8};
+    if (!o->kernels_given) o->kernels = {"gemv", "gemv-pdl"};
+    for (const auto& k : o->kernels) {
+      if (k != "gemv" && k != "gemv-pdl") {
+        std::fprintf(stderr, "error: with --dense-gemv, --kernels takes gemv and gemv-pdl, got %s\n", k.c_str());
+        return false;
+      }
+    }
+    for (int64_t m : o->ms) {
+      if (m < 1 || m > flute::gpu::kDenseGemvMaxM) {
+        std::fprintf(stderr, "error: the dense GEMV takes M in [1, %lld], got %lld\n",
+                     (long long)flute::gpu::kDenseGemvMaxM, (long long)m);
+        return false;
+      }
+    }
+    return true;
+  }
+  for (const auto& k : o->kernels) {
+    KernelChoice c;
+    if (!ParseKernel(k, &c)) { std::fprintf(stderr, "error: unknown kernel %s\n", k.c_str()); return false; }
   }
   return true;
 }
@@ -224,7 +274,18 @@ struct Row {
   int64_t k, n, m;
   std::string dtype, config, kernel;
   double us, gbps, pct_copy, cublas_us, speedup;
+  double diff_vs_cublas = -1.0;  // dense section only: ||Y - Y_cublas|| / ||Y_cublas||
 };
+
+// The cuBLAS baseline: row-major Y[M,N] = X[M,K] W[N,K]^T, fp32 accumulation, Y of type c_type.
+void CublasGemm(cublasHandle_t cublas, int64_t N, int m, int64_t K, const void* w, const void* x, void* y,
+                cudaDataType_t ab_type, cudaDataType_t c_type) {
+  const float alpha = 1.0f, beta = 0.0f;
+  // Row-major Y[M,N] = X[M,K] W[N,K]^T  <=>  column-major C[N,M] = W^T(K,N)^T · X^T(K,M).
+  CHECK_CUBLAS(cublasGemmEx(cublas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(N), m, static_cast<int>(K), &alpha,
+                            w, ab_type, static_cast<int>(K), x, ab_type, static_cast<int>(K), &beta, y, c_type,
+                            static_cast<int>(N), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
 
 int NumCopies(size_t bytes_per_copy, size_t l2) {
   return static_cast<int>(std::max<size_t>(2, (4 * l2) / std::max<size_t>(bytes_per_copy, 1) + 2));
@@ -251,17 +312,11 @@ void BenchShapeDtype(const Options& o, int64_t K, int64_t N, const std::string& 
       CHECK_CUDA(cudaMalloc(&w[c], w_bytes));
       Fill(w[c], N * K, 100 + c, 0.05f);
     }
-    const float alpha = 1.0f, beta = 0.0f;
     for (size_t mi = 0; mi < o.ms.size(); ++mi) {
       const int m = static_cast<int>(o.ms[mi]);
       const int calls = std::max(copies * 2, 20);
       cublas_s[mi] = TimePerCall(stream, calls, o.replays, [&](int i) {
-        // Row-major Y[M,N] = X[M,K] W[N,K]^T  <=>  column-major C[N,M] = W^T(K,N)^T · X^T(K,M).
-        CHECK_CUBLAS(cublasGemmEx(cublas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(N), m,
-                                  static_cast<int>(K), &alpha, w[i % copies], cuda_type,
-                                  static_cast<int>(K), x, cuda_type, static_cast<int>(K), &beta, y,
-                                  cuda_type, static_cast<int>(N), CUBLAS_COMPUTE_32F,
-                                  CUBLAS_GEMM_DEFAULT));
+        CublasGemm(cublas, N, m, K, w[i % copies], x, y, cuda_type, cuda_type);
       });
     }
     for (T* p : w) CHECK_CUDA(cudaFree(p));
@@ -358,16 +413,123 @@ void BenchShapeDtype(const Options& o, int64_t K, int64_t N, const std::string& 
   CHECK_CUDA(cudaFree(y));
 }
 
-std::string Markdown(const std::vector<Row>& rows, const std::string& header) {
+// ||a - b|| / ||b|| of two device outputs of `count` values (fp32, or T).
+template <typename T>
+double NormalizedDiff(const void* a, const void* b, size_t count, bool fp32) {
+  auto to_host = [&](const void* p) {
+    std::vector<float> out(count);
+    if (fp32) {
+      CHECK_CUDA(cudaMemcpy(out.data(), p, count * 4, cudaMemcpyDeviceToHost));
+    } else {
+      std::vector<T> raw(count);
+      CHECK_CUDA(cudaMemcpy(raw.data(), p, count * sizeof(T), cudaMemcpyDeviceToHost));
+      for (size_t i = 0; i < count; ++i) out[i] = static_cast<float>(raw[i]);
+    }
+    return out;
+  };
+  const std::vector<float> va = to_host(a), vb = to_host(b);
+  double num = 0.0, den = 0.0;
+  for (size_t i = 0; i < count; ++i) {
+    num += (double(va[i]) - vb[i]) * (double(va[i]) - vb[i]);
+    den += double(vb[i]) * vb[i];
+  }
+  return den > 0.0 ? std::sqrt(num / den) : (num > 0.0 ? INFINITY : 0.0);
+}
+
+// The dense section (--dense-gemv): the dense GEMV and cuBLAS on the same rotated W [N, K].
+template <typename T>
+void BenchDenseShapeDtype(const Options& o, int64_t K, int64_t N, const std::string& dtype, size_t l2,
+                          double copy_bw, cublasHandle_t cublas, cudaStream_t stream, std::vector<Row>* rows) {
+  const bool bf16 = dtype == "bf16";
+  const cudaDataType_t ab_type = bf16 ? CUDA_R_16BF : CUDA_R_16F;
+  const bool y_fp32 = o.dense_y == "fp32" || (o.dense_y == "auto" && N > 65536);
+  const cudaDataType_t c_type = y_fp32 ? CUDA_R_32F : ab_type;
+  const size_t y_elem = y_fp32 ? 4 : sizeof(T);
+  const int64_t max_m = *std::max_element(o.ms.begin(), o.ms.end());
+  if (!flute::gpu::DenseGemvSupports(max_m, N, K)) {
+    std::fprintf(stderr, "skip %lldx%lld: not a dense GEMV shape (k %% 8 == 0, M <= 8)\n", (long long)K, (long long)N);
+    return;
+  }
+  T* x;
+  void *y, *y_cublas;
+  CHECK_CUDA(cudaMalloc(&x, max_m * K * sizeof(T)));
+  CHECK_CUDA(cudaMalloc(&y, max_m * N * y_elem));
+  CHECK_CUDA(cudaMalloc(&y_cublas, max_m * N * y_elem));
+  Fill(x, max_m * K, 11, 1.0f);
+  const size_t w_bytes = N * K * sizeof(T);
+  const int copies = NumCopies(w_bytes, l2);
+  std::vector<T*> w(copies);
+  for (int c = 0; c < copies; ++c) {
+    CHECK_CUDA(cudaMalloc(&w[c], w_bytes));
+    Fill(w[c], N * K, 100 + c, 0.05f);
+  }
+  CHECK_CUDA(cudaDeviceSynchronize());  // the fills ran on the legacy stream
+  const std::string config = y_fp32 ? "dense-yfp32" : "dense";
+  for (int64_t m : o.ms) {
+    const int calls = std::max(copies * 2, 20);
+    const double cublas_sec = TimePerCall(stream, calls, o.replays, [&](int i) {
+      CublasGemm(cublas, N, static_cast<int>(m), K, w[i % copies], x, y_cublas, ab_type, c_type);
+    });
+    for (const std::string& kernel_name : o.kernels) {
+      flute::gpu::DenseGemvParams p;
+      p.dtype = bf16 ? flute::lut::ActivationType::kBFloat16 : flute::lut::ActivationType::kFloat16;
+      p.m = m;
+      p.n = N;
+      p.k = K;
+      p.x = x;
+      p.y = y;
+      p.y_fp32 = y_fp32;
+      p.pdl = kernel_name == "gemv-pdl";
+      auto launch = [&](const void* weights) {
+        p.w = weights;
+        const absl::Status st = flute::gpu::LaunchDenseGemv(p, stream);
+        if (!st.ok()) {
+          std::fprintf(stderr, "error: %s\n", std::string(st.message()).c_str());
+          std::exit(1);
+        }
+      };
+      // Sanity check, untimed (and the launcher's first call, outside the graph capture): one
+      // call of each on the same inputs.
+      launch(w[0]);
+      CublasGemm(cublas, N, static_cast<int>(m), K, w[0], x, y_cublas, ab_type, c_type);
+      CHECK_CUDA(cudaStreamSynchronize(stream));
+      const double diff = NormalizedDiff<T>(y, y_cublas, static_cast<size_t>(m * N), y_fp32);
+      const double sec = TimePerCall(stream, calls, o.replays, [&](int i) { launch(w[i % copies]); });
+      const double bytes = double(w_bytes) + 2.0 * m * K + double(y_elem) * m * N;
+      Row r{K, N, m, dtype, config, kernel_name, sec * 1e6, bytes / sec / 1e9,
+            100.0 * bytes / sec / copy_bw, cublas_sec * 1e6, cublas_sec / sec};
+      r.diff_vs_cublas = diff;
+      rows->push_back(r);
+      std::fprintf(stderr,
+                   "%6lldx%-6lld %s M=%-2lld %-11s %-8s %9.2f us %7.0f GB/s %5.1f%% copy  cuBLAS %9.2f us  x%.2f  "
+                   "diff %.1e\n",
+                   (long long)K, (long long)N, dtype.c_str(), (long long)m, config.c_str(), kernel_name.c_str(), r.us,
+                   r.gbps, r.pct_copy, r.cublas_us, r.speedup, diff);
+    }
+  }
+  for (T* p : w) CHECK_CUDA(cudaFree(p));
+  CHECK_CUDA(cudaFree(x));
+  CHECK_CUDA(cudaFree(y));
+  CHECK_CUDA(cudaFree(y_cublas));
+}
+
+// dense: one more column, the dense section's difference from cuBLAS.
+std::string Markdown(const std::vector<Row>& rows, const std::string& header, bool dense = false) {
   std::ostringstream md;
-  md << header << "\n\n| K x N | dtype | M | config | kernel | µs | GB/s | % copy BW | cuBLAS µs | speedup |\n"
-     << "|---|---|---|---|---|---|---|---|---|---|\n";
+  md << header << "\n\n| K x N | dtype | M | config | kernel | µs | GB/s | % copy BW | cuBLAS µs | speedup |"
+     << (dense ? " diff vs cuBLAS |\n" : "\n") << "|---|---|---|---|---|---|---|---|---|---|"
+     << (dense ? "---|\n" : "\n");
   char line[256];
   for (const Row& r : rows) {
-    std::snprintf(line, sizeof(line), "| %lldx%lld | %s | %lld | %s | %s | %.2f | %.0f | %.1f | %.2f | %.2f |\n",
+    std::snprintf(line, sizeof(line), "| %lldx%lld | %s | %lld | %s | %s | %.2f | %.0f | %.1f | %.2f | %.2f |",
                   (long long)r.k, (long long)r.n, r.dtype.c_str(), (long long)r.m, r.config.c_str(),
                   r.kernel.c_str(), r.us, r.gbps, r.pct_copy, r.cublas_us, r.speedup);
     md << line;
+    if (dense) {
+      std::snprintf(line, sizeof(line), " %.1e |", r.diff_vs_cublas);
+      md << line;
+    }
+    md << "\n";
   }
   return md.str();
 }
@@ -381,7 +543,9 @@ std::string Json(const std::vector<Row>& rows, const std::string& device, double
     js << "    {\"k\": " << r.k << ", \"n\": " << r.n << ", \"m\": " << r.m << ", \"dtype\": \"" << r.dtype
        << "\", \"config\": \"" << r.config << "\", \"kernel\": \"" << r.kernel << "\", \"us\": " << r.us << ", \"gbps\": " << r.gbps
        << ", \"pct_copy_bw\": " << r.pct_copy << ", \"cublas_us\": " << r.cublas_us
-       << ", \"speedup_vs_cublas\": " << r.speedup << "}" << (i + 1 < rows.size() ? "," : "") << "\n";
+       << ", \"speedup_vs_cublas\": " << r.speedup;
+    if (r.diff_vs_cublas >= 0.0) js << ", \"diff_vs_cublas\": " << r.diff_vs_cublas;
+    js << "}" << (i + 1 < rows.size() ? "," : "") << "\n";
   }
   js << "  ]\n}\n";
   return js.str();
@@ -411,9 +575,18 @@ int main(int argc, char** argv) {
   for (const auto& kn : o.shapes) {
     for (const auto& dt : o.dtypes) {
       if (dt == "fp16") {
-        BenchShapeDtype<__half>(o, kn.first, kn.second, dt, prop.l2CacheSize, copy_bw, cublas, stream, &rows);
+        if (o.dense) {
+          BenchDenseShapeDtype<__half>(o, kn.first, kn.second, dt, prop.l2CacheSize, copy_bw, cublas, stream, &rows);
+        } else {
+          BenchShapeDtype<__half>(o, kn.first, kn.second, dt, prop.l2CacheSize, copy_bw, cublas, stream, &rows);
+        }
       } else if (dt == "bf16") {
-        BenchShapeDtype<__nv_bfloat16>(o, kn.first, kn.second, dt, prop.l2CacheSize, copy_bw, cublas, stream, &rows);
+        if (o.dense) {
+          BenchDenseShapeDtype<__nv_bfloat16>(o, kn.first, kn.second, dt, prop.l2CacheSize, copy_bw, cublas, stream,
+                                              &rows);
+        } else {
+          BenchShapeDtype<__nv_bfloat16>(o, kn.first, kn.second, dt, prop.l2CacheSize, copy_bw, cublas, stream, &rows);
+        }
       } else {
         std::fprintf(stderr, "error: --dtypes takes fp16 and bf16, got %s\n", dt.c_str());
         return 2;
@@ -425,10 +598,10 @@ int main(int argc, char** argv) {
   std::strftime(date, sizeof(date), "%Y-%m-%d", std::gmtime(&now));
   char header[320];
   std::snprintf(header, sizeof(header),
-                "LUT-GEMM vs cuBLAS on %s (%d SMs), %s; copy bandwidth %.0f GB/s (read+write, same "
+                "%s vs cuBLAS on %s (%d SMs), %s; copy bandwidth %.0f GB/s (read+write, same "
                 "run); median of CUDA-graph replays, weights rotated over > 4x L2",
-                prop.name, prop.multiProcessorCount, date, copy_bw / 1e9);
-  const std::string md = Markdown(rows, header);
+                o.dense ? "Dense GEMV" : "LUT-GEMM", prop.name, prop.multiProcessorCount, date, copy_bw / 1e9);
+  const std::string md = Markdown(rows, header, o.dense);
   std::fputs(md.c_str(), stdout);
   if (!o.md_path.empty()) std::ofstream(o.md_path) << md;
   if (!o.json_path.empty()) std::ofstream(o.json_path) << Json(rows, prop.name, copy_bw);

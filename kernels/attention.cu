@@ -25,7 +25,10 @@
 //    sequences, splits beyond the sequence's) still wait before they exit, so the grid never
 //    completes before its predecessor (the next kernel's wait covers this grid only). A
 //    one-chunk sequence writes `out` directly; otherwise each split writes (max, sum, unnormalized
-//    output) to the workspace and CombineKernel merges the splits in order. Nothing depends on
+//    output) to the workspace, and the split that finishes last (a counter per sequence and CTA
+//    column in the workspace's zeroed prefix) merges the splits in order (MergeSplits); the
+//    separate CombineKernel does the same merge where the counters do not fit (or with
+//    FLUTE_ATTENTION_COMBINE=kernel), bitwise alike. Nothing depends on
 //    the other sequences or on the max_* bounds, so a row's result is bitwise batch invariant;
 //    the loading scheme changes where the operands come from, not the order of any
 //    floating-point operation.
@@ -163,6 +166,8 @@ struct AttnArgs {
   void* out;                  // [rows, num_heads * head_dim]
   float* ws_acc;              // decode partials [num_seqs, num_heads, ws_splits, head_dim]
   float* ws_ml;               // decode (max, sum) [num_seqs, num_heads, ws_splits, 2]
+  int* split_counters;        // decode: arrivals per (sequence, CTA column), zero between
+                              // launches; null: CombineKernel merges the splits
   const int32_t* query_start;
   const int32_t* context_len;
   const int32_t* block_tables;
@@ -215,6 +220,7 @@ struct DecodeSmem {
   float p[kG][kChunk];                       // scores, then probabilities
   float l[kG];
   float m[kG];
+  int merges;                                // this CTA arrived last: it merges the splits
 };
 
 // What one CTA knows about its (sequence, kv head, head slice).
@@ -551,6 +557,88 @@ __device__ __forceinline__ void DecodeChunk(const AttnArgs& a, const DecodeTask&
   }
 }
 
+// Merge of the split partials of query heads [h0, h0 + ng) of one decode row (sequence seq,
+// output row q_row), done by a whole CTA of kDecodeThreads threads: out = sum_c acc_c w_c /
+// sum_c l_c w_c with w_c = exp2(m_c - max_c m_c), summed in split order (fmaf chains). Shared
+// by the last-arriving split CTA and CombineKernel, so both round alike (and as the per-element
+// loop this replaced). A thread takes 4 consecutive dimensions of one head ("quad") and puts
+// all the splits' float4 partials of its first quad in flight at once, before the (max, sum)
+// pairs are staged in shared memory: one L2 round trip for ng <= 4 (two at ng = 8). Loads go
+// through L2 (ld.global.cg): other SMs wrote the partials during this launch.
+// s_ml: shared scratch of 2 * kG * kMaxSplits floats (ng <= kG).
+template <typename T, int kD, int kG>
+__device__ __forceinline__ void MergeSplits(const AttnArgs& a, int seq, int q_row, int h0, int ng, int num_splits,
+                                            float* s_ml) {
+  constexpr int kQuads = kD / 4;
+  const int64_t cell0 = (static_cast<int64_t>(seq) * a.num_heads + h0) * a.ws_splits;  // (h0, split 0)
+  float4 v[kMaxSplits];
+  const auto load_quad = [&](int quad) {
+    const int g = quad / kQuads, q4 = quad % kQuads;
+    const float4* src = reinterpret_cast<const float4*>(a.ws_acc + (cell0 + g * a.ws_splits) * kD) + q4;
+#pragma unroll
+    for (int c = 0; c < kMaxSplits; ++c) {
+      if (c < num_splits) v[c] = __ldcg(src + c * kQuads);
+    }
+  };
+  const int quads = ng * kQuads;
+  if (static_cast<int>(threadIdx.x) < quads) load_quad(threadIdx.x);
+  float* s_m = s_ml;                     // [kG][kMaxSplits]
+  float* s_l = s_ml + kG * kMaxSplits;   // [kG][kMaxSplits]
+  for (int t = threadIdx.x; t < ng * num_splits; t += kDecodeThreads) {
+    const int g = t / num_splits, c = t % num_splits;
+    const float2 ml = __ldcg(reinterpret_cast<const float2*>(a.ws_ml) + cell0 + g * a.ws_splits + c);
+    s_m[g * kMaxSplits + c] = ml.x;
+    s_l[g * kMaxSplits + c] = ml.y;
+  }
+  __syncthreads();
+  T* out = static_cast<T*>(a.out) + static_cast<int64_t>(q_row) * a.num_heads * kD;
+  for (int quad = threadIdx.x; quad < quads; quad += kDecodeThreads) {
+    if (quad != static_cast<int>(threadIdx.x)) load_quad(quad);
+    const int g = quad / kQuads, q4 = quad % kQuads;
+    float m = -INFINITY;
+    for (int c = 0; c < num_splits; ++c) m = fmaxf(m, s_m[g * kMaxSplits + c]);
+    float l = 0.f, acc[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+    for (int c = 0; c < kMaxSplits; ++c) {
+      if (c < num_splits) {
+        const float w = exp2f(s_m[g * kMaxSplits + c] - m);
+        l = fmaf(s_l[g * kMaxSplits + c], w, l);
+        acc[0] = fmaf(v[c].x, w, acc[0]);
+        acc[1] = fmaf(v[c].y, w, acc[1]);
+        acc[2] = fmaf(v[c].z, w, acc[2]);
+        acc[3] = fmaf(v[c].w, w, acc[3]);
+      }
+    }
+    T* dst = out + (h0 + g) * kD + 4 * q4;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) dst[j] = Act<T>::FromFloat(acc[j] / l);
+  }
+}
+
+// After a split CTA has stored its partials: counts its arrival and, in the CTA that arrives
+// last, merges every split of the CTA's [ng, D] slice (split_counters set; the classic
+// fence / count / fence pattern: each thread's partial stores are fenced before thread 0's
+// atomicAdd, and the last CTA fences again before it reads). The last CTA resets the counter,
+// so the prefix is zero again when the launch ends. The chunk loop's shared memory is free by
+// now (the first barrier): its score buffer holds the merge's (max, sum) pairs.
+template <typename T, int kD, int kG>
+__device__ __forceinline__ void MergeIfLastSplit(const AttnArgs& a, const DecodeTask& task, int num_splits,
+                                                 DecodeSmem<kD, kG>& sm) {
+  static_assert(sizeof(sm.p) >= sizeof(float) * 2 * kG * kMaxSplits, "the merge's scratch must fit the score buffer");
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int* counter = a.split_counters + static_cast<int64_t>(task.seq) * gridDim.x + blockIdx.x;
+    const bool last = atomicAdd(counter, 1) == num_splits - 1;
+    if (last) *counter = 0;  // every split has arrived: nobody else touches it this launch
+    sm.merges = last;
+  }
+  __syncthreads();
+  if (!sm.merges) return;
+  __threadfence();
+  MergeSplits<T, kD, kG>(a, task.seq, task.q_row, task.h0, task.ng, num_splits, &sm.p[0][0]);
+}
+
 // Grid (kv heads x head slices, splits, sequences). A sequence of one chunk is written to
 // `out` directly; otherwise each split writes its merged partials to the workspace.
 //
@@ -703,6 +791,7 @@ __device__ __forceinline__ void DecodeChunkCta(const AttnArgs& a, const RopeKvAr
       }
     }
   }
+  if (task.num_chunks > 1 && a.split_counters != nullptr) MergeIfLastSplit<T, kD, kG>(a, task, plan.num_splits, sm);
 }
 
 template <typename T, int kD, int kG>
@@ -718,29 +807,18 @@ __global__ void __launch_bounds__(kDecodeThreads) DecodeChunkRopeKernel(AttnArgs
   DecodeChunkCta<T, kD, kG, true>(a, r, sm);
 }
 
-// Decode sequences of more than one chunk: merge the splits' partials in split order.
-// Grid (num_heads, num_seqs), head_dim threads (one output element each).
-template <typename T>
-__global__ void CombineKernel(AttnArgs a, int head_dim) {
+// Decode sequences of more than one chunk, where the split CTAs do not merge (no counters):
+// merge the splits' partials in split order. Grid (num_heads, num_seqs), kDecodeThreads threads.
+template <typename T, int kD>
+__global__ void __launch_bounds__(kDecodeThreads) CombineKernel(AttnArgs a) {
+  __shared__ float s_ml[2 * kMaxSplits];
   PdlPrologue();  // launched with LaunchWithPdl (kernels/pdl.cuh)
-  const int seq = blockIdx.y, h = blockIdx.x, d = threadIdx.x;
+  const int seq = blockIdx.y, h = blockIdx.x;
   const int q_row = a.query_start[seq];
   if (a.query_start[seq + 1] - q_row != 1) return;
   const int num_chunks = (a.context_len[seq] + kChunk - 1) / kChunk;
   if (num_chunks <= 1) return;  // written by DecodeChunkKernel
-  const int num_splits = PlanSplits(num_chunks).num_splits;
-  const int64_t cell0 = (static_cast<int64_t>(seq) * a.num_heads + h) * a.ws_splits;
-  const float* ml = a.ws_ml + cell0 * 2;
-  float m = -INFINITY;
-  for (int c = 0; c < num_splits; ++c) m = fmaxf(m, ml[2 * c]);
-  float l = 0.f, acc = 0.f;
-  for (int c = 0; c < num_splits; ++c) {
-    const float w = exp2f(ml[2 * c] - m);
-    l = fmaf(ml[2 * c + 1], w, l);
-    acc = fmaf(a.ws_acc[(cell0 + c) * head_dim + d], w, acc);
-  }
-  T* out = static_cast<T*>(a.out) + static_cast<int64_t>(q_row) * a.num_heads * head_dim;
-  out[h * head_dim + d] = Act<T>::FromFloat(acc / l);
+  MergeSplits<T, kD, 1>(a, seq, q_row, h, 1, PlanSplits(num_chunks).num_splits, s_ml);
 }
 
 // ---- Prefill: FlashAttention-style SIMT tiles ------------------------------------------------
@@ -1135,6 +1213,13 @@ int Log2(int x) {
 
 // FLUTE_ATTENTION_PREFILL=simt selects the SIMT prefill kernel instead of the tensor-core
 // one (a cross-check for tests and debugging; read at every launch, host side only).
+// FLUTE_ATTENTION_COMBINE=kernel merges decode splits in the separate CombineKernel instead of
+// in the last split CTA (a cross-check and an A/B switch; read at every launch, host side).
+bool UseCombineKernel() {
+  const char* v = std::getenv("FLUTE_ATTENTION_COMBINE");
+  return v != nullptr && std::strcmp(v, "kernel") == 0;
+}
+
 bool UseSimtPrefill() {
   const char* v = std::getenv("FLUTE_ATTENTION_PREFILL");
   return v != nullptr && std::strcmp(v, "simt") == 0;
@@ -1216,8 +1301,8 @@ cudaError_t LaunchAll(const AttnArgs& a, const RopeKvArgs* rope, int num_seqs, i
     if (err != cudaSuccess) return err;
   }
   cudaError_t err = LaunchDecodeForGroup<T, kD>(a, rope, num_seqs, stream);
-  if (err != cudaSuccess || a.ws_splits <= 1) return err;
-  LaunchWithPdl(CombineKernel<T>, dim3(a.num_heads, num_seqs), kD, 0, stream, a, kD);
+  if (err != cudaSuccess || a.ws_splits <= 1 || a.split_counters != nullptr) return err;
+  LaunchWithPdl(CombineKernel<T, kD>, dim3(a.num_heads, num_seqs), kDecodeThreads, 0, stream, a);
   return cudaGetLastError();
 }
 
@@ -1271,7 +1356,8 @@ absl::Status LaunchKvCacheWrite(const PagedKvLayer& cache, const void* qkv, int 
 size_t PagedAttentionWorkspaceBytes(int max_rows, int num_heads, int head_dim, int max_context_len) {
   const int splits = WorkspaceSplits(max_context_len);
   if (splits <= 1 || max_rows <= 0 || num_heads <= 0 || head_dim <= 0) return 0;
-  return static_cast<size_t>(max_rows) * num_heads * splits * (head_dim + 2) * sizeof(float);
+  return kPagedAttentionCounterBytes +
+         static_cast<size_t>(max_rows) * num_heads * splits * (head_dim + 2) * sizeof(float);
 }
 
 namespace {
@@ -1385,7 +1471,9 @@ absl::Status LaunchPagedAttention(const PagedKvLayer& cache, const void* q, int 
   a.q = q;
   a.out = out;
   a.ws_splits = WorkspaceSplits(batch.max_context_len);
-  a.ws_acc = need > 0 ? static_cast<float*>(workspace) : nullptr;
+  // Workspace: the split counters' fixed prefix (zero between launches), then the partials.
+  a.ws_acc = need > 0 ? reinterpret_cast<float*>(static_cast<char*>(workspace) + kPagedAttentionCounterBytes)
+                      : nullptr;
   a.ws_ml = need > 0 ? a.ws_acc + static_cast<size_t>(batch.num_seqs) * num_heads * a.ws_splits * d : nullptr;
   a.query_start = batch.query_start;
   a.context_len = batch.context_len;
@@ -1396,6 +1484,12 @@ absl::Status LaunchPagedAttention(const PagedKvLayer& cache, const void* q, int 
   a.num_kv_heads = cache.num_kv_heads;
   a.group = num_heads / cache.num_kv_heads;
   a.head_slices = (a.group + kMaxGroup - 1) / kMaxGroup;
+  // The last split CTA merges where a counter per (sequence, CTA column) fits the prefix.
+  const int64_t counters = static_cast<int64_t>(batch.num_seqs) * cache.num_kv_heads * a.head_slices;
+  a.split_counters = need > 0 && counters * static_cast<int64_t>(sizeof(int)) <= kPagedAttentionCounterBytes &&
+                             !UseCombineKernel()
+                         ? static_cast<int*>(workspace)
+                         : nullptr;
   a.bs_log2 = Log2(cache.block_size);
   a.scale_log2 = scale * kLog2e;
   RopeKvArgs rope = {};

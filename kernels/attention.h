@@ -98,7 +98,11 @@ absl::Status LaunchPagedAttention(const PagedKvLayer& cache, const void* q, int 
                                   CUstream_st* stream, const FusedRopeKv* fused_rope = nullptr);
 
 // Workspace LaunchPagedAttention needs for at most `max_rows` query rows (total over the
-// batch) and contexts up to `max_context_len`.
+// batch) and contexts up to `max_context_len` (0 when no decode row can be split). Its first
+// kPagedAttentionCounterBytes hold the decode splits' arrival counters: they must be ZERO
+// before the workspace's first use (zero it once when allocating it); every launch leaves
+// them zero again. The rest holds partials that need no initialization.
+constexpr size_t kPagedAttentionCounterBytes = 16 * 1024;
 size_t PagedAttentionWorkspaceBytes(int max_rows, int num_heads, int head_dim,
                                     int max_context_len);
 

@@ -146,6 +146,10 @@ class CudaBackend : public Backend, public CudaBenchHooks {
   std::unique_ptr<GpuModel> model_;
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<gpu::DenseGemm> dense_gemm_;
+  // Dense (16-bit) products of at most kDenseGemvMaxM rows run on kernels/dense_gemv.h rather
+  // than cuBLAS (not in the batch-invariant mode, whose dense products always run cuBLAS at 32
+  // rows; FLUTE_DENSE_GEMV=off turns it off, for A/B runs).
+  bool dense_gemv_ = false;
   int max_rows_ = 0;         // tokens per pass at most
   int max_context_ = 0;      // positions per sequence at most
   int num_kv_blocks_ = 0;    // blocks the allocator hands out; one more is the padding block

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/cuda/cuda_backend_impl.h"
 #include "engine/status_macros.h"
+#include "kernels/dense_gemv.h"
 #include "kernels/llama_ops.h"
 #include "kernels/rope_kv_write.h"
 #include "kernels/row_ops.h"
@@ -140,6 +141,21 @@ absl::Status CudaBackend::UploadInputs(const StepPlan& plan) {
 
 absl::Status CudaBackend::MatMul(const GpuMatrix& w, const void* x, int m, void* y, bool y_fp32) {
   if (!w.lut) {
+    if (dense_gemv_ && gpu::DenseGemvSupports(m, w.n, w.k)) {
+      // Decode-sized: a stream of the weights (cuBLAS reaches 58-70 % of the bandwidth here).
+      // PDL: it loads its first weights while the kernel before finishes.
+      gpu::DenseGemvParams params;
+      params.dtype = dtype_;
+      params.m = m;
+      params.n = w.n;
+      params.k = w.k;
+      params.x = x;
+      params.w = w.dense.get();
+      params.y = y;
+      params.y_fp32 = y_fp32;
+      params.pdl = true;
+      return gpu::LaunchDenseGemv(params, stream_);
+    }
     // Batch-invariant: below 32 rows every call runs at 32, so cuBLAS picks one algorithm
     // (one summation order) whatever the batch. Buffers have >= 32 rows; extra rows are junk.
     const int rows = options_.batch_invariant ? std::max(m, 32) : m;

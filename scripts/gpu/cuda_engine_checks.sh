@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The CUDA engine's checks on the GPU machine (issue 8), run from the repository root there:
 #   bash scripts/gpu/cuda_engine_checks.sh STAGE...
-#   STAGE: tests | new-tests | lut-tests | tc-tests | tc-bench | tc-ab | attn | bench-ab | kbench-ab | ablate | strip-stages | env-sweep | ncu-e2e | kbench | sanitize | ncu | sass | ppl | serve | bench | bench-w4 | bench70 | profile
+#   STAGE: tests | new-tests | lut-tests | tc-tests | tc-bench | gemv-bench | tc-ab | attn | bench-ab | kbench-ab | ablate | strip-stages | env-sweep | ncu-e2e | kbench | sanitize | ncu | sass | ppl | serve | bench | bench-w4 | bench70 | profile
 # Expects, built and packed on the development machine (see scripts/gpu/README.md):
 #   .dev/pack-e2e.tar.xz  flute, engine_tests, kernel_tests, libflute_{spm,cuda}.so + libraries
 #   .dev/shared.tar.xz    the man-page model and validation tokens (a subset of ../shared)
@@ -57,15 +57,15 @@ for stage in "$@"; do
         grep -E "bench e2e|decode batch" $out/ab-$v.log | sed "s/^/$v: /"
       done
       unset FLUTE_CUDA_PLUGIN ;;
-    ablate)  # what each kernel kind costs inside graph replays: 8B W4 decode at batches 1 and 16
+    ablate)  # what each kernel kind costs inside graph replays: 8B W4 ($ABLATE_WEIGHTS) decode at batches 1 and 16
              # with that kind left out of every step (bench e2e --ablate; outputs meaningless)
       IFS=';' read -ra kinds <<< "${ABLATE_KINDS:-none;attention;lm head;qkv proj;o proj;gate_up+swiglu;down proj;add+rmsnorm}"
       for a in "${kinds[@]}"; do
         [ "$a" = none ] && flag="" || flag="$a"
-        timeout 100 $bin/flute bench e2e --shape 8b --weights w4 --batches 1,16 --prefill 0 --ablate "$flag" \
+        timeout 150 $bin/flute bench e2e --shape 8b --weights ${ABLATE_WEIGHTS:-w4} --batches ${ABLATE_BATCHES:-1,16} --prefill 0 --ablate "$flag" \
           2> $out/ablate.log > /dev/null; echo "rc=$?"
         grep -E "decode batch" $out/ablate.log | sed "s/^/ablate $a: /"
-      done | tee $out/ablate-8b-w4.txt; rm -f $out/ablate.log ;;
+      done | tee $out/ablate-8b-${ABLATE_WEIGHTS:-w4}.txt; rm -f $out/ablate.log ;;
     strip-stages)  # 8B W4 decode with every strip-kernel call forced to one pipeline depth
                    # (FLUTE_LUT_STRIP=tpw,stages[@KxN]; "default" = the plan's choice), same session
       for cfg in ${STRIP_CFGS:-default 2,3 2,2}; do
@@ -73,12 +73,12 @@ for stage in "$@"; do
         timeout 100 $bin/flute bench e2e --shape 8b --weights w4 --batches 1,4,8 --prefill 0 2> $out/ss.log > /dev/null
         echo "rc=$?"; grep -E "decode batch" $out/ss.log | sed "s/^/strip $cfg: /"
       done | tee $out/strip-stages.txt; unset FLUTE_LUT_STRIP; rm -f $out/ss.log ;;
-    env-sweep)  # 8B W4 decode for each value of the environment variable $SWEEP_VAR (values in
+    env-sweep)  # 8B W4 ($SWEEP_WEIGHTS) decode for each value of the environment variable $SWEEP_VAR (values in
                 # $SWEEP_VALUES, "unset" = not set), same session: tuning knobs such as
                 # FLUTE_DECODE_L2_PREFETCH_MB
       for v in ${SWEEP_VALUES:?}; do
         [ $v = unset ] && unset ${SWEEP_VAR:?} || export ${SWEEP_VAR:?}=$v
-        timeout 100 $bin/flute bench e2e --shape 8b --weights w4 --batches ${SWEEP_BATCHES:-1,4} --prefill 0 2> $out/ss.log > /dev/null
+        timeout 150 $bin/flute bench e2e --shape 8b --weights ${SWEEP_WEIGHTS:-w4} --batches ${SWEEP_BATCHES:-1,4} --prefill 0 2> $out/ss.log > /dev/null
         echo "rc=$?"; grep -E "decode batch" $out/ss.log | sed "s/^/$SWEEP_VAR=$v: /"
       done | tee -a $out/env-sweep.txt; unset $SWEEP_VAR; rm -f $out/ss.log ;;
     bench-w4)  # 8B W4 and bf16 only, without the batch-invariant comparison
@@ -106,6 +106,9 @@ for stage in "$@"; do
           --replays 5 --md $out/kb.md 2> /dev/null > /dev/null; echo "tc $cfg rc=$?"
         { echo "## FLUTE_LUT_TC=$cfg"; cat $out/kb.md; } >> $out/tc-ab.md; rm -f $out/kb.md
       done; unset FLUTE_LUT_TC ;;
+    gemv-bench)  # the dense 16-bit GEMV (M <= 8) against cuBLAS on the same rotated weights
+      timeout 300 $bin/flute-bench-kernel --dense-gemv --replays ${GEMV_REPLAYS:-7} --md $out/dense-gemv.md \
+        --json $out/dense-gemv.json 2> $out/dense-gemv.log; echo "rc=$?"; cat $out/dense-gemv.md ;;
     kbench-ab)  # the strip kernel's decode shapes, this build's bench against the base build's
                 # (packed as bin/flute-bench-kernel-base), alternately, same session
       for i in 1 2; do for b in base new; do

@@ -224,6 +224,27 @@ HostBatch BuildHostBatch(const Config& c, const std::vector<const Seq*>& seqs, c
   return hb;
 }
 
+// Poisons a workspace's partials (0xFF: NaN) and zeroes its split counters, as an owner that
+// allocated it would (PagedAttentionWorkspaceBytes: zero once; launches leave them zero).
+void PoisonWorkspace(void* ws, size_t bytes) {
+  if (bytes == 0) return;
+  cudaMemset(ws, 0xFF, bytes);
+  cudaMemset(ws, 0, std::min(bytes, kPagedAttentionCounterBytes));
+}
+
+// Whether the workspace's split counters are all zero (as every launch must leave them).
+::testing::AssertionResult CountersAreZero(const void* ws, size_t bytes) {
+  if (bytes == 0) return ::testing::AssertionSuccess();
+  std::vector<int32_t> counters(std::min(bytes, kPagedAttentionCounterBytes) / 4);
+  cudaMemcpy(counters.data(), ws, counters.size() * 4, cudaMemcpyDeviceToHost);
+  for (size_t i = 0; i < counters.size(); ++i) {
+    if (counters[i] != 0) {
+      return ::testing::AssertionFailure() << "split counter " << i << " is " << counters[i] << " after the launch";
+    }
+  }
+  return ::testing::AssertionSuccess();
+}
+
 // Device buffers of a HostBatch (allocated for the sizes of the first batch uploaded).
 struct DeviceBatch {
   std::unique_ptr<DeviceBuffer> k, v, qkv, slots, query_start, context_len, tables, out, ws;
@@ -255,7 +276,7 @@ struct DeviceBatch {
     cudaMemcpy(context_len->ptr, hb.context_len.data(), hb.context_len.size() * 4, cudaMemcpyHostToDevice);
     cudaMemcpy(tables->ptr, hb.tables.data(), hb.tables.size() * 4, cudaMemcpyHostToDevice);
     cudaMemset(out->ptr, 0xFF, out_elems * 2);  // NaN in fp16 and bf16
-    if (ws_bytes > 0) cudaMemset(ws->ptr, 0xFF, ws_bytes);
+    PoisonWorkspace(ws->ptr, ws_bytes);
   }
 
   // Rows for the KV-cache write other than the step's own: `m` rows of `qkv` (hb's row_stride
@@ -320,7 +341,7 @@ struct DeviceBatch {
   const cudaError_t err = cudaDeviceSynchronize();
   if (err != cudaSuccess) return ::testing::AssertionFailure() << cudaGetErrorString(err);
   *out_bits = dev.Download(c, hb.total_q);
-  return ::testing::AssertionSuccess();
+  return CountersAreZero(dev.ws->ptr, dev.ws_bytes);
 }
 
 // max|out - ref| / max|ref| over one sequence's rows (out starting at row0), or 1e9 if any
@@ -572,6 +593,59 @@ TEST_F(AttentionGpuTest, OneCapturedGraphServesSeveralSteps) {
   }
   cudaGraphExecDestroy(exec);
   cudaStreamDestroy(stream);
+}
+
+// The decode splits' merge done by the last-arriving split CTA (the default) is bitwise the
+// separate CombineKernel's (FLUTE_ATTENTION_COMBINE=kernel), and repeated launches on one
+// workspace, never re-zeroed, keep giving those bits (each launch leaves the counters zero).
+TEST_F(AttentionGpuTest, LastSplitMergeIsBitwiseTheCombineKernel) {
+  REQUIRE_GPU();
+  std::vector<Config> configs(3);
+  configs[0].num_kv_heads = 8;  // 8B LLaMA: fp16, D = 128, group 4, block 16
+  configs[1].dtype = ActivationType::kBFloat16;
+  configs[1].group = 12;        // two head slices per kv head
+  configs[2].head_dim = 64;
+  configs[2].group = 1;
+  for (const Config& c : configs) {
+    std::vector<Seq> seqs;
+    for (int ctx : {1, 65, 512, 1000, 1025, 3000, 5000}) seqs.push_back(MakeSeq(c, 1, ctx, rng_));
+    seqs.push_back(MakeSeq(c, 40, 300, rng_));  // a prefill row: its CTAs must not count
+    std::vector<const Seq*> ptrs;
+    for (const Seq& s : seqs) ptrs.push_back(&s);
+    const HostBatch hb = BuildHostBatch(c, ptrs, {0, 200}, rng_);
+    DeviceBatch dev(c, hb);
+    ASSERT_TRUE(dev.ok()) << "cudaMalloc failed";
+    dev.Upload(hb);
+    setenv("FLUTE_ATTENTION_COMBINE", "kernel", 1);
+    const absl::Status st = dev.Launch(c, hb, nullptr);
+    unsetenv("FLUTE_ATTENTION_COMBINE");
+    ASSERT_TRUE(st.ok()) << st;
+    CUDA_OK(cudaDeviceSynchronize());
+    const std::vector<uint16_t> expected = dev.Download(c, hb.total_q);
+    for (int launch = 0; launch < 4; ++launch) {
+      cudaMemset(dev.out->ptr, 0xFF, dev.out_elems * 2);
+      const absl::Status again = dev.Launch(c, hb, nullptr);
+      ASSERT_TRUE(again.ok()) << again;
+      CUDA_OK(cudaDeviceSynchronize());
+      EXPECT_TRUE(dev.Download(c, hb.total_q) == expected) << Describe(c) << " launch " << launch;
+      EXPECT_TRUE(CountersAreZero(dev.ws->ptr, dev.ws_bytes)) << Describe(c) << " launch " << launch;
+    }
+  }
+}
+
+// More (sequence, CTA column) pairs than the workspace's counters: the separate CombineKernel
+// merges (600 sequences x 8 kv heads = 4800 counters > 4096), against the reference.
+TEST_F(AttentionGpuTest, ManySequencesFallBackToTheCombineKernel) {
+  REQUIRE_GPU();
+  Config c;
+  c.num_kv_heads = 8;
+  c.group = 1;
+  c.head_dim = 64;
+  ASSERT_GT(600 * 8 * sizeof(int), kPagedAttentionCounterBytes);
+  std::vector<Seq> seqs;
+  for (int i = 0; i < 600; ++i) seqs.push_back(MakeSeq(c, 1, 65 + static_cast<int>(rng_() % 200), rng_));
+  const double worst = CheckBatch(c, seqs, {0, 0}, rng_, "600 decode rows");
+  std::printf("600 decode rows %s: worst normalized error %.2e\n", Describe(c).c_str(), worst);
 }
 
 // PDL ordering. The decode kernel puts its first chunk's K/V cache rows in flight BEFORE its
@@ -902,7 +976,7 @@ struct FusedDevice {
     cudaMemcpy(context_len->ptr, s.context_len.data(), s.context_len.size() * 4, cudaMemcpyHostToDevice);
     cudaMemcpy(tables->ptr, s.tables.data(), s.tables.size() * 4, cudaMemcpyHostToDevice);
     cudaMemset(out->ptr, 0xFF, out_elems * 2);  // NaN in fp16 and bf16
-    if (ws_bytes > 0) cudaMemset(ws->ptr, 0xFF, ws_bytes);
+    PoisonWorkspace(ws->ptr, ws_bytes);
   }
 
   PagedKvLayer Layer(const Config& c, const FusedStep& s) const {

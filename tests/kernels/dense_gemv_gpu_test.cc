@@ -1,0 +1,472 @@
+// The dense GEMV (kernels/dense_gemv.h) against a CPU reference that sums the exact 16-bit
+// inputs in double, on fresh random data every run, with the output poisoned (NaN) before each
+// call: fp16 and bf16, 16-bit and fp32 output, every m in 1..8, k from 8 to 14336 (odd
+// multiples of 8 included), n from 1 to 6144 and the LM head (128256 x 4096); rows bitwise
+// independent of m, bitwise determinism, programmatic dependent launch behind a kernel that
+// writes X. The argument checks run everywhere; the GPU tests skip without a GPU.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "kernels/dense_gemv.h"
+#include "tests/kernels/gpu_test_util.h"
+
+#ifdef FLUTE_HAVE_CUDA
+#include <cuda_runtime.h>
+#endif
+
+namespace flute::gpu {
+namespace {
+
+using ::testing::HasSubstr;
+
+// ---- Argument checks (host code only: no GPU needed) -----------------------------------------
+
+// A call that passes every check; its pointers are never dereferenced by these tests.
+DenseGemvParams ValidLookingCall() {
+  DenseGemvParams p;
+  p.m = 1;
+  p.n = 4096;
+  p.k = 4096;
+  p.x = reinterpret_cast<const void*>(uintptr_t{0x10000});
+  p.w = reinterpret_cast<const void*>(uintptr_t{0x20000});
+  p.y = reinterpret_cast<void*>(uintptr_t{0x30000});
+  return p;
+}
+
+TEST(DenseGemvArgsTest, SupportsStatesTheShapeRules) {
+  for (int64_t m = 1; m <= 8; ++m) EXPECT_TRUE(DenseGemvSupports(m, 4096, 4096)) << m;
+  EXPECT_TRUE(DenseGemvSupports(1, 1, 8));
+  EXPECT_TRUE(DenseGemvSupports(1, 128256, 8192));
+  EXPECT_TRUE(DenseGemvSupports(8, 8192, 28672));
+  EXPECT_TRUE(DenseGemvSupports(3, 37, 1000));
+  EXPECT_FALSE(DenseGemvSupports(0, 4096, 4096));
+  EXPECT_FALSE(DenseGemvSupports(9, 4096, 4096));
+  EXPECT_FALSE(DenseGemvSupports(1, 0, 4096));
+  EXPECT_FALSE(DenseGemvSupports(1, 4096, 0));
+  EXPECT_FALSE(DenseGemvSupports(1, 4096, 1001));
+  EXPECT_FALSE(DenseGemvSupports(1, 4096, 4));
+  EXPECT_FALSE(DenseGemvSupports(1, int64_t{1} << 31, 4096));
+  EXPECT_TRUE(CheckDenseGemvParams(ValidLookingCall()).ok());
+}
+
+TEST(DenseGemvArgsTest, RejectsBadCallsNamingFieldExpectedAndFound) {
+  struct Case {
+    const char* what;
+    std::function<void(DenseGemvParams*)> spoil;
+    std::vector<std::string> message_parts;  // field, rule, value found
+  };
+  const std::vector<Case> cases = {
+      {"m = 0", [](DenseGemvParams* p) { p->m = 0; }, {"m must be in [1, 8]", "got 0"}},
+      {"m = 9", [](DenseGemvParams* p) { p->m = 9; }, {"m must be in [1, 8]", "got 9"}},
+      {"m < 0", [](DenseGemvParams* p) { p->m = -1; }, {"m must be in [1, 8]", "got -1"}},
+      {"k % 8 != 0", [](DenseGemvParams* p) { p->k = 1001; }, {"k must be a multiple of 8", "got 1001"}},
+      {"k = 4", [](DenseGemvParams* p) { p->k = 4; }, {"k must be a multiple of 8", "got 4"}},
+      {"k = 0", [](DenseGemvParams* p) { p->k = 0; }, {"k must be", "got 0"}},
+      {"n = 0", [](DenseGemvParams* p) { p->n = 0; }, {"n must be in [1, 2^30]", "got 0"}},
+      {"n too large", [](DenseGemvParams* p) { p->n = int64_t{1} << 31; }, {"n must be", "got 2147483648"}},
+      {"x null", [](DenseGemvParams* p) { p->x = nullptr; }, {"x must be set"}},
+      {"w null", [](DenseGemvParams* p) { p->w = nullptr; }, {"w must be set"}},
+      {"y null", [](DenseGemvParams* p) { p->y = nullptr; }, {"y must be set"}},
+      {"x misaligned",
+       [](DenseGemvParams* p) { p->x = static_cast<const char*>(p->x) + 8; },
+       {"x must be 16-byte aligned", "8 bytes past"}},
+      {"w misaligned",
+       [](DenseGemvParams* p) { p->w = static_cast<const char*>(p->w) + 2; },
+       {"w must be 16-byte aligned", "2 bytes past"}},
+      {"y misaligned (16-bit)",
+       [](DenseGemvParams* p) { p->y = static_cast<char*>(p->y) + 1; },
+       {"y must be 2-byte aligned", "1 bytes past"}},
+      {"y misaligned (fp32)",
+       [](DenseGemvParams* p) {
+         p->y_fp32 = true;
+         p->y = static_cast<char*>(p->y) + 2;
+       },
+       {"y must be 4-byte aligned", "fp32", "2 bytes past"}},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    DenseGemvParams p = ValidLookingCall();
+    c.spoil(&p);
+    const absl::Status st = CheckDenseGemvParams(p);
+    EXPECT_TRUE(absl::IsInvalidArgument(st)) << st;
+    EXPECT_THAT(std::string(st.message()), HasSubstr("dense GEMV"));
+    for (const std::string& part : c.message_parts) EXPECT_THAT(std::string(st.message()), HasSubstr(part));
+#ifdef FLUTE_HAVE_CUDA
+    // The launcher refuses the same call before any CUDA call (so this runs without a GPU).
+    const absl::Status launched = LaunchDenseGemv(p, nullptr);
+    EXPECT_EQ(launched, st);
+#endif
+  }
+}
+
+#ifndef FLUTE_HAVE_CUDA
+TEST(DenseGemvGpuTest, SkippedWithoutCuda) {
+  EXPECT_TRUE(absl::IsUnimplemented(LaunchDenseGemv(ValidLookingCall(), nullptr)));
+  GTEST_SKIP() << "built without CUDA: the GPU dense GEMV tests need nvcc at build time";
+}
+#else
+
+#define REQUIRE_GPU() REQUIRE_GPU_FOR("dense GEMV")
+using flute::testing::Bf16ToFloat;
+using flute::testing::DeviceBuffer;
+using flute::testing::FloatToBf16;
+using flute::testing::FloatToHalf;
+using flute::testing::HalfToFloat;
+
+const char* Name(ActivationType t) { return t == ActivationType::kFloat16 ? "fp16" : "bf16"; }
+
+// The exact value of every 16-bit pattern of dtype.
+const std::vector<float>& Values(ActivationType dtype) {
+  static const std::vector<float> tables[2] = {
+      [] {
+        std::vector<float> t(65536);
+        for (uint32_t i = 0; i < 65536; ++i) t[i] = HalfToFloat(static_cast<uint16_t>(i));
+        return t;
+      }(),
+      [] {
+        std::vector<float> t(65536);
+        for (uint32_t i = 0; i < 65536; ++i) t[i] = Bf16ToFloat(static_cast<uint16_t>(i));
+        return t;
+      }()};
+  return tables[dtype == ActivationType::kFloat16 ? 0 : 1];
+}
+
+// count normally distributed values (standard deviation `scale`) in dtype, as bit patterns:
+// a fresh pool of 65536 values from rng, placed by a generator seeded from rng (fast enough for
+// the LM head's 525M weights).
+std::vector<uint16_t> RandomBits(ActivationType dtype, size_t count, float scale, std::mt19937& rng) {
+  std::normal_distribution<float> normal(0.0f, scale);
+  std::vector<uint16_t> pool(65536);
+  for (auto& b : pool) {
+    const float f = normal(rng);
+    b = dtype == ActivationType::kFloat16 ? FloatToHalf(f) : FloatToBf16(f);
+  }
+  uint64_t s = (static_cast<uint64_t>(rng()) << 32) | rng() | 1;
+  std::vector<uint16_t> out(count);
+  for (auto& b : out) {
+    s ^= s << 13;  // xorshift64
+    s ^= s >> 7;
+    s ^= s << 17;
+    b = pool[(s >> 20) & 0xffff];
+  }
+  return out;
+}
+
+// Y = X · Wᵀ summed in double from the exact inputs ([rows, n]), with sum |x·w| per element
+// for the error bound. Threads over the columns.
+struct Reference {
+  int64_t n = 0;
+  std::vector<double> y, abs_sum;
+};
+
+Reference ReferenceProduct(ActivationType dtype, const std::vector<uint16_t>& x, const std::vector<uint16_t>& w,
+                           int64_t rows, int64_t n, int64_t k) {
+  const std::vector<float>& v = Values(dtype);
+  std::vector<float> xf(static_cast<size_t>(rows * k));
+  for (size_t i = 0; i < xf.size(); ++i) xf[i] = v[x[i]];
+  Reference ref;
+  ref.n = n;
+  ref.y.assign(static_cast<size_t>(rows * n), 0.0);
+  ref.abs_sum.assign(static_cast<size_t>(rows * n), 0.0);
+  const int threads = static_cast<int>(std::clamp<unsigned>(std::thread::hardware_concurrency(), 1, 32));
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      std::vector<float> wrow(static_cast<size_t>(k));
+      for (int64_t c = t; c < n; c += threads) {
+        for (int64_t i = 0; i < k; ++i) wrow[i] = v[w[c * k + i]];
+        for (int64_t r = 0; r < rows; ++r) {
+          const float* xr = xf.data() + r * k;
+          double s = 0.0, a = 0.0;
+          for (int64_t i = 0; i < k; ++i) {
+            const double p = static_cast<double>(xr[i]) * wrow[i];  // exact
+            s += p;
+            a += std::fabs(p);
+          }
+          ref.y[r * n + c] = s;
+          ref.abs_sum[r * n + c] = a;
+        }
+      }
+    });
+  }
+  for (auto& th : pool) th.join();
+  return ref;
+}
+
+size_t OutBytes(bool y_fp32) { return y_fp32 ? 4 : 2; }
+
+float OutValue(ActivationType dtype, bool y_fp32, const std::vector<uint8_t>& raw, size_t i) {
+  if (y_fp32) {
+    float f;
+    std::memcpy(&f, raw.data() + 4 * i, 4);
+    return f;
+  }
+  uint16_t b;
+  std::memcpy(&b, raw.data() + 2 * i, 2);
+  return dtype == ActivationType::kFloat16 ? HalfToFloat(b) : Bf16ToFloat(b);
+}
+
+// The first m rows of ref against the output: every element written and finite, within the
+// element bound u·|ref| + (1 + u)·acc + floor (u: the output's rounding, acc: fp32 summation of
+// k / 32 steps with some slack for the tensor core's internal sum, relative to sum |x·w|), and
+// the normalized error ‖y − ref‖ / ‖ref‖ within the tolerance of the output type.
+::testing::AssertionResult Compare(ActivationType dtype, bool y_fp32, const std::vector<uint8_t>& raw,
+                                   const Reference& ref, int64_t m, int64_t k, double* err_out) {
+  const double u = y_fp32 ? 0.0 : dtype == ActivationType::kFloat16 ? std::ldexp(1.0, -11) : std::ldexp(1.0, -8);
+  const double floor = (!y_fp32 && dtype == ActivationType::kFloat16) ? std::ldexp(1.0, -24) : 1e-30;
+  const double acc_rel = (static_cast<double>(k) / 32.0 + 128.0) * std::ldexp(1.0, -21);
+  double num = 0.0, den = 0.0;
+  for (int64_t i = 0; i < m * ref.n; ++i) {
+    const double y = OutValue(dtype, y_fp32, raw, static_cast<size_t>(i));
+    const double r = ref.y[i];
+    if (!std::isfinite(y)) {
+      return ::testing::AssertionFailure() << "element (" << i / ref.n << ", " << i % ref.n << ") not written/finite";
+    }
+    const double bound = u * std::fabs(r) + (1.0 + u) * acc_rel * ref.abs_sum[i] + floor;
+    if (std::fabs(y - r) > bound) {
+      return ::testing::AssertionFailure() << "element (" << i / ref.n << ", " << i % ref.n << "): got " << y
+                                           << ", reference " << r << ", bound " << bound;
+    }
+    num += (y - r) * (y - r);
+    den += r * r;
+  }
+  const double err = std::sqrt(num / std::max(den, 1e-300));
+  *err_out = err;
+  const double tol = y_fp32 ? 2e-5 : dtype == ActivationType::kFloat16 ? 1e-3 : 8e-3;
+  if (err > tol) return ::testing::AssertionFailure() << "normalized error " << err << " > " << tol;
+  return ::testing::AssertionSuccess();
+}
+
+// X and W of one problem on the device: up to 8 rows of X.
+struct Problem {
+  ActivationType dtype;
+  int64_t n, k;
+  std::vector<uint16_t> x, w;  // [8, k], [n, k]
+  DeviceBuffer d_x, d_w;
+  Problem(ActivationType dtype_, int64_t n_, int64_t k_, std::mt19937& rng)
+      : dtype(dtype_),
+        n(n_),
+        k(k_),
+        x(RandomBits(dtype_, static_cast<size_t>(8 * k_), 1.0f, rng)),
+        w(RandomBits(dtype_, static_cast<size_t>(n_ * k_), 1.0f / std::sqrt(static_cast<float>(k_)), rng)),
+        d_x(x.size() * 2),
+        d_w(w.size() * 2) {
+    cudaMemcpy(d_x.ptr, x.data(), x.size() * 2, cudaMemcpyHostToDevice);
+    cudaMemcpy(d_w.ptr, w.data(), w.size() * 2, cudaMemcpyHostToDevice);
+  }
+  bool ok() const { return d_x.ptr != nullptr && d_w.ptr != nullptr; }
+  // Rows [row0, row0 + m) of X as the call's input.
+  DenseGemvParams Params(int64_t m, bool y_fp32, bool pdl, int64_t row0 = 0) const {
+    DenseGemvParams p;
+    p.dtype = dtype;
+    p.m = m;
+    p.n = n;
+    p.k = k;
+    p.x = static_cast<const uint16_t*>(d_x.ptr) + row0 * k;
+    p.w = d_w.ptr;
+    p.y_fp32 = y_fp32;
+    p.pdl = pdl;
+    return p;
+  }
+};
+
+// One call into a fresh output buffer poisoned with 0xFF bytes (NaN in fp16, bf16 and fp32) on
+// `stream`; the output's raw bytes.
+::testing::AssertionResult RunGemv(DenseGemvParams p, cudaStream_t stream, std::vector<uint8_t>* raw) {
+  const size_t bytes = static_cast<size_t>(p.m * p.n) * OutBytes(p.y_fp32);
+  DeviceBuffer d_y(bytes);
+  if (d_y.ptr == nullptr) return ::testing::AssertionFailure() << "cudaMalloc of " << bytes << " bytes failed";
+  p.y = d_y.ptr;
+  if (cudaMemsetAsync(d_y.ptr, 0xFF, bytes, stream) != cudaSuccess) return ::testing::AssertionFailure() << "memset";
+  const absl::Status st = LaunchDenseGemv(p, stream);
+  if (!st.ok()) return ::testing::AssertionFailure() << st;
+  const cudaError_t err = cudaStreamSynchronize(stream);
+  if (err != cudaSuccess) return ::testing::AssertionFailure() << cudaGetErrorString(err);
+  raw->resize(bytes);
+  cudaMemcpy(raw->data(), d_y.ptr, bytes, cudaMemcpyDeviceToHost);
+  return ::testing::AssertionSuccess();
+}
+
+// A non-blocking stream for one test.
+struct TestStream {
+  cudaStream_t s = nullptr;
+  TestStream() { cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking); }
+  ~TestStream() {
+    if (s) cudaStreamDestroy(s);
+  }
+};
+
+// Every m in ms and both output types against the reference of X's first rows.
+void CheckProblem(const Problem& prob, const std::vector<int64_t>& ms, cudaStream_t stream, bool pdl = false) {
+  SCOPED_TRACE(::testing::Message() << Name(prob.dtype) << " n=" << prob.n << " k=" << prob.k << " pdl=" << pdl);
+  const int64_t rows = *std::max_element(ms.begin(), ms.end());
+  const Reference ref = ReferenceProduct(prob.dtype, prob.x, prob.w, rows, prob.n, prob.k);
+  for (bool y_fp32 : {false, true}) {
+    double worst = 0.0;
+    for (int64_t m : ms) {
+      std::vector<uint8_t> raw;
+      ASSERT_TRUE(RunGemv(prob.Params(m, y_fp32, pdl), stream, &raw)) << "m=" << m;
+      double err = 0.0;
+      EXPECT_TRUE(Compare(prob.dtype, y_fp32, raw, ref, m, prob.k, &err)) << "m=" << m << " y_fp32=" << y_fp32;
+      worst = std::max(worst, err);
+    }
+    std::printf("%s n=%lld k=%lld y=%s: worst normalized error %.2e over %zu values of m\n", Name(prob.dtype),
+                static_cast<long long>(prob.n), static_cast<long long>(prob.k), y_fp32 ? "fp32" : Name(prob.dtype),
+                worst, ms.size());
+  }
+}
+
+const std::vector<int64_t> kAllM = {1, 2, 3, 4, 5, 6, 7, 8};
+const std::vector<int64_t> kTestK = {8, 64, 1000, 4096, 14336};
+
+TEST(DenseGemvGpuTest, SmallAndOddNEveryKMDtypeAndOutput) {
+  REQUIRE_GPU();
+  FRESH_RNG(rng);
+  TestStream stream;
+  for (ActivationType dtype : {ActivationType::kFloat16, ActivationType::kBFloat16}) {
+    for (int64_t n : {1, 3, 37}) {
+      for (int64_t k : kTestK) {
+        Problem prob(dtype, n, k, rng);
+        ASSERT_TRUE(prob.ok());
+        CheckProblem(prob, kAllM, stream.s);
+      }
+    }
+  }
+}
+
+TEST(DenseGemvGpuTest, LlamaWidthsEveryKMDtypeAndOutput) {
+  REQUIRE_GPU();
+  FRESH_RNG(rng);
+  TestStream stream;
+  for (ActivationType dtype : {ActivationType::kFloat16, ActivationType::kBFloat16}) {
+    for (int64_t n : {4096, 6144}) {
+      for (int64_t k : kTestK) {
+        Problem prob(dtype, n, k, rng);
+        ASSERT_TRUE(prob.ok());
+        // A PDL launch with nothing before it behaves as a plain one (every other shape).
+        CheckProblem(prob, kAllM, stream.s, /*pdl=*/k == 4096 || k == 64);
+      }
+    }
+  }
+}
+
+// The 8B LM head (n = 128256, k = 4096) at m = 1: most strips per block, fp32 logits.
+TEST(DenseGemvGpuTest, LmHeadAtM1) {
+  REQUIRE_GPU();
+  FRESH_RNG(rng);
+  TestStream stream;
+  for (ActivationType dtype : {ActivationType::kFloat16, ActivationType::kBFloat16}) {
+    Problem prob(dtype, 128256, 4096, rng);
+    ASSERT_TRUE(prob.ok());
+    CheckProblem(prob, {1}, stream.s);
+  }
+}
+
+// Row r of an m-row call has the same bits as the 1-row call on X row r, for every m <= 8:
+// the summation order depends on k alone (batch invariance).
+TEST(DenseGemvGpuTest, RowsAreBitwiseIndependentOfM) {
+  REQUIRE_GPU();
+  FRESH_RNG(rng);
+  TestStream stream;
+  for (ActivationType dtype : {ActivationType::kFloat16, ActivationType::kBFloat16}) {
+    for (const auto& nk : std::vector<std::pair<int64_t, int64_t>>{{6144, 4096}, {37, 1000}, {4096, 14336}, {3, 8}}) {
+      Problem prob(dtype, nk.first, nk.second, rng);
+      ASSERT_TRUE(prob.ok());
+      for (bool y_fp32 : {false, true}) {
+        SCOPED_TRACE(::testing::Message() << Name(dtype) << " n=" << prob.n << " k=" << prob.k << " y_fp32=" << y_fp32);
+        const size_t row_bytes = static_cast<size_t>(prob.n) * OutBytes(y_fp32);
+        std::vector<uint8_t> y8;
+        ASSERT_TRUE(RunGemv(prob.Params(8, y_fp32, false), stream.s, &y8));
+        for (int64_t r = 0; r < 8; ++r) {  // one row at a time, from X row r
+          std::vector<uint8_t> y1;
+          ASSERT_TRUE(RunGemv(prob.Params(1, y_fp32, false, r), stream.s, &y1));
+          EXPECT_TRUE(std::equal(y1.begin(), y1.end(), y8.begin() + r * row_bytes)) << "row " << r << " alone";
+        }
+        for (int64_t m = 2; m < 8; ++m) {  // the first m rows
+          std::vector<uint8_t> ym;
+          ASSERT_TRUE(RunGemv(prob.Params(m, y_fp32, m % 2 == 0), stream.s, &ym));
+          EXPECT_TRUE(std::equal(ym.begin(), ym.end(), y8.begin())) << "m=" << m;
+        }
+      }
+    }
+  }
+}
+
+// The same call gives the same bits every time, with or without PDL.
+TEST(DenseGemvGpuTest, BitwiseDeterministicRunToRun) {
+  REQUIRE_GPU();
+  FRESH_RNG(rng);
+  TestStream stream;
+  for (ActivationType dtype : {ActivationType::kFloat16, ActivationType::kBFloat16}) {
+    Problem prob(dtype, 6144, 14336, rng);
+    ASSERT_TRUE(prob.ok());
+    for (int64_t m : {3, 8}) {
+      for (bool y_fp32 : {false, true}) {
+        std::vector<uint8_t> first;
+        ASSERT_TRUE(RunGemv(prob.Params(m, y_fp32, false), stream.s, &first));
+        for (int rep = 0; rep < 6; ++rep) {
+          std::vector<uint8_t> again;
+          ASSERT_TRUE(RunGemv(prob.Params(m, y_fp32, rep % 2 == 1), stream.s, &again));
+          EXPECT_EQ(again, first) << Name(dtype) << " m=" << m << " y_fp32=" << y_fp32 << " rep " << rep;
+        }
+      }
+    }
+  }
+}
+
+// With programmatic dependent launch the second GEMV of a chain loads its weights early but must
+// read X (the first GEMV's output, poisoned with NaN before it runs) only once the first has
+// finished. The first has few rows and a long k (8 blocks streaming for several µs), so the
+// second's blocks start on the free SMs while it runs.
+TEST(DenseGemvGpuTest, PdlLaunchWaitsForThePreviousKernel) {
+  REQUIRE_GPU();
+  FRESH_RNG(rng);
+  TestStream stream;
+  const int64_t m = 4, n1 = 256, k1 = 14336, n2 = 4096;
+  for (int rep = 0; rep < 20; ++rep) {
+    SCOPED_TRACE(::testing::Message() << "rep " << rep);
+    const ActivationType dtype = rep % 2 == 0 ? ActivationType::kFloat16 : ActivationType::kBFloat16;
+    Problem first(dtype, n1, k1, rng);   // X [8, k1] (first m rows used) -> Y1 [m, n1]
+    Problem second(dtype, n2, n1, rng);  // W [n2, n1]; its X is Y1
+    ASSERT_TRUE(first.ok() && second.ok());
+    DeviceBuffer d_y1(m * n1 * 2);
+    const bool y2_fp32 = rep % 4 >= 2;
+    DeviceBuffer d_y2(m * n2 * OutBytes(y2_fp32));
+    ASSERT_EQ(cudaMemsetAsync(d_y1.ptr, 0xFF, m * n1 * 2, stream.s), cudaSuccess);
+    ASSERT_EQ(cudaMemsetAsync(d_y2.ptr, 0xFF, m * n2 * OutBytes(y2_fp32), stream.s), cudaSuccess);
+    DenseGemvParams g1 = first.Params(m, false, /*pdl=*/rep % 3 == 0);
+    g1.y = d_y1.ptr;
+    DenseGemvParams g2 = second.Params(m, y2_fp32, /*pdl=*/true);
+    g2.x = d_y1.ptr;
+    g2.y = d_y2.ptr;
+    ASSERT_TRUE(LaunchDenseGemv(g1, stream.s).ok());
+    ASSERT_TRUE(LaunchDenseGemv(g2, stream.s).ok());
+    ASSERT_EQ(cudaStreamSynchronize(stream.s), cudaSuccess);
+    std::vector<uint8_t> y1(m * n1 * 2), y2(m * n2 * OutBytes(y2_fp32));
+    cudaMemcpy(y1.data(), d_y1.ptr, y1.size(), cudaMemcpyDeviceToHost);
+    cudaMemcpy(y2.data(), d_y2.ptr, y2.size(), cudaMemcpyDeviceToHost);
+    double err = 0.0;
+    const Reference ref1 = ReferenceProduct(dtype, first.x, first.w, m, n1, k1);
+    ASSERT_TRUE(Compare(dtype, false, y1, ref1, m, k1, &err)) << "first GEMV";
+    std::vector<uint16_t> x2(m * n1);  // Y1 as the second GEMV's X, from the device
+    std::memcpy(x2.data(), y1.data(), y1.size());
+    const Reference ref2 = ReferenceProduct(dtype, x2, second.w, m, n2, n1);
+    ASSERT_TRUE(Compare(dtype, y2_fp32, y2, ref2, m, n1, &err)) << "second GEMV";
+  }
+}
+
+#endif  // FLUTE_HAVE_CUDA
+
+}  // namespace
+}  // namespace flute::gpu
