@@ -15,16 +15,20 @@
 // loads every prologue stage's weights before the PDL wait, as the engine does
 // (LutGemmParams::early_weights). Calls run back to back, each after the same GEMM.
 //
-//   flute-bench-kernel --dense-gemv [--shapes KxN,...] [--m 1,2,4,8] [--dtypes fp16,bf16]
-//                      [--kernels gemv,gemv-pdl] [--dense-y auto|same|fp32] [--md F] [--json F]
-// --dense-gemv times the dense 16-bit GEMV (kernels/dense_gemv.h, M <= 8) instead of the
+//   flute-bench-kernel --dense-gemv [--shapes KxN,...] [--m 1,2,4,8,16,32] [--dtypes fp16,bf16]
+//                      [--kernels gemv,gemv-pdl,gemv-c4,gemv-pdl-c8,...] [--dense-y auto|same|fp32]
+//                      [--md F] [--json F]
+// --dense-gemv times the dense 16-bit GEMV (kernels/dense_gemv.h, M <= 32) instead of the
 // LUT-GEMM, against the same cublasGemmEx call, both on the SAME rotated dense weights. Default
 // shapes: the 8 above plus the LM heads 4096x128256 (8B) and 8192x128256 (70B); default M 1, 2,
-// 4, 8. "gemv-pdl" launches with programmatic dependent launch (the next call's first weight
-// loads overlap the previous call's end, as in the engine). --dense-y: the output type of both,
-// "auto" (default) = fp32 for N > 65536 (LM-head logits, as the engine stores them), else the
-// 16-bit type. Each row also reports the normalized difference ||Y_gemv - Y_cublas|| /
-// ||Y_cublas|| of one call on the same inputs (a sanity check, not a timing).
+// 4, 8, 16, 32. "gemv-pdl" launches with programmatic dependent launch (the next call's first
+// weight loads overlap the previous call's end, as in the engine); a "-c4" / "-c8" suffix forces
+// clusters of 4 CTAs (64-row strips) or 8 (128-row strips) at M > 8 (DenseGemvParams::cluster;
+// without it the launcher chooses 4), and is skipped at M <= 8, where there is one kernel.
+// --dense-y: the output type of both, "auto" (default) = fp32 for N > 65536 (LM-head logits,
+// as the engine stores them), else the 16-bit type. Each row also reports the normalized
+// difference ||Y_gemv - Y_cublas|| / ||Y_cublas|| of one call on the same inputs (a sanity
+// check, not a timing).
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -134,6 +138,19 @@ bool ParseKernel(const std::string& name, KernelChoice* out) {
   return true;
 }
 
+// --dense-gemv kernel names: gemv | gemv-pdl, then optionally -c4 | -c8 (DenseGemvParams::cluster).
+bool ParseDenseKernel(const std::string& name, bool* pdl, int* cluster) {
+  std::string base = name;
+  *cluster = 0;
+  if (EndsWith(base, "-c4") || EndsWith(base, "-c8")) {
+    *cluster = base.back() - '0';
+    base.resize(base.size() - 3);
+  }
+  if (base != "gemv" && base != "gemv-pdl") return false;
+  *pdl = base == "gemv-pdl";
+  return true;
+}
+
 bool ParseOptions(int argc, char** argv, Options* o) {
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -189,11 +206,16 @@ bool ParseOptions(int argc, char** argv, Options* o) {
       o->shapes.push_back({4096, 128256});
       o->shapes.push_back({8192, 128256});
     }
-    if (!o->ms_given) o->ms = {1, 2, 4, 8};
+    if (!o->ms_given) o->ms = {1, 2, 4, 8, 16, 32};
     if (!o->kernels_given) o->kernels = {"gemv", "gemv-pdl"};
     for (const auto& k : o->kernels) {
-      if (k != "gemv" && k != "gemv-pdl") {
-        std::fprintf(stderr, "error: with --dense-gemv, --kernels takes gemv and gemv-pdl, got %s\n", k.c_str());
+      bool pdl = false;
+      int cluster = 0;
+      if (!ParseDenseKernel(k, &pdl, &cluster)) {
+        std::fprintf(stderr,
+                     "error: with --dense-gemv, --kernels takes gemv or gemv-pdl, optionally with -c4 or -c8, "
+                     "got %s\n",
+                     k.c_str());
         return false;
       }
     }
@@ -447,7 +469,7 @@ void BenchDenseShapeDtype(const Options& o, int64_t K, int64_t N, const std::str
   const size_t y_elem = y_fp32 ? 4 : sizeof(T);
   const int64_t max_m = *std::max_element(o.ms.begin(), o.ms.end());
   if (!flute::gpu::DenseGemvSupports(max_m, N, K)) {
-    std::fprintf(stderr, "skip %lldx%lld: not a dense GEMV shape (k %% 8 == 0, M <= 8)\n", (long long)K, (long long)N);
+    std::fprintf(stderr, "skip %lldx%lld: not a dense GEMV shape (k %% 8 == 0, M <= 32)\n", (long long)K, (long long)N);
     return;
   }
   T* x;
@@ -471,6 +493,10 @@ void BenchDenseShapeDtype(const Options& o, int64_t K, int64_t N, const std::str
       CublasGemm(cublas, N, static_cast<int>(m), K, w[i % copies], x, y_cublas, ab_type, c_type);
     });
     for (const std::string& kernel_name : o.kernels) {
+      bool pdl = false;
+      int cluster = 0;
+      ParseDenseKernel(kernel_name, &pdl, &cluster);  // (checked in ParseOptions)
+      if (cluster != 0 && m <= 8) continue;            // one kernel there: the plain row says it all
       flute::gpu::DenseGemvParams p;
       p.dtype = bf16 ? flute::lut::ActivationType::kBFloat16 : flute::lut::ActivationType::kFloat16;
       p.m = m;
@@ -479,7 +505,8 @@ void BenchDenseShapeDtype(const Options& o, int64_t K, int64_t N, const std::str
       p.x = x;
       p.y = y;
       p.y_fp32 = y_fp32;
-      p.pdl = kernel_name == "gemv-pdl";
+      p.pdl = pdl;
+      p.cluster = cluster;
       auto launch = [&](const void* weights) {
         p.w = weights;
         const absl::Status st = flute::gpu::LaunchDenseGemv(p, stream);
@@ -501,7 +528,7 @@ void BenchDenseShapeDtype(const Options& o, int64_t K, int64_t N, const std::str
       r.diff_vs_cublas = diff;
       rows->push_back(r);
       std::fprintf(stderr,
-                   "%6lldx%-6lld %s M=%-2lld %-11s %-8s %9.2f us %7.0f GB/s %5.1f%% copy  cuBLAS %9.2f us  x%.2f  "
+                   "%6lldx%-6lld %s M=%-2lld %-11s %-11s %9.2f us %7.0f GB/s %5.1f%% copy  cuBLAS %9.2f us  x%.2f  "
                    "diff %.1e\n",
                    (long long)K, (long long)N, dtype.c_str(), (long long)m, config.c_str(), kernel_name.c_str(), r.us,
                    r.gbps, r.pct_copy, r.cublas_us, r.speedup, diff);

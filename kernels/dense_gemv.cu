@@ -1,14 +1,17 @@
-// The dense strip GEMV: Y[m, n] = X[m, k] · W[n, k]ᵀ for 1 <= m <= 8, 16-bit X and W, fp32
+// The dense strip GEMV: Y[m, n] = X[m, k] · W[n, k]ᵀ for 1 <= m <= 32, 16-bit X and W, fp32
 // accumulation. See dense_gemv.h for the contract.
 //
-// At m <= 8 the product is a pure stream of W (2·n·k bytes; X and Y are under 1 % of it), so
-// the design is about keeping enough W bytes in flight on every SM and touching each byte once:
+// At these m the product is a stream of W (2·n·k bytes; at most 32 flop per byte), so the
+// design is about keeping enough W bytes in flight on every SM, touching each byte of W once,
+// and keeping the re-reads of X (every strip of W needs all of X) well below W's bytes.
+//
+// ---- m <= 8: DenseGemvKernel (one CTA per strip) ----
 //
 // - Work: strips of 32 rows of W (two 16-row tiles), all of k. Persistent blocks of 8 warps
 //   (grid = min(strips, resident blocks)) take strips blockIdx.x, blockIdx.x + grid, ...
 // - Within a strip the 8 warps split k: a *batch* is 128 consecutive k (4 steps of 32), and warp
 //   w takes batches w, w + 8, w + 16, ... (so a block's 8 warps read 2 KB runs of each row).
-//   The split depends on k alone.
+//   The split depends on k alone: batch class c = the batches that are c mod 8.
 // - A lane (g = lane / 4, q = lane % 4) of a warp loads, per step, the 16 bytes k0 + 8q ..
 //   k0 + 8q + 7 of rows g, g + 8, g + 16, g + 24 of the strip, and the same 16 bytes of X row g
 //   (rows g >= m: zeros). That is exactly the A (W, rows = output features) and B (Xᵀ, columns
@@ -17,7 +20,7 @@
 //   tensor core does the m x 32 dot products. Loads per lane per batch: 16 x 16 bytes of W
 //   (ld.global.nc, L1::no_allocate and 256-byte L2 prefetch: W is read once) and 4 x 16 bytes
 //   of X (cached in L1: every strip re-reads it). In flight: 8 KB of W per warp,
-//   64 KB per block, 128 KB per SM at 2 blocks per SM.
+//   64 KB per block, 128 KB per SM at 2 blocks per SM. 120 registers, no spills.
 // - Each step's two MMAs start from zero and their sum is added to the fp32 accumulator with
 //   one FADD (a long chain inside the tensor core's accumulator would round less precisely).
 // - At the end of a strip each warp leaves its 32 rows x m partials in shared memory and the
@@ -29,6 +32,67 @@
 // - PDL (params.pdl): every block lets the next kernel be scheduled at once, loads its first
 //   batch of W, and only then waits for the previous kernel (griddepcontrol.wait) before it
 //   reads X.
+//
+// ---- 9 <= m <= 32: DenseGemvClusterKernel<G, R> (a cluster of R/16 CTAs per strip) ----
+//
+// G = 2 or 4 groups of 8 rows of X (m rounded up to 16 or 32): one B fragment and two MMAs more
+// per A fragment and group, nothing else per byte of W. What limits the m <= 8 layout here:
+// - Registers. A lane's X fragments of a batch are 16·G registers (64 at G = 4, as many as its W
+//   fragments) and its accumulators 8·G per 32 rows; with the 64 W registers that keep 8 KB per
+//   warp in flight, G = 4 does not fit the 128 registers that let 2 CTAs share an SM (tried:
+//   ~50-90 bytes of spills even with X in shared memory and 32-row warps).
+// - X traffic. A CTA that owns R rows of W re-reads all of X per strip: m/R bytes of X per byte
+//   of W. At R = 32 and m = 32 that is as many bytes as W (256 KB of X per 256 KB strip at
+//   k = 4096): 6 TB/s out of L2 for 3 TB/s of HBM, at the L2's limit; and L1 cannot hold a
+//   256 KB X (a cyclic sweep through LRU hits nothing). A larger R is what reduces it, but whole
+//   strips of 64 rows leave n = 4096 with 64 CTAs for 132 SMs: k has to be split between CTAs,
+//   and their partials summed in a fixed order without a workspace. Hence clusters.
+//
+// The layout:
+// - A warp owns 16 rows (one MMA tile: rows g and g + 8 of the lane) of one batch class, and
+//   loads a *round* of two batches of its class (c + 16j and c + 16j + 8) at once: 2 batches x
+//   2 rows x 4 steps x 16 bytes = 64 registers, 8 KB per warp in flight as at m <= 8, with
+//   accumulators 4·G (16 at G = 4). Steps, batches and rounds stay in k order.
+// - A strip is R = 64 or 128 rows and belongs to a cluster of R/16 CTAs (4 or 8); a group of
+//   R/16 warps covers the strip's R rows for one class, so a CTA holds 128/R groups (2 or 1) and
+//   the cluster's CTAs the 8 classes: CTA r has classes r·128/R + group. The grid has n/16 CTAs
+//   (256 for n = 4096: every SM busy, 2 CTAs on most, against 128 CTAs of the m <= 8 kernel);
+//   each streams R rows x k·(128/R)/8 of W: 64 rows x 1024 k x 2 B = 128 KB at k = 4096.
+// - The warps of a group read the same X at the same time: the group stages the round's X in
+//   shared memory with cp.async (2 batches x 8G rows x 256 B = 4G KB; chunks past m or k are
+//   zero-filled), and each lane reads its B fragment with ld.shared.v4 just before the MMAs:
+//   chunk 4s + q of tile row ρ = 8G·b + 8i + g, the chunk index XORed with 4·(ρ & 1) so that
+//   the 8 lanes of each quarter-warp touch 8 distinct 16-byte bank groups. One tile per group,
+//   refilled after the group's named barrier (bar.sync 1 + group) that ends its use; the W
+//   registers of the next round are issued before that barrier and the X tile after it, so
+//   both are in flight together as in the m <= 8 kernel. X costs a lane 4 registers.
+// - X re-read per byte of W: m/R. At m = 32: 0.5 (R = 64) or 0.25 (R = 128) instead of 1; at
+//   m = 16: 0.25 (R = 64). Per CTA and strip at k = 4096, m = 32: W 128 KB, X 32 x 1024 x 2 B =
+//   64 KB (R = 64) or 32 x 512 x 2 B = 32 KB (R = 128). A 4096 x 4096 call at m = 32 reads
+//   32 MB of W and 16 MB (R = 64) or 8 MB (R = 128) of X from L2, against 32 MB with 32-row
+//   strips. Shared memory serves 2 bytes of X per byte of W at G = 4 (16 rows per fragment
+//   read), ~25 B/clk per SM at full HBM rate: a fifth of its bandwidth.
+// - Default: R = 64 (clusters of 4) for every m > 8; DenseGemvParams::cluster = 8 forces
+//   R = 128, for A/B runs. (Clusters of 8 halve X's traffic again at m > 16, but a 4096-wide
+//   W has 32 strips of 128 rows: all 32 clusters of 8 (256 of the 264 CTA slots) must be
+//   co-resident, which depends on how the SMs split into GPCs; 64 clusters of 4 fit with room.)
+// - End of a strip: each warp writes its 16 rows x m partials (one class) to its CTA's shared
+//   memory (double-buffered by strip parity), one cluster barrier (barrier.cluster, release /
+//   acquire), then CTA r sums rows 16r .. 16r + 15 of the strip: for each output the 8 class
+//   partials in class order from 0.0f, read with ld.shared::cluster (mapa) from the CTAs that
+//   hold them, all loads issued before the sums (16 rows x m x 8 x 4 B = 16 KB per CTA at
+//   m = 32). A last cluster barrier keeps every CTA resident until the others have read it.
+// - The same summation order as the m <= 8 kernel: within a class, steps in k order, each two
+//   MMAs from zero and one FADD, batches in order; then classes 0..7 in order from 0.0f. The
+//   MMA's output column (X row) depends only on its own B column, so row r of any call with
+//   1 <= m <= 32, either kernel and either R, has the same bits (tested).
+// - Shared memory per CTA: X tiles 128/R x 4G KB + partials 2 x 128/R x 8G x (R + 4) x 4 B:
+//   G = 4: 66 KB (R = 64), 49 KB (R = 128); G = 2: 33 KB, 25 KB. 2 CTAs per SM (registers:
+//   __launch_bounds__(256, 2)): 128 KB of W in flight per SM, as in the m <= 8 kernel.
+//   Registers: 128 (G = 4), 126 / 124 (G = 2, R = 64 / 128), no spills.
+//   Grid = R/16 x min(strips, co-resident clusters from cudaOccupancyMaxActiveClusters);
+//   clusters take strips clusterid, clusterid + clusters, ...
+// - PDL as above: the first W round is loaded before griddepcontrol.wait, X only after it.
 #include "kernels/dense_gemv.h"
 
 #include <cuda_bf16.h>
@@ -36,6 +100,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstddef>
 #include <map>
 #include <mutex>
 #include <utility>
@@ -55,18 +120,18 @@ constexpr int kLaneRows = 4;                 // rows g, g + 8, g + 16, g + 24 of
 constexpr int kStepK = 32;                   // k per step: 4 lanes q x 8 values
 constexpr int kBatchSteps = 4;               // steps per batch (all loaded before any is used)
 constexpr int kBatchK = kBatchSteps * kStepK;  // 128 k = 256 bytes of a row per batch
-constexpr int kMaxM = 8;                     // = kDenseGemvMaxM: the MMA's n dimension
+constexpr int kMaxM = 8;                     // DenseGemvKernel's rows of X: the MMA's n dimension
 // Partials of a strip: [parity][warp][m][kRedPitch floats]. A pitch of 36 puts the 32 lanes'
 // writes of one accumulator register (m = 2q + c, row g + const) in 32 distinct banks.
 constexpr int kRedPitch = 36;
-static_assert(kMaxM == kDenseGemvMaxM, "the MMA holds 8 rows of X");
+static_assert(4 * kMaxM == kDenseGemvMaxM, "m <= 8: one MMA of 8 rows of X; m <= 32: up to 4");
 
 struct GemvArgs {
   const void* x;  // [m, k]
   const void* w;  // [n, k]
   void* y;        // [m, n]
   int m, n, k;
-  int strips;     // ceil(n / 32)
+  int strips;     // ceil(n / rows per strip): 32, or 32·C for the cluster kernel
   int batches;    // ceil(k / 128)
 };
 
@@ -255,42 +320,347 @@ __global__ void __launch_bounds__(kThreads, 2) DenseGemvKernel(const GemvArgs a)
   }
 }
 
+// ---- 9 <= m <= 32: the cluster kernel --------------------------------------------------------
+
+// The layout of DenseGemvClusterKernel<G, R>: G groups of 8 rows of X, strips of R rows of W.
+template <int G, int R>
+struct ClusterPlan {
+  static_assert(G == 2 || G == 4, "m in 9..16 or 17..32");
+  static_assert(R == 64 || R == 128, "strips of 64 or 128 rows");
+  static constexpr int kTileRows = 16;                  // rows of W per warp: one MMA tile
+  static constexpr int kGroupWarps = R / kTileRows;     // warps of a group: one class, all R rows
+  static constexpr int kGroups = kWarps / kGroupWarps;  // groups (classes) per CTA: 2 or 1
+  static constexpr int kCluster = kWarps / kGroups;     // CTAs per cluster: 8 classes (= R / 16)
+  static constexpr int kRoundBatches = 2;               // batches c + 16j and c + 16j + 8 per round
+  static constexpr int kXRows = 8 * G;                  // rows of X staged per batch
+  static constexpr int kXRowBytes = kBatchK * 2;        // 256 bytes of a row of X per batch
+  static constexpr int kXTileBytes = kRoundBatches * kXRows * kXRowBytes;  // a group's round of X
+  static constexpr int kCopyThreads = 32 * kGroupWarps;
+  static constexpr int kCopyRowStep = kCopyThreads / 16;  // tile rows between a thread's copies
+  static constexpr int kXChunks = kXTileBytes / 16 / kCopyThreads;  // cp.async per thread and round
+  // Partials of one parity: [group][row of X][kRedPitch floats]. The pitch is 4 mod 32 banks, so
+  // the lanes' writes of one accumulator register (X row 2q + const, W row g + const) hit
+  // banks 8q + g: all distinct.
+  static constexpr int kRedPitch = R + 4;
+  static constexpr int kRedFloats = kGroups * kXRows * kRedPitch;
+  static constexpr int kSmemBytes = kGroups * kXTileBytes + 2 * kRedFloats * 4;
+  static constexpr int kOutRows = R / kCluster;  // rows of the strip a CTA sums: 16
+  static constexpr int kOutPerThread = kOutRows * kXRows / kThreads;  // G / 2
+  static_assert(kCluster == R / 16 && kOutRows == 16, "a cluster's CTAs hold the 8 classes");
+  static_assert(kXChunks * kCopyThreads * 16 == kXTileBytes, "the group copies its tile exactly once");
+  static_assert(kCopyRowStep % 2 == 0 && kXRows % kCopyRowStep == 0,
+                "a thread's copies keep one row parity and one batch per u");
+  static_assert(kOutPerThread * kThreads == kOutRows * kXRows, "16 rows x 8G outputs per CTA and strip");
+};
+
+__device__ __forceinline__ uint32_t SharedAddress(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// 16 bytes global -> shared, bypassing L1 (a group shares X through shared memory); zeros where
+// !valid (src-size 0: nothing is read).
+__device__ __forceinline__ void CpAsync16(uint32_t dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0)
+               : "memory");
+}
+__device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void CpAsyncWaitAll() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+
+// The barrier of warp group `group` of a CTA: kCount threads (whole warps), id 1 + group (0 is
+// __syncthreads). (A run-time id makes ptxas report 16 barriers used; immediate ids through a
+// branch on the group cost the G = 4 instances 12 bytes of spills.)
+template <int kCount>
+__device__ __forceinline__ void GroupBarrier(int group) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(1 + group), "n"(kCount) : "memory");
+}
+
+__device__ __forceinline__ int ClusterRank() {
+  uint32_t r;
+  asm("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
+  return static_cast<int>(r);
+}
+__device__ __forceinline__ int ClusterIndex() {  // 1-D grid and clusters: the cluster's x index
+  uint32_t r;
+  asm("mov.u32 %0, %%clusterid.x;\n" : "=r"(r));
+  return static_cast<int>(r);
+}
+__device__ __forceinline__ int ClusterCount() {
+  uint32_t r;
+  asm("mov.u32 %0, %%nclusterid.x;\n" : "=r"(r));
+  return static_cast<int>(r);
+}
+// Every thread of every CTA of the cluster; this CTA's shared-memory writes before it are
+// visible to the cluster's reads after it.
+__device__ __forceinline__ void ClusterSync() {
+  asm volatile(
+      "barrier.cluster.arrive.release.aligned;\n"
+      "barrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+}
+// The shared::cluster address of the same shared-memory byte in CTA `rank` of the cluster.
+__device__ __forceinline__ uint32_t MapShared(uint32_t addr, int rank) {
+  uint32_t r;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(r) : "r"(addr), "r"(rank));
+  return r;
+}
+// volatile: stays after the cluster barrier that published the value.
+__device__ __forceinline__ float LoadSharedCluster(uint32_t addr) {
+  float v;
+  asm volatile("ld.shared::cluster.f32 %0, [%1];\n" : "=f"(v) : "r"(addr));
+  return v;
+}
+
+// T: fp16 / bf16 of X and W; TY: T or float (Y); G: 8-row groups of X (2 or 4); R: rows per strip
+// (64 or 128). Launched with a cluster dimension of R / 16 and ClusterPlan::kSmemBytes of dynamic
+// shared memory; see the file comment.
+template <typename T, typename TY, int G, int R>
+__global__ void __launch_bounds__(kThreads, 2) DenseGemvClusterKernel(const GemvArgs a) {
+  using P = ClusterPlan<G, R>;
+  extern __shared__ __align__(16) unsigned char smem[];
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, q = lane & 3;
+  const int part = warp % P::kGroupWarps;   // rows 16·part .. 16·part + 15 of the strip
+  const int group = warp / P::kGroupWarps;  // the warp group: one batch class, one X tile
+  const int rank = ClusterRank();
+  const int cls = rank * P::kGroups + group;  // batches cls, cls + 8, ... (as warp cls at m <= 8)
+  const int cluster = ClusterIndex(), clusters = ClusterCount();
+  const int my_strips = (a.strips - 1 - cluster) / clusters + 1;  // clusters <= strips
+  const int my_batches = cls < a.batches ? (a.batches - 1 - cls) / kWarps + 1 : 0;
+  const int my_rounds = (my_batches + 1) / P::kRoundBatches;
+  const int64_t row_bytes = static_cast<int64_t>(a.k) * 2;
+  const char* const w_lane =
+      static_cast<const char*>(a.w) + static_cast<int64_t>(16 * part + g) * row_bytes + 16 * q;
+
+  // The group's X tile of a round: [2 batches][8G rows][16 chunks of 16 bytes], tile row
+  // ρ = 8G·batch + row, chunk c of tile row ρ at c ^ 4·(ρ & 1).
+  unsigned char* const x_tile = smem + group * P::kXTileBytes;
+  // This thread's copies: chunk xc of tile rows xr + kCopyRowStep·u (u < kXChunks), all of the
+  // same parity as xr; u fixes the batch and the row offset.
+  const int tg = part * 32 + lane;
+  const int xc = tg & 15, xr = tg >> 4;
+  const uint32_t x_dst = SharedAddress(x_tile) + xr * P::kXRowBytes + 16 * (xc ^ ((xr & 1) << 2));
+  const char* const x_src = static_cast<const char*>(a.x) + static_cast<int64_t>(xr) * row_bytes + 16 * xc;
+  // This lane's B fragment of batch b, step s and group i: chunk 4s + q of tile row
+  // 8G·b + 8i + g, i.e. byte 256·(8G·b + 8i + g) + 64·(s ^ (g & 1)) + 16q: x_even (+ 128 at
+  // s = 2) for even s, x_odd for odd s.
+  const int x_even = g * P::kXRowBytes + 16 * q + 64 * (g & 1);
+  const int x_odd = x_even ^ 64;
+
+  // fw[b][h][s]: 16 bytes of strip row 16·part + g + 8h, step s of the round's batch b.
+  uint4 fw[P::kRoundBatches][2][kBatchSteps];
+  // The round's batches: cls + 16·round + 8b (b < 2; past the end of k the loads give zeros).
+  auto load_w = [&](int strip, int round) {
+    const int row0 = strip * R + 16 * part + g;
+    const int batch0 = cls + 2 * kWarps * round;
+    const char* p = w_lane + static_cast<int64_t>(strip) * R * row_bytes + int64_t{2} * batch0 * kBatchK;
+#pragma unroll
+    for (int b = 0; b < P::kRoundBatches; ++b) {
+      const int k0 = (batch0 + kWarps * b) * kBatchK + 8 * q;  // this lane's first k of the batch
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const bool row_ok = row0 + 8 * h < a.n;
+#pragma unroll
+        for (int s = 0; s < kBatchSteps; ++s) {
+          fw[b][h][s] = LoadWeights(p + 8 * h * row_bytes + 2 * (kWarps * kBatchK * b + kStepK * s),
+                                    row_ok && k0 + kStepK * s < a.k);
+        }
+      }
+    }
+  };
+  auto issue_x = [&](int round) {
+    const int batch0 = cls + 2 * kWarps * round;
+    const char* p = x_src + int64_t{2} * batch0 * kBatchK;
+#pragma unroll
+    for (int u = 0; u < P::kXChunks; ++u) {
+      const int rho = P::kCopyRowStep * u;              // + xr: the tile row
+      const int b = rho / P::kXRows, rows = rho % P::kXRows;  // batch of the round, X row - xr
+      const bool ok = (batch0 + kWarps * b) * kBatchK + 8 * xc < a.k && xr + rows < a.m;
+      CpAsync16(x_dst + rho * P::kXRowBytes, ok ? p + rows * row_bytes + 2 * kWarps * kBatchK * b : a.x, ok);
+    }
+    CpAsyncCommit();
+  };
+  // acc[i][c]: X group i, register c: strip row 16·part + g + 8 (c >> 1), X row 8i + 2q + (c & 1).
+  auto compute = [&](int round, float (&acc)[G][4]) {
+#pragma unroll
+    for (int b = 0; b < P::kRoundBatches; ++b) {
+      const int batch = cls + 2 * kWarps * round + kWarps * b;
+#pragma unroll
+      for (int s = 0; s < kBatchSteps; ++s) {
+        if (batch * kBatchK + kStepK * s >= a.k) break;  // past the end of k (warp-uniform)
+        const unsigned char* xs =
+            x_tile + P::kXRows * P::kXRowBytes * b + ((s & 1) ? x_odd : x_even) + 128 * (s >> 1);
+        const uint4& lo = fw[b][0][s];  // row 16·part + g
+        const uint4& hi = fw[b][1][s];  // row 16·part + g + 8
+#pragma unroll
+        for (int i = 0; i < G; ++i) {  // one X group at a time: 4 registers of B fragment
+          const uint4 fx = *reinterpret_cast<const uint4*>(xs + 8 * P::kXRowBytes * i);
+          const float zero[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+          float c[4], d[4];
+          // The same k permutation as DenseGemvKernel: k0 + 0..3 | 4..7 of the lane's 8 values.
+          Mma<T>(c, lo.x, hi.x, lo.y, hi.y, fx.x, fx.y, zero);
+          Mma<T>(d, lo.z, hi.z, lo.w, hi.w, fx.z, fx.w, c);
+#pragma unroll
+          for (int r = 0; r < 4; ++r) acc[i][r] += d[r];
+        }
+      }
+    }
+  };
+
+  LaunchDependents();
+  if (my_rounds > 0) load_w(cluster, 0);  // weights: never written by the previous kernel
+  GridDependencyWait();                   // X is: read it only from here on
+  if (my_rounds > 0) issue_x(0);
+
+  float* const red_base = reinterpret_cast<float*>(smem + P::kGroups * P::kXTileBytes);
+  int parity = 0;
+  for (int i = 0; i < my_strips; ++i) {
+    const int strip = cluster + i * clusters;
+    float acc[G][4];
+#pragma unroll
+    for (int j = 0; j < G; ++j) {
+#pragma unroll
+      for (int c = 0; c < 4; ++c) acc[j][c] = 0.0f;
+    }
+    for (int j = 0; j < my_rounds; ++j) {
+      CpAsyncWaitAll();
+      GroupBarrier<P::kCopyThreads>(group);  // the group's X tile of this round is complete
+      compute(j, acc);
+      // Refill the W registers just consumed: this strip's next round, or the next strip's
+      // first (in flight during the reduction below); the X tile once the group is done with it.
+      const bool more = j + 1 < my_rounds, next_strip = i + 1 < my_strips;
+      if (more) {
+        load_w(strip, j + 1);
+      } else if (next_strip) {
+        load_w(strip + clusters, 0);
+      }
+      GroupBarrier<P::kCopyThreads>(group);  // every warp of the group has read the tile
+      if (more) {
+        issue_x(j + 1);
+      } else if (next_strip) {
+        issue_x(0);
+      }
+    }
+    // This warp's partials (its class, its 16 rows), then the cluster's sum in class order.
+    float* red = red_base + parity * P::kRedFloats + group * P::kXRows * P::kRedPitch + 16 * part + g;
+#pragma unroll
+    for (int j = 0; j < G; ++j) {
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        const int mm = 8 * j + 2 * q + (c & 1);
+        if (mm < a.m) red[mm * P::kRedPitch + 8 * (c >> 1)] = acc[j][c];
+      }
+    }
+    ClusterSync();  // (the other parity's buffers are free: their readers passed this barrier)
+    // CTA `rank` sums strip rows 16·rank + (tid & 15) for X rows (tid >> 4) + 16u; class c is
+    // group c % kGroups of CTA c / kGroups. Every load is issued before the first sum.
+    const int row = P::kOutRows * rank + (tid & 15);
+    const uint32_t red_addr = SharedAddress(red_base) + 4u * static_cast<uint32_t>(parity * P::kRedFloats + row);
+    float v[P::kOutPerThread][kWarps];
+#pragma unroll
+    for (int u = 0; u < P::kOutPerThread; ++u) {
+      const int mm = (tid >> 4) + 16 * u;
+#pragma unroll
+      for (int c = 0; c < kWarps; ++c) {
+        const uint32_t addr = red_addr + 4u * static_cast<uint32_t>(((c % P::kGroups) * P::kXRows + mm) * P::kRedPitch);
+        v[u][c] = mm < a.m ? LoadSharedCluster(MapShared(addr, c / P::kGroups)) : 0.0f;
+      }
+    }
+    const int out = strip * R + row;
+#pragma unroll
+    for (int u = 0; u < P::kOutPerThread; ++u) {
+      const int mm = (tid >> 4) + 16 * u;
+      float sum = 0.0f;
+#pragma unroll
+      for (int c = 0; c < kWarps; ++c) sum += v[u][c];
+      if (mm < a.m && out < a.n) static_cast<TY*>(a.y)[static_cast<int64_t>(mm) * a.n + out] = OutCvt<TY>::FromFloat(sum);
+    }
+    parity ^= 1;
+  }
+  ClusterSync();  // no CTA exits while another may still read its partials
+}
+
 // ---- Host side ------------------------------------------------------------------------------
 
 using KernelFn = void (*)(const GemvArgs);
 
-KernelFn SelectKernel(ActivationType dtype, bool y_fp32) {
-  if (dtype == ActivationType::kBFloat16) {
-    return y_fp32 ? DenseGemvKernel<__nv_bfloat16, float> : DenseGemvKernel<__nv_bfloat16, __nv_bfloat16>;
-  }
-  return y_fp32 ? DenseGemvKernel<__half, float> : DenseGemvKernel<__half, __half>;
+// A kernel instance and how to launch it: C CTAs per cluster (1: DenseGemvKernel, no cluster
+// attribute), rows of W per strip, dynamic shared memory.
+struct KernelChoice {
+  KernelFn fn;
+  int cluster;
+  int rows;
+  int smem;
+};
+
+template <typename T, typename TY, int G, int R>
+KernelChoice ClusterChoice() {
+  return {DenseGemvClusterKernel<T, TY, G, R>, ClusterPlan<G, R>::kCluster, R, ClusterPlan<G, R>::kSmemBytes};
 }
 
-// Blocks of `kernel` resident on the current device at once (SM count x blocks per SM), cached
-// per (device, kernel): the occupancy query costs microseconds of host time and a decode step
-// that is not replayed from a graph launches hundreds of these.
-absl::StatusOr<int> ResidentBlocks(KernelFn kernel) {
+template <typename T, typename TY>
+KernelChoice ChooseForType(int64_t m, int cluster) {
+  if (m <= kMaxM) return {DenseGemvKernel<T, TY>, 1, kStripRows, 0};
+  const int c = cluster != 0 ? cluster : 4;
+  if (m <= 16) return c == 4 ? ClusterChoice<T, TY, 2, 64>() : ClusterChoice<T, TY, 2, 128>();
+  return c == 4 ? ClusterChoice<T, TY, 4, 64>() : ClusterChoice<T, TY, 4, 128>();
+}
+
+KernelChoice SelectKernel(ActivationType dtype, bool y_fp32, int64_t m, int cluster) {
+  if (dtype == ActivationType::kBFloat16) {
+    return y_fp32 ? ChooseForType<__nv_bfloat16, float>(m, cluster)
+                  : ChooseForType<__nv_bfloat16, __nv_bfloat16>(m, cluster);
+  }
+  return y_fp32 ? ChooseForType<__half, float>(m, cluster) : ChooseForType<__half, __half>(m, cluster);
+}
+
+// Units of kernel `k` resident on the current device at once: blocks (SM count x blocks per SM) for
+// DenseGemvKernel, clusters (cudaOccupancyMaxActiveClusters) for the cluster kernel, whose
+// shared-memory attributes are set here, before its first launch on the device. Cached per
+// (device, kernel): the occupancy query costs microseconds of host time and a decode step that
+// is not replayed from a graph launches hundreds of these.
+absl::StatusOr<int> ResidentUnits(const KernelChoice& k) {
   int device = 0;
   cudaError_t err = cudaGetDevice(&device);
   if (err != cudaSuccess) return absl::InternalError(absl::StrCat("dense GEMV: cudaGetDevice: ", cudaGetErrorString(err)));
   static std::mutex mu;
   static std::map<std::pair<int, KernelFn>, int>* cache = new std::map<std::pair<int, KernelFn>, int>();
-  const std::pair<int, KernelFn> key{device, kernel};
+  const std::pair<int, KernelFn> key{device, k.fn};
   {
     std::lock_guard<std::mutex> lock(mu);
     const auto it = cache->find(key);
     if (it != cache->end()) return it->second;
   }
-  int sms = 0, per_sm = 0;
-  err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-  if (err == cudaSuccess) err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, 0);
+  int units = 0;
+  if (k.cluster == 1) {
+    int sms = 0, per_sm = 0;
+    err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+    if (err == cudaSuccess) err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k.fn, kThreads, 0);
+    units = sms * (per_sm > 0 ? per_sm : 1);
+  } else {
+    err = cudaFuncSetAttribute(k.fn, cudaFuncAttributeMaxDynamicSharedMemorySize, k.smem);
+    if (err == cudaSuccess) {
+      cudaLaunchConfig_t cfg = {};
+      cfg.gridDim = dim3(static_cast<unsigned>(k.cluster));
+      cfg.blockDim = dim3(kThreads);
+      cfg.dynamicSmemBytes = static_cast<size_t>(k.smem);
+      cudaLaunchAttribute attr[1];
+      attr[0].id = cudaLaunchAttributeClusterDimension;
+      attr[0].val.clusterDim.x = static_cast<unsigned>(k.cluster);
+      attr[0].val.clusterDim.y = 1;
+      attr[0].val.clusterDim.z = 1;
+      cfg.attrs = attr;
+      cfg.numAttrs = 1;
+      err = cudaOccupancyMaxActiveClusters(&units, k.fn, &cfg);
+    }
+    if (err == cudaSuccess && units < 1) {
+      return absl::InternalError(absl::StrCat("dense GEMV: no cluster of ", k.cluster, " CTAs with ", k.smem,
+                                              " bytes of shared memory fits this device"));
+    }
+  }
   if (err != cudaSuccess) {
     return absl::InternalError(absl::StrCat("dense GEMV: occupancy query failed: ", cudaGetErrorString(err)));
   }
-  const int blocks = sms * (per_sm > 0 ? per_sm : 1);
   std::lock_guard<std::mutex> lock(mu);
-  cache->emplace(key, blocks);
-  return blocks;
+  cache->emplace(key, units);
+  return units;
 }
 
 }  // namespace
@@ -298,8 +668,8 @@ absl::StatusOr<int> ResidentBlocks(KernelFn kernel) {
 absl::Status LaunchDenseGemv(const DenseGemvParams& p, CUstream_st* stream) {
   const absl::Status valid = CheckDenseGemvParams(p);
   if (!valid.ok()) return valid;
-  const KernelFn kernel = SelectKernel(p.dtype, p.y_fp32);
-  const absl::StatusOr<int> resident = ResidentBlocks(kernel);
+  const KernelChoice kernel = SelectKernel(p.dtype, p.y_fp32, p.m, p.cluster);
+  const absl::StatusOr<int> resident = ResidentUnits(kernel);
   if (!resident.ok()) return resident.status();
   GemvArgs a;
   a.x = p.x;
@@ -308,23 +678,35 @@ absl::Status LaunchDenseGemv(const DenseGemvParams& p, CUstream_st* stream) {
   a.m = static_cast<int>(p.m);
   a.n = static_cast<int>(p.n);
   a.k = static_cast<int>(p.k);
-  a.strips = static_cast<int>((p.n + kStripRows - 1) / kStripRows);
+  a.strips = static_cast<int>((p.n + kernel.rows - 1) / kernel.rows);
   a.batches = static_cast<int>((p.k + kBatchK - 1) / kBatchK);
   cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(static_cast<unsigned>(std::min(a.strips, *resident)));
+  // DenseGemvKernel: blocks; the cluster kernel: C CTAs per strip-owning cluster.
+  cfg.gridDim = dim3(static_cast<unsigned>(std::min(a.strips, *resident) * kernel.cluster));
   cfg.blockDim = dim3(kThreads);
-  cfg.dynamicSmemBytes = 0;
+  cfg.dynamicSmemBytes = static_cast<size_t>(kernel.smem);
   cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchAttribute attr[2];
+  int num_attrs = 0;
+  if (p.pdl) {
+    attr[num_attrs].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[num_attrs].val.programmaticStreamSerializationAllowed = 1;
+    ++num_attrs;
+  }
+  if (kernel.cluster > 1) {
+    attr[num_attrs].id = cudaLaunchAttributeClusterDimension;
+    attr[num_attrs].val.clusterDim.x = static_cast<unsigned>(kernel.cluster);
+    attr[num_attrs].val.clusterDim.y = 1;
+    attr[num_attrs].val.clusterDim.z = 1;
+    ++num_attrs;
+  }
   cfg.attrs = attr;
-  cfg.numAttrs = p.pdl ? 1 : 0;
-  cudaError_t err = cudaLaunchKernelEx(&cfg, kernel, a);
+  cfg.numAttrs = static_cast<unsigned>(num_attrs);
+  cudaError_t err = cudaLaunchKernelEx(&cfg, kernel.fn, a);
   if (err == cudaSuccess) err = cudaGetLastError();
   if (err != cudaSuccess) {
     return absl::InternalError(absl::StrCat("dense GEMV launch failed (m=", p.m, " n=", p.n, " k=", p.k,
-                                            "): ", cudaGetErrorString(err)));
+                                            " cluster=", kernel.cluster, "): ", cudaGetErrorString(err)));
   }
   return absl::OkStatus();
 }

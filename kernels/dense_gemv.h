@@ -1,15 +1,17 @@
-// Dense 16-bit products for decode-sized batches (1 <= m <= 8) on the GPU, without cuBLAS:
+// Dense 16-bit products for decode-sized batches (1 <= m <= 32) on the GPU, without cuBLAS:
 //
 //   Y[m, n] = X[m, k] · W[n, k]ᵀ   (W in the nn.Linear layout; all row-major, like DenseGemm)
 //
 // X and W are both fp16 or both bf16, Y is that type or fp32 (y_fp32: the LM head's logits),
-// fp32 accumulation. At these m the product only streams W, so the kernel (dense_gemv.cu) is
-// built to read W exactly once at the memory's rate; cuBLAS reaches 58-70 % of the H100's copy
-// bandwidth at m = 1 on the 4096-wide shapes.
+// fp32 accumulation. At these m the product only streams W (at most 32 flop per byte of W), so
+// the kernels (dense_gemv.cu) are built to read W exactly once at the memory's rate; cuBLAS
+// reaches 58-70 % of the H100's copy bandwidth at m = 1 on the 4096-wide shapes and 73-76 % of
+// the roofline at m = 16 and 32. m <= 8 runs one kernel (one CTA per 32-row strip), 9 <= m <= 32
+// another (clusters of 4 or 8 CTAs per strip of 64 or 128 rows, X staged in shared memory).
 //
-// Each output element is summed in an order fixed by k alone (never by m, n, the grid or the
-// run), so results are bitwise reproducible and row r of a call is bitwise the same for every
-// m <= 8 that contains it (usable in the engine's batch-invariant mode).
+// Each output element is summed in an order fixed by k alone (never by m, n, the grid, the
+// kernel or the run), so results are bitwise reproducible and row r of a call is bitwise the
+// same for every m <= 32 that contains it (usable in the engine's batch-invariant mode).
 //
 // Declared without CUDA headers so that CPU-only code can include it; a build without nvcc
 // returns Unimplemented from LaunchDenseGemv (dense_gemv_stub.cc).
@@ -40,13 +42,17 @@ struct DenseGemvParams {
   // kernel on the stream finishes; it streams its first W loads at once and reads X only after
   // that kernel has completed. Only for callers whose previous kernel does not write W.
   bool pdl = false;
+  // 9 <= m <= 32 only (ignored below): the CTAs per cluster, 4 (strips of 64 rows of W) or 8
+  // (128 rows); 0 = the launcher's choice (4). For tests and A/B runs: the results are bitwise
+  // the same either way.
+  int cluster = 0;
 };
 
-constexpr int64_t kDenseGemvMaxM = 8;
+constexpr int64_t kDenseGemvMaxM = 32;
 // n and k above this are refused (32-bit index arithmetic in the kernel).
 constexpr int64_t kDenseGemvMaxDim = int64_t{1} << 30;
 
-// The shape rules: 1 <= m <= 8; 1 <= n <= 2^30; 8 <= k <= 2^30 with k % 8 == 0 (every row of
+// The shape rules: 1 <= m <= 32; 1 <= n <= 2^30; 8 <= k <= 2^30 with k % 8 == 0 (every row of
 // X and W is a whole number of 16-byte loads). Every LLaMA projection and LM head qualifies.
 inline bool DenseGemvSupports(int64_t m, int64_t n, int64_t k) {
   return m >= 1 && m <= kDenseGemvMaxM && n >= 1 && n <= kDenseGemvMaxDim && k >= 8 &&
@@ -63,6 +69,9 @@ inline absl::Status CheckDenseGemvParams(const DenseGemvParams& p) {
   if (p.n < 1 || p.n > kDenseGemvMaxDim) return fail("n must be in [1, 2^30], got ", p.n);
   if (p.k < 8 || p.k > kDenseGemvMaxDim || p.k % 8 != 0) {
     return fail("k must be a multiple of 8 in [8, 2^30] (16-byte rows), got ", p.k);
+  }
+  if (p.cluster != 0 && p.cluster != 4 && p.cluster != 8) {
+    return fail("cluster must be 0 (the launcher's choice), 4 or 8, got ", p.cluster);
   }
   if (p.dtype != ActivationType::kFloat16 && p.dtype != ActivationType::kBFloat16) {
     return fail("dtype must be fp16 or bf16, got ", static_cast<int>(p.dtype));

@@ -133,7 +133,7 @@ class CudaBackend : public Backend, public CudaBenchHooks {
   // Adds the residual epilogue / the norm prologue (with norm_weight) to a LUT-GEMM call.
   void AddResidualEpilogue(lut::LutGemmParams* params) const;
   void AddNormPrologue(const DeviceBuffer& norm_weight, lut::LutGemmParams* params) const;
-  absl::Status LaunchLmHead(int rows);
+  absl::Status LaunchLmHead(const void* x, int rows);  // x: the [rows, hidden] normed rows
   void PadForGraph(StepPlan& plan) const;
   absl::Status UploadInputs(const StepPlan& plan);
 
@@ -146,8 +146,8 @@ class CudaBackend : public Backend, public CudaBenchHooks {
   std::unique_ptr<GpuModel> model_;
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<gpu::DenseGemm> dense_gemm_;
-  // Dense (16-bit) products of at most kDenseGemvMaxM rows run on kernels/dense_gemv.h rather
-  // than cuBLAS (not in the batch-invariant mode, whose dense products always run cuBLAS at 32
+  // Dense (16-bit) products of at most kDenseGemvMaxRows (cuda_forward.cc) rows run on
+  // kernels/dense_gemv.h rather than cuBLAS (not in the batch-invariant mode, whose dense products always run cuBLAS at 32
   // rows; FLUTE_DENSE_GEMV=off turns it off, for A/B runs).
   bool dense_gemv_ = false;
   int max_rows_ = 0;         // tokens per pass at most

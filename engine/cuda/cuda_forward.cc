@@ -47,6 +47,12 @@ std::vector<std::vector<Piece>> SplitIntoPasses(const std::vector<BatchEntry>& b
 // batch 1: its CTAs use under 48 KB of static shared memory (kernels/attention.cu), one per SM.
 constexpr int kDecodeAttentionSmem = 48 * 1024;
 
+// Dense products of up to this many rows run on the dense GEMV (kernels/dense_gemv.h), larger
+// ones on cuBLAS. H100, 8B bf16 decode (same session): batch 1 6.35 -> 5.87 ms per step,
+// batch 16 7.14 -> 7.00, batch 32 7.84 -> 9.24 (at m = 32 the GEMV is 0.69-0.91x cuBLAS on
+// the 8B shapes, bench/results/dense-gemv-m32-2026-11-26-h100.md).
+constexpr int kDenseGemvMaxRows = 16;
+
 // Padded batch sizes that decode graphs are captured for: 1, 2, 4, 8, then multiples of 8.
 int GraphBatchSize(int seqs) {
   if (seqs <= 8) {
@@ -141,9 +147,10 @@ absl::Status CudaBackend::UploadInputs(const StepPlan& plan) {
 
 absl::Status CudaBackend::MatMul(const GpuMatrix& w, const void* x, int m, void* y, bool y_fp32) {
   if (!w.lut) {
-    if (dense_gemv_ && gpu::DenseGemvSupports(m, w.n, w.k)) {
-      // Decode-sized: a stream of the weights (cuBLAS reaches 58-70 % of the bandwidth here).
-      // PDL: it loads its first weights while the kernel before finishes.
+    if (dense_gemv_ && m <= kDenseGemvMaxRows && gpu::DenseGemvSupports(m, w.n, w.k)) {
+      // Decode-sized: a stream of the weights (cuBLAS reaches 58-70 % of the bandwidth at
+      // m = 1 on the 4096-wide shapes). PDL: it loads its first weights while the kernel
+      // before finishes.
       gpu::DenseGemvParams params;
       params.dtype = dtype_;
       params.m = m;
@@ -280,10 +287,10 @@ absl::Status CudaBackend::Project(const GpuProjection& p, const void* x, int m, 
   return absl::OkStatus();
 }
 
-absl::Status CudaBackend::LaunchLmHead(int rows) {
+absl::Status CudaBackend::LaunchLmHead(const void* x, int rows) {
   const GpuMatrix& head = model_->lm_head.parts.front();
-  if (!head.lut) return MatMul(head, head_in_.get(), rows, logits_.get(), true);
-  RETURN_IF_ERROR(MatMul(head, head_in_.get(), rows, head_act_.get(), false));
+  if (!head.lut) return MatMul(head, x, rows, logits_.get(), true);
+  RETURN_IF_ERROR(MatMul(head, x, rows, head_act_.get(), false));
   return gpu::LaunchWidenToFloat(dtype_, head_act_.get(), size_t{1} * rows * head.n, logits_.as<float>(), stream_);
 }
 
@@ -362,9 +369,14 @@ absl::Status CudaBackend::LaunchForward(const StepPlan& plan) {
   LAUNCH("add+rmsnorm", add_rms_norm(fuse.after_mlp ? nullptr : proj_.get(), model_->final_norm));
   const int rows = static_cast<int>(plan.logit_rows.size());
   if (rows > 0) {
-    LAUNCH("lm head", gpu::LaunchGatherRows(normed_.get(), size_t{2} * h, step_.logit_rows, rows, head_in_.get(),
-                                            stream_));
-    LAUNCH("lm head", LaunchLmHead(rows));
+    // Decode steps want every row's logits, in order: the LM head reads normed_ itself.
+    bool every_row = rows == t;
+    for (int i = 0; every_row && i < rows; ++i) every_row = plan.logit_rows[i] == i;
+    if (!every_row) {
+      LAUNCH("lm head", gpu::LaunchGatherRows(normed_.get(), size_t{2} * h, step_.logit_rows, rows,
+                                              head_in_.get(), stream_));
+    }
+    LAUNCH("lm head", LaunchLmHead(every_row ? normed_.get() : head_in_.get(), rows));
   }
 #undef LAUNCH
   return absl::OkStatus();  // the caller ends the profiled step (after sampling or the copy)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The CUDA engine's checks on the GPU machine (issue 8), run from the repository root there:
 #   bash scripts/gpu/cuda_engine_checks.sh STAGE...
-#   STAGE: tests | new-tests | lut-tests | tc-tests | tc-bench | gemv-bench | tc-ab | attn | bench-ab | kbench-ab | ablate | strip-stages | env-sweep | ncu-e2e | kbench | sanitize | ncu | sass | ppl | serve | bench | bench-w4 | bench70 | profile
+#   STAGE: tests | new-tests | lut-tests | tc-tests | tc-bench | gemv-bench | tc-ab | attn | bench-ab | kbench-ab | ablate | strip-stages | env-sweep | ncu-e2e | kbench | sanitize | sanitize-new | ncu | sass | ppl | serve | bench | bench-w4 | bench70 | profile
 # Expects, built and packed on the development machine (see scripts/gpu/README.md):
 #   .dev/pack-e2e.tar.xz  flute, engine_tests, kernel_tests, libflute_{spm,cuda}.so + libraries
 #   .dev/shared.tar.xz    the man-page model and validation tokens (a subset of ../shared)
@@ -107,7 +107,7 @@ for stage in "$@"; do
         { echo "## FLUTE_LUT_TC=$cfg"; cat $out/kb.md; } >> $out/tc-ab.md; rm -f $out/kb.md
       done; unset FLUTE_LUT_TC ;;
     gemv-bench)  # the dense 16-bit GEMV (M <= 8) against cuBLAS on the same rotated weights
-      timeout 300 $bin/flute-bench-kernel --dense-gemv --replays ${GEMV_REPLAYS:-7} --md $out/dense-gemv.md \
+      timeout 300 $bin/flute-bench-kernel --dense-gemv --replays ${GEMV_REPLAYS:-7} ${GEMV_ARGS:-} --md $out/dense-gemv.md \
         --json $out/dense-gemv.json 2> $out/dense-gemv.log; echo "rc=$?"; cat $out/dense-gemv.md ;;
     kbench-ab)  # the strip kernel's decode shapes, this build's bench against the base build's
                 # (packed as bin/flute-bench-kernel-base), alternately, same session
@@ -127,6 +127,14 @@ for stage in "$@"; do
           timeout 200 compute-sanitizer --tool $tool $bin/kernel_tests --gtest_filter='*SanitizerSubset*' 2>&1 | tail -3
         done; } > $out/lut-gemm-sanitizer.log 2>&1
       cat $out/lut-gemm-sanitizer.log ;;
+    sanitize-new)  # compute-sanitizer over this session's kernels: the dense GEMV (both kernels)
+                   # and the decode attention's last-split merge
+      { header "compute-sanitizer memcheck + racecheck, dense GEMV and attention merge subsets"
+        for tool in memcheck racecheck; do
+          timeout 240 compute-sanitizer --tool $tool $bin/kernel_tests \
+            --gtest_filter=${SANITIZE_TESTS:-'DenseGemvGpuTest.SmallAndOdd*:AttentionGpuTest.LastSplitMerge*'} 2>&1 | tail -4
+        done; } > $out/new-sanitizer.log 2>&1
+      cat $out/new-sanitizer.log ;;
     ncu)  # Nsight Compute on one call of each kernel: the strip kernel at M = 1 on a mid-size
           # shape, and the split-K kernel at M = 16 (one report per case, full sections)
       IFS=';' read -ra cases <<< "${NCU_CASES:-14336x4096 1;4096x4096 1;4096x28672 16}"

@@ -1,9 +1,11 @@
 // The dense GEMV (kernels/dense_gemv.h) against a CPU reference that sums the exact 16-bit
 // inputs in double, on fresh random data every run, with the output poisoned (NaN) before each
-// call: fp16 and bf16, 16-bit and fp32 output, every m in 1..8, k from 8 to 14336 (odd
-// multiples of 8 included), n from 1 to 6144 and the LM head (128256 x 4096); rows bitwise
-// independent of m, bitwise determinism, programmatic dependent launch behind a kernel that
-// writes X. The argument checks run everywhere; the GPU tests skip without a GPU.
+// call: fp16 and bf16, 16-bit and fp32 output, m in 1..8 (one CTA per strip) and 9, 12, 15,
+// 16, 17, 24, 31, 32 (the cluster kernel, with clusters of 4 and of 8 CTAs), k from 8 to 14336
+// (odd multiples of 8 included), n from 1 to 6144 and the LM head (128256 x 4096, many strips
+// per cluster); rows bitwise independent of m across 1..32 (both kernels, both cluster sizes),
+// bitwise determinism, programmatic dependent launch behind a kernel that writes X. The argument
+// checks run everywhere; the GPU tests skip without a GPU.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -45,19 +47,28 @@ DenseGemvParams ValidLookingCall() {
 }
 
 TEST(DenseGemvArgsTest, SupportsStatesTheShapeRules) {
-  for (int64_t m = 1; m <= 8; ++m) EXPECT_TRUE(DenseGemvSupports(m, 4096, 4096)) << m;
+  for (int64_t m = 1; m <= 32; ++m) EXPECT_TRUE(DenseGemvSupports(m, 4096, 4096)) << m;
   EXPECT_TRUE(DenseGemvSupports(1, 1, 8));
   EXPECT_TRUE(DenseGemvSupports(1, 128256, 8192));
   EXPECT_TRUE(DenseGemvSupports(8, 8192, 28672));
+  EXPECT_TRUE(DenseGemvSupports(32, 8192, 28672));
+  EXPECT_TRUE(DenseGemvSupports(17, 128256, 4096));
   EXPECT_TRUE(DenseGemvSupports(3, 37, 1000));
   EXPECT_FALSE(DenseGemvSupports(0, 4096, 4096));
-  EXPECT_FALSE(DenseGemvSupports(9, 4096, 4096));
+  EXPECT_FALSE(DenseGemvSupports(33, 4096, 4096));
+  EXPECT_FALSE(DenseGemvSupports(64, 4096, 4096));
   EXPECT_FALSE(DenseGemvSupports(1, 0, 4096));
   EXPECT_FALSE(DenseGemvSupports(1, 4096, 0));
   EXPECT_FALSE(DenseGemvSupports(1, 4096, 1001));
   EXPECT_FALSE(DenseGemvSupports(1, 4096, 4));
   EXPECT_FALSE(DenseGemvSupports(1, int64_t{1} << 31, 4096));
   EXPECT_TRUE(CheckDenseGemvParams(ValidLookingCall()).ok());
+  for (int cluster : {0, 4, 8}) {
+    DenseGemvParams p = ValidLookingCall();
+    p.m = 20;
+    p.cluster = cluster;
+    EXPECT_TRUE(CheckDenseGemvParams(p).ok()) << cluster;
+  }
 }
 
 TEST(DenseGemvArgsTest, RejectsBadCallsNamingFieldExpectedAndFound) {
@@ -67,9 +78,16 @@ TEST(DenseGemvArgsTest, RejectsBadCallsNamingFieldExpectedAndFound) {
     std::vector<std::string> message_parts;  // field, rule, value found
   };
   const std::vector<Case> cases = {
-      {"m = 0", [](DenseGemvParams* p) { p->m = 0; }, {"m must be in [1, 8]", "got 0"}},
-      {"m = 9", [](DenseGemvParams* p) { p->m = 9; }, {"m must be in [1, 8]", "got 9"}},
-      {"m < 0", [](DenseGemvParams* p) { p->m = -1; }, {"m must be in [1, 8]", "got -1"}},
+      {"m = 0", [](DenseGemvParams* p) { p->m = 0; }, {"m must be in [1, 32]", "got 0"}},
+      {"m = 33", [](DenseGemvParams* p) { p->m = 33; }, {"m must be in [1, 32]", "got 33"}},
+      {"m < 0", [](DenseGemvParams* p) { p->m = -1; }, {"m must be in [1, 32]", "got -1"}},
+      {"cluster = 2",
+       [](DenseGemvParams* p) {
+         p->m = 16;
+         p->cluster = 2;
+       },
+       {"cluster must be 0 (the launcher's choice), 4 or 8", "got 2"}},
+      {"cluster = -1", [](DenseGemvParams* p) { p->cluster = -1; }, {"cluster must be", "got -1"}},
       {"k % 8 != 0", [](DenseGemvParams* p) { p->k = 1001; }, {"k must be a multiple of 8", "got 1001"}},
       {"k = 4", [](DenseGemvParams* p) { p->k = 4; }, {"k must be a multiple of 8", "got 4"}},
       {"k = 0", [](DenseGemvParams* p) { p->k = 0; }, {"k must be", "got 0"}},
@@ -164,7 +182,9 @@ std::vector<uint16_t> RandomBits(ActivationType dtype, size_t count, float scale
 }
 
 // Y = X · Wᵀ summed in double from the exact inputs ([rows, n]), with sum |x·w| per element
-// for the error bound. Threads over the columns.
+// for the error bound. Threads over the columns; four partial sums per element (the products
+// are exact, the double sums far below the tolerances), so the latency of dependent adds does
+// not bound it: 32 rows of the LM head are ~17 G products.
 struct Reference {
   int64_t n = 0;
   std::vector<double> y, abs_sum;
@@ -188,14 +208,16 @@ Reference ReferenceProduct(ActivationType dtype, const std::vector<uint16_t>& x,
         for (int64_t i = 0; i < k; ++i) wrow[i] = v[w[c * k + i]];
         for (int64_t r = 0; r < rows; ++r) {
           const float* xr = xf.data() + r * k;
-          double s = 0.0, a = 0.0;
-          for (int64_t i = 0; i < k; ++i) {
-            const double p = static_cast<double>(xr[i]) * wrow[i];  // exact
-            s += p;
-            a += std::fabs(p);
+          double s[4] = {0.0, 0.0, 0.0, 0.0}, a[4] = {0.0, 0.0, 0.0, 0.0};
+          for (int64_t i = 0; i < k; i += 4) {  // k % 8 == 0
+            for (int j = 0; j < 4; ++j) {
+              const double p = static_cast<double>(xr[i + j]) * wrow[i + j];  // exact
+              s[j] += p;
+              a[j] += std::fabs(p);
+            }
           }
-          ref.y[r * n + c] = s;
-          ref.abs_sum[r * n + c] = a;
+          ref.y[r * n + c] = (s[0] + s[1]) + (s[2] + s[3]);
+          ref.abs_sum[r * n + c] = (a[0] + a[1]) + (a[2] + a[3]);
         }
       }
     });
@@ -248,17 +270,19 @@ float OutValue(ActivationType dtype, bool y_fp32, const std::vector<uint8_t>& ra
   return ::testing::AssertionSuccess();
 }
 
-// X and W of one problem on the device: up to 8 rows of X.
+constexpr int64_t kMaxRows = kDenseGemvMaxM;  // rows of X a Problem holds
+
+// X and W of one problem on the device: up to 32 rows of X.
 struct Problem {
   ActivationType dtype;
   int64_t n, k;
-  std::vector<uint16_t> x, w;  // [8, k], [n, k]
+  std::vector<uint16_t> x, w;  // [32, k], [n, k]
   DeviceBuffer d_x, d_w;
   Problem(ActivationType dtype_, int64_t n_, int64_t k_, std::mt19937& rng)
       : dtype(dtype_),
         n(n_),
         k(k_),
-        x(RandomBits(dtype_, static_cast<size_t>(8 * k_), 1.0f, rng)),
+        x(RandomBits(dtype_, static_cast<size_t>(kMaxRows * k_), 1.0f, rng)),
         w(RandomBits(dtype_, static_cast<size_t>(n_ * k_), 1.0f / std::sqrt(static_cast<float>(k_)), rng)),
         d_x(x.size() * 2),
         d_w(w.size() * 2) {
@@ -266,8 +290,8 @@ struct Problem {
     cudaMemcpy(d_w.ptr, w.data(), w.size() * 2, cudaMemcpyHostToDevice);
   }
   bool ok() const { return d_x.ptr != nullptr && d_w.ptr != nullptr; }
-  // Rows [row0, row0 + m) of X as the call's input.
-  DenseGemvParams Params(int64_t m, bool y_fp32, bool pdl, int64_t row0 = 0) const {
+  // Rows [row0, row0 + m) of X as the call's input; cluster: DenseGemvParams::cluster.
+  DenseGemvParams Params(int64_t m, bool y_fp32, bool pdl, int64_t row0 = 0, int cluster = 0) const {
     DenseGemvParams p;
     p.dtype = dtype;
     p.m = m;
@@ -277,6 +301,7 @@ struct Problem {
     p.w = d_w.ptr;
     p.y_fp32 = y_fp32;
     p.pdl = pdl;
+    p.cluster = cluster;
     return p;
   }
 };
@@ -307,27 +332,44 @@ struct TestStream {
   }
 };
 
-// Every m in ms and both output types against the reference of X's first rows.
+// The cluster sizes a call of m rows runs with: the launcher's choice only (m <= 8: there is
+// one kernel), else both sizes forced (4: strips of 64 rows, 8: of 128).
+std::vector<int> ClustersFor(int64_t m) { return m <= 8 ? std::vector<int>{0} : std::vector<int>{4, 8}; }
+
+// Every m in ms (and each cluster size at m > 8) and both output types against the reference of
+// X's first rows; the cluster sizes must agree bitwise.
 void CheckProblem(const Problem& prob, const std::vector<int64_t>& ms, cudaStream_t stream, bool pdl = false) {
   SCOPED_TRACE(::testing::Message() << Name(prob.dtype) << " n=" << prob.n << " k=" << prob.k << " pdl=" << pdl);
   const int64_t rows = *std::max_element(ms.begin(), ms.end());
   const Reference ref = ReferenceProduct(prob.dtype, prob.x, prob.w, rows, prob.n, prob.k);
   for (bool y_fp32 : {false, true}) {
     double worst = 0.0;
+    int calls = 0;
     for (int64_t m : ms) {
-      std::vector<uint8_t> raw;
-      ASSERT_TRUE(RunGemv(prob.Params(m, y_fp32, pdl), stream, &raw)) << "m=" << m;
-      double err = 0.0;
-      EXPECT_TRUE(Compare(prob.dtype, y_fp32, raw, ref, m, prob.k, &err)) << "m=" << m << " y_fp32=" << y_fp32;
-      worst = std::max(worst, err);
+      std::vector<uint8_t> first;
+      for (int cluster : ClustersFor(m)) {
+        std::vector<uint8_t> raw;
+        ASSERT_TRUE(RunGemv(prob.Params(m, y_fp32, pdl, 0, cluster), stream, &raw)) << "m=" << m << " cluster=" << cluster;
+        double err = 0.0;
+        EXPECT_TRUE(Compare(prob.dtype, y_fp32, raw, ref, m, prob.k, &err))
+            << "m=" << m << " cluster=" << cluster << " y_fp32=" << y_fp32;
+        worst = std::max(worst, err);
+        ++calls;
+        if (first.empty()) {
+          first = raw;
+        } else {
+          EXPECT_TRUE(raw == first) << "m=" << m << ": clusters of 4 and of 8 differ, y_fp32=" << y_fp32;
+        }
+      }
     }
-    std::printf("%s n=%lld k=%lld y=%s: worst normalized error %.2e over %zu values of m\n", Name(prob.dtype),
-                static_cast<long long>(prob.n), static_cast<long long>(prob.k), y_fp32 ? "fp32" : Name(prob.dtype),
-                worst, ms.size());
+    std::printf("%s n=%lld k=%lld y=%s: worst normalized error %.2e over %zu values of m (%d calls)\n",
+                Name(prob.dtype), static_cast<long long>(prob.n), static_cast<long long>(prob.k),
+                y_fp32 ? "fp32" : Name(prob.dtype), worst, ms.size(), calls);
   }
 }
 
-const std::vector<int64_t> kAllM = {1, 2, 3, 4, 5, 6, 7, 8};
+// m <= 8: DenseGemvKernel; 9..16: the cluster kernel with 2 groups of X rows; 17..32: 4 groups.
+const std::vector<int64_t> kAllM = {1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 15, 16, 17, 24, 31, 32};
 const std::vector<int64_t> kTestK = {8, 64, 1000, 4096, 14336};
 
 TEST(DenseGemvGpuTest, SmallAndOddNEveryKMDtypeAndOutput) {
@@ -335,7 +377,7 @@ TEST(DenseGemvGpuTest, SmallAndOddNEveryKMDtypeAndOutput) {
   FRESH_RNG(rng);
   TestStream stream;
   for (ActivationType dtype : {ActivationType::kFloat16, ActivationType::kBFloat16}) {
-    for (int64_t n : {1, 3, 37}) {
+    for (int64_t n : {1, 3, 37, 1000}) {  // 1000: 16 (8) strips of 64 (128) rows, the last partial
       for (int64_t k : kTestK) {
         Problem prob(dtype, n, k, rng);
         ASSERT_TRUE(prob.ok());
@@ -361,20 +403,22 @@ TEST(DenseGemvGpuTest, LlamaWidthsEveryKMDtypeAndOutput) {
   }
 }
 
-// The 8B LM head (n = 128256, k = 4096) at m = 1: most strips per block, fp32 logits.
-TEST(DenseGemvGpuTest, LmHeadAtM1) {
+// The 8B LM head (n = 128256, k = 4096) at m = 1, 9 and 32: most strips per block or cluster
+// (~30 per cluster at m = 32), so the partial buffers alternate parity many times; fp32 logits.
+TEST(DenseGemvGpuTest, LmHeadAtM1And9And32) {
   REQUIRE_GPU();
   FRESH_RNG(rng);
   TestStream stream;
   for (ActivationType dtype : {ActivationType::kFloat16, ActivationType::kBFloat16}) {
     Problem prob(dtype, 128256, 4096, rng);
     ASSERT_TRUE(prob.ok());
-    CheckProblem(prob, {1}, stream.s);
+    CheckProblem(prob, {1, 9, 32}, stream.s);
   }
 }
 
-// Row r of an m-row call has the same bits as the 1-row call on X row r, for every m <= 8:
-// the summation order depends on k alone (batch invariance).
+// Row r of an m-row call has the same bits as the 1-row call on X row r, for every m <= 32, across
+// the two kernels (m <= 8 and m > 8) and both cluster sizes: the summation order depends on k
+// alone (batch invariance).
 TEST(DenseGemvGpuTest, RowsAreBitwiseIndependentOfM) {
   REQUIRE_GPU();
   FRESH_RNG(rng);
@@ -386,18 +430,24 @@ TEST(DenseGemvGpuTest, RowsAreBitwiseIndependentOfM) {
       for (bool y_fp32 : {false, true}) {
         SCOPED_TRACE(::testing::Message() << Name(dtype) << " n=" << prob.n << " k=" << prob.k << " y_fp32=" << y_fp32);
         const size_t row_bytes = static_cast<size_t>(prob.n) * OutBytes(y_fp32);
-        std::vector<uint8_t> y8;
-        ASSERT_TRUE(RunGemv(prob.Params(8, y_fp32, false), stream.s, &y8));
-        for (int64_t r = 0; r < 8; ++r) {  // one row at a time, from X row r
+        std::vector<uint8_t> y32;
+        ASSERT_TRUE(RunGemv(prob.Params(kMaxRows, y_fp32, false), stream.s, &y32));
+        for (int64_t r = 0; r < kMaxRows; ++r) {  // one row at a time, from X row r
           std::vector<uint8_t> y1;
           ASSERT_TRUE(RunGemv(prob.Params(1, y_fp32, false, r), stream.s, &y1));
-          EXPECT_TRUE(std::equal(y1.begin(), y1.end(), y8.begin() + r * row_bytes)) << "row " << r << " alone";
+          EXPECT_TRUE(std::equal(y1.begin(), y1.end(), y32.begin() + r * row_bytes)) << "row " << r << " alone";
         }
-        for (int64_t m = 2; m < 8; ++m) {  // the first m rows
-          std::vector<uint8_t> ym;
-          ASSERT_TRUE(RunGemv(prob.Params(m, y_fp32, m % 2 == 0), stream.s, &ym));
-          EXPECT_TRUE(std::equal(ym.begin(), ym.end(), y8.begin())) << "m=" << m;
+        for (int64_t m = 2; m < kMaxRows; ++m) {  // the first m rows
+          for (int cluster : ClustersFor(m)) {
+            std::vector<uint8_t> ym;
+            ASSERT_TRUE(RunGemv(prob.Params(m, y_fp32, m % 2 == 0, 0, cluster), stream.s, &ym));
+            EXPECT_TRUE(std::equal(ym.begin(), ym.end(), y32.begin())) << "m=" << m << " cluster=" << cluster;
+          }
         }
+        // The last 9 rows at once (the cluster kernel, 2 groups of X rows), against m = 32.
+        std::vector<uint8_t> y9;
+        ASSERT_TRUE(RunGemv(prob.Params(9, y_fp32, false, kMaxRows - 9), stream.s, &y9));
+        EXPECT_TRUE(std::equal(y9.begin(), y9.end(), y32.begin() + (kMaxRows - 9) * row_bytes)) << "rows 23..31";
       }
     }
   }
@@ -411,13 +461,13 @@ TEST(DenseGemvGpuTest, BitwiseDeterministicRunToRun) {
   for (ActivationType dtype : {ActivationType::kFloat16, ActivationType::kBFloat16}) {
     Problem prob(dtype, 6144, 14336, rng);
     ASSERT_TRUE(prob.ok());
-    for (int64_t m : {3, 8}) {
+    for (int64_t m : {3, 8, 12, 32}) {
       for (bool y_fp32 : {false, true}) {
         std::vector<uint8_t> first;
         ASSERT_TRUE(RunGemv(prob.Params(m, y_fp32, false), stream.s, &first));
         for (int rep = 0; rep < 6; ++rep) {
           std::vector<uint8_t> again;
-          ASSERT_TRUE(RunGemv(prob.Params(m, y_fp32, rep % 2 == 1), stream.s, &again));
+          ASSERT_TRUE(RunGemv(prob.Params(m, y_fp32, rep % 2 == 1, 0, m > 8 && rep >= 3 ? 4 : 0), stream.s, &again));
           EXPECT_EQ(again, first) << Name(dtype) << " m=" << m << " y_fp32=" << y_fp32 << " rep " << rep;
         }
       }
@@ -427,27 +477,31 @@ TEST(DenseGemvGpuTest, BitwiseDeterministicRunToRun) {
 
 // With programmatic dependent launch the second GEMV of a chain loads its weights early but must
 // read X (the first GEMV's output, poisoned with NaN before it runs) only once the first has
-// finished. The first has few rows and a long k (8 blocks streaming for several µs), so the
-// second's blocks start on the free SMs while it runs.
+// finished. The first has few rows of W and a long k (8 blocks, or 16 CTAs in clusters,
+// streaming for several µs), so the second's blocks start on the free SMs while it runs. m = 4 (one CTA
+// per strip), 24 and 13 (the cluster kernel with 4 and with 2 groups of X rows, clusters of 4
+// or 8 CTAs), each behind a call of the same kernel.
 TEST(DenseGemvGpuTest, PdlLaunchWaitsForThePreviousKernel) {
   REQUIRE_GPU();
   FRESH_RNG(rng);
   TestStream stream;
-  const int64_t m = 4, n1 = 256, k1 = 14336, n2 = 4096;
-  for (int rep = 0; rep < 20; ++rep) {
-    SCOPED_TRACE(::testing::Message() << "rep " << rep);
+  const int64_t n1 = 256, k1 = 14336, n2 = 4096;
+  for (int rep = 0; rep < 30; ++rep) {
+    const int64_t m = rep % 3 == 0 ? 4 : rep % 3 == 1 ? 24 : 13;
+    SCOPED_TRACE(::testing::Message() << "rep " << rep << " m=" << m);
     const ActivationType dtype = rep % 2 == 0 ? ActivationType::kFloat16 : ActivationType::kBFloat16;
-    Problem first(dtype, n1, k1, rng);   // X [8, k1] (first m rows used) -> Y1 [m, n1]
+    Problem first(dtype, n1, k1, rng);   // X [32, k1] (first m rows used) -> Y1 [m, n1]
     Problem second(dtype, n2, n1, rng);  // W [n2, n1]; its X is Y1
     ASSERT_TRUE(first.ok() && second.ok());
     DeviceBuffer d_y1(m * n1 * 2);
     const bool y2_fp32 = rep % 4 >= 2;
+    const int cluster = rep % 5 < 2 ? 4 : rep % 5 < 4 ? 8 : 0;
     DeviceBuffer d_y2(m * n2 * OutBytes(y2_fp32));
     ASSERT_EQ(cudaMemsetAsync(d_y1.ptr, 0xFF, m * n1 * 2, stream.s), cudaSuccess);
     ASSERT_EQ(cudaMemsetAsync(d_y2.ptr, 0xFF, m * n2 * OutBytes(y2_fp32), stream.s), cudaSuccess);
-    DenseGemvParams g1 = first.Params(m, false, /*pdl=*/rep % 3 == 0);
+    DenseGemvParams g1 = first.Params(m, false, /*pdl=*/rep % 7 < 3, 0, cluster);
     g1.y = d_y1.ptr;
-    DenseGemvParams g2 = second.Params(m, y2_fp32, /*pdl=*/true);
+    DenseGemvParams g2 = second.Params(m, y2_fp32, /*pdl=*/true, 0, cluster);
     g2.x = d_y1.ptr;
     g2.y = d_y2.ptr;
     ASSERT_TRUE(LaunchDenseGemv(g1, stream.s).ok());
