@@ -133,7 +133,10 @@ class CudaBackend : public Backend, public CudaBenchHooks {
   // Adds the residual epilogue / the norm prologue (with norm_weight) to a LUT-GEMM call.
   void AddResidualEpilogue(lut::LutGemmParams* params) const;
   void AddNormPrologue(const DeviceBuffer& norm_weight, lut::LutGemmParams* params) const;
-  absl::Status LaunchLmHead(const void* x, int rows);  // x: the [rows, hidden] normed rows
+  absl::Status LaunchLmHead(const void* x, int rows);
+  // At load: the decode graph of every padded batch size up to max_batch and every context
+  // bucket, from steps of padding rows (cuda_forward.cc).
+  absl::Status CaptureDecodeGraphs();  // x: the [rows, hidden] normed rows
   void PadForGraph(StepPlan& plan) const;
   absl::Status UploadInputs(const StepPlan& plan);
 
@@ -146,8 +149,13 @@ class CudaBackend : public Backend, public CudaBenchHooks {
   std::unique_ptr<GpuModel> model_;
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<gpu::DenseGemm> dense_gemm_;
-  // Dense (16-bit) products of at most kDenseGemvMaxRows (cuda_forward.cc) rows run on
-  // kernels/dense_gemv.h rather than cuBLAS (not in the batch-invariant mode, whose dense products always run cuBLAS at 32
+  // Dense products of up to this many rows run on the dense GEMV, larger ones on cuBLAS. H100,
+  // 8B bf16 decode (same session): batch 1 6.35 -> 5.87 ms per step, batch 16 7.14 -> 7.00,
+  // batch 32 7.84 -> 9.24 (at m = 32 the GEMV is 0.69-0.91x cuBLAS on the 8B shapes,
+  // bench/results/dense-gemv-m32-2026-11-26-h100.md).
+  static constexpr int kDenseGemvMaxRows = 16;
+  // Dense (16-bit) products of at most kDenseGemvMaxRows rows run on kernels/dense_gemv.h
+  // rather than cuBLAS (not in the batch-invariant mode, whose dense products always run cuBLAS at 32
   // rows; FLUTE_DENSE_GEMV=off turns it off, for A/B runs).
   bool dense_gemv_ = false;
   int max_rows_ = 0;         // tokens per pass at most

@@ -150,6 +150,7 @@ absl::Status CudaBackend::Init(int64_t budget_bytes, int64_t free_before, std::s
   }
   RETURN_IF_ERROR(AllocateActivations());
   RETURN_IF_ERROR(AllocateKvCache(budget_bytes));
+  RETURN_IF_ERROR(CaptureDecodeGraphs());
   size_t free_bytes = 0, total_bytes = 0;
   RETURN_IF_ERROR(CudaStatus(cudaMemGetInfo(&free_bytes, &total_bytes), "cudaMemGetInfo"));
   device_bytes_ = static_cast<int64_t>(total_bytes - free_bytes);

@@ -47,12 +47,6 @@ std::vector<std::vector<Piece>> SplitIntoPasses(const std::vector<BatchEntry>& b
 // batch 1: its CTAs use under 48 KB of static shared memory (kernels/attention.cu), one per SM.
 constexpr int kDecodeAttentionSmem = 48 * 1024;
 
-// Dense products of up to this many rows run on the dense GEMV (kernels/dense_gemv.h), larger
-// ones on cuBLAS. H100, 8B bf16 decode (same session): batch 1 6.35 -> 5.87 ms per step,
-// batch 16 7.14 -> 7.00, batch 32 7.84 -> 9.24 (at m = 32 the GEMV is 0.69-0.91x cuBLAS on
-// the 8B shapes, bench/results/dense-gemv-m32-2026-11-26-h100.md).
-constexpr int kDenseGemvMaxRows = 16;
-
 // Padded batch sizes that decode graphs are captured for: 1, 2, 4, 8, then multiples of 8.
 int GraphBatchSize(int seqs) {
   if (seqs <= 8) {
@@ -125,6 +119,46 @@ StepPlan CudaBackend::PlanPass(const std::vector<BatchEntry>& batch, const std::
     plan.context_len.push_back(1);
   }
   return plan;
+}
+
+absl::Status CudaBackend::CaptureDecodeGraphs() {
+  // Without this, the first decode step of each (batch size, context bucket) runs eagerly and
+  // is captured then (several milliseconds): a time-to-first-token outlier for the requests
+  // that wait behind it (40-55 ms at p99 in `bench serve` at concurrency 32 on the man-page
+  // model). A padding row attends to the padding block only and writes no KV slot.
+  if (!options_.cuda_graphs || profiler_) return absl::OkStatus();
+  std::vector<int> sizes;
+  for (int n = 1; n <= options_.max_batch; ++n) {
+    if (sizes.empty() || sizes.back() != GraphBatchSize(n)) sizes.push_back(GraphBatchSize(n));
+  }
+  std::vector<int> buckets;
+  for (int context = 1;; context = buckets.back() + 1) {
+    buckets.push_back(ContextBucket(context, max_context_));
+    if (buckets.back() >= max_context_) break;
+  }
+  const int bs = options_.kv_block_size;
+  for (const int seqs : sizes) {
+    for (const int bucket : buckets) {
+      StepPlan plan;
+      plan.graph = true;
+      plan.max_query_len = 1;
+      plan.max_context_len = bucket;
+      plan.block_stride = std::max(1, (bucket + bs - 1) / bs);
+      plan.block_tables.assign(static_cast<size_t>(seqs) * plan.block_stride, num_kv_blocks_);
+      plan.query_start.push_back(0);
+      for (int i = 0; i < seqs; ++i) {
+        plan.logit_rows.push_back(i);
+        plan.tokens.push_back(0);
+        plan.positions.push_back(0);
+        plan.slots.push_back(-1);
+        plan.query_start.push_back(i + 1);
+        plan.context_len.push_back(1);
+      }
+      RETURN_IF_ERROR(RunStep(plan));  // runs it eagerly, then captures it
+      if (!options_.cuda_graphs) return Synchronize();  // a capture failed: graphs are off
+    }
+  }
+  return Synchronize();
 }
 
 absl::Status CudaBackend::UploadInputs(const StepPlan& plan) {

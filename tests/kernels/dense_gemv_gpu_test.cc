@@ -387,6 +387,20 @@ TEST(DenseGemvGpuTest, SmallAndOddNEveryKMDtypeAndOutput) {
   }
 }
 
+// A small subset for compute-sanitizer (memcheck, racecheck: scripts/gpu/cuda_engine_checks.sh
+// sanitize-new): both kernels (m <= 8 and both cluster instances), a partial last strip and a
+// k tail, both dtypes, PDL on.
+TEST(DenseGemvGpuTest, SanitizerSubset) {
+  REQUIRE_GPU();
+  FRESH_RNG(rng);
+  TestStream stream;
+  for (ActivationType dtype : {ActivationType::kFloat16, ActivationType::kBFloat16}) {
+    Problem prob(dtype, 100, 1000, rng);
+    ASSERT_TRUE(prob.ok());
+    CheckProblem(prob, {1, 5, 13, 32}, stream.s, /*pdl=*/true);
+  }
+}
+
 TEST(DenseGemvGpuTest, LlamaWidthsEveryKMDtypeAndOutput) {
   REQUIRE_GPU();
   FRESH_RNG(rng);
