@@ -16,7 +16,7 @@
 // (LutGemmParams::early_weights). Calls run back to back, each after the same GEMM.
 //
 //   flute-bench-kernel --dense-gemv [--shapes KxN,...] [--m 1,2,4,8,16,32] [--dtypes fp16,bf16]
-//                      [--kernels gemv,gemv-pdl,gemv-c4,gemv-pdl-c8,...] [--dense-y auto|same|fp32]
+//                      [--kernels gemv,gemv-pdl,gemv-c4,gemv-pdl-c8,gemv-flat,...] [--dense-y auto|same|fp32]
 //                      [--md F] [--json F]
 // --dense-gemv times the dense 16-bit GEMV (kernels/dense_gemv.h, M <= 32) instead of the
 // LUT-GEMM, against the same cublasGemmEx call, both on the SAME rotated dense weights. Default
@@ -24,7 +24,8 @@
 // 4, 8, 16, 32. "gemv-pdl" launches with programmatic dependent launch (the next call's first
 // weight loads overlap the previous call's end, as in the engine); a "-c4" / "-c8" suffix forces
 // clusters of 4 CTAs (64-row strips) or 8 (128-row strips) at M > 8 (DenseGemvParams::cluster;
-// without it the launcher chooses 4), and is skipped at M <= 8, where there is one kernel.
+// without it the launcher chooses 4), and is skipped at M <= 8, where there is one kernel; a
+// "-flat" suffix runs the flat variant (DenseGemvParams::variant = 2), rows only for 9 <= M <= 16.
 // --dense-y: the output type of both, "auto" (default) = fp32 for N > 65536 (LM-head logits,
 // as the engine stores them), else the 16-bit type. Each row also reports the normalized
 // difference ||Y_gemv - Y_cublas|| / ||Y_cublas|| of one call on the same inputs (a sanity
@@ -138,13 +139,18 @@ bool ParseKernel(const std::string& name, KernelChoice* out) {
   return true;
 }
 
-// --dense-gemv kernel names: gemv | gemv-pdl, then optionally -c4 | -c8 (DenseGemvParams::cluster).
-bool ParseDenseKernel(const std::string& name, bool* pdl, int* cluster) {
+// --dense-gemv kernel names: gemv | gemv-pdl, then optionally -c4 | -c8 (DenseGemvParams::cluster)
+// or -flat (DenseGemvParams::variant = 2).
+bool ParseDenseKernel(const std::string& name, bool* pdl, int* cluster, int* variant) {
   std::string base = name;
   *cluster = 0;
+  *variant = 0;
   if (EndsWith(base, "-c4") || EndsWith(base, "-c8")) {
     *cluster = base.back() - '0';
     base.resize(base.size() - 3);
+  } else if (EndsWith(base, "-flat")) {
+    *variant = 2;
+    base.resize(base.size() - 5);
   }
   if (base != "gemv" && base != "gemv-pdl") return false;
   *pdl = base == "gemv-pdl";
@@ -210,10 +216,10 @@ bool ParseOptions(int argc, char** argv, Options* o) {
     if (!o->kernels_given) o->kernels = {"gemv", "gemv-pdl"};
     for (const auto& k : o->kernels) {
       bool pdl = false;
-      int cluster = 0;
-      if (!ParseDenseKernel(k, &pdl, &cluster)) {
+      int cluster = 0, variant = 0;
+      if (!ParseDenseKernel(k, &pdl, &cluster, &variant)) {
         std::fprintf(stderr,
-                     "error: with --dense-gemv, --kernels takes gemv or gemv-pdl, optionally with -c4 or -c8, "
+                     "error: with --dense-gemv, --kernels takes gemv or gemv-pdl, optionally with -c4, -c8 or -flat, "
                      "got %s\n",
                      k.c_str());
         return false;
@@ -494,9 +500,10 @@ void BenchDenseShapeDtype(const Options& o, int64_t K, int64_t N, const std::str
     });
     for (const std::string& kernel_name : o.kernels) {
       bool pdl = false;
-      int cluster = 0;
-      ParseDenseKernel(kernel_name, &pdl, &cluster);  // (checked in ParseOptions)
-      if (cluster != 0 && m <= 8) continue;            // one kernel there: the plain row says it all
+      int cluster = 0, variant = 0;
+      ParseDenseKernel(kernel_name, &pdl, &cluster, &variant);  // (checked in ParseOptions)
+      if (cluster != 0 && m <= 8) continue;  // one kernel there: the plain row says it all
+      if (variant == 2 && (m <= 8 || m > 16)) continue;  // the flat variant: 9 <= M <= 16 only
       flute::gpu::DenseGemvParams p;
       p.dtype = bf16 ? flute::lut::ActivationType::kBFloat16 : flute::lut::ActivationType::kFloat16;
       p.m = m;
@@ -507,6 +514,7 @@ void BenchDenseShapeDtype(const Options& o, int64_t K, int64_t N, const std::str
       p.y_fp32 = y_fp32;
       p.pdl = pdl;
       p.cluster = cluster;
+      p.variant = variant;
       auto launch = [&](const void* weights) {
         p.w = weights;
         const absl::Status st = flute::gpu::LaunchDenseGemv(p, stream);

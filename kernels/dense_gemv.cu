@@ -33,6 +33,20 @@
 //   batch of W, and only then waits for the previous kernel (griddepcontrol.wait) before it
 //   reads X.
 //
+// ---- 9 <= m <= 16, the flat variant: DenseGemvKernel<G = 2, S = 2> (DenseGemvParams::variant 2) ----
+//
+// The kernel above (which is DenseGemvKernel<G = 1, S = 4>) with two 8-row groups of X: per step
+// two B fragments (X rows g and g + 8) and two MMA pairs per A fragment, accumulators
+// [2 tiles][2 groups][4]. The X fragments of a whole batch would be 32 registers, so a lane
+// loads a batch in two *units* of S = 2 steps (8 x 16 bytes of W and 2 x 2 x 16 bytes of X),
+// each refilled as soon as it is consumed: 4 KB of W per warp in flight, 64 KB per SM. 126
+// registers, no spills; 36 KB of shared memory for the partials (2 blocks per SM). The
+// summation order is the m <= 8 kernel's (units only change when the loads are issued), so
+// its rows are bitwise those of every other call. No clusters, no X staging: each 32-row
+// strip re-reads all of X from L1 / L2 (m/32 bytes of X per byte of W: 0.5 at m = 16).
+// The launcher's choice at 9 <= m <= 16 where its strips fit one round of resident blocks
+// (n <= 8448 on an H100); beyond that the cluster kernel balances better (LaunchDenseGemv).
+//
 // ---- 9 <= m <= 32: DenseGemvClusterKernel<G, R> (a cluster of R/16 CTAs per strip) ----
 //
 // G = 2 or 4 groups of 8 rows of X (m rounded up to 16 or 32): one B fragment and two MMAs more
@@ -207,18 +221,24 @@ template <> struct OutCvt<float> {
 template <> struct OutCvt<__half> : Cvt<__half> {};
 template <> struct OutCvt<__nv_bfloat16> : Cvt<__nv_bfloat16> {};
 
-// One batch's fragments of a lane: w[i][s] = 16 bytes of strip row g + 8i at step s, x[s] = the
-// same 16 bytes of X row g.
+// The registers a lane loads at once (one *unit*: S steps of a batch): w[i][s] = 16 bytes of
+// strip row g + 8i at the unit's step s, x[j][s] = the same 16 bytes of X row g + 8j.
+template <int G, int S>
 struct Fragments {
-  uint4 w[kLaneRows][kBatchSteps];
-  uint4 x[kBatchSteps];
+  uint4 w[kLaneRows][S];
+  uint4 x[G][S];
 };
 
-// T: fp16 / bf16 of X and W; TY: T or float (Y). __launch_bounds__(256, 2): at most 128
-// registers, so that 2 blocks (16 warps, 128 KB of loads in flight) fit an SM.
-template <typename T, typename TY>
+// T: fp16 / bf16 of X and W; TY: T or float (Y); G: 8-row groups of X (1: m <= 8; 2: the flat
+// variant for 9 <= m <= 16); S: steps per unit (4: a whole batch; 2: half a batch, the flat
+// variant, whose two B fragments per step would not fit the registers for 4 steps).
+// __launch_bounds__(256, 2): at most 128 registers, so that 2 blocks (16 warps) fit an SM.
+template <typename T, typename TY, int G, int S>
 __global__ void __launch_bounds__(kThreads, 2) DenseGemvKernel(const GemvArgs a) {
-  __shared__ float s_red[2][kWarps][kMaxM][kRedPitch];  // 18 KB
+  static_assert((G == 1 && S == kBatchSteps) || (G == 2 && S == kBatchSteps / 2), "m <= 8 or the flat m <= 16");
+  constexpr int kUnits = kBatchSteps / S;  // units per batch, loaded one after the other
+  constexpr int kRows = kMaxM * G;         // rows of X
+  __shared__ float s_red[2][kWarps][kRows][kRedPitch];  // 18 KB (G = 1), 36 KB (G = 2)
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, q = lane & 3;
   const int grid = static_cast<int>(gridDim.x);
   const int block = static_cast<int>(blockIdx.x);
@@ -228,45 +248,56 @@ __global__ void __launch_bounds__(kThreads, 2) DenseGemvKernel(const GemvArgs a)
   const int64_t row_bytes = static_cast<int64_t>(a.k) * 2;
   const char* const w_lane = static_cast<const char*>(a.w) + static_cast<int64_t>(g) * row_bytes + 16 * q;
   const char* const x_lane = static_cast<const char*>(a.x) + static_cast<int64_t>(g) * row_bytes + 16 * q;
-  const bool x_row = g < a.m;
 
-  Fragments f;
-  auto load_w = [&](int strip, int batch) {
+  Fragments<G, S> f;
+  // Unit u of a batch: steps S·u .. S·u + S - 1.
+  auto load_w = [&](int strip, int batch, int u) {
     const int row0 = strip * kStripRows + g;
-    const int k0 = batch * kBatchK + 8 * q;  // this lane's first k of the batch
-    const char* p = w_lane + static_cast<int64_t>(strip) * kStripRows * row_bytes + int64_t{2} * batch * kBatchK;
+    const int k0 = batch * kBatchK + kStepK * S * u + 8 * q;  // this lane's first k of the unit
+    const char* p = w_lane + static_cast<int64_t>(strip) * kStripRows * row_bytes + int64_t{2} * batch * kBatchK +
+                    2 * kStepK * S * u;
 #pragma unroll
     for (int i = 0; i < kLaneRows; ++i) {
       const bool row_ok = row0 + 8 * i < a.n;
 #pragma unroll
-      for (int s = 0; s < kBatchSteps; ++s) {
+      for (int s = 0; s < S; ++s) {
         f.w[i][s] = LoadWeights(p + 8 * i * row_bytes + 2 * kStepK * s, row_ok && k0 + kStepK * s < a.k);
       }
     }
   };
-  auto load_x = [&](int batch) {
-    const int k0 = batch * kBatchK + 8 * q;
-    const char* p = x_lane + int64_t{2} * batch * kBatchK;
+  auto load_x = [&](int batch, int u) {
+    const int k0 = batch * kBatchK + kStepK * S * u + 8 * q;
+    const char* p = x_lane + int64_t{2} * batch * kBatchK + 2 * kStepK * S * u;
 #pragma unroll
-    for (int s = 0; s < kBatchSteps; ++s) f.x[s] = LoadActivations(p + 2 * kStepK * s, x_row && k0 + kStepK * s < a.k);
+    for (int j = 0; j < G; ++j) {
+      const bool x_row = g + 8 * j < a.m;
+#pragma unroll
+      for (int s = 0; s < S; ++s) {
+        f.x[j][s] = LoadActivations(p + 8 * j * row_bytes + 2 * kStepK * s, x_row && k0 + kStepK * s < a.k);
+      }
+    }
   };
-  // acc[t][c]: tile t (rows 16t ..), register c: strip row 16t + g + 8 (c >> 1), X row 2q + (c & 1).
-  auto compute = [&](int batch, float (&acc)[2][4]) {
+  // acc[t][j][c]: tile t (rows 16t ..), X group j, register c: strip row 16t + g + 8 (c >> 1),
+  // X row 8j + 2q + (c & 1).
+  auto compute = [&](int batch, int u, float (&acc)[2][G][4]) {
 #pragma unroll
-    for (int s = 0; s < kBatchSteps; ++s) {
-      if (batch * kBatchK + kStepK * s >= a.k) break;  // past the end of k (warp-uniform)
+    for (int s = 0; s < S; ++s) {
+      if (batch * kBatchK + kStepK * (S * u + s) >= a.k) break;  // past the end of k (warp-uniform)
 #pragma unroll
       for (int t = 0; t < 2; ++t) {
         const uint4& lo = f.w[2 * t][s];      // row 16t + g
         const uint4& hi = f.w[2 * t + 1][s];  // row 16t + g + 8
-        const float zero[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        float c[4], d[4];
-        // Logical k 2q, 2q + 1 | 2q + 8, 2q + 9 of the first MMA are k0 + 0, 1 | 2, 3 of the
-        // lane's 8 values, of the second k0 + 4, 5 | 6, 7: the same in A and B.
-        Mma<T>(c, lo.x, hi.x, lo.y, hi.y, f.x[s].x, f.x[s].y, zero);
-        Mma<T>(d, lo.z, hi.z, lo.w, hi.w, f.x[s].z, f.x[s].w, c);
 #pragma unroll
-        for (int r = 0; r < 4; ++r) acc[t][r] += d[r];
+        for (int j = 0; j < G; ++j) {
+          const float zero[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+          float c[4], d[4];
+          // Logical k 2q, 2q + 1 | 2q + 8, 2q + 9 of the first MMA are k0 + 0, 1 | 2, 3 of the
+          // lane's 8 values, of the second k0 + 4, 5 | 6, 7: the same in A and B.
+          Mma<T>(c, lo.x, hi.x, lo.y, hi.y, f.x[j][s].x, f.x[j][s].y, zero);
+          Mma<T>(d, lo.z, hi.z, lo.w, hi.w, f.x[j][s].z, f.x[j][s].w, c);
+#pragma unroll
+          for (int r = 0; r < 4; ++r) acc[t][j][r] += d[r];
+        }
       }
     }
   };
@@ -274,46 +305,67 @@ __global__ void __launch_bounds__(kThreads, 2) DenseGemvKernel(const GemvArgs a)
   // The grid is resident at once (grid <= resident blocks), so the next kernel may be
   // scheduled now; it waits for this one before it reads Y.
   LaunchDependents();
-  if (my_batches > 0) load_w(block, warp);  // weights: never written by the previous kernel
-  GridDependencyWait();                     // X is: read it only from here on
-  if (my_batches > 0) load_x(warp);
+  if (my_batches > 0) load_w(block, warp, 0);  // weights: never written by the previous kernel
+  GridDependencyWait();                        // X is: read it only from here on
+  if (my_batches > 0) load_x(warp, 0);
 
   int parity = 0;
   for (int i = 0; i < my_strips; ++i) {
     const int strip = block + i * grid;
-    float acc[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
-    for (int j = 0; j < my_batches; ++j) {
-      const int batch = warp + j * kWarps;
-      compute(batch, acc);
-      // Refill the registers just consumed: this strip's next batch, or the next strip's first
-      // (in flight during the reduction below).
-      if (j + 1 < my_batches) {
-        load_w(strip, batch + kWarps);
-        load_x(batch + kWarps);
-      } else if (i + 1 < my_strips) {
-        load_w(strip + grid, warp);
-        load_x(warp);
-      }
-    }
-    // This warp's partials of the strip, then the block's sum in warp order.
-    float (*red)[kMaxM][kRedPitch] = s_red[parity];
+    float acc[2][G][4];
 #pragma unroll
     for (int t = 0; t < 2; ++t) {
 #pragma unroll
-      for (int c = 0; c < 4; ++c) {
-        const int mm = 2 * q + (c & 1);
-        if (mm < a.m) red[warp][mm][16 * t + g + 8 * (c >> 1)] = acc[t][c];
+      for (int j = 0; j < G; ++j) {
+#pragma unroll
+        for (int c = 0; c < 4; ++c) acc[t][j][c] = 0.0f;
+      }
+    }
+    for (int j = 0; j < my_batches; ++j) {
+      const int batch = warp + j * kWarps;
+#pragma unroll
+      for (int u = 0; u < kUnits; ++u) {
+        compute(batch, u, acc);
+        // Refill the registers just consumed: this batch's next unit, this strip's next batch,
+        // or the next strip's first (in flight during the reduction below).
+        if (u + 1 < kUnits) {
+          load_w(strip, batch, u + 1);
+          load_x(batch, u + 1);
+        } else if (j + 1 < my_batches) {
+          load_w(strip, batch + kWarps, 0);
+          load_x(batch + kWarps, 0);
+        } else if (i + 1 < my_strips) {
+          load_w(strip + grid, warp, 0);
+          load_x(warp, 0);
+        }
+      }
+    }
+    // This warp's partials of the strip, then the block's sum in warp order.
+    float (*red)[kRows][kRedPitch] = s_red[parity];
+#pragma unroll
+    for (int t = 0; t < 2; ++t) {
+#pragma unroll
+      for (int j = 0; j < G; ++j) {
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+          const int mm = 8 * j + 2 * q + (c & 1);
+          if (mm < a.m) red[warp][mm][16 * t + g + 8 * (c >> 1)] = acc[t][j][c];
+        }
       }
     }
     __syncthreads();  // (the buffer of the other parity is free: its readers passed this barrier)
-    if (tid < kStripRows * a.m) {
-      const int mm = tid >> 5, row = tid & 31;
-      const int out = strip * kStripRows + row;
-      if (out < a.n) {
-        float sum = 0.0f;
 #pragma unroll
-        for (int w = 0; w < kWarps; ++w) sum += red[w][mm][row];
-        static_cast<TY*>(a.y)[static_cast<int64_t>(mm) * a.n + out] = OutCvt<TY>::FromFloat(sum);
+    for (int v = 0; v < G; ++v) {  // outputs tid + 256v: 32 strip rows x m
+      const int o = tid + kThreads * v;
+      if (o < kStripRows * a.m) {
+        const int mm = o >> 5, row = o & 31;
+        const int out = strip * kStripRows + row;
+        if (out < a.n) {
+          float sum = 0.0f;
+#pragma unroll
+          for (int w = 0; w < kWarps; ++w) sum += red[w][mm][row];
+          static_cast<TY*>(a.y)[static_cast<int64_t>(mm) * a.n + out] = OutCvt<TY>::FromFloat(sum);
+        }
       }
     }
     parity ^= 1;
@@ -596,19 +648,21 @@ KernelChoice ClusterChoice() {
 }
 
 template <typename T, typename TY>
-KernelChoice ChooseForType(int64_t m, int cluster) {
-  if (m <= kMaxM) return {DenseGemvKernel<T, TY>, 1, kStripRows, 0};
+KernelChoice ChooseForType(int64_t m, int cluster, int variant) {
+  if (m <= kMaxM) return {DenseGemvKernel<T, TY, 1, kBatchSteps>, 1, kStripRows, 0};
+  if (variant == 2) return {DenseGemvKernel<T, TY, 2, kBatchSteps / 2>, 1, kStripRows, 0};  // m <= 16
   const int c = cluster != 0 ? cluster : 4;
   if (m <= 16) return c == 4 ? ClusterChoice<T, TY, 2, 64>() : ClusterChoice<T, TY, 2, 128>();
   return c == 4 ? ClusterChoice<T, TY, 4, 64>() : ClusterChoice<T, TY, 4, 128>();
 }
 
-KernelChoice SelectKernel(ActivationType dtype, bool y_fp32, int64_t m, int cluster) {
+KernelChoice SelectKernel(ActivationType dtype, bool y_fp32, int64_t m, int cluster, int variant) {
   if (dtype == ActivationType::kBFloat16) {
-    return y_fp32 ? ChooseForType<__nv_bfloat16, float>(m, cluster)
-                  : ChooseForType<__nv_bfloat16, __nv_bfloat16>(m, cluster);
+    return y_fp32 ? ChooseForType<__nv_bfloat16, float>(m, cluster, variant)
+                  : ChooseForType<__nv_bfloat16, __nv_bfloat16>(m, cluster, variant);
   }
-  return y_fp32 ? ChooseForType<__half, float>(m, cluster) : ChooseForType<__half, __half>(m, cluster);
+  return y_fp32 ? ChooseForType<__half, float>(m, cluster, variant)
+                : ChooseForType<__half, __half>(m, cluster, variant);
 }
 
 // Units of kernel `k` resident on the current device at once: blocks (SM count x blocks per SM) for
@@ -668,7 +722,18 @@ absl::StatusOr<int> ResidentUnits(const KernelChoice& k) {
 absl::Status LaunchDenseGemv(const DenseGemvParams& p, CUstream_st* stream) {
   const absl::Status valid = CheckDenseGemvParams(p);
   if (!valid.ok()) return valid;
-  const KernelChoice kernel = SelectKernel(p.dtype, p.y_fp32, p.m, p.cluster);
+  int variant = p.variant;
+  if (variant == 0 && p.m > kMaxM && p.m <= 16) {
+    // The flat kernel where its 32-row strips fit one round of its resident blocks, else the
+    // cluster kernel, which balances better over several rounds. H100, m = 16, % of the copy
+    // bandwidth, flat vs cluster (bench/results/dense-gemv-flat-2026-11-26-h100.md): one round:
+    // 4096x4096 82 vs 75, 4096x6144 91 vs 84, 14336x4096 92 vs 83, 28672x8192 102 vs 95;
+    // more: 8192x10240 92 vs 100, 4096x28672 99 vs 102, the LM heads equal.
+    const absl::StatusOr<int> flat_blocks = ResidentUnits(SelectKernel(p.dtype, p.y_fp32, p.m, p.cluster, 2));
+    if (!flat_blocks.ok()) return flat_blocks.status();
+    variant = (p.n + kStripRows - 1) / kStripRows <= *flat_blocks ? 2 : 1;
+  }
+  const KernelChoice kernel = SelectKernel(p.dtype, p.y_fp32, p.m, p.cluster, variant);
   const absl::StatusOr<int> resident = ResidentUnits(kernel);
   if (!resident.ok()) return resident.status();
   GemvArgs a;

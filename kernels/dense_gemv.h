@@ -7,7 +7,9 @@
 // the kernels (dense_gemv.cu) are built to read W exactly once at the memory's rate; cuBLAS
 // reaches 58-70 % of the H100's copy bandwidth at m = 1 on the 4096-wide shapes and 73-76 % of
 // the roofline at m = 16 and 32. m <= 8 runs one kernel (one CTA per 32-row strip), 9 <= m <= 32
-// another (clusters of 4 or 8 CTAs per strip of 64 or 128 rows, X staged in shared memory).
+// another (clusters of 4 or 8 CTAs per strip of 64 or 128 rows, X staged in shared memory);
+// 9 <= m <= 16 runs a third where its strips fit one round of resident blocks (the m <= 8
+// kernel with two 8-row groups of X; DenseGemvParams::variant).
 //
 // Each output element is summed in an order fixed by k alone (never by m, n, the grid, the
 // kernel or the run), so results are bitwise reproducible and row r of a call is bitwise the
@@ -46,6 +48,12 @@ struct DenseGemvParams {
   // (128 rows); 0 = the launcher's choice (4). For tests and A/B runs: the results are bitwise
   // the same either way.
   int cluster = 0;
+  // Which kernel runs 9 <= m <= 32 (ignored at m <= 8, where there is one): 0 = the launcher's
+  // choice (at 9 <= m <= 16 the flat kernel when its 32-row strips fit one round of its
+  // resident blocks, else the cluster kernel); 1 = the cluster kernel; 2 = the flat kernel, 9 <= m <= 16 only
+  // (the m <= 8 kernel with two 8-row groups of X: one CTA per 32-row strip, no clusters;
+  // `cluster` is ignored). For tests and A/B runs: the results are bitwise the same.
+  int variant = 0;
 };
 
 constexpr int64_t kDenseGemvMaxM = 32;
@@ -72,6 +80,12 @@ inline absl::Status CheckDenseGemvParams(const DenseGemvParams& p) {
   }
   if (p.cluster != 0 && p.cluster != 4 && p.cluster != 8) {
     return fail("cluster must be 0 (the launcher's choice), 4 or 8, got ", p.cluster);
+  }
+  if (p.variant < 0 || p.variant > 2) {
+    return fail("variant must be 0 (the launcher's choice), 1 (cluster kernel) or 2 (flat kernel), got ", p.variant);
+  }
+  if (p.variant == 2 && p.m > 16) {
+    return fail("variant 2 (the flat kernel) takes m <= 16, got m = ", p.m);
   }
   if (p.dtype != ActivationType::kFloat16 && p.dtype != ActivationType::kBFloat16) {
     return fail("dtype must be fp16 or bf16, got ", static_cast<int>(p.dtype));

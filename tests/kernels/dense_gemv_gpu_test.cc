@@ -1,9 +1,10 @@
 // The dense GEMV (kernels/dense_gemv.h) against a CPU reference that sums the exact 16-bit
 // inputs in double, on fresh random data every run, with the output poisoned (NaN) before each
 // call: fp16 and bf16, 16-bit and fp32 output, m in 1..8 (one CTA per strip) and 9, 12, 15,
-// 16, 17, 24, 31, 32 (the cluster kernel, with clusters of 4 and of 8 CTAs), k from 8 to 14336
+// 16, 17, 24, 31, 32 (the cluster kernel, with clusters of 4 and of 8 CTAs, and at m <= 16 the
+// flat variant, DenseGemvParams::variant = 2), k from 8 to 14336
 // (odd multiples of 8 included), n from 1 to 6144 and the LM head (128256 x 4096, many strips
-// per cluster); rows bitwise independent of m across 1..32 (both kernels, both cluster sizes),
+// per cluster); rows bitwise independent of m across 1..32 (all kernels, both cluster sizes),
 // bitwise determinism, programmatic dependent launch behind a kernel that writes X. The argument
 // checks run everywhere; the GPU tests skip without a GPU.
 #include <gmock/gmock.h>
@@ -69,6 +70,14 @@ TEST(DenseGemvArgsTest, SupportsStatesTheShapeRules) {
     p.cluster = cluster;
     EXPECT_TRUE(CheckDenseGemvParams(p).ok()) << cluster;
   }
+  for (int variant : {0, 1, 2}) {
+    DenseGemvParams p = ValidLookingCall();
+    p.m = 12;
+    p.variant = variant;
+    EXPECT_TRUE(CheckDenseGemvParams(p).ok()) << variant;
+    p.m = 3;  // ignored at m <= 8
+    EXPECT_TRUE(CheckDenseGemvParams(p).ok()) << variant;
+  }
 }
 
 TEST(DenseGemvArgsTest, RejectsBadCallsNamingFieldExpectedAndFound) {
@@ -88,6 +97,16 @@ TEST(DenseGemvArgsTest, RejectsBadCallsNamingFieldExpectedAndFound) {
        },
        {"cluster must be 0 (the launcher's choice), 4 or 8", "got 2"}},
       {"cluster = -1", [](DenseGemvParams* p) { p->cluster = -1; }, {"cluster must be", "got -1"}},
+      {"variant = 3",
+       [](DenseGemvParams* p) { p->variant = 3; },
+       {"variant must be 0 (the launcher's choice), 1 (cluster kernel) or 2 (flat kernel)", "got 3"}},
+      {"variant = -1", [](DenseGemvParams* p) { p->variant = -1; }, {"variant must be", "got -1"}},
+      {"variant 2 at m = 17",
+       [](DenseGemvParams* p) {
+         p->m = 17;
+         p->variant = 2;
+       },
+       {"variant 2 (the flat kernel) takes m <= 16", "got m = 17"}},
       {"k % 8 != 0", [](DenseGemvParams* p) { p->k = 1001; }, {"k must be a multiple of 8", "got 1001"}},
       {"k = 4", [](DenseGemvParams* p) { p->k = 4; }, {"k must be a multiple of 8", "got 4"}},
       {"k = 0", [](DenseGemvParams* p) { p->k = 0; }, {"k must be", "got 0"}},
@@ -290,8 +309,8 @@ struct Problem {
     cudaMemcpy(d_w.ptr, w.data(), w.size() * 2, cudaMemcpyHostToDevice);
   }
   bool ok() const { return d_x.ptr != nullptr && d_w.ptr != nullptr; }
-  // Rows [row0, row0 + m) of X as the call's input; cluster: DenseGemvParams::cluster.
-  DenseGemvParams Params(int64_t m, bool y_fp32, bool pdl, int64_t row0 = 0, int cluster = 0) const {
+  // Rows [row0, row0 + m) of X as the call's input; cluster, variant: DenseGemvParams's.
+  DenseGemvParams Params(int64_t m, bool y_fp32, bool pdl, int64_t row0 = 0, int cluster = 0, int variant = 0) const {
     DenseGemvParams p;
     p.dtype = dtype;
     p.m = m;
@@ -302,6 +321,7 @@ struct Problem {
     p.y_fp32 = y_fp32;
     p.pdl = pdl;
     p.cluster = cluster;
+    p.variant = variant;
     return p;
   }
 };
@@ -332,12 +352,26 @@ struct TestStream {
   }
 };
 
-// The cluster sizes a call of m rows runs with: the launcher's choice only (m <= 8: there is
-// one kernel), else both sizes forced (4: strips of 64 rows, 8: of 128).
-std::vector<int> ClustersFor(int64_t m) { return m <= 8 ? std::vector<int>{0} : std::vector<int>{4, 8}; }
+// A kernel choice: DenseGemvParams::cluster and ::variant.
+struct KernelConfig {
+  int cluster;
+  int variant;
+};
+std::string Describe(const KernelConfig& c) {
+  return c.variant == 2 ? std::string("flat") : "cluster=" + std::to_string(c.cluster);
+}
 
-// Every m in ms (and each cluster size at m > 8) and both output types against the reference of
-// X's first rows; the cluster sizes must agree bitwise.
+// The kernels a call of m rows runs with: the launcher's choice only (m <= 8: there is one
+// kernel), else the cluster kernel with both sizes forced (4: strips of 64 rows, 8: of 128) and,
+// at m <= 16, the flat variant.
+std::vector<KernelConfig> ConfigsFor(int64_t m) {
+  if (m <= 8) return {{0, 0}};
+  if (m <= 16) return {{4, 1}, {8, 1}, {0, 2}};
+  return {{4, 1}, {8, 1}};
+}
+
+// Every m in ms (and each kernel of ConfigsFor(m)) and both output types against the reference of
+// X's first rows; the kernels of one m must agree bitwise.
 void CheckProblem(const Problem& prob, const std::vector<int64_t>& ms, cudaStream_t stream, bool pdl = false) {
   SCOPED_TRACE(::testing::Message() << Name(prob.dtype) << " n=" << prob.n << " k=" << prob.k << " pdl=" << pdl);
   const int64_t rows = *std::max_element(ms.begin(), ms.end());
@@ -347,18 +381,20 @@ void CheckProblem(const Problem& prob, const std::vector<int64_t>& ms, cudaStrea
     int calls = 0;
     for (int64_t m : ms) {
       std::vector<uint8_t> first;
-      for (int cluster : ClustersFor(m)) {
+      for (const KernelConfig& config : ConfigsFor(m)) {
         std::vector<uint8_t> raw;
-        ASSERT_TRUE(RunGemv(prob.Params(m, y_fp32, pdl, 0, cluster), stream, &raw)) << "m=" << m << " cluster=" << cluster;
+        ASSERT_TRUE(RunGemv(prob.Params(m, y_fp32, pdl, 0, config.cluster, config.variant), stream, &raw))
+            << "m=" << m << " " << Describe(config);
         double err = 0.0;
         EXPECT_TRUE(Compare(prob.dtype, y_fp32, raw, ref, m, prob.k, &err))
-            << "m=" << m << " cluster=" << cluster << " y_fp32=" << y_fp32;
+            << "m=" << m << " " << Describe(config) << " y_fp32=" << y_fp32;
         worst = std::max(worst, err);
         ++calls;
         if (first.empty()) {
           first = raw;
         } else {
-          EXPECT_TRUE(raw == first) << "m=" << m << ": clusters of 4 and of 8 differ, y_fp32=" << y_fp32;
+          EXPECT_TRUE(raw == first) << "m=" << m << ": " << Describe(config)
+                                    << " differs from clusters of 4, y_fp32=" << y_fp32;
         }
       }
     }
@@ -368,7 +404,8 @@ void CheckProblem(const Problem& prob, const std::vector<int64_t>& ms, cudaStrea
   }
 }
 
-// m <= 8: DenseGemvKernel; 9..16: the cluster kernel with 2 groups of X rows; 17..32: 4 groups.
+// m <= 8: DenseGemvKernel; 9..16: the cluster kernel with 2 groups of X rows and the flat
+// variant; 17..32: the cluster kernel with 4 groups.
 const std::vector<int64_t> kAllM = {1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 15, 16, 17, 24, 31, 32};
 const std::vector<int64_t> kTestK = {8, 64, 1000, 4096, 14336};
 
@@ -388,7 +425,8 @@ TEST(DenseGemvGpuTest, SmallAndOddNEveryKMDtypeAndOutput) {
 }
 
 // A small subset for compute-sanitizer (memcheck, racecheck: scripts/gpu/cuda_engine_checks.sh
-// sanitize-new): both kernels (m <= 8 and both cluster instances), a partial last strip and a
+// sanitize-new): every kernel (m <= 8, both cluster instances, the flat variant at m = 13), a
+// partial last strip and a
 // k tail, both dtypes, PDL on.
 TEST(DenseGemvGpuTest, SanitizerSubset) {
   REQUIRE_GPU();
@@ -431,7 +469,8 @@ TEST(DenseGemvGpuTest, LmHeadAtM1And9And32) {
 }
 
 // Row r of an m-row call has the same bits as the 1-row call on X row r, for every m <= 32, across
-// the two kernels (m <= 8 and m > 8) and both cluster sizes: the summation order depends on k
+// the kernels (m <= 8, the cluster kernel with both cluster sizes, the flat variant at
+// m <= 16): the summation order depends on k
 // alone (batch invariance).
 TEST(DenseGemvGpuTest, RowsAreBitwiseIndependentOfM) {
   REQUIRE_GPU();
@@ -452,16 +491,20 @@ TEST(DenseGemvGpuTest, RowsAreBitwiseIndependentOfM) {
           EXPECT_TRUE(std::equal(y1.begin(), y1.end(), y32.begin() + r * row_bytes)) << "row " << r << " alone";
         }
         for (int64_t m = 2; m < kMaxRows; ++m) {  // the first m rows
-          for (int cluster : ClustersFor(m)) {
+          for (const KernelConfig& config : ConfigsFor(m)) {
             std::vector<uint8_t> ym;
-            ASSERT_TRUE(RunGemv(prob.Params(m, y_fp32, m % 2 == 0, 0, cluster), stream.s, &ym));
-            EXPECT_TRUE(std::equal(ym.begin(), ym.end(), y32.begin())) << "m=" << m << " cluster=" << cluster;
+            ASSERT_TRUE(RunGemv(prob.Params(m, y_fp32, m % 2 == 0, 0, config.cluster, config.variant), stream.s, &ym));
+            EXPECT_TRUE(std::equal(ym.begin(), ym.end(), y32.begin())) << "m=" << m << " " << Describe(config);
           }
         }
         // The last 9 rows at once (the cluster kernel, 2 groups of X rows), against m = 32.
         std::vector<uint8_t> y9;
         ASSERT_TRUE(RunGemv(prob.Params(9, y_fp32, false, kMaxRows - 9), stream.s, &y9));
         EXPECT_TRUE(std::equal(y9.begin(), y9.end(), y32.begin() + (kMaxRows - 9) * row_bytes)) << "rows 23..31";
+        // The last 16 rows with the flat variant (2 groups of X rows, no clusters).
+        std::vector<uint8_t> y16;
+        ASSERT_TRUE(RunGemv(prob.Params(16, y_fp32, true, kMaxRows - 16, 0, 2), stream.s, &y16));
+        EXPECT_TRUE(std::equal(y16.begin(), y16.end(), y32.begin() + (kMaxRows - 16) * row_bytes)) << "rows 16..31, flat";
       }
     }
   }
