@@ -44,8 +44,12 @@
 // summation order is the m <= 8 kernel's (units only change when the loads are issued), so
 // its rows are bitwise those of every other call. No clusters, no X staging: each 32-row
 // strip re-reads all of X from L1 / L2 (m/32 bytes of X per byte of W: 0.5 at m = 16).
-// The launcher's choice at 9 <= m <= 16 where its strips fit one round of resident blocks
-// (n <= 8448 on an H100); beyond that the cluster kernel balances better (LaunchDenseGemv).
+// Not the launcher's choice. Alone (a chain of the same call) it beats the cluster kernel where
+// its strips fit one round of resident blocks (H100, m = 16, % of the copy bandwidth: 4096x4096
+// 82 vs 75, 14336x4096 92 vs 83; bench/results/dense-gemv-flat-2026-11-26-h100.md), but in the
+// engine's decode step (after attention, norms, SwiGLU, with PDL) the 8B bf16 step at batch 16
+// took 7.40 ms with it everywhere and 7.65 with it where it fits one round, against 6.97 with the
+// cluster kernel everywhere (same session, twice each; cause not established).
 //
 // ---- 9 <= m <= 32: DenseGemvClusterKernel<G, R> (a cluster of R/16 CTAs per strip) ----
 //
@@ -722,18 +726,7 @@ absl::StatusOr<int> ResidentUnits(const KernelChoice& k) {
 absl::Status LaunchDenseGemv(const DenseGemvParams& p, CUstream_st* stream) {
   const absl::Status valid = CheckDenseGemvParams(p);
   if (!valid.ok()) return valid;
-  int variant = p.variant;
-  if (variant == 0 && p.m > kMaxM && p.m <= 16) {
-    // The flat kernel where its 32-row strips fit one round of its resident blocks, else the
-    // cluster kernel, which balances better over several rounds. H100, m = 16, % of the copy
-    // bandwidth, flat vs cluster (bench/results/dense-gemv-flat-2026-11-26-h100.md): one round:
-    // 4096x4096 82 vs 75, 4096x6144 91 vs 84, 14336x4096 92 vs 83, 28672x8192 102 vs 95;
-    // more: 8192x10240 92 vs 100, 4096x28672 99 vs 102, the LM heads equal.
-    const absl::StatusOr<int> flat_blocks = ResidentUnits(SelectKernel(p.dtype, p.y_fp32, p.m, p.cluster, 2));
-    if (!flat_blocks.ok()) return flat_blocks.status();
-    variant = (p.n + kStripRows - 1) / kStripRows <= *flat_blocks ? 2 : 1;
-  }
-  const KernelChoice kernel = SelectKernel(p.dtype, p.y_fp32, p.m, p.cluster, variant);
+  const KernelChoice kernel = SelectKernel(p.dtype, p.y_fp32, p.m, p.cluster, p.variant);
   const absl::StatusOr<int> resident = ResidentUnits(kernel);
   if (!resident.ok()) return resident.status();
   GemvArgs a;

@@ -8,8 +8,8 @@
 // reaches 58-70 % of the H100's copy bandwidth at m = 1 on the 4096-wide shapes and 73-76 % of
 // the roofline at m = 16 and 32. m <= 8 runs one kernel (one CTA per 32-row strip), 9 <= m <= 32
 // another (clusters of 4 or 8 CTAs per strip of 64 or 128 rows, X staged in shared memory);
-// 9 <= m <= 16 runs a third where its strips fit one round of resident blocks (the m <= 8
-// kernel with two 8-row groups of X; DenseGemvParams::variant).
+// 9 <= m <= 16 may also run a third (DenseGemvParams::variant = 2: the m <= 8 kernel with two
+// 8-row groups of X; faster alone where its strips fit one round, slower in the engine).
 //
 // Each output element is summed in an order fixed by k alone (never by m, n, the grid, the
 // kernel or the run), so results are bitwise reproducible and row r of a call is bitwise the
@@ -49,8 +49,7 @@ struct DenseGemvParams {
   // the same either way.
   int cluster = 0;
   // Which kernel runs 9 <= m <= 32 (ignored at m <= 8, where there is one): 0 = the launcher's
-  // choice (at 9 <= m <= 16 the flat kernel when its 32-row strips fit one round of its
-  // resident blocks, else the cluster kernel); 1 = the cluster kernel; 2 = the flat kernel, 9 <= m <= 16 only
+  // choice (the cluster kernel); 1 = the cluster kernel; 2 = the flat kernel, 9 <= m <= 16 only
   // (the m <= 8 kernel with two 8-row groups of X: one CTA per 32-row strip, no clusters;
   // `cluster` is ignored). For tests and A/B runs: the results are bitwise the same.
   int variant = 0;

@@ -158,6 +158,9 @@ class CudaBackend : public Backend, public CudaBenchHooks {
   // rather than cuBLAS (not in the batch-invariant mode, whose dense products always run cuBLAS at 32
   // rows; FLUTE_DENSE_GEMV=off turns it off, for A/B runs).
   bool dense_gemv_ = false;
+  // gpu::DenseGemvParams::variant above 8 rows: FLUTE_DENSE_GEMV_VARIANT, for A/B runs (8B bf16
+  // batch 16, H100: 0 or 1, the cluster kernel, 6.97 ms per step; 2, the flat kernel, 7.40).
+  int dense_gemv_variant_ = 0;
   int max_rows_ = 0;         // tokens per pass at most
   int max_context_ = 0;      // positions per sequence at most
   int num_kv_blocks_ = 0;    // blocks the allocator hands out; one more is the padding block

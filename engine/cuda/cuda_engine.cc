@@ -145,6 +145,8 @@ absl::Status CudaBackend::Init(int64_t budget_bytes, int64_t free_before, std::s
   ASSIGN_OR_RETURN(dense_gemm_, gpu::DenseGemm::Create(stream_, cublas_ws_.get(), cublas_ws_.bytes()));
   const char* gemv_env = std::getenv("FLUTE_DENSE_GEMV");
   dense_gemv_ = !options_.batch_invariant && (gemv_env == nullptr || std::string(gemv_env) != "off");
+  const char* variant_env = std::getenv("FLUTE_DENSE_GEMV_VARIANT");
+  if (variant_env != nullptr) dense_gemv_variant_ = std::atoi(variant_env);
   for (GpuMatrix& m : model_->lm_head.parts) {
     if (m.lut) m.invariant_splits = lut::LutGemmPlannedSplits(m.shape, 1);
   }
