@@ -319,6 +319,19 @@ int NumCopies(size_t bytes_per_copy, size_t l2) {
   return static_cast<int>(std::max<size_t>(2, (4 * l2) / std::max<size_t>(bytes_per_copy, 1) + 2));
 }
 
+// Copies of a random dense W [N, K] spanning more than 4x the L2 (rotated between calls, so no
+// call finds its weights in cache). The caller frees them.
+template <typename T>
+std::vector<T*> RotatedDenseWeights(int64_t N, int64_t K, size_t l2) {
+  const size_t w_bytes = N * K * sizeof(T);
+  std::vector<T*> w(NumCopies(w_bytes, l2));
+  for (size_t c = 0; c < w.size(); ++c) {
+    CHECK_CUDA(cudaMalloc(&w[c], w_bytes));
+    Fill(w[c], N * K, 100 + static_cast<int>(c), 0.05f);
+  }
+  return w;
+}
+
 template <typename T>
 void BenchShapeDtype(const Options& o, int64_t K, int64_t N, const std::string& dtype, size_t l2,
                      double copy_bw, cublasHandle_t cublas, cudaStream_t stream, std::vector<Row>* rows) {
@@ -333,13 +346,8 @@ void BenchShapeDtype(const Options& o, int64_t K, int64_t N, const std::string& 
   // cuBLAS baseline: dense W [N, K] in the same dtype, rotated.
   std::vector<double> cublas_s(o.ms.size());
   {
-    const size_t w_bytes = N * K * sizeof(T);
-    const int copies = NumCopies(w_bytes, l2);
-    std::vector<T*> w(copies);
-    for (int c = 0; c < copies; ++c) {
-      CHECK_CUDA(cudaMalloc(&w[c], w_bytes));
-      Fill(w[c], N * K, 100 + c, 0.05f);
-    }
+    const std::vector<T*> w = RotatedDenseWeights<T>(N, K, l2);
+    const int copies = static_cast<int>(w.size());
     for (size_t mi = 0; mi < o.ms.size(); ++mi) {
       const int m = static_cast<int>(o.ms[mi]);
       const int calls = std::max(copies * 2, 20);
@@ -485,12 +493,8 @@ void BenchDenseShapeDtype(const Options& o, int64_t K, int64_t N, const std::str
   CHECK_CUDA(cudaMalloc(&y_cublas, max_m * N * y_elem));
   Fill(x, max_m * K, 11, 1.0f);
   const size_t w_bytes = N * K * sizeof(T);
-  const int copies = NumCopies(w_bytes, l2);
-  std::vector<T*> w(copies);
-  for (int c = 0; c < copies; ++c) {
-    CHECK_CUDA(cudaMalloc(&w[c], w_bytes));
-    Fill(w[c], N * K, 100 + c, 0.05f);
-  }
+  const std::vector<T*> w = RotatedDenseWeights<T>(N, K, l2);
+  const int copies = static_cast<int>(w.size());
   CHECK_CUDA(cudaDeviceSynchronize());  // the fills ran on the legacy stream
   const std::string config = y_fp32 ? "dense-yfp32" : "dense";
   for (int64_t m : o.ms) {

@@ -160,20 +160,24 @@ struct GemvArgs {
 // lut_gemm_device.cuh. X is re-read all the time, so it stays in L2 anyway.)
 // Zeros where !pred (the address is then never dereferenced). volatile: issued in program
 // order, so the first batch's loads stay ahead of the grid dependency wait.
+// 16 bytes at ptr with the load instruction `op`, or zeros where !pred (no access then).
+#define FLUTE_PREDICATED_LOAD16(op, ptr, pred, v)                                             \
+  asm volatile(                                                                                \
+      "{\n"                                                                                     \
+      "  .reg .pred p;\n"                                                                       \
+      "  setp.ne.b32 p, %5, 0;\n"                                                               \
+      "  mov.b32 %0, 0;\n"                                                                      \
+      "  mov.b32 %1, 0;\n"                                                                      \
+      "  mov.b32 %2, 0;\n"                                                                      \
+      "  mov.b32 %3, 0;\n"                                                                      \
+      "  @p " op " {%0, %1, %2, %3}, [%4];\n"                                                   \
+      "}\n"                                                                                     \
+      : "=r"((v).x), "=r"((v).y), "=r"((v).z), "=r"((v).w)                                     \
+      : "l"(ptr), "r"(static_cast<int>(pred)))
+
 __device__ __forceinline__ uint4 LoadWeights(const void* ptr, bool pred) {
   uint4 v;
-  asm volatile(
-      "{\n"
-      "  .reg .pred p;\n"
-      "  setp.ne.b32 p, %5, 0;\n"
-      "  mov.b32 %0, 0;\n"
-      "  mov.b32 %1, 0;\n"
-      "  mov.b32 %2, 0;\n"
-      "  mov.b32 %3, 0;\n"
-      "  @p ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];\n"
-      "}\n"
-      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-      : "l"(ptr), "r"(static_cast<int>(pred)));
+  FLUTE_PREDICATED_LOAD16("ld.global.nc.L1::no_allocate.L2::256B.v4.u32", ptr, pred, v);
   return v;
 }
 
@@ -182,18 +186,7 @@ __device__ __forceinline__ uint4 LoadWeights(const void* ptr, bool pred) {
 // hoist it above the grid dependency wait.
 __device__ __forceinline__ uint4 LoadActivations(const void* ptr, bool pred) {
   uint4 v;
-  asm volatile(
-      "{\n"
-      "  .reg .pred p;\n"
-      "  setp.ne.b32 p, %5, 0;\n"
-      "  mov.b32 %0, 0;\n"
-      "  mov.b32 %1, 0;\n"
-      "  mov.b32 %2, 0;\n"
-      "  mov.b32 %3, 0;\n"
-      "  @p ld.global.v4.u32 {%0, %1, %2, %3}, [%4];\n"
-      "}\n"
-      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-      : "l"(ptr), "r"(static_cast<int>(pred)));
+  FLUTE_PREDICATED_LOAD16("ld.global.v4.u32", ptr, pred, v);
   return v;
 }
 
