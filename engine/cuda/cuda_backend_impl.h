@@ -133,10 +133,10 @@ class CudaBackend : public Backend, public CudaBenchHooks {
   // Adds the residual epilogue / the norm prologue (with norm_weight) to a LUT-GEMM call.
   void AddResidualEpilogue(lut::LutGemmParams* params) const;
   void AddNormPrologue(const DeviceBuffer& norm_weight, lut::LutGemmParams* params) const;
-  absl::Status LaunchLmHead(const void* x, int rows);
+  absl::Status LaunchLmHead(const void* x, int rows);  // x: the [rows, hidden] normed rows
   // At load: the decode graph of every padded batch size up to max_batch and every context
   // bucket, from steps of padding rows (cuda_forward.cc).
-  absl::Status CaptureDecodeGraphs();  // x: the [rows, hidden] normed rows
+  absl::Status CaptureDecodeGraphs();
   void PadForGraph(StepPlan& plan) const;
   absl::Status UploadInputs(const StepPlan& plan);
 
@@ -154,12 +154,13 @@ class CudaBackend : public Backend, public CudaBenchHooks {
   // batch 32 7.84 -> 9.24 (at m = 32 the GEMV is 0.69-0.91x cuBLAS on the 8B shapes,
   // bench/results/dense-gemv-m32-2026-11-26-h100.md).
   static constexpr int kDenseGemvMaxRows = 16;
-  // Dense (16-bit) products of at most kDenseGemvMaxRows rows run on kernels/dense_gemv.h
-  // rather than cuBLAS (not in the batch-invariant mode, whose dense products always run cuBLAS at 32
-  // rows; FLUTE_DENSE_GEMV=off turns it off, for A/B runs).
+  // Whether dense (16-bit) products of at most kDenseGemvMaxRows rows run on
+  // kernels/dense_gemv.h rather than cuBLAS: not in the batch-invariant mode (its dense
+  // products always run cuBLAS at 32 rows); FLUTE_DENSE_GEMV=off turns it off, for A/B runs.
   bool dense_gemv_ = false;
-  // gpu::DenseGemvParams::variant above 8 rows: FLUTE_DENSE_GEMV_VARIANT, for A/B runs (8B bf16
-  // batch 16, H100: 0 or 1, the cluster kernel, 6.97 ms per step; 2, the flat kernel, 7.40).
+  // gpu::DenseGemvParams::variant for products of more than 8 rows: FLUTE_DENSE_GEMV_VARIANT,
+  // for A/B runs (8B bf16 batch 16, H100: 0 or 1, the cluster kernel, 6.97 ms per step; 2, the
+  // flat kernel, 7.40).
   int dense_gemv_variant_ = 0;
   int max_rows_ = 0;         // tokens per pass at most
   int max_context_ = 0;      // positions per sequence at most

@@ -195,7 +195,7 @@ absl::Status CudaBackend::MatMul(const GpuMatrix& w, const void* x, int m, void*
       params.y = y;
       params.y_fp32 = y_fp32;
       params.pdl = true;
-      params.variant = m > gpu::kDenseGemvMaxM / 4 ? dense_gemv_variant_ : 0;
+      params.variant = m > 8 ? dense_gemv_variant_ : 0;  // (the choice among the 9..32-row kernels)
       return gpu::LaunchDenseGemv(params, stream_);
     }
     // Batch-invariant: below 32 rows every call runs at 32, so cuBLAS picks one algorithm
