@@ -55,8 +55,8 @@ struct BackendOptions {
   // cache is served with a shorter one.
   int max_model_len = 0;
   // CUDA, `flute bench e2e --ablate` only: comma-separated kernel kinds (the --profile names)
-  // left out of every forward step, to time what each costs inside CUDA-graph replays. The
-  // outputs are then meaningless. (A layout change: kCudaPluginVersion 2.)
+  // left out of every forward step, to time what each costs inside CUDA-graph replays, and
+  // "sampling" (every sampled token is then 0). The outputs are then meaningless. (A layout change: kCudaPluginVersion 2.)
   std::string ablate;
 };
 

@@ -1,14 +1,18 @@
 // Token sampling on the GPU (see sampling.h for the semantics and the exact draw).
 //
-// One CTA of 1024 threads per row; the row stays in global memory (L2) and is read in a few
-// coalesced passes:
-//   1. raw pass: log-sum-exp of the raw logits (online max / sum per thread) and the largest
-//      raw rank key of each warp (a bound for the top-N logprobs);
+// A cluster of 1-8 CTAs of 1024 threads per row (SlicesPerRow: as many as fill the SMs in one
+// wave); the row stays in global memory (L2) and is read in a few coalesced passes:
+//   1. raw pass, split over the cluster's CTAs (a slice of the ids each, the statistics
+//      combined by the first CTA over distributed shared memory, which alone does the rest):
+//      log-sum-exp of the raw logits (online max / sum per thread), the largest raw rank key
+//      of each warp (a bound for the top-N logprobs) and, for rows without penalties, the
+//      greedy choice and the NaN flag of step 4 (a greedy row is read once);
 //   2. if num_logprobs > 0: collect the raw keys at or above the N-th largest warp maximum
 //      (at least N elements, usually a few dozen) in shared memory and rank them exactly;
 //   3. penalties, in place for the row's penalty tokens, their raw logits kept in the
 //      workspace (the chosen token's logprob needs its raw logit);
-//   4. greedy pass: the largest penalised rank key (= argmax, ties to the lowest id) and NaN;
+//   4. greedy pass (rows with penalties): the largest penalised rank key (= argmax, ties to
+//      the lowest id) and NaN;
 //   5. top-k and top-p cuts: radix select over the 64-bit rank key, 11 bits a round, with
 //      shared-memory histograms of counts (top-k) or fixed-point weights (top-p); a round is
 //      one pass over the elements still sharing the selected prefix, and the select stops as
@@ -23,6 +27,9 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+
+#include <cooperative_groups.h>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/pdl.cuh"
@@ -37,7 +44,19 @@ constexpr int kBins = 1 << kDigitBits;
 constexpr int kTopCandidates = 1024;  // raw top-N candidates kept in shared memory
 constexpr float kWeightScale = 1099511627776.0f;  // 2^40: fixed-point weight of w = 1
 
+// What a slice of the row contributes to the row's raw statistics.
+struct SliceStats {
+  float max;                              // the slice's largest logit (NaN ignored; -inf if none)
+  double sum;                             // sum of exp(x - max) over it (NaN propagates)
+  unsigned long long greedy;              // with_greedy: the largest GreedyKey
+  unsigned int nan;                       // with_greedy: 1 if the slice holds a NaN
+  unsigned long long warp_max[kWarps];    // each warp's largest raw rank key (0 if it has none)
+};
+
+constexpr int kMaxSlices = 8;  // CTAs per row at most (a portable cluster size)
+
 struct Shared {
+  SliceStats slices[kMaxSlices];  // the cluster's first CTA: every slice's statistics
   unsigned int count[kBins];
   unsigned long long mass[kBins];
   unsigned long long candidates[kTopCandidates];
@@ -141,25 +160,68 @@ __device__ __forceinline__ void ForEachStrided(const float* l, int begin, int en
   for (; id < end; id += stride) f(l[id], id);
 }
 
+// Ids [begin, end) of the row l, in 16-byte pieces: thread t takes the float4 pieces t,
+// t + kThreads, ... (kBatch4 of them in flight: 64 KB per CTA, four times what scalar loads put
+// in flight), calling f on each piece's 4 ids in id order; the ids before the first 16-byte
+// boundary and after the last one go to threads 0-3 one by one. Every id is visited once.
+constexpr int kBatch4 = 4;
+template <typename F>
+__device__ __forceinline__ void ForEachIdIn(const float* l, int begin, int end, F f) {
+  const int misaligned = static_cast<int>((16 - reinterpret_cast<uintptr_t>(l + begin) % 16) % 16 / 4);
+  const int head = begin + min(end - begin, misaligned);
+  const int pieces = (end - head) / 4;
+  const int tail = head + 4 * pieces;
+  const float4* l4 = reinterpret_cast<const float4*>(l + head);
+  const int t = static_cast<int>(threadIdx.x);
+  int piece = t;
+  for (; piece + (kBatch4 - 1) * kThreads < pieces; piece += kBatch4 * kThreads) {
+    float4 x[kBatch4];
+#pragma unroll
+    for (int i = 0; i < kBatch4; ++i) x[i] = l4[piece + i * kThreads];
+#pragma unroll
+    for (int i = 0; i < kBatch4; ++i) {
+      const int id = head + 4 * (piece + i * kThreads);
+      f(x[i].x, id);
+      f(x[i].y, id + 1);
+      f(x[i].z, id + 2);
+      f(x[i].w, id + 3);
+    }
+  }
+  for (; piece < pieces; piece += kThreads) {
+    const float4 x = l4[piece];
+    const int id = head + 4 * piece;
+    f(x.x, id);
+    f(x.y, id + 1);
+    f(x.z, id + 2);
+    f(x.w, id + 3);
+  }
+  if (t < head - begin) f(l[begin + t], begin + t);
+  if (t < end - tail) f(l[tail + t], tail + t);
+}
+
 template <typename F>
 __device__ __forceinline__ void ForEachId(const float* l, int vocab, F f) {
-  ForEachStrided(l, static_cast<int>(threadIdx.x), vocab, kThreads, f);
+  ForEachIdIn(l, 0, vocab, f);
 }
 
 // ---- 1. raw statistics ----
+// A row is cut into `slices` slices of ids, one per CTA of the row's cluster (kernel comment);
+// each CTA computes its slice's SliceStats, and the cluster's first CTA combines them.
 
-struct RawStats {
-  double log_normalizer;             // log(sum(exp(raw))) as the CPU computes it
-  unsigned long long warp_max_key;   // this warp's largest raw rank key (0 if it has none)
-};
-
-// Online max / sum of exp per thread, combined over the block in double.
-__device__ RawStats RawPass(const float* raw, int vocab, Shared& sh) {
+// Online max / sum of exp per thread over ids [begin, end), combined over the block in double
+// into `out` (shared memory; complete after the call's last barrier). with_greedy (rows
+// without penalties, whose greedy pass would read these same values): also the greedy key and
+// the NaN flag of step 4, so that the row is read once.
+__device__ void SlicePass(const float* raw, int begin, int end, bool with_greedy, SliceStats& out, Shared& sh) {
   float m = -INFINITY, s = 0.0f;
-  unsigned long long best = 0;
-  ForEachId(raw, vocab, [&](float x, int id) {
+  unsigned long long best = 0, greedy = 0;
+  unsigned int nan = 0;
+  ForEachIdIn(raw, begin, end, [&](float x, int id) {
     const unsigned long long key = RankKey(x, id);
     best = key > best ? key : best;
+    const bool is_nan = isnan(x);
+    nan |= is_nan ? 1u : 0u;
+    greedy = !is_nan && key > greedy ? key : greedy;  // GreedyKey(x, id): NaN never wins
     if (x == -INFINITY) return;  // weight 0 (and would give inf - inf below)
     if (x > m) {
       s = s * expf(m - x) + 1.0f;
@@ -168,34 +230,77 @@ __device__ RawStats RawPass(const float* raw, int vocab, Shared& sh) {
       s += expf(x - m);  // NaN propagates into the sum, as on the CPU
     }
   });
-  RawStats stats;
-  stats.warp_max_key = WarpAllReduce(best, MaxU64{});
+  best = WarpAllReduce(best, MaxU64{});
+  if (threadIdx.x % 32 == 0) out.warp_max[threadIdx.x / 32] = best;
   // The CPU's maximum ignores NaN; fmaxf does too.
   const float block_max = BlockAllReduce(m, MaxF32{}, sh.f32);
   double part = 0.0;
   if (s != 0.0f) part = static_cast<double>(s) * exp(static_cast<double>(m) - block_max);
   if (isnan(s)) part = s;
   const double sum = BlockAllReduce(part, SumF64{}, sh.f64);
-  stats.log_normalizer =
-      isfinite(block_max) ? static_cast<double>(block_max) + log(sum) : block_max;
+  if (with_greedy) {
+    greedy = BlockAllReduce(greedy, MaxU64{}, sh.u64);
+    nan = BlockAllReduce(nan, OrU32{}, reinterpret_cast<unsigned int*>(sh.f32));
+  }
+  if (threadIdx.x == 0) {
+    out.max = block_max;
+    out.sum = sum;
+    out.greedy = greedy;
+    out.nan = nan;
+  }
+  __syncthreads();
+}
+
+struct RawStats {
+  double log_normalizer;             // log(sum(exp(raw))) as the CPU computes it
+  unsigned long long greedy_key;     // with_greedy: the row's largest GreedyKey
+  bool any_nan;                      // with_greedy: whether the row holds a NaN
+  int num_maxima;                    // sh.maxima[0, num_maxima): the warps' largest raw keys
+};
+
+// The row's statistics from its slices' (every thread, from shared memory; the slices' warp
+// maxima are already in sh.maxima): the slices' sums rescaled to the row's maximum, in double.
+__device__ RawStats CombineSlices(const SliceStats* slices, int count) {
+  float row_max = -INFINITY;
+  for (int j = 0; j < count; ++j) row_max = fmaxf(row_max, slices[j].max);
+  double sum = 0.0;
+  unsigned long long greedy = 0;
+  unsigned int nan = 0;
+  for (int j = 0; j < count; ++j) {
+    const double part = slices[j].sum;
+    if (isnan(part)) {
+      sum += part;
+    } else if (part != 0.0) {
+      sum += part * exp(static_cast<double>(slices[j].max) - row_max);
+    }
+    greedy = slices[j].greedy > greedy ? slices[j].greedy : greedy;
+    nan |= slices[j].nan;
+  }
+  RawStats stats;
+  stats.log_normalizer = isfinite(row_max) ? static_cast<double>(row_max) + log(sum) : row_max;
+  stats.greedy_key = greedy;
+  stats.any_nan = nan != 0;
+  stats.num_maxima = count * kWarps;
   return stats;
 }
 
 // ---- 2. top-N raw logprobs ----
 
-// Writes the n best raw keys, highest first, into out_keys (shared, n entries).
-__device__ void TopRawKeys(const float* raw, int vocab, int n, unsigned long long warp_max_key,
-                           unsigned long long* out_keys, Shared& sh) {
+// Writes the n best raw keys, highest first, into out_keys (shared, n entries). The warp
+// maxima of every slice's CTA are in sh.slices[0, num_slices).
+__device__ void TopRawKeys(const float* raw, int vocab, int n, int num_slices, unsigned long long* out_keys,
+                           Shared& sh) {
   // A lower bound for the n-th largest key: the n-th largest warp maximum (n distinct
   // elements reach it). Warps without elements report 0, which admits every element.
-  if (threadIdx.x % 32 == 0) sh.u64[threadIdx.x / 32] = warp_max_key;
+  const auto warp_max = [&](int w) { return sh.slices[w / kWarps].warp_max[w % kWarps]; };
+  const int maxima = num_slices * kWarps;
   if (threadIdx.x == 0) sh.num_candidates = 0;
-  __syncthreads();
-  if (threadIdx.x < kWarps) {
-    const unsigned long long mine = sh.u64[threadIdx.x];
+  if (static_cast<int>(threadIdx.x) < maxima) {
+    const unsigned long long mine = warp_max(threadIdx.x);
     int rank = 0;  // distinct ranks even for equal (empty-warp) maxima
-    for (int w = 0; w < kWarps; ++w) {
-      rank += (sh.u64[w] > mine) || (sh.u64[w] == mine && w < static_cast<int>(threadIdx.x));
+    for (int w = 0; w < maxima; ++w) {
+      const unsigned long long other = warp_max(w);
+      rank += (other > mine) || (other == mine && w < static_cast<int>(threadIdx.x));
     }
     if (rank == n - 1) sh.selected_prefix = mine;
   }
@@ -420,28 +525,60 @@ struct KernelArgs {
   const int32_t* generated_counts;
   SampleResult* results;
   float* raw_stash;  // [rows, vocab]
+  int slices;        // CTAs per row (the cluster size)
 };
 
 __device__ bool HasPenalties(const SamplingRow& p) {
   return p.repetition_penalty != 1.0f || p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f;
 }
 
+// Grid: rows x slices CTAs, in clusters of `slices` (args.slices, 1 to kMaxSlices; the
+// cluster dimension when > 1): the CTAs of a row's cluster compute the raw statistics of one
+// slice of its ids each (SlicePass: the one pass a greedy row needs), the cluster's first CTA
+// reads them over distributed shared memory, combines them and does the rest alone; the
+// others exit. One CTA per row reads 128256 logits in ~30 us; eight in a few.
 __global__ void __launch_bounds__(kThreads) SamplingKernel(KernelArgs args) {
-  PdlPrologue();  // launched with LaunchWithPdl (kernels/pdl.cuh)
+  PdlPrologue();  // launched with programmatic stream serialization (kernels/pdl.cuh)
   __shared__ Shared sh;
+  __shared__ SliceStats mine;
   __shared__ unsigned long long top_keys[kMaxLogprobs];
-  const int row = blockIdx.x;
+  const int slices = args.slices;
+  const int row = blockIdx.x / slices, slice = blockIdx.x % slices;  // slice = the rank in the cluster
   const int vocab = args.vocab;
   const SamplingRow p = args.params[row];
   float* l = args.logits + static_cast<size_t>(row) * vocab;
   float* stash = args.raw_stash + static_cast<size_t>(row) * vocab;
   SampleResult* result = args.results + row;
 
-  // 1-2. Raw statistics and top logprobs, before anything is overwritten.
-  const RawStats raw = RawPass(l, vocab, sh);
+  // 1. Raw statistics of this CTA's slice (whole 16-byte pieces but the row's last), then in
+  // the first CTA every slice's, before anything is overwritten.
+  const bool penalised = HasPenalties(p);
+  const int per_slice = (vocab + 4 * slices - 1) / (4 * slices) * 4;
+  const int begin = min(vocab, slice * per_slice), end = min(vocab, begin + per_slice);
+  SlicePass(l, begin, end, /*with_greedy=*/!penalised, slices > 1 ? mine : sh.slices[0], sh);
+  if (slices > 1) {
+    cooperative_groups::cluster_group cluster = cooperative_groups::this_cluster();
+    cluster.sync();  // every slice's statistics are written
+    if (slice != 0) {
+      cluster.sync();  // stay resident until the first CTA has read them
+      return;
+    }
+    // Word by word: SliceStats is a multiple of 8 bytes.
+    constexpr int kWords = sizeof(SliceStats) / 8;
+    static_assert(sizeof(SliceStats) % 8 == 0, "SliceStats is copied in 8-byte words");
+    for (int w = threadIdx.x; w < slices * kWords; w += kThreads) {
+      const unsigned long long* remote = reinterpret_cast<const unsigned long long*>(
+          cluster.map_shared_rank(&mine, static_cast<unsigned int>(w / kWords)));
+      reinterpret_cast<unsigned long long*>(&sh.slices[w / kWords])[w % kWords] = remote[w % kWords];
+    }
+    cluster.sync();  // read: the other CTAs may exit
+  }
+  const RawStats raw = CombineSlices(sh.slices, slices);
+
+  // 2. Top logprobs.
   int n = p.num_logprobs < 0 ? 0 : (p.num_logprobs > kMaxLogprobs ? kMaxLogprobs : p.num_logprobs);
   n = n < vocab ? n : vocab;
-  if (n > 0) TopRawKeys(l, vocab, n, raw.warp_max_key, top_keys, sh);
+  if (n > 0) TopRawKeys(l, vocab, n, slices, top_keys, sh);
   if (threadIdx.x < n) {
     const int id = KeyId(top_keys[threadIdx.x]);
     result->top_tokens[threadIdx.x] = id;
@@ -450,7 +587,6 @@ __global__ void __launch_bounds__(kThreads) SamplingKernel(KernelArgs args) {
   __syncthreads();  // the raw values read above are about to change
 
   // 3. Penalties in place (distinct ids: no two threads write the same logit).
-  const bool penalised = HasPenalties(p);
   if (penalised) {
     for (int j = p.penalty_begin + threadIdx.x; j < p.penalty_end; j += kThreads) {
       const int id = args.penalty_tokens[j];
@@ -462,16 +598,20 @@ __global__ void __launch_bounds__(kThreads) SamplingKernel(KernelArgs args) {
   }
   __syncthreads();
 
-  // 4. Greedy choice and NaN.
-  unsigned long long best = 0;
-  unsigned int nan = 0;
-  ForEachId(l, vocab, [&](float x, int id) {
-    const unsigned long long key = GreedyKey(x, id);
-    best = key > best ? key : best;
-    nan |= isnan(x) ? 1u : 0u;
-  });
-  best = BlockAllReduce(best, MaxU64{}, sh.u64);
-  const bool any_nan = BlockAllReduce(nan, OrU32{}, reinterpret_cast<unsigned int*>(sh.f32)) != 0;
+  // 4. Greedy choice and NaN (from the raw pass when nothing was penalised).
+  unsigned long long best = raw.greedy_key;
+  bool any_nan = raw.any_nan;
+  if (penalised) {
+    best = 0;
+    unsigned int nan = 0;
+    ForEachId(l, vocab, [&](float x, int id) {
+      const unsigned long long key = GreedyKey(x, id);
+      best = key > best ? key : best;
+      nan |= isnan(x) ? 1u : 0u;
+    });
+    best = BlockAllReduce(best, MaxU64{}, sh.u64);
+    any_nan = BlockAllReduce(nan, OrU32{}, reinterpret_cast<unsigned int*>(sh.f32)) != 0;
+  }
   const int greedy = best == 0 ? vocab - 1 : KeyId(best);
   const float max_logit = l[greedy];
 
@@ -508,6 +648,49 @@ __global__ void __launch_bounds__(kThreads) SamplingKernel(KernelArgs args) {
     result->token = token;
     result->logprob = static_cast<float>(raw_logit - raw.log_normalizer);
   }
+}
+
+// CTAs per row: the largest of 8, 4, 2 whose grid fits the SMs in one wave, when a cluster of
+// that many CTAs fits the device (else 1). FLUTE_SAMPLING_SLICES=1|2|4|8 forces one (tests, A/B).
+int SlicesPerRow(int rows) {
+  static const int sms = [] {
+    int device = 0, count = 0;
+    if (cudaGetDevice(&device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
+      cudaGetLastError();
+      return 0;
+    }
+    return count;
+  }();
+  static const int max_cluster = [] {
+    for (int size : {kMaxSlices, 4, 2}) {
+      cudaLaunchConfig_t config = {};
+      config.gridDim = dim3(static_cast<unsigned>(size));
+      config.blockDim = dim3(kThreads);
+      cudaLaunchAttribute attr;
+      attr.id = cudaLaunchAttributeClusterDimension;
+      attr.val.clusterDim.x = static_cast<unsigned>(size);
+      attr.val.clusterDim.y = 1;
+      attr.val.clusterDim.z = 1;
+      config.attrs = &attr;
+      config.numAttrs = 1;
+      int clusters = 0;
+      if (cudaOccupancyMaxActiveClusters(&clusters, SamplingKernel, &config) == cudaSuccess && clusters >= 1) {
+        return size;
+      }
+      cudaGetLastError();
+    }
+    return 1;
+  }();
+  const char* forced = std::getenv("FLUTE_SAMPLING_SLICES");
+  if (forced != nullptr) {
+    const int n = std::atoi(forced);
+    if (n == 1 || ((n == 2 || n == 4 || n == 8) && n <= max_cluster)) return n;
+  }
+  for (int size = max_cluster; size > 1; size /= 2) {
+    if (rows * size <= sms) return size;
+  }
+  return 1;
 }
 
 }  // namespace
@@ -547,7 +730,21 @@ absl::Status LaunchSampling(float* logits, int rows, int vocab, const SamplingRo
   args.generated_counts = generated_counts;
   args.results = results;
   args.raw_stash = static_cast<float*>(workspace);
-  LaunchWithPdl(SamplingKernel, rows, kThreads, 0, reinterpret_cast<cudaStream_t>(stream), args);
+  args.slices = SlicesPerRow(rows);
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(static_cast<unsigned>(rows * args.slices));
+  config.blockDim = dim3(kThreads);
+  config.stream = reinterpret_cast<cudaStream_t>(stream);
+  cudaLaunchAttribute attrs[2];
+  attrs[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attrs[0].val.programmaticStreamSerializationAllowed = 1;
+  attrs[1].id = cudaLaunchAttributeClusterDimension;
+  attrs[1].val.clusterDim.x = static_cast<unsigned>(args.slices);
+  attrs[1].val.clusterDim.y = 1;
+  attrs[1].val.clusterDim.z = 1;
+  config.attrs = attrs;
+  config.numAttrs = args.slices > 1 ? 2 : 1;
+  cudaLaunchKernelEx(&config, SamplingKernel, args);
   const cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) {
     return absl::InternalError(absl::StrCat("sampling launch failed: ", cudaGetErrorString(err)));

@@ -85,6 +85,12 @@ absl::Status CudaBackend::SampleRows(const std::vector<SampleSlot>& slots, std::
   const size_t vocab = config_.vocab_size;
   for (int first = 0; first < rows; first += kSampleChunk) {
     const int count = std::min(kSampleChunk, rows - first);
+    if (Ablated("sampling")) {  // bench e2e --ablate sampling: token 0 for every row, timing only
+      RETURN_IF_ERROR(CudaStatus(cudaMemsetAsync(sample_results_.as<gpu::SampleResult>() + first, 0,
+                                                 sizeof(gpu::SampleResult) * count, stream_),
+                                 "ablated sampling"));
+      continue;
+    }
     RETURN_IF_ERROR(gpu::LaunchSampling(logits_.as<float>() + first * vocab, count, config_.vocab_size,
                                         sample_params_.as<gpu::SamplingRow>() + first, penalty_dev,
                                         penalty_dev + total, penalty_dev + 2 * total,

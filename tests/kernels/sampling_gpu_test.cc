@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <numeric>
@@ -407,12 +408,17 @@ TEST_P(SamplingGpuTest, MatchesReferenceOnMixedBatches) {
   SCOPED_TRACE(::testing::Message() << "seed " << seed << ", vocab " << vocab);
   std::mt19937_64 rng(seed);
   int checked_draws = 0, draws = 0;
+  // Batches 0-1 with the kernel's own split of rows over CTAs (8 CTAs per row at 1 row, 4 at
+  // 32), batch 2 with one CTA per row, batch 3 with two (FLUTE_SAMPLING_SLICES).
+  const char* const forced_slices[] = {nullptr, nullptr, "1", "2"};
   for (int batch = 0; batch < 4; ++batch) {
     const int rows = batch == 0 ? 1 : 32;
     std::vector<RowInput> inputs;
     for (int r = 0; r < rows; ++r) inputs.push_back(RandomRow(rng, vocab, (r + batch) % 6));
     std::vector<SampleResult> results;
+    if (forced_slices[batch] != nullptr) setenv("FLUTE_SAMPLING_SLICES", forced_slices[batch], 1);
     RunRows(inputs, vocab, &results);
+    unsetenv("FLUTE_SAMPLING_SLICES");
     if (HasFatalFailure()) return;
     for (int r = 0; r < rows; ++r) {
       const Expected want = Reference(inputs[r]);
@@ -610,10 +616,30 @@ TEST(SamplingGpuTimingTest, Reports32RowsOf128256) {
   CUDA_OK(cudaEventSynchronize(stop));
   float ms = 0;
   CUDA_OK(cudaEventElapsedTime(&ms, start, stop));
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
   std::printf("sampling 32 x 128256 (top-k 50, top-p 0.9, 5 logprobs, 64 penalties): %.1f us\n",
               1000.0 * ms / iterations);
+  // Greedy rows without logprobs or penalties (a decode step's usual case), 1 and 16 rows.
+  for (int r = 0; r < rows; ++r) {
+    params[r] = SamplingRow{};
+    params[r].temperature = 0.0f;
+  }
+  Upload(params, d_params);
+  for (int greedy_rows : {1, 16}) {
+    const auto greedy = [&] {
+      return LaunchSampling(d_logits.ptr, greedy_rows, vocab, d_params.ptr, d_tokens.ptr, d_counts.ptr,
+                            d_counts.ptr, d_results.ptr, d_workspace.ptr, workspace_bytes, nullptr);
+    };
+    for (int i = 0; i < 3; ++i) ASSERT_TRUE(greedy().ok());
+    CUDA_OK(cudaEventRecord(start));
+    for (int i = 0; i < iterations; ++i) ASSERT_TRUE(greedy().ok());
+    CUDA_OK(cudaEventRecord(stop));
+    CUDA_OK(cudaEventSynchronize(stop));
+    CUDA_OK(cudaEventElapsedTime(&ms, start, stop));
+    std::printf("sampling %d x 128256 greedy (no logprobs, no penalties): %.1f us\n", greedy_rows,
+                1000.0 * ms / iterations);
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
 }
 
 TEST(SamplingGpuArgsTest, BadArgumentsAreInvalid) {
