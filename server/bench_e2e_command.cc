@@ -258,8 +258,9 @@ void AddBenchE2eCommand(CLI::App& bench) {
                 "Time every kernel kind with CUDA events (eager launches; the figures then include "
                 "the events' cost) and print where a step's time goes");
   cmd->add_option("--ablate", o->ablate,
-                  "Leave these kernel kinds (comma-separated --profile names, e.g. \"attention,lm head\") out "
-                  "of every step, to time what each costs in graph replays; the outputs are then meaningless");
+                  "Leave these kernel kinds (comma-separated --profile names, e.g. \"attention,lm head\", or "
+                  "\"sampling\") out of every step, to time what each costs in graph replays; the outputs are "
+                  "then meaningless");
   cmd->add_option("--json", o->json_path, "Write the results as JSON");
   cmd->add_option("--markdown", o->markdown_path, "Write the table as markdown");
   AddGpuFlags(cmd, &o->backend);
