@@ -126,6 +126,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "kernels/act_convert.cuh"
+#include "kernels/cluster.cuh"
 #include "kernels/pdl.cuh"
 
 namespace flute::gpu {
@@ -421,41 +422,6 @@ __device__ __forceinline__ void CpAsyncWaitAll() { asm volatile("cp.async.wait_g
 template <int kCount>
 __device__ __forceinline__ void GroupBarrier(int group) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(1 + group), "n"(kCount) : "memory");
-}
-
-__device__ __forceinline__ int ClusterRank() {
-  uint32_t r;
-  asm("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
-  return static_cast<int>(r);
-}
-__device__ __forceinline__ int ClusterIndex() {  // 1-D grid and clusters: the cluster's x index
-  uint32_t r;
-  asm("mov.u32 %0, %%clusterid.x;\n" : "=r"(r));
-  return static_cast<int>(r);
-}
-__device__ __forceinline__ int ClusterCount() {
-  uint32_t r;
-  asm("mov.u32 %0, %%nclusterid.x;\n" : "=r"(r));
-  return static_cast<int>(r);
-}
-// Every thread of every CTA of the cluster; this CTA's shared-memory writes before it are
-// visible to the cluster's reads after it.
-__device__ __forceinline__ void ClusterSync() {
-  asm volatile(
-      "barrier.cluster.arrive.release.aligned;\n"
-      "barrier.cluster.wait.acquire.aligned;\n" ::: "memory");
-}
-// The shared::cluster address of the same shared-memory byte in CTA `rank` of the cluster.
-__device__ __forceinline__ uint32_t MapShared(uint32_t addr, int rank) {
-  uint32_t r;
-  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(r) : "r"(addr), "r"(rank));
-  return r;
-}
-// volatile: stays after the cluster barrier that published the value.
-__device__ __forceinline__ float LoadSharedCluster(uint32_t addr) {
-  float v;
-  asm volatile("ld.shared::cluster.f32 %0, [%1];\n" : "=f"(v) : "r"(addr));
-  return v;
 }
 
 // T: fp16 / bf16 of X and W; TY: T or float (Y); G: 8-row groups of X (2 or 4); R: rows per strip

@@ -878,11 +878,11 @@ void FillStepRows(const Config& c, FusedStep& s, std::mt19937& rng) {
 // everywhere else, the newest positions included: the fused kernel must take those from qkv,
 // the unfused pair writes them first. v_before_k swaps the k and v columns of qkv.
 FusedStep BuildFusedStep(const Config& c, const std::vector<int>& contexts, bool far_positions, bool v_before_k,
-                         int grow, int extra_ctx, std::mt19937& rng) {
+                         int grow, int extra_ctx, std::mt19937& rng, int padding_seqs = 2) {
   FusedStep s;
   const int bs = c.block_size, d = c.head_dim, kv_dim = c.num_kv_heads * d, qd = c.num_heads() * d;
   s.real = static_cast<int>(contexts.size());
-  s.num_seqs = s.real + 2;
+  s.num_seqs = s.real + padding_seqs;
   s.far_positions = far_positions;
   int max_ctx = 1, blocks_used = 1;  // + the padding block
   for (int ctx : contexts) {
@@ -1126,6 +1126,48 @@ TEST_F(AttentionGpuTest, FusedRopeKvIsBitwiseRopeKvWriteThenAttention) {
       CUDA_OK(cudaDeviceSynchronize());
       EXPECT_TRUE(SameAfterStep(c, s, unfused, fused)) << DescribeFused(c, s);
     }
+  }
+}
+
+// Decode launches of one sequence merge their splits in a thread-block cluster (over
+// distributed shared memory, DecodeChunkRopeClusterKernel): bitwise the unfused pair, whose
+// attention merges through the workspace, with clusters of 2 to 16 CTAs (the bound context),
+// CTAs with nothing to do (sequences of fewer chunks than the cluster has splits), one chunk
+// (no merge), batches of several sequences (the workspace merge),
+// and FLUTE_ATTENTION_COMBINE=last forcing the workspace merge in the fused call too.
+TEST_F(AttentionGpuTest, FusedClusterMergeIsBitwiseTheWorkspaceMerge) {
+  REQUIRE_GPU();
+  std::vector<Config> configs(3);
+  configs[0].num_kv_heads = 8;  // 8B LLaMA: fp16, D = 128, group 4, block 16
+  configs[1].dtype = ActivationType::kBFloat16;
+  configs[1].head_dim = 64;
+  configs[1].group = 12;  // two head slices
+  configs[1].block_size = 8;
+  configs[2].group = 1;
+  // One sequence and no padding (the cluster merge), then two with two padding sequences.
+  const std::vector<std::vector<int>> batches = {{512}, {513}, {65}, {3000}, {1}, {1025}, {130}, {2100}, {65, 3000}};
+  for (const char* combine : {"", "last"}) {
+    if (*combine) setenv("FLUTE_ATTENTION_COMBINE", combine, 1);
+    for (const Config& c : configs) {
+      const std::vector<float> inv = Llama3InvFreq(c.head_dim);
+      for (size_t b = 0; b < batches.size(); ++b) {
+        const FusedStep s = BuildFusedStep(c, batches[b], /*far=*/b % 2 == 1, /*v_before_k=*/false, /*grow=*/0,
+                                           /*extra_ctx=*/b == 6 ? 0 : 300, rng_,
+                                           /*padding_seqs=*/batches[b].size() == 1 ? 0 : 2);
+        FusedDevice unfused(c, s, inv), fused(c, s, inv);
+        ASSERT_TRUE(unfused.ok() && fused.ok()) << "cudaMalloc failed";
+        unfused.Upload(s, true);
+        fused.Upload(s, true);
+        absl::Status st = unfused.RunUnfused(c, s, nullptr);
+        ASSERT_TRUE(st.ok()) << st;
+        st = fused.RunFused(c, s, nullptr);
+        ASSERT_TRUE(st.ok()) << st;
+        CUDA_OK(cudaDeviceSynchronize());
+        EXPECT_TRUE(SameAfterStep(c, s, unfused, fused)) << "FLUTE_ATTENTION_COMBINE=" << combine << " "
+                                                         << DescribeFused(c, s);
+      }
+    }
+    unsetenv("FLUTE_ATTENTION_COMBINE");
   }
 }
 
