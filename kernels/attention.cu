@@ -49,9 +49,9 @@
 //    merge the splits over distributed shared memory (MergeSplitsCluster: MergeSplits'
 //    arithmetic, so the same bits) instead of through the workspace, the fence, the counter's
 //    atomic and the L2 reads of the last-arriving split. H100, 8B decode at batch 1 (same
-//    session, against FLUTE_ATTENTION_COMBINE=last): bf16 -0.11 ms per step, W4 -0.03 ms; at
-//    batch 4 clusters (up to 4 sequences) were 0.2-0.3 ms slower: their idle CTAs (splits past
-//    a sequence's context) stay resident until the merge.
+//    session, against FLUTE_ATTENTION_COMBINE=last): W4 -0.05 ms per step, bf16 -0.11 ms. With
+//    clusters up to 4 (or 32) sequences, batch 4 was 0.2 ms slower (and batches 8 and 16 0.3 and
+//    0.7 ms with 32), so only single-sequence launches use it.
 //  - Prefill (query_len > 1): PrefillMmaKernel, FlashAttention-2 style tiles of 64 query rows
 //    (16 per warp) x 64 keys of one query head on mma.sync.m16n8k16 tensor cores, online
 //    softmax in fp32 registers, causal masking by position. PrefillKernel is a plain SIMT
@@ -706,17 +706,11 @@ __device__ __forceinline__ void MergeIfLastSplit(const AttnArgs& a, const Decode
 // memory, one cluster barrier publishes them, split 0 merges them (MergeSplitsCluster: the same
 // bits as MergeSplits), and a second (relaxed) barrier keeps every CTA resident until it has
 // read them. That replaces the fence, the arrival counter's atomic and the reads of the
-// partials from L2 on the critical path of a decode step. Every CTA of the cluster, also one
-// with nothing to do, takes part in both barriers.
+// partials from L2 on the critical path of a decode step. A CTA with nothing to do (a split past
+// its sequence's context) exits at once, as in the other kernels: the barriers wait for the
+// cluster's non-exited threads only.
 template <typename T, int kD, int kG, bool kFused, bool kCluster = false>
 __device__ __forceinline__ void DecodeChunkCta(const AttnArgs& a, const RopeKvArgs& r, DecodeSmem<kD, kG>& sm) {
-  // An idle CTA of a cluster still takes part in the merge's two barriers.
-  const auto idle = [] {
-    if constexpr (kCluster) {
-      ClusterSync();
-      ClusterSyncRelaxed();
-    }
-  };
   LaunchDependents();  // first, as PdlPrologue (kernels/pdl.cuh says why that is safe)
   // A CTA with nothing to do still waits before it exits (nothing in flight then): the next
   // kernel's wait covers this grid only, so this grid must not complete before its own
@@ -727,21 +721,18 @@ __device__ __forceinline__ void DecodeChunkCta(const AttnArgs& a, const RopeKvAr
   task.q_row = a.query_start[task.seq];
   if (a.query_start[task.seq + 1] - task.q_row != 1) {  // prefill sequences: the prefill kernel
     GridDependencyWait();
-    idle();
     return;
   }
   task.ctx = a.context_len[task.seq];
   task.num_chunks = (task.ctx + kChunk - 1) / kChunk;
   if (task.num_chunks <= 0) {  // empty context (not a valid step): nothing to attend to
     GridDependencyWait();
-    idle();
     return;
   }
   const SplitPlan plan = PlanSplits(task.num_chunks);
   const int split = blockIdx.y;
   if (split >= plan.num_splits) {
     GridDependencyWait();
-    idle();
     return;
   }
   task.kv_head = blockIdx.x / a.head_slices;
@@ -1354,8 +1345,8 @@ absl::Status CudaStatus(cudaError_t err, const char* what) {
 
 // Whether a fused decode launch merges its splits in a cluster (DecodeChunkRopeClusterKernel):
 // by default when the splits merge in the kernel (split counters), there are several, the
-// launch has a single sequence (batch 4 was slower: idle CTAs of a cluster stay resident until
-// its merge), and a cluster of ws_splits CTAs fits the device. FLUTE_ATTENTION_COMBINE=last
+// launch has a single sequence (batches of 4 to 32 were slower with clusters: 0.2-0.7 ms per 8B
+// step, H100), and a cluster of ws_splits CTAs fits the device. FLUTE_ATTENTION_COMBINE=last
 // keeps the workspace merge by the last-arriving split (A/B runs); =kernel selects CombineKernel.
 constexpr int kMaxClusterMergeSeqs = 1;
 
