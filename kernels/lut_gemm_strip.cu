@@ -65,6 +65,7 @@ struct StripArgs {
   const float* norm_w;     // [k]
   float norm_eps;
   int xres_offset;
+  bool copy_x;             // X copied from x into the resident layout at xres_offset (plan.copy_x)
 };
 
 struct StageLayout {
@@ -229,6 +230,20 @@ __device__ __forceinline__ void BuildNormedX(const StripArgs& a, T* xres, float*
   }
 }
 
+// The resident X of a plain call (StripFusion::copy_x): cp.async of x [m][k] into xres
+// [m][k + 8], 16 bytes per copy, issued after the grid dependency wait (x is the previous
+// kernel's output) into the oldest cp.async group, so the main loop's first wait and barrier
+// cover them as they cover the first stage's X in the staged layout.
+template <typename T>
+__device__ __forceinline__ void IssueResidentXCopy(const StripArgs& a, T* xres, int tid) {
+  const int row_vecs = a.k >> 3;
+  const T* x = static_cast<const T*>(a.x);
+  for (int i = tid; i < a.m * row_vecs; i += kThreads) {
+    const int r = i / row_vecs, c = (i - r * row_vecs) * 8;
+    CpAsync16(xres + r * (a.k + 8) + c, x + static_cast<int64_t>(r) * a.k + c);
+  }
+}
+
 // At most 80 registers at 2 and 4 bits (fp16 needs exactly that; bf16 had grown to 88), so
 // that 3 blocks fit an SM where the plan wants them (4096x6144 at M = 1: 384 strips in one
 // round of 396 instead of two of 264; bf16 at 88 registers: 8.4 us against fp16's 7.0).
@@ -300,7 +315,7 @@ __global__ void __launch_bounds__(kThreads) __maxnreg__(kBits == 3 ? 128 : 80)
     }
   };
   auto issue_x = [&](const Cursor& c) {
-    if (kFused && a.norm_res != nullptr) return;  // X is resident (norm prologue)
+    if (kFused && (a.norm_res != nullptr || a.copy_x)) return;  // X is resident
     T* dst = reinterpret_cast<T*>(stage_ptr(c.buf) + x_dst);
     const T* src = x_thread + c.kstage * kStageK;
 #pragma unroll
@@ -382,6 +397,8 @@ __global__ void __launch_bounds__(kThreads) __maxnreg__(kBits == 3 ? 128 : 80)
   if (kFused && a.norm_res != nullptr) PreloadNormWeights(a, tid, &norm_pre);
   BuildPairTable<T, kBits>(a.table, s_table, tid);
   GridDependencyWait();
+  T* s_xres = reinterpret_cast<T*>(smem + a.xres_offset);
+  if (kFused && a.copy_x) IssueResidentXCopy<T>(a, s_xres, tid);  // with the oldest group's copies
   Cursor lx = start;
   for (int s = 0; s < early; ++s) {
     issue_x(lx);
@@ -398,9 +415,8 @@ __global__ void __launch_bounds__(kThreads) __maxnreg__(kBits == 3 ? 128 : 80)
   }
 
   // The norm prologue's X, once per block (its rows are read by every strip's stages).
-  const bool resident_x = kFused && a.norm_res != nullptr;
-  T* s_xres = reinterpret_cast<T*>(smem + a.xres_offset);
-  if (resident_x) BuildNormedX<T>(a, s_xres, s_red, tid, &norm_pre);  // (visible after the loop's first barrier)
+  const bool resident_x = kFused && (a.norm_res != nullptr || a.copy_x);
+  if (kFused && a.norm_res != nullptr) BuildNormedX<T>(a, s_xres, s_red, tid, &norm_pre);  // (visible after the loop's first barrier)
 
   const uint32_t my_table = LaneTable<kBits>(s_table, lane);
   // This lane's ldmatrix row (lanes 0-7: k 0-7 of the sub-tile, 8-15: k 8-15) in its warp's k range.
@@ -576,8 +592,34 @@ bool StripKernelApplies(const LutShape& shape, int64_t m, const void* scales) {
 // stages stream during the kernels before, and there the fill rule's choice for the fused qkv
 // at M = 1 (2 stages, 3 blocks, one round) cost 2.5 us per call against 3 stages, 2 blocks,
 // two rounds (8B batch 1: 2.49 -> 2.41 ms per step, H100; 4 stages: 2.46).
+//
+// Plain calls of 2-8 rows (no norm prologue): X resident in shared memory, copied once per
+// block, where that still leaves 2 blocks per SM and the blocks take 1.5 strips or more on
+// average. Staged, each stage carries m x 2048 x 2 bytes of X next to 16 KB of codes (at m = 4
+// as many bytes as the codes), re-read for every strip. H100, 4-bit G128, PDL back to back
+// (bench/results/ab-2026-11-26-h100/session9/README.md): 4096x28672 m = 2 31.2 -> 25.3 us,
+// m = 4 36.3 -> 26.6; 8192x57344 m = 2 92.9 -> 87.8. With one strip per block the whole X
+// must arrive before the first stage's MMAs: 4096x4096 m = 4 6.8 -> 7.5 us (hence the rule).
+// FLUTE_LUT_STRIP_X=staged keeps X staged, =resident makes it resident wherever 2 blocks per
+// SM fit (tests, A/B runs).
+enum class ResidentXRule { kAuto, kNever, kWhereItFits };
+static ResidentXRule ResidentXForPlainCalls() {
+  const char* env = std::getenv("FLUTE_LUT_STRIP_X");
+  if (env == nullptr) return ResidentXRule::kAuto;
+  if (std::string(env) == "staged") return ResidentXRule::kNever;
+  return std::string(env) == "resident" ? ResidentXRule::kWhereItFits : ResidentXRule::kAuto;
+}
+
 static StripPlan ComputeStripPlan(const LutShape& s, ActivationType dtype, int64_t m, const StripLaunch& launch,
                                   int sm_count) {
+  const ResidentXRule rule = ResidentXForPlainCalls();
+  if (!launch.fusion.resident_x() && m >= 2 && rule != ResidentXRule::kNever) {
+    StripLaunch resident = launch;
+    resident.fusion.copy_x = true;
+    const StripPlan p = ComputeStripPlan(s, dtype, m, resident, sm_count);
+    const bool several_strips = 2 * (s.n / kStripRows) >= 3 * static_cast<int64_t>(p.grid);
+    if (p.grid > 0 && p.blocks_per_sm >= 2 && (several_strips || rule == ResidentXRule::kWhereItFits)) return p;
+  }
   const int strips = static_cast<int>(s.n / kStripRows);
   const int max_smem = MaxSmemOptin();
   const int sm_smem = SmemPerSm();
@@ -588,7 +630,8 @@ static StripPlan ComputeStripPlan(const LutShape& s, ActivationType dtype, int64
     if (s.k % (1024 * tpw) != 0) return false;
     p->tiles_per_warp = tpw;
     p->stages = stages;
-    p->smem_bytes = SmemBytesFor(s, m, fusion.norm_prologue, tpw, stages);
+    p->smem_bytes = SmemBytesFor(s, m, fusion.resident_x(), tpw, stages);
+    p->copy_x = fusion.copy_x;
     if (p->smem_bytes > max_smem) return false;
     p->blocks_per_sm = std::max(1, BlocksPerSm(dtype, s.bits, tpw, fusion.any(), p->smem_bytes));
     if (launch.coresident_smem > 0) {
@@ -641,10 +684,11 @@ StripPlan MakeStripPlan(const LutShape& s, ActivationType dtype, int64_t m, cons
   int device = 0;
   if (cudaGetDevice(&device) != cudaSuccess) device = -1;
   const char* env = std::getenv("FLUTE_LUT_STRIP");
+  const char* env_x = std::getenv("FLUTE_LUT_STRIP_X");
   using Key = std::tuple<int, int64_t, int64_t, int, int, int, int64_t, bool, bool, bool, int, int, std::string>;
   const Key key{device, s.n, s.k, s.bits, s.group_size, static_cast<int>(dtype), m, launch.fusion.norm_prologue,
                 launch.fusion.residual_epilogue, launch.early_weights, launch.coresident_smem, sm_count,
-                env != nullptr ? env : ""};
+                std::string(env != nullptr ? env : "") + "|" + (env_x != nullptr ? env_x : "")};
   static std::mutex mu;
   static std::map<Key, StripPlan>* cache = new std::map<Key, StripPlan>();
   {
@@ -660,7 +704,7 @@ StripPlan MakeStripPlan(const LutShape& s, ActivationType dtype, int64_t m, cons
 
 int LaunchStripKernel(const LutGemmParams& p, const StripPlan& plan, bool pdl, CUstream_st* stream) {
   const LutShape& s = p.shape;
-  const bool resident_x = p.norm_prologue();
+  const bool resident_x = p.norm_prologue() || plan.copy_x;
   const StageLayout l =
       MakeStageLayout(s.bits, plan.tiles_per_warp, resident_x ? 0 : static_cast<int>(p.m), s.group_size);
   StripArgs a;
@@ -692,6 +736,7 @@ int LaunchStripKernel(const LutGemmParams& p, const StripPlan& plan, bool pdl, C
   a.norm_w = p.norm_weight;
   a.norm_eps = p.norm_eps;
   a.xres_offset = resident_x ? a.red_offset - ResidentXBytes(s, p.m) : 0;
+  a.copy_x = plan.copy_x;
   return WithKernel(p.dtype, s.bits, plan.tiles_per_warp, resident_x || p.residual_epilogue(), [&](auto kernel) -> int {
     cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, plan.smem_bytes);
     if (err != cudaSuccess) return static_cast<int>(err);

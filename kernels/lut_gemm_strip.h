@@ -17,6 +17,7 @@ struct StripPlan {
   int smem_bytes = 0;
   int blocks_per_sm = 0;   // resident blocks (shared memory and registers), from the runtime
   int grid = 0;            // min(strips, SMs * blocks_per_sm): each block loops over strips
+  bool copy_x = false;     // X copied once per block into shared memory (StripFusion::copy_x)
 };
 
 // Whether the strip kernel takes this call: m <= 8, k a multiple of 1024 and 16-byte aligned
@@ -26,11 +27,15 @@ bool StripKernelApplies(const LutShape& shape, int64_t m, const void* scales);
 // What a call fuses (LutGemmParams::norm_prologue / residual_epilogue). A fused call runs the
 // instances compiled with the fused code paths (the plain ones stay exactly as fast as before
 // them), and with the norm prologue X is built once per block in shared memory rather than
-// staged with the weights.
+// staged with the weights. copy_x: X copied once per block into shared memory ([m][k + 8], the
+// norm prologue's layout) instead of staged with every stage's weights; chosen by the plan
+// (StripPlan::copy_x), never by the caller. Runs on the fused instances.
 struct StripFusion {
   bool norm_prologue = false;
   bool residual_epilogue = false;
-  bool any() const { return norm_prologue || residual_epilogue; }
+  bool copy_x = false;
+  bool resident_x() const { return norm_prologue || copy_x; }
+  bool any() const { return norm_prologue || residual_epilogue || copy_x; }
 };
 
 // How a call is launched, as far as the plan cares (LutGemmParams).

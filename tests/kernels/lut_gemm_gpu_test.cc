@@ -328,7 +328,9 @@ TEST(LutGemmGpuTest, SanitizerSubset) {
       strip.kernel = LutKernel::kStrip;
       for (int64_t k : {2048, 1024}) {
         Problem p = MakeProblem({80, k, bits, g}, rng);
-        for (int64_t m : {1, 8}) {
+        for (int64_t signed_m : {1, 8, -8}) {  // -8: m = 8 with X resident (copied by cp.async)
+          ScopedEnv env("FLUTE_LUT_STRIP_X", signed_m < 0 ? "resident" : "");
+          const int64_t m = std::abs(signed_m);
           std::vector<float> x = RandomX(ActivationType::kFloat16, m, k, rng);
           std::vector<uint16_t> y;
           ASSERT_TRUE(RunGpu(p, ActivationType::kFloat16, x, m, strip, &y));
@@ -364,6 +366,72 @@ TEST(LutGemmGpuTest, StripKernelEveryBitsGroupDtypeAndConfig) {
       CheckShapeAllM({400, 3072, bits, 128}, {1, 8}, early, rng);
       CheckShapeAllM({9600, 1024, bits, 128}, {1, 8}, early, rng);
     }
+  }
+}
+
+// Plain strip calls of 2-8 rows keep X resident in shared memory where 2 blocks per SM still
+// fit (copied once per block) instead of staging it with every stage (by default only where the
+// blocks take 1.5 strips or more; FLUTE_LUT_STRIP_X=resident wherever it fits): bitwise the same
+// outputs as the staged layout (FLUTE_LUT_STRIP_X=staged), and right against the CPU reference, over
+// every bits x G x dtype, one and two tiles per warp, blocks looping over strips, with PDL and
+// early weights (X then joins the oldest copy group), and with the SwiGLU epilogue.
+void CheckResidentXEqualsStagedX(const LutShape& s, ActivationType dtype, const std::vector<int64_t>& ms,
+                                 bool swiglu, const LaunchChoice& how, std::mt19937& rng) {
+  SCOPED_TRACE(::testing::Message() << "n=" << s.n << " k=" << s.k << " b=" << s.bits << " G=" << s.group_size
+                                    << " " << Name(dtype) << " swiglu=" << swiglu << " pdl=" << how.pdl);
+  Problem p = MakeProblem(s, rng);
+  const int64_t n_out = swiglu ? s.n / 2 : s.n;
+  for (int64_t m : ms) {
+    std::vector<float> x = RandomX(dtype, m, s.k, rng);
+    std::vector<uint16_t> xb(x.size());
+    for (size_t i = 0; i < x.size(); ++i) xb[i] = dtype == ActivationType::kFloat16 ? FloatToHalf(x[i]) : FloatToBf16(x[i]);
+    DeviceBuffer d_x(xb.size() * 2), d_y(m * n_out * 2);
+    cudaMemcpy(d_x.ptr, xb.data(), xb.size() * 2, cudaMemcpyHostToDevice);
+    std::vector<uint16_t> y[3];  // staged, resident where it fits, the default rule
+    for (int resident = 0; resident < 3; ++resident) {
+      ScopedEnv env("FLUTE_LUT_STRIP_X", resident == 0 ? "staged" : resident == 1 ? "resident" : "");
+      LutGemmParams params = MakeParams(p, dtype, m, how);
+      params.x = d_x.ptr;
+      params.y = d_y.ptr;
+      params.swiglu = swiglu;
+      cudaMemset(d_y.ptr, 0xFF, m * n_out * 2);
+      const absl::Status st = LaunchLutGemm(params, nullptr);
+      ASSERT_TRUE(st.ok()) << st;
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      y[resident].resize(m * n_out);
+      cudaMemcpy(y[resident].data(), d_y.ptr, y[resident].size() * 2, cudaMemcpyDeviceToHost);
+    }
+    for (size_t i = 0; i < y[0].size(); ++i) {
+      ASSERT_EQ(y[1][i], y[0][i]) << "m=" << m << " element " << i << " (row " << i / n_out << ")";
+      ASSERT_EQ(y[2][i], y[0][i]) << "default rule, m=" << m << " element " << i;
+    }
+    if (!swiglu) {
+      double err = 0;
+      EXPECT_TRUE(Compare(dtype, y[1], Reference(p, x, m), &err)) << "m=" << m;
+    }
+  }
+}
+
+TEST(LutGemmGpuTest, StripKernelResidentXIsBitwiseTheStagedX) {
+  REQUIRE_GPU();
+  std::mt19937 rng(std::random_device{}());
+  LaunchChoice strip, early;
+  strip.kernel = early.kernel = LutKernel::kStrip;
+  early.pdl = early.early_weights = true;
+  for (ActivationType dtype : {ActivationType::kFloat16, ActivationType::kBFloat16}) {
+    for (int bits : {2, 3, 4}) {
+      for (int g : {32, 64, 128, 256}) {
+        CheckResidentXEqualsStagedX({16, 1024, bits, g}, dtype, {2, 8}, false, strip, rng);
+        CheckResidentXEqualsStagedX({400, 2048, bits, g}, dtype, {2, 3, 5}, false, strip, rng);
+        CheckResidentXEqualsStagedX({272, 3072, bits, g}, dtype, {4, 7}, false, early, rng);
+      }
+      CheckResidentXEqualsStagedX({9600, 1024, bits, 128}, dtype, {2, 8}, false, early, rng);
+      CheckResidentXEqualsStagedX({1040, 3072, bits, 64}, dtype, {2, 5}, true, strip, rng);
+    }
+    // LLaMA-3 8B shapes at decode batch sizes 2-4 (o, qkv, gate/up with SwiGLU).
+    CheckResidentXEqualsStagedX({4096, 4096, 4, 128}, dtype, {2, 4}, false, early, rng);
+    CheckResidentXEqualsStagedX({6144, 4096, 4, 128}, dtype, {3}, false, strip, rng);
+    CheckResidentXEqualsStagedX({28672, 4096, 4, 128}, dtype, {2, 4}, true, early, rng);
   }
 }
 
