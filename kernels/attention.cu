@@ -870,6 +870,7 @@ __device__ __forceinline__ void DecodeChunkCta(const AttnArgs& a, const RopeKvAr
 
 template <typename T, int kD, int kG>
 __global__ void __launch_bounds__(kDecodeThreads) DecodeChunkKernel(AttnArgs a) {
+  const trace::Scope trace_scope(trace::kDecodeAttention, static_cast<int32_t>(gridDim.z));
   __shared__ DecodeSmem<kD, kG> sm;
   DecodeChunkCta<T, kD, kG, false>(a, RopeKvArgs{}, sm);
 }
@@ -877,6 +878,7 @@ __global__ void __launch_bounds__(kDecodeThreads) DecodeChunkKernel(AttnArgs a) 
 // The same with the fused RoPE + KV write (decode-only launches with a FusedRopeKv).
 template <typename T, int kD, int kG>
 __global__ void __launch_bounds__(kDecodeThreads) DecodeChunkRopeKernel(AttnArgs a, RopeKvArgs r) {
+  const trace::Scope trace_scope(trace::kDecodeAttention, static_cast<int32_t>(gridDim.z));
   __shared__ DecodeSmem<kD, kG> sm;
   DecodeChunkCta<T, kD, kG, true>(a, r, sm);
 }
@@ -885,6 +887,7 @@ __global__ void __launch_bounds__(kDecodeThreads) DecodeChunkRopeKernel(AttnArgs
 // distributed shared memory (launched with a cluster dimension of (1, ws_splits, 1)).
 template <typename T, int kD, int kG>
 __global__ void __launch_bounds__(kDecodeThreads) DecodeChunkRopeClusterKernel(AttnArgs a, RopeKvArgs r) {
+  const trace::Scope trace_scope(trace::kDecodeAttention, static_cast<int32_t>(gridDim.z));
   __shared__ DecodeSmem<kD, kG> sm;
   DecodeChunkCta<T, kD, kG, true, true>(a, r, sm);
 }
@@ -1655,3 +1658,7 @@ absl::Status LaunchPagedAttention(const PagedKvLayer& cache, const void* q, int 
 }
 
 }  // namespace flute::gpu
+
+namespace flute::trace {
+FLUTE_TRACE_SETTER(SetBufferAttention)  // (trace builds only: kernels/kernel_trace.h)
+}  // namespace flute::trace

@@ -233,6 +233,7 @@ struct Fragments {
 // __launch_bounds__(256, 2): at most 128 registers, so that 2 blocks (16 warps) fit an SM.
 template <typename T, typename TY, int G, int S>
 __global__ void __launch_bounds__(kThreads, 2) DenseGemvKernel(const GemvArgs a) {
+  const trace::Scope trace_scope(trace::kDenseGemv, a.n, a.k);
   static_assert((G == 1 && S == kBatchSteps) || (G == 2 && S == kBatchSteps / 2), "m <= 8 or the flat m <= 16");
   constexpr int kUnits = kBatchSteps / S;  // units per batch, loaded one after the other
   constexpr int kRows = kMaxM * G;         // rows of X
@@ -429,6 +430,7 @@ __device__ __forceinline__ void GroupBarrier(int group) {
 // shared memory; see the file comment.
 template <typename T, typename TY, int G, int R>
 __global__ void __launch_bounds__(kThreads, 2) DenseGemvClusterKernel(const GemvArgs a) {
+  const trace::Scope trace_scope(trace::kDenseGemv, a.n, a.k);
   using P = ClusterPlan<G, R>;
   extern __shared__ __align__(16) unsigned char smem[];
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, q = lane & 3;
@@ -729,3 +731,7 @@ absl::Status LaunchDenseGemv(const DenseGemvParams& p, CUstream_st* stream) {
 }
 
 }  // namespace flute::gpu
+
+namespace flute::trace {
+FLUTE_TRACE_SETTER(SetBufferDenseGemv)  // (trace builds only: kernels/kernel_trace.h)
+}  // namespace flute::trace

@@ -151,6 +151,7 @@ unsigned GridStrideBlocks(size_t items, int threads) {
 template <typename T, int kVec>
 __global__ void EmbeddingKernel(const int32_t* tokens, const T* table, int vocab, int hidden,
                                 float* residual) {
+  const trace::Scope trace_scope(trace::kEmbedding);
   PdlPrologue();  // launched with LaunchWithPdl (kernels/pdl.cuh)
   const int64_t row = blockIdx.x;
   const int32_t id = tokens[row];
@@ -241,6 +242,7 @@ template <typename T, int kVec>
 __global__ void __launch_bounds__(kRmsMaxThreads) AddRmsNormKernel(const T* x, float* residual,
                                                                   const float* weight, T* out, int hidden,
                                                                   float eps) {
+  const trace::Scope trace_scope(trace::kAddRmsNorm, hidden);
   PdlPrologue();  // launched with LaunchWithPdl (kernels/pdl.cuh)
   const int64_t row = blockIdx.x;
   const T* xr = x != nullptr ? x + row * hidden : nullptr;
@@ -739,3 +741,7 @@ absl::Status LaunchFillFloat(float* out, size_t count, float value, CUstream_st*
 }
 
 }  // namespace flute::gpu
+
+namespace flute::trace {
+FLUTE_TRACE_SETTER(SetBufferLlamaOps)  // (trace builds only: kernels/kernel_trace.h)
+}  // namespace flute::trace

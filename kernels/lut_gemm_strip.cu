@@ -65,7 +65,6 @@ struct StripArgs {
   const float* norm_w;     // [k]
   float norm_eps;
   int xres_offset;
-  bool copy_x;             // X copied from x into the resident layout at xres_offset (plan.copy_x)
 };
 
 struct StageLayout {
@@ -251,9 +250,19 @@ __device__ __forceinline__ void IssueResidentXCopy(const StripArgs& a, T* xres, 
 // 5-10 %.) 3 bits needs 91-95 registers: 2 blocks.
 // kFused: the instances with the residual epilogue and the norm prologue (chosen at run time by
 // their pointers); the plain instances compile without them (1-3 % faster at M = 1, H100).
-template <typename T, int kBits, int kTpw, bool kFused>
+// kMode: the instance family. kModePlain: no fused code. kModeFused: the residual epilogue and
+// the norm prologue, chosen at run time by their pointers (the plain instances compile without
+// them: 1-3 % faster at M = 1). kModeCopyX: a plain call with X resident (StripPlan::copy_x);
+// separate instances, so that the others' code is unchanged (in the fused instances the extra
+// run-time branch cost 0.01-0.03 ms per 8B decode step at batches 1-4).
+enum StripMode : int { kModePlain = 0, kModeFused = 1, kModeCopyX = 2 };
+
+template <typename T, int kBits, int kTpw, int kMode>
 __global__ void __launch_bounds__(kThreads) __maxnreg__(kBits == 3 ? 128 : 80)
     LutGemmStripKernel(const StripArgs a) {
+  const trace::Scope trace_scope(trace::kLutStrip, a.n, a.k);
+  constexpr bool kFused = kMode == kModeFused;
+  constexpr bool kCopyX = kMode == kModeCopyX;
   using T2 = typename Act<T>::T2;
   constexpr int kStageTiles = 8 * kTpw;
   constexpr int kStageK = kStageTiles * kTileK;
@@ -315,7 +324,7 @@ __global__ void __launch_bounds__(kThreads) __maxnreg__(kBits == 3 ? 128 : 80)
     }
   };
   auto issue_x = [&](const Cursor& c) {
-    if (kFused && (a.norm_res != nullptr || a.copy_x)) return;  // X is resident
+    if ((kFused && a.norm_res != nullptr) || kCopyX) return;  // X is resident
     T* dst = reinterpret_cast<T*>(stage_ptr(c.buf) + x_dst);
     const T* src = x_thread + c.kstage * kStageK;
 #pragma unroll
@@ -397,8 +406,7 @@ __global__ void __launch_bounds__(kThreads) __maxnreg__(kBits == 3 ? 128 : 80)
   if (kFused && a.norm_res != nullptr) PreloadNormWeights(a, tid, &norm_pre);
   BuildPairTable<T, kBits>(a.table, s_table, tid);
   GridDependencyWait();
-  T* s_xres = reinterpret_cast<T*>(smem + a.xres_offset);
-  if (kFused && a.copy_x) IssueResidentXCopy<T>(a, s_xres, tid);  // with the oldest group's copies
+  if (kCopyX) IssueResidentXCopy<T>(a, reinterpret_cast<T*>(smem + a.xres_offset), tid);  // with the oldest group
   Cursor lx = start;
   for (int s = 0; s < early; ++s) {
     issue_x(lx);
@@ -415,7 +423,8 @@ __global__ void __launch_bounds__(kThreads) __maxnreg__(kBits == 3 ? 128 : 80)
   }
 
   // The norm prologue's X, once per block (its rows are read by every strip's stages).
-  const bool resident_x = kFused && (a.norm_res != nullptr || a.copy_x);
+  const bool resident_x = (kFused && a.norm_res != nullptr) || kCopyX;
+  T* s_xres = reinterpret_cast<T*>(smem + a.xres_offset);
   if (kFused && a.norm_res != nullptr) BuildNormedX<T>(a, s_xres, s_red, tid, &norm_pre);  // (visible after the loop's first barrier)
 
   const uint32_t my_table = LaneTable<kBits>(s_table, lane);
@@ -499,24 +508,25 @@ __global__ void __launch_bounds__(kThreads) __maxnreg__(kBits == 3 ? 128 : 80)
 // ---- Host side ------------------------------------------------------------------------------
 
 // Calls f(kernel) with the instance for (dtype, bits, tpw, fused).
-template <bool kFused, typename F>
+template <int kMode, typename F>
 auto WithKernelT(ActivationType dtype, int bits, int tpw, F f) {
 #define FLUTE_STRIP_CASE(T, B, P) \
-  if (bits == B && tpw == P) return f(LutGemmStripKernel<T, B, P, kFused>);
+  if (bits == B && tpw == P) return f(LutGemmStripKernel<T, B, P, kMode>);
   if (dtype == ActivationType::kBFloat16) {
     FLUTE_STRIP_CASE(__nv_bfloat16, 2, 1) FLUTE_STRIP_CASE(__nv_bfloat16, 2, 2)
     FLUTE_STRIP_CASE(__nv_bfloat16, 3, 1) FLUTE_STRIP_CASE(__nv_bfloat16, 3, 2)
-    FLUTE_STRIP_CASE(__nv_bfloat16, 4, 1) return f(LutGemmStripKernel<__nv_bfloat16, 4, 2, kFused>);
+    FLUTE_STRIP_CASE(__nv_bfloat16, 4, 1) return f(LutGemmStripKernel<__nv_bfloat16, 4, 2, kMode>);
   }
   FLUTE_STRIP_CASE(__half, 2, 1) FLUTE_STRIP_CASE(__half, 2, 2)
   FLUTE_STRIP_CASE(__half, 3, 1) FLUTE_STRIP_CASE(__half, 3, 2)
-  FLUTE_STRIP_CASE(__half, 4, 1) return f(LutGemmStripKernel<__half, 4, 2, kFused>);
+  FLUTE_STRIP_CASE(__half, 4, 1) return f(LutGemmStripKernel<__half, 4, 2, kMode>);
 #undef FLUTE_STRIP_CASE
 }
 
 template <typename F>
-auto WithKernel(ActivationType dtype, int bits, int tpw, bool fused, F f) {
-  return fused ? WithKernelT<true>(dtype, bits, tpw, f) : WithKernelT<false>(dtype, bits, tpw, f);
+auto WithKernel(ActivationType dtype, int bits, int tpw, int mode, F f) {
+  if (mode == kModeCopyX) return WithKernelT<kModeCopyX>(dtype, bits, tpw, f);
+  return mode == kModeFused ? WithKernelT<kModeFused>(dtype, bits, tpw, f) : WithKernelT<kModePlain>(dtype, bits, tpw, f);
 }
 
 int SmemPerSm() {
@@ -547,10 +557,16 @@ int SmemBytesFor(const LutShape& s, int64_t m, bool resident_x, int tpw, int sta
                    stages * l.bytes) + (resident_x ? ResidentXBytes(s, m) : 0) + RedBytes(m);
 }
 
+// The instance family of a call (StripMode).
+int ModeOf(const StripFusion& f) {
+  if (f.copy_x) return kModeCopyX;
+  return (f.norm_prologue || f.residual_epilogue) ? kModeFused : kModePlain;
+}
+
 // Resident blocks per SM of an instance with this much dynamic shared memory (0 when the
 // runtime cannot tell).
-int BlocksPerSm(ActivationType dtype, int bits, int tpw, bool fused, int smem) {
-  return WithKernel(dtype, bits, tpw, fused, [&](auto kernel) {
+int BlocksPerSm(ActivationType dtype, int bits, int tpw, int mode, int smem) {
+  return WithKernel(dtype, bits, tpw, mode, [&](auto kernel) {
     if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem) != cudaSuccess) return 0;
     int blocks = 0;
     if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kThreads, smem) != cudaSuccess) return 0;
@@ -613,7 +629,7 @@ static ResidentXRule ResidentXForPlainCalls() {
 static StripPlan ComputeStripPlan(const LutShape& s, ActivationType dtype, int64_t m, const StripLaunch& launch,
                                   int sm_count) {
   const ResidentXRule rule = ResidentXForPlainCalls();
-  if (!launch.fusion.resident_x() && m >= 2 && rule != ResidentXRule::kNever) {
+  if (!launch.fusion.any() && m >= 2 && rule != ResidentXRule::kNever) {  // plain calls only
     StripLaunch resident = launch;
     resident.fusion.copy_x = true;
     const StripPlan p = ComputeStripPlan(s, dtype, m, resident, sm_count);
@@ -633,7 +649,7 @@ static StripPlan ComputeStripPlan(const LutShape& s, ActivationType dtype, int64
     p->smem_bytes = SmemBytesFor(s, m, fusion.resident_x(), tpw, stages);
     p->copy_x = fusion.copy_x;
     if (p->smem_bytes > max_smem) return false;
-    p->blocks_per_sm = std::max(1, BlocksPerSm(dtype, s.bits, tpw, fusion.any(), p->smem_bytes));
+    p->blocks_per_sm = std::max(1, BlocksPerSm(dtype, s.bits, tpw, ModeOf(fusion), p->smem_bytes));
     if (launch.coresident_smem > 0) {
       const int beside = (sm_smem - launch.coresident_smem) / (p->smem_bytes + 1024);
       if (beside < 1) return false;
@@ -736,8 +752,11 @@ int LaunchStripKernel(const LutGemmParams& p, const StripPlan& plan, bool pdl, C
   a.norm_w = p.norm_weight;
   a.norm_eps = p.norm_eps;
   a.xres_offset = resident_x ? a.red_offset - ResidentXBytes(s, p.m) : 0;
-  a.copy_x = plan.copy_x;
-  return WithKernel(p.dtype, s.bits, plan.tiles_per_warp, resident_x || p.residual_epilogue(), [&](auto kernel) -> int {
+  StripFusion fusion;
+  fusion.norm_prologue = p.norm_prologue();
+  fusion.residual_epilogue = p.residual_epilogue();
+  fusion.copy_x = plan.copy_x;
+  return WithKernel(p.dtype, s.bits, plan.tiles_per_warp, ModeOf(fusion), [&](auto kernel) -> int {
     cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, plan.smem_bytes);
     if (err != cudaSuccess) return static_cast<int>(err);
     cudaLaunchConfig_t cfg = {};
@@ -757,3 +776,7 @@ int LaunchStripKernel(const LutGemmParams& p, const StripPlan& plan, bool pdl, C
 }
 
 }  // namespace flute::lut
+
+namespace flute::trace {
+FLUTE_TRACE_SETTER(SetBufferLutStrip)  // (trace builds only: kernels/kernel_trace.h)
+}  // namespace flute::trace

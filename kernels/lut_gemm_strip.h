@@ -29,7 +29,7 @@ bool StripKernelApplies(const LutShape& shape, int64_t m, const void* scales);
 // them), and with the norm prologue X is built once per block in shared memory rather than
 // staged with the weights. copy_x: X copied once per block into shared memory ([m][k + 8], the
 // norm prologue's layout) instead of staged with every stage's weights; chosen by the plan
-// (StripPlan::copy_x), never by the caller. Runs on the fused instances.
+// (StripPlan::copy_x) for plain calls only, never by the caller. Runs on its own instances.
 struct StripFusion {
   bool norm_prologue = false;
   bool residual_epilogue = false;

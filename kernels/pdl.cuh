@@ -15,9 +15,14 @@
 
 #include <utility>
 
+#include "kernels/kernel_trace.cuh"
+
 namespace flute {
 
-__device__ __forceinline__ void GridDependencyWait() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
+__device__ __forceinline__ void GridDependencyWait() {
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+  trace::MarkWaited();  // (trace builds only, kernels/kernel_trace.h)
+}
 __device__ __forceinline__ void LaunchDependents() { asm volatile("griddepcontrol.launch_dependents;\n" ::); }
 
 // The first statement of a kernel launched with LaunchWithPdl: let the next kernel be

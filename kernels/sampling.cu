@@ -538,6 +538,7 @@ __device__ bool HasPenalties(const SamplingRow& p) {
 // reads them over distributed shared memory, combines them and does the rest alone; the
 // others exit. One CTA per row reads 128256 logits in ~30 us; eight in a few.
 __global__ void __launch_bounds__(kThreads) SamplingKernel(KernelArgs args) {
+  const trace::Scope trace_scope(trace::kSampling);
   PdlPrologue();  // launched with programmatic stream serialization (kernels/pdl.cuh)
   __shared__ Shared sh;
   __shared__ SliceStats mine;
@@ -753,3 +754,7 @@ absl::Status LaunchSampling(float* logits, int rows, int vocab, const SamplingRo
 }
 
 }  // namespace flute::gpu
+
+namespace flute::trace {
+FLUTE_TRACE_SETTER(SetBufferSampling)  // (trace builds only: kernels/kernel_trace.h)
+}  // namespace flute::trace

@@ -18,6 +18,7 @@
 #include "engine/cuda/step_profiler.h"
 #include "kernels/attention.h"
 #include "kernels/dense_gemm.h"
+#include "kernels/kernel_trace.h"
 #include "kernels/sampling.h"
 
 namespace flute {
@@ -200,6 +201,11 @@ class CudaBackend : public Backend, public CudaBenchHooks {
   std::vector<int32_t> penalty_host_;
 
   std::unique_ptr<StepProfiler> profiler_;  // BackendOptions::profile
+  // FLUTE_KERNEL_TRACE_OUT=FILE with kernels built for tracing (kernels/kernel_trace.h): the
+  // per-block timestamps of each sampled step, the last one left in FILE as CSV.
+  DeviceBuffer trace_;
+  std::string trace_out_;
+  absl::Status WriteTrace() const;
 
   // Decode graphs by (padded batch, context bucket).
   std::map<std::pair<int, int>, cudaGraphExec_t> graphs_;

@@ -5,8 +5,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -234,6 +236,33 @@ absl::Status CudaBackend::AllocateActivations() {
   ASSIGN_OR_RETURN(sample_results_, DeviceBuffer::Allocate(sizeof(gpu::SampleResult) * rows, "sampling results"));
   ASSIGN_OR_RETURN(sample_host_, AllocatePinned(
       (sizeof(gpu::SamplingRow) + sizeof(gpu::SampleResult)) * rows, "sampling staging"));
+  const char* trace_out = std::getenv("FLUTE_KERNEL_TRACE_OUT");
+  if (trace_out != nullptr && *trace_out != '\0' && trace::Compiled()) {
+    ASSIGN_OR_RETURN(trace_, DeviceBuffer::Allocate(trace::BufferBytes(), "kernel trace"));
+    RETURN_IF_ERROR(trace::Enable(trace_.get()));
+    trace_out_ = trace_out;
+  }
+  return absl::OkStatus();
+}
+
+// The records of the step just synchronized, as CSV (tools/trace_timeline.py reads it).
+absl::Status CudaBackend::WriteTrace() const {
+  uint32_t count = 0;
+  RETURN_IF_ERROR(CudaStatus(cudaMemcpy(&count, trace_.get(), 4, cudaMemcpyDeviceToHost), "kernel trace count"));
+  count = std::min(count, trace::kMaxRecords);
+  std::vector<trace::Record> records(count);
+  RETURN_IF_ERROR(CudaStatus(cudaMemcpy(records.data(), trace_.as<char>() + trace::kHeaderBytes,
+                                        count * sizeof(trace::Record), cudaMemcpyDeviceToHost),
+                             "kernel trace records"));
+  std::FILE* f = std::fopen(trace_out_.c_str(), "w");
+  if (f == nullptr) return absl::InternalError(absl::StrCat("kernel trace: cannot write ", trace_out_));
+  std::fprintf(f, "grid,kind,block,start_ns,waited_ns,end_ns,aux0,aux1\n");
+  for (const trace::Record& r : records) {
+    std::fprintf(f, "%llu,%u,%u,%llu,%llu,%llu,%d,%d\n", static_cast<unsigned long long>(r.grid), r.kind, r.block,
+                 static_cast<unsigned long long>(r.start), static_cast<unsigned long long>(r.waited),
+                 static_cast<unsigned long long>(r.end), r.aux0, r.aux1);
+  }
+  std::fclose(f);
   return absl::OkStatus();
 }
 

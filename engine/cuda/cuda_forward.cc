@@ -514,10 +514,14 @@ absl::Status CudaBackend::ForwardAndSample(const std::vector<BatchEntry>& batch,
       }
     }
     StepPlan plan = PlanPass(batch, entries, ranges, wants, /*allow_graph=*/true);
+    if (!trace_out_.empty()) {
+      RETURN_IF_ERROR(CudaStatus(cudaMemsetAsync(trace_.get(), 0, trace::kHeaderBytes, stream_), "kernel trace reset"));
+    }
     RETURN_IF_ERROR(RunStep(plan));
     std::vector<SampledToken> sampled;
     RETURN_IF_ERROR(SampleRows(pass_slots, &sampled));
     if (profiler_) profiler_->End();
+    if (!trace_out_.empty()) RETURN_IF_ERROR(WriteTrace());
     for (size_t i = 0; i < sampled.size(); ++i) (*tokens)[pass_slot_index[i]] = std::move(sampled[i]);
   }
   return absl::OkStatus();
