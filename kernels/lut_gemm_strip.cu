@@ -327,6 +327,15 @@ __global__ void __launch_bounds__(kThreads) __maxnreg__(kBits == 3 ? 128 : 80)
     if ((kFused && a.norm_res != nullptr) || kCopyX) return;  // X is resident
     T* dst = reinterpret_cast<T*>(stage_ptr(c.buf) + x_dst);
     const T* src = x_thread + c.kstage * kStageK;
+    // m = 1 (a decode step at batch 1) on its own path: the loop below, unrolled over the 8
+    // possible rows, computes 8 predicated copies' addresses every stage (~60 instructions per
+    // thread), where the threads of row 0 copy one piece and the others none. H100, 8B W4 batch 1:
+    // 2.34 -> 2.29 ms per step (bench/results/ab-2026-11-26-h100/session9/README.md). (A run-time
+    // loop for every m cost batch 4 0.03 ms.)
+    if (a.m == 1) {
+      if (x_row0 == 0) CpAsync16(dst, src);
+      return;
+    }
 #pragma unroll
     for (int i = 0; i < 8 / kXRowStep; ++i) {  // m <= 8 rows
       if (x_row0 + kXRowStep * i < a.m) CpAsync16(dst + kXRowStep * i * a.x_pitch, src + i * x_step);
