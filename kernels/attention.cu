@@ -11,8 +11,9 @@
 //    reads each K/V element of its chunks once: per chunk, all 64 K rows and 64 V rows are
 //    copied into shared memory by cp.async (16 bytes per copy, every row in flight at once:
 //    one block-table round trip, then one K/V round trip), then scores, exact softmax inside
-//    the chunk and P V are computed from shared memory; chunks are merged in order in
-//    registers. Loading order and PDL: the kernel is launched with programmatic dependent
+//    the chunk and P V are computed from shared memory on the tensor cores (DecodeChunk:
+//    mma.sync.m16n8k16 with the slice's heads as the rows of the A tile, P rounded to the
+//    activation type as in the prefill kernel); chunks are merged in order in registers. Loading order and PDL: the kernel is launched with programmatic dependent
 //    launch right after the RoPE + KV-write kernel (or after the prefill kernel, whose CTAs
 //    let it start only once they have waited for that kernel), and before its grid dependency
 //    wait it may read only what that kernel does not write: the step inputs (query_start,
@@ -202,39 +203,93 @@ struct RopeKvArgs {
   int64_t num_slots;          // cache.num_blocks * block_size
 };
 
+// ---- Tensor-core fragments (mma.sync.m16n8k16), shared by the decode and prefill kernels ------
+template <typename T> struct Mma;
+template <> struct Mma<__half> {
+  static __device__ __forceinline__ void Run(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+  static __device__ __forceinline__ uint32_t Pack(float lo, float hi) {
+    const __half2 h = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<const uint32_t*>(&h);
+  }
+};
+template <> struct Mma<__nv_bfloat16> {
+  static __device__ __forceinline__ void Run(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+  static __device__ __forceinline__ uint32_t Pack(float lo, float hi) {
+    const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<const uint32_t*>(&h);
+  }
+};
+
+__device__ __forceinline__ void LdMatrixX4Trans(uint32_t* r, const void* p) {
+  const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(p));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+
 // ---- Decode: chunks of one sequence for one kv head ---------------------------------------
-// Thread layout: kLanes = D / 8 threads share one key row (one 16-byte piece each);
-// kKeysPerPass = 128 / kLanes keys per pass over the block.
+// A chunk on the tensor cores (DecodeChunk): warp w takes keys 16w .. 16w + 15 of the chunk for
+// S = Q Kᵀ (the slice's query heads are the rows of one m16n8k16 A tile: rows >= ng, and 8-15,
+// are zero), the softmax's max and sum over the chunk meet in shared memory, P goes to shared
+// memory as 16-bit values, and warp w then computes P V for dims [w D / 4, (w + 1) D / 4) over
+// all 64 keys. (The SIMT version this replaced ran ~1200 dependent instructions per thread at
+// one warp per scheduler: 3.2 of the 5.8 us a batch-1 CTA spends after its wait, H100.)
 //
-// Shared memory per CTA: the chunk's K and V rows exactly as they are in the cache (16-bit,
-// [kChunk][D / 8] 16-byte pieces: 16 KB each at D = 128, 8 KB each at D = 64), brought by
-// cp.async; the scores p [kG][kChunk]; and the per-key-slot partial outputs red
-// [kKeysPerPass][kG][D] fp32 (4 KB per query head). red is written only after the chunk's
-// last read of K (and, where red is longer than the K rows, of V: kRedOverlapsV adds a
-// barrier for that), so it shares the K/V storage. Totals (static, under the 48 KB limit):
-// D = 128: 33040 / 33296 / 33824 / 34880 bytes for kG = 1 / 2 / 4 / 8; D = 64: 16656 /
-// 16912 / 17440 / 34880. A warp reading K or V rows reads, per quarter warp, 8 consecutive
-// 16-byte pieces of one row: no bank conflicts without padding.
+// Shared memory per CTA: the chunk's K and V rows (16-bit, D / 8 16-byte pieces per row; 16
+// KB each at D = 128, 8 KB each at D = 64), brought by cp.async, piece p of row r stored at
+// piece Swizzle(r, p) = p ^ (r % 8), so that the 8 rows of an MMA fragment load (and of an
+// ldmatrix matrix) fall in distinct banks; once the chunk's S is done, the K rows hold P
+// [8][kChunk + 8] (16-bit; +8: conflict-free A loads) and then the chunk's P V sums
+// chunk_sum[kG][D] (fp32), and after the chunk loop the V rows are the split merges' scratch
+// (MergeScratch). Plus the per-warp row max and sum. Totals (static, under the 48 KB limit):
+// 33-34 KB at D = 128, 17-18 KB at D = 64.
 template <int kD, int kG>
 struct DecodeSmem {
   static constexpr int kPieces = kD / 8;  // 16-byte pieces per K (or V) row
-  static constexpr int kKeysPerPass = kDecodeThreads / kPieces;
+  static constexpr int kWarps = kDecodeThreads / 32;
+  static_assert(kWarps * 16 == kChunk, "one 16-key slice of the chunk per warp");
+  static_assert(kG <= 8, "the slice's heads are rows 0-7 of one MMA tile");
+  static_assert(kPieces >= 8, "the swizzle permutes 8 pieces");
+  static __device__ __forceinline__ int Swizzle(int row, int piece) { return piece ^ (row & 7); }
   struct KvRows {
     uint4 k[kChunk][kPieces];
     uint4 v[kChunk][kPieces];
   };
-  union Store {
-    KvRows kv;                               // while the chunk's scores and P V are computed
-    float red[kKeysPerPass][kG][kD];         // then: per-key-slot partial outputs
+  struct ChunkOut {            // over the K rows, once the chunk's S is done
+    float chunk_sum[kG][kD];   // the chunk's P V per head, before the merge into the run
+    uint16_t pt[8][kChunk + 8];
   };
-  static constexpr bool kRedOverlapsV =
-      sizeof(float) * kKeysPerPass * kG * kD > sizeof(uint4) * kChunk * kPieces;
+  static_assert(sizeof(ChunkOut) <= sizeof(uint4) * kChunk * kPieces, "P and the sums must fit the K rows");
+  union Store {
+    KvRows kv;
+    ChunkOut out;
+  };
   Store buf;                                 // 16-byte aligned (uint4 members), at offset 0
-  float p[kG][kChunk];                       // scores, then probabilities
+  float wmax[kWarps][8], wsum[kWarps][8];    // per warp: row max and sum over its 16 keys
   float l[kG];
   float m[kG];
   int merges;                                // this CTA arrived last: it merges the splits
 };
+
+// Scratch of the split merges (MergeSplits' (max, sum) pairs, 2 * kG * kMaxSplits floats): the
+// V rows, free once the chunk loop is over (the cluster merge's partials sit in the K rows).
+template <int kD, int kG>
+__device__ __forceinline__ float* MergeScratch(DecodeSmem<kD, kG>& sm) {
+  static_assert(sizeof(sm.buf.kv.v) >= sizeof(float) * 2 * kG * kMaxSplits, "the merge's scratch must fit");
+  return reinterpret_cast<float*>(&sm.buf.kv.v[0][0]);
+}
 
 // What one CTA knows about its (sequence, kv head, head slice).
 struct DecodeTask {
@@ -296,23 +351,30 @@ __device__ __forceinline__ void IssueChunkKv(const AttnArgs& a, const int32_t* t
     const int r = r0 + j * kRowsPerPass;
     if (r < n && r != skip) {
       const size_t off = SlotOffset(block[j], c0 + r, a.bs_log2, a.num_kv_heads, kv_head, kD) + piece * 8;
-      CpAsync16(&sm.buf.kv.k[r][piece], k_cache + off);
-      CpAsync16(&sm.buf.kv.v[r][piece], v_cache + off);
+      const int sp = DecodeSmem<kD, kG>::Swizzle(r, piece);
+      CpAsync16(&sm.buf.kv.k[r][sp], k_cache + off);
+      CpAsync16(&sm.buf.kv.v[r][sp], v_cache + off);
     }
   }
 }
 
-// q of the slice's heads for this thread's lane (8 dims each), raw 16-bit; zero for heads
-// beyond ng. A plain (coherent) load, not __ldg: q is written by the previous kernel, and this
-// load must stay after GridDependencyWait (an invariant/non-coherent load could be hoisted).
+// The A fragments of Q for DecodeChunk: qa[ks][0] = q[head h0 + g][16 ks + 2t, +1] and qa[ks][1] =
+// the same 8 dims on (g = lane / 4, t = lane % 4; 16-bit pairs), zero for g >= ng; the
+// fragment's rows 8-15 are zero and not stored. Unfused: raw q from qkv, a plain (coherent)
+// load, not __ldg: q is written by the previous kernel, and this load must stay after the grid
+// dependency wait (an invariant/non-coherent load could be hoisted).
+template <int kD>
+using QFragments = uint32_t[kD / 16][2];
 template <typename T, int kD, int kG>
-__device__ __forceinline__ void LoadQ(const AttnArgs& a, const DecodeTask& task, uint4 (&qv)[kG]) {
-  const int lane = threadIdx.x % (kD / 8);
-  const T* q = static_cast<const T*>(a.q) + static_cast<int64_t>(task.q_row) * a.row_stride;
+__device__ __forceinline__ void LoadQ(const AttnArgs& a, const DecodeTask& task, QFragments<kD>& qa) {
+  const int g = (threadIdx.x % 32) / 4, t = threadIdx.x % 4;
+  const uint32_t* q = reinterpret_cast<const uint32_t*>(static_cast<const T*>(a.q) +
+                                                        static_cast<int64_t>(task.q_row) * a.row_stride +
+                                                        (task.h0 + min(g, task.ng - 1)) * kD) + t;
 #pragma unroll
-  for (int g = 0; g < kG; ++g) {
-    qv[g] = g < task.ng ? *reinterpret_cast<const uint4*>(q + (task.h0 + g) * kD + lane * 8)
-                        : make_uint4(0, 0, 0, 0);
+  for (int ks = 0; ks < kD / 16; ++ks) {
+    qa[ks][0] = g < task.ng ? q[8 * ks] : 0u;
+    qa[ks][1] = g < task.ng ? q[8 * ks + 4] : 0u;
   }
 }
 
@@ -410,150 +472,122 @@ __device__ __forceinline__ void FusedRopeKvRows(const AttnArgs& a, const RopeKvA
 // LoadQ of the fused instances: the rotated q from fs.q (after the barrier that follows
 // FusedRopeKvRows), bitwise what LoadQ reads from qkv after RopeKvWrite.
 template <int kD, int kG>
-__device__ __forceinline__ void LoadRotatedQ(const DecodeTask& task, uint4 (&qv)[kG]) {
-  const int lane = threadIdx.x % (kD / 8);
+__device__ __forceinline__ void LoadRotatedQ(const DecodeTask& task, QFragments<kD>& qa) {
+  const int g = (threadIdx.x % 32) / 4, t = threadIdx.x % 4;
   auto& fs = FusedSmem<kD, kG>();
+  const uint32_t* q = reinterpret_cast<const uint32_t*>(&fs.q[min(g, kG - 1)][0]) + t;
 #pragma unroll
-  for (int g = 0; g < kG; ++g) qv[g] = g < task.ng ? fs.q[g][lane] : make_uint4(0, 0, 0, 0);
+  for (int ks = 0; ks < kD / 16; ++ks) {
+    qa[ks][0] = g < task.ng ? q[8 * ks] : 0u;
+    qa[ks][1] = g < task.ng ? q[8 * ks + 4] : 0u;
+  }
 }
 
-// One chunk of kChunk positions, its K and V rows already in sm.buf.kv (cp.async complete and
-// a barrier passed): exact softmax over the chunk, merged into `run`. qv from LoadQ.
+// One chunk of kChunk positions, its K and V rows already in sm.buf.kv (cp.async complete, rows
+// >= n of V zero, a barrier passed): exact softmax over the chunk on the tensor cores, merged
+// into `run`. qa from LoadQ / LoadRotatedQ. Three barriers: the warps' row maxima, P, the sums.
 template <typename T, int kD, int kG>
 __device__ __forceinline__ void DecodeChunk(const AttnArgs& a, const DecodeTask& task, int chunk,
-                                            const uint4 (&qv)[kG], DecodeSmem<kD, kG>& sm,
+                                            const QFragments<kD>& qa, DecodeSmem<kD, kG>& sm,
                                             DecodeRun<kD, kG>& run) {
-  constexpr int kLanes = kD / 8;
-  constexpr int kKeysPerPass = kDecodeThreads / kLanes;
-  constexpr int kUnroll = 4;
-  auto& s_k = sm.buf.kv.k;
-  auto& s_v = sm.buf.kv.v;
-  auto& s_p = sm.p;
-  auto& s_red = sm.buf.red;
-  auto& s_l = sm.l;
-  auto& s_m = sm.m;
+  using Smem = DecodeSmem<kD, kG>;
+  constexpr int kWarpTiles = kD / 8 / Smem::kWarps;  // n-tiles of 8 dims per warp in P V: 4 or 2
   const int ng = task.ng;
-  const int c0 = chunk * kChunk;
-  const int n = min(kChunk, task.ctx - c0);
-  const int lane = threadIdx.x % kLanes, key_slot = threadIdx.x / kLanes;
+  const int n = min(kChunk, task.ctx - chunk * kChunk);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
 
-  // Phase 1: scores s_p[g][k] = q_g . k_k (log2 domain), each K row read once.
-  {
-    float qr[kG][8];
+  // S = Q Kᵀ for keys 16 warp + 8 nt + 2t (+1) of row g (s[nt][0..1]; [2..3]: the zero rows).
+  float s[2][4];
 #pragma unroll
-    for (int g = 0; g < kG; ++g) {
-      if (g < ng) {
-        Unpack8<T>(qv[g], qr[g]);
+  for (int nt = 0; nt < 2; ++nt) {
+    s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+    // Row 16 warp + 8 nt + g (row % 8 = g): dims 16 ks + 2t (+1) and + 8 are 32-bit word t of
+    // pieces 2 ks and 2 ks + 1, swizzled.
+    const uint32_t* krow = reinterpret_cast<const uint32_t*>(&sm.buf.kv.k[16 * warp + 8 * nt + g][0]) + t;
 #pragma unroll
-        for (int e = 0; e < 8; ++e) qr[g][e] *= a.scale_log2;
-      } else {
-#pragma unroll
-        for (int e = 0; e < 8; ++e) qr[g][e] = 0.f;
-      }
-    }
-    for (int k0 = 0; k0 < n; k0 += kKeysPerPass * kUnroll) {
-      uint4 kk[kUnroll];
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const int k = k0 + u * kKeysPerPass + key_slot;
-        kk[u] = k < n ? s_k[k][lane] : make_uint4(0, 0, 0, 0);  // rows >= n were never loaded
-      }
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        float kf[8];
-        Unpack8<T>(kk[u], kf);
-        float dot[kG];
-#pragma unroll
-        for (int g = 0; g < kG; ++g) {
-          dot[g] = 0.f;
-#pragma unroll
-          for (int e = 0; e < 8; ++e) dot[g] = fmaf(qr[g][e], kf[e], dot[g]);
-#pragma unroll
-          for (int off = kLanes / 2; off > 0; off /= 2) dot[g] += __shfl_xor_sync(0xffffffffu, dot[g], off);
-        }
-        const int k = k0 + u * kKeysPerPass + key_slot;
-        if (lane == 0 && k < n) {
-#pragma unroll
-          for (int g = 0; g < kG; ++g) s_p[g][k] = dot[g];
-        }
-      }
+    for (int ks = 0; ks < kD / 16; ++ks) {
+      const uint32_t aq[4] = {qa[ks][0], 0u, qa[ks][1], 0u};
+      Mma<T>::Run(s[nt], aq, krow[4 * Smem::Swizzle(g, 2 * ks)], krow[4 * Smem::Swizzle(g, 2 * ks + 1)]);
     }
   }
-  __syncthreads();  // scores complete; K no longer read (red may take its place)
+  // Softmax over the chunk (log2 domain): keys >= n masked; the row max over the 4 warps.
+  float mx = -INFINITY;
+#pragma unroll
+  for (int nt = 0; nt < 2; ++nt) {
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const int key = 16 * warp + 8 * nt + 2 * t + e;
+      s[nt][e] = key < n ? s[nt][e] * a.scale_log2 : -INFINITY;
+      mx = fmaxf(mx, s[nt][e]);
+    }
+  }
+#pragma unroll
+  for (int off = 1; off < 4; off *= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+  if (t == 0) sm.wmax[warp][g] = mx;
+  __syncthreads();  // every warp's row max; K no longer read (P and chunk_sum take its place)
+  float m = sm.wmax[0][g];
+#pragma unroll
+  for (int w = 1; w < Smem::kWarps; ++w) m = fmaxf(m, sm.wmax[w][g]);  // finite: key 0 < n
+  float sum = 0.f;
+#pragma unroll
+  for (int nt = 0; nt < 2; ++nt) {
+    s[nt][0] = exp2f(s[nt][0] - m);
+    s[nt][1] = exp2f(s[nt][1] - m);
+    sum += s[nt][0] + s[nt][1];
+    *reinterpret_cast<uint32_t*>(&sm.buf.out.pt[g][16 * warp + 8 * nt + 2 * t]) = Mma<T>::Pack(s[nt][0], s[nt][1]);
+  }
+#pragma unroll
+  for (int off = 1; off < 4; off *= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+  if (t == 0) sm.wsum[warp][g] = sum;
+  __syncthreads();  // P complete
 
-  // Phase 2: exact softmax over the chunk, one warp per query head.
-  const int warp = threadIdx.x / 32, wlane = threadIdx.x % 32;
-  for (int g = warp; g < ng; g += kDecodeThreads / 32) {
-    float m = -INFINITY;
-    for (int k = wlane; k < n; k += 32) m = fmaxf(m, s_p[g][k]);
+  // P V for this warp's dims: k-step j = keys 16j .. 16j + 15; ldmatrix.x4.trans brings the
+  // (keys +0 | +8) x (dims of n-tile dt | dt + 1) matrices, lane l addressing row l % 8 of l / 8.
+  float o[kWarpTiles][4];
 #pragma unroll
-    for (int off = 16; off > 0; off /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
-    float l = 0.f;
-    for (int k = wlane; k < n; k += 32) {
-      const float p = exp2f(s_p[g][k] - m);
-      s_p[g][k] = p;
-      l += p;
-    }
+  for (int dt = 0; dt < kWarpTiles; ++dt) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.f;
+  const uint32_t* prow = reinterpret_cast<const uint32_t*>(&sm.buf.out.pt[g][0]) + t;
 #pragma unroll
-    for (int off = 16; off > 0; off /= 2) l += __shfl_xor_sync(0xffffffffu, l, off);
-    if (wlane == 0) {
-      s_m[g] = m;
-      s_l[g] = l;
+  for (int j = 0; j < kChunk / 16; ++j) {
+    const uint32_t pa[4] = {prow[8 * j], 0u, prow[8 * j + 4], 0u};
+    const int key = 16 * j + ((lane / 8) % 2) * 8 + lane % 8;
+#pragma unroll
+    for (int dt = 0; dt < kWarpTiles; dt += 2) {
+      uint32_t b[4];
+      LdMatrixX4Trans(b, &sm.buf.kv.v[key][Smem::Swizzle(key, warp * kWarpTiles + dt + lane / 16)]);
+      Mma<T>::Run(o[dt], pa, b[0], b[1]);
+      Mma<T>::Run(o[dt + 1], pa, b[2], b[3]);
     }
+  }
+  if (g < kG) {  // (chunk_sum lies before P in the K rows: no barrier needed)
+#pragma unroll
+    for (int dt = 0; dt < kWarpTiles; ++dt) {
+      float* dst = &sm.buf.out.chunk_sum[g][8 * (warp * kWarpTiles + dt) + 2 * t];
+      dst[0] = o[dt][0];
+      dst[1] = o[dt][1];
+    }
+  }
+  if (threadIdx.x < kG) {  // row threadIdx.x: the chunk's max and sum, warps in order
+    float mr = sm.wmax[0][threadIdx.x], lr = 0.f;
+#pragma unroll
+    for (int w = 1; w < Smem::kWarps; ++w) mr = fmaxf(mr, sm.wmax[w][threadIdx.x]);
+#pragma unroll
+    for (int w = 0; w < Smem::kWarps; ++w) lr += sm.wsum[w][threadIdx.x];
+    sm.m[threadIdx.x] = mr;
+    sm.l[threadIdx.x] = lr;
   }
   __syncthreads();
 
-  // Phase 3: acc[g][:] = sum_k p[g][k] v_k over this thread's keys (key_slot, key_slot +
-  // kKeysPerPass, ... in increasing order), each V row read once.
-  float acc[kG][8];
-#pragma unroll
-  for (int g = 0; g < kG; ++g) {
-#pragma unroll
-    for (int e = 0; e < 8; ++e) acc[g][e] = 0.f;
-  }
-  for (int k0 = 0; k0 < n; k0 += kKeysPerPass * kUnroll) {
-    uint4 vv[kUnroll];
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int k = k0 + u * kKeysPerPass + key_slot;
-      vv[u] = k < n ? s_v[k][lane] : make_uint4(0, 0, 0, 0);
-    }
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int k = k0 + u * kKeysPerPass + key_slot;
-      if (k < n) {
-        float vf[8];
-        Unpack8<T>(vv[u], vf);
-#pragma unroll
-        for (int g = 0; g < kG; ++g) {
-          const float p = g < ng ? s_p[g][k] : 0.f;
-#pragma unroll
-          for (int e = 0; e < 8; ++e) acc[g][e] = fmaf(p, vf[e], acc[g][e]);
-        }
-      }
-    }
-  }
-  if constexpr (DecodeSmem<kD, kG>::kRedOverlapsV) __syncthreads();  // every V read is done
-#pragma unroll
-  for (int g = 0; g < kG; ++g) {
-    float4* dst = reinterpret_cast<float4*>(&s_red[key_slot][g][lane * 8]);
-    dst[0] = make_float4(acc[g][0], acc[g][1], acc[g][2], acc[g][3]);
-    dst[1] = make_float4(acc[g][4], acc[g][5], acc[g][6], acc[g][7]);
-  }
-  __syncthreads();
-
-  // Sum the key slots in order and merge the chunk into this thread's running outputs
-  // (output i of the thread is element o = threadIdx.x + 128 i of the [ng, D] slice).
+  // Merge the chunk into this thread's running outputs (output i of the thread is element
+  // o = threadIdx.x + 128 i of the [ng, D] slice).
 #pragma unroll
   for (int i = 0; i < DecodeRun<kD, kG>::kOut; ++i) {
     const int o = threadIdx.x + i * kDecodeThreads;
     if (o < ng * kD) {
       const int g = o / kD, d = o % kD;
-      float sum = 0.f;
-#pragma unroll
-      for (int j = 0; j < kKeysPerPass; ++j) sum += s_red[j][g][d];
-      const float m_new = fmaxf(run.m[i], s_m[g]);
-      const float w_old = exp2f(run.m[i] - m_new), w_chunk = exp2f(s_m[g] - m_new);
+      const float sum = sm.buf.out.chunk_sum[g][d];
+      const float m_new = fmaxf(run.m[i], sm.m[g]);
+      const float w_old = exp2f(run.m[i] - m_new), w_chunk = exp2f(sm.m[g] - m_new);
       // The FMA contraction spelled out, as nvcc had contracted the plain expressions
       // run.acc * w_old + sum * w_chunk and run.l * w_old + s_l * w_chunk (its choice for the
       // first depended on kOut; the machine code is byte for byte what it was): the fused RoPE
@@ -564,7 +598,7 @@ __device__ __forceinline__ void DecodeChunk(const AttnArgs& a, const DecodeTask&
       } else {
         run.acc[i] = __fmaf_rn(sum, w_chunk, __fmul_rn(run.acc[i], w_old));
       }
-      run.l[i] = __fmaf_rn(run.l[i], w_old, __fmul_rn(s_l[g], w_chunk));
+      run.l[i] = __fmaf_rn(run.l[i], w_old, __fmul_rn(sm.l[g], w_chunk));
       run.m[i] = m_new;
     }
   }
@@ -665,7 +699,6 @@ __device__ __forceinline__ void MergeSplitsCluster(const AttnArgs& a, int q_row,
 template <typename T, int kD, int kG>
 __device__ __forceinline__ void MergeIfLastSplit(const AttnArgs& a, const DecodeTask& task, int num_splits,
                                                  DecodeSmem<kD, kG>& sm) {
-  static_assert(sizeof(sm.p) >= sizeof(float) * 2 * kG * kMaxSplits, "the merge's scratch must fit the score buffer");
   __threadfence();
   __syncthreads();
   if (threadIdx.x == 0) {
@@ -677,7 +710,7 @@ __device__ __forceinline__ void MergeIfLastSplit(const AttnArgs& a, const Decode
   __syncthreads();
   if (!sm.merges) return;
   __threadfence();
-  MergeSplits<T, kD, kG>(a, task.seq, task.q_row, task.h0, task.ng, num_splits, &sm.p[0][0]);
+  MergeSplits<T, kD, kG>(a, task.seq, task.q_row, task.h0, task.ng, num_splits, MergeScratch(sm));
 }
 
 // Grid (kv heads x head slices, splits, sequences). A sequence of one chunk is written to
@@ -774,9 +807,9 @@ __device__ __forceinline__ void DecodeChunkCta(const AttnArgs& a, const RopeKvAr
   if (copies_newest) {
     const int piece = threadIdx.x % kPieces;
     if (threadIdx.x < kPieces) {
-      CpAsync16(&sm.buf.kv.k[newest][piece], static_cast<const T*>(a.k_cache) + newest_off);
+      CpAsync16(&sm.buf.kv.k[newest][DecodeSmem<kD, kG>::Swizzle(newest, piece)], static_cast<const T*>(a.k_cache) + newest_off);
     } else {
-      CpAsync16(&sm.buf.kv.v[newest][piece], static_cast<const T*>(a.v_cache) + newest_off);
+      CpAsync16(&sm.buf.kv.v[newest][DecodeSmem<kD, kG>::Swizzle(newest, piece)], static_cast<const T*>(a.v_cache) + newest_off);
     }
   }
   CpAsyncCommit();
@@ -795,33 +828,40 @@ __device__ __forceinline__ void DecodeChunkCta(const AttnArgs& a, const RopeKvAr
     run.l[i] = 0.f;
     run.m[i] = -INFINITY;
   }
+  QFragments<kD> qa;  // the slice's q as MMA A fragments, for every chunk
+  if constexpr (kFused) {
+    LoadRotatedQ<kD, kG>(task, qa);
+  } else {
+    LoadQ<T, kD, kG>(a, task, qa);  // in flight while the copies land
+  }
   for (int chunk = first; chunk < last; ++chunk) {
+    const int n = min(kChunk, task.ctx - chunk * kChunk);
     if (chunk > first) {
       // Later chunks (contexts > 1024: several chunks per split) after the wait, all rows,
-      // once the previous chunk's reads of the shared storage (red, p, m, l) are done.
+      // once the previous chunk's reads of the shared storage (chunk_sum, m, l) are done.
       __syncthreads();
-      IssueChunkKv<T, kD, kG>(a, table, task.kv_head, chunk * kChunk, min(kChunk, task.ctx - chunk * kChunk),
+      IssueChunkKv<T, kD, kG>(a, table, task.kv_head, chunk * kChunk, n,
                               kFused && chunk == newest_chunk ? task.ctx - 1 - chunk * kChunk : kChunk, sm);
       CpAsyncCommit();
     }
-    uint4 qv[kG];
+    // V rows past the context: zero (P is 0 there, and 0 times a stale NaN would not be).
+    for (int i = n * kPieces + threadIdx.x; i < kChunk * kPieces; i += kDecodeThreads) {
+      sm.buf.kv.v[i / kPieces][i % kPieces] = make_uint4(0, 0, 0, 0);
+    }
     if constexpr (kFused) {
       if (chunk == newest_chunk && threadIdx.x < 2 * kPieces) {  // the newest row from qkv (fs)
         const int row = task.ctx - 1 - chunk * kChunk, piece = threadIdx.x % kPieces;
         auto& fs = FusedSmem<kD, kG>();
         if (threadIdx.x < kPieces) {
-          sm.buf.kv.k[row][piece] = fs.k[piece];
+          sm.buf.kv.k[row][DecodeSmem<kD, kG>::Swizzle(row, piece)] = fs.k[piece];
         } else {
-          sm.buf.kv.v[row][piece] = fs.v[piece];
+          sm.buf.kv.v[row][DecodeSmem<kD, kG>::Swizzle(row, piece)] = fs.v[piece];
         }
       }
-      LoadRotatedQ<kD, kG>(task, qv);
-    } else {
-      LoadQ<T, kD, kG>(a, task, qv);  // in flight while the copies land
     }
     CpAsyncWaitAll();
     __syncthreads();  // every thread's copies are visible
-    DecodeChunk<T, kD, kG>(a, task, chunk, qv, sm, run);
+    DecodeChunk<T, kD, kG>(a, task, chunk, qa, sm, run);
   }
 
   const int num_heads = a.num_heads;
@@ -860,7 +900,7 @@ __device__ __forceinline__ void DecodeChunkCta(const AttnArgs& a, const RopeKvAr
     }
     ClusterSync();  // every split's partials are visible to CTA 0 of the cluster
     if (split == 0 && task.num_chunks > 1) {
-      MergeSplitsCluster<T, kD, kG>(a, task.q_row, task.h0, task.ng, plan.num_splits, part, &sm.p[0][0]);
+      MergeSplitsCluster<T, kD, kG>(a, task.q_row, task.h0, task.ng, plan.num_splits, part, MergeScratch(sm));
     }
     ClusterSyncRelaxed();  // (its remote reads have completed: their values are in the outputs)
     return;
@@ -1085,41 +1125,6 @@ __global__ void __launch_bounds__(kPrefillThreads) PrefillKernel(AttnArgs a) {
 // = (k 2t, 2t+1 | n g) and (k 2t+8, 2t+9 | n g); C = (row g, n 2t, 2t+1), (row g+8, same).
 constexpr int kMmaWarps = 4;
 constexpr int kMmaThreads = kMmaWarps * 32;
-
-template <typename T> struct Mma;
-template <> struct Mma<__half> {
-  static __device__ __forceinline__ void Run(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-        "{%8,%9}, {%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  }
-  static __device__ __forceinline__ uint32_t Pack(float lo, float hi) {
-    const __half2 h = __floats2half2_rn(lo, hi);
-    return *reinterpret_cast<const uint32_t*>(&h);
-  }
-};
-template <> struct Mma<__nv_bfloat16> {
-  static __device__ __forceinline__ void Run(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-        "{%8,%9}, {%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  }
-  static __device__ __forceinline__ uint32_t Pack(float lo, float hi) {
-    const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
-    return *reinterpret_cast<const uint32_t*>(&h);
-  }
-};
-
-__device__ __forceinline__ void LdMatrixX4Trans(uint32_t* r, const void* p) {
-  const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(p));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr));
-}
 
 // Keys [k0, k0 + 64) of the sequence (zeros beyond ctx) into dst[64][kD + 8] (16-bit; the
 // 16-byte row padding makes the fragment reads conflict-free).
