@@ -13,9 +13,10 @@
 //    one block-table round trip, then one K/V round trip), then scores, exact softmax inside
 //    the chunk and P V are computed from shared memory on the tensor cores (DecodeChunk:
 //    mma.sync.m16n8k16 with the slice's heads as the rows of the A tile, P rounded to the
-//    activation type as in the prefill kernel); chunks are merged in order in registers. Loading order and PDL: the kernel is launched with programmatic dependent
-//    launch right after the RoPE + KV-write kernel (or after the prefill kernel, whose CTAs
-//    let it start only once they have waited for that kernel), and before its grid dependency
+//    activation type as in the prefill kernel); chunks are merged in order in registers.
+//    Loading order and PDL: the kernel is launched with programmatic dependent launch right
+//    after the RoPE + KV-write kernel (or after the prefill kernel, whose CTAs let it start
+//    only once they have waited for that kernel), and before its grid dependency
 //    wait it may read only what that kernel does not write: the step inputs (query_start,
 //    context_len, block_tables) and the cache rows of positions < context_len - 1. So a CTA
 //    puts its FIRST chunk's K/V rows in flight before the wait, except the row of position
@@ -805,11 +806,11 @@ __device__ __forceinline__ void DecodeChunkCta(const AttnArgs& a, const RopeKvAr
   GridDependencyWait();
 
   if (copies_newest) {
-    const int piece = threadIdx.x % kPieces;
+    const int sp = DecodeSmem<kD, kG>::Swizzle(newest, threadIdx.x % kPieces);
     if (threadIdx.x < kPieces) {
-      CpAsync16(&sm.buf.kv.k[newest][DecodeSmem<kD, kG>::Swizzle(newest, piece)], static_cast<const T*>(a.k_cache) + newest_off);
+      CpAsync16(&sm.buf.kv.k[newest][sp], static_cast<const T*>(a.k_cache) + newest_off);
     } else {
-      CpAsync16(&sm.buf.kv.v[newest][DecodeSmem<kD, kG>::Swizzle(newest, piece)], static_cast<const T*>(a.v_cache) + newest_off);
+      CpAsync16(&sm.buf.kv.v[newest][sp], static_cast<const T*>(a.v_cache) + newest_off);
     }
   }
   CpAsyncCommit();
