@@ -359,24 +359,30 @@ __device__ __forceinline__ void IssueChunkKv(const AttnArgs& a, const int32_t* t
   }
 }
 
-// The A fragments of Q for DecodeChunk: qa[ks][0] = q[head h0 + g][16 ks + 2t, +1] and qa[ks][1] =
-// the same 8 dims on (g = lane / 4, t = lane % 4; 16-bit pairs), zero for g >= ng; the
-// fragment's rows 8-15 are zero and not stored. Unfused: raw q from qkv, a plain (coherent)
-// load, not __ldg: q is written by the previous kernel, and this load must stay after the grid
-// dependency wait (an invariant/non-coherent load could be hoisted).
+// The A fragments of Q for DecodeChunk, for g = lane / 4, t = lane % 4: qa[ks][0] = q[head h0 +
+// g][16 ks + 2t, +1] and qa[ks][1] = q[head h0 + g][16 ks + 8 + 2t, +1] (16-bit pairs), zero for
+// g >= ng; the fragment's rows 8-15 are zero and not stored. `row` points at word t of head
+// h0 + g's q (any head of the slice when g >= ng: it is not read then).
 template <int kD>
 using QFragments = uint32_t[kD / 16][2];
+template <int kD>
+__device__ __forceinline__ void FillQFragments(const uint32_t* row, bool valid, QFragments<kD>& qa) {
+#pragma unroll
+  for (int ks = 0; ks < kD / 16; ++ks) {
+    qa[ks][0] = valid ? row[8 * ks] : 0u;
+    qa[ks][1] = valid ? row[8 * ks + 4] : 0u;
+  }
+}
+// Unfused: raw q from qkv, a plain (coherent) load, not __ldg: q is written by the previous
+// kernel, and this load must stay after the grid dependency wait (an invariant/non-coherent
+// load could be hoisted).
 template <typename T, int kD, int kG>
 __device__ __forceinline__ void LoadQ(const AttnArgs& a, const DecodeTask& task, QFragments<kD>& qa) {
   const int g = (threadIdx.x % 32) / 4, t = threadIdx.x % 4;
   const uint32_t* q = reinterpret_cast<const uint32_t*>(static_cast<const T*>(a.q) +
                                                         static_cast<int64_t>(task.q_row) * a.row_stride +
                                                         (task.h0 + min(g, task.ng - 1)) * kD) + t;
-#pragma unroll
-  for (int ks = 0; ks < kD / 16; ++ks) {
-    qa[ks][0] = g < task.ng ? q[8 * ks] : 0u;
-    qa[ks][1] = g < task.ng ? q[8 * ks + 4] : 0u;
-  }
+  FillQFragments<kD>(q, g < task.ng, qa);
 }
 
 // ---- Decode with the fused RoPE + KV write (FusedRopeKv) -------------------------------------
@@ -476,12 +482,7 @@ template <int kD, int kG>
 __device__ __forceinline__ void LoadRotatedQ(const DecodeTask& task, QFragments<kD>& qa) {
   const int g = (threadIdx.x % 32) / 4, t = threadIdx.x % 4;
   auto& fs = FusedSmem<kD, kG>();
-  const uint32_t* q = reinterpret_cast<const uint32_t*>(&fs.q[min(g, kG - 1)][0]) + t;
-#pragma unroll
-  for (int ks = 0; ks < kD / 16; ++ks) {
-    qa[ks][0] = g < task.ng ? q[8 * ks] : 0u;
-    qa[ks][1] = g < task.ng ? q[8 * ks + 4] : 0u;
-  }
+  FillQFragments<kD>(reinterpret_cast<const uint32_t*>(&fs.q[min(g, kG - 1)][0]) + t, g < task.ng, qa);
 }
 
 // One chunk of kChunk positions, its K and V rows already in sm.buf.kv (cp.async complete, rows
