@@ -8,7 +8,11 @@
 // ---- m <= 8: DenseGemvKernel (one CTA per strip) ----
 //
 // - Work: strips of 32 rows of W (two 16-row tiles), all of k. Persistent blocks of 8 warps
-//   (grid = min(strips, resident blocks)) take strips blockIdx.x, blockIdx.x + grid, ...
+//   (grid = min(strips, resident blocks)) take strips blockIdx.x, blockIdx.x + grid, ..., or,
+//   with DenseGemvParams::strip_counter, those two and then the next strip not yet taken (an
+//   atomic counter, fetched one strip ahead). The second block on an SM gets a smaller share
+//   of the SM's memory bandwidth: in the 8B decode step's LM head (4008 strips, 15 or 16 per
+//   block) the first blocks on the SMs ended after 315-335 us, the second ones after 355-370.
 // - Within a strip the 8 warps split k: a *batch* is 128 consecutive k (4 steps of 32), and warp
 //   w takes batches w, w + 8, w + 16, ... (so a block's 8 warps read 2 KB runs of each row).
 //   The split depends on k alone: batch class c = the batches that are c mod 8.
@@ -152,6 +156,8 @@ struct GemvArgs {
   int m, n, k;
   int strips;     // ceil(n / rows per strip): 32, or 32·C for the cluster kernel
   int batches;    // ceil(k / 128)
+  unsigned int* strip_counter;  // DenseGemvKernel: dynamic strips (DenseGemvParams), or null
+  unsigned int fetches;         // counter increments per call (the last one resets it)
 };
 
 // 16 bytes of W, streamed: not kept in L1, and a 256-byte L2 fetch (a warp reads 64 contiguous
@@ -239,9 +245,16 @@ __global__ void __launch_bounds__(kThreads, 2) DenseGemvKernel(const GemvArgs a)
   constexpr int kRows = kMaxM * G;         // rows of X
   __shared__ float s_red[2][kWarps][kRows][kRedPitch];  // 18 KB (G = 1), 36 KB (G = 2)
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, q = lane & 3;
+  __shared__ int s_next[2];  // dynamic strips: the strip after iteration i's is s_next[i & 1]
   const int grid = static_cast<int>(gridDim.x);
   const int block = static_cast<int>(blockIdx.x);
-  const int my_strips = (a.strips - 1 - block) / grid + 1;  // grid <= strips
+  // The strip after iteration i's: strip + grid (static; and always at i = 0), or, from i = 1
+  // on with a strip counter, the next one not yet taken: fetched by thread 0 during iteration
+  // i - 1 and stored just before its barrier (thread 0's warp never waits on the atomic).
+  // Only blocks with two static strips fetch, each until its first miss: a.fetches
+  // increments in all, and the last one puts the counter back to 0 for the next call, which
+  // reads it only after its grid dependency wait (after this grid has completed).
+  const bool fetching = a.strip_counter != nullptr && block + grid < a.strips;
   // Batches of a strip this warp sums (the same for every strip).
   const int my_batches = warp < a.batches ? (a.batches - 1 - warp) / kWarps + 1 : 0;
   const int64_t row_bytes = static_cast<int64_t>(a.k) * 2;
@@ -309,8 +322,12 @@ __global__ void __launch_bounds__(kThreads, 2) DenseGemvKernel(const GemvArgs a)
   if (my_batches > 0) load_x(warp, 0);
 
   int parity = 0;
-  for (int i = 0; i < my_strips; ++i) {
-    const int strip = block + i * grid;
+  for (int i = 0, strip = block; strip < a.strips; ++i) {
+    const int next = i > 0 && fetching ? s_next[i & 1] : strip + grid;
+    // The strip after next (its slot's last reader read it before the previous barrier).
+    const bool fetch_next = fetching && tid == 0 && next < a.strips;
+    unsigned int taken = 0;
+    if (fetch_next) taken = atomicAdd(a.strip_counter, 1u);
     float acc[2][G][4];
 #pragma unroll
     for (int t = 0; t < 2; ++t) {
@@ -333,8 +350,8 @@ __global__ void __launch_bounds__(kThreads, 2) DenseGemvKernel(const GemvArgs a)
         } else if (j + 1 < my_batches) {
           load_w(strip, batch + kWarps, 0);
           load_x(batch + kWarps, 0);
-        } else if (i + 1 < my_strips) {
-          load_w(strip + grid, warp, 0);
+        } else if (next < a.strips) {
+          load_w(next, warp, 0);
           load_x(warp, 0);
         }
       }
@@ -352,6 +369,11 @@ __global__ void __launch_bounds__(kThreads, 2) DenseGemvKernel(const GemvArgs a)
         }
       }
     }
+    if (fetch_next) {
+      if (taken == a.fetches - 1u) *a.strip_counter = 0u;
+      const int fetched = 2 * grid + static_cast<int>(taken);
+      s_next[(i + 1) & 1] = fetched < a.strips ? fetched : a.strips;
+    }
     __syncthreads();  // (the buffer of the other parity is free: its readers passed this barrier)
 #pragma unroll
     for (int v = 0; v < G; ++v) {  // outputs tid + 256v: 32 strip rows x m
@@ -368,6 +390,7 @@ __global__ void __launch_bounds__(kThreads, 2) DenseGemvKernel(const GemvArgs a)
       }
     }
     parity ^= 1;
+    strip = next;
   }
 }
 
@@ -699,9 +722,15 @@ absl::Status LaunchDenseGemv(const DenseGemvParams& p, CUstream_st* stream) {
   a.k = static_cast<int>(p.k);
   a.strips = static_cast<int>((p.n + kernel.rows - 1) / kernel.rows);
   a.batches = static_cast<int>((p.k + kBatchK - 1) / kBatchK);
+  a.strip_counter = kernel.cluster == 1 ? p.strip_counter : nullptr;
+  // Dynamic strips: blocks with two static strips (block + grid < strips) fetch the rest, each
+  // until its first miss: the strips past the first 2·grid plus one miss per fetching block.
+  const int grid = std::min(a.strips, *resident);
+  a.fetches = static_cast<unsigned int>(std::max(0, a.strips - 2 * grid) +
+                                        std::min(grid, std::max(0, a.strips - grid)));
   cudaLaunchConfig_t cfg = {};
   // DenseGemvKernel: blocks; the cluster kernel: C CTAs per strip-owning cluster.
-  cfg.gridDim = dim3(static_cast<unsigned>(std::min(a.strips, *resident) * kernel.cluster));
+  cfg.gridDim = dim3(static_cast<unsigned>(grid * kernel.cluster));
   cfg.blockDim = dim3(kThreads);
   cfg.dynamicSmemBytes = static_cast<size_t>(kernel.smem);
   cfg.stream = stream;

@@ -53,6 +53,13 @@ struct DenseGemvParams {
   // (the m <= 8 kernel with two 8-row groups of X: one CTA per 32-row strip, no clusters;
   // `cluster` is ignored). For tests and A/B runs: the results are bitwise the same.
   int variant = 0;
+  // m <= 8 kernel and the flat variant (not the cluster kernel): a device counter, 0 before
+  // the first call, that hands out the strips after each block's first two as blocks free up,
+  // instead of a fixed share per block (the last ones to end no longer wait on the slowest
+  // SMs). Every call leaves it 0 again; calls that share it must be ordered on one stream
+  // (each reads it after its grid dependency wait). The results are bitwise the same either
+  // way. null: fixed shares.
+  unsigned int* strip_counter = nullptr;
 };
 
 constexpr int64_t kDenseGemvMaxM = 32;

@@ -1,12 +1,14 @@
 // Token sampling on the GPU (see sampling.h for the semantics and the exact draw).
 //
-// A cluster of 1-8 CTAs of 1024 threads per row (SlicesPerRow: as many as fill the SMs in one
-// wave); the row stays in global memory (L2) and is read in a few coalesced passes:
-//   1. raw pass, split over the cluster's CTAs (a slice of the ids each, the statistics
-//      combined by the first CTA over distributed shared memory, which alone does the rest):
-//      log-sum-exp of the raw logits (online max / sum per thread), the largest raw rank key
-//      of each warp (a bound for the top-N logprobs) and, for rows without penalties, the
-//      greedy choice and the NaN flag of step 4 (a greedy row is read once);
+// Two kernels, the second launched with programmatic dependent launch (PDL):
+//   SliceStatsKernel: rows x slices CTAs of 256 threads (SlicesPerRow: as many slices per row
+//     as fill the SMs about twice), each reading one slice of a row's logits once, from L2:
+//     1. raw statistics of the slice: the log-sum-exp terms (online max / sum per thread,
+//        combined in double), the greedy choice and the NaN flag of step 4 (used for rows
+//        without penalties: a greedy row is read once, by many SMs), and each warp's largest
+//        raw rank key (a bound for the top-N logprobs). Written to the workspace.
+//   SamplingKernel: one CTA of 1024 threads per row, which combines its row's slice statistics
+//   (one warp, in double) and does the rest:
 //   2. if num_logprobs > 0: collect the raw keys at or above the N-th largest warp maximum
 //      (at least N elements, usually a few dozen) in shared memory and rank them exactly;
 //   3. penalties, in place for the row's penalty tokens, their raw logits kept in the
@@ -21,6 +23,10 @@
 //      chunk of ids; the chunk holding the target is rescanned by its warp in id order.
 // Fixed-point (2^-40) 64-bit weight sums are exact and order-independent, so the same
 // random_bits always give the same token. No allocation, no host synchronisation.
+//
+// Why two kernels: a greedy row's only work is step 1, a pass over 128256 floats. One CTA
+// takes ~30 us for it and a cluster of 8 CTAs (the previous design) ~11 us, mostly latency;
+// 128 CTAs read 1 KB-4 KB each.
 #include "kernels/sampling.h"
 
 #include <cuda_runtime.h>
@@ -29,7 +35,6 @@
 #include <cstdint>
 #include <cstdlib>
 
-#include <cooperative_groups.h>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/pdl.cuh"
@@ -37,32 +42,42 @@
 namespace flute::gpu {
 namespace {
 
-constexpr int kThreads = 1024;
+constexpr int kThreads = 1024;  // SamplingKernel
 constexpr int kWarps = kThreads / 32;
+constexpr int kStatsThreads = 256;  // SliceStatsKernel
+constexpr int kStatsWarps = kStatsThreads / 32;
 constexpr int kDigitBits = 11;
 constexpr int kBins = 1 << kDigitBits;
 constexpr int kTopCandidates = 1024;  // raw top-N candidates kept in shared memory
 constexpr float kWeightScale = 1099511627776.0f;  // 2^40: fixed-point weight of w = 1
+constexpr int kMaxSlices = 128;  // slices (SliceStatsKernel CTAs) per row at most
+// TopRawKeys ranks every slice's warp maxima with one thread each.
+static_assert(kMaxSlices * kStatsWarps <= kThreads, "one thread per warp maximum");
 
-// What a slice of the row contributes to the row's raw statistics.
+// What a slice of the row contributes to the row's raw statistics (in the workspace).
 struct SliceStats {
-  float max;                              // the slice's largest logit (NaN ignored; -inf if none)
-  double sum;                             // sum of exp(x - max) over it (NaN propagates)
-  unsigned long long greedy;              // with_greedy: the largest GreedyKey
-  unsigned int nan;                       // with_greedy: 1 if the slice holds a NaN
-  unsigned long long warp_max[kWarps];    // each warp's largest raw rank key (0 if it has none)
+  float max;                                 // the slice's largest logit (NaN ignored; -inf if none)
+  unsigned int nan;                          // 1 if the slice holds a NaN
+  double sum;                                // sum of exp(x - max) over it (NaN propagates)
+  unsigned long long greedy;                 // the largest GreedyKey
+  unsigned long long warp_max[kStatsWarps];  // each warp's largest raw rank key (0 if it has none)
 };
 
-constexpr int kMaxSlices = 8;  // CTAs per row at most (a portable cluster size)
+struct RawStats {
+  double log_normalizer;             // log(sum(exp(raw))) as the CPU computes it
+  unsigned long long greedy_key;     // the row's largest GreedyKey (rows without penalties)
+  bool any_nan;                      // whether the row holds a NaN (rows without penalties)
+};
 
 struct Shared {
-  SliceStats slices[kMaxSlices];  // the cluster's first CTA: every slice's statistics
+  SliceStats slices[kMaxSlices];  // the row's slice statistics
   unsigned int count[kBins];
   unsigned long long mass[kBins];
   unsigned long long candidates[kTopCandidates];
   unsigned long long u64[kWarps];
   double f64[kWarps];
   float f32[kWarps];
+  RawStats raw;
   int num_candidates;
   unsigned long long selected_prefix;
   unsigned long long selected_above;
@@ -79,6 +94,12 @@ __device__ __forceinline__ unsigned long long RankKey(float value, int id) {
   unsigned int bits = __float_as_uint(value);
   bits = (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
   return (static_cast<unsigned long long>(bits) << 32) | (0xffffffffu - static_cast<unsigned int>(id));
+}
+
+// The value a RankKey was made of (-0 comes back as +0).
+__device__ __forceinline__ float KeyValue(unsigned long long key) {
+  const unsigned int bits = static_cast<unsigned int>(key >> 32);
+  return __uint_as_float((bits & 0x80000000u) ? (bits & 0x7fffffffu) : ~bits);
 }
 
 __device__ __forceinline__ int KeyId(unsigned long long key) {
@@ -127,14 +148,15 @@ struct OrU32 {
   __device__ unsigned int operator()(unsigned int a, unsigned int b) const { return a | b; }
 };
 
-template <typename T, typename Op>
+// kBlockWarps: the block's warps (all of them take part).
+template <int kBlockWarps = kWarps, typename T, typename Op>
 __device__ T BlockAllReduce(T v, Op op, T* scratch) {
   v = WarpAllReduce(v, op);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   if (lane == 0) scratch[warp] = v;
   __syncthreads();
   T r = scratch[0];
-  for (int w = 1; w < kWarps; ++w) r = op(r, scratch[w]);
+  for (int w = 1; w < kBlockWarps; ++w) r = op(r, scratch[w]);
   __syncthreads();
   return r;
 }
@@ -160,12 +182,13 @@ __device__ __forceinline__ void ForEachStrided(const float* l, int begin, int en
   for (; id < end; id += stride) f(l[id], id);
 }
 
-// Ids [begin, end) of the row l, in 16-byte pieces: thread t takes the float4 pieces t,
-// t + kThreads, ... (kBatch4 of them in flight: 64 KB per CTA, four times what scalar loads put
-// in flight), calling f on each piece's 4 ids in id order; the ids before the first 16-byte
-// boundary and after the last one go to threads 0-3 one by one. Every id is visited once.
+// Ids [begin, end) of the row l, in 16-byte pieces: thread t of a block of kBlockThreads takes
+// the float4 pieces t, t + kBlockThreads, ... (kBatch4 of them in flight: 64 KB per CTA of
+// 1024 threads, four times what scalar loads put in flight), calling f on each piece's 4 ids
+// in id order; the ids before the first 16-byte boundary and after the last one go to threads
+// 0-3 one by one. Every id is visited once.
 constexpr int kBatch4 = 4;
-template <typename F>
+template <int kBlockThreads = kThreads, typename F>
 __device__ __forceinline__ void ForEachIdIn(const float* l, int begin, int end, F f) {
   const int misaligned = static_cast<int>((16 - reinterpret_cast<uintptr_t>(l + begin) % 16) % 16 / 4);
   const int head = begin + min(end - begin, misaligned);
@@ -174,20 +197,20 @@ __device__ __forceinline__ void ForEachIdIn(const float* l, int begin, int end, 
   const float4* l4 = reinterpret_cast<const float4*>(l + head);
   const int t = static_cast<int>(threadIdx.x);
   int piece = t;
-  for (; piece + (kBatch4 - 1) * kThreads < pieces; piece += kBatch4 * kThreads) {
+  for (; piece + (kBatch4 - 1) * kBlockThreads < pieces; piece += kBatch4 * kBlockThreads) {
     float4 x[kBatch4];
 #pragma unroll
-    for (int i = 0; i < kBatch4; ++i) x[i] = l4[piece + i * kThreads];
+    for (int i = 0; i < kBatch4; ++i) x[i] = l4[piece + i * kBlockThreads];
 #pragma unroll
     for (int i = 0; i < kBatch4; ++i) {
-      const int id = head + 4 * (piece + i * kThreads);
+      const int id = head + 4 * (piece + i * kBlockThreads);
       f(x[i].x, id);
       f(x[i].y, id + 1);
       f(x[i].z, id + 2);
       f(x[i].w, id + 3);
     }
   }
-  for (; piece < pieces; piece += kThreads) {
+  for (; piece < pieces; piece += kBlockThreads) {
     const float4 x = l4[piece];
     const int id = head + 4 * piece;
     f(x.x, id);
@@ -205,18 +228,23 @@ __device__ __forceinline__ void ForEachId(const float* l, int vocab, F f) {
 }
 
 // ---- 1. raw statistics ----
-// A row is cut into `slices` slices of ids, one per CTA of the row's cluster (kernel comment);
-// each CTA computes its slice's SliceStats, and the cluster's first CTA combines them.
+// A row is cut into `slices` slices of ids, one per SliceStatsKernel CTA; SamplingKernel
+// combines the row's slices.
 
-// Online max / sum of exp per thread over ids [begin, end), combined over the block in double
-// into `out` (shared memory; complete after the call's last barrier). with_greedy (rows
-// without penalties, whose greedy pass would read these same values): also the greedy key and
-// the NaN flag of step 4, so that the row is read once.
-__device__ void SlicePass(const float* raw, int begin, int end, bool with_greedy, SliceStats& out, Shared& sh) {
+// Online max / sum of exp per thread over ids [begin, end), combined over the block in double,
+// with the greedy key and the NaN flag of step 4; written to `out` (global) by thread 0 and
+// each warp's lane 0.
+struct StatsShared {
+  float f32[kStatsWarps];
+  double f64[kStatsWarps];
+  unsigned long long u64[kStatsWarps];
+};
+
+__device__ void SlicePass(const float* raw, int begin, int end, SliceStats* out, StatsShared& sh) {
   float m = -INFINITY, s = 0.0f;
   unsigned long long best = 0, greedy = 0;
   unsigned int nan = 0;
-  ForEachIdIn(raw, begin, end, [&](float x, int id) {
+  ForEachIdIn<kStatsThreads>(raw, begin, end, [&](float x, int id) {
     const unsigned long long key = RankKey(x, id);
     best = key > best ? key : best;
     const bool is_nan = isnan(x);
@@ -231,69 +259,66 @@ __device__ void SlicePass(const float* raw, int begin, int end, bool with_greedy
     }
   });
   best = WarpAllReduce(best, MaxU64{});
-  if (threadIdx.x % 32 == 0) out.warp_max[threadIdx.x / 32] = best;
+  if (threadIdx.x % 32 == 0) out->warp_max[threadIdx.x / 32] = best;
   // The CPU's maximum ignores NaN; fmaxf does too.
-  const float block_max = BlockAllReduce(m, MaxF32{}, sh.f32);
+  const float block_max = BlockAllReduce<kStatsWarps>(m, MaxF32{}, sh.f32);
   double part = 0.0;
   if (s != 0.0f) part = static_cast<double>(s) * exp(static_cast<double>(m) - block_max);
   if (isnan(s)) part = s;
-  const double sum = BlockAllReduce(part, SumF64{}, sh.f64);
-  if (with_greedy) {
-    greedy = BlockAllReduce(greedy, MaxU64{}, sh.u64);
-    nan = BlockAllReduce(nan, OrU32{}, reinterpret_cast<unsigned int*>(sh.f32));
-  }
+  const double sum = BlockAllReduce<kStatsWarps>(part, SumF64{}, sh.f64);
+  greedy = BlockAllReduce<kStatsWarps>(greedy, MaxU64{}, sh.u64);
+  nan = BlockAllReduce<kStatsWarps>(nan, OrU32{}, reinterpret_cast<unsigned int*>(sh.f32));
   if (threadIdx.x == 0) {
-    out.max = block_max;
-    out.sum = sum;
-    out.greedy = greedy;
-    out.nan = nan;
+    out->max = block_max;
+    out->sum = sum;
+    out->greedy = greedy;
+    out->nan = nan;
   }
-  __syncthreads();
 }
 
-struct RawStats {
-  double log_normalizer;             // log(sum(exp(raw))) as the CPU computes it
-  unsigned long long greedy_key;     // with_greedy: the row's largest GreedyKey
-  bool any_nan;                      // with_greedy: whether the row holds a NaN
-  int num_maxima;                    // sh.maxima[0, num_maxima): the warps' largest raw keys
-};
-
-// The row's statistics from its slices' (every thread, from shared memory; the slices' warp
-// maxima are already in sh.maxima): the slices' sums rescaled to the row's maximum, in double.
-__device__ RawStats CombineSlices(const SliceStats* slices, int count) {
-  float row_max = -INFINITY;
-  for (int j = 0; j < count; ++j) row_max = fmaxf(row_max, slices[j].max);
-  double sum = 0.0;
-  unsigned long long greedy = 0;
-  unsigned int nan = 0;
-  for (int j = 0; j < count; ++j) {
-    const double part = slices[j].sum;
-    if (isnan(part)) {
-      sum += part;
-    } else if (part != 0.0) {
-      sum += part * exp(static_cast<double>(slices[j].max) - row_max);
+// The row's statistics from its slices' (in shared memory), by warp 0: the slices' sums
+// rescaled to the row's maximum, in double; every thread gets them (from sh.raw).
+__device__ RawStats CombineSlices(int count, Shared& sh) {
+  if (threadIdx.x < 32) {
+    float row_max = -INFINITY;
+    for (int j = threadIdx.x; j < count; j += 32) row_max = fmaxf(row_max, sh.slices[j].max);
+    row_max = WarpAllReduce(row_max, MaxF32{});
+    double sum = 0.0;
+    unsigned long long greedy = 0;
+    unsigned int nan = 0;
+    for (int j = threadIdx.x; j < count; j += 32) {
+      const SliceStats& slice = sh.slices[j];
+      if (isnan(slice.sum)) {
+        sum += slice.sum;
+      } else if (slice.sum != 0.0) {
+        sum += slice.sum * exp(static_cast<double>(slice.max) - row_max);
+      }
+      greedy = slice.greedy > greedy ? slice.greedy : greedy;
+      nan |= slice.nan;
     }
-    greedy = slices[j].greedy > greedy ? slices[j].greedy : greedy;
-    nan |= slices[j].nan;
+    sum = WarpAllReduce(sum, SumF64{});
+    greedy = WarpAllReduce(greedy, MaxU64{});
+    nan = WarpAllReduce(nan, OrU32{});
+    if (threadIdx.x == 0) {
+      sh.raw.log_normalizer = isfinite(row_max) ? static_cast<double>(row_max) + log(sum) : row_max;
+      sh.raw.greedy_key = greedy;
+      sh.raw.any_nan = nan != 0;
+    }
   }
-  RawStats stats;
-  stats.log_normalizer = isfinite(row_max) ? static_cast<double>(row_max) + log(sum) : row_max;
-  stats.greedy_key = greedy;
-  stats.any_nan = nan != 0;
-  stats.num_maxima = count * kWarps;
-  return stats;
+  __syncthreads();
+  return sh.raw;
 }
 
 // ---- 2. top-N raw logprobs ----
 
 // Writes the n best raw keys, highest first, into out_keys (shared, n entries). The warp
-// maxima of every slice's CTA are in sh.slices[0, num_slices).
+// maxima of every slice are in sh.slices[0, num_slices).
 __device__ void TopRawKeys(const float* raw, int vocab, int n, int num_slices, unsigned long long* out_keys,
                            Shared& sh) {
   // A lower bound for the n-th largest key: the n-th largest warp maximum (n distinct
   // elements reach it). Warps without elements report 0, which admits every element.
-  const auto warp_max = [&](int w) { return sh.slices[w / kWarps].warp_max[w % kWarps]; };
-  const int maxima = num_slices * kWarps;
+  const auto warp_max = [&](int w) { return sh.slices[w / kStatsWarps].warp_max[w % kStatsWarps]; };
+  const int maxima = num_slices * kStatsWarps;
   if (threadIdx.x == 0) sh.num_candidates = 0;
   if (static_cast<int>(threadIdx.x) < maxima) {
     const unsigned long long mine = warp_max(threadIdx.x);
@@ -305,7 +330,9 @@ __device__ void TopRawKeys(const float* raw, int vocab, int n, int num_slices, u
     if (rank == n - 1) sh.selected_prefix = mine;
   }
   __syncthreads();
-  const unsigned long long bound = sh.selected_prefix;
+  // Fewer warp maxima than n (one or two slices per row: tests, FLUTE_SAMPLING_SLICES): no
+  // bound, every element is a candidate.
+  const unsigned long long bound = maxima >= n ? sh.selected_prefix : 0ull;
   __syncthreads();
 
   ForEachId(raw, vocab, [&](float x, int id) {
@@ -514,7 +541,7 @@ __device__ int Draw(const float* l, int vocab, float max_logit, float inv_t,
   return token;
 }
 
-// ---- the kernel ----
+// ---- the kernels ----
 
 struct KernelArgs {
   float* logits;
@@ -524,57 +551,58 @@ struct KernelArgs {
   const int32_t* prompt_counts;
   const int32_t* generated_counts;
   SampleResult* results;
-  float* raw_stash;  // [rows, vocab]
-  int slices;        // CTAs per row (the cluster size)
+  float* raw_stash;    // [rows, vocab]
+  SliceStats* stats;   // [rows, slices]
+  int slices;          // slices per row, 1 to kMaxSlices
 };
 
 __device__ bool HasPenalties(const SamplingRow& p) {
   return p.repetition_penalty != 1.0f || p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f;
 }
 
-// Grid: rows x slices CTAs, in clusters of `slices` (args.slices, 1 to kMaxSlices; the
-// cluster dimension when > 1): the CTAs of a row's cluster compute the raw statistics of one
-// slice of its ids each (SlicePass: the one pass a greedy row needs), the cluster's first CTA
-// reads them over distributed shared memory, combines them and does the rest alone; the
-// others exit. One CTA per row reads 128256 logits in ~30 us; eight in a few.
-__global__ void __launch_bounds__(kThreads) SamplingKernel(KernelArgs args) {
+// Slice j of a row: ids [j * per_slice, (j + 1) * per_slice) within the vocabulary, per_slice
+// a multiple of 4 (whole 16-byte pieces but the row's last).
+__device__ __forceinline__ int SliceLength(int vocab, int slices) {
+  return (vocab + 4 * slices - 1) / (4 * slices) * 4;
+}
+
+// Grid: rows x slices CTAs of kStatsThreads; CTA b takes slice b % slices of row b / slices.
+__global__ void __launch_bounds__(kStatsThreads) SliceStatsKernel(KernelArgs args) {
   const trace::Scope trace_scope(trace::kSampling);
   PdlPrologue();  // launched with programmatic stream serialization (kernels/pdl.cuh)
+  __shared__ StatsShared sh;
+  const int row = blockIdx.x / args.slices, slice = blockIdx.x % args.slices;
+  const int per_slice = SliceLength(args.vocab, args.slices);
+  const int begin = min(args.vocab, slice * per_slice), end = min(args.vocab, begin + per_slice);
+  SlicePass(args.logits + static_cast<size_t>(row) * args.vocab, begin, end, args.stats + blockIdx.x, sh);
+}
+
+// Grid: one CTA of kThreads per row, after SliceStatsKernel (PDL).
+__global__ void __launch_bounds__(kThreads) SamplingKernel(KernelArgs args) {
+  const trace::Scope trace_scope(trace::kSampling);
+  const int row = blockIdx.x;
+  const SamplingRow p = args.params[row];  // no kernel writes it (sampling.h): read before the wait
+  PdlPrologue();  // the slice statistics are complete past this point
   __shared__ Shared sh;
-  __shared__ SliceStats mine;
   __shared__ unsigned long long top_keys[kMaxLogprobs];
   const int slices = args.slices;
-  const int row = blockIdx.x / slices, slice = blockIdx.x % slices;  // slice = the rank in the cluster
   const int vocab = args.vocab;
-  const SamplingRow p = args.params[row];
   float* l = args.logits + static_cast<size_t>(row) * vocab;
   float* stash = args.raw_stash + static_cast<size_t>(row) * vocab;
   SampleResult* result = args.results + row;
 
-  // 1. Raw statistics of this CTA's slice (whole 16-byte pieces but the row's last), then in
-  // the first CTA every slice's, before anything is overwritten.
-  const bool penalised = HasPenalties(p);
-  const int per_slice = (vocab + 4 * slices - 1) / (4 * slices) * 4;
-  const int begin = min(vocab, slice * per_slice), end = min(vocab, begin + per_slice);
-  SlicePass(l, begin, end, /*with_greedy=*/!penalised, slices > 1 ? mine : sh.slices[0], sh);
-  if (slices > 1) {
-    cooperative_groups::cluster_group cluster = cooperative_groups::this_cluster();
-    cluster.sync();  // every slice's statistics are written
-    if (slice != 0) {
-      cluster.sync();  // stay resident until the first CTA has read them
-      return;
-    }
-    // Word by word: SliceStats is a multiple of 8 bytes.
-    constexpr int kWords = sizeof(SliceStats) / 8;
-    static_assert(sizeof(SliceStats) % 8 == 0, "SliceStats is copied in 8-byte words");
-    for (int w = threadIdx.x; w < slices * kWords; w += kThreads) {
-      const unsigned long long* remote = reinterpret_cast<const unsigned long long*>(
-          cluster.map_shared_rank(&mine, static_cast<unsigned int>(w / kWords)));
-      reinterpret_cast<unsigned long long*>(&sh.slices[w / kWords])[w % kWords] = remote[w % kWords];
-    }
-    cluster.sync();  // read: the other CTAs may exit
+  // 1. The row's raw statistics, from its slices', before anything is overwritten. Word by
+  // word: SliceStats is a multiple of 8 bytes.
+  constexpr int kWords = sizeof(SliceStats) / 8;
+  static_assert(sizeof(SliceStats) % 8 == 0, "SliceStats is copied in 8-byte words");
+  const unsigned long long* stats_words =
+      reinterpret_cast<const unsigned long long*>(args.stats + static_cast<size_t>(row) * slices);
+  for (int w = threadIdx.x; w < slices * kWords; w += kThreads) {
+    reinterpret_cast<unsigned long long*>(sh.slices)[w] = stats_words[w];
   }
-  const RawStats raw = CombineSlices(sh.slices, slices);
+  __syncthreads();
+  const RawStats raw = CombineSlices(slices, sh);
+  const bool penalised = HasPenalties(p);
 
   // 2. Top logprobs.
   int n = p.num_logprobs < 0 ? 0 : (p.num_logprobs > kMaxLogprobs ? kMaxLogprobs : p.num_logprobs);
@@ -614,7 +642,7 @@ __global__ void __launch_bounds__(kThreads) SamplingKernel(KernelArgs args) {
     any_nan = BlockAllReduce(nan, OrU32{}, reinterpret_cast<unsigned int*>(sh.f32)) != 0;
   }
   const int greedy = best == 0 ? vocab - 1 : KeyId(best);
-  const float max_logit = l[greedy];
+  const float max_logit = best == 0 ? l[greedy] : KeyValue(best);  // (a key holds its value)
 
   int token = greedy;
   if (p.temperature != 0.0f && !any_nan && isfinite(max_logit)) {
@@ -645,14 +673,15 @@ __global__ void __launch_bounds__(kThreads) SamplingKernel(KernelArgs args) {
   }
   __syncthreads();
   if (threadIdx.x == 0) {
-    const float raw_logit = sh.num_candidates ? stash[token] : l[token];
+    const float raw_logit = sh.num_candidates ? stash[token] : (token == greedy && !penalised ? max_logit : l[token]);
     result->token = token;
     result->logprob = static_cast<float>(raw_logit - raw.log_normalizer);
   }
 }
 
-// CTAs per row: the largest of 8, 4, 2 whose grid fits the SMs in one wave, when a cluster of
-// that many CTAs fits the device (else 1). FLUTE_SAMPLING_SLICES=1|2|4|8 forces one (tests, A/B).
+// Slices per row: the largest power of two up to kMaxSlices with rows x slices <= 2 x the SMs
+// (SliceStatsKernel CTAs are small: two waves' worth still start at once), at least 1.
+// FLUTE_SAMPLING_SLICES=N (1 to kMaxSlices) forces one (tests, A/B).
 int SlicesPerRow(int rows) {
   static const int sms = [] {
     int device = 0, count = 0;
@@ -663,42 +692,40 @@ int SlicesPerRow(int rows) {
     }
     return count;
   }();
-  static const int max_cluster = [] {
-    for (int size : {kMaxSlices, 4, 2}) {
-      cudaLaunchConfig_t config = {};
-      config.gridDim = dim3(static_cast<unsigned>(size));
-      config.blockDim = dim3(kThreads);
-      cudaLaunchAttribute attr;
-      attr.id = cudaLaunchAttributeClusterDimension;
-      attr.val.clusterDim.x = static_cast<unsigned>(size);
-      attr.val.clusterDim.y = 1;
-      attr.val.clusterDim.z = 1;
-      config.attrs = &attr;
-      config.numAttrs = 1;
-      int clusters = 0;
-      if (cudaOccupancyMaxActiveClusters(&clusters, SamplingKernel, &config) == cudaSuccess && clusters >= 1) {
-        return size;
-      }
-      cudaGetLastError();
-    }
-    return 1;
-  }();
   const char* forced = std::getenv("FLUTE_SAMPLING_SLICES");
   if (forced != nullptr) {
     const int n = std::atoi(forced);
-    if (n == 1 || ((n == 2 || n == 4 || n == 8) && n <= max_cluster)) return n;
+    if (n >= 1 && n <= kMaxSlices) return n;
   }
-  for (int size = max_cluster; size > 1; size /= 2) {
-    if (rows * size <= sms) return size;
-  }
-  return 1;
+  int slices = kMaxSlices;
+  while (slices > 1 && rows * slices > 2 * sms) slices /= 2;
+  return slices;
+}
+
+// The slice statistics follow the raw stash in the workspace, 16-byte aligned.
+size_t StashBytes(int rows, int vocab) {
+  return (static_cast<size_t>(rows) * static_cast<size_t>(vocab) * sizeof(float) + 15) / 16 * 16;
+}
+
+cudaError_t Launch(void (*kernel)(KernelArgs), const KernelArgs& args, int blocks, int threads,
+                   cudaStream_t stream) {
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(static_cast<unsigned>(blocks));
+  config.blockDim = dim3(static_cast<unsigned>(threads));
+  config.stream = stream;
+  cudaLaunchAttribute attr;
+  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr.val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = &attr;
+  config.numAttrs = 1;
+  return cudaLaunchKernelEx(&config, kernel, args);
 }
 
 }  // namespace
 
 size_t SamplingWorkspaceBytes(int rows, int vocab) {
   if (rows <= 0 || vocab <= 0) return 0;
-  return static_cast<size_t>(rows) * static_cast<size_t>(vocab) * sizeof(float);
+  return StashBytes(rows, vocab) + static_cast<size_t>(rows) * kMaxSlices * sizeof(SliceStats);
 }
 
 absl::Status LaunchSampling(float* logits, int rows, int vocab, const SamplingRow* params,
@@ -731,21 +758,12 @@ absl::Status LaunchSampling(float* logits, int rows, int vocab, const SamplingRo
   args.generated_counts = generated_counts;
   args.results = results;
   args.raw_stash = static_cast<float*>(workspace);
+  args.stats = reinterpret_cast<SliceStats*>(static_cast<char*>(workspace) + StashBytes(rows, vocab));
   args.slices = SlicesPerRow(rows);
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(static_cast<unsigned>(rows * args.slices));
-  config.blockDim = dim3(kThreads);
-  config.stream = reinterpret_cast<cudaStream_t>(stream);
-  cudaLaunchAttribute attrs[2];
-  attrs[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attrs[0].val.programmaticStreamSerializationAllowed = 1;
-  attrs[1].id = cudaLaunchAttributeClusterDimension;
-  attrs[1].val.clusterDim.x = static_cast<unsigned>(args.slices);
-  attrs[1].val.clusterDim.y = 1;
-  attrs[1].val.clusterDim.z = 1;
-  config.attrs = attrs;
-  config.numAttrs = args.slices > 1 ? 2 : 1;
-  cudaLaunchKernelEx(&config, SamplingKernel, args);
+  const cudaStream_t s = reinterpret_cast<cudaStream_t>(stream);
+  if (Launch(SliceStatsKernel, args, rows * args.slices, kStatsThreads, s) == cudaSuccess) {
+    Launch(SamplingKernel, args, rows, kThreads, s);
+  }
   const cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) {
     return absl::InternalError(absl::StrCat("sampling launch failed: ", cudaGetErrorString(err)));

@@ -57,7 +57,10 @@ struct SampleResult {
 };
 
 // Samples one token per row of logits[rows, vocab] (which the kernel may overwrite: the
-// logits of a row's penalty tokens are left penalised).
+// logits of a row's penalty tokens are left penalised). Launched with programmatic dependent
+// launch (kernels/pdl.cuh): the logits may come from the kernel just before on `stream`, but
+// `params` must not (the kernels read them before their grid dependency wait; the engine
+// uploads them with the step's inputs).
 // penalty_tokens / prompt_counts / generated_counts: device int32 arrays indexed by the
 // rows' penalty ranges. `results` is device [rows]. workspace: SamplingWorkspaceBytes.
 absl::Status LaunchSampling(float* logits, int rows, int vocab, const SamplingRow* params,

@@ -32,6 +32,10 @@ struct StepPlan {
   std::vector<int32_t> context_len;  // [seqs]
   std::vector<int32_t> block_tables; // [seqs, block_stride]
   std::vector<int32_t> logit_rows;   // rows whose logits are computed, in output order
+  // The sampled rows' parameters, in logit-row order (empty: no sampling). Uploaded with the
+  // inputs, in the same copy, so that the sampling kernel need not wait for a copy of its own
+  // after the forward pass.
+  std::vector<gpu::SamplingRow> sampling;
   int block_stride = 1;              // blocks per table row
   int max_query_len = 0;
   int max_context_len = 0;           // bound given to attention (a bucket in graphs)
@@ -142,7 +146,18 @@ class CudaBackend : public Backend, public CudaBenchHooks {
   absl::Status UploadInputs(const StepPlan& plan);
 
   // cuda_sampling.cc
-  absl::Status SampleRows(const std::vector<SampleSlot>& slots, std::vector<SampledToken>* tokens);
+  // Fills plan->sampling from the slots' samplers (one row each, in logit-row order; this
+  // draws the temperature rows' random bits; a graph step's padding rows are greedy) and
+  // uploads their penalty tokens; validates.
+  absl::Status PrepareSampling(const std::vector<SampleSlot>& slots, StepPlan* plan);
+  // The sampling kernels over the plan's logit rows (the end of LaunchForward: inside the
+  // decode graphs, so that they start as the LM head ends).
+  absl::Status LaunchSampling(const StepPlan& plan);
+  // After RunStep(plan): waits for the first `rows` rows' tokens and returns them.
+  absl::Status CollectSamples(const StepPlan& plan, int rows, std::vector<SampledToken>* tokens);
+  // Destroys the decode graphs (they hold buffer addresses that are about to change); each is
+  // captured again at its next step.
+  void DestroyGraphs();
 
   ModelConfig config_;
   BackendOptions options_;
@@ -163,6 +178,11 @@ class CudaBackend : public Backend, public CudaBenchHooks {
   // for A/B runs (8B bf16 batch 16, H100: 0 or 1, the cluster kernel, 6.97 ms per step; 2, the
   // flat kernel, 7.40).
   int dense_gemv_variant_ = 0;
+  // gpu::DenseGemvParams::strip_counter of every dense GEMV call (all on stream_, in order):
+  // strips past each block's first two go to blocks as they free up. 8B W4 decode, H100: the
+  // LM head's blocks ended 315-370 us after its release with fixed shares (the second block
+  // on each SM is served less). FLUTE_DENSE_GEMV_STRIPS=static: fixed shares (A/B runs).
+  DeviceBuffer gemv_strip_counter_;
   int max_rows_ = 0;         // tokens per pass at most
   int max_context_ = 0;      // positions per sequence at most
   int num_kv_blocks_ = 0;    // blocks the allocator hands out; one more is the padding block
@@ -189,16 +209,29 @@ class CudaBackend : public Backend, public CudaBenchHooks {
   DeviceBuffer kv_storage_;
   std::vector<gpu::PagedKvLayer> kv_layers_;
 
-  // Step inputs: pinned staging and its device twin, same layout.
+  // Step inputs: pinned staging and its device twin, same layout; after the used part of the
+  // block tables, the sampling rows (StepPlan::sampling) at sample_params_ (set by
+  // UploadInputs).
   CudaBuffer staging_;        // pinned host memory
+  // Whether an upload from staging_ may still be in flight (set by UploadInputs, cleared by
+  // Synchronize): the next upload then synchronizes before it overwrites staging_. Steps end
+  // synchronized; the graph captures at load run steps back to back.
+  bool staging_in_flight_ = false;
   DeviceBuffer step_buffer_;
   StepInputs step_;          // device pointers
   size_t block_tables_offset_ = 0;
+  const gpu::SamplingRow* sample_params_ = nullptr;
 
-  // Sampling inputs and outputs.
-  DeviceBuffer sample_params_, sample_results_, penalty_buffer_;
-  CudaBuffer sample_host_;    // pinned: SamplingRow[max_rows_] then SampleResult[max_rows_]
-  std::vector<int32_t> penalty_host_;
+  // Sampling outputs, written by the kernel straight into pinned host memory (mapped: no
+  // copy after the kernel).
+  CudaBuffer sample_results_;  // pinned: SampleResult[max_rows_]
+  gpu::SampleResult* sample_results_dev_ = nullptr;  // its device address
+  // The step's penalty columns [ids | prompt counts | generated counts], each
+  // penalty_capacity_ entries long, so that their addresses (in the decode graphs) stay put
+  // until the capacity must grow.
+  DeviceBuffer penalty_buffer_;
+  size_t penalty_capacity_ = 0;
+  std::vector<int32_t> penalty_host_;  // [3, entries] of the step
 
   std::unique_ptr<StepProfiler> profiler_;  // BackendOptions::profile
   // FLUTE_KERNEL_TRACE_OUT=FILE with kernels built for tracing (kernels/kernel_trace.h): the

@@ -115,8 +115,13 @@ bool CudaBackend::Ablated(const char* kind) const {
   return false;
 }
 
-CudaBackend::~CudaBackend() {
+void CudaBackend::DestroyGraphs() {
   for (auto& [key, exec] : graphs_) cudaGraphExecDestroy(exec);
+  graphs_.clear();
+}
+
+CudaBackend::~CudaBackend() {
+  DestroyGraphs();
   profiler_.reset();
   dense_gemm_.reset();
   if (stream_) cudaStreamDestroy(stream_);
@@ -149,6 +154,10 @@ absl::Status CudaBackend::Init(int64_t budget_bytes, int64_t free_before, std::s
   dense_gemv_ = !options_.batch_invariant && (gemv_env == nullptr || std::string(gemv_env) != "off");
   const char* variant_env = std::getenv("FLUTE_DENSE_GEMV_VARIANT");
   if (variant_env != nullptr) dense_gemv_variant_ = std::atoi(variant_env);
+  const char* strips_env = std::getenv("FLUTE_DENSE_GEMV_STRIPS");
+  if (dense_gemv_ && (strips_env == nullptr || std::string(strips_env) != "static")) {
+    ASSIGN_OR_RETURN(gemv_strip_counter_, DeviceBuffer::Allocate(sizeof(unsigned int), "dense GEMV strip counter"));
+  }
   for (GpuMatrix& m : model_->lm_head.parts) {
     if (m.lut) m.invariant_splits = lut::LutGemmPlannedSplits(m.shape, 1);
   }
@@ -223,19 +232,23 @@ absl::Status CudaBackend::AllocateActivations() {
   RETURN_IF_ERROR(CudaStatus(cudaMemcpy(inv_freq_.get(), inv_freq.data(), 4 * inv_freq.size(),
                                         cudaMemcpyHostToDevice), "RoPE frequencies"));
 
-  // Step inputs: six [max_rows_] int arrays (+1 for query_start), then the block tables.
+  // Step inputs: six [max_rows_] int arrays (+1 for query_start), then the block tables, then
+  // (16-byte aligned) up to max_rows_ sampling rows.
   const size_t max_blocks = (max_context_ + options_.kv_block_size - 1) / options_.kv_block_size;
   block_tables_offset_ = 4 * (6 * rows + 8);
-  const size_t step_bytes = block_tables_offset_ + 4 * rows * max_blocks;
+  const size_t step_bytes = block_tables_offset_ + 4 * rows * max_blocks + 16 + sizeof(gpu::SamplingRow) * rows;
   ASSIGN_OR_RETURN(staging_, AllocatePinned(step_bytes, "step inputs"));
   ASSIGN_OR_RETURN(step_buffer_, DeviceBuffer::Allocate(step_bytes, "step inputs"));
   int32_t* base = step_buffer_.as<int32_t>();
   step_ = {base, base + rows, base + 2 * rows, base + 3 * rows, base + 4 * rows + 4, base + 5 * rows + 4,
            base + block_tables_offset_ / 4};
-  ASSIGN_OR_RETURN(sample_params_, DeviceBuffer::Allocate(sizeof(gpu::SamplingRow) * rows, "sampling parameters"));
-  ASSIGN_OR_RETURN(sample_results_, DeviceBuffer::Allocate(sizeof(gpu::SampleResult) * rows, "sampling results"));
-  ASSIGN_OR_RETURN(sample_host_, AllocatePinned(
-      (sizeof(gpu::SamplingRow) + sizeof(gpu::SampleResult)) * rows, "sampling staging"));
+  ASSIGN_OR_RETURN(sample_results_, AllocatePinned(sizeof(gpu::SampleResult) * rows, "sampling results"));
+  void* results_dev = nullptr;
+  RETURN_IF_ERROR(CudaStatus(cudaHostGetDevicePointer(&results_dev, sample_results_.get(), 0),
+                             "sampling results (pinned host memory mapped for the GPU)"));
+  sample_results_dev_ = static_cast<gpu::SampleResult*>(results_dev);
+  penalty_capacity_ = 4096;  // grown (and the graphs captured again) when a step needs more
+  ASSIGN_OR_RETURN(penalty_buffer_, DeviceBuffer::Allocate(3 * 4 * penalty_capacity_, "penalty tokens"));
   const char* trace_out = std::getenv("FLUTE_KERNEL_TRACE_OUT");
   if (trace_out != nullptr && *trace_out != '\0' && trace::Compiled()) {
     ASSIGN_OR_RETURN(trace_, DeviceBuffer::Allocate(trace::BufferBytes(), "kernel trace"));
@@ -326,7 +339,9 @@ absl::Status CudaBackend::FillKvCacheRandom(uint64_t seed) {
 }
 
 absl::Status CudaBackend::Synchronize() {
-  return CudaStatus(cudaStreamSynchronize(stream_), "CUDA stream");
+  RETURN_IF_ERROR(CudaStatus(cudaStreamSynchronize(stream_), "CUDA stream"));
+  staging_in_flight_ = false;
+  return absl::OkStatus();
 }
 
 absl::StatusOr<double> CudaBackend::MeasureCopyBandwidth() {

@@ -154,6 +154,7 @@ absl::Status CudaBackend::CaptureDecodeGraphs() {
         plan.query_start.push_back(i + 1);
         plan.context_len.push_back(1);
       }
+      RETURN_IF_ERROR(PrepareSampling({}, &plan));  // every row a greedy padding row
       RETURN_IF_ERROR(RunStep(plan));  // runs it eagerly, then captures it
       if (!options_.cuda_graphs) return Synchronize();  // a capture failed: graphs are off
     }
@@ -162,6 +163,8 @@ absl::Status CudaBackend::CaptureDecodeGraphs() {
 }
 
 absl::Status CudaBackend::UploadInputs(const StepPlan& plan) {
+  // The previous upload must have left staging_ before it is overwritten.
+  if (staging_in_flight_) RETURN_IF_ERROR(Synchronize());
   char* host = staging_.as<char>();
   const auto put = [&](const int32_t* device_dst, const std::vector<int32_t>& values) {
     const size_t offset = reinterpret_cast<const char*>(device_dst) - step_buffer_.as<char>();
@@ -174,7 +177,14 @@ absl::Status CudaBackend::UploadInputs(const StepPlan& plan) {
   put(step_.context_len, plan.context_len);
   put(step_.logit_rows, plan.logit_rows);
   put(step_.block_tables, plan.block_tables);
-  const size_t bytes = block_tables_offset_ + plan.block_tables.size() * 4;
+  size_t bytes = block_tables_offset_ + plan.block_tables.size() * 4;
+  if (!plan.sampling.empty()) {
+    bytes = (bytes + 15) / 16 * 16;
+    std::memcpy(host + bytes, plan.sampling.data(), plan.sampling.size() * sizeof(gpu::SamplingRow));
+    sample_params_ = reinterpret_cast<const gpu::SamplingRow*>(step_buffer_.as<char>() + bytes);
+    bytes += plan.sampling.size() * sizeof(gpu::SamplingRow);
+  }
+  staging_in_flight_ = true;
   return CudaStatus(cudaMemcpyAsync(step_buffer_.get(), host, bytes, cudaMemcpyHostToDevice, stream_),
                     "step input upload");
 }
@@ -196,6 +206,7 @@ absl::Status CudaBackend::MatMul(const GpuMatrix& w, const void* x, int m, void*
       params.y_fp32 = y_fp32;
       params.pdl = true;
       params.variant = m > 8 ? dense_gemv_variant_ : 0;  // (the choice among the 9..32-row kernels)
+      params.strip_counter = gemv_strip_counter_.as<unsigned int>();  // (null: fixed shares)
       return gpu::LaunchDenseGemv(params, stream_);
     }
     // Batch-invariant: below 32 rows every call runs at 32, so cuBLAS picks one algorithm
@@ -413,6 +424,7 @@ absl::Status CudaBackend::LaunchForward(const StepPlan& plan) {
     }
     LAUNCH("lm head", LaunchLmHead(every_row ? normed_.get() : head_in_.get(), rows));
   }
+  if (!plan.sampling.empty()) LAUNCH("sampling", LaunchSampling(plan));
 #undef LAUNCH
   return absl::OkStatus();  // the caller ends the profiled step (after sampling or the copy)
 }
@@ -517,9 +529,10 @@ absl::Status CudaBackend::ForwardAndSample(const std::vector<BatchEntry>& batch,
     if (!trace_out_.empty()) {
       RETURN_IF_ERROR(CudaStatus(cudaMemsetAsync(trace_.get(), 0, trace::kHeaderBytes, stream_), "kernel trace reset"));
     }
+    RETURN_IF_ERROR(PrepareSampling(pass_slots, &plan));
     RETURN_IF_ERROR(RunStep(plan));
     std::vector<SampledToken> sampled;
-    RETURN_IF_ERROR(SampleRows(pass_slots, &sampled));
+    RETURN_IF_ERROR(CollectSamples(plan, static_cast<int>(pass_slots.size()), &sampled));
     if (profiler_) profiler_->End();
     if (!trace_out_.empty()) RETURN_IF_ERROR(WriteTrace());
     for (size_t i = 0; i < sampled.size(); ++i) (*tokens)[pass_slot_index[i]] = std::move(sampled[i]);

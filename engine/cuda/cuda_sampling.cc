@@ -1,5 +1,6 @@
-// The CUDA backend's sampling: the per-row parameters and penalty counts go to the GPU, the
-// sampling kernel runs on the logits rows, and only tokens and log-probabilities come back.
+// The CUDA backend's sampling: the per-row parameters (with the step's inputs) and penalty
+// counts go to the GPU, the sampling kernels run on the logits rows, and only tokens and
+// log-probabilities come back (written by the kernel into pinned host memory).
 #include <algorithm>
 
 #include "engine/cuda/cuda_backend_impl.h"
@@ -38,18 +39,18 @@ int AppendPenaltyTokens(const Sampler& sampler, std::vector<int32_t>* ids, std::
 
 }  // namespace
 
-absl::Status CudaBackend::SampleRows(const std::vector<SampleSlot>& slots, std::vector<SampledToken>* tokens) {
-  tokens->clear();
+absl::Status CudaBackend::PrepareSampling(const std::vector<SampleSlot>& slots, StepPlan* plan) {
   const int rows = static_cast<int>(slots.size());
-  if (rows == 0) return Synchronize();
-  auto* params = sample_host_.as<gpu::SamplingRow>();
-  auto* results = reinterpret_cast<gpu::SampleResult*>(params + max_rows_);
+  // A graph step samples its padding rows too (its kernels' grid is the padded batch).
+  const int padded = plan->graph ? std::max<int>(rows, plan->logit_rows.size()) : rows;
+  gpu::SamplingRow padding;
+  padding.temperature = 0.0f;
+  plan->sampling.assign(padded, padding);
   std::vector<int32_t> ids, prompt, generated;
   for (int i = 0; i < rows; ++i) {
     Sampler& sampler = *slots[i].sampler;
     const SamplingParams& p = sampler.params();
-    gpu::SamplingRow& row = params[i];
-    row = gpu::SamplingRow{};
+    gpu::SamplingRow& row = plan->sampling[i];
     row.temperature = p.temperature;
     row.top_k = p.top_k;
     row.top_p = p.top_p;
@@ -63,49 +64,52 @@ absl::Status CudaBackend::SampleRows(const std::vector<SampleSlot>& slots, std::
     row.penalty_end = static_cast<int32_t>(ids.size());
     row.random_bits = p.temperature > 0.0f ? sampler.NextRandomBits() : 0;
   }
-  RETURN_IF_ERROR(gpu::ValidateSamplingRows(params, rows, config_.vocab_size));
-  // Penalty columns [ids | prompt counts | generated counts], grown as needed (never inside
-  // a graph: sampling runs after the replayed forward pass).
+  RETURN_IF_ERROR(gpu::ValidateSamplingRows(plan->sampling.data(), padded, config_.vocab_size));
   const size_t total = ids.size();
-  if (penalty_buffer_.bytes() < 3 * total * 4) {
-    ASSIGN_OR_RETURN(penalty_buffer_, DeviceBuffer::Allocate(std::max<size_t>(3 * total * 4, 1 << 16), "penalty tokens"));
+  if (total == 0) return absl::OkStatus();
+  if (total > penalty_capacity_) {
+    // The graphs hold the old columns' addresses (nothing is in flight: every step ends with
+    // a synchronization).
+    DestroyGraphs();
+    penalty_buffer_ = DeviceBuffer();
+    penalty_capacity_ = std::max(2 * penalty_capacity_, total);
+    ASSIGN_OR_RETURN(penalty_buffer_, DeviceBuffer::Allocate(3 * 4 * penalty_capacity_, "penalty tokens"));
   }
   penalty_host_.clear();
   penalty_host_.insert(penalty_host_.end(), ids.begin(), ids.end());
   penalty_host_.insert(penalty_host_.end(), prompt.begin(), prompt.end());
   penalty_host_.insert(penalty_host_.end(), generated.begin(), generated.end());
-  int32_t* penalty_dev = penalty_buffer_.as<int32_t>();
-  if (total > 0) {
-    RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(penalty_dev, penalty_host_.data(), penalty_host_.size() * 4,
-                                               cudaMemcpyHostToDevice, stream_), "penalty upload"));
-  }
-  RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(sample_params_.get(), params, sizeof(gpu::SamplingRow) * rows,
-                                             cudaMemcpyHostToDevice, stream_), "sampling parameters upload"));
-  // In chunks of kSampleChunk rows: the kernel's workspace grows with the rows.
+  // Three rows of `total` entries into the columns, penalty_capacity_ apart.
+  return CudaStatus(cudaMemcpy2DAsync(penalty_buffer_.get(), 4 * penalty_capacity_, penalty_host_.data(), 4 * total,
+                                      4 * total, 3, cudaMemcpyHostToDevice, stream_),
+                    "penalty upload");
+}
+
+absl::Status CudaBackend::LaunchSampling(const StepPlan& plan) {
+  const int rows = static_cast<int>(plan.sampling.size());
+  const int32_t* columns = penalty_buffer_.as<int32_t>();
+  // In chunks of kSampleChunk rows: the kernels' workspace grows with the rows.
   const size_t vocab = config_.vocab_size;
   for (int first = 0; first < rows; first += kSampleChunk) {
     const int count = std::min(kSampleChunk, rows - first);
-    if (Ablated("sampling")) {  // bench e2e --ablate sampling: token 0 for every row, timing only
-      RETURN_IF_ERROR(CudaStatus(cudaMemsetAsync(sample_results_.as<gpu::SampleResult>() + first, 0,
-                                                 sizeof(gpu::SampleResult) * count, stream_),
-                                 "ablated sampling"));
-      continue;
-    }
     RETURN_IF_ERROR(gpu::LaunchSampling(logits_.as<float>() + first * vocab, count, config_.vocab_size,
-                                        sample_params_.as<gpu::SamplingRow>() + first, penalty_dev,
-                                        penalty_dev + total, penalty_dev + 2 * total,
-                                        sample_results_.as<gpu::SampleResult>() + first, sample_ws_.get(),
-                                        sample_ws_.bytes(), stream_));
+                                        sample_params_ + first, columns, columns + penalty_capacity_,
+                                        columns + 2 * penalty_capacity_, sample_results_dev_ + first,
+                                        sample_ws_.get(), sample_ws_.bytes(), stream_));
   }
-  if (profiler_) profiler_->Mark("sampling");
-  RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(results, sample_results_.get(), sizeof(gpu::SampleResult) * rows,
-                                             cudaMemcpyDeviceToHost, stream_), "sampling results copy"));
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::CollectSamples(const StepPlan& plan, int rows, std::vector<SampledToken>* tokens) {
+  tokens->clear();
   RETURN_IF_ERROR(Synchronize());
+  const gpu::SampleResult* results = sample_results_.as<gpu::SampleResult>();
   for (int i = 0; i < rows; ++i) {
     SampledToken token;
-    token.token = results[i].token;
-    token.logprob = results[i].logprob;
-    for (int j = 0; j < params[i].num_logprobs; ++j) {
+    // bench e2e --ablate sampling (timing only): token 0 for every row.
+    token.token = Ablated("sampling") ? 0 : results[i].token;
+    token.logprob = Ablated("sampling") ? 0.0f : results[i].logprob;
+    for (int j = 0; j < plan.sampling[i].num_logprobs; ++j) {
       token.top.push_back({results[i].top_tokens[j], results[i].top_logprobs[j]});
     }
     tokens->push_back(std::move(token));

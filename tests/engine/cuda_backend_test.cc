@@ -277,19 +277,24 @@ struct Seq {
   std::unique_ptr<Sampler> sampler;
 };
 
-// Greedy continuations of `prompts`, run together as the scheduler would: decodes first,
-// then prefill chunks within a budget of `budget` tokens per step.
-std::vector<std::vector<int32_t>> RunTogether(Backend& backend, const std::vector<std::vector<int32_t>>& prompts,
-                                              int max_new, int budget) {
-  KvBlockAllocator kv(backend.num_kv_blocks(), backend.kv_block_size());
-  std::vector<Seq> seqs(prompts.size());
+SamplingParams Greedy() {
   SamplingParams greedy;
   greedy.temperature = 0.0f;
+  return greedy;
+}
+
+// Continuations of `prompts` (greedy unless `sampling` says otherwise), run together as the
+// scheduler would: decodes first, then prefill chunks within a budget of `budget` tokens per
+// step.
+std::vector<std::vector<int32_t>> RunTogether(Backend& backend, const std::vector<std::vector<int32_t>>& prompts,
+                                              int max_new, int budget, const SamplingParams& sampling = Greedy()) {
+  KvBlockAllocator kv(backend.num_kv_blocks(), backend.kv_block_size());
+  std::vector<Seq> seqs(prompts.size());
   for (size_t i = 0; i < prompts.size(); ++i) {
     seqs[i].tokens = prompts[i];
     seqs[i].prompt_len = static_cast<int>(prompts[i].size());
     EXPECT_TRUE(kv.Reserve(&seqs[i].table, seqs[i].prompt_len + max_new).ok());
-    seqs[i].sampler = std::make_unique<Sampler>(greedy, prompts[i]);
+    seqs[i].sampler = std::make_unique<Sampler>(sampling, prompts[i]);
   }
   for (;;) {
     std::vector<BatchEntry> batch;
@@ -380,6 +385,38 @@ TEST(CudaBackend, GraphsGiveTheSameTokensAsEagerLaunches) {
   std::vector<std::vector<int32_t>> prompts;
   for (int i = 0; i < 5; ++i) prompts.push_back(ValidationTokens(20 + i, 300 * i));
   EXPECT_EQ(RunTogether(*graphs, prompts, 40, 512), RunTogether(*eager, prompts, 40, 512));
+}
+
+// Sampling runs inside the decode graphs, penalty columns and all. 32 prompts of 400 tokens
+// hold more distinct penalty tokens than the backend's first penalty buffer (4096 entries), so
+// the buffer grows and the graphs are captured again mid-run.
+TEST(CudaBackend, PenalisedSeededDrawsAreTheSameInGraphsAndEagerLaunches) {
+  REQUIRE_SHARED_AND_GPU();
+  std::string skip;
+  BackendOptions eager_options = CudaOptions();
+  eager_options.cuda_graphs = false;
+  auto graphs = MakeCuda(QuantizedManpage(), CudaOptions(), &skip);
+  REQUIRE_CUDA(graphs, skip);
+  auto eager = MakeCuda(QuantizedManpage(), eager_options, &skip);
+  ASSERT_NE(eager, nullptr);
+  std::vector<std::vector<int32_t>> prompts;
+  for (int i = 0; i < 32; ++i) prompts.push_back(ValidationTokens(400, 400 * i));
+  SamplingParams sampling;
+  sampling.temperature = 0.8f;
+  sampling.top_k = 40;
+  sampling.top_p = 0.9f;
+  sampling.repetition_penalty = 1.2f;
+  sampling.frequency_penalty = 0.3f;
+  sampling.presence_penalty = 0.2f;
+  sampling.seed = 7;
+  const auto with_graphs = RunTogether(*graphs, prompts, 16, 4096, sampling);
+  EXPECT_EQ(with_graphs, RunTogether(*eager, prompts, 16, 4096, sampling));
+  // The penalties act: without them the same seeds give other tokens somewhere.
+  SamplingParams plain = sampling;
+  plain.repetition_penalty = 1.0f;
+  plain.frequency_penalty = 0.0f;
+  plain.presence_penalty = 0.0f;
+  EXPECT_NE(with_graphs, RunTogether(*graphs, prompts, 16, 4096, plain));
 }
 
 TEST(CudaBackend, SeededSamplingReproducesAndLogprobsMatchCpu) {

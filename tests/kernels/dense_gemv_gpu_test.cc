@@ -370,12 +370,19 @@ std::vector<KernelConfig> ConfigsFor(int64_t m) {
   return {{4, 1}, {8, 1}};
 }
 
+// Whether a kernel choice takes DenseGemvParams::strip_counter (the kernels without clusters).
+bool TakesStripCounter(int64_t m, const KernelConfig& c) { return m <= 8 || c.variant == 2; }
+
 // Every m in ms (and each kernel of ConfigsFor(m)) and both output types against the reference of
-// X's first rows; the kernels of one m must agree bitwise.
+// X's first rows; the kernels of one m must agree bitwise, and those without clusters give the
+// same bits with dynamic strips (a strip counter, which each call must leave at 0).
 void CheckProblem(const Problem& prob, const std::vector<int64_t>& ms, cudaStream_t stream, bool pdl = false) {
   SCOPED_TRACE(::testing::Message() << Name(prob.dtype) << " n=" << prob.n << " k=" << prob.k << " pdl=" << pdl);
   const int64_t rows = *std::max_element(ms.begin(), ms.end());
   const Reference ref = ReferenceProduct(prob.dtype, prob.x, prob.w, rows, prob.n, prob.k);
+  DeviceBuffer d_counter(sizeof(unsigned int));
+  ASSERT_NE(d_counter.ptr, nullptr);
+  ASSERT_EQ(cudaMemset(d_counter.ptr, 0, sizeof(unsigned int)), cudaSuccess);
   for (bool y_fp32 : {false, true}) {
     double worst = 0.0;
     int calls = 0;
@@ -395,6 +402,16 @@ void CheckProblem(const Problem& prob, const std::vector<int64_t>& ms, cudaStrea
         } else {
           EXPECT_TRUE(raw == first) << "m=" << m << ": " << Describe(config)
                                     << " differs from clusters of 4, y_fp32=" << y_fp32;
+        }
+        if (TakesStripCounter(m, config)) {
+          DenseGemvParams dynamic = prob.Params(m, y_fp32, pdl, 0, config.cluster, config.variant);
+          dynamic.strip_counter = static_cast<unsigned int*>(d_counter.ptr);
+          std::vector<uint8_t> again;
+          ASSERT_TRUE(RunGemv(dynamic, stream, &again)) << "m=" << m << " " << Describe(config) << " dynamic strips";
+          EXPECT_TRUE(again == raw) << "m=" << m << " " << Describe(config) << ": dynamic strips differ, y_fp32=" << y_fp32;
+          unsigned int left = 1;
+          ASSERT_EQ(cudaMemcpy(&left, d_counter.ptr, sizeof(left), cudaMemcpyDeviceToHost), cudaSuccess);
+          ASSERT_EQ(left, 0u) << "m=" << m << " " << Describe(config) << ": the strip counter was not reset";
         }
       }
     }

@@ -408,9 +408,9 @@ TEST_P(SamplingGpuTest, MatchesReferenceOnMixedBatches) {
   SCOPED_TRACE(::testing::Message() << "seed " << seed << ", vocab " << vocab);
   std::mt19937_64 rng(seed);
   int checked_draws = 0, draws = 0;
-  // Batches 0-1 with the kernel's own split of rows over CTAs (8 CTAs per row at 1 row, 4 at
-  // 32), batch 2 with one CTA per row, batch 3 with two (FLUTE_SAMPLING_SLICES).
-  const char* const forced_slices[] = {nullptr, nullptr, "1", "2"};
+  // Batches 0-1 with the kernels' own split of rows into slices (128 per row at 1 row, 8 at
+  // 32), batch 2 with one slice per row, batch 3 with 37 (FLUTE_SAMPLING_SLICES).
+  const char* const forced_slices[] = {nullptr, nullptr, "1", "37"};
   for (int batch = 0; batch < 4; ++batch) {
     const int rows = batch == 0 ? 1 : 32;
     std::vector<RowInput> inputs;
