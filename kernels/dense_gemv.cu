@@ -672,8 +672,23 @@ absl::StatusOr<int> ResidentUnits(const KernelChoice& k) {
   }
   int units = 0;
   if (k.cluster == 1) {
+    // The smallest shared-memory carveout that holds the 2 blocks per SM of __launch_bounds__
+    // (256, 2): the rest of the SM's 256 KB stays L1, where X (re-read by every strip) lives.
+    // With the carveout the LUT kernels before it leave (the largest), the 8B decode step's LM
+    // head took 368 us after its release instead of 334 (H100, traces:
+    // bench/results/ab-2026-11-26-h100/session11/carveout/). Its blocks then start on an SM
+    // only once the previous kernel's blocks have left it (a carveout change), not earlier.
+    cudaFuncAttributes attributes;
+    int smem_per_sm = 0;
+    err = cudaFuncGetAttributes(&attributes, k.fn);
+    if (err == cudaSuccess) err = cudaDeviceGetAttribute(&smem_per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device);
+    if (err == cudaSuccess && smem_per_sm > 0) {
+      const int needed = 2 * (static_cast<int>(attributes.sharedSizeBytes) + 1024);  // + 1 KB reserved per block
+      const int percent = std::min(100, (100 * needed + smem_per_sm - 1) / smem_per_sm);
+      err = cudaFuncSetAttribute(k.fn, cudaFuncAttributePreferredSharedMemoryCarveout, percent);
+    }
     int sms = 0, per_sm = 0;
-    err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+    if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
     if (err == cudaSuccess) err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k.fn, kThreads, 0);
     units = sms * (per_sm > 0 ? per_sm : 1);
   } else {
