@@ -62,14 +62,16 @@ struct SampleResult {
 // `params` must not (the kernels read them before their grid dependency wait; the engine
 // uploads them with the step's inputs).
 // penalty_tokens / prompt_counts / generated_counts: device int32 arrays indexed by the
-// rows' penalty ranges. `results` is device [rows]. workspace: SamplingWorkspaceBytes.
+// rows' penalty ranges. `results`: [rows], device memory or mapped pinned host memory.
+// workspace: SamplingWorkspaceBytes.
 absl::Status LaunchSampling(float* logits, int rows, int vocab, const SamplingRow* params,
                             const int32_t* penalty_tokens, const int32_t* prompt_counts,
                             const int32_t* generated_counts, SampleResult* results,
                             void* workspace, size_t workspace_bytes, CUstream_st* stream);
 
-// rows * vocab floats: the raw logits of the penalised tokens are kept there (the kernel
-// writes the penalised logits in place).
+// rows * vocab floats, where the raw logits of the penalised tokens are kept (the kernel
+// writes the penalised logits in place), then the rows' slice statistics (up to 128 slices
+// of 88 bytes per row).
 size_t SamplingWorkspaceBytes(int rows, int vocab);
 
 // Host-side check of rows' parameters (LaunchSampling cannot read `params`, which lives on
