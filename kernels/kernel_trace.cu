@@ -14,11 +14,13 @@ cudaError_t SetBufferAttention(void* buffer);
 cudaError_t SetBufferDenseGemv(void* buffer);
 cudaError_t SetBufferLlamaOps(void* buffer);
 cudaError_t SetBufferSampling(void* buffer);
+cudaError_t SetBufferLutTensorCore(void* buffer);
 
 bool Compiled() { return true; }
 
 absl::Status Enable(void* buffer) {
-  for (auto* set : {SetBufferLutStrip, SetBufferAttention, SetBufferDenseGemv, SetBufferLlamaOps, SetBufferSampling}) {
+  for (auto* set : {SetBufferLutStrip, SetBufferAttention, SetBufferDenseGemv, SetBufferLlamaOps, SetBufferSampling,
+                    SetBufferLutTensorCore}) {
     const cudaError_t err = set(buffer);
     if (err != cudaSuccess) return absl::InternalError(absl::StrCat("kernel trace: ", cudaGetErrorString(err)));
   }

@@ -24,6 +24,7 @@ enum Kind : uint32_t {
   kDecodeAttention = 4,  // aux0 = sequences in the grid
   kDenseGemv = 5,        // aux0 = n, aux1 = k
   kSampling = 6,
+  kLutTensorCore = 7,    // aux0 = n, aux1 = k
 };
 
 struct Record {

@@ -9,6 +9,7 @@
 #include "kernels/lut_gemm.h"
 
 #include <algorithm>
+#include <cstdlib>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/lut_gemm_device.cuh"
@@ -520,6 +521,15 @@ absl::Status CheckFusedNorm(const LutGemmParams& p) {
   return absl::OkStatus();
 }
 
+// Rows from which kAuto takes the tensor-core kernel: kTensorCoreMinM, or FLUTE_LUT_TC_MIN_M
+// (read on every call, so that one process can A/B thresholds; values outside 1..4096 ignored).
+int64_t TensorCoreMinM() {
+  const char* env = std::getenv("FLUTE_LUT_TC_MIN_M");
+  if (env == nullptr) return kTensorCoreMinM;
+  const long v = std::strtol(env, nullptr, 10);
+  return v >= 1 && v <= 4096 ? v : kTensorCoreMinM;
+}
+
 }  // namespace
 
 absl::Status LaunchLutGemm(const LutGemmParams& p, CUstream_st* stream) {
@@ -543,10 +553,11 @@ absl::Status LaunchLutGemm(const LutGemmParams& p, CUstream_st* stream) {
         "), 16-byte aligned scales and split_k = 0 (got ", p.split_k, ")"));
   }
   if (p.kernel == LutKernel::kTensorCore) return LaunchTensorCoreLutGemm(p, stream);
-  if (p.kernel == LutKernel::kAuto && p.split_k == 0 && p.m >= kTensorCoreMinM) {
-    // From 33 rows the wgmma kernel: 1.05-1.95x the split-K kernel at M = 64-256 on every
-    // LLaMA-3 shape (H100, bench/results/lut-gemm-tc-2026-11-26-h100.md). Where it does not
-    // apply (Unimplemented) the split-K kernel runs.
+  if (p.kernel == LutKernel::kAuto && p.split_k == 0 && p.m >= TensorCoreMinM() && !UsesStripKernel(p)) {
+    // From 5 rows, where the strip kernel does not take the call, the wgmma kernel: H100, 4-bit
+    // G128, PDL, against the split-K kernel on the 7 large LLaMA-3 shapes, 0.97-1.15x at M = 8,
+    // 1.15-1.36x at M = 16, 1.02-1.49x at M = 32 (bench/results/lut-gemm-tc-small-m-2026-11-26-h100.md),
+    // 1.05-1.95x at M = 64-256. Where it does not apply (Unimplemented) the split-K kernel runs.
     const absl::Status tc = LaunchTensorCoreLutGemm(p, stream);
     if (!absl::IsUnimplemented(tc)) return tc;
   }

@@ -17,11 +17,11 @@ namespace flute::lut {
 
 enum class ActivationType { kFloat16, kBFloat16 };
 
-// Which kernel runs a call. kAuto: the persistent-strip kernel when it applies (m <= 8,
-// k % 1024 == 0, split_k = 0, 16-byte aligned scales; see kernels/README.md), the wgmma
-// tensor-core kernel from m = 33 (split_k = 0), else the tiled split-K kernel. The others force one (tests and benchmarks); kStrip fails with
-// InvalidArgument where it does not apply. kTensorCore: the Hopper wgmma kernel for larger M
-// (kernels/lut_gemm_tc.h), Unimplemented where it does not apply.
+// Which kernel runs a call. kAuto: the persistent-strip kernel when it takes the call (m <= 8,
+// k % 1024 == 0, split_k = 0, 16-byte aligned scales, ...: UsesStripKernel, kernels/README.md),
+// else the wgmma tensor-core kernel from m = 5 (split_k = 0), else the tiled split-K kernel.
+// The others force one (tests and benchmarks); kStrip fails with InvalidArgument where it does
+// not apply. kTensorCore: the Hopper wgmma kernel (kernels/lut_gemm_tc.h), any m.
 enum class LutKernel { kAuto, kSplitK, kStrip, kTensorCore };
 
 struct LutGemmParams {

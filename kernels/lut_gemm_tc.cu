@@ -1,24 +1,30 @@
-// The tensor-core LUT-GEMM for larger M (sm_90a): see lut_gemm_tc.h. Y[M, N] = X[M, K] · Ŵᵀ
+// The tensor-core LUT-GEMM (sm_90a): see lut_gemm_tc.h. Y[M, N] = X[M, K] · Ŵᵀ
 // with wgmma.mma_async m64nMTk16, A = Ŵ dequantized in registers, B = X from shared memory.
 //
 // Why: the split-K kernel (lut_gemm.cu) gives each warp a 16-row strip and ldmatrix's the X
 // fragment from shared memory for every mma.m16n8k16, so from M ≈ 64 it is bound by shared-memory
-// bandwidth. wgmma reads B (= X) from shared memory once per warpgroup and instruction, straight
+// bandwidth, and below that it is issue-latency-bound (two dependent mma.sync per k step and
+// warp). wgmma reads B (= X) from shared memory once per warpgroup and instruction, straight
 // into the tensor cores, and takes A from registers in exactly the mma.m16n8k16 A-fragment layout
 // per warp (warp w of a warpgroup = rows 16w..16w+15), which is what LookupPairs produces from the
 // packed format (kernels/README.md), so the dequantization is the same as in the other kernels.
 //
 // Block = 2 warpgroups = 8 warps = 128 output features (warp w: 16-row strip col_block * 8 + w;
-// warpgroup h: rows 64h..64h+63 of the block) × MT rows of X (MT = 64 or 128 = the wgmma N) × a
+// warpgroup h: rows 64h..64h+63 of the block) × MT rows of X (MT = 16, 32, 64 or 128 = the wgmma N) × a
 // range of 128-wide k-tiles (split-K only when the grid is under one wave). Both warpgroups read
 // the same X tile, so X goes through L2 once per 128 features (N / 128 · M · K · 2 bytes in all).
 // Per k-tile stage, cp.async brings each warp's packed tile (256 · bits bytes) and the X tile
 // [MT × 128] (rows ≥ M zero-filled by the copy itself). Per 16-wide k step each warp looks up its
 // four A registers (one shared load per weight pair), multiplies them by the group scale (HMUL2,
 // every G: the product is rounded to the activation type, as the split-K kernel does for
-// G < 128), and the warpgroup issues one wgmma; A is double-buffered so that the lookups of step
-// kk + 1 run while the wgmma of step kk is in flight (wgmma.wait_group 1). Two barriers per
-// k-tile: one publishes the stage, the other (after the tile's first wgmma has retired the
+// G < 128), and the warpgroup issues one wgmma per k step. The 8 k steps of a tile go in groups
+// of kGroup (4 for MT <= 32, else 2): a group's 4 · kGroup lookups are independent, its wgmmas
+// are issued back to back as one commit group, and A is double-buffered by groups so that the
+// lookups of group j + 1 run while the wgmmas of group j are in flight (wgmma.wait_group 1). The
+// main loop has no branch (warps past the last strip dequantize the last strip again, into rows
+// that are not stored): a branch per k step had kept the compiler from interleaving the lookups,
+// and removing it took 4096x28672 at M = 16 from 37.8 to 30.3 µs (H100). Two barriers per
+// k-tile: one publishes the stage, the other (after the tile's first wgmma group has retired the
 // previous tile's last one) frees the previous stage for the next cp.async, so the tensor cores
 // always have a wgmma queued.
 //
@@ -43,7 +49,6 @@ namespace flute::lut {
 namespace {
 
 constexpr int kBlockN = kTileBlockN;  // output features per block (two warpgroups)
-constexpr int kMinM = kTensorCoreMinM;
 
 struct TcArgs {
   const void* x;          // [M, K]
@@ -56,6 +61,7 @@ struct TcArgs {
   int m, n, k, group_size;
   int splits, ktiles_per_split, num_m_tiles;
   bool swiglu;
+  bool early_weights;  // every prologue stage's codes before the PDL wait
   // The last split sums the partials of its own accumulator elements, each thread those it
   // wrote, every load of a split in flight at once (`splits` dependent L2 round trips); false:
   // SumPartialsInSplitOrder (FLUTE_LUT_TC=old). Both add in split order from 0.0f: bitwise equal.
@@ -65,9 +71,11 @@ struct TcArgs {
 template <int kBits, int kMT>
 struct TcConfig {
   // MT = 64: 3 stages, 2 blocks per SM (105 KB each at 4 bits); MT = 128: 4 stages, 1 block
-  // (193 KB). Either way 4 (resp. 3) k-tiles are in flight per SM.
+  // (193 KB). MT = 16 / 32: 4 stages, 2 blocks (81 / 97 KB): the small-M grids are about one
+  // wave, so stages, not blocks per SM, set the bytes in flight (3 stages with 3 blocks per SM
+  // were 1.3-1.6x slower at M = 16, H100), and 6 stages at MT = 16 were 3-14 % slower.
   static constexpr int kStages = kMT == 64 ? 3 : 4;
-  static constexpr int kMinBlocksPerSm = kMT == 64 ? 2 : 1;
+  static constexpr int kMinBlocksPerSm = kMT == 128 ? 1 : 2;
   static constexpr int kTileBytes = 256 * kBits;  // one warp's packed 16 x 128 tile
   static constexpr int kWStageBytes = kWarps * kTileBytes;
   static constexpr int kXHalfBytes = kMT * 128;  // one 64-wide k half: [MT rows][128 B]
@@ -115,6 +123,44 @@ __device__ __forceinline__ uint64_t SwizzledKMajorDesc(uint32_t smem_addr) {
 // scale-d = 1 (accumulate), A and B unscaled and unnegated, B not transposed.
 template <typename T, int kN>
 __device__ __forceinline__ void Wgmma(float* d, const uint32_t* a, uint64_t desc_b);
+template <>
+__device__ __forceinline__ void Wgmma<__half, 16>(float* d, const uint32_t* a, uint64_t desc_b) {
+  asm volatile(
+      "wgmma.mma_async.sync.aligned.m64n16k16.f32.f16.f16\n"
+      "{%0, %1, %2, %3, %4, %5, %6, %7},\n"
+      "{%8, %9, %10, %11}, %12, 1, 1, 1, 0;\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b));
+}
+template <>
+__device__ __forceinline__ void Wgmma<__nv_bfloat16, 16>(float* d, const uint32_t* a, uint64_t desc_b) {
+  asm volatile(
+      "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16\n"
+      "{%0, %1, %2, %3, %4, %5, %6, %7},\n"
+      "{%8, %9, %10, %11}, %12, 1, 1, 1, 0;\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b));
+}
+template <>
+__device__ __forceinline__ void Wgmma<__half, 32>(float* d, const uint32_t* a, uint64_t desc_b) {
+  asm volatile(
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16\n"
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15},\n"
+      "{%16, %17, %18, %19}, %20, 1, 1, 1, 0;\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b));
+}
+template <>
+__device__ __forceinline__ void Wgmma<__nv_bfloat16, 32>(float* d, const uint32_t* a, uint64_t desc_b) {
+  asm volatile(
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16\n"
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15},\n"
+      "{%16, %17, %18, %19}, %20, 1, 1, 1, 0;\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b));
+}
 template <>
 __device__ __forceinline__ void Wgmma<__half, 64>(float* d, const uint32_t* a, uint64_t desc_b) {
   asm volatile(
@@ -180,9 +226,15 @@ __device__ __forceinline__ void Wgmma<__nv_bfloat16, 128>(float* d, const uint32
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b));
 }
 
-template <typename T, int kBits, int kMT>
+// k16 steps per wgmma commit group (kGroup): H100, 4-bit G128 fp16, same runs, groups of 1 / 2
+// / 4 steps: M = 32 gate/up 43.3 / 42.1 / 41.1 µs; M = 64 and 128 best or even with 2
+// (28672x8192 M = 64: 112.0 / 102.2 / 107.4 µs).
+constexpr int TcGroupFor(int mt) { return mt <= 32 ? 4 : 2; }
+
+template <typename T, int kBits, int kMT, int kGroup>
 __global__ void __launch_bounds__(kThreads, (TcConfig<kBits, kMT>::kMinBlocksPerSm))
 TcLutGemmKernel(const TcArgs args) {
+  const trace::Scope trace_scope(trace::kLutTensorCore, args.n, args.k);
   using C = TcConfig<kBits, kMT>;
   using T2 = typename Act<T>::T2;
   constexpr int kAcc = kMT / 2;  // fp32 accumulators per thread
@@ -202,21 +254,23 @@ TcLutGemmKernel(const TcArgs args) {
   const int num_iters = min(num_ktiles, kt_begin + args.ktiles_per_split) - kt_begin;
   const int m0 = m_tile * kMT;
   const int strip = col_block * kWarps + warp;
-  // Warps past the last strip (N not a multiple of 128) feed zeros to their warpgroup's wgmma.
+  // Warps past the last strip (N not a multiple of 128) dequantize the last strip again (so the
+  // main loop has no branch: a branch per k step keeps the compiler from interleaving the
+  // lookups of a group) into accumulator rows that are never stored (row i of a wgmma's D
+  // depends on row i of A only).
   const bool warp_active = strip < args.n / 16;
+  const int load_strip = min(strip, args.n / 16 - 1);
   const T* x = static_cast<const T*>(args.x);
   const int valid_rows = min(kMT, args.m - m0);
   const int groups_per_row = args.k / args.group_size;
   const int log2_group = __ffs(args.group_size) - 1;
 
   auto load_w = [&](int kt, int buf) {
-    if (warp_active) {
-      const unsigned char* src = args.packed + (static_cast<int64_t>(strip) * num_ktiles + kt) * C::kTileBytes;
-      unsigned char* dst = s_w + buf * C::kWStageBytes + warp * C::kTileBytes;
-      CpAsync16(dst + 16 * lane, src + 16 * lane);
-      if (kBits == 4) CpAsync16(dst + 512 + 16 * lane, src + 512 + 16 * lane);
-      if (kBits == 3) CpAsync8(dst + 512 + 8 * lane, src + 512 + 8 * lane);
-    }
+    const unsigned char* src = args.packed + (static_cast<int64_t>(load_strip) * num_ktiles + kt) * C::kTileBytes;
+    unsigned char* dst = s_w + buf * C::kWStageBytes + warp * C::kTileBytes;
+    CpAsync16(dst + 16 * lane, src + 16 * lane);
+    if (kBits == 4) CpAsync16(dst + 512 + 16 * lane, src + 512 + 16 * lane);
+    if (kBits == 3) CpAsync8(dst + 512 + 8 * lane, src + 512 + 8 * lane);
   };
   // X rows m0 .. m0 + MT - 1, k = kt * 128 ..: 16 chunks of 16 B per row, 16 threads per row
   // (coalesced 256-byte reads); rows >= M are zero-filled (their outputs are not stored).
@@ -234,10 +288,9 @@ TcLutGemmKernel(const TcArgs args) {
   };
   // This lane's scales for k-tile kt: s[h] of row g and s[4 + h] of row g + 8 for the 32-wide
   // quarter h of the tile (one group per quarter at G = 32; the same group repeated above).
-  const __half* scale_lo = args.scales + static_cast<int64_t>(strip * 16 + g) * groups_per_row;
+  const __half* scale_lo = args.scales + static_cast<int64_t>(load_strip * 16 + g) * groups_per_row;
   const __half* scale_hi = scale_lo + 8 * groups_per_row;
   auto fetch_scales = [&](int kt, __half* s) {
-    if (!warp_active) return;
     if (args.group_size >= kTileK) {
       const int grp = (kt * kTileK) >> log2_group;
       s[0] = s[1] = s[2] = s[3] = __ldg(scale_lo + grp);
@@ -252,10 +305,22 @@ TcLutGemmKernel(const TcArgs args) {
     }
   };
 
-  // Prologue. With PDL the next kernel may be scheduled at once; the first stage's codes, the
-  // pair table and the first scales load before the wait for the previous kernel, X after it.
+  // Prologue. With PDL the next kernel may be scheduled at once; the first stage's codes (with
+  // early_weights: the codes of every prologue stage, in one cp.async group), the pair table and
+  // the first scales load before the wait for the previous kernel, X after it. Either way the
+  // main loop's CpAsyncWait<kStages - 2> finds stage it complete: without early weights the
+  // prologue commits kStages - 1 groups, group s = stage s; with them one more group comes
+  // first (all the codes), and group s + 1 = stage s's X.
   LaunchDependents();
-  if (num_iters > 0) load_w(kt_begin, 0);
+  if (args.early_weights) {
+#pragma unroll
+    for (int s = 0; s < C::kStages - 1; ++s) {
+      if (s < num_iters) load_w(kt_begin + s, s);
+    }
+    CpAsyncCommit();
+  } else if (num_iters > 0) {
+    load_w(kt_begin, 0);
+  }
   BuildPairTable<T, kBits>(args.table, s_table, tid);
   __half sc_cur[8], sc_next[8];
 #pragma unroll
@@ -267,10 +332,10 @@ TcLutGemmKernel(const TcArgs args) {
 #pragma unroll
   for (int s = 1; s < C::kStages - 1; ++s) {
     if (s < num_iters) {
-      load_w(kt_begin + s, s);
+      if (!args.early_weights) load_w(kt_begin + s, s);
       load_x(kt_begin + s, s);
     }
-    CpAsyncCommit();  // kStages - 1 groups in all, empty ones included
+    CpAsyncCommit();  // kStages - 1 groups (+1 with early weights), empty ones included
   }
 
   float acc[kAcc];
@@ -282,6 +347,7 @@ TcLutGemmKernel(const TcArgs args) {
   const uint32_t my_table = LaneTable<kBits>(s_table, lane);
   const uint32_t s_x_addr = SmemAddr(s_x);
 
+  uint32_t a[2][kGroup][4];
   for (int it = 0; it < num_iters; ++it) {
     // Stage it has landed (this thread's copies), is visible to the async proxy (wgmma), and
     // every thread's copies are done. The last wgmma of iteration it - 1 may still run.
@@ -291,8 +357,8 @@ TcLutGemmKernel(const TcArgs args) {
     if (it + 1 < num_iters) fetch_scales(kt_begin + it + 1, sc_next);  // used next iteration
 
     const int buf = it % C::kStages;
-    uint32_t w[8] = {}, hw[2] = {};
-    if (warp_active) {
+    uint32_t w[8], hw[2];
+    {
       const unsigned char* wt = s_w + buf * C::kWStageBytes + warp * C::kTileBytes;
       *reinterpret_cast<uint4*>(w) = *reinterpret_cast<const uint4*>(wt + 16 * lane);
       if (kBits == 4) *reinterpret_cast<uint4*>(w + 4) = *reinterpret_cast<const uint4*>(wt + 512 + 16 * lane);
@@ -306,31 +372,38 @@ TcLutGemmKernel(const TcArgs args) {
     }
     const uint64_t desc0 = SwizzledKMajorDesc(s_x_addr + buf * C::kXStageBytes);
 
-    uint32_t a[2][4];  // double-buffered A: step kk + 1 is looked up while wgmma kk runs
+    // A double-buffered by groups of kGroup k16 steps: the lookups of group j + 1 (kGroup * 4
+    // independent shared loads) run while the kGroup wgmmas of group j, issued back to back as
+    // one commit group, are in flight.
+    constexpr int kGroups = 8 / kGroup;
 #pragma unroll
-    for (int kk = 0; kk < 8; ++kk) {
-      uint32_t* ak = a[kk & 1];
-      if (warp_active) {
-        LookupPairs<kBits>(kk, w, hw, my_table, ak);
+    for (int grp = 0; grp < kGroups; ++grp) {
+      uint32_t(&ag)[kGroup][4] = a[grp & 1];
+#pragma unroll
+      for (int j = 0; j < kGroup; ++j) {
+        const int kk = grp * kGroup + j;
+        LookupPairs<kBits>(kk, w, hw, my_table, ag[j]);
 #pragma unroll
         for (int r = 0; r < 4; ++r) {  // A register r: row g + 8 (r & 1), k quarter kk / 2
-          T2 v = *reinterpret_cast<const T2*>(&ak[r]);
+          T2 v = *reinterpret_cast<const T2*>(&ag[j][r]);
           v = __hmul2(v, (r & 1) ? s_hi[kk >> 1] : s_lo[kk >> 1]);
-          ak[r] = *reinterpret_cast<uint32_t*>(&v);
+          ag[j][r] = *reinterpret_cast<uint32_t*>(&v);
         }
-      } else {
-        ak[0] = ak[1] = ak[2] = ak[3] = 0u;
-      }
 #pragma unroll
-      for (int r = 0; r < 4; ++r) FenceOperand(ak[r]);
-      WgmmaFence();  // orders the A register writes above before the wgmma reads them
-      // k step kk: k half kk / 4, 32 bytes per k16 step inside the 128-byte swizzled row
-      // (descriptor addresses are in 16-byte units).
-      const uint64_t desc = desc0 + static_cast<uint64_t>(((kk >> 2) * C::kXHalfBytes + (kk & 3) * 32) >> 4);
-      Wgmma<T, kMT>(acc, ak, desc);
+        for (int r = 0; r < 4; ++r) FenceOperand(ag[j][r]);
+      }
+      WgmmaFence();  // orders the A register writes above before the wgmmas read them
+#pragma unroll
+      for (int j = 0; j < kGroup; ++j) {
+        const int kk = grp * kGroup + j;
+        // k step kk: k half kk / 4, 32 bytes per k16 step inside the 128-byte swizzled row
+        // (descriptor addresses are in 16-byte units).
+        const uint64_t desc = desc0 + static_cast<uint64_t>(((kk >> 2) * C::kXHalfBytes + (kk & 3) * 32) >> 4);
+        Wgmma<T, kMT>(acc, ag[j], desc);
+      }
       WgmmaCommit();
-      WgmmaWait<1>();  // wgmma kk - 1 is done: its A buffer may be overwritten
-      if (kk == 0) {
+      WgmmaWait<1>();  // group grp - 1 is done: its A buffer may be overwritten
+      if (grp == 0) {
         // This warpgroup's wgmmas of iteration it - 1 are done; after the barrier both
         // warpgroups' are, so the stage they read, (it - 1) % kStages, is refilled, with
         // k-tile it + kStages - 1. Refilling here rather than at the top of the iteration keeps
@@ -406,17 +479,32 @@ TcLutGemmKernel(const TcArgs args) {
     // back), in split order from 0.0f as SumPartialsInSplitOrder does: the kAcc loads of one
     // split are independent, so a split costs one L2 round trip, where the [rows x 128]
     // element loop took rows / 2 (MT = 128: 64) dependent round trips.
+    // The loads of kBatch splits are issued together (32 floats in flight per thread; 64
+    // spilled), then added in split order: splits / kBatch round trips (MT = 16, 8 splits: two,
+    // where one per split left the reducing blocks ~5 us behind the others in a decode step).
     if (warp_active) {
+      constexpr int kBatch = kAcc >= 32 ? 1 : 32 / kAcc;
 #pragma unroll
       for (int i = 0; i < kAcc; ++i) acc[i] = 0.0f;
-      for (int sp = 0; sp < args.splits; ++sp) {
-        const float* part = args.partials + static_cast<int64_t>(sp) * args.m * args.n;
+      for (int sp0 = 0; sp0 < args.splits; sp0 += kBatch) {
+        float v[kBatch][kAcc];
 #pragma unroll
-        for (int i = 0; i < kMT / 8; ++i) {
+        for (int b = 0; b < kBatch; ++b) {
+          const float* part = args.partials + static_cast<int64_t>(min(sp0 + b, args.splits - 1)) * args.m * args.n;
 #pragma unroll
-          for (int c = 0; c < 4; ++c) {
-            const int n = strip * 16 + g + 8 * (c >> 1), m = m0 + 8 * i + 2 * q + (c & 1);
-            if (m < args.m) acc[4 * i + c] += __ldcg(part + static_cast<int64_t>(m) * args.n + n);
+          for (int i = 0; i < kMT / 8; ++i) {
+#pragma unroll
+            for (int c = 0; c < 4; ++c) {
+              const int n = strip * 16 + g + 8 * (c >> 1), m = m0 + 8 * i + 2 * q + (c & 1);
+              v[b][4 * i + c] = m < args.m ? __ldcg(part + static_cast<int64_t>(m) * args.n + n) : 0.0f;
+            }
+          }
+        }
+#pragma unroll
+        for (int b = 0; b < kBatch; ++b) {
+          if (sp0 + b < args.splits) {
+#pragma unroll
+            for (int i = 0; i < kAcc; ++i) acc[i] += v[b][i];
           }
         }
       }
@@ -459,7 +547,21 @@ struct TcPlan {
 
 template <int kBits>
 int TcSmemBytes(int mt) {
-  return mt == 64 ? TcConfig<kBits, 64>::kSmemBytes : TcConfig<kBits, 128>::kSmemBytes;
+  switch (mt) {
+    case 16: return TcConfig<kBits, 16>::kSmemBytes;
+    case 32: return TcConfig<kBits, 32>::kSmemBytes;
+    case 64: return TcConfig<kBits, 64>::kSmemBytes;
+    default: return TcConfig<kBits, 128>::kSmemBytes;
+  }
+}
+
+// The register limit's blocks per SM of each MT (TcConfig::kMinBlocksPerSm).
+int TcRegBlocks(int mt) { return mt == 128 ? 1 : 2; }
+
+// Rows of X per block: the smallest of 16 / 32 / 64 holding m, else 128 (m tiles beyond).
+int TcRowsPerBlock(int64_t m, TcMode mode) {
+  if (mode == TcMode::kMt64) return 64;
+  return m <= 16 ? 16 : m <= 32 ? 32 : m <= 64 ? 64 : 128;
 }
 
 int DeviceSmCount() {
@@ -495,7 +597,7 @@ bool FitsWorkspace(const TcPlan& p, int64_t m, int64_t n, size_t workspace_bytes
 absl::StatusOr<TcPlan> MakeTcPlan(const LutGemmParams& params, int sm_count, TcMode mode) {
   const LutShape& s = params.shape;
   TcPlan p;
-  p.mt = params.m <= 64 || mode == TcMode::kMt64 ? 64 : 128;
+  p.mt = TcRowsPerBlock(params.m, mode);
   p.own_reduce = mode != TcMode::kOld;
   p.num_m_tiles = static_cast<int>((params.m + p.mt - 1) / p.mt);
   p.num_col_blocks = static_cast<int>((s.n + kBlockN - 1) / kBlockN);
@@ -519,7 +621,7 @@ absl::StatusOr<TcPlan> MakeTcPlan(const LutGemmParams& params, int sm_count, TcM
     }
     return p;
   }
-  const int reg_blocks = p.mt == 64 ? 2 : 1;
+  const int reg_blocks = TcRegBlocks(p.mt);
   const int blocks_per_sm = std::max(1, std::min(reg_blocks, (227 * 1024) / (p.smem_bytes + 1024)));
   const int64_t slots = static_cast<int64_t>(sm_count) * blocks_per_sm;
   const int64_t base = static_cast<int64_t>(p.num_m_tiles) * p.num_col_blocks;
@@ -571,7 +673,7 @@ absl::StatusOr<TcPlan> MakeTcPlan(const LutGemmParams& params, int sm_count, TcM
 
 template <typename T, int kBits, int kMT>
 cudaError_t LaunchTcInstance(const TcArgs& args, const TcPlan& p, bool pdl, cudaStream_t stream) {
-  auto kernel = TcLutGemmKernel<T, kBits, kMT>;
+  auto kernel = TcLutGemmKernel<T, kBits, kMT, TcGroupFor(kMT)>;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, p.smem_bytes);
   if (err != cudaSuccess) return err;
   const int grid = p.num_col_blocks * p.splits * p.num_m_tiles;
@@ -585,8 +687,12 @@ cudaError_t LaunchTcInstance(const TcArgs& args, const TcPlan& p, bool pdl, cuda
 
 template <typename T, int kBits>
 cudaError_t LaunchTcForBits(const TcArgs& args, const TcPlan& p, bool pdl, cudaStream_t stream) {
-  return p.mt == 64 ? LaunchTcInstance<T, kBits, 64>(args, p, pdl, stream)
-                    : LaunchTcInstance<T, kBits, 128>(args, p, pdl, stream);
+  switch (p.mt) {
+    case 16: return LaunchTcInstance<T, kBits, 16>(args, p, pdl, stream);
+    case 32: return LaunchTcInstance<T, kBits, 32>(args, p, pdl, stream);
+    case 64: return LaunchTcInstance<T, kBits, 64>(args, p, pdl, stream);
+    default: return LaunchTcInstance<T, kBits, 128>(args, p, pdl, stream);
+  }
 }
 
 template <typename T>
@@ -601,17 +707,12 @@ cudaError_t LaunchTcForType(const TcArgs& args, int bits, const TcPlan& p, bool 
 }  // namespace
 
 absl::Status LaunchTensorCoreLutGemm(const LutGemmParams& params, CUstream_st* stream) {
-  if (params.m < kMinM) {
-    return absl::UnimplementedError(absl::StrCat(
-        "LUT-GEMM: the tensor-core kernel needs m >= ", kMinM, " (got m=", params.m,
-        "); smaller m runs on the split-K or strip kernel (kAuto)"));
-  }
   if (params.residual_epilogue() || params.norm_prologue()) {
     return absl::UnimplementedError(
         "LUT-GEMM: the tensor-core kernel has no fused residual epilogue or norm prologue (strip kernel only)");
   }
   const int64_t max_grid = int64_t{1} << 31;
-  if ((params.m + 63) / 64 * ((params.shape.n + kBlockN - 1) / kBlockN) * (params.shape.k / kTileK) >= max_grid) {
+  if ((params.m + 15) / 16 * ((params.shape.n + kBlockN - 1) / kBlockN) * (params.shape.k / kTileK) >= max_grid) {
     return absl::UnimplementedError("LUT-GEMM: the tensor-core kernel's grid would exceed 2^31 blocks");
   }
   absl::StatusOr<TcPlan> plan = MakeTcPlan(params, DeviceSmCount(), TcModeFromEnv());
@@ -634,6 +735,7 @@ absl::Status LaunchTensorCoreLutGemm(const LutGemmParams& params, CUstream_st* s
   args.ktiles_per_split = plan->ktiles_per_split;
   args.num_m_tiles = plan->num_m_tiles;
   args.swiglu = params.swiglu;
+  args.early_weights = params.pdl && params.early_weights;
   args.own_reduce = plan->own_reduce;
   const cudaError_t err = params.dtype == ActivationType::kBFloat16
                               ? LaunchTcForType<__nv_bfloat16>(args, params.shape.bits, *plan, params.pdl, stream)
@@ -645,3 +747,7 @@ absl::Status LaunchTensorCoreLutGemm(const LutGemmParams& params, CUstream_st* s
 }
 
 }  // namespace flute::lut
+
+namespace flute::trace {
+FLUTE_TRACE_SETTER(SetBufferLutTensorCore)  // (trace builds only: kernels/kernel_trace.h)
+}  // namespace flute::trace

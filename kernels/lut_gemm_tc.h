@@ -1,14 +1,16 @@
-// The tensor-core (wgmma) LUT-GEMM for larger M (lut_gemm_tc.cu). Internal to kernels/:
-// LaunchLutGemm (lut_gemm.cu) calls it for LutKernel::kTensorCore.
+// The tensor-core (wgmma) LUT-GEMM (lut_gemm_tc.cu). Internal to kernels/: LaunchLutGemm
+// (lut_gemm.cu) calls it for LutKernel::kTensorCore, and for kAuto from m = 5 where the strip
+// kernel does not take the call.
 //
-// Block = 2 warpgroups (256 threads) = 128 output features × MT rows of X (MT = 64 for
-// m <= 64, else 128; more m tiles beyond) × a range of 128-wide k-tiles. Each warp dequantizes
-// its 16-row strip tile with the pair table into the A registers of wgmma.mma_async.m64nMTk16
-// (scaled by the group scale in the activation type, every G), B = the X tile from shared
-// memory (128-byte swizzled, K-major), fp32 accumulators in registers. Split-K (deterministic:
-// the last split sums the partials in split order) only when the grid is under one wave, and
-// only as far as the caller's workspace allows (LutGemmWorkspaceBytes is enough for the
-// automatic choice; counters at its start, fp32 partials at its end).
+// Block = 2 warpgroups (256 threads) = 128 output features × MT rows of X (MT = 16, 32 or 64,
+// the smallest holding m, else 128 with more m tiles beyond) × a range of 128-wide k-tiles.
+// Each warp dequantizes its 16-row strip tile with the pair table into the A registers of
+// wgmma.mma_async.m64nMTk16 (scaled by the group scale in the activation type, every G),
+// B = the X tile from shared memory (128-byte swizzled, K-major), fp32 accumulators in
+// registers. Split-K (deterministic: the last split sums the partials in split order) only when
+// the grid is under one wave, and only as far as the caller's workspace allows
+// (LutGemmWorkspaceBytes is enough for the automatic choice; counters at its start, fp32
+// partials at its end).
 #pragma once
 
 #include "absl/status/status.h"
@@ -18,15 +20,15 @@ struct CUstream_st;
 
 namespace flute::lut {
 
-// Rows below which the kernel does not apply (its wgmma N = 64 would waste over half its work).
-constexpr int kTensorCoreMinM = 33;
+// Rows from which LaunchLutGemm (kAuto) picks this kernel where the strip kernel does not take
+// the call (kTensorCore forces it at any m).
+constexpr int kTensorCoreMinM = 5;
 
 // Launches (asynchronously) after LaunchLutGemm's common checks. Handles every shape the
 // format accepts (N a multiple of 16, K of max(128, G)), bits 2/3/4, G 32..256, fp16 and
-// bf16, swiglu, pdl, any m >= 33; split_k > 0 forces that many splits (InvalidArgument when
-// the workspace is too small for them). Unimplemented, naming the rule, for m < 33 (the
-// split-K and strip kernels serve those) and for the strip-only fused residual epilogue /
-// norm prologue.
+// bf16, swiglu, pdl, any m >= 1 (MT = 16 / 32 / 64 rows for m up to 16 / 32 / 64, else 128);
+// split_k > 0 forces that many splits (InvalidArgument when the workspace is too small for
+// them). Unimplemented for the strip-only fused residual epilogue / norm prologue.
 absl::Status LaunchTensorCoreLutGemm(const LutGemmParams& params, CUstream_st* stream);
 
 }  // namespace flute::lut

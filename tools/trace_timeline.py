@@ -20,13 +20,13 @@ import collections
 import csv
 import statistics
 
-KINDS = {1: "embedding", 2: "add+rmsnorm", 3: "lut", 4: "attention", 5: "dense", 6: "sampling"}
+KINDS = {1: "embedding", 2: "add+rmsnorm", 3: "lut", 4: "attention", 5: "dense", 6: "sampling", 7: "lut-tc"}
 
 
 def launch_name(kind, aux0, aux1, hidden):
     """A readable name for a launch of a LLaMA decode step."""
     base = KINDS.get(kind, f"kind{kind}")
-    if kind not in (3, 5):
+    if kind not in (3, 5, 7):
         return base
     n, k = aux0, aux1
     if n > 100000:

@@ -294,7 +294,7 @@ TEST(LutGemmGpuTest, DeterministicBitwiseRunToRun) {
   }
 }
 
-// A few launches of every path (each bits, G 32/128, M tiles 16/32/64, split or not, strip), small
+// A few launches of every path (each bits, G 32/128, M tiles 16/32/64/128, split or not, strip), small
 // enough for compute-sanitizer memcheck/racecheck: --gtest_filter=*SanitizerSubset*.
 TEST(LutGemmGpuTest, SanitizerSubset) {
   REQUIRE_GPU();
@@ -303,7 +303,7 @@ TEST(LutGemmGpuTest, SanitizerSubset) {
     for (int g : {32, 128}) {
       for (int split : {0, 3}) {
         Problem p = MakeProblem({80, 768, bits, g}, rng);
-        for (int64_t m : {1, 17, 33, 100}) {  // 33, 100 with split 0: the tensor-core kernel
+        for (int64_t m : {1, 8, 17, 33, 100}) {  // 8-100 with split 0: the tensor-core kernel
           std::vector<float> x = RandomX(ActivationType::kFloat16, m, 768, rng);
           std::vector<uint16_t> y;
           ASSERT_TRUE(RunGpu(p, ActivationType::kFloat16, x, m, split, &y));
@@ -314,9 +314,10 @@ TEST(LutGemmGpuTest, SanitizerSubset) {
       LaunchChoice tc_split;  // the tensor-core kernel with a forced split (its reduction)
       tc_split.kernel = LutKernel::kTensorCore;
       tc_split.split_k = 2;
+      tc_split.pdl = tc_split.early_weights = bits == 4;  // (all prologue codes before the wait)
       {
         Problem p = MakeProblem({80, 768, bits, g}, rng);
-        for (int64_t m : {40, 100}) {
+        for (int64_t m : {12, 40, 100}) {
           std::vector<float> x = RandomX(ActivationType::kFloat16, m, 768, rng);
           std::vector<uint16_t> y;
           ASSERT_TRUE(RunGpu(p, ActivationType::kFloat16, x, m, tc_split, &y));

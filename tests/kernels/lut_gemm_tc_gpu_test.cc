@@ -45,6 +45,7 @@ struct TcCall {
   int split_k = 0;  // 0: the kernel's own choice
   bool swiglu = false;
   bool pdl = false;
+  bool early_weights = false;  // (with pdl) every prologue stage's codes before the PDL wait
 };
 
 // One call of the tensor-core kernel on x (exactly representable in dtype), y poisoned first.
@@ -80,6 +81,7 @@ struct TcCall {
   params.kernel = LutKernel::kTensorCore;
   params.swiglu = call.swiglu;
   params.pdl = call.pdl;
+  params.early_weights = call.early_weights;
   const absl::Status st = LaunchLutGemm(params, nullptr);
   if (!st.ok()) return ::testing::AssertionFailure() << st;
   const cudaError_t err = cudaDeviceSynchronize();
@@ -101,7 +103,7 @@ void CheckShape(const LutShape& s, const std::vector<int64_t>& ms, const TcCall&
     for (int64_t m : ms) {
       SCOPED_TRACE(::testing::Message() << "n=" << s.n << " k=" << s.k << " b=" << s.bits << " G=" << s.group_size
                                         << " " << Name(dtype) << " m=" << m << " split_k=" << call.split_k
-                                        << " pdl=" << call.pdl);
+                                        << " pdl=" << call.pdl << " early=" << call.early_weights);
       const std::vector<float> x = RandomActivations(dtype, m, s.k, rng);
       std::vector<uint16_t> y;
       ASSERT_TRUE(RunTc(p, dtype, x, m, call, &y));
@@ -115,9 +117,10 @@ void CheckShape(const LutShape& s, const std::vector<int64_t>& ms, const TcCall&
   }
 }
 
-// 33: the smallest m taken, one partial 64-row tile; 64, 128: full tiles of MT = 64 / 128;
-// 100: a partial 128-row tile; 256: two 128-row tiles.
-const std::vector<int64_t> kTcM = {33, 64, 100, 128, 256};
+// 1, 7: partial 16-row tiles (MT = 16); 16, 32: full tiles of MT = 16 / 32; 17: a partial
+// 32-row tile; 33: a partial 64-row tile; 64, 128: full tiles of MT = 64 / 128; 100: a partial
+// 128-row tile; 256: two 128-row tiles.
+const std::vector<int64_t> kTcM = {1, 7, 16, 17, 32, 33, 64, 100, 128, 256};
 
 TEST(LutGemmTcGpuTest, EveryBitsGroupDtypeAndM) {
   REQUIRE_GPU();
@@ -127,7 +130,7 @@ TEST(LutGemmTcGpuTest, EveryBitsGroupDtypeAndM) {
       CheckShape({256, 1024, bits, g}, kTcM, TcCall{}, rng);
       // 80 rows: one block whose second warpgroup has one live strip and three idle warps;
       // K = max(128, G): a single k-tile (or two at G = 256).
-      CheckShape({80, std::max(128, g), bits, g}, {33, 100}, TcCall{}, rng);
+      CheckShape({80, std::max(128, g), bits, g}, {3, 20, 33, 100}, TcCall{}, rng);
     }
   }
 }
@@ -152,8 +155,8 @@ TEST(LutGemmTcGpuTest, ForcedSplitKIncludingUnevenSplits) {
   for (int split : {1, 2, 3, 5, 12}) {
     TcCall call;
     call.split_k = split;
-    CheckShape({256, 1536, 4, 128}, {33, 100}, call, rng);
-    CheckShape({96, 1536, 3, 32}, {64}, call, rng);
+    CheckShape({256, 1536, 4, 128}, {9, 31, 33, 100}, call, rng);
+    CheckShape({96, 1536, 3, 32}, {16, 64}, call, rng);
   }
 }
 
@@ -162,7 +165,16 @@ TEST(LutGemmTcGpuTest, PdlLaunchComputesTheSame) {
   FRESH_RNG(rng);
   TcCall call;
   call.pdl = true;
-  CheckShape({512, 2048, 4, 64}, {64, 128}, call, rng);
+  CheckShape({512, 2048, 4, 64}, {16, 32, 64, 128}, call, rng);
+  // Early weights (all prologue codes in one cp.async group before the wait): blocks with fewer
+  // k-tiles than prologue stages (K = 256: 2 k-tiles, forced 2 splits: 1 each) and with more.
+  call.early_weights = true;
+  for (int bits : {2, 3, 4}) {
+    CheckShape({512, 2048, bits, 128}, {5, 16, 32, 64, 128}, call, rng);
+    CheckShape({256, 256, bits, 64}, {16, 100}, call, rng);
+  }
+  call.split_k = 2;
+  CheckShape({256, 256, 4, 128}, {16, 100}, call, rng);
 }
 
 // The fused SwiGLU epilogue is bitwise the tensor-core GEMM followed by gpu::LaunchSwiGlu
@@ -177,7 +189,7 @@ TEST(LutGemmTcGpuTest, SwiGluEpilogueEqualsGemmThenSwiGlu) {
       const int64_t inter = s.n / 2;
       for (ActivationType dtype : {ActivationType::kFloat16, ActivationType::kBFloat16}) {
         for (int split : {0, 3}) {
-          for (int64_t m : {33, 100}) {
+          for (int64_t m : {5, 16, 33, 100}) {
             SCOPED_TRACE(::testing::Message() << "b=" << bits << " G=" << g << " " << Name(dtype) << " m=" << m
                                               << " split_k=" << split);
             const std::vector<float> x = RandomActivations(dtype, m, s.k, rng);
@@ -280,7 +292,7 @@ TEST(LutGemmTcGpuTest, EveryFluteLutTcConfigMatchesAndReductionsAreBitwiseEqual)
   for (const LutShape& s : {LutShape{4096, 4096, 4, 128}, LutShape{400, 2048, 3, 32}}) {
     const LutProblem p = MakeLutProblem(s, rng);
     for (ActivationType dtype : {ActivationType::kFloat16, ActivationType::kBFloat16}) {
-      for (int64_t m : {33, 64, 100, 128}) {
+      for (int64_t m : {16, 32, 33, 64, 100, 128}) {
         const std::vector<float> x = RandomActivations(dtype, m, s.k, rng);
         const std::vector<float> ref = ReferenceY(p, x, m);
         for (int split : {0, 3}) {
@@ -322,17 +334,25 @@ TEST(LutGemmTcGpuTest, EveryFluteLutTcConfigMatchesAndReductionsAreBitwiseEqual)
   }
 }
 
-TEST(LutGemmTcGpuTest, UnimplementedBelow33Rows) {
+// The fused residual epilogue and norm prologue are the strip kernel's: forcing the
+// tensor-core kernel with them is an error naming the strip kernel, for every m.
+TEST(LutGemmTcGpuTest, FusedResidualIsUnimplemented) {
   REQUIRE_GPU();
-  FRESH_RNG(rng);
-  const LutProblem p = MakeLutProblem({256, 1024, 4, 128}, rng);
-  for (int64_t m : {1, 8, 32}) {
-    const std::vector<float> x = RandomActivations(ActivationType::kFloat16, m, 1024, rng);
-    std::vector<uint16_t> y;
-    const ::testing::AssertionResult r = RunTc(p, ActivationType::kFloat16, x, m, TcCall{}, &y);
-    ASSERT_FALSE(r);
-    EXPECT_NE(std::string(r.message()).find("UNIMPLEMENTED"), std::string::npos) << r.message();
-    EXPECT_NE(std::string(r.message()).find("m >= 33"), std::string::npos) << r.message();
+  DeviceBuffer buf(1 << 20);
+  for (int64_t m : {1, 16, 64}) {
+    LutGemmParams params;
+    params.shape = {256, 1024, 4, 128};
+    params.m = m;
+    params.kernel = LutKernel::kTensorCore;
+    params.x = params.y = buf.ptr;
+    params.packed = static_cast<const uint8_t*>(buf.ptr);
+    params.scales = static_cast<const uint16_t*>(buf.ptr);
+    params.table = static_cast<const float*>(buf.ptr);
+    params.residual_out = static_cast<float*>(buf.ptr);
+    params.sumsq_out = static_cast<float*>(buf.ptr);
+    const absl::Status st = LaunchLutGemm(params, nullptr);
+    EXPECT_FALSE(st.ok());
+    EXPECT_NE(st.message().find("strip kernel"), std::string::npos) << st;
   }
 }
 
