@@ -10,8 +10,8 @@
 //                      [--kernels auto,splitk,strip,tc,auto-pdl,strip-pdl,tc-pdl,auto-pdl-early]
 // --kernels times each named LUT kernel choice in the same run (default: auto): "splitk",
 // "strip" and "tc" force the tiled split-K, the persistent-strip kernel (strip only where it
-// applies, M <= 8) and the wgmma tensor-core kernel (tc: "n/a" where it returns Unimplemented,
-// M < 33), "-pdl" launches with programmatic dependent launch, "-pdl-early" also
+// applies, M <= 8) and the wgmma tensor-core kernel (tc: any M; "n/a" where a kernel returns
+// Unimplemented), "-pdl" launches with programmatic dependent launch, "-pdl-early" also
 // loads every prologue stage's weights before the PDL wait, as the engine does
 // (LutGemmParams::early_weights). Calls run back to back, each after the same GEMM.
 //
@@ -408,7 +408,7 @@ void BenchShapeDtype(const Options& o, int64_t K, int64_t N, const std::string& 
         p.pdl = choice.pdl;
         p.early_weights = choice.early_weights;
         if (choice.kernel == flute::lut::LutKernel::kTensorCore) {
-          // The tensor-core kernel takes only some calls (m >= 33): one untimed trial launch.
+          // A forced kernel may not take a call (Unimplemented): one untimed trial launch.
           p.packed = codes[0];
           p.scales = reinterpret_cast<const uint16_t*>(scales[0]);
           const absl::Status st = flute::lut::LaunchLutGemm(p, stream);

@@ -555,9 +555,10 @@ absl::Status LaunchLutGemm(const LutGemmParams& p, CUstream_st* stream) {
   if (p.kernel == LutKernel::kTensorCore) return LaunchTensorCoreLutGemm(p, stream);
   if (p.kernel == LutKernel::kAuto && p.split_k == 0 && p.m >= TensorCoreMinM() && !UsesStripKernel(p)) {
     // From 5 rows, where the strip kernel does not take the call, the wgmma kernel: H100, 4-bit
-    // G128, PDL, against the split-K kernel on the 7 large LLaMA-3 shapes, 0.97-1.15x at M = 8,
-    // 1.15-1.36x at M = 16, 1.02-1.49x at M = 32 (bench/results/lut-gemm-tc-small-m-2026-11-26-h100.md),
-    // 1.05-1.95x at M = 64-256. Where it does not apply (Unimplemented) the split-K kernel runs.
+    // G128, PDL, same run, split-K time / wgmma time on the 6 large LLaMA-3 shapes: 1.01-1.11
+    // at M = 8, 1.17-1.36 at M = 16, 1.20-1.49 at M = 32, 1.30-1.76 at M = 64-128 (4096x4096:
+    // 0.94-1.12; bench/results/ab-2026-11-26-h100/session12/kbench-nobranch.md). Where it does
+    // not apply (Unimplemented) the split-K kernel runs.
     const absl::Status tc = LaunchTensorCoreLutGemm(p, stream);
     if (!absl::IsUnimplemented(tc)) return tc;
   }
