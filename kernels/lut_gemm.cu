@@ -452,7 +452,7 @@ cudaError_t LaunchForType(const KernelArgs& args, int bits, const Plan& p, bool 
 }  // namespace
 
 bool UsesStripKernel(const LutGemmParams& p) {
-  if (p.split_k != 0 || !StripKernelApplies(p.shape, p.m, p.scales)) return false;
+  if (p.split_k != 0 || p.tensor_core_fusion() || !StripKernelApplies(p.shape, p.m, p.scales)) return false;
   // The norm prologue keeps all of X in shared memory ([m][k + 8] 16-bit values): m * k * 2 at
   // most 128 KB (8 rows of k = 8192), leaving room for a 2-stage pipeline and the pair table.
   if (p.norm_prologue() && p.m * p.shape.k * 2 > 128 * 1024) return false;
@@ -490,33 +490,50 @@ size_t LutGemmWorkspaceBytesForSplits(const LutShape& shape, int64_t m, int spli
 
 namespace {
 
-// The fused residual epilogue and norm prologue: strip kernel only, complete pointer sets.
+// The fused norms (LutGemmParams): complete pointer sets, allowed combinations, and a kernel
+// that has them (the norm prologue: strip; prenorm_out and the deferred norm: tensor-core; the
+// residual epilogue: either).
 absl::Status CheckFusedNorm(const LutGemmParams& p) {
-  if (!p.residual_epilogue() && !p.norm_prologue() && !p.sumsq_out && !p.sumsq_in && !p.norm_weight) {
+  if (!p.residual_epilogue() && !p.norm_prologue() && !p.deferred_norm() && !p.sumsq_out && !p.sumsq_in &&
+      !p.norm_weight && !p.prenorm_out && !p.prenorm_weight) {
     return absl::OkStatus();
   }
   if (p.residual_epilogue() != (p.sumsq_out != nullptr) ||
-      (p.norm_prologue() != (p.sumsq_in != nullptr) || p.norm_prologue() != (p.norm_weight != nullptr))) {
+      (p.norm_prologue() != (p.sumsq_in != nullptr) || p.norm_prologue() != (p.norm_weight != nullptr)) ||
+      (p.prenorm_out != nullptr) != (p.prenorm_weight != nullptr) || (p.prenorm_out && !p.residual_epilogue())) {
     return absl::InvalidArgumentError(
-        "LUT-GEMM: the residual epilogue needs residual_out and sumsq_out, the norm prologue "
-        "residual_in, sumsq_in and norm_weight (some but not all were set)");
+        "LUT-GEMM: the residual epilogue needs residual_out and sumsq_out (and prenorm_out needs it and "
+        "prenorm_weight), the norm prologue residual_in, sumsq_in and norm_weight (some but not all were set)");
   }
   if (p.residual_epilogue() && p.swiglu) {
     return absl::InvalidArgumentError("LUT-GEMM: the residual epilogue cannot be combined with swiglu");
   }
-  if (p.residual_epilogue() && p.norm_prologue()) {  // blocks would read residual rows others write
+  // Blocks would read residual rows that others write.
+  if (static_cast<int>(p.residual_epilogue()) + p.norm_prologue() + p.deferred_norm() > 1) {
     return absl::InvalidArgumentError(
-        "LUT-GEMM: the residual epilogue and the norm prologue cannot be combined in one call");
+        "LUT-GEMM: the residual epilogue, the norm prologue and the deferred norm cannot be combined in one call");
   }
   const auto misaligned = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 != 0; };
-  if (misaligned(p.residual_out) || misaligned(p.residual_in) || misaligned(p.norm_weight)) {
-    return absl::InvalidArgumentError("LUT-GEMM: residual_out, residual_in and norm_weight must be 16-byte aligned");
+  if (misaligned(p.residual_out) || misaligned(p.residual_in) || misaligned(p.norm_weight) ||
+      misaligned(p.prenorm_out) || misaligned(p.deferred_sumsq)) {
+    return absl::InvalidArgumentError(
+        "LUT-GEMM: residual_out, residual_in, norm_weight, prenorm_out and deferred_sumsq must be 16-byte aligned");
   }
-  if (!UsesStripKernel(p)) {
+  if (p.norm_prologue() && !UsesStripKernel(p)) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "LUT-GEMM: the fused residual epilogue / norm prologue need the strip kernel, which does not "
-        "take this call (m=", p.m, ", k=", p.shape.k, ", n=", p.shape.n, ", split_k=", p.split_k,
-        "; see UsesStripKernel)"));
+        "LUT-GEMM: the fused norm prologue needs the strip kernel, which does not take this call (m=", p.m,
+        ", k=", p.shape.k, ", n=", p.shape.n, ", split_k=", p.split_k, "; see UsesStripKernel)"));
+  }
+  const bool tensor_core_allowed = p.kernel == LutKernel::kAuto || p.kernel == LutKernel::kTensorCore;
+  if (p.tensor_core_fusion() && !tensor_core_allowed) {
+    return absl::InvalidArgumentError(
+        "LUT-GEMM: prenorm_out and the deferred norm need the tensor-core kernel (kernel kAuto or kTensorCore)");
+  }
+  if (p.residual_epilogue() && !UsesStripKernel(p) && !tensor_core_allowed) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "LUT-GEMM: the fused residual epilogue needs the strip kernel or the tensor-core kernel; the strip "
+        "kernel does not take this call (m=", p.m, ", k=", p.shape.k, ", n=", p.shape.n, ", split_k=", p.split_k,
+        "; see UsesStripKernel) and the split-K kernel has none"));
   }
   return absl::OkStatus();
 }
@@ -553,6 +570,10 @@ absl::Status LaunchLutGemm(const LutGemmParams& p, CUstream_st* stream) {
         "), 16-byte aligned scales and split_k = 0 (got ", p.split_k, ")"));
   }
   if (p.kernel == LutKernel::kTensorCore) return LaunchTensorCoreLutGemm(p, stream);
+  // (kAuto here: CheckFusedNorm rejected the fusions for the kernels that lack them.)
+  if (p.tensor_core_fusion() || (p.residual_epilogue() && !UsesStripKernel(p))) {
+    return LaunchTensorCoreLutGemm(p, stream);
+  }
   if (p.kernel == LutKernel::kAuto && p.split_k == 0 && p.m >= TensorCoreMinM() && !UsesStripKernel(p)) {
     // From 5 rows, where the strip kernel does not take the call, the wgmma kernel: H100, 4-bit
     // G128, PDL, same run, split-K time / wgmma time on the 6 large LLaMA-3 shapes: 1.01-1.11

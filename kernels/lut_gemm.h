@@ -62,30 +62,49 @@ struct LutGemmParams {
   // [m, n / 2] = silu(gate) * up, gate and up rounded to dtype first: bitwise what the plain
   // GEMM into [m, n] followed by gpu::LaunchSwiGlu with interleave 8 gives. Both kernels, any m.
   bool swiglu = false;
-  // Residual add + RMSNorm of a decode step, fused into the projections around them (strip
-  // kernel only: UsesStripKernel must hold; InvalidArgument otherwise).
-  // Residual epilogue (the projection before the norm; not with swiglu): instead of storing Y,
-  // residual_out[m, n] (fp32, in place) += Y rounded to dtype, exactly as gpu::LaunchAddRmsNorm
-  // adds a projection, and sumsq_out[m, n / 16] = the sum of squares of the new residual over
-  // each 16 consecutive columns, in a fixed order. y is not used.
+  // Residual add + RMSNorm of a decode step, fused into the projections around them.
+  // Residual epilogue (the projection before the norm; not with swiglu; the strip kernel, or
+  // the tensor-core kernel, bf16 only, where the strip kernel does not take the call): instead of storing
+  // Y, residual_out[m, n] (fp32, in place) += Y rounded to dtype, exactly as
+  // gpu::LaunchAddRmsNorm adds a projection, and sumsq_out[m, n / 16] = the sum of squares of
+  // the new residual over each 16 consecutive columns, in a fixed order. y is not used.
   float* residual_out = nullptr;
   float* sumsq_out = nullptr;
+  // With the residual epilogue, tensor-core kernel only: also prenorm_out[m, n] (dtype) =
+  // prenorm_weight[n] * (new residual[m, n]) rounded to dtype: the next RMSNorm's output before
+  // its per-row factor 1 / rms, for a consumer with the deferred norm below; sumsq_out then
+  // holds the sums over each 128 consecutive columns instead, [m, ceil(n / 128)] (8x fewer
+  // for the consumer to read). (In fp16 the product could overflow where the normalized value
+  // would not: compiled for bf16 only.)
+  void* prenorm_out = nullptr;             // [m, n], 16-byte aligned
+  const float* prenorm_weight = nullptr;  // fp32 [n]
   // Not both in one call (InvalidArgument).
-  // Norm prologue (the projection after the norm): X is not read from x but computed in the
-  // kernel as X[r, c] = norm_weight[c] * (residual_in[r, c] * inv[r]) rounded to dtype, with
-  // inv[r] = 1 / sqrt(sum of sumsq_in[r, 0 .. k / 16) / k + norm_eps) summed in a fixed order
-  // (sumsq_in from a residual epilogue). x is not used.
+  // Norm prologue (the projection after the norm; strip kernel only): X is not read from x but
+  // computed in the kernel as X[r, c] = norm_weight[c] * (residual_in[r, c] * inv[r]) rounded
+  // to dtype, with inv[r] = 1 / sqrt(sum of sumsq_in[r, 0 .. k / 16) / k + norm_eps) summed in
+  // a fixed order (sumsq_in from a residual epilogue). x is not used.
   const float* residual_in = nullptr;  // fp32 [m, k], 16-byte aligned
   const float* sumsq_in = nullptr;     // fp32 [m, k / 16]
   const float* norm_weight = nullptr;  // fp32 [k], 16-byte aligned
   float norm_eps = 0.0f;
+  // Deferred norm (the projection after the norm, tensor-core kernel and bf16 only, not with the
+  // residual epilogue or the norm prologue): x is a prenorm_out, and the fp32 sums of row r
+  // (before rounding, before SwiGLU) are multiplied by inv[r] = 1 / sqrt(sum of
+  // deferred_sumsq[r, 0 .. k / 128) / k + norm_eps), the sums of that producer's sumsq_out
+  // [m, k / 128] in a fixed order. Linear algebra makes this the norm
+  // prologue's result up to where the rounding to dtype happens: sum_c round(w_c res_c) W_nc
+  // inv against sum_c round(w_c res_c inv) W_nc, the same relative error per element.
+  const float* deferred_sumsq = nullptr;  // 16-byte aligned
 
   bool residual_epilogue() const { return residual_out != nullptr; }
   bool norm_prologue() const { return residual_in != nullptr; }
+  bool deferred_norm() const { return deferred_sumsq != nullptr; }
+  // Fusions only the tensor-core kernel has.
+  bool tensor_core_fusion() const { return prenorm_out != nullptr || deferred_norm(); }
 };
 
 // Whether LaunchLutGemm runs `params` on the persistent-strip kernel (the only one with the
-// fused residual epilogue and norm prologue).
+// norm prologue; never with a tensor_core_fusion()).
 bool UsesStripKernel(const LutGemmParams& params);
 
 // OK when the CUDA kernel handles `shape` (today: every shape CheckShape accepts), else

@@ -40,6 +40,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
@@ -68,6 +69,22 @@ struct TcArgs {
   bool own_reduce;
 };
 
+// The fused norms (LutGemmParams; nullptr = off), a parameter of the fused kernel only (one
+// more field in TcArgs changed the plain kernel's register allocation and schedule).
+// Residual epilogue: residual[M, N] += Y rounded, sumsq_out[M, N / 16], and with prenorm_out
+// [M, N] = round(prenorm_weight[n] * residual). Deferred norm: the sums of row r times
+// 1 / sqrt(sum of deferred_sumsq[r, 0 .. K / 16) / K + norm_eps). Both need own_reduce where K
+// is split.
+struct TcNormArgs {
+  float* residual = nullptr;
+  float* sumsq_out = nullptr;
+  void* prenorm_out = nullptr;
+  const float* prenorm_weight = nullptr;
+  const float* deferred_sumsq = nullptr;
+  float norm_eps = 0.0f;
+  bool any() const { return residual != nullptr || deferred_sumsq != nullptr; }
+};
+
 template <int kBits, int kMT>
 struct TcConfig {
   // MT = 64: 3 stages, 2 blocks per SM (105 KB each at 4 bits); MT = 128: 4 stages, 1 block
@@ -81,10 +98,16 @@ struct TcConfig {
   static constexpr int kXHalfBytes = kMT * 128;  // one 64-wide k half: [MT rows][128 B]
   static constexpr int kXStageBytes = 2 * kXHalfBytes;
   static constexpr int kTableBytes = TableBytes<kBits>();
+  // (+ [kMT][64] floats for MT <= 32: the deferred norm's sums of squares, copied into shared
+  // memory with the first X stage: kAsyncSumsqCols)
+  static constexpr int kNormBytes = (1 + kWarps) * kMT * 4 + (kMT <= 32 ? kMT * 64 * 4 : 0);
   // + 1024: the X stages must start 1024-aligned (the 128-byte swizzle pattern repeats every
   // 8 rows of 128 B and is computed from address bits), and dynamic shared memory is only
   // guaranteed 16-byte aligned.
-  static constexpr int kSmemBytes = 1024 + kStages * (kXStageBytes + kWStageBytes) + kTableBytes;
+  // + the fused norms' scratch (TcLutGemmFusedKernel): the deferred norm's kMT row factors and
+  // the residual epilogue's [8 warps][kMT] strip sums (dynamic, so that the plain kernel
+  // compiles exactly as without them).
+  static constexpr int kSmemBytes = 1024 + kStages * (kXStageBytes + kWStageBytes) + kTableBytes + kNormBytes;
 };
 
 // ---- wgmma and proxy fences ------------------------------------------------------------------
@@ -231,9 +254,140 @@ __device__ __forceinline__ void Wgmma<__nv_bfloat16, 128>(float* d, const uint32
 // (28672x8192 M = 64: 112.0 / 102.2 / 107.4 µs).
 constexpr int TcGroupFor(int mt) { return mt <= 32 ? 4 : 2; }
 
-template <typename T, int kBits, int kMT, int kGroup>
-__global__ void __launch_bounds__(kThreads, (TcConfig<kBits, kMT>::kMinBlocksPerSm))
-TcLutGemmKernel(const TcArgs args) {
+// The residual epilogue of a block's [kMT x 128] tile, run by every thread of the block (with
+// prenorm_out it has a barrier): residual[m, n] += acc rounded to T, prenorm_out[m, n] =
+// round(prenorm_weight[n] * residual[m, n]) when asked, and the sums of squares of the new
+// residual in a fixed order: per thread its columns g and g + 8, then a fixed xor tree over the
+// 8 lanes of g (lane 4g + q) gives a warp's 16-column strip sum; without prenorm_out lane g = 0
+// stores it to sumsq_out[m, n / 16] (the strip kernel's layout), with it the 8 strips of the
+// block are added in warp order into sumsq_out[m, ceil(n / 128)] (the deferred norm then reads
+// 8x fewer sums). Warps past the last strip (warp_active false) store nothing and add 0.
+// acc[4i + c]: n = strip * 16 + g + 8 * (c >> 1), m = m0 + 8i + 2q + (c & 1) (the kernel's layout).
+// The loads come first (LoadResidualOperands: the compiler cannot tell that the stores do not
+// alias later loads; interleaved, each element would cost a round trip).
+// s_red: [kWarps][kMT] floats of shared memory.
+// The residual values under this thread's accumulators and its two prenorm weights (columns
+// g and g + 8 of its strip; 0 where nothing is stored), loaded as soon as the main loop ends
+// so that the round trip overlaps the split reduction.
+template <int kMT>
+struct ResidualOperands {
+  float old[kMT / 2];
+  float weight[2];
+};
+template <int kMT>
+__device__ __forceinline__ void LoadResidualOperands(const TcNormArgs& norm, int total_m, int total_n, int m0,
+                                                     int strip, bool warp_active, ResidualOperands<kMT>* ops) {
+  const int lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
+#pragma unroll
+  for (int i = 0; i < kMT / 2; ++i) {
+    const int m = m0 + 8 * (i / 4) + 2 * q + (i & 1), n = strip * 16 + g + 8 * ((i >> 1) & 1);
+    ops->old[i] = warp_active && m < total_m ? __ldcg(norm.residual + static_cast<int64_t>(m) * total_n + n) : 0.0f;
+  }
+  const bool weights = norm.prenorm_out != nullptr && warp_active;
+  ops->weight[0] = weights ? __ldg(norm.prenorm_weight + strip * 16 + g) : 0.0f;
+  ops->weight[1] = weights ? __ldg(norm.prenorm_weight + strip * 16 + g + 8) : 0.0f;
+}
+
+template <typename T, int kMT>
+__device__ __forceinline__ void ResidualEpilogue(const float (&acc)[kMT / 2], const ResidualOperands<kMT>& ops,
+                                                 const TcNormArgs& norm, int total_m, int total_n, int m0, int strip,
+                                                 int col_block, bool warp_active, float* s_red) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, q = lane & 3;
+  T* prenorm = static_cast<T*>(norm.prenorm_out);
+  const float(&old)[kMT / 2] = ops.old;
+  const float(&weight)[2] = ops.weight;
+#pragma unroll
+  for (int i = 0; i < kMT / 8; ++i) {
+#pragma unroll
+    for (int c0 = 0; c0 < 2; ++c0) {
+      const int row = 8 * i + 2 * q + c0, m = m0 + row;
+      const bool valid = warp_active && m < total_m;
+      float sumsq = 0.0f;
+      if (valid) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int64_t at = static_cast<int64_t>(m) * total_n + strip * 16 + g + 8 * h;
+          const float r = old[4 * i + c0 + 2 * h] + Act<T>::ToFloat(Act<T>::FromFloat(acc[4 * i + c0 + 2 * h]));
+          norm.residual[at] = r;
+          if (prenorm != nullptr) prenorm[at] = Act<T>::FromFloat(weight[h] * r);
+          sumsq += r * r;
+        }
+      }
+      sumsq += __shfl_xor_sync(0xffffffffu, sumsq, 4);
+      sumsq += __shfl_xor_sync(0xffffffffu, sumsq, 8);
+      sumsq += __shfl_xor_sync(0xffffffffu, sumsq, 16);
+      if (prenorm == nullptr) {
+        if (g == 0 && valid) norm.sumsq_out[static_cast<int64_t>(m) * (total_n / 16) + strip] = sumsq;
+      } else if (g == 0) {
+        s_red[warp * kMT + row] = sumsq;
+      }
+    }
+  }
+  if (prenorm == nullptr) return;
+  __syncthreads();
+  const int m = m0 + static_cast<int>(threadIdx.x);
+  if (threadIdx.x < kMT && m < total_m) {
+    float total = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) total += s_red[w * kMT + threadIdx.x];
+    norm.sumsq_out[static_cast<int64_t>(m) * ((total_n + kTileBlockN - 1) / kTileBlockN) + col_block] = total;
+  }
+}
+
+// Pulls the rows of a block's [kMT x 128] residual tile and its 128 prenorm weights into L2,
+// marked evict-last, so that the residual epilogue at the kernel's end does not wait for DRAM
+// (between two norms a decode step streams more weights than L2 holds).
+template <int kMT>
+__device__ __forceinline__ void PrefetchResidualTile(const TcNormArgs& norm, int total_m, int total_n, int m0,
+                                                     int col_block) {
+  const int n0 = col_block * kTileBlockN;
+  for (int t = threadIdx.x; t < kMT * 4; t += kThreads) {  // 4 lines of 128 B per row
+    const int m = m0 + t / 4, n = n0 + 32 * (t % 4);
+    if (m < total_m && n < total_n) {
+      asm volatile("prefetch.global.L2::evict_last [%0];" ::"l"(norm.residual + static_cast<int64_t>(m) * total_n + n));
+    }
+  }
+  if (norm.prenorm_weight != nullptr && threadIdx.x < 4 && n0 + 32 * threadIdx.x < total_n) {
+    asm volatile("prefetch.global.L2::evict_last [%0];" ::"l"(norm.prenorm_weight + n0 + 32 * threadIdx.x));
+  }
+}
+
+// The deferred norm's row factors: s_inv[r] = 1 / sqrt(sum of sumsq[m0 + r, 0 .. k / 128) / k +
+// eps) for the block's kMT rows (0 past the last row; sumsq: the per-128-column sums of a
+// residual epilogue with prenorm_out), as gpu::LaunchAddRmsNorm computes it. kThreads / kMT
+// consecutive lanes per row; lane p sums the elements p, p + lanes, ... of the row, 4 loads in
+// flight, then a fixed xor tree over the row's lanes: the same order in every block and run.
+// kShared: sumsq is the block's rows copied to shared memory ([kMT][k / 128], row 0 = m0).
+template <int kMT, bool kShared = false>
+__device__ __forceinline__ void DeferredNormFactors(const float* sumsq, int m0, int valid_rows, int k, float eps,
+                                                    float* s_inv) {
+  constexpr int kLanesPerRow = kThreads / kMT;  // 16, 8, 4, 2
+  const int r = threadIdx.x / kLanesPerRow, part = threadIdx.x % kLanesPerRow;
+  const int cols = k / kTileK;
+  float sum = 0.0f;
+  if (r < valid_rows) {
+    const float* row = sumsq + static_cast<int64_t>(kShared ? r : m0 + r) * cols;
+    for (int j0 = part; j0 < cols; j0 += 4 * kLanesPerRow) {
+      float v[4];
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        const int j = j0 + u * kLanesPerRow;
+        v[u] = j < cols ? (kShared ? row[j] : __ldcg(row + j)) : 0.0f;
+      }
+#pragma unroll
+      for (int u = 0; u < 4; ++u) sum += v[u];
+    }
+  }
+#pragma unroll
+  for (int offset = kLanesPerRow / 2; offset > 0; offset >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+  if (part == 0) s_inv[r] = r < valid_rows ? 1.0f / sqrtf(sum / static_cast<float>(k) + eps) : 0.0f;
+}
+
+// The kernel's body; kFused: with the fused norms (TcLutGemmFusedKernel, bf16 only), so that
+// the plain kernel compiles exactly as without them (with the fused code in one instance,
+// batch 8-16 decode steps that did not use it were 2-3 % slower on the H100).
+template <typename T, int kBits, int kMT, int kGroup, bool kFused>
+__device__ __forceinline__ void TcLutGemmBody(const TcArgs& args, const TcNormArgs& norm) {
   const trace::Scope trace_scope(trace::kLutTensorCore, args.n, args.k);
   using C = TcConfig<kBits, kMT>;
   using T2 = typename Act<T>::T2;
@@ -312,6 +466,9 @@ TcLutGemmKernel(const TcArgs args) {
   // prologue commits kStages - 1 groups, group s = stage s; with them one more group comes
   // first (all the codes), and group s + 1 = stage s's X.
   LaunchDependents();
+  if constexpr (kFused) {
+    if (norm.residual != nullptr && split == 0) PrefetchResidualTile<kMT>(norm, args.m, args.n, m0, col_block);
+  }
   if (args.early_weights) {
 #pragma unroll
     for (int s = 0; s < C::kStages - 1; ++s) {
@@ -327,6 +484,25 @@ TcLutGemmKernel(const TcArgs args) {
   for (int i = 0; i < 8; ++i) sc_cur[i] = sc_next[i] = __float2half(0.0f);
   fetch_scales(kt_begin, sc_cur);
   GridDependencyWait();
+  float* s_inv = reinterpret_cast<float*>(s_table) + C::kTableBytes / 4;  // [kMT]
+  float* s_red = s_inv + kMT;                                              // [kWarps][kMT]
+  float* s_sumsq = s_red + kWarps * kMT;                                   // [kMT][k / 128] (MT <= 32)
+  // The deferred norm's sums of squares: at MT <= 32 (and k / 128 a multiple of 4, at most 64)
+  // copied into shared memory with the first X stage and reduced after the main loop, so that
+  // their round trip overlaps the pipeline's; else reduced here (one round trip before the loop).
+  [[maybe_unused]] bool async_sumsq = false;
+  if constexpr (kFused) {
+    if (norm.deferred_sumsq != nullptr) {
+      const int cols = args.k / kTileK;
+      async_sumsq = kMT <= 32 && cols % 4 == 0 && cols <= 64;
+      if (async_sumsq) {
+        for (int c = tid; c < valid_rows * cols / 4; c += kThreads) {
+          const int r = c / (cols / 4), j = 4 * (c % (cols / 4));
+          CpAsync16(s_sumsq + r * cols + j, norm.deferred_sumsq + static_cast<int64_t>(m0 + r) * cols + j);
+        }
+      }
+    }
+  }
   if (num_iters > 0) load_x(kt_begin, 0);
   CpAsyncCommit();
 #pragma unroll
@@ -336,6 +512,13 @@ TcLutGemmKernel(const TcArgs args) {
       load_x(kt_begin + s, s);
     }
     CpAsyncCommit();  // kStages - 1 groups (+1 with early weights), empty ones included
+  }
+  // The deferred norm's factors, while the prologue's copies are in flight (the sums of squares
+  // come from the previous kernel: after the wait). Published by the main loop's first barrier.
+  if constexpr (kFused) {
+    if (norm.deferred_sumsq != nullptr && !async_sumsq) {
+      DeferredNormFactors<kMT>(norm.deferred_sumsq, m0, valid_rows, args.k, norm.norm_eps, s_inv);
+    }
   }
 
   float acc[kAcc];
@@ -424,11 +607,27 @@ TcLutGemmKernel(const TcArgs args) {
   CpAsyncWait<0>();
 #pragma unroll
   for (int i = 0; i < kAcc; ++i) FenceOperand(acc[i]);
+  [[maybe_unused]] ResidualOperands<kMT> residual_ops;
+  if constexpr (kFused) {
+    if (norm.residual != nullptr) {
+      LoadResidualOperands<kMT>(norm, args.m, args.n, m0, strip, warp_active, &residual_ops);
+    }
+    if (async_sumsq) {  // (the main loop's barriers published the copies)
+      DeferredNormFactors<kMT, true>(s_sumsq, m0, valid_rows, args.k, norm.norm_eps, s_inv);
+      __syncthreads();
+    }
+  }
 
   // Epilogue. acc[4i + c]: n = strip * 16 + g + 8 * (c >> 1), m = m0 + 8i + 2q + (c & 1).
   // With SwiGLU, c and c + 2 are the gate and up rows of output feature strip * 8 + g.
   T* y = static_cast<T*>(args.y);
   auto store_y = [&]() {
+    if constexpr (kFused) {
+      if (norm.deferred_sumsq != nullptr) {
+#pragma unroll
+        for (int i = 0; i < kAcc; ++i) acc[i] *= s_inv[8 * (i / 4) + 2 * q + (i & 1)];
+      }
+    }
     if (args.swiglu) {
 #pragma unroll
       for (int i = 0; i < kMT / 8; ++i) {
@@ -451,6 +650,12 @@ TcLutGemmKernel(const TcArgs args) {
       }
     }
   };
+  if constexpr (kFused) {
+    if (norm.residual != nullptr && args.splits == 1) {
+      ResidualEpilogue<T, kMT>(acc, residual_ops, norm, args.m, args.n, m0, strip, col_block, warp_active, s_red);
+      return;
+    }
+  }
   if (args.splits == 1) {
     if (warp_active) store_y();
     return;
@@ -508,12 +713,33 @@ TcLutGemmKernel(const TcArgs args) {
           }
         }
       }
-      store_y();
+      if constexpr (kFused) {
+        if (norm.residual == nullptr) store_y();
+      } else {
+        store_y();
+      }
+    }
+    if constexpr (kFused) {  // every thread: a barrier inside
+      if (norm.residual != nullptr) {
+        ResidualEpilogue<T, kMT>(acc, residual_ops, norm, args.m, args.n, m0, strip, col_block, warp_active, s_red);
+      }
     }
   } else {
     SumPartialsInSplitOrder<T>(args.partials, args.splits, args.m, args.n, args.swiglu, m0, valid_rows, col_block, y);
   }
   if (tid == 0) *counter = 0;  // ready for the next call
+}
+
+template <typename T, int kBits, int kMT, int kGroup>
+__global__ void __launch_bounds__(kThreads, (TcConfig<kBits, kMT>::kMinBlocksPerSm))
+TcLutGemmKernel(const TcArgs args) {
+  TcLutGemmBody<T, kBits, kMT, kGroup, false>(args, TcNormArgs{});
+}
+
+template <typename T, int kBits, int kMT, int kGroup>
+__global__ void __launch_bounds__(kThreads, (TcConfig<kBits, kMT>::kMinBlocksPerSm))
+TcLutGemmFusedKernel(const TcArgs args, const TcNormArgs norm) {
+  TcLutGemmBody<T, kBits, kMT, kGroup, true>(args, norm);
 }
 
 // ---- Host side -------------------------------------------------------------------------------
@@ -671,45 +897,61 @@ absl::StatusOr<TcPlan> MakeTcPlan(const LutGemmParams& params, int sm_count, TcM
   return p;
 }
 
-template <typename T, int kBits, int kMT>
-cudaError_t LaunchTcInstance(const TcArgs& args, const TcPlan& p, bool pdl, cudaStream_t stream) {
-  auto kernel = TcLutGemmKernel<T, kBits, kMT, TcGroupFor(kMT)>;
-  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, p.smem_bytes);
+template <typename Kernel, typename... Args>
+cudaError_t LaunchTcKernel(Kernel kernel, int grid, int smem_bytes, bool pdl, cudaStream_t stream, const Args&... args) {
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes);
   if (err != cudaSuccess) return err;
-  const int grid = p.num_col_blocks * p.splits * p.num_m_tiles;
   if (pdl) {
-    LaunchWithPdl(kernel, grid, kThreads, p.smem_bytes, stream, args);
+    LaunchWithPdl(kernel, grid, kThreads, smem_bytes, stream, args...);
   } else {
-    kernel<<<grid, kThreads, p.smem_bytes, stream>>>(args);
+    kernel<<<grid, kThreads, smem_bytes, stream>>>(args...);
   }
   return cudaGetLastError();
 }
 
+template <typename T, int kBits, int kMT>
+cudaError_t LaunchTcInstance(const TcArgs& args, const TcNormArgs& norm, const TcPlan& p, bool pdl,
+                             cudaStream_t stream) {
+  const int grid = p.num_col_blocks * p.splits * p.num_m_tiles;
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {  // the fused kernel: bf16 only
+    if (norm.any()) {
+      return LaunchTcKernel(TcLutGemmFusedKernel<T, kBits, kMT, TcGroupFor(kMT)>, grid, p.smem_bytes, pdl, stream,
+                            args, norm);
+    }
+  }
+  return LaunchTcKernel(TcLutGemmKernel<T, kBits, kMT, TcGroupFor(kMT)>, grid, p.smem_bytes, pdl, stream, args);
+}
+
 template <typename T, int kBits>
-cudaError_t LaunchTcForBits(const TcArgs& args, const TcPlan& p, bool pdl, cudaStream_t stream) {
+cudaError_t LaunchTcForBits(const TcArgs& args, const TcNormArgs& norm, const TcPlan& p, bool pdl, cudaStream_t stream) {
   switch (p.mt) {
-    case 16: return LaunchTcInstance<T, kBits, 16>(args, p, pdl, stream);
-    case 32: return LaunchTcInstance<T, kBits, 32>(args, p, pdl, stream);
-    case 64: return LaunchTcInstance<T, kBits, 64>(args, p, pdl, stream);
-    default: return LaunchTcInstance<T, kBits, 128>(args, p, pdl, stream);
+    case 16: return LaunchTcInstance<T, kBits, 16>(args, norm, p, pdl, stream);
+    case 32: return LaunchTcInstance<T, kBits, 32>(args, norm, p, pdl, stream);
+    case 64: return LaunchTcInstance<T, kBits, 64>(args, norm, p, pdl, stream);
+    default: return LaunchTcInstance<T, kBits, 128>(args, norm, p, pdl, stream);
   }
 }
 
 template <typename T>
-cudaError_t LaunchTcForType(const TcArgs& args, int bits, const TcPlan& p, bool pdl, cudaStream_t stream) {
+cudaError_t LaunchTcForType(const TcArgs& args, const TcNormArgs& norm, int bits, const TcPlan& p, bool pdl,
+                            cudaStream_t stream) {
   switch (bits) {
-    case 2: return LaunchTcForBits<T, 2>(args, p, pdl, stream);
-    case 3: return LaunchTcForBits<T, 3>(args, p, pdl, stream);
-    default: return LaunchTcForBits<T, 4>(args, p, pdl, stream);
+    case 2: return LaunchTcForBits<T, 2>(args, norm, p, pdl, stream);
+    case 3: return LaunchTcForBits<T, 3>(args, norm, p, pdl, stream);
+    default: return LaunchTcForBits<T, 4>(args, norm, p, pdl, stream);
   }
 }
 
 }  // namespace
 
 absl::Status LaunchTensorCoreLutGemm(const LutGemmParams& params, CUstream_st* stream) {
-  if (params.residual_epilogue() || params.norm_prologue()) {
-    return absl::UnimplementedError(
-        "LUT-GEMM: the tensor-core kernel has no fused residual epilogue or norm prologue (strip kernel only)");
+  if (params.norm_prologue()) {
+    return absl::InvalidArgumentError("LUT-GEMM: the tensor-core kernel has no norm prologue (strip kernel only)");
+  }
+  if ((params.residual_epilogue() || params.deferred_norm()) && params.dtype != ActivationType::kBFloat16) {
+    return absl::InvalidArgumentError(
+        "LUT-GEMM: the tensor-core kernel's residual epilogue and deferred norm are compiled for bf16 only "
+        "(dtype fp16 given; fp16 decode steps of few rows use the strip kernel's fused norms)");
   }
   const int64_t max_grid = int64_t{1} << 31;
   if ((params.m + 15) / 16 * ((params.shape.n + kBlockN - 1) / kBlockN) * (params.shape.k / kTileK) >= max_grid) {
@@ -736,10 +978,18 @@ absl::Status LaunchTensorCoreLutGemm(const LutGemmParams& params, CUstream_st* s
   args.num_m_tiles = plan->num_m_tiles;
   args.swiglu = params.swiglu;
   args.early_weights = params.pdl && params.early_weights;
-  args.own_reduce = plan->own_reduce;
+  TcNormArgs norm;
+  norm.residual = params.residual_out;
+  norm.sumsq_out = params.sumsq_out;
+  norm.prenorm_out = params.prenorm_out;
+  norm.prenorm_weight = params.prenorm_weight;
+  norm.deferred_sumsq = params.deferred_sumsq;
+  norm.norm_eps = params.norm_eps;
+  // (SumPartialsInSplitOrder stores plain outputs only.)
+  args.own_reduce = plan->own_reduce || params.residual_epilogue() || params.deferred_norm();
   const cudaError_t err = params.dtype == ActivationType::kBFloat16
-                              ? LaunchTcForType<__nv_bfloat16>(args, params.shape.bits, *plan, params.pdl, stream)
-                              : LaunchTcForType<__half>(args, params.shape.bits, *plan, params.pdl, stream);
+                              ? LaunchTcForType<__nv_bfloat16>(args, norm, params.shape.bits, *plan, params.pdl, stream)
+                              : LaunchTcForType<__half>(args, norm, params.shape.bits, *plan, params.pdl, stream);
   if (err != cudaSuccess) {
     return absl::InternalError(absl::StrCat("LUT-GEMM (tensor-core) launch failed: ", cudaGetErrorString(err)));
   }

@@ -117,22 +117,35 @@ class CudaBackend : public Backend, public CudaBenchHooks {
   // projection into gate_up_ and gpu::LaunchSwiGlu in the projection's layout.
   // norm_weight != nullptr: x is not used; the kernel normalizes residual_ itself (the norm
   // prologue, only where PlanNormFusion allows it).
+  // deferred_norm: x is normed_ written as a prenorm_out, and the kernel applies the rows'
+  // 1 / rms from norm_sumsq_ (lut::LutGemmParams::deferred_sumsq).
   absl::Status GateUpSwiGlu(const GpuProjection& p, const void* x, int m, void* out,
-                            const DeviceBuffer* norm_weight = nullptr);
-  // Residual add + RMSNorm fused into the LUT projections around them (the residual epilogue
-  // of the projection before, the norm prologue of the one after; lut::LutGemmParams), for
-  // each of a layer's two norms, where both projections run on the strip kernel at m rows.
-  // Saves two launches and the normed_/proj_ round trips per layer in decode steps.
+                            const DeviceBuffer* norm_weight = nullptr, bool deferred_norm = false);
+  // Residual add + RMSNorm fused into the LUT projections around them (lut::LutGemmParams).
+  // Strip kernel (decode steps of a few rows), for each of a layer's two norms where both
+  // projections run on it: the residual epilogue of the projection before, the norm prologue of
+  // the one after. Tensor-core kernel (the other decode steps, bf16 models, all projections
+  // single LUT parts): the projection before also writes the norm's input times its weight
+  // (prenorm_out, into normed_), and the one after applies 1 / rms to its sums (the deferred
+  // norm). Either saves two launches and the normed_/proj_ round trips per layer.
   struct NormFusion {
-    bool after_attention = false;  // o proj -> gate/up
-    bool after_mlp = false;        // down proj -> the next layer's qkv (and the final norm)
+    bool after_attention = false;  // strip: o proj -> gate/up
+    bool after_mlp = false;        // strip: down proj -> the next layer's qkv (and the final norm)
+    bool deferred = false;         // tensor-core: both norms of every layer (not the final norm)
   };
   NormFusion PlanNormFusion(int m) const;
+  // Whether the deferred norm can run every layer (bf16, single-part LUT projections, gate/up
+  // interleaved for the SwiGLU epilogue; FLUTE_DEFERRED_NORM=0 turns it off for A/B runs).
+  bool DeferredNormApplies(int m) const;
   // y = RMSNorm(residual_) · pᵀ (norm prologue) and residual_ += x · pᵀ (residual epilogue),
   // for a single-part LUT projection where PlanNormFusion allows it.
   absl::Status ProjectNormed(const GpuProjection& p, const DeviceBuffer& norm_weight, int m, void* y);
+  // y = (normed_ · pᵀ) times each row's 1 / rms (the deferred norm).
+  absl::Status ProjectDeferredNorm(const GpuProjection& p, int m, void* y);
   // coresident_smem: lut::LutGemmParams::coresident_smem (the kernel before keeps that much).
-  absl::Status ProjectIntoResidual(const GpuProjection& p, const void* x, int m, int coresident_smem = 0);
+  // prenorm_weight: also normed_ = prenorm_weight * the new residual (the deferred norm's input).
+  absl::Status ProjectIntoResidual(const GpuProjection& p, const void* x, int m, int coresident_smem = 0,
+                                   const DeviceBuffer* prenorm_weight = nullptr);
   // bench e2e --ablate: whether kernels of this kind are left out of every step.
   bool Ablated(const char* kind) const;
   // Adds the residual epilogue / the norm prologue (with norm_weight) to a LUT-GEMM call.

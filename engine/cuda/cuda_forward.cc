@@ -2,7 +2,9 @@
 // the kernel sequence of the LLaMA decoder, replayed from CUDA graphs for decode steps.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 
 #include "absl/strings/str_cat.h"
 #include "engine/cuda/cuda_backend_impl.h"
@@ -272,7 +274,27 @@ CudaBackend::NormFusion CudaBackend::PlanNormFusion(int m) const {
   }
   fusion.after_attention = attention_pair;
   fusion.after_mlp = mlp_pair;
+  fusion.deferred = !attention_pair && !mlp_pair && DeferredNormApplies(m);
   return fusion;
+}
+
+bool CudaBackend::DeferredNormApplies(int m) const {
+  // bf16 only: prenorm_out holds weight * residual before the 1 / rms factor, which in fp16
+  // could overflow where the normalized value would not.
+  // From 5 rows: where the plain products run on the tensor-core kernel too (lut_gemm.h: kAuto).
+  if (dtype_ != lut::ActivationType::kBFloat16 || options_.batch_invariant || m < 5 || !UsesLutKernel(m)) {
+    return false;
+  }
+  const char* env = std::getenv("FLUTE_DEFERRED_NORM");
+  if (env != nullptr && std::string(env) == "0") return false;
+  const auto single_lut = [](const GpuProjection& p) { return p.parts.size() == 1 && p.parts.front().lut; };
+  for (const GpuLayer& layer : model_->layers) {
+    if (!single_lut(layer.qkv) || !single_lut(layer.o) || !single_lut(layer.gate_up) || !single_lut(layer.down) ||
+        layer.gate_up.interleave != 8) {
+      return false;
+    }
+  }
+  return true;
 }
 
 void CudaBackend::AddResidualEpilogue(lut::LutGemmParams* params) const {
@@ -295,24 +317,42 @@ absl::Status CudaBackend::ProjectNormed(const GpuProjection& p, const DeviceBuff
   return lut::LaunchLutGemm(params, stream_);
 }
 
-absl::Status CudaBackend::ProjectIntoResidual(const GpuProjection& p, const void* x, int m, int coresident_smem) {
+absl::Status CudaBackend::ProjectDeferredNorm(const GpuProjection& p, int m, void* y) {
+  lut::LutGemmParams params = LutParams(p.parts.front(), normed_.get(), m, y);
+  params.deferred_sumsq = norm_sumsq_.as<float>();
+  params.norm_eps = static_cast<float>(config_.rms_norm_eps);
+  return lut::LaunchLutGemm(params, stream_);
+}
+
+absl::Status CudaBackend::ProjectIntoResidual(const GpuProjection& p, const void* x, int m, int coresident_smem,
+                                              const DeviceBuffer* prenorm_weight) {
   lut::LutGemmParams params = LutParams(p.parts.front(), x, m, nullptr);
   params.coresident_smem = coresident_smem;
   AddResidualEpilogue(&params);
+  if (prenorm_weight != nullptr) {
+    params.prenorm_out = normed_.get();
+    params.prenorm_weight = prenorm_weight->as<float>();
+  }
   return lut::LaunchLutGemm(params, stream_);
 }
 
 absl::Status CudaBackend::GateUpSwiGlu(const GpuProjection& p, const void* x, int m, void* out,
-                                       const DeviceBuffer* norm_weight) {
+                                       const DeviceBuffer* norm_weight, bool deferred_norm) {
   const GpuMatrix& w = p.parts.front();
   if (p.interleave == 8 && w.lut && UsesLutKernel(m)) {
     // The LUT kernels' epilogue applies SwiGLU (one launch, no [m, 2 inter] round trip).
     lut::LutGemmParams params = LutParams(w, x, m, out);
     params.swiglu = true;
     if (norm_weight != nullptr) AddNormPrologue(*norm_weight, &params);
+    if (deferred_norm) {
+      params.deferred_sumsq = norm_sumsq_.as<float>();
+      params.norm_eps = static_cast<float>(config_.rms_norm_eps);
+    }
     return lut::LaunchLutGemm(params, stream_);
   }
-  if (norm_weight != nullptr) return absl::InternalError("GateUpSwiGlu: norm prologue without the fused LUT path");
+  if (norm_weight != nullptr || deferred_norm) {
+    return absl::InternalError("GateUpSwiGlu: fused norm without the fused LUT path");
+  }
   RETURN_IF_ERROR(Project(p, x, m, gate_up_.get(), false));
   return gpu::LaunchSwiGlu(dtype_, gate_up_.get(), m, p.n() / 2, out, stream_, p.interleave);
 }
@@ -384,6 +424,8 @@ absl::Status CudaBackend::LaunchForward(const StepPlan& plan) {
     const GpuLayer& layer = model_->layers[l];
     if (l > 0 && fuse.after_mlp) {  // the previous down projection left residual_ and its sums
       LAUNCH("qkv proj", ProjectNormed(layer.qkv, layer.input_norm, t, qkv_.get()));
+    } else if (l > 0 && fuse.deferred) {  // ... and normed_ = input_norm * residual_
+      LAUNCH("qkv proj", ProjectDeferredNorm(layer.qkv, t, qkv_.get()));
     } else {
       LAUNCH("add+rmsnorm", add_rms_norm(l == 0 ? nullptr : proj_.get(), layer.input_norm));
       LAUNCH("qkv proj", Project(layer.qkv, normed_.get(), t, qkv_.get(), false));
@@ -403,16 +445,26 @@ absl::Status CudaBackend::LaunchForward(const StepPlan& plan) {
       // attention holds several CTAs per SM and the O projection would get one block per SM).
       LAUNCH("o proj", ProjectIntoResidual(layer.o, attn_.get(), t, t == 1 ? kDecodeAttentionSmem : 0));
       LAUNCH("gate_up+swiglu", GateUpSwiGlu(layer.gate_up, nullptr, t, mlp_.get(), &layer.post_attention_norm));
+    } else if (fuse.deferred) {
+      LAUNCH("o proj", ProjectIntoResidual(layer.o, attn_.get(), t, 0, &layer.post_attention_norm));
+      LAUNCH("gate_up+swiglu", GateUpSwiGlu(layer.gate_up, normed_.get(), t, mlp_.get(), nullptr, true));
     } else {
       LAUNCH("o proj", Project(layer.o, attn_.get(), t, proj_.get(), false));
       LAUNCH("add+rmsnorm", add_rms_norm(proj_.get(), layer.post_attention_norm));
       LAUNCH("gate_up+swiglu", GateUpSwiGlu(layer.gate_up, normed_.get(), t, mlp_.get()));
     }
-    LAUNCH("down proj", fuse.after_mlp ? ProjectIntoResidual(layer.down, mlp_.get(), t)
-                                       : Project(layer.down, mlp_.get(), t, proj_.get(), false));
+    if (fuse.deferred) {  // the last layer's down projection leaves the final norm to its kernel
+      const bool last = l + 1 == config_.num_layers;
+      LAUNCH("down proj", ProjectIntoResidual(layer.down, mlp_.get(), t, 0,
+                                              last ? nullptr : &model_->layers[l + 1].input_norm));
+    } else {
+      LAUNCH("down proj", fuse.after_mlp ? ProjectIntoResidual(layer.down, mlp_.get(), t)
+                                         : Project(layer.down, mlp_.get(), t, proj_.get(), false));
+    }
   }
   // (After a fused down projection the residual is already complete: nothing to add.)
-  LAUNCH("add+rmsnorm", add_rms_norm(fuse.after_mlp ? nullptr : proj_.get(), model_->final_norm));
+  LAUNCH("add+rmsnorm",
+         add_rms_norm(fuse.after_mlp || fuse.deferred ? nullptr : proj_.get(), model_->final_norm));
   const int rows = static_cast<int>(plan.logit_rows.size());
   if (rows > 0) {
     // Decode steps want every row's logits, in order: the LM head reads normed_ itself.

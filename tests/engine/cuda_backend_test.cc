@@ -4,6 +4,7 @@
 // the build has no CUDA, the machine no GPU, or ../shared is absent.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -253,6 +254,35 @@ TEST(CudaBackend, DecodeStepsRunTheFusedNorms) {
   AsCudaBench(gpu.get())->ResetProfile();
   RunChunked(*gpu, ids, 24);
   EXPECT_EQ(NormLaunchesPerStep(*gpu), 5);
+}
+
+// bf16 steps of 5 or more rows (here prefill chunks of 8) run the deferred norm on the
+// tensor-core kernel (cuda_forward.cc: NormFusion::deferred): two add + RMSNorm launches per
+// step instead of 2 x layers + 1, and logits as close to the CPU backend as with the separate
+// norm kernels (FLUTE_DEFERRED_NORM=0).
+TEST(CudaBackend, Bf16StepsRunTheDeferredNorm) {
+  REQUIRE_SHARED_AND_GPU();
+  std::string skip;
+  BackendOptions options = CudaOptions("bfloat16");
+  options.profile = true;
+  auto gpu = MakeCuda(QuantizedManpage(), options, &skip);
+  REQUIRE_CUDA(gpu, skip);
+  auto cpu = MakeCpu(QuantizedManpage());
+  ASSERT_NE(cpu, nullptr);
+  const std::vector<int32_t> ids = ValidationTokens(64, 3000);
+  const std::vector<float> want = RunChunked(*cpu, ids, 8);
+  const std::vector<float> fused = RunChunked(*gpu, ids, 8);
+  EXPECT_EQ(NormLaunchesPerStep(*gpu), 2);
+  AsCudaBench(gpu.get())->ResetProfile();
+  setenv("FLUTE_DEFERRED_NORM", "0", 1);
+  const std::vector<float> separate = RunChunked(*gpu, ids, 8);
+  unsetenv("FLUTE_DEFERRED_NORM");
+  EXPECT_GE(NormLaunchesPerStep(*gpu), 5);
+  const double fused_error = NormalizedError(fused, want), separate_error = NormalizedError(separate, want);
+  std::printf("[nf4 bf16, chunks of 8] normalized logit error vs cpu: deferred norm %.2e, separate norm kernels %.2e\n",
+              fused_error, separate_error);
+  EXPECT_LE(fused_error, 1e-2);  // as Bf16LogitsStayClose
+  EXPECT_LE(fused_error, 2 * separate_error + 1e-3);
 }
 
 TEST(CudaBackend, ChunkedPrefillMatchesOnePass) {

@@ -1,7 +1,7 @@
 // The wgmma tensor-core LUT-GEMM (LutKernel::kTensorCore, kernels/lut_gemm_tc.cu) against the
 // CPU ReferenceMatmul on fresh random inputs every run: bits x G x dtype x M (full and partial
 // 64/128-row tiles of X), partial column blocks, forced and automatic split-K, the SwiGLU
-// epilogue, PDL, run-to-run determinism, and Unimplemented where it does not apply. Outputs
+// epilogue, PDL, run-to-run determinism, and the errors where it does not apply. Outputs
 // are poisoned (NaN) before each call. Skips with a message without CUDA or a GPU.
 #include <gtest/gtest.h>
 
@@ -334,9 +334,10 @@ TEST(LutGemmTcGpuTest, EveryFluteLutTcConfigMatchesAndReductionsAreBitwiseEqual)
   }
 }
 
-// The fused residual epilogue and norm prologue are the strip kernel's: forcing the
-// tensor-core kernel with them is an error naming the strip kernel, for every m.
-TEST(LutGemmTcGpuTest, FusedResidualIsUnimplemented) {
+// The norm prologue is the strip kernel's: forcing the tensor-core kernel with it is an error
+// naming the strip kernel, for every m. (Its residual epilogue and deferred norm:
+// lut_gemm_tc_fused_gpu_test.cc.)
+TEST(LutGemmTcGpuTest, NormPrologueIsRejected) {
   REQUIRE_GPU();
   DeviceBuffer buf(1 << 20);
   for (int64_t m : {1, 16, 64}) {
@@ -348,10 +349,9 @@ TEST(LutGemmTcGpuTest, FusedResidualIsUnimplemented) {
     params.packed = static_cast<const uint8_t*>(buf.ptr);
     params.scales = static_cast<const uint16_t*>(buf.ptr);
     params.table = static_cast<const float*>(buf.ptr);
-    params.residual_out = static_cast<float*>(buf.ptr);
-    params.sumsq_out = static_cast<float*>(buf.ptr);
+    params.residual_in = params.sumsq_in = params.norm_weight = static_cast<const float*>(buf.ptr);
     const absl::Status st = LaunchLutGemm(params, nullptr);
-    EXPECT_FALSE(st.ok());
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
     EXPECT_NE(st.message().find("strip kernel"), std::string::npos) << st;
   }
 }
