@@ -334,24 +334,6 @@ __device__ __forceinline__ void ResidualEpilogue(const float (&acc)[kMT / 2], co
   }
 }
 
-// Pulls the rows of a block's [kMT x 128] residual tile and its 128 prenorm weights into L2,
-// marked evict-last, so that the residual epilogue at the kernel's end does not wait for DRAM
-// (between two norms a decode step streams more weights than L2 holds).
-template <int kMT>
-__device__ __forceinline__ void PrefetchResidualTile(const TcNormArgs& norm, int total_m, int total_n, int m0,
-                                                     int col_block) {
-  const int n0 = col_block * kTileBlockN;
-  for (int t = threadIdx.x; t < kMT * 4; t += kThreads) {  // 4 lines of 128 B per row
-    const int m = m0 + t / 4, n = n0 + 32 * (t % 4);
-    if (m < total_m && n < total_n) {
-      asm volatile("prefetch.global.L2::evict_last [%0];" ::"l"(norm.residual + static_cast<int64_t>(m) * total_n + n));
-    }
-  }
-  if (norm.prenorm_weight != nullptr && threadIdx.x < 4 && n0 + 32 * threadIdx.x < total_n) {
-    asm volatile("prefetch.global.L2::evict_last [%0];" ::"l"(norm.prenorm_weight + n0 + 32 * threadIdx.x));
-  }
-}
-
 // The deferred norm's row factors: s_inv[r] = 1 / sqrt(sum of sumsq[m0 + r, 0 .. k / 128) / k +
 // eps) for the block's kMT rows (0 past the last row; sumsq: the per-128-column sums of a
 // residual epilogue with prenorm_out), as gpu::LaunchAddRmsNorm computes it. kThreads / kMT
@@ -466,9 +448,6 @@ __device__ __forceinline__ void TcLutGemmBody(const TcArgs& args, const TcNormAr
   // prologue commits kStages - 1 groups, group s = stage s; with them one more group comes
   // first (all the codes), and group s + 1 = stage s's X.
   LaunchDependents();
-  if constexpr (kFused) {
-    if (norm.residual != nullptr && split == 0) PrefetchResidualTile<kMT>(norm, args.m, args.n, m0, col_block);
-  }
   if (args.early_weights) {
 #pragma unroll
     for (int s = 0; s < C::kStages - 1; ++s) {
