@@ -19,8 +19,9 @@ enum class ActivationType { kFloat16, kBFloat16 };
 
 // Which kernel runs a call. kAuto: the persistent-strip kernel when it takes the call (m <= 8,
 // k % 1024 == 0, split_k = 0, 16-byte aligned scales, ...: UsesStripKernel, kernels/README.md),
-// else the wgmma tensor-core kernel from m = 5 (split_k = 0), else the tiled split-K kernel.
-// The others force one (tests and benchmarks); kStrip fails with InvalidArgument where it does
+// else the wgmma tensor-core kernel from m = 5 (split_k = 0), else the tiled split-K kernel;
+// calls with prenorm_out or the deferred norm, and residual epilogues the strip kernel does not
+// take, always run on the tensor-core kernel. The others force one (tests and benchmarks); kStrip fails with InvalidArgument where it does
 // not apply. kTensorCore: the Hopper wgmma kernel (kernels/lut_gemm_tc.h), any m.
 enum class LutKernel { kAuto, kSplitK, kStrip, kTensorCore };
 
