@@ -54,6 +54,10 @@
 //    session, against FLUTE_ATTENTION_COMBINE=last): W4 -0.05 ms per step, bf16 -0.11 ms. With
 //    clusters up to 4 (or 32) sequences, batch 4 was 0.2 ms slower (and batches 8 and 16 0.3 and
 //    0.7 ms with 32), so only single-sequence launches use it.
+//  - The same for many (sequence, kv head) pairs (DecodeColumnsRopeKernel, 8B from batch 24): one
+//    or two CTA columns per pair instead of one CTA per split; a column computes the splits
+//    column, column + columns, ... in turn, each exactly as above (bitwise the same `out`), its
+//    chunks double-buffered (the first two copied before the PDL wait). See DecodeColumnCta.
 //  - Prefill (query_len > 1): PrefillMmaKernel, FlashAttention-2 style tiles of 64 query rows
 //    (16 per warp) x 64 keys of one query head on mma.sync.m16n8k16 tensor cores, online
 //    softmax in fp32 registers, causal masking by position. PrefillKernel is a plain SIMT
@@ -256,7 +260,7 @@ __device__ __forceinline__ void LdMatrixX4Trans(uint32_t* r, const void* p) {
 // chunk_sum[kG][D] (fp32), and after the chunk loop the V rows are the split merges' scratch
 // (MergeScratch). Plus the per-warp row max and sum. Totals (static, under the 48 KB limit):
 // 33-34 KB at D = 128, 17-18 KB at D = 64.
-template <int kD, int kG>
+template <int kD, int kG, int kBufs = 1>
 struct DecodeSmem {
   static constexpr int kPieces = kD / 8;  // 16-byte pieces per K (or V) row
   static constexpr int kWarps = kDecodeThreads / 32;
@@ -277,7 +281,7 @@ struct DecodeSmem {
     KvRows kv;
     ChunkOut out;
   };
-  Store buf;                                 // 16-byte aligned (uint4 members), at offset 0
+  Store buf[kBufs];                          // 16-byte aligned (uint4 members), at offset 0
   float wmax[kWarps][8], wsum[kWarps][8];    // per warp: row max and sum over its 16 keys
   float l[kG];
   float m[kG];
@@ -286,10 +290,10 @@ struct DecodeSmem {
 
 // Scratch of the split merges (MergeSplits' (max, sum) pairs, 2 * kG * kMaxSplits floats): the
 // V rows, free once the chunk loop is over (the cluster merge's partials sit in the K rows).
-template <int kD, int kG>
-__device__ __forceinline__ float* MergeScratch(DecodeSmem<kD, kG>& sm) {
-  static_assert(sizeof(sm.buf.kv.v) >= sizeof(float) * 2 * kG * kMaxSplits, "the merge's scratch must fit");
-  return reinterpret_cast<float*>(&sm.buf.kv.v[0][0]);
+template <int kD, int kG, int kBufs>
+__device__ __forceinline__ float* MergeScratch(DecodeSmem<kD, kG, kBufs>& sm) {
+  static_assert(sizeof(sm.buf[0].kv.v) >= sizeof(float) * 2 * kG * kMaxSplits, "the merge's scratch must fit");
+  return reinterpret_cast<float*>(&sm.buf[0].kv.v[0][0]);
 }
 
 // What one CTA knows about its (sequence, kv head, head slice).
@@ -326,15 +330,17 @@ __device__ __forceinline__ void CpAsync16(void* smem, const void* gmem) {
 }
 __device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 __device__ __forceinline__ void CpAsyncWaitAll() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
+// Waits for all but the most recently committed group.
+__device__ __forceinline__ void CpAsyncWaitPrior1() { asm volatile("cp.async.wait_group 1;\n" ::: "memory"); }
 
 // Issues (does not wait for) the cp.async of the K and V rows of positions c0 + r, r < n
 // (n <= kChunk: the chunk's positions in the context), except row `skip` (pass kChunk to
-// skip none), into sm.buf.kv. Thread t copies piece t % kPieces of rows t / kPieces + j *
+// skip none), into sm.buf[b].kv. Thread t copies piece t % kPieces of rows t / kPieces + j *
 // kRowsPerPass; its block-table entries are all loaded before its first copy, so the chunk
 // costs one table round trip, then one K/V round trip with every row in flight.
-template <typename T, int kD, int kG>
+template <typename T, int kD, int kG, int kBufs>
 __device__ __forceinline__ void IssueChunkKv(const AttnArgs& a, const int32_t* table, int kv_head, int c0,
-                                             int n, int skip, DecodeSmem<kD, kG>& sm) {
+                                             int n, int skip, DecodeSmem<kD, kG, kBufs>& sm, int b) {
   constexpr int kPieces = kD / 8;
   constexpr int kRowsPerPass = kDecodeThreads / kPieces;
   constexpr int kPasses = kChunk / kRowsPerPass;  // 8 at D = 128, 4 at D = 64
@@ -353,8 +359,8 @@ __device__ __forceinline__ void IssueChunkKv(const AttnArgs& a, const int32_t* t
     if (r < n && r != skip) {
       const size_t off = SlotOffset(block[j], c0 + r, a.bs_log2, a.num_kv_heads, kv_head, kD) + piece * 8;
       const int sp = DecodeSmem<kD, kG>::Swizzle(r, piece);
-      CpAsync16(&sm.buf.kv.k[r][sp], k_cache + off);
-      CpAsync16(&sm.buf.kv.v[r][sp], v_cache + off);
+      CpAsync16(&sm.buf[b].kv.k[r][sp], k_cache + off);
+      CpAsync16(&sm.buf[b].kv.v[r][sp], v_cache + off);
     }
   }
 }
@@ -485,14 +491,15 @@ __device__ __forceinline__ void LoadRotatedQ(const DecodeTask& task, QFragments<
   FillQFragments<kD>(reinterpret_cast<const uint32_t*>(&fs.q[min(g, kG - 1)][0]) + t, g < task.ng, qa);
 }
 
-// One chunk of kChunk positions, its K and V rows already in sm.buf.kv (cp.async complete, rows
+// One chunk of kChunk positions, its K and V rows already in sm.buf[b].kv (cp.async complete, rows
 // >= n of V zero, a barrier passed): exact softmax over the chunk on the tensor cores, merged
 // into `run`. qa from LoadQ / LoadRotatedQ. Three barriers: the warps' row maxima, P, the sums.
-template <typename T, int kD, int kG>
+template <typename T, int kD, int kG, int kBufs>
 __device__ __forceinline__ void DecodeChunk(const AttnArgs& a, const DecodeTask& task, int chunk,
-                                            const QFragments<kD>& qa, DecodeSmem<kD, kG>& sm,
-                                            DecodeRun<kD, kG>& run) {
-  using Smem = DecodeSmem<kD, kG>;
+                                            const QFragments<kD>& qa, DecodeSmem<kD, kG, kBufs>& sm,
+                                            DecodeRun<kD, kG>& run, int b) {
+  using Smem = DecodeSmem<kD, kG, kBufs>;
+  auto& buf = sm.buf[b];
   constexpr int kWarpTiles = kD / 8 / Smem::kWarps;  // n-tiles of 8 dims per warp in P V: 4 or 2
   const int ng = task.ng;
   const int n = min(kChunk, task.ctx - chunk * kChunk);
@@ -505,7 +512,7 @@ __device__ __forceinline__ void DecodeChunk(const AttnArgs& a, const DecodeTask&
     s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
     // Row 16 warp + 8 nt + g (row % 8 = g): dims 16 ks + 2t (+1) and + 8 are 32-bit word t of
     // pieces 2 ks and 2 ks + 1, swizzled.
-    const uint32_t* krow = reinterpret_cast<const uint32_t*>(&sm.buf.kv.k[16 * warp + 8 * nt + g][0]) + t;
+    const uint32_t* krow = reinterpret_cast<const uint32_t*>(&buf.kv.k[16 * warp + 8 * nt + g][0]) + t;
 #pragma unroll
     for (int ks = 0; ks < kD / 16; ++ks) {
       const uint32_t aq[4] = {qa[ks][0], 0u, qa[ks][1], 0u};
@@ -536,7 +543,7 @@ __device__ __forceinline__ void DecodeChunk(const AttnArgs& a, const DecodeTask&
     s[nt][0] = exp2f(s[nt][0] - m);
     s[nt][1] = exp2f(s[nt][1] - m);
     sum += s[nt][0] + s[nt][1];
-    *reinterpret_cast<uint32_t*>(&sm.buf.out.pt[g][16 * warp + 8 * nt + 2 * t]) = Mma<T>::Pack(s[nt][0], s[nt][1]);
+    *reinterpret_cast<uint32_t*>(&buf.out.pt[g][16 * warp + 8 * nt + 2 * t]) = Mma<T>::Pack(s[nt][0], s[nt][1]);
   }
 #pragma unroll
   for (int off = 1; off < 4; off *= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
@@ -548,7 +555,7 @@ __device__ __forceinline__ void DecodeChunk(const AttnArgs& a, const DecodeTask&
   float o[kWarpTiles][4];
 #pragma unroll
   for (int dt = 0; dt < kWarpTiles; ++dt) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.f;
-  const uint32_t* prow = reinterpret_cast<const uint32_t*>(&sm.buf.out.pt[g][0]) + t;
+  const uint32_t* prow = reinterpret_cast<const uint32_t*>(&buf.out.pt[g][0]) + t;
 #pragma unroll
   for (int j = 0; j < kChunk / 16; ++j) {
     const uint32_t pa[4] = {prow[8 * j], 0u, prow[8 * j + 4], 0u};
@@ -556,7 +563,7 @@ __device__ __forceinline__ void DecodeChunk(const AttnArgs& a, const DecodeTask&
 #pragma unroll
     for (int dt = 0; dt < kWarpTiles; dt += 2) {
       uint32_t b[4];
-      LdMatrixX4Trans(b, &sm.buf.kv.v[key][Smem::Swizzle(key, warp * kWarpTiles + dt + lane / 16)]);
+      LdMatrixX4Trans(b, &buf.kv.v[key][Smem::Swizzle(key, warp * kWarpTiles + dt + lane / 16)]);
       Mma<T>::Run(o[dt], pa, b[0], b[1]);
       Mma<T>::Run(o[dt + 1], pa, b[2], b[3]);
     }
@@ -564,7 +571,7 @@ __device__ __forceinline__ void DecodeChunk(const AttnArgs& a, const DecodeTask&
   if (g < kG) {  // (chunk_sum lies before P in the K rows: no barrier needed)
 #pragma unroll
     for (int dt = 0; dt < kWarpTiles; ++dt) {
-      float* dst = &sm.buf.out.chunk_sum[g][8 * (warp * kWarpTiles + dt) + 2 * t];
+      float* dst = &buf.out.chunk_sum[g][8 * (warp * kWarpTiles + dt) + 2 * t];
       dst[0] = o[dt][0];
       dst[1] = o[dt][1];
     }
@@ -587,7 +594,7 @@ __device__ __forceinline__ void DecodeChunk(const AttnArgs& a, const DecodeTask&
     const int o = threadIdx.x + i * kDecodeThreads;
     if (o < ng * kD) {
       const int g = o / kD, d = o % kD;
-      const float sum = sm.buf.out.chunk_sum[g][d];
+      const float sum = buf.out.chunk_sum[g][d];
       const float m_new = fmaxf(run.m[i], sm.m[g]);
       const float w_old = exp2f(run.m[i] - m_new), w_chunk = exp2f(sm.m[g] - m_new);
       // The FMA contraction spelled out, as nvcc had contracted the plain expressions
@@ -698,14 +705,14 @@ __device__ __forceinline__ void MergeSplitsCluster(const AttnArgs& a, int q_row,
 // atomicAdd, and the last CTA fences again before it reads). The last CTA resets the counter,
 // so the prefix is zero again when the launch ends. The chunk loop's shared memory is free by
 // now (the first barrier): its score buffer holds the merge's (max, sum) pairs.
-template <typename T, int kD, int kG>
+template <typename T, int kD, int kG, int kBufs>
 __device__ __forceinline__ void MergeIfLastSplit(const AttnArgs& a, const DecodeTask& task, int num_splits,
-                                                 DecodeSmem<kD, kG>& sm) {
+                                                 int arrivals, DecodeSmem<kD, kG, kBufs>& sm) {
   __threadfence();
   __syncthreads();
   if (threadIdx.x == 0) {
     int* counter = a.split_counters + static_cast<int64_t>(task.seq) * gridDim.x + blockIdx.x;
-    const bool last = atomicAdd(counter, 1) == num_splits - 1;
+    const bool last = atomicAdd(counter, arrivals) == num_splits - arrivals;
     if (last) *counter = 0;  // every split has arrived: nobody else touches it this launch
     sm.merges = last;
   }
@@ -783,7 +790,7 @@ __device__ __forceinline__ void DecodeChunkCta(const AttnArgs& a, const RopeKvAr
   // cache offset (the table is a step input).
   const int newest = task.ctx - 1 - first * kChunk;
   IssueChunkKv<T, kD, kG>(a, table, task.kv_head, first * kChunk, min(kChunk, task.ctx - first * kChunk),
-                          newest, sm);
+                          newest, sm, 0);
   CpAsyncCommit();
   constexpr int kPieces = kD / 8;
   // Fused: whether the newest row comes from qkv (the row's slot is valid) rather than the cache.
@@ -809,9 +816,9 @@ __device__ __forceinline__ void DecodeChunkCta(const AttnArgs& a, const RopeKvAr
   if (copies_newest) {
     const int sp = DecodeSmem<kD, kG>::Swizzle(newest, threadIdx.x % kPieces);
     if (threadIdx.x < kPieces) {
-      CpAsync16(&sm.buf.kv.k[newest][sp], static_cast<const T*>(a.k_cache) + newest_off);
+      CpAsync16(&sm.buf[0].kv.k[newest][sp], static_cast<const T*>(a.k_cache) + newest_off);
     } else {
-      CpAsync16(&sm.buf.kv.v[newest][sp], static_cast<const T*>(a.v_cache) + newest_off);
+      CpAsync16(&sm.buf[0].kv.v[newest][sp], static_cast<const T*>(a.v_cache) + newest_off);
     }
   }
   CpAsyncCommit();
@@ -843,27 +850,27 @@ __device__ __forceinline__ void DecodeChunkCta(const AttnArgs& a, const RopeKvAr
       // once the previous chunk's reads of the shared storage (chunk_sum, m, l) are done.
       __syncthreads();
       IssueChunkKv<T, kD, kG>(a, table, task.kv_head, chunk * kChunk, n,
-                              kFused && chunk == newest_chunk ? task.ctx - 1 - chunk * kChunk : kChunk, sm);
+                              kFused && chunk == newest_chunk ? task.ctx - 1 - chunk * kChunk : kChunk, sm, 0);
       CpAsyncCommit();
     }
     // V rows past the context: zero (P is 0 there, and 0 times a stale NaN would not be).
     for (int i = n * kPieces + threadIdx.x; i < kChunk * kPieces; i += kDecodeThreads) {
-      sm.buf.kv.v[i / kPieces][i % kPieces] = make_uint4(0, 0, 0, 0);
+      sm.buf[0].kv.v[i / kPieces][i % kPieces] = make_uint4(0, 0, 0, 0);
     }
     if constexpr (kFused) {
       if (chunk == newest_chunk && threadIdx.x < 2 * kPieces) {  // the newest row from qkv (fs)
         const int row = task.ctx - 1 - chunk * kChunk, piece = threadIdx.x % kPieces;
         auto& fs = FusedSmem<kD, kG>();
         if (threadIdx.x < kPieces) {
-          sm.buf.kv.k[row][DecodeSmem<kD, kG>::Swizzle(row, piece)] = fs.k[piece];
+          sm.buf[0].kv.k[row][DecodeSmem<kD, kG>::Swizzle(row, piece)] = fs.k[piece];
         } else {
-          sm.buf.kv.v[row][DecodeSmem<kD, kG>::Swizzle(row, piece)] = fs.v[piece];
+          sm.buf[0].kv.v[row][DecodeSmem<kD, kG>::Swizzle(row, piece)] = fs.v[piece];
         }
       }
     }
     CpAsyncWaitAll();
     __syncthreads();  // every thread's copies are visible
-    DecodeChunk<T, kD, kG>(a, task, chunk, qa, sm, run);
+    DecodeChunk<T, kD, kG>(a, task, chunk, qa, sm, run, 0);
   }
 
   const int num_heads = a.num_heads;
@@ -885,8 +892,8 @@ __device__ __forceinline__ void DecodeChunkCta(const AttnArgs& a, const RopeKvAr
     }
   }
   if constexpr (kCluster) {
-    float* part = reinterpret_cast<float*>(&sm.buf);  // [kG][kD] accumulators, then [kG] (max, sum)
-    static_assert(sizeof(sm.buf) >= sizeof(float) * kG * (kD + 2), "the partials must fit the K/V storage");
+    float* part = reinterpret_cast<float*>(&sm.buf[0]);  // [kG][kD] accumulators, then [kG] (max, sum)
+    static_assert(sizeof(sm.buf[0]) >= sizeof(float) * kG * (kD + 2), "the partials must fit the K/V storage");
     if (task.num_chunks > 1) {
       __syncthreads();  // the chunk loop's last reads of sm.buf are done
 #pragma unroll
@@ -907,7 +914,213 @@ __device__ __forceinline__ void DecodeChunkCta(const AttnArgs& a, const RopeKvAr
     ClusterSyncRelaxed();  // (its remote reads have completed: their values are in the outputs)
     return;
   }
-  if (task.num_chunks > 1 && a.split_counters != nullptr) MergeIfLastSplit<T, kD, kG>(a, task, plan.num_splits, sm);
+  if (task.num_chunks > 1 && a.split_counters != nullptr) MergeIfLastSplit<T, kD, kG>(a, task, plan.num_splits, 1, sm);
+}
+
+// ---- Decode in columns of splits (DecodeColumnsRopeKernel) ------------------------------------
+// With many (sequence, kv head) pairs, one CTA per split (DecodeChunkRopeKernel) leaves each CTA
+// one chunk to copy and then compute, with nothing to overlap them, and the grid's columns past
+// a sequence's splits (the graph's context bound) hold SM slots while they wait. Here the grid
+// has `columns` = gridDim.y <= ws_splits CTAs per (kv head slice, sequence), chosen by the host
+// from the batch so that the grid is about one wave, and CTA column y computes the splits y,
+// y + columns, ... of its sequence one after the other: each split exactly as DecodeChunkCta
+// computes it (the same chunks, the same DecodeChunk, its partials stored to the same workspace
+// cell, merged by MergeSplits in split order), so `out` is bitwise the same for every column
+// count (batch invariance holds: the split plan is still a function of the context length
+// only). The work items (the chunks of the column's splits, in order) are double-buffered: the
+// next item's K/V rows are copied into the other buffer while the current one is computed.
+// Shared memory: DecodeSmem with two buffers (65 KB at D = 128: dynamic), plus FusedRopeSmem.
+// PDL and the fused RoPE + KV write as in DecodeChunkCta (kFused): before the wait, the first
+// item's rows except position ctx - 1; the CTA holding the sequence's last split takes that row
+// from qkv (or, with an invalid slot, from the cache after the wait).
+// The position of a column's work: split `split`, chunk `chunk` (< split_end, the split's end).
+struct ColumnCursor {
+  int split, chunk, split_end;
+  __device__ __forceinline__ ColumnCursor(int s, const SplitPlan& plan, int num_chunks)
+      : split(s), chunk(s * plan.per_split), split_end(min(num_chunks, (s + 1) * plan.per_split)) {}
+  // The item after this one: the next chunk of the split, else the first of split + columns.
+  __device__ __forceinline__ ColumnCursor Next(int columns, const SplitPlan& plan, int num_chunks) const {
+    if (chunk + 1 < split_end) {
+      ColumnCursor c = *this;
+      ++c.chunk;
+      return c;
+    }
+    return ColumnCursor(split + columns, plan, num_chunks);
+  }
+};
+
+// A finished split's running outputs: `out` directly when the sequence has one chunk (then it is
+// the only split), else the workspace cell (sequence, head, split). Then the run restarts.
+template <typename T, int kD, int kG>
+__device__ __forceinline__ void StoreSplit(const AttnArgs& a, const DecodeTask& task, int split,
+                                           DecodeRun<kD, kG>& run) {
+#pragma unroll
+  for (int i = 0; i < DecodeRun<kD, kG>::kOut; ++i) {
+    const int o = threadIdx.x + i * kDecodeThreads;
+    if (o < task.ng * kD) {
+      const int h = task.h0 + o / kD, d = o % kD;
+      if (task.num_chunks == 1) {
+        T* out = static_cast<T*>(a.out) + static_cast<int64_t>(task.q_row) * a.num_heads * kD;
+        out[h * kD + d] = Act<T>::FromFloat(run.acc[i] / run.l[i]);
+      } else {
+        const int64_t cell = (static_cast<int64_t>(task.seq) * a.num_heads + h) * a.ws_splits + split;
+        a.ws_acc[cell * kD + d] = run.acc[i];
+        if (d == 0) {
+          a.ws_ml[cell * 2] = run.m[i];
+          a.ws_ml[cell * 2 + 1] = run.l[i];
+        }
+      }
+    }
+    run.acc[i] = 0.f;
+    run.l[i] = 0.f;
+    run.m[i] = -INFINITY;
+  }
+}
+
+// The V rows past the item's n positions zeroed (P is 0 there, and 0 times a stale NaN would
+// not be), and the newest position's row put in from qkv (fs) when the item is newest_chunk.
+template <int kD, int kG>
+__device__ __forceinline__ void PrepareColumnItem(const DecodeTask& task, int chunk, int newest_chunk,
+                                                  typename DecodeSmem<kD, kG, 2>::Store& buf) {
+  constexpr int kPieces = kD / 8;
+  const int n = min(kChunk, task.ctx - chunk * kChunk);
+  for (int e = n * kPieces + threadIdx.x; e < kChunk * kPieces; e += kDecodeThreads) {
+    buf.kv.v[e / kPieces][e % kPieces] = make_uint4(0, 0, 0, 0);
+  }
+  if (chunk == newest_chunk && threadIdx.x < 2 * kPieces) {
+    const int row = task.ctx - 1 - chunk * kChunk, piece = threadIdx.x % kPieces;
+    auto& fs = FusedSmem<kD, kG>();
+    if (threadIdx.x < kPieces) {
+      buf.kv.k[row][DecodeSmem<kD, kG>::Swizzle(row, piece)] = fs.k[piece];
+    } else {
+      buf.kv.v[row][DecodeSmem<kD, kG>::Swizzle(row, piece)] = fs.v[piece];
+    }
+  }
+}
+
+// prefetch: the items whose copies are issued before the grid dependency wait, 1 or 2 (both
+// buffers; the next item is then issued once an item is computed, two ahead).
+template <typename T, int kD, int kG>
+__device__ __forceinline__ void DecodeColumnCta(const AttnArgs& a, const RopeKvArgs& r, int prefetch,
+                                                DecodeSmem<kD, kG, 2>& sm) {
+  LaunchDependents();  // first, as PdlPrologue (kernels/pdl.cuh says why that is safe)
+  DecodeTask task;
+  task.seq = blockIdx.z;
+  task.q_row = a.query_start[task.seq];
+  task.ctx = a.context_len[task.seq];
+  task.num_chunks = (task.ctx + kChunk - 1) / kChunk;
+  const SplitPlan plan = PlanSplits(max(task.num_chunks, 1));
+  const int column = blockIdx.y, columns = gridDim.y;
+  // Nothing to do (not a decode sequence, an empty context, a column past the splits): wait
+  // before exiting, as DecodeChunkCta says why.
+  if (a.query_start[task.seq + 1] - task.q_row != 1 || task.num_chunks <= 0 || column >= plan.num_splits) {
+    GridDependencyWait();
+    return;
+  }
+  task.kv_head = blockIdx.x / a.head_slices;
+  const int g0 = (blockIdx.x % a.head_slices) * kG;
+  task.ng = min(kG, a.group - g0);
+  task.h0 = task.kv_head * a.group + g0;
+  const int32_t* table = a.block_tables + static_cast<int64_t>(task.seq) * a.max_blocks_per_seq;
+  const int last_chunk = task.num_chunks - 1;  // holds position ctx - 1
+  const auto issue = [&](int chunk, int skip, int b) {
+    IssueChunkKv<T, kD, kG>(a, table, task.kv_head, chunk * kChunk, min(kChunk, task.ctx - chunk * kChunk), skip,
+                            sm, b);
+    CpAsyncCommit();  // one group per item (possibly empty): the waits below count them
+  };
+
+  // Before the wait: the first `prefetch` items' rows, except position ctx - 1 (written this
+  // step: from qkv after the wait, or from the cache after the wait with an invalid slot).
+  ColumnCursor item(column, plan, task.num_chunks);
+  ColumnCursor ahead = item;  // the next item to issue
+  int issued = 0;
+  int newest_buf = -1;  // the buffer of a pre-issued item holding position ctx - 1
+  for (; issued < prefetch && ahead.split < plan.num_splits; ++issued) {
+    if (ahead.chunk == last_chunk) newest_buf = issued;
+    issue(ahead.chunk, task.ctx - 1 - ahead.chunk * kChunk, issued);
+    ahead = ahead.Next(columns, plan, task.num_chunks);
+  }
+  constexpr int kPieces = kD / 8;
+  const int slot = r.slots[task.q_row];
+  const bool from_qkv = slot >= 0 && slot < r.num_slots;
+  const bool copies_newest = newest_buf >= 0 && threadIdx.x < 2 * kPieces && !from_qkv;  // K pieces, then V
+  size_t newest_off = 0;
+  if (copies_newest) {
+    newest_off = CacheOffset(table, task.ctx - 1, a.bs_log2, a.num_kv_heads, task.kv_head, kD) +
+                 (threadIdx.x % kPieces) * 8;
+  }
+  FusedRopeSinCos<kD, kG>(r, task);
+  __syncthreads();  // cos/sin visible to FusedRopeKvRows
+
+  GridDependencyWait();
+
+  if (copies_newest) {
+    const int row = task.ctx - 1 - last_chunk * kChunk;
+    const int sp = DecodeSmem<kD, kG>::Swizzle(row, threadIdx.x % kPieces);
+    if (threadIdx.x < kPieces) {
+      CpAsync16(&sm.buf[newest_buf].kv.k[row][sp], static_cast<const T*>(a.k_cache) + newest_off);
+    } else {
+      CpAsync16(&sm.buf[newest_buf].kv.v[row][sp], static_cast<const T*>(a.v_cache) + newest_off);
+    }
+  }
+  CpAsyncCommit();
+  // The sequence's last chunk, when this column computes it and its row ctx - 1 comes from qkv.
+  const bool holds_last_split = (plan.num_splits - 1) % columns == column;
+  const int newest_chunk = from_qkv && holds_last_split ? last_chunk : -1;
+  FusedRopeKvRows<T, kD, kG>(a, r, task, newest_chunk >= 0, newest_chunk >= 0 && blockIdx.x % a.head_slices == 0,
+                             slot);
+  __syncthreads();  // fs.q, fs.k, fs.v visible
+
+  DecodeRun<kD, kG> run;
+#pragma unroll
+  for (int i = 0; i < DecodeRun<kD, kG>::kOut; ++i) {
+    run.acc[i] = 0.f;
+    run.l[i] = 0.f;
+    run.m[i] = -INFINITY;
+  }
+  QFragments<kD> qa;
+  LoadRotatedQ<kD, kG>(task, qa);
+  // Item i sits in buffer i % 2. With one item prefetched, item i + 1 is issued at the top of
+  // iteration i (into the buffer item i - 1 used); with two, item i + 2 once item i is computed.
+  for (int i = 0;; ++i) {
+    const int b = i & 1;
+    if (prefetch == 1) {
+      if (i > 0) __syncthreads();  // item i - 1 (buffer b ^ 1) merged by every thread
+      if (ahead.split < plan.num_splits) {
+        issue(ahead.chunk, ahead.chunk == newest_chunk ? task.ctx - 1 - ahead.chunk * kChunk : kChunk, b ^ 1);
+        ahead = ahead.Next(columns, plan, task.num_chunks);
+      } else {
+        CpAsyncCommit();  // an empty group keeps "all but the last" meaning item i's
+      }
+    }
+    PrepareColumnItem<kD, kG>(task, item.chunk, newest_chunk, sm.buf[b]);
+    // Item i's copies: all groups but the last (item i + 1's); at i = 0 also the newest row's,
+    // committed after the prefetched items: all.
+    if (i == 0 && prefetch == 2) {
+      CpAsyncWaitAll();
+    } else {
+      CpAsyncWaitPrior1();
+    }
+    __syncthreads();  // every thread's copies and zeros are visible
+    DecodeChunk<T, kD, kG>(a, task, item.chunk, qa, sm, run, b);
+    if (item.chunk + 1 == item.split_end) StoreSplit<T, kD, kG>(a, task, item.split, run);
+    const ColumnCursor next = item.Next(columns, plan, task.num_chunks);
+    if (next.split >= plan.num_splits) break;
+    if (prefetch == 2) {
+      __syncthreads();  // item i (buffer b) merged by every thread
+      if (ahead.split < plan.num_splits) {
+        issue(ahead.chunk, ahead.chunk == newest_chunk ? task.ctx - 1 - ahead.chunk * kChunk : kChunk, b);
+        ahead = ahead.Next(columns, plan, task.num_chunks);
+      } else {
+        CpAsyncCommit();  // an empty group keeps "all but the last" meaning item i + 1's
+      }
+    }
+    item = next;
+  }
+  const int arrivals = (plan.num_splits - 1 - column) / columns + 1;  // the splits this CTA computed
+  if (task.num_chunks > 1 && a.split_counters != nullptr) {
+    MergeIfLastSplit<T, kD, kG>(a, task, plan.num_splits, arrivals, sm);
+  }
 }
 
 template <typename T, int kD, int kG>
@@ -932,6 +1145,15 @@ __global__ void __launch_bounds__(kDecodeThreads) DecodeChunkRopeClusterKernel(A
   const trace::Scope trace_scope(trace::kDecodeAttention, static_cast<int32_t>(gridDim.z));
   __shared__ DecodeSmem<kD, kG> sm;
   DecodeChunkCta<T, kD, kG, true, true>(a, r, sm);
+}
+
+// Decode in columns of splits (DecodeColumnCta), fused RoPE + KV write; grid (kv heads x head
+// slices, columns, sequences), DecodeSmem<kD, kG, 2> in dynamic shared memory.
+template <typename T, int kD, int kG>
+__global__ void __launch_bounds__(kDecodeThreads) DecodeColumnsRopeKernel(AttnArgs a, RopeKvArgs r, int prefetch) {
+  const trace::Scope trace_scope(trace::kDecodeAttention, static_cast<int32_t>(gridDim.z), static_cast<int32_t>(gridDim.y));
+  extern __shared__ uint4 dynamic_smem[];
+  DecodeColumnCta<T, kD, kG>(a, r, prefetch, *reinterpret_cast<DecodeSmem<kD, kG, 2>*>(dynamic_smem));
 }
 
 // Decode sequences of more than one chunk, where the split CTAs do not merge (no counters):
@@ -1399,6 +1621,66 @@ bool UseClusterMerge(const AttnArgs& a, const RopeKvArgs* rope, int num_seqs) {
   return ok;
 }
 
+// Decode in columns (DecodeColumnsRopeKernel) for fused launches: the number of CTA columns
+// per (kv head slice, sequence), or 0 for one CTA per split (DecodeChunkRopeKernel).
+// FLUTE_ATTENTION_COLUMNS (read at every launch, host side): "off" selects 0, a number N forces
+// N columns (at most ws_splits; tests and A/B runs). FLUTE_ATTENTION_PREFETCH=1 copies one item
+// before the PDL wait instead of two (A/B: two were 0.01-0.07 ms faster per step at batches 16-32). Unset: about one wave of the columns
+// kernel, its resident CTAs per SM (the occupancy query, once per device) times the SMs divided
+// by the (kv head slice, sequence) pairs; 0 when that is more than kMaxAutoColumns or at least
+// ws_splits (each CTA would compute one split anyway).
+// H100, 8B decode at 512-token contexts (bench/results/ab-2026-11-26-h100/session14/): batch 24
+// (2 columns) -0.25 to -0.3 ms per step, batch 32 (1 column) -0.15 to -0.25 (W4), -0.3 (bf16); batch 16
+// (3 columns) W4 +0.03 ms (the attention 24 -> 16-19 us after its release, but its copies ahead
+// of the wait slow the qkv projection as much), bf16 +1.2 ms: with the columns kernel in the
+// step, the bf16 engine's dense GEMVs ran 20-35 % slower (gate/up 84 -> 110 us), also at one
+// column, so the cause is its shared-memory configuration, not its grid. Hence at most 2.
+constexpr int64_t kMaxAutoColumns = 2;
+struct ColumnsFit {
+  bool ok = false;
+  int slots = 0;  // resident CTAs of the columns kernel on the device
+};
+
+template <typename T, int kD, int kG>
+ColumnsFit ColumnsKernelFit() {
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) return {};
+  static std::mutex mu;
+  static std::map<int, ColumnsFit>* fits = new std::map<int, ColumnsFit>();
+  std::lock_guard<std::mutex> lock(mu);
+  const auto it = fits->find(device);
+  if (it != fits->end()) return it->second;
+  auto kernel = DecodeColumnsRopeKernel<T, kD, kG>;
+  constexpr int smem = sizeof(DecodeSmem<kD, kG, 2>);
+  ColumnsFit fit;
+  int per_sm = 0, sms = 0;
+  // The largest shared-memory carveout: otherwise the driver may keep a smaller one that the
+  // previous kernel left (the bf16 engine's dense GEMMs), and fewer CTAs fit an SM.
+  fit.ok = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem) == cudaSuccess &&
+           cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                cudaSharedmemCarveoutMaxShared) == cudaSuccess &&
+           cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kDecodeThreads, smem) == cudaSuccess &&
+           cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) == cudaSuccess && per_sm >= 1;
+  fit.slots = per_sm * sms;
+  cudaGetLastError();  // a refused attribute or query is not an error of the launch
+  fits->emplace(device, fit);
+  return fit;
+}
+
+template <typename T, int kD, int kG>
+int DecodeColumns(const AttnArgs& a, int num_seqs) {
+  const char* env = std::getenv("FLUTE_ATTENTION_COLUMNS");
+  if (env != nullptr && std::strcmp(env, "off") == 0) return 0;
+  if (a.ws_splits < 2) return 0;
+  const ColumnsFit fit = ColumnsKernelFit<T, kD, kG>();
+  if (!fit.ok) return 0;
+  const int forced = env != nullptr ? std::atoi(env) : 0;
+  if (forced > 0) return std::min(forced, a.ws_splits);
+  const int64_t pairs = static_cast<int64_t>(num_seqs) * a.num_kv_heads * a.head_slices;
+  const int64_t columns = std::max<int64_t>(fit.slots / pairs, 1);
+  return columns > kMaxAutoColumns || columns >= a.ws_splits ? 0 : static_cast<int>(columns);
+}
+
 template <typename T, int kD, int kG>
 cudaError_t LaunchDecode(const AttnArgs& a, const RopeKvArgs* rope, int num_seqs, cudaStream_t stream) {
   const dim3 grid(a.num_kv_heads * a.head_slices, a.ws_splits, num_seqs);
@@ -1419,7 +1701,13 @@ cudaError_t LaunchDecode(const AttnArgs& a, const RopeKvArgs* rope, int num_seqs
     cudaLaunchKernelEx(&cfg, DecodeChunkRopeClusterKernel<T, kD, kG>, a, *rope);
     return cudaGetLastError();
   }
-  if (rope != nullptr) {
+  const int columns = rope != nullptr ? DecodeColumns<T, kD, kG>(a, num_seqs) : 0;
+  if (columns > 0) {
+    const char* prefetch_env = std::getenv("FLUTE_ATTENTION_PREFETCH");
+    const int prefetch = prefetch_env != nullptr && std::strcmp(prefetch_env, "1") == 0 ? 1 : 2;
+    LaunchWithPdl(DecodeColumnsRopeKernel<T, kD, kG>, dim3(grid.x, columns, grid.z), kDecodeThreads,
+                  sizeof(DecodeSmem<kD, kG, 2>), stream, a, *rope, prefetch);
+  } else if (rope != nullptr) {
     LaunchWithPdl(DecodeChunkRopeKernel<T, kD, kG>, grid, kDecodeThreads, 0, stream, a, *rope);
   } else {
     LaunchWithPdl(DecodeChunkKernel<T, kD, kG>, grid, kDecodeThreads, 0, stream, a);

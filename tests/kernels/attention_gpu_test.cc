@@ -21,6 +21,7 @@
 #include <numeric>
 #include <random>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "kernels/attention.h"
@@ -1127,6 +1128,57 @@ TEST_F(AttentionGpuTest, FusedRopeKvIsBitwiseRopeKvWriteThenAttention) {
       EXPECT_TRUE(SameAfterStep(c, s, unfused, fused)) << DescribeFused(c, s);
     }
   }
+}
+
+// Fused decode launches of many (sequence, kv head) pairs run in columns of splits
+// (DecodeColumnsRopeKernel: a CTA computes the splits y, y + columns, ... of its sequence, its
+// work items double-buffered). Forced to 1, 2, 3, 5 and 16 columns (FLUTE_ATTENTION_COLUMNS),
+// and "off", with one or two items copied before the PDL wait (FLUTE_ATTENTION_PREFETCH): bitwise the unfused pair (one CTA per split) for contexts of one chunk to 47 chunks
+// (splits of up to 3 chunks), bound contexts beyond the longest (columns past a sequence's
+// splits), padding sequences (invalid slots: the newest row read from the cache) and head slices.
+TEST_F(AttentionGpuTest, FusedDecodeColumnsAreBitwiseTheUnfusedPair) {
+  REQUIRE_GPU();
+  std::vector<Config> configs(4);
+  configs[0].num_kv_heads = 8;  // 8B LLaMA: fp16, D = 128, group 4, block 16
+  configs[1].dtype = ActivationType::kBFloat16;
+  configs[1].num_kv_heads = 8;
+  configs[2].dtype = ActivationType::kBFloat16;
+  configs[2].head_dim = 64;
+  configs[2].group = 12;  // two head slices
+  configs[2].block_size = 8;
+  configs[3].group = 1;
+  configs[3].block_size = 32;
+  std::vector<int> contexts = {1, 2, 63, 64, 65, 200, 515, 1000, 1025, 2100, 3000};
+  int n = 0;
+  std::vector<std::pair<const char*, const char*>> variants;  // (columns, prefetched items)
+  for (const char* columns : {"1", "2", "3", "5", "16", "off"}) {
+    for (const char* prefetch : {"1", "2"}) variants.emplace_back(columns, prefetch);
+  }
+  for (const auto& [columns, prefetch] : variants) {
+    setenv("FLUTE_ATTENTION_COLUMNS", columns, 1);
+    setenv("FLUTE_ATTENTION_PREFETCH", prefetch, 1);
+    for (const Config& c : configs) {
+      const std::vector<float> inv = Llama3InvFreq(c.head_dim);
+      std::shuffle(contexts.begin(), contexts.end(), rng_);
+      const FusedStep s = BuildFusedStep(c, contexts, /*far=*/n % 2 == 1, /*v_before_k=*/n % 3 == 2, /*grow=*/0,
+                                         /*extra_ctx=*/n % 2 == 0 ? 900 : 0, rng_);
+      ++n;
+      FusedDevice unfused(c, s, inv), fused(c, s, inv);
+      ASSERT_TRUE(unfused.ok() && fused.ok()) << "cudaMalloc failed";
+      unfused.Upload(s, true);
+      fused.Upload(s, true);
+      absl::Status st = unfused.RunUnfused(c, s, nullptr);
+      ASSERT_TRUE(st.ok()) << st;
+      st = fused.RunFused(c, s, nullptr);
+      ASSERT_TRUE(st.ok()) << st;
+      CUDA_OK(cudaDeviceSynchronize());
+      EXPECT_TRUE(SameAfterStep(c, s, unfused, fused)) << "FLUTE_ATTENTION_COLUMNS=" << columns
+                                                       << " FLUTE_ATTENTION_PREFETCH=" << prefetch << " "
+                                                       << DescribeFused(c, s);
+    }
+  }
+  unsetenv("FLUTE_ATTENTION_COLUMNS");
+  unsetenv("FLUTE_ATTENTION_PREFETCH");
 }
 
 // Decode launches of one sequence merge their splits in a thread-block cluster (over
