@@ -1634,8 +1634,11 @@ bool UseClusterMerge(const AttnArgs& a, const RopeKvArgs* rope, int num_seqs) {
 // (3 columns) W4 +0.03 ms (the attention 24 -> 16-19 us after its release, but its copies ahead
 // of the wait slow the qkv projection as much), bf16 +1.2 ms: with the columns kernel in the
 // step, the bf16 engine's dense GEMVs ran 20-35 % slower (gate/up 84 -> 110 us), also at one
-// column, so the cause is its shared-memory configuration, not its grid. Hence at most 2.
-constexpr int64_t kMaxAutoColumns = 2;
+// column, so the cause is its shared-memory configuration, not its grid: it leaves the SMs at the
+// largest carveout, and the dense GEMVs then ran with 28 KB of L1. With the GEMVs asking for
+// their L1 where the step runs this kernel (DenseGemvParams::prefer_l1, session 15): batch 16
+// (3 columns) W4 3.42-3.44 -> 3.35-3.36 ms, bf16 6.89-6.93 -> 6.91-6.96. Hence at most 3.
+constexpr int64_t kMaxAutoColumns = 3;
 struct ColumnsFit {
   bool ok = false;
   int slots = 0;  // resident CTAs of the columns kernel on the device
@@ -1668,17 +1671,21 @@ ColumnsFit ColumnsKernelFit() {
 }
 
 template <typename T, int kD, int kG>
-int DecodeColumns(const AttnArgs& a, int num_seqs) {
+int DecodeColumns(int ws_splits, int num_kv_heads, int head_slices, int num_seqs) {
   const char* env = std::getenv("FLUTE_ATTENTION_COLUMNS");
   if (env != nullptr && std::strcmp(env, "off") == 0) return 0;
-  if (a.ws_splits < 2) return 0;
+  if (ws_splits < 2) return 0;
   const ColumnsFit fit = ColumnsKernelFit<T, kD, kG>();
   if (!fit.ok) return 0;
   const int forced = env != nullptr ? std::atoi(env) : 0;
-  if (forced > 0) return std::min(forced, a.ws_splits);
-  const int64_t pairs = static_cast<int64_t>(num_seqs) * a.num_kv_heads * a.head_slices;
+  if (forced > 0) return std::min(forced, ws_splits);
+  const int64_t pairs = static_cast<int64_t>(num_seqs) * num_kv_heads * head_slices;
   const int64_t columns = std::max<int64_t>(fit.slots / pairs, 1);
-  return columns > kMaxAutoColumns || columns >= a.ws_splits ? 0 : static_cast<int>(columns);
+  return columns > kMaxAutoColumns || columns >= ws_splits ? 0 : static_cast<int>(columns);
+}
+template <typename T, int kD, int kG>
+int DecodeColumns(const AttnArgs& a, int num_seqs) {
+  return DecodeColumns<T, kD, kG>(a.ws_splits, a.num_kv_heads, a.head_slices, num_seqs);
 }
 
 template <typename T, int kD, int kG>
@@ -1756,7 +1763,33 @@ cudaError_t LaunchForType(const AttnArgs& a, const RopeKvArgs* rope, int head_di
                         : LaunchAll<T, 128>(a, rope, num_seqs, max_query_len, stream);
 }
 
+// DecodeColumns of the instance LaunchDecodeForGroup picks (fused launches only).
+template <typename T, int kD>
+int DecodeColumnsForGroup(int group, int ws_splits, int num_kv_heads, int num_seqs) {
+  const int head_slices = (group + kMaxGroup - 1) / kMaxGroup;
+  const int g = group >= kMaxGroup ? kMaxGroup : group;
+  if (g <= 1) return DecodeColumns<T, kD, 1>(ws_splits, num_kv_heads, head_slices, num_seqs);
+  if (g <= 2) return DecodeColumns<T, kD, 2>(ws_splits, num_kv_heads, head_slices, num_seqs);
+  if (g <= 4) return DecodeColumns<T, kD, 4>(ws_splits, num_kv_heads, head_slices, num_seqs);
+  return DecodeColumns<T, kD, 8>(ws_splits, num_kv_heads, head_slices, num_seqs);
+}
+
 }  // namespace
+
+int PagedAttentionDecodeColumns(ActivationType dtype, int head_dim, int num_heads, int num_kv_heads, int num_seqs,
+                                int max_context_len) {
+  if ((head_dim != 64 && head_dim != 128) || num_kv_heads < 1 || num_heads < 1 || num_heads % num_kv_heads != 0 ||
+      num_seqs < 1) {
+    return 0;
+  }
+  const int group = num_heads / num_kv_heads, ws_splits = WorkspaceSplits(max_context_len);
+  if (dtype == ActivationType::kBFloat16) {
+    return head_dim == 64 ? DecodeColumnsForGroup<__nv_bfloat16, 64>(group, ws_splits, num_kv_heads, num_seqs)
+                          : DecodeColumnsForGroup<__nv_bfloat16, 128>(group, ws_splits, num_kv_heads, num_seqs);
+  }
+  return head_dim == 64 ? DecodeColumnsForGroup<__half, 64>(group, ws_splits, num_kv_heads, num_seqs)
+                        : DecodeColumnsForGroup<__half, 128>(group, ws_splits, num_kv_heads, num_seqs);
+}
 
 absl::Status LaunchKvCacheWrite(const PagedKvLayer& cache, const void* qkv, int m, int row_stride,
                                 int k_offset, int v_offset, const int32_t* slots,

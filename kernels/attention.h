@@ -97,6 +97,14 @@ absl::Status LaunchPagedAttention(const PagedKvLayer& cache, const void* q, int 
                                   void* out, void* workspace, size_t workspace_bytes,
                                   CUstream_st* stream, const FusedRopeKv* fused_rope = nullptr);
 
+// The CTA columns per (kv head slice, sequence) of the decode columns kernel that a fused
+// decode launch (fused_rope set, every sequence one query row) of this shape runs, or 0 when it
+// runs one CTA per split (or merges in a cluster). The columns kernel leaves the SMs at the
+// largest shared-memory carveout: the dense GEMVs that follow it in a step ask for their L1
+// back (DenseGemvParams::prefer_l1). FLUTE_ATTENTION_COLUMNS is honoured as in the launch.
+int PagedAttentionDecodeColumns(ActivationType dtype, int head_dim, int num_heads, int num_kv_heads, int num_seqs,
+                                int max_context_len);
+
 // Workspace LaunchPagedAttention needs for at most `max_rows` query rows (total over the
 // batch) and contexts up to `max_context_len` (0 when no decode row can be split). Its first
 // kPagedAttentionCounterBytes hold the decode splits' arrival counters: they must be ZERO

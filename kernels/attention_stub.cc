@@ -17,5 +17,7 @@ absl::Status LaunchPagedAttention(const PagedKvLayer&, const void*, int, int, fl
 
 size_t PagedAttentionWorkspaceBytes(int, int, int, int) { return 0; }
 
+int PagedAttentionDecodeColumns(ActivationType, int, int, int, int, int) { return 0; }
+
 }  // namespace flute::gpu
 #endif  // FLUTE_HAVE_CUDA

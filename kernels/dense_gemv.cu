@@ -113,7 +113,12 @@
 //   __launch_bounds__(256, 2)): 128 KB of W in flight per SM, as in the m <= 8 kernel.
 //   Registers: 128 (G = 4), 126 / 124 (G = 2, R = 64 / 128), no spills.
 //   Grid = R/16 x min(strips, co-resident clusters from cudaOccupancyMaxActiveClusters);
-//   clusters take strips clusterid, clusterid + clusters, ...
+//   clusters take strips clusterid, clusterid + clusters, and with DenseGemvParams::strip_counter
+//   then the next strip not yet taken (fetched by CTA 0 one strip ahead and read by the others
+//   from its shared memory after the strip's cluster barrier). Static shares had left the 8B
+//   step's LM head at m = 16 with a cluster placed only after the others' strips were done
+//   (one of 62 clusters started 272 us late: the call took 476 us instead of ~360; H100,
+//   2026-11-26 session 15 traces).
 // - PDL as above: the first W round is loaded before griddepcontrol.wait, X only after it.
 #include "kernels/dense_gemv.h"
 
@@ -461,8 +466,15 @@ __global__ void __launch_bounds__(kThreads, 2) DenseGemvClusterKernel(const Gemv
   const int group = warp / P::kGroupWarps;  // the warp group: one batch class, one X tile
   const int rank = ClusterRank();
   const int cls = rank * P::kGroups + group;  // batches cls, cls + 8, ... (as warp cls at m <= 8)
-  const int cluster = ClusterIndex(), clusters = ClusterCount();
-  const int my_strips = (a.strips - 1 - cluster) / clusters + 1;  // clusters <= strips
+  const int cluster = ClusterIndex(), clusters = ClusterCount();  // clusters <= strips
+  // Strips: cluster, cluster + clusters, then (with a strip counter, for clusters that have
+  // both) the next one not yet taken, as DenseGemvKernel's blocks take them: CTA 0's thread 0
+  // fetches the strip after next during a strip and stores it in its s_next before the
+  // strip's cluster barrier; after it every CTA reads it there (ld.shared::cluster). So the
+  // clusters that start late (placed only as the previous kernel's CTAs leave their SMs) take
+  // fewer strips, instead of ending a whole share after the others.
+  __shared__ int s_next[2];
+  const bool fetching = a.strip_counter != nullptr && cluster + clusters < a.strips;
   const int my_batches = cls < a.batches ? (a.batches - 1 - cls) / kWarps + 1 : 0;
   const int my_rounds = (my_batches + 1) / P::kRoundBatches;
   const int64_t row_bytes = static_cast<int64_t>(a.k) * 2;
@@ -551,8 +563,12 @@ __global__ void __launch_bounds__(kThreads, 2) DenseGemvClusterKernel(const Gemv
 
   float* const red_base = reinterpret_cast<float*>(smem + P::kGroups * P::kXTileBytes);
   int parity = 0;
-  for (int i = 0; i < my_strips; ++i) {
-    const int strip = cluster + i * clusters;
+  for (int i = 0, strip = cluster; strip < a.strips; ++i) {
+    const int next =
+        i > 0 && fetching ? LoadSharedClusterS32(MapShared(SharedAddress(s_next + (i & 1)), 0)) : strip + clusters;
+    const bool fetch_next = fetching && rank == 0 && tid == 0 && next < a.strips;
+    unsigned int taken = 0;
+    if (fetch_next) taken = atomicAdd(a.strip_counter, 1u);
     float acc[G][4];
 #pragma unroll
     for (int j = 0; j < G; ++j) {
@@ -565,11 +581,11 @@ __global__ void __launch_bounds__(kThreads, 2) DenseGemvClusterKernel(const Gemv
       compute(j, acc);
       // Refill the W registers just consumed: this strip's next round, or the next strip's
       // first (in flight during the reduction below); the X tile once the group is done with it.
-      const bool more = j + 1 < my_rounds, next_strip = i + 1 < my_strips;
+      const bool more = j + 1 < my_rounds, next_strip = next < a.strips;
       if (more) {
         load_w(strip, j + 1);
       } else if (next_strip) {
-        load_w(strip + clusters, 0);
+        load_w(next, 0);
       }
       GroupBarrier<P::kCopyThreads>(group);  // every warp of the group has read the tile
       if (more) {
@@ -587,6 +603,11 @@ __global__ void __launch_bounds__(kThreads, 2) DenseGemvClusterKernel(const Gemv
         const int mm = 8 * j + 2 * q + (c & 1);
         if (mm < a.m) red[mm * P::kRedPitch + 8 * (c >> 1)] = acc[j][c];
       }
+    }
+    if (fetch_next) {
+      if (taken == a.fetches - 1u) *a.strip_counter = 0u;  // the call's last fetch: ready for the next call
+      const int fetched = 2 * clusters + static_cast<int>(taken);
+      s_next[(i + 1) & 1] = fetched < a.strips ? fetched : a.strips;
     }
     ClusterSync();  // (the other parity's buffers are free: their readers passed this barrier)
     // CTA `rank` sums strip rows 16·rank + (tid & 15) for X rows (tid >> 4) + 16u; class c is
@@ -613,8 +634,9 @@ __global__ void __launch_bounds__(kThreads, 2) DenseGemvClusterKernel(const Gemv
       if (mm < a.m && out < a.n) static_cast<TY*>(a.y)[static_cast<int64_t>(mm) * a.n + out] = OutCvt<TY>::FromFloat(sum);
     }
     parity ^= 1;
+    strip = next;
   }
-  ClusterSync();  // no CTA exits while another may still read its partials
+  ClusterSync();  // no CTA exits while another may still read its partials (and s_next)
 }
 
 // ---- Host side ------------------------------------------------------------------------------
@@ -653,24 +675,42 @@ KernelChoice SelectKernel(ActivationType dtype, bool y_fp32, int64_t m, int clus
                 : ChooseForType<__half, __half>(m, cluster, variant);
 }
 
+// The smallest percentage of the SM's shared memory that holds 2 blocks of kernel k (static +
+// dynamic shared memory + the 1 KB reserved per block): its preferred carveout for L1.
+cudaError_t SmallestCarveout(const KernelChoice& k, int device, int* percent) {
+  cudaFuncAttributes attributes;
+  int smem_per_sm = 0;
+  cudaError_t err = cudaFuncGetAttributes(&attributes, k.fn);
+  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&smem_per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device);
+  if (err != cudaSuccess) return err;
+  const int needed = 2 * (static_cast<int>(attributes.sharedSizeBytes) + k.smem + 1024);
+  *percent = smem_per_sm > 0 ? std::min(100, (100 * needed + smem_per_sm - 1) / smem_per_sm) : 100;
+  return cudaSuccess;
+}
+
 // Units of kernel `k` resident on the current device at once: blocks (SM count x blocks per SM) for
 // DenseGemvKernel, clusters (cudaOccupancyMaxActiveClusters) for the cluster kernel, whose
 // shared-memory attributes are set here, before its first launch on the device. Cached per
 // (device, kernel): the occupancy query costs microseconds of host time and a decode step that
 // is not replayed from a graph launches hundreds of these.
-absl::StatusOr<int> ResidentUnits(const KernelChoice& k) {
+struct Residency {
+  int units = 0;            // blocks or clusters resident at once
+  int l1_carveout = 100;    // SmallestCarveout (DenseGemvParams::prefer_l1)
+};
+absl::StatusOr<Residency> ResidentUnits(const KernelChoice& k) {
   int device = 0;
   cudaError_t err = cudaGetDevice(&device);
   if (err != cudaSuccess) return absl::InternalError(absl::StrCat("dense GEMV: cudaGetDevice: ", cudaGetErrorString(err)));
   static std::mutex mu;
-  static std::map<std::pair<int, KernelFn>, int>* cache = new std::map<std::pair<int, KernelFn>, int>();
+  static std::map<std::pair<int, KernelFn>, Residency>* cache = new std::map<std::pair<int, KernelFn>, Residency>();
   const std::pair<int, KernelFn> key{device, k.fn};
   {
     std::lock_guard<std::mutex> lock(mu);
     const auto it = cache->find(key);
     if (it != cache->end()) return it->second;
   }
-  int units = 0;
+  int units = 0, percent = 100;
+  err = SmallestCarveout(k, device, &percent);
   if (k.cluster == 1) {
     // The smallest shared-memory carveout that holds the 2 blocks per SM of __launch_bounds__
     // (256, 2): the rest of the SM's 256 KB stays L1, where X (re-read by every strip) lives.
@@ -678,21 +718,13 @@ absl::StatusOr<int> ResidentUnits(const KernelChoice& k) {
     // head took 368 us after its release instead of 334 (H100, traces:
     // bench/results/ab-2026-11-26-h100/session11/carveout/). Its blocks then start on an SM
     // only once the previous kernel's blocks have left it (a carveout change), not earlier.
-    cudaFuncAttributes attributes;
-    int smem_per_sm = 0;
-    err = cudaFuncGetAttributes(&attributes, k.fn);
-    if (err == cudaSuccess) err = cudaDeviceGetAttribute(&smem_per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device);
-    if (err == cudaSuccess && smem_per_sm > 0) {
-      const int needed = 2 * (static_cast<int>(attributes.sharedSizeBytes) + 1024);  // + 1 KB reserved per block
-      const int percent = std::min(100, (100 * needed + smem_per_sm - 1) / smem_per_sm);
-      err = cudaFuncSetAttribute(k.fn, cudaFuncAttributePreferredSharedMemoryCarveout, percent);
-    }
+    if (err == cudaSuccess) err = cudaFuncSetAttribute(k.fn, cudaFuncAttributePreferredSharedMemoryCarveout, percent);
     int sms = 0, per_sm = 0;
     if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
     if (err == cudaSuccess) err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k.fn, kThreads, 0);
     units = sms * (per_sm > 0 ? per_sm : 1);
   } else {
-    err = cudaFuncSetAttribute(k.fn, cudaFuncAttributeMaxDynamicSharedMemorySize, k.smem);
+    if (err == cudaSuccess) err = cudaFuncSetAttribute(k.fn, cudaFuncAttributeMaxDynamicSharedMemorySize, k.smem);
     if (err == cudaSuccess) {
       cudaLaunchConfig_t cfg = {};
       cfg.gridDim = dim3(static_cast<unsigned>(k.cluster));
@@ -715,9 +747,10 @@ absl::StatusOr<int> ResidentUnits(const KernelChoice& k) {
   if (err != cudaSuccess) {
     return absl::InternalError(absl::StrCat("dense GEMV: occupancy query failed: ", cudaGetErrorString(err)));
   }
+  const Residency residency{units, percent};
   std::lock_guard<std::mutex> lock(mu);
-  cache->emplace(key, units);
-  return units;
+  cache->emplace(key, residency);
+  return residency;
 }
 
 }  // namespace
@@ -726,7 +759,7 @@ absl::Status LaunchDenseGemv(const DenseGemvParams& p, CUstream_st* stream) {
   const absl::Status valid = CheckDenseGemvParams(p);
   if (!valid.ok()) return valid;
   const KernelChoice kernel = SelectKernel(p.dtype, p.y_fp32, p.m, p.cluster, p.variant);
-  const absl::StatusOr<int> resident = ResidentUnits(kernel);
+  const absl::StatusOr<Residency> resident = ResidentUnits(kernel);
   if (!resident.ok()) return resident.status();
   GemvArgs a;
   a.x = p.x;
@@ -737,10 +770,10 @@ absl::Status LaunchDenseGemv(const DenseGemvParams& p, CUstream_st* stream) {
   a.k = static_cast<int>(p.k);
   a.strips = static_cast<int>((p.n + kernel.rows - 1) / kernel.rows);
   a.batches = static_cast<int>((p.k + kBatchK - 1) / kBatchK);
-  a.strip_counter = kernel.cluster == 1 ? p.strip_counter : nullptr;
+  a.strip_counter = p.strip_counter;
   // Dynamic strips: blocks with two static strips (block + grid < strips) fetch the rest, each
   // until its first miss: the strips past the first 2·grid plus one miss per fetching block.
-  const int grid = std::min(a.strips, *resident);
+  const int grid = std::min(a.strips, resident->units);
   a.fetches = static_cast<unsigned int>(std::max(0, a.strips - 2 * grid) +
                                         std::min(grid, std::max(0, a.strips - grid)));
   cudaLaunchConfig_t cfg = {};
@@ -749,8 +782,13 @@ absl::Status LaunchDenseGemv(const DenseGemvParams& p, CUstream_st* stream) {
   cfg.blockDim = dim3(kThreads);
   cfg.dynamicSmemBytes = static_cast<size_t>(kernel.smem);
   cfg.stream = stream;
-  cudaLaunchAttribute attr[2];
+  cudaLaunchAttribute attr[3];
   int num_attrs = 0;
+  if (p.prefer_l1) {
+    attr[num_attrs].id = cudaLaunchAttributePreferredSharedMemoryCarveout;
+    attr[num_attrs].val.sharedMemCarveout = static_cast<unsigned int>(resident->l1_carveout);
+    ++num_attrs;
+  }
   if (p.pdl) {
     attr[num_attrs].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     attr[num_attrs].val.programmaticStreamSerializationAllowed = 1;

@@ -53,13 +53,21 @@ struct DenseGemvParams {
   // (the m <= 8 kernel with two 8-row groups of X: one CTA per 32-row strip, no clusters;
   // `cluster` is ignored). For tests and A/B runs: the results are bitwise the same.
   int variant = 0;
-  // m <= 8 kernel and the flat variant (not the cluster kernel): a device counter, 0 before
-  // the first call, that hands out the strips after each block's first two as blocks free up,
-  // instead of a fixed share per block (the last ones to end no longer wait on the slowest
-  // SMs). Every call leaves it 0 again; calls that share it must be ordered on one stream
+  // A device counter, 0 before the first call, that hands out the strips after each block's
+  // (cluster kernel: each cluster's) first two as blocks free up, instead of a fixed share per
+  // block (the last ones to end no longer wait on the slowest SMs, or on clusters placed late). Every call leaves it 0 again; calls that share it must be ordered on one stream
   // (each reads it after its grid dependency wait). The results are bitwise the same either
   // way. null: fixed shares.
   unsigned int* strip_counter = nullptr;
+  // This launch asks for the smallest shared-memory carveout that holds 2 of its blocks per SM
+  // (cudaLaunchAttributePreferredSharedMemoryCarveout), the rest of the SM's 256 KB as L1, where
+  // the in-flight loads of W land. For callers whose previous kernels leave the SMs at the
+  // largest carveout (the decode attention's columns kernel): otherwise the driver keeps it and
+  // the GEMV runs with 28 KB of L1 (the 8B bf16 decode step at batch 16: 7.9 ms instead of 6.9;
+  // after the LUT kernels or the one-CTA-per-split attention, asking for it instead cost up to
+  // 0.2 ms: each change of carveout keeps a kernel's CTAs off an SM until the previous
+  // kernel's have left it). The m <= 8 kernel always asks for it. Bitwise the same results.
+  bool prefer_l1 = false;
 };
 
 constexpr int64_t kDenseGemvMaxM = 32;

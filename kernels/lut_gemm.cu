@@ -407,9 +407,13 @@ Plan MakePlan(const LutShape& s, int64_t m, int forced_splits, int sm_count) {
   return p;
 }
 
+// Counters, then [splits][M][N] fp32 partials with M rounded up to 8 and N to 128: the
+// tensor-core kernel's fragment-ordered partials (lut_gemm_tc.cu) fill whole 8-row groups of
+// whole 128-column blocks.
 size_t WorkspaceBytesFor(const Plan& p, const LutShape& s, int64_t m) {
   if (p.splits == 1) return 0;
-  return CounterBytes(p) + static_cast<size_t>(p.splits) * m * s.n * sizeof(float);
+  const int64_t padded_m = (m + 7) / 8 * 8, padded_n = (s.n + kBlockN - 1) / kBlockN * kBlockN;
+  return CounterBytes(p) + static_cast<size_t>(p.splits) * padded_m * padded_n * sizeof(float);
 }
 
 template <typename T, int kBits, int kMT>

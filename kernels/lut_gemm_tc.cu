@@ -57,15 +57,15 @@ struct TcArgs {
   const __half* scales;   // [N, K / G]
   const float* table;     // [2^bits]
   void* y;                // [M, N] (swiglu: [M, N / 2])
-  float* partials;        // [splits, M, N] fp32 (split-K only)
+  float* partials;        // fp32, split-K only: fragment order (own_reduce) or [splits, M, N]
   int* counters;          // [num_col_blocks * num_m_tiles] (split-K only)
   int m, n, k, group_size;
   int splits, ktiles_per_split, num_m_tiles;
   bool swiglu;
   bool early_weights;  // every prologue stage's codes before the PDL wait
   // The last split sums the partials of its own accumulator elements, each thread those it
-  // wrote, every load of a split in flight at once (`splits` dependent L2 round trips); false:
-  // SumPartialsInSplitOrder (FLUTE_LUT_TC=old). Both add in split order from 0.0f: bitwise equal.
+  // wrote (fragment order); false: SumPartialsInSplitOrder over [splits, M, N]
+  // (FLUTE_LUT_TC=old). Both add in split order from 0.0f: bitwise equal.
   bool own_reduce;
 };
 
@@ -365,6 +365,28 @@ __device__ __forceinline__ void DeferredNormFactors(const float* sumsq, int m0, 
   if (part == 0) s_inv[r] = r < valid_rows ? 1.0f / sqrtf(sum / static_cast<float>(k) + eps) : 0.0f;
 }
 
+// Split-K partials of the per-thread reduction (TcArgs::own_reduce), in fragment order:
+// [splits][column blocks][8-row groups of M][kThreads][4] floats, where thread t's 16 bytes of
+// row group i are its accumulators acc[4i .. 4i + 3] (rows m0 + 8i + 2q + {0, 1}, columns g and
+// g + 8 of its strip). A warp's store or load of a row group is 512 contiguous bytes, and the
+// last split reads a whole partial with kMT / 8 16-byte loads per thread. Padded to whole
+// column blocks and 8-row groups (PartialBytes).
+constexpr int kFragmentGroupFloats = kThreads * 4;
+__host__ __device__ inline int64_t FragmentSplitFloats(int64_t m, int64_t n) {
+  return ((n + kTileBlockN - 1) / kTileBlockN) * ((m + 7) / 8) * kFragmentGroupFloats;
+}
+__device__ __forceinline__ int64_t FragmentTileOffset(int m, int n, int col_block, int m0) {
+  return (static_cast<int64_t>(col_block) * ((m + 7) / 8) + m0 / 8) * kFragmentGroupFloats;
+}
+
+// atom.add.acq_rel.gpu: publishes this thread's (and, after a barrier, its block's) earlier
+// writes to whoever observes the add, and makes the writes published by earlier adds visible.
+__device__ __forceinline__ int AtomicAddAcqRelGpu(int* address, int value) {
+  int old;
+  asm volatile("atom.add.acq_rel.gpu.global.s32 %0, [%1], %2;\n" : "=r"(old) : "l"(address), "r"(value) : "memory");
+  return old;
+}
+
 // The kernel's body; kFused: with the fused norms (TcLutGemmFusedKernel, bf16 only), so that
 // the plain kernel compiles exactly as without them (with the fused code in one instance,
 // batch 8-16 decode steps that did not use it were 2-3 % slower on the H100).
@@ -639,7 +661,24 @@ __device__ __forceinline__ void TcLutGemmBody(const TcArgs& args, const TcNormAr
     if (warp_active) store_y();
     return;
   }
-  if (warp_active) {
+  // Split K. own_reduce: this split's partials in fragment order (FragmentSplitFloats: one
+  // 16-byte store per 8-row group); else [splits][M][N] for SumPartialsInSplitOrder.
+  const float* frag = nullptr;
+  int64_t frag_split_stride = 0;
+  if (args.own_reduce) {
+    frag_split_stride = FragmentSplitFloats(args.m, args.n);
+    frag = args.partials + FragmentTileOffset(args.m, args.n, col_block, m0) + 4 * tid;
+    if (warp_active) {
+      float* mine = const_cast<float*>(frag) + split * frag_split_stride;
+#pragma unroll
+      for (int i = 0; i < kMT / 8; ++i) {
+        if (m0 + 8 * i < args.m) {
+          __stcg(reinterpret_cast<float4*>(mine + i * kFragmentGroupFloats),
+                 make_float4(acc[4 * i], acc[4 * i + 1], acc[4 * i + 2], acc[4 * i + 3]));
+        }
+      }
+    }
+  } else if (warp_active) {
     float* part = args.partials + static_cast<int64_t>(split) * args.m * args.n;
 #pragma unroll
     for (int i = 0; i < kMT / 8; ++i) {
@@ -650,45 +689,64 @@ __device__ __forceinline__ void TcLutGemmBody(const TcArgs& args, const TcNormAr
       }
     }
   }
+  // Arrival: after the barrier one thread's acquire-release atomic publishes the whole block's
+  // partial stores (the release is cumulative over the barrier, as in cooperative groups' grid
+  // sync) and, for the last split, acquires the other splits' (one fence, not one per thread).
   __shared__ int s_is_last;
-  __threadfence();
   __syncthreads();
   int* counter = args.counters + col_block * args.num_m_tiles + m_tile;
-  if (tid == 0) s_is_last = atomicAdd(counter, 1) == args.splits - 1;
+  if (tid == 0) s_is_last = AtomicAddAcqRelGpu(counter, 1) == args.splits - 1;
   __syncthreads();
   if (!s_is_last) return;
-  __threadfence();
   if (args.own_reduce) {
-    // Each thread sums the partials of the elements it stored (its own split's included, read
-    // back), in split order from 0.0f as SumPartialsInSplitOrder does: the kAcc loads of one
-    // split are independent, so a split costs one L2 round trip, where the [rows x 128]
-    // element loop took rows / 2 (MT = 128: 64) dependent round trips.
-    // The loads of kBatch splits are issued together (32 floats in flight per thread; 64
-    // spilled), then added in split order: splits / kBatch round trips (MT = 16, 8 splits: two,
-    // where one per split left the reducing blocks ~5 us behind the others in a decode step).
+    // Each thread sums the partials of its own accumulator elements in split order from 0.0f
+    // (bitwise SumPartialsInSplitOrder's order), its own split from registers at MT <= 32. The
+    // 16-byte loads of kBatch splits are issued together: at MT = 16 all 8 splits of a decode
+    // step's projection in one L2 round trip (64 floats per thread; two trips of 32 had left
+    // the reducing blocks ~5 us behind the others). 32 floats at MT = 32 and 64 (more spilled).
     if (warp_active) {
-      constexpr int kBatch = kAcc >= 32 ? 1 : 32 / kAcc;
+      constexpr int kVecs = kAcc / 4;
+      constexpr int kBatch = kAcc == 8 ? 8 : kAcc == 16 ? 2 : 1;
+      constexpr bool kOwnFromRegisters = kAcc <= 16;
+      const int valid_vecs = (valid_rows + 7) / 8;
+      float own[kOwnFromRegisters ? kAcc : 1];
 #pragma unroll
-      for (int i = 0; i < kAcc; ++i) acc[i] = 0.0f;
+      for (int i = 0; i < kAcc; ++i) {
+        if constexpr (kOwnFromRegisters) own[i] = acc[i];
+        acc[i] = 0.0f;
+      }
       for (int sp0 = 0; sp0 < args.splits; sp0 += kBatch) {
-        float v[kBatch][kAcc];
+        float4 v[kBatch][kVecs];
 #pragma unroll
         for (int b = 0; b < kBatch; ++b) {
-          const float* part = args.partials + static_cast<int64_t>(min(sp0 + b, args.splits - 1)) * args.m * args.n;
+          const int sp = sp0 + b;
+          const bool load = sp < args.splits && !(kOwnFromRegisters && sp == split);
+          const float* part = frag + (load ? sp : 0) * frag_split_stride;
 #pragma unroll
-          for (int i = 0; i < kMT / 8; ++i) {
-#pragma unroll
-            for (int c = 0; c < 4; ++c) {
-              const int n = strip * 16 + g + 8 * (c >> 1), m = m0 + 8 * i + 2 * q + (c & 1);
-              v[b][4 * i + c] = m < args.m ? __ldcg(part + static_cast<int64_t>(m) * args.n + n) : 0.0f;
-            }
+          for (int j = 0; j < kVecs; ++j) {
+            v[b][j] = load && j < valid_vecs ? __ldcg(reinterpret_cast<const float4*>(part + j * kFragmentGroupFloats))
+                                             : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
           }
         }
 #pragma unroll
         for (int b = 0; b < kBatch; ++b) {
-          if (sp0 + b < args.splits) {
+          const int sp = sp0 + b;
+          if (sp >= args.splits) continue;
 #pragma unroll
-            for (int i = 0; i < kAcc; ++i) acc[i] += v[b][i];
+          for (int j = 0; j < kVecs; ++j) {
+            const float4 p = v[b][j];
+            if constexpr (kOwnFromRegisters) {
+              const bool mine = sp == split;
+              acc[4 * j] += mine ? own[4 * j] : p.x;
+              acc[4 * j + 1] += mine ? own[4 * j + 1] : p.y;
+              acc[4 * j + 2] += mine ? own[4 * j + 2] : p.z;
+              acc[4 * j + 3] += mine ? own[4 * j + 3] : p.w;
+            } else {
+              acc[4 * j] += p.x;
+              acc[4 * j + 1] += p.y;
+              acc[4 * j + 2] += p.z;
+              acc[4 * j + 3] += p.w;
+            }
           }
         }
       }
@@ -778,15 +836,20 @@ int DeviceSmCount() {
   return sms;
 }
 
-size_t PartialBytes(int splits, int64_t m, int64_t n) {
-  return splits == 1 ? 0 : static_cast<size_t>(splits) * static_cast<size_t>(m * n) * sizeof(float);
+// Workspace bytes of the partials: [splits][M][N] floats, or with own_reduce the fragment
+// order's padded [splits][column blocks][8-row groups] (LutGemmWorkspaceBytes pads likewise).
+size_t PartialBytes(int splits, int64_t m, int64_t n, bool own_reduce) {
+  if (splits == 1) return 0;
+  const int64_t floats = own_reduce ? FragmentSplitFloats(m, n) : m * n;
+  return static_cast<size_t>(splits) * static_cast<size_t>(floats) * sizeof(float);
 }
 
 // Whether `splits` fits the caller's workspace, laid out as the split-K kernel's: counters at
 // its start (for the same n and m no more than the split-K kernel's: the tiles are larger),
 // then the partials. So LutGemmWorkspaceBytes holds as many splits as the split-K kernel makes.
 bool FitsWorkspace(const TcPlan& p, int64_t m, int64_t n, size_t workspace_bytes, bool have_workspace) {
-  return p.splits == 1 || (have_workspace && workspace_bytes >= p.counter_bytes + PartialBytes(p.splits, m, n));
+  return p.splits == 1 ||
+         (have_workspace && workspace_bytes >= p.counter_bytes + PartialBytes(p.splits, m, n, p.own_reduce));
 }
 
 // Splits K only when the (column block x m tile) grid is under one wave of resident blocks,
@@ -803,7 +866,8 @@ absl::StatusOr<TcPlan> MakeTcPlan(const LutGemmParams& params, int sm_count, TcM
   const LutShape& s = params.shape;
   TcPlan p;
   p.mt = TcRowsPerBlock(params.m, mode);
-  p.own_reduce = mode != TcMode::kOld;
+  // (SumPartialsInSplitOrder stores plain outputs only.)
+  p.own_reduce = mode != TcMode::kOld || params.residual_epilogue() || params.deferred_norm();
   p.num_m_tiles = static_cast<int>((params.m + p.mt - 1) / p.mt);
   p.num_col_blocks = static_cast<int>((s.n + kBlockN - 1) / kBlockN);
   p.smem_bytes = s.bits == 2 ? TcSmemBytes<2>(p.mt) : s.bits == 3 ? TcSmemBytes<3>(p.mt) : TcSmemBytes<4>(p.mt);
@@ -817,7 +881,7 @@ absl::StatusOr<TcPlan> MakeTcPlan(const LutGemmParams& params, int sm_count, TcM
     if (!FitsWorkspace(p, params.m, s.n, params.workspace_bytes, have_workspace)) {
       return absl::InvalidArgumentError(absl::StrCat(
           "LUT-GEMM (tensor-core kernel): split_k=", params.split_k, " needs a workspace of ",
-          PartialBytes(p.splits, params.m, s.n) + p.counter_bytes, " bytes, got ", params.workspace_bytes));
+          PartialBytes(p.splits, params.m, s.n, p.own_reduce) + p.counter_bytes, " bytes, got ", params.workspace_bytes));
     }
     if (p.splits > 1 && static_cast<int64_t>(p.num_col_blocks) * p.num_m_tiles * 4 > kSplitCounterBytes) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -964,8 +1028,7 @@ absl::Status LaunchTensorCoreLutGemm(const LutGemmParams& params, CUstream_st* s
   norm.prenorm_weight = params.prenorm_weight;
   norm.deferred_sumsq = params.deferred_sumsq;
   norm.norm_eps = params.norm_eps;
-  // (SumPartialsInSplitOrder stores plain outputs only.)
-  args.own_reduce = plan->own_reduce || params.residual_epilogue() || params.deferred_norm();
+  args.own_reduce = plan->own_reduce;
   const cudaError_t err = params.dtype == ActivationType::kBFloat16
                               ? LaunchTcForType<__nv_bfloat16>(args, norm, params.shape.bits, *plan, params.pdl, stream)
                               : LaunchTcForType<__half>(args, norm, params.shape.bits, *plan, params.pdl, stream);

@@ -191,6 +191,9 @@ class CudaBackend : public Backend, public CudaBenchHooks {
   // for A/B runs (8B bf16 batch 16, H100: 0 or 1, the cluster kernel, 6.97 ms per step; 2, the
   // flat kernel, 7.40).
   int dense_gemv_variant_ = 0;
+  // gpu::DenseGemvParams::prefer_l1 of the dense GEMVs of the step being launched: set by
+  // LaunchForward where the step's decode attention runs its columns kernel.
+  bool gemv_prefer_l1_ = false;
   // gpu::DenseGemvParams::strip_counter of every dense GEMV call (all on stream_, in order):
   // strips past each block's first two go to blocks as they free up. 8B W4 decode, H100: the
   // LM head's blocks ended 315-370 us after its release with fixed shares (the second block

@@ -209,6 +209,7 @@ absl::Status CudaBackend::MatMul(const GpuMatrix& w, const void* x, int m, void*
       params.pdl = true;
       params.variant = m > 8 ? dense_gemv_variant_ : 0;  // (the choice among the 9..32-row kernels)
       params.strip_counter = gemv_strip_counter_.as<unsigned int>();  // (null: fixed shares)
+      params.prefer_l1 = gemv_prefer_l1_;
       return gpu::LaunchDenseGemv(params, stream_);
     }
     // Batch-invariant: below 32 rows every call runs at 32, so cuBLAS picks one algorithm
@@ -402,6 +403,11 @@ absl::Status CudaBackend::LaunchForward(const StepPlan& plan) {
   rope_kv.inv_freq = inv_freq_.as<float>();
   rope_kv.k_offset = q_dim;
   rope_kv.v_offset = q_dim + kv_dim;
+  // Where the decode attention runs its columns kernel (which leaves the SMs at the largest
+  // shared-memory carveout), this step's dense GEMVs ask for their L1 back.
+  gemv_prefer_l1_ = fuse_rope_kv && gpu::PagedAttentionDecodeColumns(dtype_, config_.head_dim, config_.num_heads,
+                                                                     config_.num_kv_heads, plan.seqs(),
+                                                                     plan.max_context_len) > 0;
 
   // LAUNCH(kind, launch): runs `launch` unless `kind` is ablated (bench e2e --ablate), then,
   // with --profile, charges the time since the previous launch to `kind`.

@@ -285,7 +285,10 @@ float OutValue(ActivationType dtype, bool y_fp32, const std::vector<uint8_t>& ra
   const double err = std::sqrt(num / std::max(den, 1e-300));
   *err_out = err;
   const double tol = y_fp32 ? 2e-5 : dtype == ActivationType::kFloat16 ? 1e-3 : 8e-3;
-  if (err > tol) return ::testing::AssertionFailure() << "normalized error " << err << " > " << tol;
+  // Over a handful of outputs the normalized error is one sum's relative error, unbounded where
+  // its terms cancel (n = 1, k = 14336, fp32 output: 3.9e-4 for one random seed on the H100,
+  // within its element bound); the element bounds above hold there, and the aggregate from 64.
+  if (m * ref.n >= 64 && err > tol) return ::testing::AssertionFailure() << "normalized error " << err << " > " << tol;
   return ::testing::AssertionSuccess();
 }
 
@@ -370,12 +373,11 @@ std::vector<KernelConfig> ConfigsFor(int64_t m) {
   return {{4, 1}, {8, 1}};
 }
 
-// Whether a kernel choice takes DenseGemvParams::strip_counter (the kernels without clusters).
-bool TakesStripCounter(int64_t m, const KernelConfig& c) { return m <= 8 || c.variant == 2; }
 
 // Every m in ms (and each kernel of ConfigsFor(m)) and both output types against the reference of
 // X's first rows; the kernels of one m must agree bitwise, and those without clusters give the
-// same bits with dynamic strips (a strip counter, which each call must leave at 0).
+// same bits with dynamic strips (a strip counter, which each call must leave at 0; every kernel
+// takes one) and with prefer_l1.
 void CheckProblem(const Problem& prob, const std::vector<int64_t>& ms, cudaStream_t stream, bool pdl = false) {
   SCOPED_TRACE(::testing::Message() << Name(prob.dtype) << " n=" << prob.n << " k=" << prob.k << " pdl=" << pdl);
   const int64_t rows = *std::max_element(ms.begin(), ms.end());
@@ -403,12 +405,13 @@ void CheckProblem(const Problem& prob, const std::vector<int64_t>& ms, cudaStrea
           EXPECT_TRUE(raw == first) << "m=" << m << ": " << Describe(config)
                                     << " differs from clusters of 4, y_fp32=" << y_fp32;
         }
-        if (TakesStripCounter(m, config)) {
+        {
           DenseGemvParams dynamic = prob.Params(m, y_fp32, pdl, 0, config.cluster, config.variant);
           dynamic.strip_counter = static_cast<unsigned int*>(d_counter.ptr);
+          dynamic.prefer_l1 = true;  // (a launch attribute only: the same bits)
           std::vector<uint8_t> again;
           ASSERT_TRUE(RunGemv(dynamic, stream, &again)) << "m=" << m << " " << Describe(config) << " dynamic strips";
-          EXPECT_TRUE(again == raw) << "m=" << m << " " << Describe(config) << ": dynamic strips differ, y_fp32=" << y_fp32;
+          EXPECT_TRUE(again == raw) << "m=" << m << " " << Describe(config) << ": dynamic strips with prefer_l1 differ, y_fp32=" << y_fp32;
           unsigned int left = 1;
           ASSERT_EQ(cudaMemcpy(&left, d_counter.ptr, sizeof(left), cudaMemcpyDeviceToHost), cudaSuccess);
           ASSERT_EQ(left, 0u) << "m=" << m << " " << Describe(config) << ": the strip counter was not reset";

@@ -220,7 +220,10 @@ void CheckResidualEpilogueAlone(const LutShape& s, int split_k, const std::vecto
     for (size_t i = 0; i < x.size(); ++i) xb[i] = ToActivationBits(dtype, x[i]);
     std::vector<float> residual(m * n), ones(n, 1.0f);
     for (float& r : residual) r = 3.0f * normal(rng);
-    const size_t ws_bytes = LutGemmWorkspaceBytes(s, m) + static_cast<size_t>(std::max(split_k, 1) * m * n) * 4 + 65536;
+    // (+ a forced split's partials, padded to 8-row groups and 128-column blocks as the kernel's)
+    const size_t ws_bytes = LutGemmWorkspaceBytes(s, m) +
+                            static_cast<size_t>(std::max(split_k, 1) * ((m + 7) / 8 * 8) * ((n + 127) / 128 * 128)) * 4 +
+                            65536;
     DeviceBuffer d_x(xb.size() * 2), d_proj(m * n * 2), d_normed(m * n * 2), d_ones(n * 4), d_res_a(m * n * 4),
         d_res_b(m * n * 4), d_sumsq(m * (n / 16) * 4), d_ws(ws_bytes);
     cudaMemset(d_ws.ptr, 0, ws_bytes);

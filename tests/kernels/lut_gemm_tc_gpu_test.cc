@@ -58,9 +58,11 @@ struct TcCall {
   std::vector<uint16_t> xb(x.size());
   for (size_t i = 0; i < x.size(); ++i) xb[i] = ToActivationBits(dtype, x[i]);
   DeviceBuffer d_x(xb.size() * 2), d_y(static_cast<size_t>(m * y_cols) * 2);
-  // What an engine allocates (LutGemmWorkspaceBytes), plus room for a forced split.
+  // What an engine allocates (LutGemmWorkspaceBytes), plus room for a forced split (partials
+  // padded to 8-row groups and 128-column blocks, as the kernel stores them).
+  const int64_t padded = ((m + 7) / 8 * 8) * ((s.n + 127) / 128 * 128);
   const size_t ws_bytes = LutGemmWorkspaceBytes(s, m) + 64 * 1024 +
-                          (call.split_k > 0 ? static_cast<size_t>(call.split_k * m * s.n) * 4 : 0);
+                          (call.split_k > 0 ? static_cast<size_t>(call.split_k * padded) * 4 : 0);
   DeviceBuffer d_ws(ws_bytes);
   if (!d_x.ptr || !d_y.ptr || !d_ws.ptr) return ::testing::AssertionFailure() << "cudaMalloc failed";
   cudaMemset(d_ws.ptr, 0, ws_bytes);
