@@ -81,6 +81,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/arrival.cuh"
 #include "kernels/cluster.cuh"
 #include "kernels/pdl.cuh"
 #include "kernels/rope_math.cuh"
@@ -700,25 +701,24 @@ __device__ __forceinline__ void MergeSplitsCluster(const AttnArgs& a, int q_row,
 }
 
 // After a split CTA has stored its partials: counts its arrival and, in the CTA that arrives
-// last, merges every split of the CTA's [ng, D] slice (split_counters set; the classic
-// fence / count / fence pattern: each thread's partial stores are fenced before thread 0's
-// atomicAdd, and the last CTA fences again before it reads). The last CTA resets the counter,
-// so the prefix is zero again when the launch ends. The chunk loop's shared memory is free by
-// now (the first barrier): its score buffer holds the merge's (max, sum) pairs.
+// last, merges every split of the CTA's [ng, D] slice (split_counters set). After a barrier,
+// thread 0's acquire-release add publishes the CTA's partial stores and, in the last CTA,
+// makes the other splits' visible (AtomicAddAcqRelGpu: one fence per CTA, not one per thread).
+// The last CTA resets the counter, so the prefix is zero again when the launch ends. The chunk
+// loop's shared memory is free by now (the first barrier): its score buffer holds the merge's
+// (max, sum) pairs.
 template <typename T, int kD, int kG, int kBufs>
 __device__ __forceinline__ void MergeIfLastSplit(const AttnArgs& a, const DecodeTask& task, int num_splits,
                                                  int arrivals, DecodeSmem<kD, kG, kBufs>& sm) {
-  __threadfence();
   __syncthreads();
   if (threadIdx.x == 0) {
     int* counter = a.split_counters + static_cast<int64_t>(task.seq) * gridDim.x + blockIdx.x;
-    const bool last = atomicAdd(counter, arrivals) == num_splits - arrivals;
+    const bool last = AtomicAddAcqRelGpu(counter, arrivals) == num_splits - arrivals;
     if (last) *counter = 0;  // every split has arrived: nobody else touches it this launch
     sm.merges = last;
   }
   __syncthreads();
   if (!sm.merges) return;
-  __threadfence();
   MergeSplits<T, kD, kG>(a, task.seq, task.q_row, task.h0, task.ng, num_splits, MergeScratch(sm));
 }
 

@@ -44,6 +44,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "kernels/arrival.cuh"
 #include "kernels/lut_gemm_device.cuh"
 
 namespace flute::lut {
@@ -379,14 +380,6 @@ __host__ __device__ inline int64_t FragmentSplitFloats(int64_t m, int64_t n) {
 }
 __device__ __forceinline__ int64_t FragmentTileOffset(int m, int n, int col_block, int m0) {
   return (static_cast<int64_t>(col_block) * ((m + 7) / 8) + m0 / 8) * kFragmentGroupFloats;
-}
-
-// atom.add.acq_rel.gpu: publishes this thread's (and, after a barrier, its block's) earlier
-// writes to whoever observes the add, and makes the writes published by earlier adds visible.
-__device__ __forceinline__ int AtomicAddAcqRelGpu(int* address, int value) {
-  int old;
-  asm volatile("atom.add.acq_rel.gpu.global.s32 %0, [%1], %2;\n" : "=r"(old) : "l"(address), "r"(value) : "memory");
-  return old;
 }
 
 // The kernel's body; kFused: with the fused norms (TcLutGemmFusedKernel, bf16 only), so that
