@@ -456,6 +456,10 @@ TEST(DenseGemvGpuTest, SanitizerSubset) {
     Problem prob(dtype, 100, 1000, rng);
     ASSERT_TRUE(prob.ok());
     CheckProblem(prob, {1, 5, 13, 32}, stream.s, /*pdl=*/true);
+    // More strips than two per resident block or cluster: the dynamic strips' counter fetches.
+    Problem wide(dtype, 20000, 128, rng);
+    ASSERT_TRUE(wide.ok());
+    CheckProblem(wide, {3, 13}, stream.s, /*pdl=*/true);
   }
 }
 
