@@ -130,6 +130,7 @@
 #include <cstddef>
 #include <map>
 #include <mutex>
+#include <type_traits>
 #include <utility>
 
 #include "absl/status/statusor.h"
@@ -163,6 +164,14 @@ struct GemvArgs {
   int batches;    // ceil(k / 128)
   unsigned int* strip_counter;  // DenseGemvKernel: dynamic strips (DenseGemvParams), or null
   unsigned int fetches;         // counter increments per call (the last one resets it)
+  // The cluster kernel's epilogues (DenseGemvParams; null / false: none).
+  bool swiglu;
+  float* residual;
+  float* sumsq_out;
+  void* prenorm_out;
+  const float* prenorm_weight;
+  const float* deferred_sumsq;
+  float norm_eps;
 };
 
 // 16 bytes of W, streamed: not kept in L1, and a 256-byte L2 fetch (a warp reads 64 contiguous
@@ -405,7 +414,8 @@ __global__ void __launch_bounds__(kThreads, 2) DenseGemvKernel(const GemvArgs a)
 template <int G, int R>
 struct ClusterPlan {
   static_assert(G == 2 || G == 4, "m in 9..16 or 17..32");
-  static_assert(R == 64 || R == 128, "strips of 64 or 128 rows");
+  static_assert(R == 32 || R == 64 || R == 128, "strips of 32, 64 or 128 rows");
+  static_assert(R != 32 || G == 2, "strips of 32 rows: m <= 16 only (instances)");
   static constexpr int kTileRows = 16;                  // rows of W per warp: one MMA tile
   static constexpr int kGroupWarps = R / kTileRows;     // warps of a group: one class, all R rows
   static constexpr int kGroups = kWarps / kGroupWarps;  // groups (classes) per CTA: 2 or 1
@@ -451,6 +461,45 @@ __device__ __forceinline__ void CpAsyncWaitAll() { asm volatile("cp.async.wait_g
 template <int kCount>
 __device__ __forceinline__ void GroupBarrier(int group) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(1 + group), "n"(kCount) : "memory");
+}
+
+// The deferred norm's factor 1 / sqrt(sum of deferred_sumsq[mm, 0 .. k / 16) / k + eps) of X row mm,
+// computed by the 16 lanes of a half-warp (l = lane & 15; all 32 lanes of the warp call it; rows
+// mm >= m load nothing): lane l adds the float4s l, l + 16, ... of the row (4 in flight), each
+// x, y, z, w in order, then a fixed xor tree over the 16 lanes gives every lane the same bits.
+// The order depends on k alone (every CTA, call and m), and the formula is
+// gpu::LaunchAddRmsNorm's (IEEE division and square root).
+__device__ __forceinline__ float DeferredNormFactor(const GemvArgs& a, int mm, int l) {
+  const int vecs = a.k / 64;  // float4 per row (k % 64 == 0: checked at the launch)
+  const float4* row = reinterpret_cast<const float4*>(a.deferred_sumsq) + static_cast<int64_t>(mm) * vecs;
+  float sum = 0.0f;
+  for (int j0 = l; j0 < vecs; j0 += 64) {
+    float4 v[4];
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+      const int j = j0 + 16 * u;
+      v[u] = j < vecs && mm < a.m ? __ldcg(row + j) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    }
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+      sum += v[u].x;
+      sum += v[u].y;
+      sum += v[u].z;
+      sum += v[u].w;
+    }
+  }
+#pragma unroll
+  for (int offset = 1; offset < 16; offset <<= 1) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+  return 1.0f / sqrtf(sum / static_cast<float>(a.k) + a.norm_eps);
+}
+
+// silu(gate) * up of two fp32 sums, each rounded to T first: bitwise the plain GEMV followed by
+// the SwiGLU kernel of llama_ops.cu (g / (1 + e^-g) * u in fp32).
+template <typename T>
+__device__ __forceinline__ T SwiGluOfSums(float gate_sum, float up_sum) {
+  const float gate = Cvt<T>::ToFloat(Cvt<T>::FromFloat(gate_sum));
+  const float up = Cvt<T>::ToFloat(Cvt<T>::FromFloat(up_sum));
+  return Cvt<T>::FromFloat(gate / (1.0f + expf(-gate)) * up);
 }
 
 // T: fp16 / bf16 of X and W; TY: T or float (Y); G: 8-row groups of X (2 or 4); R: rows per strip
@@ -560,6 +609,21 @@ __global__ void __launch_bounds__(kThreads, 2) DenseGemvClusterKernel(const Gemv
   if (my_rounds > 0) load_w(cluster, 0);  // weights: never written by the previous kernel
   GridDependencyWait();                   // X is: read it only from here on
   if (my_rounds > 0) issue_x(0);
+  // The deferred norm's factors of the output rows (tid >> 4) + 16u, into shared memory (read
+  // after the first strip's cluster barrier; no register held through the main loop): their
+  // loads are in flight with the first X tile's.
+  // 16-bit outputs and m <= 16 only: with 4 groups of X rows, the residual epilogue's operands
+  // beside the next strip's W registers and the partials spilled 24 bytes (and m > 16 runs
+  // cuBLAS in the engine).
+  constexpr bool kEpilogues = !std::is_same<TY, float>::value && G == 2;
+  __shared__ float s_inv[kDenseGemvMaxM];
+  if (kEpilogues && a.deferred_sumsq != nullptr) {
+#pragma unroll
+    for (int u = 0; u < P::kOutPerThread; ++u) {
+      const float inv = DeferredNormFactor(a, (tid >> 4) + 16 * u, tid & 15);
+      if ((tid & 15) == 0) s_inv[(tid >> 4) + 16 * u] = inv;
+    }
+  }
 
   float* const red_base = reinterpret_cast<float*>(smem + P::kGroups * P::kXTileBytes);
   int parity = 0;
@@ -609,10 +673,21 @@ __global__ void __launch_bounds__(kThreads, 2) DenseGemvClusterKernel(const Gemv
       const int fetched = 2 * clusters + static_cast<int>(taken);
       s_next[(i + 1) & 1] = fetched < a.strips ? fetched : a.strips;
     }
-    ClusterSync();  // (the other parity's buffers are free: their readers passed this barrier)
     // CTA `rank` sums strip rows 16·rank + (tid & 15) for X rows (tid >> 4) + 16u; class c is
     // group c % kGroups of CTA c / kGroups. Every load is issued before the first sum.
     const int row = P::kOutRows * rank + (tid & 15);
+    const int out = strip * R + row;
+    // The residual epilogue's operands, in flight during the cluster barrier.
+    float old[P::kOutPerThread], prenorm_weight = 0.0f;
+    if (kEpilogues && a.residual != nullptr) {
+#pragma unroll
+      for (int u = 0; u < P::kOutPerThread; ++u) {
+        const int mm = (tid >> 4) + 16 * u;
+        old[u] = mm < a.m && out < a.n ? __ldcg(a.residual + static_cast<int64_t>(mm) * a.n + out) : 0.0f;
+      }
+      if (a.prenorm_out != nullptr && out < a.n) prenorm_weight = __ldg(a.prenorm_weight + out);
+    }
+    ClusterSync();  // (the other parity's buffers are free: their readers passed this barrier)
     const uint32_t red_addr = SharedAddress(red_base) + 4u * static_cast<uint32_t>(parity * P::kRedFloats + row);
     float v[P::kOutPerThread][kWarps];
 #pragma unroll
@@ -624,14 +699,39 @@ __global__ void __launch_bounds__(kThreads, 2) DenseGemvClusterKernel(const Gemv
         v[u][c] = mm < a.m ? LoadSharedCluster(MapShared(addr, c / P::kGroups)) : 0.0f;
       }
     }
-    const int out = strip * R + row;
 #pragma unroll
     for (int u = 0; u < P::kOutPerThread; ++u) {
       const int mm = (tid >> 4) + 16 * u;
       float sum = 0.0f;
 #pragma unroll
       for (int c = 0; c < kWarps; ++c) sum += v[u][c];
-      if (mm < a.m && out < a.n) static_cast<TY*>(a.y)[static_cast<int64_t>(mm) * a.n + out] = OutCvt<TY>::FromFloat(sum);
+      const bool valid = mm < a.m && out < a.n;  // (uniform over each half-warp where n % 16 == 0)
+      if constexpr (kEpilogues) {
+        if (a.deferred_sumsq != nullptr) sum *= s_inv[mm];
+        if (a.swiglu) {  // lanes with (tid & 8) == 0 hold gate rows, their lane + 8 the up rows
+          const float up = __shfl_xor_sync(0xffffffffu, sum, 8);
+          if (valid && (tid & 8) == 0) {
+            static_cast<T*>(a.y)[static_cast<int64_t>(mm) * (a.n / 2) + (strip * R + P::kOutRows * rank) / 2 +
+                                 (tid & 7)] = SwiGluOfSums<T>(sum, up);
+          }
+          continue;
+        }
+        if (a.residual != nullptr) {
+          float sumsq = 0.0f;
+          if (valid) {
+            const int64_t at = static_cast<int64_t>(mm) * a.n + out;
+            const float r = old[u] + Cvt<T>::ToFloat(Cvt<T>::FromFloat(sum));
+            a.residual[at] = r;
+            if (a.prenorm_out != nullptr) static_cast<T*>(a.prenorm_out)[at] = Cvt<T>::FromFloat(prenorm_weight * r);
+            sumsq = __fmul_rn(r, r);  // (never contracted into the adds below)
+          }
+#pragma unroll
+          for (int offset = 1; offset < 16; offset <<= 1) sumsq += __shfl_xor_sync(0xffffffffu, sumsq, offset);
+          if (valid && (tid & 15) == 0) a.sumsq_out[static_cast<int64_t>(mm) * (a.n / 16) + out / 16] = sumsq;
+          continue;
+        }
+      }
+      if (valid) static_cast<TY*>(a.y)[static_cast<int64_t>(mm) * a.n + out] = OutCvt<TY>::FromFloat(sum);
     }
     parity ^= 1;
     strip = next;
@@ -657,13 +757,16 @@ KernelChoice ClusterChoice() {
   return {DenseGemvClusterKernel<T, TY, G, R>, ClusterPlan<G, R>::kCluster, R, ClusterPlan<G, R>::kSmemBytes};
 }
 
+// cluster: 2, 4 or 8 (never 0 here: LaunchDenseGemv resolves the launcher's choice).
 template <typename T, typename TY>
 KernelChoice ChooseForType(int64_t m, int cluster, int variant) {
   if (m <= kMaxM) return {DenseGemvKernel<T, TY, 1, kBatchSteps>, 1, kStripRows, 0};
   if (variant == 2) return {DenseGemvKernel<T, TY, 2, kBatchSteps / 2>, 1, kStripRows, 0};  // m <= 16
-  const int c = cluster != 0 ? cluster : 4;
-  if (m <= 16) return c == 4 ? ClusterChoice<T, TY, 2, 64>() : ClusterChoice<T, TY, 2, 128>();
-  return c == 4 ? ClusterChoice<T, TY, 4, 64>() : ClusterChoice<T, TY, 4, 128>();
+  if (m <= 16) {
+    return cluster == 2 ? ClusterChoice<T, TY, 2, 32>()
+                        : cluster == 4 ? ClusterChoice<T, TY, 2, 64>() : ClusterChoice<T, TY, 2, 128>();
+  }
+  return cluster == 8 ? ClusterChoice<T, TY, 4, 128>() : ClusterChoice<T, TY, 4, 64>();
 }
 
 KernelChoice SelectKernel(ActivationType dtype, bool y_fp32, int64_t m, int cluster, int variant) {
@@ -758,7 +861,25 @@ absl::StatusOr<Residency> ResidentUnits(const KernelChoice& k) {
 absl::Status LaunchDenseGemv(const DenseGemvParams& p, CUstream_st* stream) {
   const absl::Status valid = CheckDenseGemvParams(p);
   if (!valid.ok()) return valid;
-  const KernelChoice kernel = SelectKernel(p.dtype, p.y_fp32, p.m, p.cluster, p.variant);
+  // The launcher's cluster size: 4 (strips of 64 rows), or 2 (32 rows) at m <= 16 where strips of
+  // 64 rows would give the co-resident clusters about one each (n <= 64 x 5/4 x clusters: the 8B
+  // O and down projections, n = 4096, 64 strips for 62 clusters). Then the two clusters with a
+  // second strip, or a cluster placed late (4 free slots in one GPC; after the decode attention
+  // 1-6 of them started only once others had ended), doubled the call (8B bf16 batch 16: the O
+  // projection's last exit 20 us after its release instead of 11); with clusters of 2, the late
+  // ones have half as much to do. Elsewhere, 32-row strips cost more than they save (twice the
+  // X traffic per byte of W, twice the strip ends: gate/up 88 us instead of 83, the LM head 364
+  // instead of 344). H100 traces and A/B: bench/results/ab-2026-11-26-h100/session16/.
+  int cluster = p.cluster;
+  if (cluster == 0) {
+    cluster = 4;
+    if (p.m > kMaxM && p.m <= 16 && p.variant != 2) {
+      const absl::StatusOr<Residency> four = ResidentUnits(SelectKernel(p.dtype, p.y_fp32, p.m, 4, p.variant));
+      if (!four.ok()) return four.status();
+      if (4 * ((p.n + 63) / 64) <= 5 * static_cast<int64_t>(four->units)) cluster = 2;
+    }
+  }
+  const KernelChoice kernel = SelectKernel(p.dtype, p.y_fp32, p.m, cluster, p.variant);
   const absl::StatusOr<Residency> resident = ResidentUnits(kernel);
   if (!resident.ok()) return resident.status();
   GemvArgs a;
@@ -771,6 +892,13 @@ absl::Status LaunchDenseGemv(const DenseGemvParams& p, CUstream_st* stream) {
   a.strips = static_cast<int>((p.n + kernel.rows - 1) / kernel.rows);
   a.batches = static_cast<int>((p.k + kBatchK - 1) / kBatchK);
   a.strip_counter = p.strip_counter;
+  a.swiglu = p.swiglu;
+  a.residual = p.residual;
+  a.sumsq_out = p.sumsq_out;
+  a.prenorm_out = p.prenorm_out;
+  a.prenorm_weight = p.prenorm_weight;
+  a.deferred_sumsq = p.deferred_sumsq;
+  a.norm_eps = p.norm_eps;
   // Dynamic strips: blocks with two static strips (block + grid < strips) fetch the rest, each
   // until its first miss: the strips past the first 2·grid plus one miss per fetching block.
   const int grid = std::min(a.strips, resident->units);

@@ -44,9 +44,10 @@ struct DenseGemvParams {
   // kernel on the stream finishes; it streams its first W loads at once and reads X only after
   // that kernel has completed. Only for callers whose previous kernel does not write W.
   bool pdl = false;
-  // 9 <= m <= 32 only (ignored below): the CTAs per cluster, 4 (strips of 64 rows of W) or 8
-  // (128 rows); 0 = the launcher's choice (4). For tests and A/B runs: the results are bitwise
-  // the same either way.
+  // 9 <= m <= 32 only (ignored below): the CTAs per cluster, 2 (strips of 32 rows of W; m <= 16
+  // only), 4 (64 rows) or 8 (128 rows); 0 = the launcher's choice (2 at m <= 16 where strips of
+  // 64 rows would leave the co-resident clusters about one each, else 4). For tests and A/B
+  // runs: the results are bitwise the same either way.
   int cluster = 0;
   // Which kernel runs 9 <= m <= 32 (ignored at m <= 8, where there is one): 0 = the launcher's
   // choice (the cluster kernel); 1 = the cluster kernel; 2 = the flat kernel, 9 <= m <= 16 only
@@ -68,6 +69,36 @@ struct DenseGemvParams {
   // 0.2 ms: each change of carveout keeps a kernel's CTAs off an SM until the previous
   // kernel's have left it). The m <= 8 kernel always asks for it. Bitwise the same results.
   bool prefer_l1 = false;
+
+  // ---- Epilogues of the decode step's fusions (the cluster kernel: 9 <= m <= 16 only, 16-bit y,
+  // n a multiple of 16, not the flat variant). Each output element is still the same fp32 sum.
+  // SwiGLU: W holds gate and up rows interleaved by 8 (rows [16j, 16j + 8) gate features
+  // [8j, 8j + 8), the next 8 the matching up features); y is [m, n / 2] = silu(gate) * up, gate
+  // and up rounded to dtype first: bitwise the plain call into [m, n] followed by
+  // gpu::LaunchSwiGlu with interleave 8.
+  bool swiglu = false;
+  // Residual epilogue (not with swiglu): instead of storing y (unused, may be null),
+  // residual[m, n] (fp32, in place) += Y rounded to dtype, exactly as gpu::LaunchAddRmsNorm adds
+  // a projection, and sumsq_out[m, n / 16] = the sums of squares of the new residual over each 16
+  // consecutive columns, in a fixed order (the layout of lut::LutGemmParams::sumsq_out). With
+  // prenorm_out also prenorm_out[m, n] (dtype) = prenorm_weight[n] * new residual, rounded: the
+  // next RMSNorm's output before its row factor (for a consumer with the deferred norm; in fp16
+  // the product could overflow where the normalized value would not: the engine uses it in bf16).
+  float* residual = nullptr;             // fp32 [m, n]
+  float* sumsq_out = nullptr;            // fp32 [m, n / 16]
+  void* prenorm_out = nullptr;           // dtype [m, n], 2-byte aligned; or null
+  const float* prenorm_weight = nullptr;  // fp32 [n], with prenorm_out
+  // Deferred norm: x is a prenorm_out, and the fp32 sums of row r (before the rounding, before
+  // SwiGLU) are multiplied by inv[r] = 1 / sqrt(sum of deferred_sumsq[r, 0 .. k / 16) / k +
+  // norm_eps), the producer's sumsq_out added in a fixed order (a function of k alone). Then the
+  // result is the RMSNorm-then-GEMV one up to where the rounding to dtype happens (as
+  // lut::LutGemmParams's deferred norm). k a multiple of 64; 16-byte aligned.
+  const float* deferred_sumsq = nullptr;  // fp32 [m, k / 16]
+  float norm_eps = 0.0f;
+
+  bool residual_epilogue() const { return residual != nullptr; }
+  bool deferred_norm() const { return deferred_sumsq != nullptr; }
+  bool any_epilogue() const { return swiglu || residual_epilogue() || deferred_norm(); }
 };
 
 constexpr int64_t kDenseGemvMaxM = 32;
@@ -81,6 +112,43 @@ inline bool DenseGemvSupports(int64_t m, int64_t n, int64_t k) {
          k <= kDenseGemvMaxDim && k % 8 == 0;
 }
 
+// The epilogue fields of `p` (one of them set): OK or InvalidArgument naming the field.
+inline absl::Status CheckDenseGemvEpilogue(const DenseGemvParams& p) {
+  const auto fail = [](auto&&... parts) {
+    return absl::InvalidArgumentError(absl::StrCat("dense GEMV: ", parts...));
+  };
+  if (!p.residual_epilogue() && (p.prenorm_out != nullptr || p.sumsq_out != nullptr)) {
+    return fail("prenorm_out and sumsq_out are outputs of the residual epilogue: residual must be set");
+  }
+  const char* which = p.swiglu ? "swiglu" : p.residual_epilogue() ? "the residual epilogue" : "the deferred norm";
+  if (p.m < 9 || p.m > 16) {
+    return fail(which, " runs on the cluster kernel with 2 groups of X rows only: m must be in [9, 16], got ", p.m);
+  }
+  if (p.variant == 2) return fail(which, " runs on the cluster kernel only: variant must be 0 or 1, got 2");
+  if (p.y_fp32) return fail(which, " writes 16-bit outputs: y_fp32 must be false");
+  if ((p.swiglu || p.residual_epilogue()) && p.n % 16 != 0) {
+    return fail(which, " needs n to be a multiple of 16, got ", p.n);
+  }
+  if (p.swiglu && p.residual_epilogue()) return fail("swiglu and the residual epilogue cannot be combined");
+  const auto misaligned = [](const void* ptr, uintptr_t align) { return reinterpret_cast<uintptr_t>(ptr) % align != 0; };
+  if (p.residual_epilogue()) {
+    if (p.sumsq_out == nullptr) return fail("the residual epilogue needs sumsq_out");
+    if ((p.prenorm_out == nullptr) != (p.prenorm_weight == nullptr)) {
+      return fail("prenorm_out and prenorm_weight must be set together");
+    }
+    if (misaligned(p.residual, 4) || misaligned(p.sumsq_out, 4) || misaligned(p.prenorm_weight, 4) ||
+        misaligned(p.prenorm_out, 2)) {
+      return fail("residual, sumsq_out and prenorm_weight must be 4-byte aligned and prenorm_out 2-byte aligned");
+    }
+  }
+  if (p.deferred_norm()) {
+    if (p.k % 64 != 0) return fail("the deferred norm needs k to be a multiple of 64, got ", p.k);
+    if (misaligned(p.deferred_sumsq, 16)) return fail("deferred_sumsq must be 16-byte aligned");
+    if (!(p.norm_eps >= 0.0f)) return fail("norm_eps must be >= 0, got ", p.norm_eps);
+  }
+  return absl::OkStatus();
+}
+
 // OK when LaunchDenseGemv would launch `p`; else InvalidArgument naming the field, what it
 // must be and what it was. Pure host code: no CUDA call.
 inline absl::Status CheckDenseGemvParams(const DenseGemvParams& p) {
@@ -92,9 +160,10 @@ inline absl::Status CheckDenseGemvParams(const DenseGemvParams& p) {
   if (p.k < 8 || p.k > kDenseGemvMaxDim || p.k % 8 != 0) {
     return fail("k must be a multiple of 8 in [8, 2^30] (16-byte rows), got ", p.k);
   }
-  if (p.cluster != 0 && p.cluster != 4 && p.cluster != 8) {
-    return fail("cluster must be 0 (the launcher's choice), 4 or 8, got ", p.cluster);
+  if (p.cluster != 0 && p.cluster != 2 && p.cluster != 4 && p.cluster != 8) {
+    return fail("cluster must be 0 (the launcher's choice), 2, 4 or 8, got ", p.cluster);
   }
+  if (p.cluster == 2 && p.m > 16) return fail("cluster 2 (strips of 32 rows) takes m <= 16, got m = ", p.m);
   if (p.variant < 0 || p.variant > 2) {
     return fail("variant must be 0 (the launcher's choice), 1 (cluster kernel) or 2 (flat kernel), got ", p.variant);
   }
@@ -107,9 +176,14 @@ inline absl::Status CheckDenseGemvParams(const DenseGemvParams& p) {
   const auto offset = [](const void* ptr, uintptr_t align) { return reinterpret_cast<uintptr_t>(ptr) % align; };
   if (p.x == nullptr) return fail("x must be set");
   if (p.w == nullptr) return fail("w must be set");
-  if (p.y == nullptr) return fail("y must be set");
+  if (p.y == nullptr && !p.residual_epilogue()) return fail("y must be set");
   if (offset(p.x, 16) != 0) return fail("x must be 16-byte aligned, got an address ", offset(p.x, 16), " bytes past");
   if (offset(p.w, 16) != 0) return fail("w must be 16-byte aligned, got an address ", offset(p.w, 16), " bytes past");
+  if (p.any_epilogue() || p.prenorm_out != nullptr || p.sumsq_out != nullptr) {
+    const absl::Status epilogue = CheckDenseGemvEpilogue(p);
+    if (!epilogue.ok()) return epilogue;
+  }
+  if (p.residual_epilogue()) return absl::OkStatus();  // (y is not used)
   const uintptr_t y_align = p.y_fp32 ? 4 : 2;
   if (offset(p.y, y_align) != 0) {
     return fail("y must be ", y_align, "-byte aligned (", p.y_fp32 ? "fp32" : "16-bit", " output), got an address ",

@@ -18,6 +18,7 @@
 #include "engine/cuda/step_profiler.h"
 #include "kernels/attention.h"
 #include "kernels/dense_gemm.h"
+#include "kernels/dense_gemv.h"
 #include "kernels/kernel_trace.h"
 #include "kernels/sampling.h"
 
@@ -113,6 +114,11 @@ class CudaBackend : public Backend, public CudaBenchHooks {
   bool UsesLutKernel(int m) const { return !dequant_.bytes() || m < 256; }
   // The LUT-GEMM call for w (workspace, batch-invariant split, PDL) without launching it.
   lut::LutGemmParams LutParams(const GpuMatrix& w, const void* x, int m, void* y) const;
+  // A dense GEMV call of the decode path (PDL, dynamic strips, the step's carveout choice).
+  gpu::DenseGemvParams DenseParams(const GpuMatrix& w, const void* x, int m, void* y) const;
+  // Whether the dense GEMV's epilogues (SwiGLU, residual, deferred norm: the cluster kernel)
+  // run the 16-bit products of an m-row pass.
+  bool DenseEpiloguesApply(int m) const;
   // out[m, inter] = silu(x gateᵀ) * (x upᵀ): fused into the LUT-GEMM when it can, else the
   // projection into gate_up_ and gpu::LaunchSwiGlu in the projection's layout.
   // norm_weight != nullptr: x is not used; the kernel normalizes residual_ itself (the norm
@@ -191,6 +197,12 @@ class CudaBackend : public Backend, public CudaBenchHooks {
   // for A/B runs (8B bf16 batch 16, H100: 0 or 1, the cluster kernel, 6.97 ms per step; 2, the
   // flat kernel, 7.40).
   int dense_gemv_variant_ = 0;
+  // gpu::DenseGemvParams::cluster of those products: FLUTE_DENSE_GEMV_CLUSTER, for A/B runs
+  // (0: the launcher's choice).
+  int dense_gemv_cluster_ = 0;
+  // Whether passes of 9-16 rows run the dense GEMV's epilogues (DenseEpiloguesApply);
+  // FLUTE_DENSE_GEMV_EPILOGUES=off: the separate SwiGLU and norm kernels, for A/B runs.
+  bool dense_epilogues_ = true;
   // gpu::DenseGemvParams::prefer_l1 of the dense GEMVs of the step being launched: set by
   // LaunchForward where the step's decode attention runs its columns kernel.
   bool gemv_prefer_l1_ = false;

@@ -191,25 +191,34 @@ absl::Status CudaBackend::UploadInputs(const StepPlan& plan) {
                     "step input upload");
 }
 
+gpu::DenseGemvParams CudaBackend::DenseParams(const GpuMatrix& w, const void* x, int m, void* y) const {
+  gpu::DenseGemvParams params;
+  params.dtype = dtype_;
+  params.m = m;
+  params.n = w.n;
+  params.k = w.k;
+  params.x = x;
+  params.w = w.dense.get();
+  params.y = y;
+  params.pdl = true;  // it loads its first weights while the kernel before finishes
+  params.variant = m > 8 ? dense_gemv_variant_ : 0;  // (the choice among the 9..32-row kernels)
+  params.cluster = m > 8 && (dense_gemv_cluster_ != 2 || m <= 16) ? dense_gemv_cluster_ : 0;
+  params.strip_counter = gemv_strip_counter_.as<unsigned int>();  // (null: fixed shares)
+  params.prefer_l1 = gemv_prefer_l1_;
+  return params;
+}
+
+bool CudaBackend::DenseEpiloguesApply(int m) const {
+  return dense_gemv_ && dense_epilogues_ && dense_gemv_variant_ != 2 && m >= 9 && m <= kDenseGemvMaxRows;
+}
+
 absl::Status CudaBackend::MatMul(const GpuMatrix& w, const void* x, int m, void* y, bool y_fp32) {
   if (!w.lut) {
     if (dense_gemv_ && m <= kDenseGemvMaxRows && gpu::DenseGemvSupports(m, w.n, w.k)) {
       // Decode-sized: a stream of the weights (cuBLAS reaches 58-70 % of the bandwidth at
-      // m = 1 on the 4096-wide shapes). PDL: it loads its first weights while the kernel
-      // before finishes.
-      gpu::DenseGemvParams params;
-      params.dtype = dtype_;
-      params.m = m;
-      params.n = w.n;
-      params.k = w.k;
-      params.x = x;
-      params.w = w.dense.get();
-      params.y = y;
+      // m = 1 on the 4096-wide shapes).
+      gpu::DenseGemvParams params = DenseParams(w, x, m, y);
       params.y_fp32 = y_fp32;
-      params.pdl = true;
-      params.variant = m > 8 ? dense_gemv_variant_ : 0;  // (the choice among the 9..32-row kernels)
-      params.strip_counter = gemv_strip_counter_.as<unsigned int>();  // (null: fixed shares)
-      params.prefer_l1 = gemv_prefer_l1_;
       return gpu::LaunchDenseGemv(params, stream_);
     }
     // Batch-invariant: below 32 rows every call runs at 32, so cuBLAS picks one algorithm
@@ -282,15 +291,22 @@ CudaBackend::NormFusion CudaBackend::PlanNormFusion(int m) const {
 bool CudaBackend::DeferredNormApplies(int m) const {
   // bf16 only: prenorm_out holds weight * residual before the 1 / rms factor, which in fp16
   // could overflow where the normalized value would not.
-  // From 5 rows: where the plain products run on the tensor-core kernel too (lut_gemm.h: kAuto).
-  if (dtype_ != lut::ActivationType::kBFloat16 || options_.batch_invariant || m < 5 || !UsesLutKernel(m)) {
-    return false;
-  }
+  if (dtype_ != lut::ActivationType::kBFloat16 || options_.batch_invariant) return false;
+  // LUT models from 5 rows: where the plain products run on the tensor-core kernel too
+  // (lut_gemm.h: kAuto). 16-bit models where the dense GEMV's cluster kernel runs (9-16 rows;
+  // at 1-8 rows the bf16 8B step is at 89-91 % of its roofline without it).
+  if (model_->layers.empty() || model_->layers.front().qkv.parts.empty()) return false;
+  const bool lut = model_->layers.front().qkv.parts.front().lut;
+  if (lut ? m < 5 || !UsesLutKernel(m) : !DenseEpiloguesApply(m) || config_.hidden_size % 64 != 0) return false;
   const char* env = std::getenv("FLUTE_DEFERRED_NORM");
   if (env != nullptr && std::string(env) == "0") return false;
-  const auto single_lut = [](const GpuProjection& p) { return p.parts.size() == 1 && p.parts.front().lut; };
+  // Every projection one matrix of the kind the path runs (LUT or 16-bit).
+  const auto single = [&](const GpuProjection& p) {
+    return p.parts.size() == 1 && p.parts.front().lut == lut &&
+           (lut || gpu::DenseGemvSupports(m, p.parts.front().n, p.parts.front().k));
+  };
   for (const GpuLayer& layer : model_->layers) {
-    if (!single_lut(layer.qkv) || !single_lut(layer.o) || !single_lut(layer.gate_up) || !single_lut(layer.down) ||
+    if (!single(layer.qkv) || !single(layer.o) || !single(layer.gate_up) || !single(layer.down) ||
         layer.gate_up.interleave != 8) {
       return false;
     }
@@ -319,6 +335,12 @@ absl::Status CudaBackend::ProjectNormed(const GpuProjection& p, const DeviceBuff
 }
 
 absl::Status CudaBackend::ProjectDeferredNorm(const GpuProjection& p, int m, void* y) {
+  if (!p.parts.front().lut) {
+    gpu::DenseGemvParams params = DenseParams(p.parts.front(), normed_.get(), m, y);
+    params.deferred_sumsq = norm_sumsq_.as<float>();
+    params.norm_eps = static_cast<float>(config_.rms_norm_eps);
+    return gpu::LaunchDenseGemv(params, stream_);
+  }
   lut::LutGemmParams params = LutParams(p.parts.front(), normed_.get(), m, y);
   params.deferred_sumsq = norm_sumsq_.as<float>();
   params.norm_eps = static_cast<float>(config_.rms_norm_eps);
@@ -327,6 +349,16 @@ absl::Status CudaBackend::ProjectDeferredNorm(const GpuProjection& p, int m, voi
 
 absl::Status CudaBackend::ProjectIntoResidual(const GpuProjection& p, const void* x, int m, int coresident_smem,
                                               const DeviceBuffer* prenorm_weight) {
+  if (!p.parts.front().lut) {  // the dense GEMV's residual epilogue (DenseEpiloguesApply)
+    gpu::DenseGemvParams params = DenseParams(p.parts.front(), x, m, nullptr);
+    params.residual = residual_.as<float>();
+    params.sumsq_out = norm_sumsq_.as<float>();
+    if (prenorm_weight != nullptr) {
+      params.prenorm_out = normed_.get();
+      params.prenorm_weight = prenorm_weight->as<float>();
+    }
+    return gpu::LaunchDenseGemv(params, stream_);
+  }
   lut::LutGemmParams params = LutParams(p.parts.front(), x, m, nullptr);
   params.coresident_smem = coresident_smem;
   AddResidualEpilogue(&params);
@@ -350,6 +382,17 @@ absl::Status CudaBackend::GateUpSwiGlu(const GpuProjection& p, const void* x, in
       params.norm_eps = static_cast<float>(config_.rms_norm_eps);
     }
     return lut::LaunchLutGemm(params, stream_);
+  }
+  if (p.interleave == 8 && !w.lut && norm_weight == nullptr && DenseEpiloguesApply(m) &&
+      gpu::DenseGemvSupports(m, w.n, w.k)) {
+    // The dense GEMV's cluster kernel applies SwiGLU in its epilogue (and the deferred norm).
+    gpu::DenseGemvParams params = DenseParams(w, x, m, out);
+    params.swiglu = true;
+    if (deferred_norm) {
+      params.deferred_sumsq = norm_sumsq_.as<float>();
+      params.norm_eps = static_cast<float>(config_.rms_norm_eps);
+    }
+    return gpu::LaunchDenseGemv(params, stream_);
   }
   if (norm_weight != nullptr || deferred_norm) {
     return absl::InternalError("GateUpSwiGlu: fused norm without the fused LUT path");

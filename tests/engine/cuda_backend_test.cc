@@ -285,6 +285,36 @@ TEST(CudaBackend, Bf16StepsRunTheDeferredNorm) {
   EXPECT_LE(fused_error, 2 * separate_error + 1e-3);
 }
 
+// 16-bit models: passes of 9-16 rows (here chunks of 16) run the dense GEMV's epilogues
+// (kernels/dense_gemv.h): the residual add + RMSNorm of every layer inside the o / down
+// projections and the deferred norm in qkv and gate/up (bf16), SwiGLU in gate/up. Two add + RMSNorm
+// launches per step instead of 2 x layers + 1, and logits as close to the CPU backend as with
+// the separate kernels (FLUTE_DEFERRED_NORM=0; FLUTE_DENSE_GEMV_VARIANT=2 runs no epilogue).
+TEST(CudaBackend, Bf16DenseStepsOf9To16RowsRunTheGemvEpilogues) {
+  REQUIRE_SHARED_AND_GPU();
+  std::string skip;
+  BackendOptions options = CudaOptions("bfloat16");
+  options.profile = true;
+  auto gpu = MakeCuda(ManpageDir(), options, &skip);
+  REQUIRE_CUDA(gpu, skip);
+  auto cpu = MakeCpu(ManpageDir());
+  ASSERT_NE(cpu, nullptr);
+  const std::vector<int32_t> ids = ValidationTokens(64, 5000);
+  const std::vector<float> want = RunChunked(*cpu, ids, 16);
+  const std::vector<float> fused = RunChunked(*gpu, ids, 16);
+  EXPECT_EQ(NormLaunchesPerStep(*gpu), 2);
+  AsCudaBench(gpu.get())->ResetProfile();
+  setenv("FLUTE_DEFERRED_NORM", "0", 1);
+  const std::vector<float> separate = RunChunked(*gpu, ids, 16);
+  unsetenv("FLUTE_DEFERRED_NORM");
+  EXPECT_GE(NormLaunchesPerStep(*gpu), 13);
+  const double fused_error = NormalizedError(fused, want), separate_error = NormalizedError(separate, want);
+  std::printf("[dense bf16, chunks of 16] normalized logit error vs cpu: GEMV epilogues %.2e, separate kernels %.2e\n",
+              fused_error, separate_error);
+  EXPECT_LE(fused_error, 1e-2);  // as Bf16LogitsStayClose
+  EXPECT_LE(fused_error, 2 * separate_error + 1e-3);
+}
+
 TEST(CudaBackend, ChunkedPrefillMatchesOnePass) {
   REQUIRE_SHARED_AND_GPU();
   std::string skip;

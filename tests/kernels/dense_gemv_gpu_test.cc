@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "kernels/dense_gemv.h"
+#include "kernels/llama_ops.h"
 #include "tests/kernels/gpu_test_util.h"
 
 #ifdef FLUTE_HAVE_CUDA
@@ -64,9 +65,9 @@ TEST(DenseGemvArgsTest, SupportsStatesTheShapeRules) {
   EXPECT_FALSE(DenseGemvSupports(1, 4096, 4));
   EXPECT_FALSE(DenseGemvSupports(1, int64_t{1} << 31, 4096));
   EXPECT_TRUE(CheckDenseGemvParams(ValidLookingCall()).ok());
-  for (int cluster : {0, 4, 8}) {
+  for (int cluster : {0, 2, 4, 8}) {
     DenseGemvParams p = ValidLookingCall();
-    p.m = 20;
+    p.m = cluster == 2 ? 16 : 20;
     p.cluster = cluster;
     EXPECT_TRUE(CheckDenseGemvParams(p).ok()) << cluster;
   }
@@ -90,12 +91,18 @@ TEST(DenseGemvArgsTest, RejectsBadCallsNamingFieldExpectedAndFound) {
       {"m = 0", [](DenseGemvParams* p) { p->m = 0; }, {"m must be in [1, 32]", "got 0"}},
       {"m = 33", [](DenseGemvParams* p) { p->m = 33; }, {"m must be in [1, 32]", "got 33"}},
       {"m < 0", [](DenseGemvParams* p) { p->m = -1; }, {"m must be in [1, 32]", "got -1"}},
-      {"cluster = 2",
+      {"cluster = 3",
        [](DenseGemvParams* p) {
          p->m = 16;
+         p->cluster = 3;
+       },
+       {"cluster must be 0 (the launcher's choice), 2, 4 or 8", "got 3"}},
+      {"cluster = 2 at m = 17",
+       [](DenseGemvParams* p) {
+         p->m = 17;
          p->cluster = 2;
        },
-       {"cluster must be 0 (the launcher's choice), 4 or 8", "got 2"}},
+       {"cluster 2 (strips of 32 rows) takes m <= 16", "got m = 17"}},
       {"cluster = -1", [](DenseGemvParams* p) { p->cluster = -1; }, {"cluster must be", "got -1"}},
       {"variant = 3",
        [](DenseGemvParams* p) { p->variant = 3; },
@@ -145,6 +152,79 @@ TEST(DenseGemvArgsTest, RejectsBadCallsNamingFieldExpectedAndFound) {
     EXPECT_EQ(launched, st);
 #endif
   }
+}
+
+// The epilogues' rules (cluster kernel only, 16-bit y, n % 16, k % 64 for the deferred norm,
+// the fields that go together), each refused with a message naming the field.
+TEST(DenseGemvArgsTest, RejectsBadEpiloguesNamingTheField) {
+  const auto epilogue_call = [] {
+    DenseGemvParams p = ValidLookingCall();
+    p.m = 16;
+    return p;
+  };
+  float* const residual = reinterpret_cast<float*>(uintptr_t{0x40000});
+  float* const sums = reinterpret_cast<float*>(uintptr_t{0x50000});
+  struct Case {
+    const char* what;
+    std::function<void(DenseGemvParams*)> spoil;
+    std::vector<std::string> message_parts;
+  };
+  const std::vector<Case> cases = {
+      {"swiglu at m = 8", [](DenseGemvParams* p) { p->swiglu = true; p->m = 8; },
+       {"swiglu runs on the cluster kernel", "m must be in [9, 16], got 8"}},
+      {"swiglu at m = 17", [](DenseGemvParams* p) { p->swiglu = true; p->m = 17; },
+       {"swiglu runs on the cluster kernel", "m must be in [9, 16], got 17"}},
+      {"swiglu on the flat variant", [](DenseGemvParams* p) { p->swiglu = true; p->variant = 2; },
+       {"swiglu runs on the cluster kernel only", "variant must be 0 or 1, got 2"}},
+      {"swiglu with fp32 y", [](DenseGemvParams* p) { p->swiglu = true; p->y_fp32 = true; },
+       {"swiglu writes 16-bit outputs", "y_fp32 must be false"}},
+      {"swiglu with n % 16", [](DenseGemvParams* p) { p->swiglu = true; p->n = 4104; },
+       {"swiglu needs n to be a multiple of 16", "got 4104"}},
+      {"residual without sums", [&](DenseGemvParams* p) { p->residual = residual; },
+       {"the residual epilogue needs sumsq_out"}},
+      {"residual at m = 3", [&](DenseGemvParams* p) { p->residual = residual; p->sumsq_out = sums; p->m = 3; },
+       {"the residual epilogue runs on the cluster kernel", "got 3"}},
+      {"residual and swiglu", [&](DenseGemvParams* p) { p->residual = residual; p->sumsq_out = sums; p->swiglu = true; },
+       {"swiglu and the residual epilogue cannot be combined"}},
+      {"prenorm_out without its weight",
+       [&](DenseGemvParams* p) {
+         p->residual = residual;
+         p->sumsq_out = sums;
+         p->prenorm_out = sums;
+       },
+       {"prenorm_out and prenorm_weight must be set together"}},
+      {"sums without residual", [&](DenseGemvParams* p) { p->sumsq_out = sums; },
+       {"outputs of the residual epilogue", "residual must be set"}},
+      {"deferred norm with k % 64", [&](DenseGemvParams* p) { p->deferred_sumsq = sums; p->k = 4104; },
+       {"the deferred norm needs k to be a multiple of 64", "got 4104"}},
+      {"deferred norm misaligned", [&](DenseGemvParams* p) { p->deferred_sumsq = sums + 1; },
+       {"deferred_sumsq must be 16-byte aligned"}},
+      {"deferred norm with eps < 0", [&](DenseGemvParams* p) { p->deferred_sumsq = sums; p->norm_eps = -1.0f; },
+       {"norm_eps must be >= 0", "got -1"}},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    DenseGemvParams p = epilogue_call();
+    c.spoil(&p);
+    const absl::Status st = CheckDenseGemvParams(p);
+    EXPECT_TRUE(absl::IsInvalidArgument(st)) << st;
+    for (const std::string& part : c.message_parts) EXPECT_THAT(std::string(st.message()), HasSubstr(part));
+#ifdef FLUTE_HAVE_CUDA
+    EXPECT_EQ(LaunchDenseGemv(p, nullptr), st);
+#endif
+  }
+  // Valid: each epilogue alone, SwiGLU with the deferred norm, the residual one without y.
+  DenseGemvParams ok = epilogue_call();
+  ok.swiglu = true;
+  ok.deferred_sumsq = sums;
+  EXPECT_TRUE(CheckDenseGemvParams(ok).ok());
+  DenseGemvParams res = epilogue_call();
+  res.y = nullptr;
+  res.residual = residual;
+  res.sumsq_out = sums;
+  res.prenorm_out = sums;
+  res.prenorm_weight = residual;
+  EXPECT_TRUE(CheckDenseGemvParams(res).ok());
 }
 
 #ifndef FLUTE_HAVE_CUDA
@@ -365,11 +445,11 @@ std::string Describe(const KernelConfig& c) {
 }
 
 // The kernels a call of m rows runs with: the launcher's choice only (m <= 8: there is one
-// kernel), else the cluster kernel with both sizes forced (4: strips of 64 rows, 8: of 128) and,
-// at m <= 16, the flat variant.
+// kernel), else the cluster kernel with its sizes forced (4: strips of 64 rows, 8: of 128, and at
+// m <= 16 2: of 32) and, at m <= 16, the flat variant.
 std::vector<KernelConfig> ConfigsFor(int64_t m) {
   if (m <= 8) return {{0, 0}};
-  if (m <= 16) return {{4, 1}, {8, 1}, {0, 2}};
+  if (m <= 16) return {{4, 1}, {8, 1}, {2, 1}, {0, 2}};
   return {{4, 1}, {8, 1}};
 }
 
@@ -598,6 +678,211 @@ TEST(DenseGemvGpuTest, PdlLaunchWaitsForThePreviousKernel) {
     std::memcpy(x2.data(), y1.data(), y1.size());
     const Reference ref2 = ReferenceProduct(dtype, x2, second.w, m, n2, n1);
     ASSERT_TRUE(Compare(dtype, y2_fp32, y2, ref2, m, n1, &err)) << "second GEMV";
+  }
+}
+
+// ---- Epilogues (SwiGLU, residual, deferred norm) against the unfused kernels, bitwise -----------
+
+float ToFloat16Bits(ActivationType dtype, uint16_t b) {
+  return dtype == ActivationType::kFloat16 ? HalfToFloat(b) : Bf16ToFloat(b);
+}
+uint16_t Round16(ActivationType dtype, float f) {
+  return dtype == ActivationType::kFloat16 ? FloatToHalf(f) : FloatToBf16(f);
+}
+
+// The kernel's xor tree over 16 lanes (offsets 1, 2, 4, 8), as lane 0 sees it.
+float XorTreeSum16(const float* v) {
+  float s[16];
+  std::copy(v, v + 16, s);
+  for (int offset = 1; offset < 16; offset <<= 1) {
+    float next[16];
+    for (int l = 0; l < 16; ++l) next[l] = s[l] + s[l ^ offset];
+    std::copy(next, next + 16, s);
+  }
+  return s[0];
+}
+
+// DeferredNormFactor's order: lane l adds float4s l, l + 16, ... (x, y, z, w), then the tree.
+float DeferredFactor(const std::vector<float>& sumsq, int64_t row, int64_t k, float eps) {
+  const int64_t vecs = k / 64;
+  float lanes[16];
+  for (int l = 0; l < 16; ++l) {
+    float sum = 0.0f;
+    for (int64_t j = l; j < vecs; j += 16) {
+      for (int e = 0; e < 4; ++e) sum += sumsq[row * (k / 16) + 4 * j + e];
+    }
+    lanes[l] = sum;
+  }
+  const float total = XorTreeSum16(lanes);
+  return 1.0f / std::sqrt(total / static_cast<float>(k) + eps);
+}
+
+// Runs `p` (pointers set by the caller) and waits.
+::testing::AssertionResult Launch(const DenseGemvParams& p, cudaStream_t stream) {
+  const absl::Status st = LaunchDenseGemv(p, stream);
+  if (!st.ok()) return ::testing::AssertionFailure() << st;
+  const cudaError_t err = cudaStreamSynchronize(stream);
+  if (err != cudaSuccess) return ::testing::AssertionFailure() << cudaGetErrorString(err);
+  return ::testing::AssertionSuccess();
+}
+
+template <typename V>
+std::vector<V> Download(const DeviceBuffer& b, size_t count) {
+  std::vector<V> out(count);
+  cudaMemcpy(out.data(), b.ptr, count * sizeof(V), cudaMemcpyDeviceToHost);
+  return out;
+}
+
+// One (problem, m, cluster size): every epilogue against the plain kernel's outputs (its fp32
+// sums, its 16-bit outputs followed by gpu::LaunchSwiGlu), bitwise, with outputs poisoned.
+void CheckEpilogues(const Problem& prob, int64_t m, int cluster, cudaStream_t stream, std::mt19937& rng) {
+  SCOPED_TRACE(::testing::Message() << Name(prob.dtype) << " n=" << prob.n << " k=" << prob.k << " m=" << m
+                                    << " cluster=" << cluster);
+  const int64_t n = prob.n, k = prob.k, mn = m * n;
+  const ActivationType dt = prob.dtype;
+  std::vector<uint8_t> plain_raw, sums_raw;
+  ASSERT_TRUE(RunGemv(prob.Params(m, false, true, 0, cluster), stream, &plain_raw));
+  ASSERT_TRUE(RunGemv(prob.Params(m, true, true, 0, cluster), stream, &sums_raw));
+  std::vector<uint16_t> plain(mn);
+  std::vector<float> sums(mn);
+  std::memcpy(plain.data(), plain_raw.data(), mn * 2);
+  std::memcpy(sums.data(), sums_raw.data(), mn * 4);
+
+  // Deferred norm: y = round(sum · inv[r]) with inv from random sums of squares [m, k / 16].
+  std::uniform_real_distribution<float> positive(0.0f, 40.0f);
+  std::vector<float> sumsq(static_cast<size_t>(m * (k / 16)));
+  for (float& v : sumsq) v = positive(rng);
+  const float eps = 1e-5f;
+  DeviceBuffer d_sumsq(sumsq.size() * 4), d_deferred(mn * 2), d_swiglu(mn), d_both(mn);
+  ASSERT_EQ(cudaMemcpy(d_sumsq.ptr, sumsq.data(), sumsq.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
+  // Every fused call takes its strips from a counter (the engine's way), which it leaves at 0.
+  DeviceBuffer d_counter(sizeof(unsigned int));
+  ASSERT_EQ(cudaMemset(d_counter.ptr, 0, sizeof(unsigned int)), cudaSuccess);
+  const auto fused_call = [&] {
+    DenseGemvParams p = prob.Params(m, false, true, 0, cluster);
+    p.strip_counter = static_cast<unsigned int*>(d_counter.ptr);
+    return p;
+  };
+  for (const DeviceBuffer* b : {&d_deferred, &d_swiglu, &d_both}) {
+    ASSERT_EQ(cudaMemset(b->ptr, 0xFF, b == &d_deferred ? mn * 2 : mn), cudaSuccess);
+  }
+  DenseGemvParams deferred = fused_call();
+  deferred.y = d_deferred.ptr;
+  deferred.deferred_sumsq = static_cast<const float*>(d_sumsq.ptr);
+  deferred.norm_eps = eps;
+  ASSERT_TRUE(Launch(deferred, stream));
+  const std::vector<uint16_t> got_deferred = Download<uint16_t>(d_deferred, mn);
+  int64_t mismatches = 0;
+  for (int64_t r = 0; r < m; ++r) {
+    const float inv = DeferredFactor(sumsq, r, k, eps);
+    for (int64_t c = 0; c < n; ++c) mismatches += got_deferred[r * n + c] != Round16(dt, sums[r * n + c] * inv);
+  }
+  EXPECT_EQ(mismatches, 0) << "deferred norm: outputs differ from round(sum * inv)";
+
+  // SwiGLU, without and with the deferred norm: the plain (deferred) outputs through LaunchSwiGlu.
+  DeviceBuffer d_plain(mn * 2), d_ref(mn);
+  ASSERT_EQ(cudaMemcpy(d_plain.ptr, plain.data(), mn * 2, cudaMemcpyHostToDevice), cudaSuccess);
+  for (bool with_norm : {false, true}) {
+    SCOPED_TRACE(with_norm ? "swiglu + deferred norm" : "swiglu");
+    const DeviceBuffer& out = with_norm ? d_both : d_swiglu;
+    DenseGemvParams swiglu = with_norm ? deferred : fused_call();
+    swiglu.y = out.ptr;
+    swiglu.swiglu = true;
+    ASSERT_TRUE(Launch(swiglu, stream));
+    ASSERT_TRUE(LaunchSwiGlu(dt, with_norm ? d_deferred.ptr : d_plain.ptr, static_cast<int>(m),
+                             static_cast<int>(n / 2), d_ref.ptr, stream, /*interleave=*/8)
+                    .ok());
+    ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+    EXPECT_TRUE(Download<uint16_t>(out, mn / 2) == Download<uint16_t>(d_ref, mn / 2));
+  }
+
+  // Residual epilogue, without and with prenorm_out.
+  std::normal_distribution<float> normal(0.0f, 2.0f);
+  std::vector<float> old(mn), weight(n);
+  for (float& v : old) v = normal(rng);
+  for (float& v : weight) v = normal(rng);
+  for (bool with_prenorm : {false, true}) {
+    SCOPED_TRACE(with_prenorm ? "residual + prenorm" : "residual");
+    DeviceBuffer d_res(mn * 4), d_out_sums(m * (n / 16) * 4), d_prenorm(mn * 2), d_weight(n * 4);
+    ASSERT_EQ(cudaMemcpy(d_res.ptr, old.data(), mn * 4, cudaMemcpyHostToDevice), cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(d_weight.ptr, weight.data(), n * 4, cudaMemcpyHostToDevice), cudaSuccess);
+    ASSERT_EQ(cudaMemset(d_out_sums.ptr, 0xFF, m * (n / 16) * 4), cudaSuccess);
+    ASSERT_EQ(cudaMemset(d_prenorm.ptr, 0xFF, mn * 2), cudaSuccess);
+    DenseGemvParams res = fused_call();
+    res.y = nullptr;
+    res.residual = static_cast<float*>(d_res.ptr);
+    res.sumsq_out = static_cast<float*>(d_out_sums.ptr);
+    if (with_prenorm) {
+      res.prenorm_out = d_prenorm.ptr;
+      res.prenorm_weight = static_cast<const float*>(d_weight.ptr);
+    }
+    ASSERT_TRUE(Launch(res, stream));
+    const std::vector<float> got_res = Download<float>(d_res, mn);
+    const std::vector<float> got_sums = Download<float>(d_out_sums, m * (n / 16));
+    const std::vector<uint16_t> got_prenorm = Download<uint16_t>(d_prenorm, mn);
+    int64_t bad_res = 0, bad_prenorm = 0, bad_sums = 0, tree_differs = 0;
+    std::string first_tree_difference;
+    std::vector<float> expect(mn);
+    for (int64_t i = 0; i < mn; ++i) {
+      expect[i] = old[i] + ToFloat16Bits(dt, plain[i]);
+      bad_res += got_res[i] != expect[i];
+      if (with_prenorm) bad_prenorm += got_prenorm[i] != Round16(dt, weight[i % n] * expect[i]);
+    }
+    for (int64_t r = 0; r < m; ++r) {
+      for (int64_t s16 = 0; s16 < n / 16; ++s16) {
+        float squares[16];
+        double exact = 0.0;
+        for (int l = 0; l < 16; ++l) {
+          // (The product in double is exact; rounded once to float, it is the kernel's
+          // __fmul_rn, and the compiler cannot contract it into the tree's adds.)
+          const double v = expect[r * n + 16 * s16 + l];
+          squares[l] = static_cast<float>(v * v);
+          exact += v * v;
+        }
+        // Within the fp32 rounding of 16 squares and 15 adds of non-negative terms.
+        const float got = got_sums[r * (n / 16) + s16];
+        bad_sums += !(std::fabs(got - exact) <= 32.0 * std::ldexp(1.0, -24) * exact);
+        const float tree = XorTreeSum16(squares);
+        if (got != tree && tree_differs++ == 0) {
+          float sequential = 0.0f;
+          for (float q : squares) sequential += q;
+          char line[256];
+          std::snprintf(line, sizeof(line), "row %lld, columns %lld..: got %.9g, xor tree %.9g, sequential %.9g, exact %.12g",
+                        static_cast<long long>(r), static_cast<long long>(16 * s16), got, tree, sequential, exact);
+          first_tree_difference = line;
+        }
+      }
+    }
+    EXPECT_EQ(bad_res, 0) << "residual != old + round(Y)";
+    EXPECT_EQ(bad_prenorm, 0) << "prenorm_out != round(weight * residual)";
+    EXPECT_EQ(bad_sums, 0) << "sumsq_out differs from the 16-column sums";
+    // (Diagnostic: how often the kernel's bits differ from a CPU replay of its xor tree.)
+    if (tree_differs > 0) {
+      std::printf("%s m=%lld: %lld of %lld sums differ from the CPU xor tree; first: %s\n", Name(dt),
+                  static_cast<long long>(m), static_cast<long long>(tree_differs),
+                  static_cast<long long>(m * (n / 16)), first_tree_difference.c_str());
+    }
+  }
+  unsigned int left = 1;
+  ASSERT_EQ(cudaMemcpy(&left, d_counter.ptr, sizeof(left), cudaMemcpyDeviceToHost), cudaSuccess);
+  EXPECT_EQ(left, 0u) << "the strip counter was not reset";
+}
+
+// Every epilogue on the cluster kernel (both sizes, both dtypes, m in 9..16, a partial last
+// strip of 128 rows, k with a tail of a round, PDL, dynamic strips: n = 9216 has more strips
+// than two per cluster), bitwise against the unfused kernels.
+TEST(DenseGemvGpuTest, EpiloguesAreBitwiseTheUnfusedKernels) {
+  REQUIRE_GPU();
+  FRESH_RNG(rng);
+  TestStream stream;
+  for (ActivationType dtype : {ActivationType::kFloat16, ActivationType::kBFloat16}) {
+    for (const auto& nk : std::vector<std::pair<int64_t, int64_t>>{{1040, 4096}, {9216, 1088}, {272, 14336}}) {
+      Problem prob(dtype, nk.first, nk.second, rng);
+      ASSERT_TRUE(prob.ok());
+      for (int64_t m : {9, 13, 16}) {
+        for (int cluster : {2, 4, 8}) CheckEpilogues(prob, m, cluster, stream.s, rng);
+      }
+    }
   }
 }
 
