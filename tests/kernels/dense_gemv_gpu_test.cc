@@ -886,6 +886,19 @@ TEST(DenseGemvGpuTest, EpiloguesAreBitwiseTheUnfusedKernels) {
   }
 }
 
+// A small subset of the epilogues for compute-sanitizer (memcheck, racecheck): every epilogue,
+// clusters of 2 and 4, a partial last strip, both dtypes, PDL and dynamic strips.
+TEST(DenseGemvGpuTest, EpiloguesSanitizerSubset) {
+  REQUIRE_GPU();
+  FRESH_RNG(rng);
+  TestStream stream;
+  for (ActivationType dtype : {ActivationType::kFloat16, ActivationType::kBFloat16}) {
+    Problem prob(dtype, 272, 1088, rng);
+    ASSERT_TRUE(prob.ok());
+    for (int cluster : {2, 4}) CheckEpilogues(prob, 13, cluster, stream.s, rng);
+  }
+}
+
 #endif  // FLUTE_HAVE_CUDA
 
 }  // namespace
