@@ -75,9 +75,9 @@
 //   loads a *round* of two batches of its class (c + 16j and c + 16j + 8) at once: 2 batches x
 //   2 rows x 4 steps x 16 bytes = 64 registers, 8 KB per warp in flight as at m <= 8, with
 //   accumulators 4·G (16 at G = 4). Steps, batches and rounds stay in k order.
-// - A strip is R = 64 or 128 rows and belongs to a cluster of R/16 CTAs (4 or 8); a group of
-//   R/16 warps covers the strip's R rows for one class, so a CTA holds 128/R groups (2 or 1) and
-//   the cluster's CTAs the 8 classes: CTA r has classes r·128/R + group. The grid has n/16 CTAs
+// - A strip is R = 32 (m <= 16 only), 64 or 128 rows and belongs to a cluster of R/16 CTAs (2,
+//   4 or 8); a group of R/16 warps covers the strip's R rows for one class, so a CTA holds 128/R
+//   groups (4, 2 or 1) and the cluster's CTAs the 8 classes: CTA r has classes r·128/R + group. The grid has n/16 CTAs
 //   (256 for n = 4096: every SM busy, 2 CTAs on most, against 128 CTAs of the m <= 8 kernel);
 //   each streams R rows x k·(128/R)/8 of W: 64 rows x 1024 k x 2 B = 128 KB at k = 4096.
 // - The warps of a group read the same X at the same time: the group stages the round's X in
@@ -94,8 +94,9 @@
 //   32 MB of W and 16 MB (R = 64) or 8 MB (R = 128) of X from L2, against 32 MB with 32-row
 //   strips. Shared memory serves 2 bytes of X per byte of W at G = 4 (16 rows per fragment
 //   read), ~25 B/clk per SM at full HBM rate: a fifth of its bandwidth.
-// - Default: R = 64 (clusters of 4) for every m > 8; DenseGemvParams::cluster = 8 forces
-//   R = 128, for A/B runs. (Clusters of 8 halve X's traffic again at m > 16, but a 4096-wide
+// - Default: R = 64 (clusters of 4), or R = 32 (clusters of 2) at m <= 16 where 64-row strips
+//   would give the co-resident clusters about one each (LaunchDenseGemv says why);
+//   DenseGemvParams::cluster forces 2, 4 or 8 (R = 128), for A/B runs and tests. (Clusters of 8 halve X's traffic again at m > 16, but a 4096-wide
 //   W has 32 strips of 128 rows: all 32 clusters of 8 (256 of the 264 CTA slots) must be
 //   co-resident, which depends on how the SMs split into GPCs; 64 clusters of 4 fit with room.)
 // - End of a strip: each warp writes its 16 rows x m partials (one class) to its CTA's shared
@@ -109,7 +110,7 @@
 //   MMA's output column (X row) depends only on its own B column, so row r of any call with
 //   1 <= m <= 32, either kernel and either R, has the same bits (tested).
 // - Shared memory per CTA: X tiles 128/R x 4G KB + partials 2 x 128/R x 8G x (R + 4) x 4 B:
-//   G = 4: 66 KB (R = 64), 49 KB (R = 128); G = 2: 33 KB, 25 KB. 2 CTAs per SM (registers:
+//   G = 4: 66 KB (R = 64), 49 KB (R = 128); G = 2: 50 KB (R = 32), 33 KB, 25 KB. 2 CTAs per SM (registers:
 //   __launch_bounds__(256, 2)): 128 KB of W in flight per SM, as in the m <= 8 kernel.
 //   Registers: 128 (G = 4), 126 / 124 (G = 2, R = 64 / 128), no spills.
 //   Grid = R/16 x min(strips, co-resident clusters from cudaOccupancyMaxActiveClusters);
@@ -120,6 +121,18 @@
 //   (one of 62 clusters started 272 us late: the call took 476 us instead of ~360; H100,
 //   2026-11-26 session 15 traces).
 // - PDL as above: the first W round is loaded before griddepcontrol.wait, X only after it.
+// - Epilogues (G = 2, 16-bit y; DenseGemvParams): the sums of CTA r's 16 strip rows are where
+//   a decode step's next element-wise kernel would read them, so they end there. SwiGLU: with
+//   the gate and up rows interleaved by 8, lane l (< 8) of each half-warp holds gate row
+//   16r + l and lane l + 8 its up row: one shuffle, and the lower 8 lanes store silu(gate) * up.
+//   Residual: each thread adds its output to the fp32 residual (read before the strip's
+//   cluster barrier, so the round trip overlaps it), stores the new residual and
+//   round(weight * residual), and the half-warp's xor tree (offsets 1, 2, 4, 8) sums the 16
+//   squares into sumsq_out[m, n / 16]. Deferred norm: after the grid dependency wait, each
+//   half-warp sums its X row's k / 16 sums of squares (with the first X tile in flight) into
+//   s_inv, and every output is multiplied by its row's factor before the rounding. (At G = 4
+//   the residual operands beside the next strip's W registers spilled; m > 16 runs cuBLAS in
+//   the engine.)
 #include "kernels/dense_gemv.h"
 
 #include <cuda_bf16.h>

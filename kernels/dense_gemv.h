@@ -7,7 +7,8 @@
 // the kernels (dense_gemv.cu) are built to read W exactly once at the memory's rate; cuBLAS
 // reaches 58-70 % of the H100's copy bandwidth at m = 1 on the 4096-wide shapes and 73-76 % of
 // the roofline at m = 16 and 32. m <= 8 runs one kernel (one CTA per 32-row strip), 9 <= m <= 32
-// another (clusters of 4 or 8 CTAs per strip of 64 or 128 rows, X staged in shared memory);
+// another (clusters of 2, 4 or 8 CTAs per strip of 32, 64 or 128 rows, X staged in shared memory,
+// with the decode step's SwiGLU, residual add and deferred RMSNorm as optional epilogues);
 // 9 <= m <= 16 may also run a third (DenseGemvParams::variant = 2: the m <= 8 kernel with two
 // 8-row groups of X; faster alone where its strips fit one round, slower in the engine).
 //

@@ -119,8 +119,8 @@ class CudaBackend : public Backend, public CudaBenchHooks {
   // Whether the dense GEMV's epilogues (SwiGLU, residual, deferred norm: the cluster kernel)
   // run the 16-bit products of an m-row pass.
   bool DenseEpiloguesApply(int m) const;
-  // out[m, inter] = silu(x gateᵀ) * (x upᵀ): fused into the LUT-GEMM when it can, else the
-  // projection into gate_up_ and gpu::LaunchSwiGlu in the projection's layout.
+  // out[m, inter] = silu(x gateᵀ) * (x upᵀ): fused into the LUT-GEMM or the dense GEMV when it
+  // can, else the projection into gate_up_ and gpu::LaunchSwiGlu in the projection's layout.
   // norm_weight != nullptr: x is not used; the kernel normalizes residual_ itself (the norm
   // prologue, only where PlanNormFusion allows it).
   // deferred_norm: x is normed_ written as a prenorm_out, and the kernel applies the rows'
@@ -133,15 +133,18 @@ class CudaBackend : public Backend, public CudaBenchHooks {
   // the one after. Tensor-core kernel (the other decode steps, bf16 models, all projections
   // single LUT parts): the projection before also writes the norm's input times its weight
   // (prenorm_out, into normed_), and the one after applies 1 / rms to its sums (the deferred
-  // norm). Either saves two launches and the normed_/proj_ round trips per layer.
+  // norm). The same deferred norm runs bf16 16-bit models in passes of 9-16 rows, on the dense
+  // GEMV's epilogues (DenseEpiloguesApply). Either saves two launches and the normed_/proj_
+  // round trips per layer.
   struct NormFusion {
     bool after_attention = false;  // strip: o proj -> gate/up
     bool after_mlp = false;        // strip: down proj -> the next layer's qkv (and the final norm)
-    bool deferred = false;         // tensor-core: both norms of every layer (not the final norm)
+    bool deferred = false;         // tensor-core / dense GEMV: both norms of every layer (not the final norm)
   };
   NormFusion PlanNormFusion(int m) const;
-  // Whether the deferred norm can run every layer (bf16, single-part LUT projections, gate/up
-  // interleaved for the SwiGLU epilogue; FLUTE_DEFERRED_NORM=0 turns it off for A/B runs).
+  // Whether the deferred norm can run every layer (bf16; single-part LUT projections from 5 rows,
+  // or single 16-bit matrices where DenseEpiloguesApply; gate/up interleaved for the SwiGLU
+  // epilogue; FLUTE_DEFERRED_NORM=0 turns it off for A/B runs).
   bool DeferredNormApplies(int m) const;
   // y = RMSNorm(residual_) · pᵀ (norm prologue) and residual_ += x · pᵀ (residual epilogue),
   // for a single-part LUT projection where PlanNormFusion allows it.

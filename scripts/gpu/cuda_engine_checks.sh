@@ -132,7 +132,7 @@ for stage in "$@"; do
       { header "compute-sanitizer memcheck + racecheck, dense GEMV and attention merge subsets"
         for tool in memcheck racecheck; do
           timeout 240 compute-sanitizer --tool $tool $bin/kernel_tests \
-            --gtest_filter=${SANITIZE_TESTS:-'DenseGemvGpuTest.SanitizerSubset:AttentionGpuTest.LastSplitMerge*'} 2>&1 | grep -v 'normalized error' | tail -4
+            --gtest_filter=${SANITIZE_TESTS:-'DenseGemvGpuTest.*SanitizerSubset:AttentionGpuTest.LastSplitMerge*'} 2>&1 | grep -v 'normalized error' | tail -4
         done; } > $out/new-sanitizer.log 2>&1
       cat $out/new-sanitizer.log ;;
     ncu)  # Nsight Compute on one call of each kernel: the strip kernel at M = 1 on a mid-size
