@@ -476,7 +476,8 @@ absl::Status IsSupportedByCuda(const LutShape& shape) {
 }
 
 size_t LutGemmWorkspaceBytes(const LutShape& shape, int64_t m) {
-  return WorkspaceBytesFor(MakePlan(shape, m, 0, DeviceSmCount()), shape, m);
+  return std::max(WorkspaceBytesFor(MakePlan(shape, m, 0, DeviceSmCount()), shape, m),
+                  TensorCoreStreamKWorkspaceBytes(shape, m));
 }
 
 int LutGemmPlannedSplits(const LutShape& shape, int64_t m) {

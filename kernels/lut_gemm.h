@@ -113,7 +113,7 @@ bool UsesStripKernel(const LutGemmParams& params);
 absl::Status IsSupportedByCuda(const LutShape& shape);
 
 // Workspace bytes a call with this shape and m needs on the current device (enough for the
-// split-K kernel; the strip kernel needs none).
+// split-K kernel and the tensor-core kernel's automatic plans; the strip kernel needs none).
 size_t LutGemmWorkspaceBytes(const LutShape& shape, int64_t m);
 
 // The split-K count a call with this shape and m makes when split_k = 0, on the current

@@ -10,7 +10,7 @@
 // registers. Split-K (deterministic: the last split sums the partials in split order) only when
 // the grid is under one wave, and only as far as the caller's workspace allows
 // (LutGemmWorkspaceBytes is enough for the automatic choice; counters at its start, fp32
-// partials at its end).
+// partials at its end); Stream-K at MT = 128 (kernels/README.md).
 #pragma once
 
 #include "absl/status/status.h"
@@ -30,5 +30,10 @@ constexpr int kTensorCoreMinM = 5;
 // split_k > 0 forces that many splits (InvalidArgument when the workspace is too small for
 // them). Unimplemented for the strip-only fused residual epilogue / norm prologue.
 absl::Status LaunchTensorCoreLutGemm(const LutGemmParams& params, CUstream_st* stream);
+
+// Workspace bytes this kernel's Stream-K plan needs for (shape, m) wherever Stream-K applies
+// (FLUTE_LUT_TC_STREAMK=on), else 0: LutGemmWorkspaceBytes includes it, so that a workspace of
+// that size never keeps the automatic choice from Stream-K.
+size_t TensorCoreStreamKWorkspaceBytes(const LutShape& shape, int64_t m);
 
 }  // namespace flute::lut

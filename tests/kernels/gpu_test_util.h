@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <vector>
@@ -116,5 +117,24 @@ inline std::vector<float> Llama3InvFreq(int head_dim) {
   }
   return inv_freq;
 }
+
+// Sets an environment variable for one scope (nullptr or "" unsets it), for the kernels' A/B
+// switches that are read on every call (FLUTE_LUT_TC, FLUTE_LUT_TC_STREAMK, ...).
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    if (value != nullptr && *value != '\0') {
+      setenv(name, value, 1);
+    } else {
+      unsetenv(name);
+    }
+  }
+  ~ScopedEnv() { unsetenv(name_); }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  const char* name_;
+};
 
 }  // namespace flute::testing

@@ -39,6 +39,7 @@ using flute::testing::FloatToHalf;
 using flute::testing::HalfToFloat;
 
 using flute::testing::DeviceBuffer;
+using flute::testing::ScopedEnv;
 
 // A random quantized matrix on the host and the device, and the CPU reference product
 // (tests/kernels/lut_problem_util.h, shared with the tensor-core kernel's tests).
@@ -54,22 +55,6 @@ struct LaunchChoice {
   LutKernel kernel = LutKernel::kAuto;
   bool pdl = false;
   bool early_weights = false;
-};
-
-// Sets an environment variable for one scope ("" unsets it).
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const char* value) : name_(name) {
-    if (*value) {
-      setenv(name, value, 1);
-    } else {
-      unsetenv(name);
-    }
-  }
-  ~ScopedEnv() { unsetenv(name_); }
-
- private:
-  const char* name_;
 };
 
 LutGemmParams MakeParams(const Problem& p, ActivationType dtype, int64_t m, const LaunchChoice& how) {

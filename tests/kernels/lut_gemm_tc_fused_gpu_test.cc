@@ -29,6 +29,8 @@ TEST(LutGemmTcFusedGpuTest, SkippedWithoutCuda) {
 
 #define REQUIRE_GPU() REQUIRE_GPU_FOR("tensor-core LUT-GEMM fused norms")
 using flute::testing::DeviceBuffer;
+using flute::testing::ScopedEnv;
+using flute::testing::SwiGluOfInterleaved;
 using flute::testing::FromActivationBits;
 using flute::testing::LutProblem;
 using flute::testing::MakeLutProblem;
@@ -164,16 +166,7 @@ void CheckFusedNorms(int64_t h, int64_t kp, int64_t nc, int bits, int group, boo
     EXPECT_TRUE(MatchesReference(dtype, y, separate, &err, swiglu ? 2.0 : 1.0)) << "fused vs separate kernels";
     worst_separate = std::max(worst_separate, err);
     std::vector<float> ref = ReferenceY(cons, normed, m);
-    if (swiglu) {
-      std::vector<float> sw(static_cast<size_t>(m * nc_out));
-      for (int64_t r = 0; r < m; ++r) {
-        for (int64_t c = 0; c < nc_out; ++c) {
-          const float gate = ref[r * nc + 16 * (c / 8) + c % 8], up = ref[r * nc + 16 * (c / 8) + c % 8 + 8];
-          sw[r * nc_out + c] = gate / (1.0f + std::exp(-gate)) * up;
-        }
-      }
-      ref = std::move(sw);
-    }
+    if (swiglu) ref = SwiGluOfInterleaved(ref, m, nc);
     EXPECT_TRUE(MatchesReference(dtype, y, ref, &err, swiglu ? 2.0 : 1.0)) << "fused vs CPU reference";
     worst_reference = std::max(worst_reference, err);
   }
@@ -202,6 +195,18 @@ TEST(LutGemmTcFusedGpuTest, ResidualEpilogueAndDeferredNormEqualTheSeparateKerne
     CheckFusedNorms(4096, 4096, 28672, 4, 128, true, dtype, 0, {8, 16, 32}, rng);
     CheckFusedNorms(4096, 14336, 6144, 4, 128, false, dtype, 0, {16, 31}, rng);
   }
+}
+
+// The same with Stream-K wherever it applies (FLUTE_LUT_TC_STREAMK=on; 128-row tiles): the
+// residual epilogue (with prenorm_out) and the deferred norm run in whichever block sums a
+// tile's pieces last. 8B down -> qkv (4096 x 14336 producer: 32 tiles x 112 k-tiles) and
+// o -> gate/up (SwiGLU), m = 100 (a partial tile) and 128.
+TEST(LutGemmTcFusedGpuTest, StreamKAppliesTheEpiloguesInTheLastPiece) {
+  REQUIRE_GPU();
+  FRESH_RNG(rng);
+  ScopedEnv env("FLUTE_LUT_TC_STREAMK", "on");
+  CheckFusedNorms(4096, 14336, 6144, 4, 128, false, ActivationType::kBFloat16, 0, {100, 128}, rng);
+  CheckFusedNorms(4096, 4096, 28672, 4, 128, true, ActivationType::kBFloat16, 0, {128}, rng);
 }
 
 // Without prenorm_out the tensor-core residual epilogue writes the strip kernel's layout (sums of
@@ -274,6 +279,16 @@ TEST(LutGemmTcFusedGpuTest, SanitizerSubset) {
   CheckFusedNorms(1024, 1024, 1040, 4, 128, false, ActivationType::kBFloat16, 0, {5, 17}, rng);
   CheckFusedNorms(1024, 1024, 1040, 3, 32, true, ActivationType::kBFloat16, 3, {16, 33}, rng);
   CheckResidualEpilogueAlone({1040, 1024, 4, 64}, 2, {9}, rng);
+}
+
+// Stream-K for compute-sanitizer (memcheck, racecheck: the segments of a block reuse its shared
+// memory stages): 128-row tiles, 9 column blocks x 64 k-tiles on 132 blocks, so tiles are cut
+// into many pieces; the residual epilogue (producer 1152 x 8192) in the last piece.
+TEST(LutGemmTcFusedGpuTest, StreamKSanitizerSubset) {
+  REQUIRE_GPU();
+  FRESH_RNG(rng);
+  ScopedEnv env("FLUTE_LUT_TC_STREAMK", "on");
+  CheckFusedNorms(1152, 8192, 1040, 4, 128, false, ActivationType::kBFloat16, 0, {100}, rng);
 }
 
 LutGemmParams BadCall(const DeviceBuffer& buf) {

@@ -32,11 +32,14 @@ TEST(LutGemmTcGpuTest, SkippedWithoutCuda) {
 
 #define REQUIRE_GPU() REQUIRE_GPU_FOR("tensor-core LUT-GEMM")
 using flute::testing::DeviceBuffer;
+using flute::testing::ScopedEnv;
 using flute::testing::LutProblem;
 using flute::testing::MakeLutProblem;
 using flute::testing::MatchesReference;
 using flute::testing::RandomActivations;
 using flute::testing::ReferenceY;
+using flute::testing::SwiGluOfInterleaved;
+using flute::testing::FromActivationBits;
 using flute::testing::ToActivationBits;
 
 const char* Name(ActivationType t) { return t == ActivationType::kFloat16 ? "fp16" : "bf16"; }
@@ -210,14 +213,7 @@ TEST(LutGemmTcGpuTest, SwiGluEpilogueEqualsGemmThenSwiGlu) {
             ASSERT_EQ(cudaMemcpy(unfused.data(), d_unfused.ptr, unfused.size() * 2, cudaMemcpyDeviceToHost),
                       cudaSuccess);
             ASSERT_EQ(fused, unfused);
-            const std::vector<float> y = ReferenceY(p, x, m);
-            std::vector<float> ref(static_cast<size_t>(m * inter));
-            for (int64_t r = 0; r < m; ++r) {
-              for (int64_t c = 0; c < inter; ++c) {
-                const float gate = y[r * s.n + 16 * (c / 8) + c % 8], up = y[r * s.n + 16 * (c / 8) + c % 8 + 8];
-                ref[r * inter + c] = gate / (1.0f + std::exp(-gate)) * up;
-              }
-            }
+            const std::vector<float> ref = SwiGluOfInterleaved(ReferenceY(p, x, m), m, s.n);
             // Three roundings (gate, up, product) against fp32 sums: twice the GEMM's tolerance.
             EXPECT_TRUE(MatchesReference(dtype, fused, ref, nullptr, 2.0));
           }
@@ -268,22 +264,6 @@ TEST(LutGemmTcGpuTest, LeavesTheWorkspaceCounterPrefixZero) {
   }
 }
 
-// Sets an environment variable for one scope (FLUTE_LUT_TC is read on every call).
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const char* value) : name_(name) {
-    if (value != nullptr) {
-      setenv(name, value, 1);
-    } else {
-      unsetenv(name);
-    }
-  }
-  ~ScopedEnv() { unsetenv(name_); }
-
- private:
-  const char* name_;
-};
-
 // FLUTE_LUT_TC (lut_gemm_tc.cu): the default (per-thread split reduction, workspace-aware split
 // choice), "old" (the element-loop reduction) and "mt64" (64-row tiles for every m) all match
 // the reference, automatic and forced splits, plain and SwiGLU; with the same forced split the
@@ -319,18 +299,63 @@ TEST(LutGemmTcGpuTest, EveryFluteLutTcConfigMatchesAndReductionsAreBitwiseEqual)
               EXPECT_EQ(by_config[0], by_config[1]) << "default vs old, m=" << m << " swiglu=" << swiglu;
             }
             if (swiglu) {  // the fused output against silu(gate) * up of the reference
-              const int64_t inter = s.n / 2;
-              std::vector<float> sw(static_cast<size_t>(m * inter));
-              for (int64_t r = 0; r < m; ++r) {
-                for (int64_t c = 0; c < inter; ++c) {
-                  const float gate = ref[r * s.n + 16 * (c / 8) + c % 8], up = ref[r * s.n + 16 * (c / 8) + c % 8 + 8];
-                  sw[r * inter + c] = gate / (1.0f + std::exp(-gate)) * up;
-                }
-              }
+              const std::vector<float> sw = SwiGluOfInterleaved(ref, m, s.n);
               for (int c = 0; c < 3; ++c) EXPECT_TRUE(MatchesReference(dtype, by_config[c], sw, nullptr, 2.0)) << c;
             }
           }
         }
+      }
+    }
+  }
+}
+
+// Stream-K (FLUTE_LUT_TC_STREAMK=on: wherever it applies, i.e. 128-row tiles (m > 64) and at
+// least 4 k-tiles per block): against the reference, bitwise equal run to run (each tile's
+// pieces are summed in piece order by whichever arrives last), close to the classic plan (off),
+// with SwiGLU, and the counters left at zero. m <= 64 checks that "on" leaves those alone.
+// Shapes: 4096 features x 8192 (32 tiles x 64 k-tiles: pieces inside tiles), 2064 features (a
+// partial last column block) x 8192, 3-bit G32, and the LLaMA-3 8B gate/up (224 tiles on 132
+// blocks: pieces that cross tile boundaries); m = 100: a partial 128-row tile; 256: two m tiles.
+TEST(LutGemmTcGpuTest, StreamKMatchesTheReferenceAndIsBitwiseRunToRun) {
+  REQUIRE_GPU();
+  FRESH_RNG(rng);
+  struct Case {
+    LutShape shape;
+    bool swiglu;
+    std::vector<int64_t> ms;
+  };
+  for (const Case& c : {Case{{4096, 8192, 4, 128}, false, {16, 100, 128, 256}},
+                        Case{{2064, 8192, 3, 32}, false, {33, 100, 256}}, Case{{28672, 4096, 4, 128}, true, {64, 128}}}) {
+    const LutShape& s = c.shape;
+    const LutProblem p = MakeLutProblem(s, rng);
+    for (ActivationType dtype : {ActivationType::kFloat16, ActivationType::kBFloat16}) {
+      for (int64_t m : c.ms) {
+        SCOPED_TRACE(::testing::Message() << "n=" << s.n << " k=" << s.k << " b=" << s.bits << " G=" << s.group_size
+                                          << " " << Name(dtype) << " m=" << m << " swiglu=" << c.swiglu);
+        const std::vector<float> x = RandomActivations(dtype, m, s.k, rng);
+        TcCall call;
+        call.swiglu = c.swiglu;
+        std::vector<uint16_t> classic, stream_k, again;
+        std::vector<uint8_t> prefix;
+        {
+          ScopedEnv env("FLUTE_LUT_TC_STREAMK", "off");
+          ASSERT_TRUE(RunTc(p, dtype, x, m, call, &classic));
+        }
+        {
+          ScopedEnv env("FLUTE_LUT_TC_STREAMK", "on");
+          ASSERT_TRUE(RunTc(p, dtype, x, m, call, &stream_k, &prefix));
+          ASSERT_TRUE(RunTc(p, dtype, x, m, call, &again));
+        }
+        EXPECT_EQ(stream_k, again) << "Stream-K not bitwise run to run";
+        for (size_t i = 0; i < prefix.size(); ++i) ASSERT_EQ(prefix[i], 0) << "workspace byte " << i;
+        std::vector<float> ref = ReferenceY(p, x, m);
+        if (c.swiglu) ref = SwiGluOfInterleaved(ref, m, s.n);
+        double err_sk = 0, err_classic = 0;
+        EXPECT_TRUE(MatchesReference(dtype, stream_k, ref, &err_sk, c.swiglu ? 2.0 : 1.0)) << "Stream-K";
+        EXPECT_TRUE(MatchesReference(dtype, classic, ref, &err_classic, c.swiglu ? 2.0 : 1.0)) << "classic";
+        std::vector<float> classic_f(classic.size());
+        for (size_t i = 0; i < classic.size(); ++i) classic_f[i] = FromActivationBits(dtype, classic[i]);
+        EXPECT_TRUE(MatchesReference(dtype, stream_k, classic_f, nullptr, c.swiglu ? 2.0 : 1.0)) << "vs classic";
       }
     }
   }

@@ -80,6 +80,21 @@ inline std::vector<float> ReferenceY(const LutProblem& p, const std::vector<floa
   return y;
 }
 
+// silu(gate) * up of a reference GEMM output y [m, n] whose rows are gate and up features
+// interleaved by 8 (lut::InterleaveRowHalves: rows 16j..16j+7 gate, 16j+8..16j+15 up):
+// [m, n / 2], what the kernels' SwiGLU epilogue computes.
+inline std::vector<float> SwiGluOfInterleaved(const std::vector<float>& y, int64_t m, int64_t n) {
+  const int64_t inter = n / 2;
+  std::vector<float> out(static_cast<size_t>(m * inter));
+  for (int64_t r = 0; r < m; ++r) {
+    for (int64_t c = 0; c < inter; ++c) {
+      const float gate = y[r * n + 16 * (c / 8) + c % 8], up = y[r * n + 16 * (c / 8) + c % 8 + 8];
+      out[r * inter + c] = gate / (1.0f + std::exp(-gate)) * up;
+    }
+  }
+  return out;
+}
+
 inline uint16_t ToActivationBits(lut::ActivationType dtype, float f) {
   return dtype == lut::ActivationType::kFloat16 ? FloatToHalf(f) : FloatToBf16(f);
 }
