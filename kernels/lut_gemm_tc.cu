@@ -260,8 +260,8 @@ __device__ __forceinline__ void Wgmma<__nv_bfloat16, 128>(float* d, const uint32
 // 1 / 2 / 4 steps: M = 32 gate/up 43.3 / 42.1 / 41.1 µs (session 12). MT = 64 and 128 had groups
 // of 2 until session 17, where ptxas serialized the wgmmas (warning C7513: "non wgmma
 // instructions defining input registers of a wgmma between start and end of the pipeline
-// stage"); with 4 it does not, and on the H100 (same call, 8 LLaMA shapes) M = 64 went 2-14 %
-// and M = 128 7-25 % faster (4096x28672 M = 128: 87.1 -> 73.5 us, below cuBLAS's 88.5).
+// stage"); with 4 it does not, and on the H100 (same call, 8 LLaMA shapes) M = 64 went 2-13 %
+// and M = 128 9-16 % faster (4096x28672 M = 128: 87.1 -> 73.5 us, below cuBLAS's 88.5).
 // (Session 12 had measured 2 as best at M = 64: 28672x8192 112.0 / 102.2 / 107.4 µs for 1 / 2 / 4.)
 constexpr int TcGroupFor(int) { return 4; }
 
