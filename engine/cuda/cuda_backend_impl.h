@@ -96,7 +96,7 @@ class CudaBackend : public Backend, public CudaBenchHooks {
   // cuda_backend.cc
   absl::Status AllocateActivations();
   absl::Status AllocateKvCache(int64_t budget_bytes);
-  size_t LutWorkspaceBytes() const;
+  size_t LutWorkspaceBytes() const;  // after dequant_: the row counts the LUT kernel runs
 
   // cuda_forward.cc
   // The plan of one pass: pieces [ranges[i]) of batch[entries[i]]. Logit rows: every row of

@@ -183,7 +183,10 @@ size_t CudaBackend::LutWorkspaceBytes() const {
       bytes = std::max(bytes, lut::LutGemmWorkspaceBytesForSplits(m.shape, max_rows_, splits));
       return;
     }
-    for (int rows = 1; rows <= max_rows_; ++rows) {
+    // Only the passes the LUT kernel runs: from 256 rows the weights are dequantized for cuBLAS
+    // (UsesLutKernel; dequant_ is allocated first), and the tensor-core kernel's Stream-K
+    // partials at 2048 rows had taken ~400 MB more of the 8B model's KV budget.
+    for (int rows = 1; rows <= max_rows_ && UsesLutKernel(rows); ++rows) {
       bytes = std::max(bytes, lut::LutGemmWorkspaceBytes(m.shape, rows));
     }
   };
