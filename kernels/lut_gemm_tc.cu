@@ -15,9 +15,10 @@
 // the same X tile, so X goes through L2 once per 128 features (N / 128 · M · K · 2 bytes in all).
 // Per k-tile stage, cp.async brings each warp's packed tile (256 · bits bytes) and the X tile
 // [MT × 128] (rows ≥ M zero-filled by the copy itself). Per 16-wide k step each warp looks up its
-// four A registers (one shared load per weight pair), multiplies them by the group scale (HMUL2,
-// every G: the product is rounded to the activation type, as the split-K kernel does for
-// G < 128), and the warpgroup issues one wgmma per k step. The 8 k steps of a tile go in groups
+// four A registers (one shared load per weight pair), multiplies them by the group scale (HMUL2:
+// the product is rounded to the activation type, as the split-K kernel does for G < 128; at
+// MT = 16 and G = 64 the scales are applied to fp32 sums instead, kFold), and the warpgroup
+// issues one wgmma per k step. The 8 k steps of a tile go in groups
 // of kGroup (4: TcGroupFor): a group's 4 · kGroup lookups are independent, its wgmmas
 // are issued back to back as one commit group, and A is double-buffered by groups so that the
 // lookups of group j + 1 run while the wgmmas of group j are in flight (wgmma.wait_group 1). The
@@ -256,6 +257,28 @@ __device__ __forceinline__ void Wgmma<__nv_bfloat16, 128>(float* d, const uint32
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b));
 }
 
+// The MT = 16 wgmma with scale-d as a template argument: kAccumulate = false computes D = A · B
+// (the previous contents of d are ignored), the first k step of a commit group in the
+// scale-after-the-sums path (kFold).
+template <typename T, bool kAccumulate>
+__device__ __forceinline__ void WgmmaN16(float* d, const uint32_t* a, uint64_t desc_b) {
+  if constexpr (std::is_same_v<T, __half>) {
+    asm volatile(
+        "wgmma.mma_async.sync.aligned.m64n16k16.f32.f16.f16\n"
+        "{%0, %1, %2, %3, %4, %5, %6, %7},\n"
+        "{%8, %9, %10, %11}, %12, %13, 1, 1, 0;\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "n"(kAccumulate ? 1 : 0));
+  } else {
+    asm volatile(
+        "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16\n"
+        "{%0, %1, %2, %3, %4, %5, %6, %7},\n"
+        "{%8, %9, %10, %11}, %12, %13, 1, 1, 0;\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "n"(kAccumulate ? 1 : 0));
+  }
+}
+
 // k16 steps per wgmma commit group (kGroup): 4 for every MT. H100, 4-bit G128 fp16, groups of
 // 1 / 2 / 4 steps: M = 32 gate/up 43.3 / 42.1 / 41.1 µs (session 12). MT = 64 and 128 had groups
 // of 2 until session 17, where ptxas serialized the wgmmas (warning C7513: "non wgmma
@@ -390,6 +413,18 @@ __device__ __forceinline__ int64_t FragmentTileOffset(int m, int n, int col_bloc
   return (static_cast<int64_t>(col_block) * ((m + 7) / 8) + m0 / 8) * kFragmentGroupFloats;
 }
 
+// kFold: acc += the retired commit group's unscaled sums times its group scales (rows g and g + 8
+// of the warp's strip: acc[4i + c] is row g + 8 (c >> 1)), in fp32.
+template <int kAcc>
+__device__ __forceinline__ void FoldGroup(float (&part)[kAcc], __half scale_lo, __half scale_hi, float (&acc)[kAcc]) {
+  const float lo = __half2float(scale_lo), hi = __half2float(scale_hi);
+#pragma unroll
+  for (int i = 0; i < kAcc; ++i) {
+    FenceOperand(part[i]);  // (read after the wait that retired the group)
+    acc[i] = fmaf(part[i], (i & 2) ? hi : lo, acc[i]);
+  }
+}
+
 // One block's share of the work: k-tiles [kt_begin, kt_begin + num_iters) of output tile
 // (m_tile, col_block), piece `split` of the `splits` that cover the tile (1: the whole tile).
 struct TcSegment {
@@ -456,12 +491,13 @@ __device__ __forceinline__ void StoreSegment(const TcSegment& s, volatile TcSegm
 // One segment: the pipeline over its k-tiles, then its tile's store, or its partial and, for the
 // last piece to arrive, the reduction and store. first: the block's first segment, which also
 // signals PDL dependents, builds the pair table and waits for the previous kernel.
-template <typename T, int kBits, int kMT, int kGroup, bool kFused, typename Segment>
+template <typename T, int kBits, int kMT, int kGroup, bool kFused, bool kFold, typename Segment>
 __device__ __forceinline__ void TcLutGemmSegment(const TcArgs& args, const TcNormArgs& norm, const Segment& seg,
                                                  bool first) {
   using C = TcConfig<kBits, kMT>;
   using T2 = typename Act<T>::T2;
   constexpr int kAcc = kMT / 2;  // fp32 accumulators per thread
+  static_assert(!kFold || (kMT == 16 && kGroup == 4), "kFold: MT = 16, two commit groups per k-tile");
   // Stream-K (MT = 128 only) runs this body in a loop over segments. What the compiler hoists
   // out of that loop (addresses from the thread index and shared memory base, the segment's
   // fields) stays in registers through the main loop, so there the thread index and shared
@@ -601,6 +637,22 @@ __device__ __forceinline__ void TcLutGemmSegment(const TcArgs& args, const TcNor
   }
   const uint32_t my_table = LaneTable<kBits>(s_table, lane);
   const uint32_t s_x_addr = SmemAddr(s_x);
+  // kFold: the unscaled sums of a k-tile's commit group grp go to part[grp] (its first wgmma
+  // overwrites them) and are added to acc times their group scales once the group has retired:
+  // the first after the second group's wgmma.wait_group 1, the second after a wait_group 0 at
+  // the end of the k-tile. (Folding the second group in the next k-tile, after its first
+  // group's wait_group 1, would keep the tensor cores fed through the k-tile boundary, but
+  // ptxas cannot follow wgmma accumulators read across a loop's back edge and serializes every
+  // wgmma then: C7514.)
+  [[maybe_unused]] float part[2][kAcc];
+  if constexpr (kFold) {
+#pragma unroll
+    for (int i = 0; i < kAcc; ++i) {
+      part[0][i] = part[1][i] = 0.0f;
+      FenceOperand(part[0][i]);
+      FenceOperand(part[1][i]);
+    }
+  }
 
   uint32_t a[2][kGroup][4];
   for (int it = 0; it < num_iters; ++it) {
@@ -619,11 +671,13 @@ __device__ __forceinline__ void TcLutGemmSegment(const TcArgs& args, const TcNor
       if (kBits == 4) *reinterpret_cast<uint4*>(w + 4) = *reinterpret_cast<const uint4*>(wt + 512 + 16 * lane);
       if (kBits == 3) *reinterpret_cast<uint2*>(hw) = *reinterpret_cast<const uint2*>(wt + 512 + 8 * lane);
     }
-    T2 s_lo[4], s_hi[4];  // quarter h: row g, row g + 8
+    T2 s_lo[4], s_hi[4];  // quarter h: row g, row g + 8 (not kFold)
 #pragma unroll
     for (int h = 0; h < 4; ++h) {
-      s_lo[h].x = s_lo[h].y = Act<T>::FromHalf(sc_cur[h]);
-      s_hi[h].x = s_hi[h].y = Act<T>::FromHalf(sc_cur[4 + h]);
+      if constexpr (!kFold) {
+        s_lo[h].x = s_lo[h].y = Act<T>::FromHalf(sc_cur[h]);
+        s_hi[h].x = s_hi[h].y = Act<T>::FromHalf(sc_cur[4 + h]);
+      }
     }
     const uint64_t desc0 = SwizzledKMajorDesc(s_x_addr + buf * C::kXStageBytes);
 
@@ -640,9 +694,11 @@ __device__ __forceinline__ void TcLutGemmSegment(const TcArgs& args, const TcNor
         LookupPairs<kBits>(kk, w, hw, my_table, ag[j]);
 #pragma unroll
         for (int r = 0; r < 4; ++r) {  // A register r: row g + 8 (r & 1), k quarter kk / 2
-          T2 v = *reinterpret_cast<const T2*>(&ag[j][r]);
-          v = __hmul2(v, (r & 1) ? s_hi[kk >> 1] : s_lo[kk >> 1]);
-          ag[j][r] = *reinterpret_cast<uint32_t*>(&v);
+          if constexpr (!kFold) {
+            T2 v = *reinterpret_cast<const T2*>(&ag[j][r]);
+            v = __hmul2(v, (r & 1) ? s_hi[kk >> 1] : s_lo[kk >> 1]);
+            ag[j][r] = *reinterpret_cast<uint32_t*>(&v);
+          }
         }
 #pragma unroll
         for (int r = 0; r < 4; ++r) FenceOperand(ag[j][r]);
@@ -654,10 +710,21 @@ __device__ __forceinline__ void TcLutGemmSegment(const TcArgs& args, const TcNor
         // k step kk: k half kk / 4, 32 bytes per k16 step inside the 128-byte swizzled row
         // (descriptor addresses are in 16-byte units).
         const uint64_t desc = desc0 + static_cast<uint64_t>(((kk >> 2) * C::kXHalfBytes + (kk & 3) * 32) >> 4);
-        Wgmma<T, kMT>(acc, ag[j], desc);
+        if constexpr (kFold) {
+          if (j == 0) {
+            WgmmaN16<T, false>(part[grp], ag[j], desc);
+          } else {
+            WgmmaN16<T, true>(part[grp], ag[j], desc);
+          }
+        } else {
+          Wgmma<T, kMT>(acc, ag[j], desc);
+        }
       }
       WgmmaCommit();
       WgmmaWait<1>();  // group grp - 1 is done: its A buffer may be overwritten
+      if constexpr (kFold) {
+        if (grp == 1) FoldGroup<kAcc>(part[0], sc_cur[0], sc_cur[4], acc);
+      }
       if (grp == 0) {
         // This warpgroup's wgmmas of iteration it - 1 are done; after the barrier both
         // warpgroups' are, so the stage they read, (it - 1) % kStages, is refilled, with
@@ -671,6 +738,10 @@ __device__ __forceinline__ void TcLutGemmSegment(const TcArgs& args, const TcNor
         }
         CpAsyncCommit();
       }
+    }
+    if constexpr (kFold) {
+      WgmmaWait<0>();
+      FoldGroup<kAcc>(part[1], sc_cur[2], sc_cur[6], acc);
     }
 #pragma unroll
     for (int i = 0; i < 8; ++i) sc_cur[i] = sc_next[i];
@@ -844,11 +915,11 @@ __device__ __forceinline__ void TcLutGemmSegment(const TcArgs& args, const TcNor
 // fused norms (TcLutGemmFusedKernel, bf16 only), so that the plain kernel compiles exactly as
 // without them (with the fused code in one instance, batch 8-16 decode steps that did not use it
 // were 2-3 % slower on the H100).
-template <typename T, int kBits, int kMT, int kGroup, bool kFused>
+template <typename T, int kBits, int kMT, int kGroup, bool kFused, bool kFold>
 __device__ __forceinline__ void TcLutGemmBody(const TcArgs& args, const TcNormArgs& norm) {
   const trace::Scope trace_scope(trace::kLutTensorCore, args.n, args.k);
   if constexpr (kMT != 128) {
-    TcLutGemmSegment<T, kBits, kMT, kGroup, kFused>(args, norm, ClassicSegment(args), true);
+    TcLutGemmSegment<T, kBits, kMT, kGroup, kFused, kFold>(args, norm, ClassicSegment(args), true);
   } else {
     // (total and end are recomputed after each segment from an opaque zero: not live through it)
     const bool stream_k = args.splits == 0;
@@ -859,7 +930,7 @@ __device__ __forceinline__ void TcLutGemmBody(const TcArgs& args, const TcNormAr
                                : ClassicSegment(args),
                  &seg);
     for (bool first = true;; first = false) {
-      TcLutGemmSegment<T, kBits, kMT, kGroup, kFused>(args, norm, seg, first);
+      TcLutGemmSegment<T, kBits, kMT, kGroup, kFused, kFold>(args, norm, seg, first);
       if (!stream_k) return;
       const int num_ktiles = args.k / kTileK;
       const int64_t end = (blockIdx.x + 1) * total() / gridDim.x;
@@ -872,16 +943,16 @@ __device__ __forceinline__ void TcLutGemmBody(const TcArgs& args, const TcNormAr
   }
 }
 
-template <typename T, int kBits, int kMT, int kGroup>
+template <typename T, int kBits, int kMT, int kGroup, bool kFold>
 __global__ void __launch_bounds__(kThreads, (TcConfig<kBits, kMT>::kMinBlocksPerSm))
 TcLutGemmKernel(const TcArgs args) {
-  TcLutGemmBody<T, kBits, kMT, kGroup, false>(args, TcNormArgs{});
+  TcLutGemmBody<T, kBits, kMT, kGroup, false, kFold>(args, TcNormArgs{});
 }
 
-template <typename T, int kBits, int kMT, int kGroup>
+template <typename T, int kBits, int kMT, int kGroup, bool kFold>
 __global__ void __launch_bounds__(kThreads, (TcConfig<kBits, kMT>::kMinBlocksPerSm))
 TcLutGemmFusedKernel(const TcArgs args, const TcNormArgs norm) {
-  TcLutGemmBody<T, kBits, kMT, kGroup, true>(args, norm);
+  TcLutGemmBody<T, kBits, kMT, kGroup, true, kFold>(args, norm);
 }
 
 // ---- Host side -------------------------------------------------------------------------------
@@ -1115,17 +1186,39 @@ cudaError_t LaunchTcKernel(Kernel kernel, int grid, int smem_bytes, bool pdl, cu
   return cudaGetLastError();
 }
 
-template <typename T, int kBits, int kMT>
-cudaError_t LaunchTcInstance(const TcArgs& args, const TcNormArgs& norm, const TcPlan& p, bool pdl,
-                             cudaStream_t stream) {
+// Where the group scales are applied after the sums (kFold: MT = 16 at G = 64) rather than to the
+// dequantized weights (HMUL2). H100, 4-bit, M = 8 and 16, same run (bench/results/ab-2026-11-26-h100/
+// session18/): G = 64 10-22 % faster on the 6 large LLaMA shapes (4096x28672 M = 16: 42.9 -> 34.3 us;
+// there 8 scales per k-tile and thread, 4 pairs of rows x quarters, fed the HMUL2s); G = 128 even
+// (0.99-1.01) in the kernel benchmark but the 8B W4 decode step ~1 % slower at batches 8-16, so G >= 128
+// keeps HMUL2. (G = 32 has two scales per commit group.) FLUTE_LUT_TC_FOLD=off, read on every call:
+// HMUL2 at G = 64 too (A/B runs, tests).
+bool FoldFromEnv() {
+  const char* env = std::getenv("FLUTE_LUT_TC_FOLD");
+  return env == nullptr || std::strcmp(env, "off") != 0;
+}
+
+template <typename T, int kBits, int kMT, bool kFold>
+cudaError_t LaunchTcFoldInstance(const TcArgs& args, const TcNormArgs& norm, const TcPlan& p, bool pdl,
+                                 cudaStream_t stream) {
   const int grid = p.stream_k ? p.grid : p.num_col_blocks * p.splits * p.num_m_tiles;
   if constexpr (std::is_same_v<T, __nv_bfloat16>) {  // the fused kernel: bf16 only
     if (norm.any()) {
-      return LaunchTcKernel(TcLutGemmFusedKernel<T, kBits, kMT, TcGroupFor(kMT)>, grid, p.smem_bytes, pdl, stream,
-                            args, norm);
+      return LaunchTcKernel(TcLutGemmFusedKernel<T, kBits, kMT, TcGroupFor(kMT), kFold>, grid, p.smem_bytes, pdl,
+                            stream, args, norm);
     }
   }
-  return LaunchTcKernel(TcLutGemmKernel<T, kBits, kMT, TcGroupFor(kMT)>, grid, p.smem_bytes, pdl, stream, args);
+  return LaunchTcKernel(TcLutGemmKernel<T, kBits, kMT, TcGroupFor(kMT), kFold>, grid, p.smem_bytes, pdl, stream,
+                        args);
+}
+
+template <typename T, int kBits, int kMT>
+cudaError_t LaunchTcInstance(const TcArgs& args, const TcNormArgs& norm, const TcPlan& p, bool pdl,
+                             cudaStream_t stream) {
+  if constexpr (kMT == 16) {
+    if (args.group_size == 64 && FoldFromEnv()) return LaunchTcFoldInstance<T, kBits, kMT, true>(args, norm, p, pdl, stream);
+  }
+  return LaunchTcFoldInstance<T, kBits, kMT, false>(args, norm, p, pdl, stream);
 }
 
 template <typename T, int kBits>

@@ -182,6 +182,34 @@ TEST(LutGemmTcGpuTest, PdlLaunchComputesTheSame) {
   CheckShape({256, 256, 4, 128}, {16, 100}, call, rng);
 }
 
+// At MT = 16 (m <= 16) and G = 64 the group scales multiply fp32 sums of unscaled weights
+// (kFold in lut_gemm_tc.cu); FLUTE_LUT_TC_FOLD=off scales the dequantized weights instead
+// (HMUL2, as for every other G). Both against the reference, automatic and forced splits, a
+// partial column block, SwiGLU, and each k-tile count from 1 (the fold after the last k-tile).
+TEST(LutGemmTcGpuTest, ScalesAfterTheSumsAndOnTheWeightsBothMatchTheReference) {
+  REQUIRE_GPU();
+  FRESH_RNG(rng);
+  for (const char* fold : {static_cast<const char*>(nullptr), "off"}) {
+    SCOPED_TRACE(::testing::Message() << "FLUTE_LUT_TC_FOLD=" << (fold ? fold : "(unset)"));
+    ScopedEnv env("FLUTE_LUT_TC_FOLD", fold);
+    for (int bits : {2, 3, 4}) CheckShape({208, 4096, bits, 64}, {1, 7, 16}, TcCall{}, rng);
+    CheckShape({256, 128, 4, 64}, {9, 16}, TcCall{}, rng);
+    TcCall split;
+    split.split_k = 3;
+    CheckShape({256, 1536, 4, 64}, {5, 16}, split, rng);
+    const LutShape s{256, 2048, 4, 64};
+    const LutProblem p = MakeLutProblem(s, rng);
+    for (ActivationType dtype : {ActivationType::kFloat16, ActivationType::kBFloat16}) {
+      const std::vector<float> x = RandomActivations(dtype, 16, s.k, rng);
+      TcCall swiglu;
+      swiglu.swiglu = true;
+      std::vector<uint16_t> y;
+      ASSERT_TRUE(RunTc(p, dtype, x, 16, swiglu, &y));
+      EXPECT_TRUE(MatchesReference(dtype, y, SwiGluOfInterleaved(ReferenceY(p, x, 16), 16, s.n), nullptr, 2.0));
+    }
+  }
+}
+
 // The fused SwiGLU epilogue is bitwise the tensor-core GEMM followed by gpu::LaunchSwiGlu
 // (interleave 8), with and without split-K, and close to silu(gate) * up of the reference.
 TEST(LutGemmTcGpuTest, SwiGluEpilogueEqualsGemmThenSwiGlu) {
