@@ -556,42 +556,32 @@ __device__ __forceinline__ void TcLutGemmSegment(const TcArgs& args, const TcNor
   const __half* scale_lo = args.scales + static_cast<int64_t>(load_strip * 16 + g) * groups_per_row;
   const __half* scale_hi = scale_lo + 8 * groups_per_row;
   // At G = 64 and 32 a row's groups of one k-tile are 4 / 8 contiguous bytes at group
-  // kt * 128 / G, aligned to their size when the scales are (a row holds K / G groups, K a
-  // multiple of 128): one load per row rather than 4 (H100, M = 16, 4096x28672 4-bit G = 64: ...).
-  const bool vector_scales = (reinterpret_cast<uintptr_t>(args.scales) & 7) == 0;
+  // kt * 128 / G, aligned to their size (a row holds K / G groups, K a multiple of 128; the
+  // launcher requires 8-byte aligned scales there): one load per row rather than 4. H100, same
+  // run, against 4 loads: G = 64 and 32 at M = 16-128 5-26 % faster on the 8 LLaMA shapes, the
+  // 8B W4 G64 decode step at batch 32 5.07 -> 4.31 ms (bench/results/ab-2026-11-26-h100/session18/).
   auto fetch_scales = [&](int kt, __half* s) {
     if (args.group_size >= kTileK) {
       const int grp = (kt * kTileK) >> log2_group;
       s[0] = s[1] = s[2] = s[3] = __ldg(scale_lo + grp);
       s[4] = s[5] = s[6] = s[7] = __ldg(scale_hi + grp);
-      return;
-    }
-    if (vector_scales && args.group_size == 64) {
+    } else if (args.group_size == 64) {
       const __half2 lo = __ldg(reinterpret_cast<const __half2*>(scale_lo) + kt);
       const __half2 hi = __ldg(reinterpret_cast<const __half2*>(scale_hi) + kt);
       s[0] = s[1] = __low2half(lo);
       s[2] = s[3] = __high2half(lo);
       s[4] = s[5] = __low2half(hi);
       s[6] = s[7] = __high2half(hi);
-      return;
-    }
-    if (vector_scales && args.group_size == 32) {
+    } else {  // G = 32: s[h] = group 4 kt + h of row g, s[4 + h] of row g + 8
       const uint2 lo = __ldg(reinterpret_cast<const uint2*>(scale_lo) + kt);
       const uint2 hi = __ldg(reinterpret_cast<const uint2*>(scale_hi) + kt);
       const uint32_t words[4] = {lo.x, lo.y, hi.x, hi.y};
 #pragma unroll
-      for (int h = 0; h < 4; ++h) {  // s[2w], s[2w + 1]: the low and high half of word w
-        const __half2 pair = *reinterpret_cast<const __half2*>(&words[h]);
-        s[2 * h] = __low2half(pair);
-        s[2 * h + 1] = __high2half(pair);
+      for (int w = 0; w < 4; ++w) {
+        const __half2 pair = *reinterpret_cast<const __half2*>(&words[w]);
+        s[2 * w] = __low2half(pair);
+        s[2 * w + 1] = __high2half(pair);
       }
-      return;
-    }
-#pragma unroll
-    for (int h = 0; h < 4; ++h) {
-      const int grp = (kt * kTileK + 32 * h) >> log2_group;
-      s[h] = __ldg(scale_lo + grp);
-      s[4 + h] = __ldg(scale_hi + grp);
     }
   };
 
@@ -1287,6 +1277,11 @@ absl::Status LaunchTensorCoreLutGemm(const LutGemmParams& params, CUstream_st* s
     return absl::InvalidArgumentError(
         "LUT-GEMM: the tensor-core kernel's residual epilogue and deferred norm are compiled for bf16 only "
         "(dtype fp16 given; fp16 decode steps of few rows use the strip kernel's fused norms)");
+  }
+  if (params.shape.group_size < kTileK && reinterpret_cast<uintptr_t>(params.scales) % 8 != 0) {
+    return absl::UnimplementedError(absl::StrCat(
+        "LUT-GEMM: the tensor-core kernel needs 8-byte aligned scales at group size ", params.shape.group_size,
+        " (one load per row and k-tile)"));
   }
   const int64_t max_grid = int64_t{1} << 31;
   if ((params.m + 15) / 16 * ((params.shape.n + kBlockN - 1) / kBlockN) * (params.shape.k / kTileK) >= max_grid) {

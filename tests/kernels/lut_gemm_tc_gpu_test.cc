@@ -49,6 +49,8 @@ struct TcCall {
   bool swiglu = false;
   bool pdl = false;
   bool early_weights = false;  // (with pdl) every prologue stage's codes before the PDL wait
+  LutKernel kernel = LutKernel::kTensorCore;
+  const uint16_t* scales = nullptr;  // device scales in place of the problem's (nullptr: those)
 };
 
 // One call of the tensor-core kernel on x (exactly representable in dtype), y poisoned first.
@@ -77,13 +79,13 @@ struct TcCall {
   params.m = m;
   params.x = d_x.ptr;
   params.packed = static_cast<const uint8_t*>(p.d_packed->ptr);
-  params.scales = static_cast<const uint16_t*>(p.d_scales->ptr);
+  params.scales = call.scales != nullptr ? call.scales : static_cast<const uint16_t*>(p.d_scales->ptr);
   params.table = static_cast<const float*>(p.d_table->ptr);
   params.y = d_y.ptr;
   params.workspace = d_ws.ptr;
   params.workspace_bytes = ws_bytes;
   params.split_k = call.split_k;
-  params.kernel = LutKernel::kTensorCore;
+  params.kernel = call.kernel;
   params.swiglu = call.swiglu;
   params.pdl = call.pdl;
   params.early_weights = call.early_weights;
@@ -385,6 +387,37 @@ TEST(LutGemmTcGpuTest, StreamKMatchesTheReferenceAndIsBitwiseRunToRun) {
         for (size_t i = 0; i < classic.size(); ++i) classic_f[i] = FromActivationBits(dtype, classic[i]);
         EXPECT_TRUE(MatchesReference(dtype, stream_k, classic_f, nullptr, c.swiglu ? 2.0 : 1.0)) << "vs classic";
       }
+    }
+  }
+}
+
+// At G < 128 the kernel loads a row's scales of a k-tile with one 4- or 8-byte load, so it
+// needs 8-byte aligned scales: forced, a misaligned pointer is Unimplemented and says so; the
+// automatic choice then runs the split-K kernel, which matches the reference.
+TEST(LutGemmTcGpuTest, MisalignedScalesAtSmallGroupsFallBackToSplitK) {
+  REQUIRE_GPU();
+  FRESH_RNG(rng);
+  for (int g : {32, 64}) {
+    const LutShape s{256, 1024, 4, g};
+    const LutProblem p = MakeLutProblem(s, rng);
+    const size_t bytes = p.scales.size() * 2;
+    DeviceBuffer shifted(bytes + 16);
+    ASSERT_NE(shifted.ptr, nullptr);
+    const auto* misaligned = reinterpret_cast<const uint16_t*>(static_cast<char*>(shifted.ptr) + 2);
+    cudaMemcpy(const_cast<uint16_t*>(misaligned), p.scales.data(), bytes, cudaMemcpyHostToDevice);
+    for (int64_t m : {16, 64}) {
+      SCOPED_TRACE(::testing::Message() << "G=" << g << " m=" << m);
+      const std::vector<float> x = RandomActivations(ActivationType::kFloat16, m, s.k, rng);
+      TcCall forced;
+      forced.scales = misaligned;
+      std::vector<uint16_t> y;
+      const ::testing::AssertionResult r = RunTc(p, ActivationType::kFloat16, x, m, forced, &y);
+      EXPECT_FALSE(r);
+      EXPECT_NE(std::string(r.message()).find("8-byte aligned scales"), std::string::npos) << r.message();
+      TcCall automatic = forced;
+      automatic.kernel = LutKernel::kAuto;
+      ASSERT_TRUE(RunTc(p, ActivationType::kFloat16, x, m, automatic, &y));
+      EXPECT_TRUE(MatchesReference(ActivationType::kFloat16, y, ReferenceY(p, x, m), nullptr));
     }
   }
 }
