@@ -154,23 +154,35 @@ __device__ __forceinline__ uint64_t SwizzledKMajorDesc(uint32_t smem_addr) {
 // scale-d = 1 (accumulate), A and B unscaled and unnegated, B not transposed.
 template <typename T, int kN>
 __device__ __forceinline__ void Wgmma(float* d, const uint32_t* a, uint64_t desc_b);
+// The MT = 16 wgmma with scale-d as a template argument: kAccumulate = false computes D = A · B
+// (the previous contents of d are ignored), the first k step of a commit group in the
+// scale-after-the-sums path (kFold).
+template <typename T, bool kAccumulate>
+__device__ __forceinline__ void WgmmaN16(float* d, const uint32_t* a, uint64_t desc_b) {
+  if constexpr (std::is_same_v<T, __half>) {
+    asm volatile(
+        "wgmma.mma_async.sync.aligned.m64n16k16.f32.f16.f16\n"
+        "{%0, %1, %2, %3, %4, %5, %6, %7},\n"
+        "{%8, %9, %10, %11}, %12, %13, 1, 1, 0;\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "n"(kAccumulate ? 1 : 0));
+  } else {
+    asm volatile(
+        "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16\n"
+        "{%0, %1, %2, %3, %4, %5, %6, %7},\n"
+        "{%8, %9, %10, %11}, %12, %13, 1, 1, 0;\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "n"(kAccumulate ? 1 : 0));
+  }
+}
+
 template <>
 __device__ __forceinline__ void Wgmma<__half, 16>(float* d, const uint32_t* a, uint64_t desc_b) {
-  asm volatile(
-      "wgmma.mma_async.sync.aligned.m64n16k16.f32.f16.f16\n"
-      "{%0, %1, %2, %3, %4, %5, %6, %7},\n"
-      "{%8, %9, %10, %11}, %12, 1, 1, 1, 0;\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b));
+  WgmmaN16<__half, true>(d, a, desc_b);
 }
 template <>
 __device__ __forceinline__ void Wgmma<__nv_bfloat16, 16>(float* d, const uint32_t* a, uint64_t desc_b) {
-  asm volatile(
-      "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16\n"
-      "{%0, %1, %2, %3, %4, %5, %6, %7},\n"
-      "{%8, %9, %10, %11}, %12, 1, 1, 1, 0;\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b));
+  WgmmaN16<__nv_bfloat16, true>(d, a, desc_b);
 }
 template <>
 __device__ __forceinline__ void Wgmma<__half, 32>(float* d, const uint32_t* a, uint64_t desc_b) {
@@ -255,28 +267,6 @@ __device__ __forceinline__ void Wgmma<__nv_bfloat16, 128>(float* d, const uint32
         "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
         "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b));
-}
-
-// The MT = 16 wgmma with scale-d as a template argument: kAccumulate = false computes D = A · B
-// (the previous contents of d are ignored), the first k step of a commit group in the
-// scale-after-the-sums path (kFold).
-template <typename T, bool kAccumulate>
-__device__ __forceinline__ void WgmmaN16(float* d, const uint32_t* a, uint64_t desc_b) {
-  if constexpr (std::is_same_v<T, __half>) {
-    asm volatile(
-        "wgmma.mma_async.sync.aligned.m64n16k16.f32.f16.f16\n"
-        "{%0, %1, %2, %3, %4, %5, %6, %7},\n"
-        "{%8, %9, %10, %11}, %12, %13, 1, 1, 0;\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "n"(kAccumulate ? 1 : 0));
-  } else {
-    asm volatile(
-        "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16\n"
-        "{%0, %1, %2, %3, %4, %5, %6, %7},\n"
-        "{%8, %9, %10, %11}, %12, %13, 1, 1, 0;\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "n"(kAccumulate ? 1 : 0));
-  }
 }
 
 // k16 steps per wgmma commit group (kGroup): 4 for every MT. H100, 4-bit G128 fp16, groups of
