@@ -8,7 +8,8 @@ def load(path):
     return d
 def rng(v): return '%.0f-%.0f' % (min(v),max(v)) if v else '-'
 def rngx(v): return '%.2f-%.2fx' % (min(v),max(v)) if v else '-'
-for tag,(f16,b16) in {'s15':sys.argv[1:3],'s17':sys.argv[3:5]}.items():
+# Usage: targets.py OLD_FP16.md OLD_BF16.md NEW_FP16.md NEW_BF16.md (each pair: one full benchmark run).
+for tag,(f16,b16) in {'old: '+sys.argv[1]:sys.argv[1:3],'new: '+sys.argv[3]:sys.argv[3:5]}.items():
     a=load(f16); b=load(b16)
     shapes=sorted({k[0] for k in a}); large=[s for s in shapes if s!='4096x4096']
     print('==',tag)
