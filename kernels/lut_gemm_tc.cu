@@ -549,7 +549,7 @@ __device__ __forceinline__ void TcLutGemmSegment(const TcArgs& args, const TcNor
   // kt * 128 / G, aligned to their size (a row holds K / G groups, K a multiple of 128; the
   // launcher requires 8-byte aligned scales there): one load per row rather than 4. H100, same
   // run, against 4 loads: G = 64 and 32 at M = 16-128 5-26 % faster on the 8 LLaMA shapes, the
-  // 8B W4 decode step 1 % faster at batches 8-32 (G = 128) and 5-13 % (G = 64)
+  // 8B W4 decode step 1 % faster at batches 8-32 (G = 128) and 3-13 % (G = 64)
   // (bench/results/ab-2026-11-26-h100/session18/). Not at MT = 64, whose G >= 128 calls were 1-5 %
   // slower with it (the code of the other branches changes the instance's schedule) and where
   // M = 64 on 4096x4096 is only ~4 % ahead of cuBLAS: there the 4 loads of before.
