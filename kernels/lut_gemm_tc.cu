@@ -478,16 +478,27 @@ __device__ __forceinline__ void StoreSegment(const TcSegment& s, volatile TcSegm
   dst->num_iters = s.num_iters;
 }
 
+// Main-loop variants, a template argument of the kernels (each its own instances):
+//   kPlainLoop: the group scale on the dequantized weights (HMUL2); at MT = 64 the scales of
+//     G < 128 by 4 loads per row and k-tile (those instances serve G >= 128 calls);
+//   kFoldLoop (MT = 16, G = 64): the scales applied to fp32 sums (kFold below);
+//   kSmallGroupLoop (MT = 64, G < 128): kPlainLoop with one scale load per row and k-tile.
+enum TcLoop : int { kPlainLoop = 0, kFoldLoop = 1, kSmallGroupLoop = 2 };
+
 // One segment: the pipeline over its k-tiles, then its tile's store, or its partial and, for the
 // last piece to arrive, the reduction and store. first: the block's first segment, which also
 // signals PDL dependents, builds the pair table and waits for the previous kernel.
-template <typename T, int kBits, int kMT, int kGroup, bool kFused, bool kFold, typename Segment>
+template <typename T, int kBits, int kMT, int kGroup, bool kFused, int kLoop, typename Segment>
 __device__ __forceinline__ void TcLutGemmSegment(const TcArgs& args, const TcNormArgs& norm, const Segment& seg,
                                                  bool first) {
   using C = TcConfig<kBits, kMT>;
   using T2 = typename Act<T>::T2;
   constexpr int kAcc = kMT / 2;  // fp32 accumulators per thread
+  constexpr bool kFold = kLoop == kFoldLoop;
   static_assert(!kFold || (kMT == 16 && kGroup == 4), "kFold: MT = 16, two commit groups per k-tile");
+  static_assert(kLoop != kSmallGroupLoop || kMT == 64, "kSmallGroupLoop: MT = 64 only");
+  // 4 scale loads per row and k-tile at G < 128 (kPlainLoop at MT = 64; see fetch_scales)
+  constexpr bool kScalarScales = kMT == 64 && kLoop == kPlainLoop;
   // Stream-K (MT = 128 only) runs this body in a loop over segments. What the compiler hoists
   // out of that loop (addresses from the thread index and shared memory base, the segment's
   // fields) stays in registers through the main loop, so there the thread index and shared
@@ -550,15 +561,16 @@ __device__ __forceinline__ void TcLutGemmSegment(const TcArgs& args, const TcNor
   // launcher requires 8-byte aligned scales there): one load per row rather than 4. H100, same
   // run, against 4 loads: G = 64 and 32 at M = 16-128 5-26 % faster on the 8 LLaMA shapes, the
   // 8B W4 decode step 1 % faster at batches 8-32 (G = 128) and 3-13 % (G = 64)
-  // (bench/results/ab-2026-11-26-h100/session18/). Not at MT = 64, whose G >= 128 calls were 1-5 %
-  // slower with it (the code of the other branches changes the instance's schedule) and where
-  // M = 64 on 4096x4096 is only ~4 % ahead of cuBLAS: there the 4 loads of before.
+  // (bench/results/ab-2026-11-26-h100/session18/). At MT = 64 the G >= 128 calls were 1-5 %
+  // slower with it in the same instance (the code of the other branches changes its schedule;
+  // M = 64 on 4096x4096 is only ~3 % ahead of cuBLAS), so there G < 128 calls run their own
+  // instances (kSmallGroupLoop) and the others keep the 4 loads of before (kScalarScales).
   auto fetch_scales = [&](int kt, __half* s) {
     if (args.group_size >= kTileK) {
       const int grp = (kt * kTileK) >> log2_group;
       s[0] = s[1] = s[2] = s[3] = __ldg(scale_lo + grp);
       s[4] = s[5] = s[6] = s[7] = __ldg(scale_hi + grp);
-    } else if (kMT == 64) {
+    } else if (kScalarScales) {
 #pragma unroll
       for (int h = 0; h < 4; ++h) {
         const int grp = (kt * kTileK + 32 * h) >> log2_group;
@@ -930,11 +942,11 @@ __device__ __forceinline__ void TcLutGemmSegment(const TcArgs& args, const TcNor
 // fused norms (TcLutGemmFusedKernel, bf16 only), so that the plain kernel compiles exactly as
 // without them (with the fused code in one instance, batch 8-16 decode steps that did not use it
 // were 2-3 % slower on the H100).
-template <typename T, int kBits, int kMT, int kGroup, bool kFused, bool kFold>
+template <typename T, int kBits, int kMT, int kGroup, bool kFused, int kLoop>
 __device__ __forceinline__ void TcLutGemmBody(const TcArgs& args, const TcNormArgs& norm) {
   const trace::Scope trace_scope(trace::kLutTensorCore, args.n, args.k);
   if constexpr (kMT != 128) {
-    TcLutGemmSegment<T, kBits, kMT, kGroup, kFused, kFold>(args, norm, ClassicSegment(args), true);
+    TcLutGemmSegment<T, kBits, kMT, kGroup, kFused, kLoop>(args, norm, ClassicSegment(args), true);
   } else {
     // (total and end are recomputed after each segment from an opaque zero: not live through it)
     const bool stream_k = args.splits == 0;
@@ -945,7 +957,7 @@ __device__ __forceinline__ void TcLutGemmBody(const TcArgs& args, const TcNormAr
                                : ClassicSegment(args),
                  &seg);
     for (bool first = true;; first = false) {
-      TcLutGemmSegment<T, kBits, kMT, kGroup, kFused, kFold>(args, norm, seg, first);
+      TcLutGemmSegment<T, kBits, kMT, kGroup, kFused, kLoop>(args, norm, seg, first);
       if (!stream_k) return;
       const int num_ktiles = args.k / kTileK;
       const int64_t end = (blockIdx.x + 1) * total() / gridDim.x;
@@ -958,16 +970,16 @@ __device__ __forceinline__ void TcLutGemmBody(const TcArgs& args, const TcNormAr
   }
 }
 
-template <typename T, int kBits, int kMT, int kGroup, bool kFold>
+template <typename T, int kBits, int kMT, int kGroup, int kLoop>
 __global__ void __launch_bounds__(kThreads, (TcConfig<kBits, kMT>::kMinBlocksPerSm))
 TcLutGemmKernel(const TcArgs args) {
-  TcLutGemmBody<T, kBits, kMT, kGroup, false, kFold>(args, TcNormArgs{});
+  TcLutGemmBody<T, kBits, kMT, kGroup, false, kLoop>(args, TcNormArgs{});
 }
 
-template <typename T, int kBits, int kMT, int kGroup, bool kFold>
+template <typename T, int kBits, int kMT, int kGroup, int kLoop>
 __global__ void __launch_bounds__(kThreads, (TcConfig<kBits, kMT>::kMinBlocksPerSm))
 TcLutGemmFusedKernel(const TcArgs args, const TcNormArgs norm) {
-  TcLutGemmBody<T, kBits, kMT, kGroup, true, kFold>(args, norm);
+  TcLutGemmBody<T, kBits, kMT, kGroup, true, kLoop>(args, norm);
 }
 
 // ---- Host side -------------------------------------------------------------------------------
@@ -1213,17 +1225,17 @@ bool FoldFromEnv() {
   return env == nullptr || std::strcmp(env, "off") != 0;
 }
 
-template <typename T, int kBits, int kMT, bool kFold>
-cudaError_t LaunchTcFoldInstance(const TcArgs& args, const TcNormArgs& norm, const TcPlan& p, bool pdl,
+template <typename T, int kBits, int kMT, int kLoop>
+cudaError_t LaunchTcLoopInstance(const TcArgs& args, const TcNormArgs& norm, const TcPlan& p, bool pdl,
                                  cudaStream_t stream) {
   const int grid = p.stream_k ? p.grid : p.num_col_blocks * p.splits * p.num_m_tiles;
   if constexpr (std::is_same_v<T, __nv_bfloat16>) {  // the fused kernel: bf16 only
     if (norm.any()) {
-      return LaunchTcKernel(TcLutGemmFusedKernel<T, kBits, kMT, TcGroupFor(kMT), kFold>, grid, p.smem_bytes, pdl,
+      return LaunchTcKernel(TcLutGemmFusedKernel<T, kBits, kMT, TcGroupFor(kMT), kLoop>, grid, p.smem_bytes, pdl,
                             stream, args, norm);
     }
   }
-  return LaunchTcKernel(TcLutGemmKernel<T, kBits, kMT, TcGroupFor(kMT), kFold>, grid, p.smem_bytes, pdl, stream,
+  return LaunchTcKernel(TcLutGemmKernel<T, kBits, kMT, TcGroupFor(kMT), kLoop>, grid, p.smem_bytes, pdl, stream,
                         args);
 }
 
@@ -1231,9 +1243,12 @@ template <typename T, int kBits, int kMT>
 cudaError_t LaunchTcInstance(const TcArgs& args, const TcNormArgs& norm, const TcPlan& p, bool pdl,
                              cudaStream_t stream) {
   if constexpr (kMT == 16) {
-    if (args.group_size == 64 && FoldFromEnv()) return LaunchTcFoldInstance<T, kBits, kMT, true>(args, norm, p, pdl, stream);
+    if (args.group_size == 64 && FoldFromEnv()) return LaunchTcLoopInstance<T, kBits, kMT, kFoldLoop>(args, norm, p, pdl, stream);
   }
-  return LaunchTcFoldInstance<T, kBits, kMT, false>(args, norm, p, pdl, stream);
+  if constexpr (kMT == 64) {
+    if (args.group_size < kTileK) return LaunchTcLoopInstance<T, kBits, kMT, kSmallGroupLoop>(args, norm, p, pdl, stream);
+  }
+  return LaunchTcLoopInstance<T, kBits, kMT, kPlainLoop>(args, norm, p, pdl, stream);
 }
 
 template <typename T, int kBits>
