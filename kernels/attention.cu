@@ -1070,6 +1070,7 @@ __device__ __forceinline__ void DecodeColumnCta(const AttnArgs& a, const RopeKvA
   FusedRopeKvRows<T, kD, kG>(a, r, task, newest_chunk >= 0, newest_chunk >= 0 && blockIdx.x % a.head_slices == 0,
                              slot);
   __syncthreads();  // fs.q, fs.k, fs.v visible
+  trace::Mark(0);  // (trace builds: the times after the wait, tools/trace_timeline.py --marks)
 
   DecodeRun<kD, kG> run;
 #pragma unroll
@@ -1102,7 +1103,9 @@ __device__ __forceinline__ void DecodeColumnCta(const AttnArgs& a, const RopeKvA
       CpAsyncWaitPrior1();
     }
     __syncthreads();  // every thread's copies and zeros are visible
+    trace::Mark(2);  // (the last item's)
     DecodeChunk<T, kD, kG>(a, task, item.chunk, qa, sm, run, b);
+    if (i == 0) trace::Mark(1);
     if (item.chunk + 1 == item.split_end) StoreSplit<T, kD, kG>(a, task, item.split, run);
     const ColumnCursor next = item.Next(columns, plan, task.num_chunks);
     if (next.split >= plan.num_splits) break;
@@ -1118,6 +1121,7 @@ __device__ __forceinline__ void DecodeColumnCta(const AttnArgs& a, const RopeKvA
     item = next;
   }
   const int arrivals = (plan.num_splits - 1 - column) / columns + 1;  // the splits this CTA computed
+  trace::Mark(3);
   if (task.num_chunks > 1 && a.split_counters != nullptr) {
     MergeIfLastSplit<T, kD, kG>(a, task, plan.num_splits, arrivals, sm);
   }

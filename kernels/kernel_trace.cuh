@@ -34,6 +34,21 @@ __device__ __forceinline__ void MarkWaited() {
   if (threadIdx.x == 0 && threadIdx.y == 0 && threadIdx.z == 0) WaitedSlot() = GlobalTimer();
 }
 
+// Diagnostic marks (thread 0): up to 4 times after the wait, in units of 8 ns (16 bits each),
+// packed into the record's aux fields in place of the values the Scope was given.
+__device__ __forceinline__ uint32_t* MarkSlots() {
+  __shared__ uint32_t marks[3];  // [0..1]: packed times, [2]: 1 when any mark was set
+  return marks;
+}
+__device__ __forceinline__ void Mark(int i) {
+  if (threadIdx.x != 0 || threadIdx.y != 0 || threadIdx.z != 0) return;
+  const uint64_t w = WaitedSlot();
+  const uint32_t units = w == 0 ? 0u : static_cast<uint32_t>(min((GlobalTimer() - w) / 8, uint64_t{0xffff}));
+  uint32_t* m = MarkSlots();
+  m[i / 2] = (m[i / 2] & (0xffffu << (16 * (1 - i % 2)))) | (units << (16 * (i % 2)));
+  m[2] = 1;
+}
+
 class Scope {
  public:
   __device__ explicit Scope(uint32_t kind, int32_t aux0 = 0, int32_t aux1 = 0)
@@ -42,6 +57,7 @@ class Scope {
     if (on_) {
       start_ = GlobalTimer();
       WaitedSlot() = 0;
+      MarkSlots()[0] = MarkSlots()[1] = MarkSlots()[2] = 0;
     }
   }
   __device__ ~Scope() {
@@ -58,8 +74,9 @@ class Scope {
     r->start = start_;
     r->waited = WaitedSlot();
     r->end = end;
-    r->aux0 = aux0_;
-    r->aux1 = aux1_;
+    const bool marked = MarkSlots()[2] != 0;
+    r->aux0 = marked ? static_cast<int32_t>(MarkSlots()[0]) : aux0_;
+    r->aux1 = marked ? static_cast<int32_t>(MarkSlots()[1]) : aux1_;
   }
 
  private:
@@ -78,6 +95,7 @@ class Scope {
 #else  // FLUTE_KERNEL_TRACE
 
 __device__ __forceinline__ void MarkWaited() {}
+__device__ __forceinline__ void Mark(int) {}
 
 class Scope {
  public:

@@ -13,7 +13,12 @@ step's first block:
   after    end minus release: the launch's time on the step's critical path
 and then the median of each per layer over the launches of each name.
 
-usage: trace_timeline.py TRACE.csv [--layers] [--hidden 4096]
+With --marks, also the quantiles over the decode attention's blocks of its diagnostic marks
+(trace::Mark in kernels/attention.cu's columns kernel), microseconds after each block's wait:
+RoPE done, first item computed, last item's copies visible, items done (before the split
+merge), and the block's exit.
+
+usage: trace_timeline.py TRACE.csv [--all] [--marks] [--hidden 4096]
 """
 import argparse
 import collections
@@ -47,12 +52,19 @@ def load(path, hidden):
             grid = int(row["grid"])
             rec = launches.setdefault(grid, {"name": launch_name(int(row["kind"]), int(row["aux0"]),
                                                                   int(row["aux1"]), hidden),
-                                             "blocks": 0, "start": [], "waited": [], "end": []})
+                                             "blocks": 0, "start": [], "waited": [], "end": [],
+                                             "marks": []})
             rec["blocks"] += 1
             rec["start"].append(int(row["start_ns"]))
             if int(row["waited_ns"]) > 0:
                 rec["waited"].append(int(row["waited_ns"]))
             rec["end"].append(int(row["end_ns"]))
+            if int(row["kind"]) == 4 and int(row["waited_ns"]) > 0:
+                # (kernel_trace.cuh: 4 marks of 16 bits in units of 8 ns, aux0 = marks 0-1)
+                packed = [int(row["aux0"]) & 0xFFFFFFFF, int(row["aux1"]) & 0xFFFFFFFF]
+                marks = [(packed[i // 2] >> (16 * (i % 2)) & 0xFFFF) * 0.008 for i in range(4)]
+                exit_us = (int(row["end_ns"]) - int(row["waited_ns"])) / 1000.0
+                rec["marks"].append(marks + [exit_us])
     return sorted(launches.values(), key=lambda r: min(r["start"]))
 
 
@@ -61,6 +73,7 @@ def main():
     parser.add_argument("trace")
     parser.add_argument("--hidden", type=int, default=4096)
     parser.add_argument("--all", action="store_true", help="print every launch, not only the first layers")
+    parser.add_argument("--marks", action="store_true", help="the decode attention's marks (see above)")
     args = parser.parse_args()
     launches = load(args.trace, args.hidden)
     if not launches:
@@ -95,6 +108,23 @@ def main():
               f"{statistics.median(s['spread']):>8.2f}{dep + after:>10.2f}")
     print("\n(dep: release minus the previous launch's last exit; after: last exit minus release;")
     print(" early: release minus the launch's first start; spread: last exit minus first exit)")
+    if args.marks:
+        print_marks(launches)
+
+
+def print_marks(launches):
+    # Blocks with their last mark set (blocks without work exit before any mark).
+    rows = [m for r in launches if r["name"] == "attention" for m in r["marks"] if m[3] > 0]
+    if not rows:
+        print("\nno attention marks (a trace build with the columns kernel: batches >= 13 of the 8B model)")
+        return
+    labels = ["RoPE done", "first item done", "last item's copies", "items done", "exit (merged)"]
+    print(f"\nattention blocks with marks: {len(rows)}; us after the block's wait")
+    print(f"{'mark':<20}{'p10':>8}{'p50':>8}{'p90':>8}{'max':>8}")
+    for i, label in enumerate(labels):
+        v = sorted(m[i] for m in rows)
+        q = lambda p: v[min(len(v) - 1, int(p * len(v)))]
+        print(f"{label:<20}{q(0.1):>8.2f}{q(0.5):>8.2f}{q(0.9):>8.2f}{v[-1]:>8.2f}")
 
 
 if __name__ == "__main__":
