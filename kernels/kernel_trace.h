@@ -8,6 +8,9 @@
 // after its grid dependency wait (griddepcontrol.wait, kernels/pdl.cuh; 0 when it has none)
 // and at its exit. The engine enables it with FLUTE_KERNEL_TRACE_OUT=FILE (engine/cuda): the
 // records of the last step go to FILE as CSV; tools/trace_timeline.py prints the timeline.
+// A kernel may also call trace::Mark(i) (kernel_trace.cuh, i < 4): thread 0's time since its
+// wait, in 8 ns units, replaces the record's aux fields (the decode attention's columns kernel
+// marks its RoPE, first item, last item's copies and the end of its items: `--marks`).
 #pragma once
 
 #include <cstddef>
@@ -21,7 +24,7 @@ enum Kind : uint32_t {
   kEmbedding = 1,
   kAddRmsNorm = 2,
   kLutStrip = 3,         // aux0 = n, aux1 = k
-  kDecodeAttention = 4,  // aux0 = sequences in the grid
+  kDecodeAttention = 4,  // aux0 = sequences in the grid (the columns kernel: its marks)
   kDenseGemv = 5,        // aux0 = n, aux1 = k
   kSampling = 6,
   kLutTensorCore = 7,    // aux0 = n, aux1 = k
