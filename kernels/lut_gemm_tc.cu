@@ -682,6 +682,36 @@ __device__ __forceinline__ void TcLutGemmSegment(const TcArgs& args, const TcNor
   }
 
   uint32_t a[2][kGroup][4];
+  // At MT = 32 the main loop refills a stage from running sources (this lane's codes and its two
+  // X chunks: load_w's and load_x's addresses and offsets, advanced by one k-tile per iteration)
+  // and a rotating stage index, rather than from addresses recomputed from the k-tile (64-bit
+  // products and a modulo by 3 per refill). H100, bf16, M = 17-32 on the 8 playbook shapes
+  // against the recomputed addresses in the same call (bench/results/ab-2026-11-26-h100/
+  // session21/kbench-m32.txt): a median 2.3 % faster; 2-bit 5-8 %, 3-bit 1-4 %, 4-bit G128 -1 to
+  // +2.5 %, 4-bit G64 2-4 % slower on 28672x8192 only. 8B W4 decode step: batch 24 3.78 / 3.79 ->
+  // 3.74 / 3.73 ms, batch 32 4.17 / 4.18 -> 4.14 / 4.11 (another call: 4.29 / 4.30 -> 4.21 /
+  // 4.21). At MT = 16 the same was 2-5 % slower at 4 bits (W4 batch 16 3.19 -> 3.35 ms), so MT = 16
+  // keeps the recomputed addresses.
+  constexpr bool kRunning = kMT == 32;
+  constexpr int kXChunks = kMT * 16 / kThreads;  // X chunks per thread and stage (2 at MT = 32)
+  [[maybe_unused]] const unsigned char* w_next = nullptr;
+  [[maybe_unused]] const T* x_next[kXChunks];
+  [[maybe_unused]] int x_off[kXChunks];
+  [[maybe_unused]] bool x_valid[kXChunks];
+  if constexpr (kRunning) {
+    w_next = args.packed + (static_cast<int64_t>(load_strip) * num_ktiles + kt_begin + C::kStages - 1) * C::kTileBytes +
+             16 * lane;
+#pragma unroll
+    for (int i = 0; i < kXChunks; ++i) {
+      const int c = tid + i * kThreads;
+      const int r = c >> 4, chunk = c & 15;
+      x_valid[i] = r < valid_rows;
+      x_next[i] = x + static_cast<int64_t>(m0 + (x_valid[i] ? r : 0)) * args.k + (kt_begin + C::kStages - 1) * kTileK +
+                  chunk * 8;
+      x_off[i] = (chunk >> 3) * C::kXHalfBytes + r * 128 + (((chunk & 7) ^ (r & 7)) << 4);
+    }
+  }
+  [[maybe_unused]] int stage_next = C::kStages - 1, stage_cur = 0;  // (kRunning)
   for (int it = 0; it < num_iters; ++it) {
     // Stage it has landed (this thread's copies), is visible to the async proxy (wgmma), and
     // every thread's copies are done. The last wgmma of iteration it - 1 may still run.
@@ -690,7 +720,7 @@ __device__ __forceinline__ void TcLutGemmSegment(const TcArgs& args, const TcNor
     __syncthreads();
     if (it + 1 < num_iters) fetch_scales(kt_begin + it + 1, sc_next);  // used next iteration
 
-    const int buf = it % C::kStages;
+    const int buf = kRunning ? stage_cur : it % C::kStages;
     uint32_t w[8], hw[2];
     {
       const unsigned char* wt = s_w + buf * C::kWStageBytes + warp * C::kTileBytes;
@@ -760,8 +790,18 @@ __device__ __forceinline__ void TcLutGemmSegment(const TcArgs& args, const TcNor
         __syncthreads();
         const int next = it + C::kStages - 1;
         if (next < num_iters) {
-          load_w(kt_begin + next, next % C::kStages);
-          load_x(kt_begin + next, next % C::kStages);
+          if constexpr (kRunning) {
+            unsigned char* dst = s_w + stage_next * C::kWStageBytes + warp * C::kTileBytes + 16 * lane;
+            CpAsync16(dst, w_next);
+            if (kBits == 4) CpAsync16(dst + 512, w_next + 512);
+            if (kBits == 3) CpAsync8(dst - 8 * lane + 512, w_next - 8 * lane + 512);
+            unsigned char* xdst = s_x + stage_next * C::kXStageBytes;
+#pragma unroll
+            for (int i = 0; i < kXChunks; ++i) CpAsync16ZeroFill(xdst + x_off[i], x_next[i], x_valid[i] ? 16 : 0);
+          } else {
+            load_w(kt_begin + next, next % C::kStages);
+            load_x(kt_begin + next, next % C::kStages);
+          }
         }
         CpAsyncCommit();
       }
@@ -772,6 +812,13 @@ __device__ __forceinline__ void TcLutGemmSegment(const TcArgs& args, const TcNor
     }
 #pragma unroll
     for (int i = 0; i < 8; ++i) sc_cur[i] = sc_next[i];
+    if constexpr (kRunning) {
+      w_next += C::kTileBytes;
+#pragma unroll
+      for (int i = 0; i < kXChunks; ++i) x_next[i] += kTileK;
+      stage_next = stage_next + 1 == C::kStages ? 0 : stage_next + 1;
+      stage_cur = stage_cur + 1 == C::kStages ? 0 : stage_cur + 1;
+    }
   }
   WgmmaWait<0>();
   CpAsyncWait<0>();
