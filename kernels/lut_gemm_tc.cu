@@ -682,18 +682,19 @@ __device__ __forceinline__ void TcLutGemmSegment(const TcArgs& args, const TcNor
   }
 
   uint32_t a[2][kGroup][4];
-  // At MT = 32 the main loop refills a stage from running sources (this lane's codes and its two
-  // X chunks: load_w's and load_x's addresses and offsets, advanced by one k-tile per iteration)
-  // and a rotating stage index, rather than from addresses recomputed from the k-tile (64-bit
-  // products and a modulo by 3 per refill). H100, bf16, M = 17-32 on the 8 playbook shapes
-  // against the recomputed addresses in the same call (bench/results/ab-2026-11-26-h100/
-  // session21/kbench-m32.txt): a median 2.3 % faster; 2-bit 5-8 %, 3-bit 1-4 %, 4-bit G128 -1 to
-  // +2.5 %, 4-bit G64 2-4 % slower on 28672x8192 only. 8B W4 decode step: batch 24 3.78 / 3.79 ->
-  // 3.74 / 3.73 ms, batch 32 4.17 / 4.18 -> 4.14 / 4.11 (another call: 4.29 / 4.30 -> 4.21 /
-  // 4.21). At MT = 16 the same was 2-5 % slower at 4 bits (W4 batch 16 3.19 -> 3.35 ms), so MT = 16
-  // keeps the recomputed addresses.
-  constexpr bool kRunning = kMT == 32;
-  constexpr int kXChunks = kMT * 16 / kThreads;  // X chunks per thread and stage (2 at MT = 32)
+  // At MT = 32 and 64 the main loop refills a stage from running sources (this lane's codes and
+  // its X chunks: load_w's and load_x's addresses and offsets, advanced by one k-tile per
+  // iteration) and a rotating stage index, rather than from addresses recomputed from the k-tile
+  // (64-bit products and a modulo by 3 per refill). H100, bf16, the 8 playbook shapes against the
+  // recomputed addresses in the same call (bench/results/ab-2026-11-26-h100/session21/
+  // kbench-m32.txt, kbench-m64*.txt): M = 17-32 a median 2.3 % faster (2-bit 5-8 %, 3-bit
+  // 1-4 %, 4-bit G128 -1 to +2.5 %, 4-bit G64 2-4 % slower on 28672x8192 only); M = 33-64 a
+  // median 1.3 % faster (3-bit up to 5 %, 4-bit G128 -3.5 to +1 %). 8B W4 decode step: batch
+  // 24 3.78 / 3.79 -> 3.74 / 3.73 ms, batch 32 4.17 / 4.18 -> 4.14 / 4.11. At MT = 16 the same
+  // was 2-5 % slower at 4 bits (W4 batch 16 3.19 -> 3.35 ms), so MT = 16 keeps the recomputed
+  // addresses; MT = 128 (Stream-K segments) is unchanged.
+  constexpr bool kRunning = kMT == 32 || kMT == 64;
+  constexpr int kXChunks = kMT * 16 / kThreads;  // X chunks per thread and stage (2 or 4)
   [[maybe_unused]] const unsigned char* w_next = nullptr;
   [[maybe_unused]] const T* x_next[kXChunks];
   [[maybe_unused]] int x_off[kXChunks];
