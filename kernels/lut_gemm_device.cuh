@@ -177,6 +177,61 @@ __device__ __forceinline__ void LookupPairs(int kk, const uint32_t* w, const uin
   }
 }
 
+// The wide pair table (tensor-core kernel, 4 and 2 bits): entry e's copies at bytes
+// [e * 256, e * 256 + 128) of the table (the narrow layout has them at e * 128); the rest of
+// each row is the caller's (lut_gemm_tc.cu keeps its W stages there).
+constexpr int kWideRowBytes = 256;
+constexpr int kWideTableBytes = 256 * kWideRowBytes;
+
+// A wide-table lookup's offset from the table base: bits 8-15 = byte kByte of `word` (the
+// entry: a 4-bit code pair, or a 2-bit code quad), bits 0-7 = lane_bits (the lane's copy:
+// 4 * lane, or 8 * (lane % 16) for the 2-bit quads), bits 16-31 zero. One PRMT.
+template <int kByte>
+__device__ __forceinline__ uint32_t WideOffset(uint32_t word, uint32_t lane_bits) {
+  return __byte_perm(word, lane_bits, 0x5504u | (kByte << 4));
+}
+
+// LookupPairsT on the wide table. `table` is the table base (warp-uniform, so that the compiler
+// folds it into the load as a uniform register: LDS [R + UR]).
+template <int kBits, int kKK>
+__device__ __forceinline__ void LookupPairsWideT(const uint32_t* w, uint32_t lane_bits, uint32_t table,
+                                                 uint32_t* pair) {
+  static_assert(kBits == 4 || kBits == 2, "the wide table is byte-indexed: 4 or 2 bits");
+  if constexpr (kBits == 2) {  // bytes 2kk (A registers 0, 1) and 2kk + 1 (registers 2, 3)
+    constexpr int kB0 = 2 * kKK, kB1 = 2 * kKK + 1;
+    const uint2 lo = LdsU64(table + WideOffset<kB0 & 3>(w[kB0 >> 2], lane_bits));
+    const uint2 hi = LdsU64(table + WideOffset<kB1 & 3>(w[kB1 >> 2], lane_bits));
+    pair[0] = lo.x;
+    pair[1] = lo.y;
+    pair[2] = hi.x;
+    pair[3] = hi.y;
+  } else {  // pair p = 4 kk + r: byte r of word kk (A register r)
+    pair[0] = LdsU32(table + WideOffset<0>(w[kKK], lane_bits));
+    pair[1] = LdsU32(table + WideOffset<1>(w[kKK], lane_bits));
+    pair[2] = LdsU32(table + WideOffset<2>(w[kKK], lane_bits));
+    pair[3] = LdsU32(table + WideOffset<3>(w[kKK], lane_bits));
+  }
+}
+template <int kBits>
+__device__ __forceinline__ void LookupPairsWide(int kk, const uint32_t* w, uint32_t lane_bits, uint32_t table,
+                                                uint32_t* pair) {
+  switch (kk) {
+    case 0: LookupPairsWideT<kBits, 0>(w, lane_bits, table, pair); break;
+    case 1: LookupPairsWideT<kBits, 1>(w, lane_bits, table, pair); break;
+    case 2: LookupPairsWideT<kBits, 2>(w, lane_bits, table, pair); break;
+    case 3: LookupPairsWideT<kBits, 3>(w, lane_bits, table, pair); break;
+    case 4: LookupPairsWideT<kBits, 4>(w, lane_bits, table, pair); break;
+    case 5: LookupPairsWideT<kBits, 5>(w, lane_bits, table, pair); break;
+    case 6: LookupPairsWideT<kBits, 6>(w, lane_bits, table, pair); break;
+    default: LookupPairsWideT<kBits, 7>(w, lane_bits, table, pair); break;
+  }
+}
+// This lane's copy bits for LookupPairsWide.
+template <int kBits>
+__device__ __forceinline__ uint32_t WideLaneBits(int lane) {
+  return kBits == 2 ? 8u * (lane & (kQuadCopies - 1)) : 4u * lane;
+}
+
 // Shared-memory bytes of the pair table (2-bit: the quad table).
 template <int kBits>
 __host__ __device__ constexpr int TableBytes() {
@@ -188,9 +243,13 @@ __host__ __device__ constexpr int TableBytes() {
 // Pair table: entry e, copy c at word e * 32 + c; thread i writes the 16 bytes i.
 // 2-bit quad table: entry b (a packed byte), copy c at 8-byte slot b * 16 + c, holding the
 // pair words of its low and high nibble (PairCodes<2> of each).
-template <typename T, int kBits>
+// kRowBytes = kWideRowBytes: the wide layout (entry rows 256 bytes apart, the copies in the
+// first 128; the rest of each row is not written).
+template <typename T, int kBits, int kRowBytes = 128>
 __device__ __forceinline__ void BuildPairTable(const float* table, uint32_t* s_table, int tid) {
   using T2 = typename Act<T>::T2;
+  // 16-byte slot i of the narrow layout (entry i / 8, its 8 slots of 16 bytes) -> its place.
+  auto slot = [](int i) { return (i >> 3) * (kRowBytes / 16) + (i & 7); };
   if constexpr (kBits == 2) {
     for (int i = tid; i < kQuadEntries * (kQuadCopies / 2); i += kThreads) {
       const int b = i / (kQuadCopies / 2);
@@ -204,7 +263,7 @@ __device__ __forceinline__ void BuildPairTable(const float* table, uint32_t* s_t
         v.y = Act<T>::FromFloat(__ldg(table + c1));
         words[h] = *reinterpret_cast<uint32_t*>(&v);
       }
-      reinterpret_cast<uint4*>(s_table)[i] = make_uint4(words[0], words[1], words[0], words[1]);
+      reinterpret_cast<uint4*>(s_table)[slot(i)] = make_uint4(words[0], words[1], words[0], words[1]);
     }
   } else {
     constexpr int kPairEntries = 1 << (2 * kBits);
@@ -216,7 +275,7 @@ __device__ __forceinline__ void BuildPairTable(const float* table, uint32_t* s_t
       v.x = Act<T>::FromFloat(__ldg(table + c0));
       v.y = Act<T>::FromFloat(__ldg(table + c1));
       const uint32_t word = *reinterpret_cast<uint32_t*>(&v);
-      reinterpret_cast<uint4*>(s_table)[i] = make_uint4(word, word, word, word);
+      reinterpret_cast<uint4*>(s_table)[slot(i)] = make_uint4(word, word, word, word);
     }
   }
 }

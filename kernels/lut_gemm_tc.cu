@@ -105,17 +105,39 @@ struct TcConfig {
   static constexpr int kWStageBytes = kWarps * kTileBytes;
   static constexpr int kXHalfBytes = kMT * 128;  // one 64-wide k half: [MT rows][128 B]
   static constexpr int kXStageBytes = 2 * kXHalfBytes;
-  static constexpr int kTableBytes = TableBytes<kBits>();
+  // Wide pair table (4 and 2 bits, MT != 64; WideTableFor): entry rows of 256 bytes instead
+  // of 128, so that one PRMT builds a lookup's whole offset (the code byte as bits 8-15 beside
+  // the lane's copy in bits 0-7) and the load adds the table base from a uniform register:
+  // PRMT -> LDS per lookup, where PRMT -> LEA -> LDS took three. The second 128 bytes of each
+  // row hold the W stages (kStages * kWStageBytes <= 32 KB), so the table region is 64 KB and
+  // the stages need no memory of their own. (MT = 64 keeps the narrow table: its 48 KB of X
+  // stages + 64 KB would not fit 2 blocks per SM.)
+  static constexpr bool kWideTable = kBits != 3 && kMT != 64;
+  static constexpr int kTableBytes = kWideTable ? kWideTableBytes : TableBytes<kBits>();
+  static_assert(!kWideTable || kStages * kWStageBytes + (kMT <= 32 ? kMT * 64 * 4 : 0) <= kWideTableBytes / 2,
+                "W stages and the deferred norm's sums must fit the table rows");
+  // W tile (stage s, warp w) starts (s * kWarps + w) * kWTileStride bytes into the W region;
+  // byte o of a tile lies at (o / 128) * 256 + o % 128 from there when wide (WOffset).
+  static constexpr int kWTileStride = kWideTable ? 2 * kTileBytes : kTileBytes;
   // (+ [kMT][64] floats for MT <= 32: the deferred norm's sums of squares, copied into shared
   // memory with the first X stage: kAsyncSumsqCols)
-  static constexpr int kNormBytes = (1 + kWarps) * kMT * 4 + (kMT <= 32 ? kMT * 64 * 4 : 0);
+  // (With the wide table those sums live in the table rows' second halves, after the W stages:
+  // 28 / 32 KB of the 32 at MT = 16 / 32. Kept out of kSmemBytes, they leave the L1 cache its
+  // size: at MT = 32 another 8 KB had shrunk it to 28 KB for 2 blocks per SM, and the group
+  // scales' loads (one 128-byte line per row and block, 32 KB per SM at K > 8192) missed.)
+  static constexpr bool kSumsqInTable = kMT <= 32 && kBits != 3;  // kWideTable at MT <= 32
+  static constexpr int kSumsqBytes = kMT <= 32 ? kMT * 64 * 4 : 0;
+  static constexpr int kNormBytes = (1 + kWarps) * kMT * 4 + (kSumsqInTable ? 0 : kSumsqBytes);
   // + 1024: the X stages must start 1024-aligned (the 128-byte swizzle pattern repeats every
   // 8 rows of 128 B and is computed from address bits), and dynamic shared memory is only
   // guaranteed 16-byte aligned.
   // + the fused norms' scratch (TcLutGemmFusedKernel): the deferred norm's kMT row factors and
   // the residual epilogue's [8 warps][kMT] strip sums (dynamic, so that the plain kernel
   // compiles exactly as without them).
-  static constexpr int kSmemBytes = 1024 + kStages * (kXStageBytes + kWStageBytes) + kTableBytes + kNormBytes;
+  static constexpr int kSmemBytes =
+      1024 + kStages * kXStageBytes + (kWideTable ? 0 : kStages * kWStageBytes) + kTableBytes + kNormBytes;
+  // Byte o of a W tile from the tile's start (o a multiple of 16 below 128 · (o / 128 + 1)).
+  static __device__ __forceinline__ int WOffset(int o) { return kWideTable ? (o >> 7) * 256 + (o & 127) : o; }
 };
 
 // ---- wgmma and proxy fences ------------------------------------------------------------------
@@ -358,13 +380,20 @@ __device__ __forceinline__ void ResidualEpilogue(const float (&acc)[kMT / 2], co
   }
 }
 
+// Float f of an array that skips kGap bytes after every 128 (the wide table's row halves).
+template <int kGap>
+__device__ __forceinline__ const float* GappedFloat(const float* base, int f) {
+  return reinterpret_cast<const float*>(reinterpret_cast<const unsigned char*>(base) + 4 * f + ((4 * f) >> 7) * kGap);
+}
+
 // The deferred norm's row factors: s_inv[r] = 1 / sqrt(sum of sumsq[m0 + r, 0 .. k / 128) / k +
 // eps) for the block's kMT rows (0 past the last row; sumsq: the per-128-column sums of a
 // residual epilogue with prenorm_out), as gpu::LaunchAddRmsNorm computes it. kThreads / kMT
 // consecutive lanes per row; lane p sums the elements p, p + lanes, ... of the row, 4 loads in
 // flight, then a fixed xor tree over the row's lanes: the same order in every block and run.
-// kShared: sumsq is the block's rows copied to shared memory ([kMT][k / 128], row 0 = m0).
-template <int kMT, bool kShared = false>
+// kShared: sumsq is the block's rows copied to shared memory ([kMT][k / 128], row 0 = m0), with
+// kGap bytes skipped after every 128 (GappedFloat).
+template <int kMT, bool kShared = false, int kGap = 0>
 __device__ __forceinline__ void DeferredNormFactors(const float* sumsq, int m0, int valid_rows, int k, float eps,
                                                     float* s_inv) {
   constexpr int kLanesPerRow = kThreads / kMT;  // 16, 8, 4, 2
@@ -378,7 +407,7 @@ __device__ __forceinline__ void DeferredNormFactors(const float* sumsq, int m0, 
 #pragma unroll
       for (int u = 0; u < 4; ++u) {
         const int j = j0 + u * kLanesPerRow;
-        v[u] = j < cols ? (kShared ? row[j] : __ldcg(row + j)) : 0.0f;
+        v[u] = j < cols ? (kShared ? *GappedFloat<kGap>(sumsq, r * cols + j) : __ldcg(row + j)) : 0.0f;
       }
 #pragma unroll
       for (int u = 0; u < 4; ++u) sum += v[u];
@@ -510,8 +539,12 @@ __device__ __forceinline__ void TcLutGemmSegment(const TcArgs& args, const TcNor
   unsigned char* smem_base = smem_raw + opaque;
   unsigned char* smem = smem_base + ((1024 - (SmemAddr(smem_base) & 1023)) & 1023);
   unsigned char* s_x = smem;                                 // [stages][2 k halves][MT][128 B]
-  unsigned char* s_w = s_x + C::kStages * C::kXStageBytes;  // [stages][8 warps][tile bytes]
-  uint32_t* s_table = reinterpret_cast<uint32_t*>(s_w + C::kStages * C::kWStageBytes);
+  unsigned char* s_after_x = s_x + C::kStages * C::kXStageBytes;
+  // Narrow table: [stages][8 warps][tile bytes] of W, then the table. Wide: the table's 256
+  // entry rows, the W tiles in their second halves (kWTileStride, WOffset).
+  unsigned char* s_w = C::kWideTable ? s_after_x + 128 : s_after_x;
+  uint32_t* s_table =
+      reinterpret_cast<uint32_t*>(C::kWideTable ? s_after_x : s_after_x + C::kStages * C::kWStageBytes);
 
   const int tid = threadIdx.x + opaque, warp = tid >> 5, lane = tid & 31;
   const int g = lane >> 2, q = lane & 3;
@@ -533,9 +566,9 @@ __device__ __forceinline__ void TcLutGemmSegment(const TcArgs& args, const TcNor
 
   auto load_w = [&](int kt, int buf) {
     const unsigned char* src = args.packed + (static_cast<int64_t>(load_strip) * num_ktiles + kt) * C::kTileBytes;
-    unsigned char* dst = s_w + buf * C::kWStageBytes + warp * C::kTileBytes;
-    CpAsync16(dst + 16 * lane, src + 16 * lane);
-    if (kBits == 4) CpAsync16(dst + 512 + 16 * lane, src + 512 + 16 * lane);
+    unsigned char* dst = s_w + (buf * kWarps + warp) * C::kWTileStride;
+    CpAsync16(dst + C::WOffset(16 * lane), src + 16 * lane);
+    if (kBits == 4) CpAsync16(dst + C::WOffset(512 + 16 * lane), src + 512 + 16 * lane);
     if (kBits == 3) CpAsync8(dst + 512 + 8 * lane, src + 512 + 8 * lane);
   };
   // X rows m0 .. m0 + MT - 1, k = kt * 128 ..: 16 chunks of 16 B per row, 16 threads per row
@@ -613,7 +646,7 @@ __device__ __forceinline__ void TcLutGemmSegment(const TcArgs& args, const TcNor
   } else if (num_iters > 0) {
     load_w(kt_begin, 0);
   }
-  if (first) BuildPairTable<T, kBits>(args.table, s_table, tid);
+  if (first) BuildPairTable<T, kBits, C::kWideTable ? kWideRowBytes : 128>(args.table, s_table, tid);
   __half sc_cur[8], sc_next[8];
 #pragma unroll
   for (int i = 0; i < 8; ++i) sc_cur[i] = sc_next[i] = __float2half(0.0f);
@@ -621,7 +654,12 @@ __device__ __forceinline__ void TcLutGemmSegment(const TcArgs& args, const TcNor
   if (first) GridDependencyWait();
   float* s_inv = reinterpret_cast<float*>(s_table) + C::kTableBytes / 4;  // [kMT]
   float* s_red = s_inv + kMT;                                              // [kWarps][kMT]
-  float* s_sumsq = s_red + kWarps * kMT;                                   // [kMT][k / 128] (MT <= 32)
+  // [kMT][k / 128] (MT <= 32); with the wide table in the rows' second halves after the W stages
+  // (a 128-byte gap after every 128 bytes: kSumsqGap).
+  constexpr int kSumsqGap = C::kSumsqInTable ? 128 : 0;
+  float* s_sumsq = C::kSumsqInTable
+                       ? reinterpret_cast<float*>(s_w + (C::kStages * C::kWStageBytes / 128) * kWideRowBytes)
+                       : s_red + kWarps * kMT;
   // The deferred norm's sums of squares: at MT <= 32 (and k / 128 a multiple of 4, at most 64)
   // copied into shared memory with the first X stage and reduced after the main loop, so that
   // their round trip overlaps the pipeline's; else reduced here (one round trip before the loop).
@@ -633,7 +671,8 @@ __device__ __forceinline__ void TcLutGemmSegment(const TcArgs& args, const TcNor
       if (async_sumsq) {
         for (int c = tid; c < valid_rows * cols / 4; c += kThreads) {
           const int r = c / (cols / 4), j = 4 * (c % (cols / 4));
-          CpAsync16(s_sumsq + r * cols + j, norm.deferred_sumsq + static_cast<int64_t>(m0 + r) * cols + j);
+          CpAsync16(const_cast<float*>(GappedFloat<kSumsqGap>(s_sumsq, r * cols + j)),
+                    norm.deferred_sumsq + static_cast<int64_t>(m0 + r) * cols + j);
         }
       }
     }
@@ -662,7 +701,15 @@ __device__ __forceinline__ void TcLutGemmSegment(const TcArgs& args, const TcNor
     acc[i] = 0.0f;
     FenceOperand(acc[i]);
   }
-  const uint32_t my_table = LaneTable<kBits>(s_table, lane);
+  // Narrow: this lane's table copy as one address (LaneTable). Wide: the table base (uniform)
+  // and the lane's copy bits, put together by each lookup's PRMT.
+  [[maybe_unused]] uint32_t my_table = 0, table_base = 0, lane_bits = 0;
+  if constexpr (C::kWideTable) {
+    table_base = SmemAddr(s_table);
+    lane_bits = WideLaneBits<kBits>(lane);
+  } else {
+    my_table = LaneTable<kBits>(s_table, lane);
+  }
   const uint32_t s_x_addr = SmemAddr(s_x);
   // kFold: the unscaled sums of a k-tile's commit group grp go to part[grp] (its first wgmma
   // overwrites them) and are added to acc times their group scales once the group has retired:
@@ -724,9 +771,9 @@ __device__ __forceinline__ void TcLutGemmSegment(const TcArgs& args, const TcNor
     const int buf = kRunning ? stage_cur : it % C::kStages;
     uint32_t w[8], hw[2];
     {
-      const unsigned char* wt = s_w + buf * C::kWStageBytes + warp * C::kTileBytes;
-      *reinterpret_cast<uint4*>(w) = *reinterpret_cast<const uint4*>(wt + 16 * lane);
-      if (kBits == 4) *reinterpret_cast<uint4*>(w + 4) = *reinterpret_cast<const uint4*>(wt + 512 + 16 * lane);
+      const unsigned char* wt = s_w + (buf * kWarps + warp) * C::kWTileStride;
+      *reinterpret_cast<uint4*>(w) = *reinterpret_cast<const uint4*>(wt + C::WOffset(16 * lane));
+      if (kBits == 4) *reinterpret_cast<uint4*>(w + 4) = *reinterpret_cast<const uint4*>(wt + C::WOffset(512 + 16 * lane));
       if (kBits == 3) *reinterpret_cast<uint2*>(hw) = *reinterpret_cast<const uint2*>(wt + 512 + 8 * lane);
     }
     T2 s_lo[4], s_hi[4];  // quarter h: row g, row g + 8 (not kFold)
@@ -749,7 +796,11 @@ __device__ __forceinline__ void TcLutGemmSegment(const TcArgs& args, const TcNor
 #pragma unroll
       for (int j = 0; j < kGroup; ++j) {
         const int kk = grp * kGroup + j;
-        LookupPairs<kBits>(kk, w, hw, my_table, ag[j]);
+        if constexpr (C::kWideTable) {
+          LookupPairsWide<kBits>(kk, w, lane_bits, table_base, ag[j]);
+        } else {
+          LookupPairs<kBits>(kk, w, hw, my_table, ag[j]);
+        }
 #pragma unroll
         for (int r = 0; r < 4; ++r) {  // A register r: row g + 8 (r & 1), k quarter kk / 2
           if constexpr (!kFold) {
@@ -792,10 +843,10 @@ __device__ __forceinline__ void TcLutGemmSegment(const TcArgs& args, const TcNor
         const int next = it + C::kStages - 1;
         if (next < num_iters) {
           if constexpr (kRunning) {
-            unsigned char* dst = s_w + stage_next * C::kWStageBytes + warp * C::kTileBytes + 16 * lane;
-            CpAsync16(dst, w_next);
-            if (kBits == 4) CpAsync16(dst + 512, w_next + 512);
-            if (kBits == 3) CpAsync8(dst - 8 * lane + 512, w_next - 8 * lane + 512);
+            unsigned char* tile = s_w + (stage_next * kWarps + warp) * C::kWTileStride;
+            CpAsync16(tile + C::WOffset(16 * lane), w_next);
+            if (kBits == 4) CpAsync16(tile + C::WOffset(512 + 16 * lane), w_next + 512);
+            if (kBits == 3) CpAsync8(tile + 512 + 8 * lane, w_next - 8 * lane + 512);
             unsigned char* xdst = s_x + stage_next * C::kXStageBytes;
 #pragma unroll
             for (int i = 0; i < kXChunks; ++i) CpAsync16ZeroFill(xdst + x_off[i], x_next[i], x_valid[i] ? 16 : 0);
@@ -831,7 +882,7 @@ __device__ __forceinline__ void TcLutGemmSegment(const TcArgs& args, const TcNor
       LoadResidualOperands<kMT>(norm, args.m, args.n, m0, strip, warp_active, &residual_ops);
     }
     if (async_sumsq) {  // (the main loop's barriers published the copies)
-      DeferredNormFactors<kMT, true>(s_sumsq, m0, valid_rows, args.k, norm.norm_eps, s_inv);
+      DeferredNormFactors<kMT, true, kSumsqGap>(s_sumsq, m0, valid_rows, args.k, norm.norm_eps, s_inv);
       __syncthreads();
     }
   }
