@@ -105,7 +105,7 @@ struct TcConfig {
   static constexpr int kWStageBytes = kWarps * kTileBytes;
   static constexpr int kXHalfBytes = kMT * 128;  // one 64-wide k half: [MT rows][128 B]
   static constexpr int kXStageBytes = 2 * kXHalfBytes;
-  // Wide pair table (4 and 2 bits, MT != 64; WideTableFor): entry rows of 256 bytes instead
+  // Wide pair table (4 and 2 bits, MT != 64): entry rows of 256 bytes instead
   // of 128, so that one PRMT builds a lookup's whole offset (the code byte as bits 8-15 beside
   // the lane's copy in bits 0-7) and the load adds the table base from a uniform register:
   // PRMT -> LDS per lookup, where PRMT -> LEA -> LDS took three. The second 128 bytes of each
