@@ -107,28 +107,36 @@ __device__ __forceinline__ void CpAsyncWaitPending(int pending) {
   }
 }
 
-// The 8 sub-tiles (16 k each) of one 16 x 128 tile: lookups, optional scaling of the A
-// operand per 32-k quarter (G < 128), ldmatrix of Xᵀ and one mma each, into c[4].
-template <typename T, int kBits, bool kScaleA>
-__device__ __forceinline__ void TileMmas(const uint32_t* w, const uint32_t* hw, uint32_t table,
-                                         const T* xs, const typename Act<T>::T2* s_lo4,
-                                         const typename Act<T>::T2* s_hi4, float* c) {
-  using T2 = typename Act<T>::T2;
+// The 8 sub-tiles (16 k each) of one 16 x 128 tile, in scale groups of kSubs sub-tiles (8:
+// G >= 128, one group per tile; 4: G = 64; 2: G = 32): per group the raw table values go into
+// the MMAs, summed in fp32 from zero, and the group's sums are multiplied by the rows' scales
+// into acc (acc[0], acc[1]: row g; acc[2], acc[3]: row g + 8). sc_lo / sc_hi: the tile's first
+// group scale of rows g and g + 8 in the stage (the tile's groups are consecutive).
+// Why not scale A (an HMUL2 per A register, as the split-K kernel does at G < 128): that is 32
+// HMUL2 and 8 scale conversions per tile and lane (more in bf16, whose scales are fp16) against
+// 8 (G = 64) or 16 (G = 32) FFMAs here; G = 64 at M <= 4 was 5-16 % slower (H100).
+template <typename T, int kBits, int kSubs>
+__device__ __forceinline__ void TileMmasFolded(const uint32_t* w, const uint32_t* hw, uint32_t table,
+                                               const T* xs, const __half* sc_lo, const __half* sc_hi,
+                                               float* acc) {
+  static_assert(kSubs == 2 || kSubs == 4 || kSubs == 8, "G = 32, 64 or >= 128");
 #pragma unroll
-  for (int kk = 0; kk < 8; ++kk) {
-    uint32_t a[4];
-    LookupPairs<kBits>(kk, w, hw, table, a);
-    if (kScaleA) {
+  for (int j = 0; j < 8 / kSubs; ++j) {
+    float c[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
-      for (int r = 0; r < 4; ++r) {
-        T2 v = *reinterpret_cast<const T2*>(&a[r]);
-        v = __hmul2(v, (r & 1) ? s_hi4[kk >> 1] : s_lo4[kk >> 1]);
-        a[r] = *reinterpret_cast<uint32_t*>(&v);
-      }
+    for (int kk = j * kSubs; kk < (j + 1) * kSubs; ++kk) {
+      uint32_t a[4];
+      LookupPairs<kBits>(kk, w, hw, table, a);
+      uint32_t b[2];
+      LdMatrixX2(b, xs + kk * 16);
+      Mma<T>(c, a, b[0], b[1]);
     }
-    uint32_t b[2];
-    LdMatrixX2(b, xs + kk * 16);
-    Mma<T>(c, a, b[0], b[1]);
+    const float f_lo = __half2float(sc_lo[j]);
+    const float f_hi = __half2float(sc_hi[j]);
+    acc[0] = fmaf(c[0], f_lo, acc[0]);
+    acc[1] = fmaf(c[1], f_lo, acc[1]);
+    acc[2] = fmaf(c[2], f_hi, acc[2]);
+    acc[3] = fmaf(c[3], f_hi, acc[3]);
   }
 }
 
@@ -263,7 +271,6 @@ __global__ void __launch_bounds__(kThreads) __maxnreg__(kBits == 3 ? 128 : 80)
   const trace::Scope trace_scope(trace::kLutStrip, a.n, a.k);
   constexpr bool kFused = kMode == kModeFused;
   constexpr bool kCopyX = kMode == kModeCopyX;
-  using T2 = typename Act<T>::T2;
   constexpr int kStageTiles = 8 * kTpw;
   constexpr int kStageK = kStageTiles * kTileK;
   constexpr int kTileBytes = 256 * kBits;
@@ -441,7 +448,6 @@ __global__ void __launch_bounds__(kThreads) __maxnreg__(kBits == 3 ? 128 : 80)
   const int x_pitch = resident_x ? a.k + 8 : a.x_pitch;
   const int x_lane = min(lane & 7, a.m - 1) * x_pitch + ((lane >> 3) & 1) * 8 + warp * kTpw * kTileK;
   const int sc_cols = a.sc_row_bytes >> 1;  // groups per scale row in a stage
-  const bool scale_after_mma = a.log2_group >= 7;  // one group per tile: scale the fp32 sums
   float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
   int parity = 0, pending_strip = -1;
   Cursor cc = start;
@@ -471,25 +477,15 @@ __global__ void __launch_bounds__(kThreads) __maxnreg__(kBits == 3 ? 128 : 80)
       if (kBits == 4) *reinterpret_cast<uint4*>(w + 4) = *reinterpret_cast<const uint4*>(tile + 512 + 16 * lane);
       if (kBits == 3) *reinterpret_cast<uint2*>(hw) = *reinterpret_cast<const uint2*>(tile + 512 + 8 * lane);
       const int k_in_stage = (warp * kTpw + t) * kTileK;
-      if (scale_after_mma) {
-        float tile_acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        TileMmas<T, kBits, false>(w, hw, my_table, xs + t * kTileK, nullptr, nullptr, tile_acc);
-        const int grp = k_in_stage >> a.log2_group;
-        const float f_lo = __half2float(sc[g * sc_cols + grp]);
-        const float f_hi = __half2float(sc[(g + 8) * sc_cols + grp]);
-        acc[0] = fmaf(tile_acc[0], f_lo, acc[0]);
-        acc[1] = fmaf(tile_acc[1], f_lo, acc[1]);
-        acc[2] = fmaf(tile_acc[2], f_hi, acc[2]);
-        acc[3] = fmaf(tile_acc[3], f_hi, acc[3]);
+      const __half* sc_lo = sc + g * sc_cols + (k_in_stage >> a.log2_group);
+      const __half* sc_hi = sc_lo + 8 * sc_cols;
+      const T* xt = xs + t * kTileK;
+      if (a.log2_group >= 7) {
+        TileMmasFolded<T, kBits, 8>(w, hw, my_table, xt, sc_lo, sc_hi, acc);
+      } else if (a.log2_group == 6) {
+        TileMmasFolded<T, kBits, 4>(w, hw, my_table, xt, sc_lo, sc_hi, acc);
       } else {
-        T2 s_lo4[4], s_hi4[4];
-#pragma unroll
-        for (int h = 0; h < 4; ++h) {
-          const int grp = (k_in_stage + 32 * h) >> a.log2_group;
-          s_lo4[h].x = s_lo4[h].y = Act<T>::FromHalf(sc[g * sc_cols + grp]);
-          s_hi4[h].x = s_hi4[h].y = Act<T>::FromHalf(sc[(g + 8) * sc_cols + grp]);
-        }
-        TileMmas<T, kBits, true>(w, hw, my_table, xs + t * kTileK, s_lo4, s_hi4, acc);
+        TileMmasFolded<T, kBits, 2>(w, hw, my_table, xt, sc_lo, sc_hi, acc);
       }
     }
     if (cc.kstage == a.stages_per_strip - 1) {  // strip done: leave this warp's partials
