@@ -245,9 +245,14 @@ LutGemmKernel(const KernelArgs args) {
           }
         }
       };
-      if (kNT <= 2 && args.group_size >= kTileK) {  // (MT <= 16: registers allow it)
+      if (args.group_size >= kTileK) {
         // One group per row in this tile: Σ table·x in fp32, then one FFMA by the scale per
         // output (instead of an HMUL2 per weight pair, and without rounding table·scale).
+        // At every MT, so that an output element's arithmetic does not depend on the m tile:
+        // the engine's batch-invariant mode runs this kernel at every M with one split count,
+        // and a row's bits must not change with M (test ForcedSplitsRowsDoNotDependOnM; with
+        // the fold at MT <= 16 only, rows of M <= 16 calls differed from M > 16). MT = 64 then
+        // spills 80-112 bytes: 8B W4 batch-invariant prefill 1.3 % slower, decode unchanged (H100).
         float tile_acc[kNT][4];
 #pragma unroll
         for (int j = 0; j < kNT; ++j) tile_acc[j][0] = tile_acc[j][1] = tile_acc[j][2] = tile_acc[j][3] = 0.0f;

@@ -439,6 +439,37 @@ TEST(LutGemmGpuTest, StripKernelRowsDoNotDependOnM) {
   }
 }
 
+// The engine's batch-invariant mode forces one split count per matrix
+// (LutGemmPlannedSplits(shape, 1)) at every M, so that each output row has the same bits
+// whether it is computed alone (M = 1), in a decode batch or in a prefill chunk. The split-K
+// kernel then runs m tiles of 8, 16, 32 or 64 rows by M: all of them must do the same
+// arithmetic per output element (the scales folded into fp32 tile sums at G >= 128, applied to
+// A at G < 128), or a row's bits change at the tile-size boundaries (M = 16 / 17 and 32 / 33).
+TEST(LutGemmGpuTest, ForcedSplitsRowsDoNotDependOnM) {
+  REQUIRE_GPU();
+  std::mt19937 rng(std::random_device{}());
+  const std::vector<LutShape> shapes = {{1024, 4096, 4, 128}, {1024, 4096, 4, 64}, {1024, 4096, 3, 128},
+                                        {1024, 4096, 2, 256}, {1024, 2048, 4, 32}};
+  for (const LutShape& s : shapes) {
+    Problem p = MakeProblem(s, rng);
+    const int splits = LutGemmPlannedSplits(s, 1);
+    for (ActivationType dtype : {ActivationType::kBFloat16, ActivationType::kFloat16}) {
+      constexpr int64_t kMaxM = 100;
+      std::vector<float> x = RandomX(dtype, kMaxM, s.k, rng);
+      std::vector<uint16_t> y_all, y;
+      ASSERT_TRUE(RunGpu(p, dtype, x, kMaxM, splits, &y_all));
+      for (int64_t m : {1, 5, 8, 9, 16, 17, 32, 33, 64, 65}) {
+        std::vector<float> xm(x.begin(), x.begin() + m * s.k);
+        ASSERT_TRUE(RunGpu(p, dtype, xm, m, splits, &y));
+        EXPECT_TRUE(std::equal(y.begin(), y.end(), y_all.begin()))
+            << "rows 0.." << m - 1 << " of an m = " << m << " call differ from the same rows at m = " << kMaxM
+            << " (n=" << s.n << " k=" << s.k << " b=" << s.bits << " G=" << s.group_size << " " << Name(dtype)
+            << " split_k=" << splits << ")";
+      }
+    }
+  }
+}
+
 // With programmatic dependent launch the second GEMM of a chain (strip or split-K kernel)
 // loads its weights early but must read X (the first GEMM's output, poisoned with NaN before
 // it runs) only once the first has finished.
