@@ -46,6 +46,12 @@ bool Contains(const std::vector<int32_t>& ids, int32_t id) {
 
 }  // namespace
 
+int PrefillChunkTokens(int remaining, int budget) {
+  int n = std::min(remaining, budget);
+  if (n == remaining - 1) --n;
+  return n >= 2 ? n : 0;
+}
+
 absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(Backend* backend,
                                                              const Tokenizer* tokenizer,
                                                              const SchedulerOptions& options,
@@ -63,6 +69,11 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(Backend* backend,
         "max tokens per step (", options.max_tokens_per_step,
         ") must be at least the max batch size (", options.max_running,
         "): every running sequence needs one token per step"));
+  }
+  if (options.batch_invariant && options.max_tokens_per_step < options.max_running + 2) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max tokens per step (", options.max_tokens_per_step, ") must be at least the max batch size + 2 (",
+        options.max_running + 2, ") in the batch-invariant mode: a prefill chunk needs 2 tokens or more"));
   }
   if (backend->num_kv_blocks() < 1 || backend->kv_block_size() < 1) {
     return absl::FailedPreconditionError(absl::StrCat(
@@ -269,7 +280,8 @@ void Scheduler::PlanRunning(int* budget, std::vector<PlannedEntry>* plan) {
     for (size_t i = 0; i < running_.size() && *budget > 0; ++i) {
       Sequence* seq = running_[i].get();
       if (seq->finished || is_planned(seq) || (seq->remaining() == 1) != decode_pass) continue;
-      const int n = std::min(seq->remaining(), *budget);
+      const int n = ChunkTokens(seq->remaining(), *budget);
+      if (n == 0) continue;
       if (!ReserveOrPreempt(seq, n, is_planned)) continue;
       plan->push_back({seq, n});
       planned.push_back(seq);
@@ -323,7 +335,8 @@ void Scheduler::AdmitWaiting(absl::Time now, int* budget, std::vector<PlannedEnt
   while (!running_starved_ && !waiting_.empty() &&
          static_cast<int>(running_.size()) < options_.max_running && *budget > 0) {
     Sequence* seq = waiting_.front().get();
-    const int n = std::min(seq->remaining(), *budget);
+    const int n = ChunkTokens(seq->remaining(), *budget);
+    if (n == 0) break;
     // Keep one free block per running sequence so that their decodes can grow without
     // preempting the newcomer at once. First come, first served: nobody overtakes the head.
     const int needed = allocator_.BlocksFor(seq->num_computed + n);

@@ -8,6 +8,7 @@
 // requests are admitted first come, first served while slots, budget and blocks allow.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <deque>
@@ -31,7 +32,19 @@ struct SchedulerOptions {
   int max_running = 32;          // sequences in the running batch at most
   int max_waiting = 256;         // queued requests at most; beyond, ResourceExhausted
   int max_tokens_per_step = 512; // token budget per step (chunked prefill); >= max_running
+  // The backend's batch-invariant mode: prefill chunks are cut with PrefillChunkTokens, so no
+  // prompt position ever runs as a 1-token chunk (see there); max_tokens_per_step must then
+  // be at least max_running + 2, so that a prefill always makes progress.
+  bool batch_invariant = false;
 };
+
+// Tokens of the next prefill chunk of a sequence with `remaining` (> 1) tokens left to
+// compute and `budget` tokens left in the step, in the batch-invariant mode: never a chunk of
+// 1 token, nor one that leaves 1 token for the next; 0 = wait for the next step. A 1-token
+// chunk runs the decode attention, whose sums go in another order than the prefill
+// attention's, so that position's K/V and logits would depend on where the prompt was cut,
+// that is on the other sequences of the step.
+int PrefillChunkTokens(int remaining, int budget);
 
 struct SchedulerStats {
   int running = 0;
@@ -79,6 +92,12 @@ class Scheduler {
   void DropCancelled(absl::Time now);
   // Plans this step's running sequences, preempting when blocks run out.
   void PlanRunning(int* budget, std::vector<PlannedEntry>* plan);
+  // Tokens a sequence with `remaining` tokens left computes in a step with `budget` left: all
+  // it can, or PrefillChunkTokens in the batch-invariant mode (0: not this step).
+  int ChunkTokens(int remaining, int budget) const {
+    if (!options_.batch_invariant || remaining <= 1) return std::min(remaining, budget);
+    return PrefillChunkTokens(remaining, budget);
+  }
   // Extends seq's blocks by `n` tokens, preempting newer unplanned sequences as needed;
   // false when seq cannot run this step (it waits, or was itself preempted or finished).
   bool ReserveOrPreempt(Sequence* seq, int n,

@@ -731,7 +731,8 @@ size_t SamplingWorkspaceBytes(int rows, int vocab) {
 absl::Status LaunchSampling(float* logits, int rows, int vocab, const SamplingRow* params,
                             const int32_t* penalty_tokens, const int32_t* prompt_counts,
                             const int32_t* generated_counts, SampleResult* results,
-                            void* workspace, size_t workspace_bytes, CUstream_st* stream) {
+                            void* workspace, size_t workspace_bytes, CUstream_st* stream,
+                            bool batch_invariant) {
   if (vocab <= 0) {
     return absl::InvalidArgumentError(absl::StrCat("sampling: vocab must be positive, got ", vocab));
   }
@@ -759,7 +760,7 @@ absl::Status LaunchSampling(float* logits, int rows, int vocab, const SamplingRo
   args.results = results;
   args.raw_stash = static_cast<float*>(workspace);
   args.stats = reinterpret_cast<SliceStats*>(static_cast<char*>(workspace) + StashBytes(rows, vocab));
-  args.slices = SlicesPerRow(rows);
+  args.slices = SlicesPerRow(batch_invariant ? 1 : rows);
   const cudaStream_t s = reinterpret_cast<cudaStream_t>(stream);
   if (Launch(SliceStatsKernel, args, rows * args.slices, kStatsThreads, s) == cudaSuccess) {
     Launch(SamplingKernel, args, rows, kThreads, s);

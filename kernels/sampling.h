@@ -64,10 +64,16 @@ struct SampleResult {
 // penalty_tokens / prompt_counts / generated_counts: device int32 arrays indexed by the
 // rows' penalty ranges. `results`: [rows], device memory or mapped pinned host memory.
 // workspace: SamplingWorkspaceBytes.
+// batch_invariant: every launch cuts a row into the same number of slices whatever `rows`
+// is (the one-row count), so a row's log-sum-exp, and so its logprobs, have the same bits in
+// a launch of any size (the engine's batch-invariant mode); otherwise the slices per row
+// shrink as rows grow (to fill the SMs about twice), which changes the order in which the
+// slices' partial sums combine. Tokens never depend on it (greedy and draws are exact).
 absl::Status LaunchSampling(float* logits, int rows, int vocab, const SamplingRow* params,
                             const int32_t* penalty_tokens, const int32_t* prompt_counts,
                             const int32_t* generated_counts, SampleResult* results,
-                            void* workspace, size_t workspace_bytes, CUstream_st* stream);
+                            void* workspace, size_t workspace_bytes, CUstream_st* stream,
+                            bool batch_invariant = false);
 
 // rows * vocab floats, where the raw logits of the penalised tokens are kept (the kernel
 // writes the penalised logits in place), then the rows' slice statistics (up to 128 slices

@@ -5,7 +5,7 @@
 namespace flute::gpu {
 
 absl::Status LaunchSampling(float*, int, int, const SamplingRow*, const int32_t*, const int32_t*,
-                            const int32_t*, SampleResult*, void*, size_t, CUstream_st*) {
+                            const int32_t*, SampleResult*, void*, size_t, CUstream_st*, bool) {
   return absl::UnimplementedError("this build of flute has no CUDA kernels (nvcc was not found)");
 }
 

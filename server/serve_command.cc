@@ -121,6 +121,7 @@ absl::StatusOr<std::shared_ptr<server::Engine>> LoadEngine(const ServeOptions& o
   options.max_running = o.max_batch_size;
   options.max_waiting = o.max_queue;
   options.max_tokens_per_step = o.max_tokens_per_step;
+  options.batch_invariant = o.backend.batch_invariant;
   ASSIGN_OR_RETURN(engine->scheduler,
                    Scheduler::Create(engine->backend.get(), engine->tokenizer.get(), options,
                                      engine->observer.get()));

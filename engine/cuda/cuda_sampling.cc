@@ -95,7 +95,7 @@ absl::Status CudaBackend::LaunchSampling(const StepPlan& plan) {
     RETURN_IF_ERROR(gpu::LaunchSampling(logits_.as<float>() + first * vocab, count, config_.vocab_size,
                                         sample_params_ + first, columns, columns + penalty_capacity_,
                                         columns + 2 * penalty_capacity_, sample_results_dev_ + first,
-                                        sample_ws_.get(), sample_ws_.bytes(), stream_));
+                                        sample_ws_.get(), sample_ws_.bytes(), stream_, options_.batch_invariant));
   }
   return absl::OkStatus();
 }

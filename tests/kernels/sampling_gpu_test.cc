@@ -257,7 +257,8 @@ void Upload(const std::vector<T>& host, DeviceBuffer<T>& device) {
 }
 
 // Runs the kernel on the rows (all of one vocab) and returns the results.
-void RunRows(const std::vector<RowInput>& rows, int vocab, std::vector<SampleResult>* results) {
+void RunRows(const std::vector<RowInput>& rows, int vocab, std::vector<SampleResult>* results,
+             bool batch_invariant = false) {
   const int n = static_cast<int>(rows.size());
   std::vector<float> logits;
   std::vector<SamplingRow> params;
@@ -288,7 +289,7 @@ void RunRows(const std::vector<RowInput>& rows, int vocab, std::vector<SampleRes
   CUDA_OK(cudaMemset(d_results.ptr, 0xff, n * sizeof(SampleResult)));  // poison
   const absl::Status status =
       LaunchSampling(d_logits.ptr, n, vocab, d_params.ptr, d_tokens.ptr, d_prompt.ptr,
-                     d_generated.ptr, d_results.ptr, d_workspace.ptr, workspace_bytes, nullptr);
+                     d_generated.ptr, d_results.ptr, d_workspace.ptr, workspace_bytes, nullptr, batch_invariant);
   ASSERT_TRUE(status.ok()) << status;
   CUDA_OK(cudaDeviceSynchronize());
   results->resize(n);
@@ -565,6 +566,33 @@ TEST(SamplingGpuDrawTest, DistributionMatchesTheReference) {
   }
   ASSERT_GE(cells, 2);
   EXPECT_LT(chi2, ChiSquareCritical(cells - 1)) << cells << " kept tokens";
+}
+
+// The engine's batch-invariant mode: a row sampled alone and the same row among 32 give the
+// same token and the same bits of its logprob and top logprobs (the slices a row is cut into
+// no longer depend on the rows of the launch). Rows of every kind, penalties included, on the
+// LLaMA-3 vocabulary (128 slices per row alone, 8 among 32 without the mode).
+TEST(SamplingGpuInvariantTest, RowAloneEqualsTheSameRowAmong32Bitwise) {
+  REQUIRE_GPU();
+  std::mt19937_64 rng(Seed());
+  constexpr int kVocab = 128256;
+  std::vector<RowInput> rows;
+  for (int i = 0; i < 32; ++i) rows.push_back(RandomRow(rng, kVocab, i % 6));
+  for (RowInput& row : rows) row.params.num_logprobs = 5;
+  std::vector<SampleResult> together, together_default, alone;
+  RunRows(rows, kVocab, &together, /*batch_invariant=*/true);
+  RunRows(rows, kVocab, &together_default);
+  int default_mode_differences = 0;
+  for (int i = 0; i < 32; ++i) {
+    RunRows({rows[i]}, kVocab, &alone, /*batch_invariant=*/true);
+    EXPECT_EQ(alone[0].token, together[i].token) << "row " << i;
+    EXPECT_EQ(0, std::memcmp(&alone[0].logprob, &together[i].logprob, sizeof(float)))
+        << "row " << i << ": logprob " << alone[0].logprob << " alone, " << together[i].logprob << " among 32";
+    EXPECT_EQ(0, std::memcmp(alone[0].top_logprobs, together[i].top_logprobs, 5 * sizeof(float))) << "row " << i;
+    if (std::memcmp(&alone[0].logprob, &together_default[i].logprob, sizeof(float)) != 0) ++default_mode_differences;
+  }
+  std::printf("without the mode (128 slices alone, 8 among 32): %d of 32 logprobs differ in their bits\n",
+              default_mode_differences);
 }
 
 // Not a check: prints the time of one launch on 32 rows of the LLaMA-3 vocabulary, each row

@@ -33,6 +33,14 @@ class FakeBackend : public Backend {
   void SetGate(bool open);
   int64_t num_steps() const;
   int max_batch_seen() const;
+  // Every entry of every Forward so far: the sequence's block table (its identity while it
+  // runs), the first position and the number of tokens.
+  struct EntrySeen {
+    const std::vector<int32_t>* block_table;
+    int start_position;
+    int num_tokens;
+  };
+  std::vector<EntrySeen> entries_seen() const;
 
  private:
   ModelConfig config_;
@@ -44,6 +52,7 @@ class FakeBackend : public Backend {
   bool gate_open_ ABSL_GUARDED_BY(mu_) = true;
   int64_t num_steps_ ABSL_GUARDED_BY(mu_) = 0;
   int max_batch_seen_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<EntrySeen> entries_seen_ ABSL_GUARDED_BY(mu_);
 };
 
 // Token 0 = BOS, 1 = EOS (both special); token i >= 2 is the letter 'a' + (i - 2) % 26.
@@ -104,6 +113,11 @@ inline int FakeBackend::max_batch_seen() const {
   return max_batch_seen_;
 }
 
+inline std::vector<FakeBackend::EntrySeen> FakeBackend::entries_seen() const {
+  absl::MutexLock lock(&mu_);
+  return entries_seen_;
+}
+
 inline absl::Status FakeBackend::Forward(const std::vector<BatchEntry>& batch,
                                          ForwardOutput* out) {
   {
@@ -111,6 +125,9 @@ inline absl::Status FakeBackend::Forward(const std::vector<BatchEntry>& batch,
     mu_.Await(absl::Condition(&gate_open_));
     ++num_steps_;
     max_batch_seen_ = std::max(max_batch_seen_, static_cast<int>(batch.size()));
+    for (const BatchEntry& e : batch) {
+      entries_seen_.push_back({e.block_table, e.start_position, static_cast<int>(e.tokens.size())});
+    }
   }
   if (step_delay_ms_ > 0) absl::SleepFor(absl::Milliseconds(step_delay_ms_));
   const int vocab = config_.vocab_size;

@@ -174,6 +174,67 @@ TEST_F(SchedulerTest, LongPromptIsPrefilledInChunksWithoutStallingDecodes) {
   EXPECT_EQ(Drain(*decoding).last.finish_reason, FinishReason::kCancelled);
 }
 
+TEST(PrefillChunkTokensTest, NeverOneTokenNorLeavingOne) {
+  EXPECT_EQ(PrefillChunkTokens(300, 7), 7);
+  EXPECT_EQ(PrefillChunkTokens(8, 7), 6);   // 7 would leave 1: take 6, then 2
+  EXPECT_EQ(PrefillChunkTokens(2, 7), 2);
+  EXPECT_EQ(PrefillChunkTokens(5, 5), 5);
+  EXPECT_EQ(PrefillChunkTokens(3, 2), 0);   // 2 would leave 1, 1 is a 1-token chunk: wait
+  EXPECT_EQ(PrefillChunkTokens(9, 1), 0);
+  for (int remaining = 2; remaining < 40; ++remaining) {
+    for (int budget = 1; budget < 40; ++budget) {
+      const int n = PrefillChunkTokens(remaining, budget);
+      EXPECT_TRUE(n == 0 || (n >= 2 && n <= budget && n <= remaining && remaining - n != 1))
+          << remaining << " left, budget " << budget << ": " << n;
+      if (budget >= 3) EXPECT_GE(n, 2) << "a budget of 3 always makes progress";
+    }
+  }
+}
+
+// A 295-token prompt beside a decoding stream, 7 prefill tokens per step: without the mode the
+// last chunk is 1 token (42 x 7 = 294, then 1); with it no chunk of the prompt is 1 token
+// (41 x 7, 6, 2), and the outputs are the reference either way.
+TEST_F(SchedulerTest, BatchInvariantModeNeverCutsAOneTokenPrefillChunk) {
+  for (const bool invariant : {false, true}) {
+    SchedulerOptions options;
+    options.max_running = 4;
+    options.max_tokens_per_step = 8;
+    options.batch_invariant = invariant;
+    Start(200, 4, options);
+    backend_->set_step_delay_ms(1);  // the decoding stream outlives the prompt's ~43 steps
+    auto decoding = Submit(Greedy({0, 3}, 400));
+    StreamChunk first;
+    ASSERT_TRUE(decoding->Pop(absl::Seconds(5), &first));
+    std::mt19937 rng(5);
+    const std::vector<int32_t> prompt = RandomPrompt(rng, 295);
+    Collected long_one = Drain(*Submit(Greedy(prompt, 2)));
+    EXPECT_EQ(long_one.tokens, FakeGreedyReference(prompt, kVocab, 2));
+    decoding->Cancel();
+    Drain(*decoding);
+    // The long prompt's entries: those of the block table whose first entry starts at 0 with
+    // more than 2 tokens (the decoding stream's prompt has 2).
+    const auto entries = backend_->entries_seen();
+    const std::vector<int32_t>* table = nullptr;
+    for (const auto& e : entries) {
+      if (e.start_position == 0 && e.num_tokens > 2) table = e.block_table;
+    }
+    ASSERT_NE(table, nullptr);
+    int one_token_prompt_chunks = 0, prompt_tokens = 0;
+    for (const auto& e : entries) {
+      if (e.block_table != table || e.start_position >= 295) continue;
+      prompt_tokens += e.num_tokens;
+      if (e.num_tokens == 1) ++one_token_prompt_chunks;
+    }
+    EXPECT_EQ(prompt_tokens, 295);
+    if (invariant) {
+      EXPECT_EQ(one_token_prompt_chunks, 0);
+    } else {
+      EXPECT_GE(one_token_prompt_chunks, 1) << "the test no longer sets up a 1-token chunk";
+    }
+    scheduler_.reset();
+  }
+}
+
 TEST_F(SchedulerTest, FullQueueIsRejectedAtOnceWithTheLimit) {
   SchedulerOptions options;
   options.max_running = 1;
@@ -321,6 +382,26 @@ TEST_F(SchedulerTest, ValidationNamesTheFieldAndTheLimit) {
   hot.sampling.top_p = 1.5f;
   EXPECT_NE(message_of(hot).find("top_p"), std::string::npos);
   EXPECT_TRUE(AllBlocksFree());
+}
+
+TEST(SchedulerCreateTest, BadOptionsNameTheLimit) {
+  FakeBackend backend(kVocab, 64, 16, 4);
+  FakeTokenizer tokenizer(kVocab);
+  const auto message_of = [&](const SchedulerOptions& o) {
+    auto s = Scheduler::Create(&backend, &tokenizer, o, nullptr);
+    EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument) << s.status();
+    return std::string(s.status().message());
+  };
+  SchedulerOptions o;
+  o.max_running = 8;
+  o.max_tokens_per_step = 7;
+  EXPECT_NE(message_of(o).find("max tokens per step (7) must be at least the max batch size (8)"), std::string::npos);
+  o.max_tokens_per_step = 9;
+  o.batch_invariant = true;
+  EXPECT_NE(message_of(o).find("max tokens per step (9) must be at least the max batch size + 2 (10)"),
+            std::string::npos);
+  o.max_tokens_per_step = 10;
+  EXPECT_TRUE(Scheduler::Create(&backend, &tokenizer, o, nullptr).ok());
 }
 
 TEST_F(SchedulerTest, DrainingRejectsNewRequestsAndFinishesRunningOnes) {
