@@ -442,12 +442,18 @@ Differences CountDifferent(Backend& backend, bool invariant_chunks) {
   return d;
 }
 
+// The quantized man-page model on the CUDA engine in the batch-invariant mode (null, with
+// `skip` set, where it cannot be made).
+std::unique_ptr<Backend> InvariantCuda(std::string* skip) {
+  BackendOptions o = CudaOptions();
+  o.batch_invariant = true;
+  return MakeCuda(QuantizedManpage(), o, skip);
+}
+
 TEST(CudaBackend, BatchOf32EqualsEachSequenceAloneInBatchInvariantMode) {
   REQUIRE_SHARED_AND_GPU();
   std::string skip;
-  BackendOptions o = CudaOptions();
-  o.batch_invariant = true;
-  auto gpu = MakeCuda(QuantizedManpage(), o, &skip);
+  auto gpu = InvariantCuda(&skip);
   REQUIRE_CUDA(gpu, skip);
   const Differences d = CountDifferent(*gpu, /*invariant_chunks=*/true);
   EXPECT_EQ(d.tokens, 0) << "--batch-invariant";
@@ -461,9 +467,7 @@ TEST(CudaBackend, BatchOf32EqualsEachSequenceAloneInBatchInvariantMode) {
 TEST(CudaBackend, ChunkedPrefillIsBitwiseOnePassInBatchInvariantMode) {
   REQUIRE_SHARED_AND_GPU();
   std::string skip;
-  BackendOptions o = CudaOptions();
-  o.batch_invariant = true;
-  auto gpu = MakeCuda(QuantizedManpage(), o, &skip);
+  auto gpu = InvariantCuda(&skip);
   REQUIRE_CUDA(gpu, skip);
   std::vector<std::vector<float>> chunked_lp, one_pass_lp;
   for (const auto& prompt : InvariancePrompts()) {
