@@ -950,16 +950,25 @@ struct ColumnCursor {
 };
 
 // A finished split's running outputs: `out` directly when the sequence has one chunk (then it is
-// the only split), else the workspace cell (sequence, head, split). Then the run restarts.
+// the only split), else the workspace cell (sequence, head, split), or with `local` (the CTA
+// computes every split of its slice: LocalMergePitch) the split's row of the CTA's own shared
+// memory, [kG][kD] accumulators then [kG] (max, sum) pairs, as the cluster merge keeps them.
+// Then the run restarts.
 template <typename T, int kD, int kG>
 __device__ __forceinline__ void StoreSplit(const AttnArgs& a, const DecodeTask& task, int split,
-                                           DecodeRun<kD, kG>& run) {
+                                           DecodeRun<kD, kG>& run, float* local = nullptr) {
 #pragma unroll
   for (int i = 0; i < DecodeRun<kD, kG>::kOut; ++i) {
     const int o = threadIdx.x + i * kDecodeThreads;
     if (o < task.ng * kD) {
       const int h = task.h0 + o / kD, d = o % kD;
-      if (task.num_chunks == 1) {
+      if (local != nullptr && task.num_chunks > 1) {
+        local[o] = run.acc[i];
+        if (d == 0) {
+          local[kG * kD + 2 * (o / kD)] = run.m[i];
+          local[kG * kD + 2 * (o / kD) + 1] = run.l[i];
+        }
+      } else if (task.num_chunks == 1) {
         T* out = static_cast<T*>(a.out) + static_cast<int64_t>(task.q_row) * a.num_heads * kD;
         out[h * kD + d] = Act<T>::FromFloat(run.acc[i] / run.l[i]);
       } else {
@@ -998,11 +1007,34 @@ __device__ __forceinline__ void PrepareColumnItem(const DecodeTask& task, int ch
   }
 }
 
+// The floats per split of the local merge's partials ([kG][kD] accumulators, [kG] (max, sum)
+// pairs), rounded up to whole float4s (MergeSplitsWith loads the accumulators as float4).
+template <int kD, int kG>
+constexpr int LocalMergePitch() {
+  return (kG * kD + 2 * kG + 3) / 4 * 4;
+}
+
+// MergeSplitsWith over the CTA's own partials (`local`: split c at c * LocalMergePitch floats),
+// once every thread's StoreSplit has passed a barrier: MergeSplits' arithmetic in the same order,
+// so the same bits, without the workspace's stores, fence, arrival atomic and L2 reads.
+template <typename T, int kD, int kG, int kBufs>
+__device__ __forceinline__ void MergeLocalSplits(const AttnArgs& a, const DecodeTask& task, int num_splits,
+                                                 const float* local, DecodeSmem<kD, kG, kBufs>& sm) {
+  constexpr int kPitch = LocalMergePitch<kD, kG>();
+  MergeSplitsWith<T, kD, kG>(
+      a, task.q_row, task.h0, task.ng, num_splits, MergeScratch(sm),
+      [&](int g, int q4, int c) { return *reinterpret_cast<const float4*>(local + c * kPitch + g * kD + 4 * q4); },
+      [&](int g, int c) { return *reinterpret_cast<const float2*>(local + c * kPitch + kG * kD + 2 * g); });
+}
+
 // prefetch: the items whose copies are issued before the grid dependency wait, 1 or 2 (both
 // buffers; the next item is then issued once an item is computed, two ahead).
+// local: null, or (a one-column launch: this CTA computes every split of its slice) the
+// partials' region of shared memory, ws_splits x LocalMergePitch floats, where StoreSplit keeps
+// each split's partials and MergeLocalSplits merges them (the workspace is not used then).
 template <typename T, int kD, int kG>
 __device__ __forceinline__ void DecodeColumnCta(const AttnArgs& a, const RopeKvArgs& r, int prefetch,
-                                                DecodeSmem<kD, kG, 2>& sm) {
+                                                DecodeSmem<kD, kG, 2>& sm, float* local) {
   LaunchDependents();  // first, as PdlPrologue (kernels/pdl.cuh says why that is safe)
   DecodeTask task;
   task.seq = blockIdx.z;
@@ -1106,7 +1138,10 @@ __device__ __forceinline__ void DecodeColumnCta(const AttnArgs& a, const RopeKvA
     trace::Mark(2);  // (the last item's)
     DecodeChunk<T, kD, kG>(a, task, item.chunk, qa, sm, run, b);
     if (i == 0) trace::Mark(1);
-    if (item.chunk + 1 == item.split_end) StoreSplit<T, kD, kG>(a, task, item.split, run);
+    if (item.chunk + 1 == item.split_end) {
+      StoreSplit<T, kD, kG>(a, task, item.split, run,
+                            local != nullptr ? local + item.split * LocalMergePitch<kD, kG>() : nullptr);
+    }
     const ColumnCursor next = item.Next(columns, plan, task.num_chunks);
     if (next.split >= plan.num_splits) break;
     if (prefetch == 2) {
@@ -1122,7 +1157,10 @@ __device__ __forceinline__ void DecodeColumnCta(const AttnArgs& a, const RopeKvA
   }
   const int arrivals = (plan.num_splits - 1 - column) / columns + 1;  // the splits this CTA computed
   trace::Mark(3);
-  if (task.num_chunks > 1 && a.split_counters != nullptr) {
+  if (task.num_chunks > 1 && local != nullptr) {
+    __syncthreads();  // every split's partials stored, and the last item's buffers read
+    MergeLocalSplits<T, kD, kG>(a, task, plan.num_splits, local, sm);
+  } else if (task.num_chunks > 1 && a.split_counters != nullptr) {
     MergeIfLastSplit<T, kD, kG>(a, task, plan.num_splits, arrivals, sm);
   }
 }
@@ -1154,10 +1192,15 @@ __global__ void __launch_bounds__(kDecodeThreads) DecodeChunkRopeClusterKernel(A
 // Decode in columns of splits (DecodeColumnCta), fused RoPE + KV write; grid (kv heads x head
 // slices, columns, sequences), DecodeSmem<kD, kG, 2> in dynamic shared memory.
 template <typename T, int kD, int kG>
-__global__ void __launch_bounds__(kDecodeThreads) DecodeColumnsRopeKernel(AttnArgs a, RopeKvArgs r, int prefetch) {
+__global__ void __launch_bounds__(kDecodeThreads)
+    DecodeColumnsRopeKernel(AttnArgs a, RopeKvArgs r, int prefetch, bool local_merge) {
   const trace::Scope trace_scope(trace::kDecodeAttention, static_cast<int32_t>(gridDim.z), static_cast<int32_t>(gridDim.y));
   extern __shared__ uint4 dynamic_smem[];
-  DecodeColumnCta<T, kD, kG>(a, r, prefetch, *reinterpret_cast<DecodeSmem<kD, kG, 2>*>(dynamic_smem));
+  static_assert(sizeof(DecodeSmem<kD, kG, 2>) % 16 == 0, "the local partials start 16-byte aligned");
+  float* local = local_merge ? reinterpret_cast<float*>(reinterpret_cast<char*>(dynamic_smem) +
+                                                        sizeof(DecodeSmem<kD, kG, 2>))
+                             : nullptr;
+  DecodeColumnCta<T, kD, kG>(a, r, prefetch, *reinterpret_cast<DecodeSmem<kD, kG, 2>*>(dynamic_smem), local);
 }
 
 // Decode sequences of more than one chunk, where the split CTAs do not merge (no counters):
@@ -1692,6 +1735,39 @@ int DecodeColumns(const AttnArgs& a, int num_seqs) {
   return DecodeColumns<T, kD, kG>(a.ws_splits, a.num_kv_heads, a.head_slices, num_seqs);
 }
 
+// Shared memory of a one-column launch with the local merge (DecodeColumnCta's `local`): the
+// columns kernel's plus ws_splits rows of partials; 0 where it is off or would cost a wave.
+// In a one-column launch each CTA computes all of its slice's splits, so their merge needs no
+// other CTA: keeping the partials in shared memory removes the end of every CTA's chain (the
+// workspace stores, the arrival atomic's round trip and the L2 reads of the partials: ~3 us
+// from the last item to the exit at the 8B bf16 decode step at batch 32, H100 session 19).
+// Only where the extra shared memory keeps the grid in one wave of resident CTAs.
+// FLUTE_ATTENTION_LOCAL_MERGE=0 turns it off (tests, A/B runs: the bits are the same).
+template <typename T, int kD, int kG>
+size_t LocalMergeSmem(int ws_splits, int64_t ctas) {
+  const char* env = std::getenv("FLUTE_ATTENTION_LOCAL_MERGE");
+  if (env != nullptr && std::strcmp(env, "0") == 0) return 0;
+  const size_t smem = sizeof(DecodeSmem<kD, kG, 2>) + sizeof(float) * ws_splits * LocalMergePitch<kD, kG>();
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) return 0;
+  static std::mutex mu;
+  static std::map<std::pair<int, size_t>, int>* slots_of = new std::map<std::pair<int, size_t>, int>();
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = slots_of->find({device, smem});
+  if (it == slots_of->end()) {
+    auto kernel = DecodeColumnsRopeKernel<T, kD, kG>;
+    int per_sm = 0, sms = 0;
+    const bool ok = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(std::max<size_t>(smem, sizeof(DecodeSmem<kD, kG, 2>)))) ==
+                        cudaSuccess &&
+                    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kDecodeThreads, smem) == cudaSuccess &&
+                    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) == cudaSuccess;
+    cudaGetLastError();  // a refused attribute or query is not an error of the launch
+    it = slots_of->emplace(std::make_pair(device, smem), ok ? per_sm * sms : 0).first;
+  }
+  return it->second >= ctas ? smem : 0;
+}
+
 template <typename T, int kD, int kG>
 cudaError_t LaunchDecode(const AttnArgs& a, const RopeKvArgs* rope, int num_seqs, cudaStream_t stream) {
   const dim3 grid(a.num_kv_heads * a.head_slices, a.ws_splits, num_seqs);
@@ -1716,8 +1792,11 @@ cudaError_t LaunchDecode(const AttnArgs& a, const RopeKvArgs* rope, int num_seqs
   if (columns > 0) {
     const char* prefetch_env = std::getenv("FLUTE_ATTENTION_PREFETCH");
     const int prefetch = prefetch_env != nullptr && std::strcmp(prefetch_env, "1") == 0 ? 1 : 2;
+    const size_t local_smem =
+        columns == 1 ? LocalMergeSmem<T, kD, kG>(a.ws_splits, static_cast<int64_t>(grid.x) * grid.z) : 0;
     LaunchWithPdl(DecodeColumnsRopeKernel<T, kD, kG>, dim3(grid.x, columns, grid.z), kDecodeThreads,
-                  sizeof(DecodeSmem<kD, kG, 2>), stream, a, *rope, prefetch);
+                  local_smem > 0 ? local_smem : sizeof(DecodeSmem<kD, kG, 2>), stream, a, *rope, prefetch,
+                  local_smem > 0);
   } else if (rope != nullptr) {
     LaunchWithPdl(DecodeChunkRopeKernel<T, kD, kG>, grid, kDecodeThreads, 0, stream, a, *rope);
   } else {

@@ -1133,7 +1133,9 @@ TEST_F(AttentionGpuTest, FusedRopeKvIsBitwiseRopeKvWriteThenAttention) {
 // Fused decode launches of many (sequence, kv head) pairs run in columns of splits
 // (DecodeColumnsRopeKernel: a CTA computes the splits y, y + columns, ... of its sequence, its
 // work items double-buffered). Forced to 1, 2, 3, 5 and 16 columns (FLUTE_ATTENTION_COLUMNS),
-// and "off", with one or two items copied before the PDL wait (FLUTE_ATTENTION_PREFETCH): bitwise the unfused pair (one CTA per split) for contexts of one chunk to 47 chunks
+// and "off", with one or two items copied before the PDL wait (FLUTE_ATTENTION_PREFETCH), and at
+// one column with the splits merged in the CTA's shared memory (the default) or through the
+// workspace (FLUTE_ATTENTION_LOCAL_MERGE=0): bitwise the unfused pair (one CTA per split) for contexts of one chunk to 47 chunks
 // (splits of up to 3 chunks), bound contexts beyond the longest (columns past a sequence's
 // splits), padding sequences (invalid slots: the newest row read from the cache) and head slices.
 TEST_F(AttentionGpuTest, FusedDecodeColumnsAreBitwiseTheUnfusedPair) {
@@ -1150,13 +1152,19 @@ TEST_F(AttentionGpuTest, FusedDecodeColumnsAreBitwiseTheUnfusedPair) {
   configs[3].block_size = 32;
   std::vector<int> contexts = {1, 2, 63, 64, 65, 200, 515, 1000, 1025, 2100, 3000};
   int n = 0;
-  std::vector<std::pair<const char*, const char*>> variants;  // (columns, prefetched items)
+  struct Variant {
+    const char *columns, *prefetch, *local_merge;
+  };
+  std::vector<Variant> variants;
   for (const char* columns : {"1", "2", "3", "5", "16", "off"}) {
-    for (const char* prefetch : {"1", "2"}) variants.emplace_back(columns, prefetch);
+    for (const char* prefetch : {"1", "2"}) variants.push_back({columns, prefetch, "1"});
   }
-  for (const auto& [columns, prefetch] : variants) {
+  variants.push_back({"1", "1", "0"});
+  variants.push_back({"1", "2", "0"});
+  for (const auto& [columns, prefetch, local_merge] : variants) {
     setenv("FLUTE_ATTENTION_COLUMNS", columns, 1);
     setenv("FLUTE_ATTENTION_PREFETCH", prefetch, 1);
+    setenv("FLUTE_ATTENTION_LOCAL_MERGE", local_merge, 1);
     for (const Config& c : configs) {
       const std::vector<float> inv = Llama3InvFreq(c.head_dim);
       std::shuffle(contexts.begin(), contexts.end(), rng_);
@@ -1173,12 +1181,14 @@ TEST_F(AttentionGpuTest, FusedDecodeColumnsAreBitwiseTheUnfusedPair) {
       ASSERT_TRUE(st.ok()) << st;
       CUDA_OK(cudaDeviceSynchronize());
       EXPECT_TRUE(SameAfterStep(c, s, unfused, fused)) << "FLUTE_ATTENTION_COLUMNS=" << columns
-                                                       << " FLUTE_ATTENTION_PREFETCH=" << prefetch << " "
+                                                       << " FLUTE_ATTENTION_PREFETCH=" << prefetch
+                                                       << " FLUTE_ATTENTION_LOCAL_MERGE=" << local_merge << " "
                                                        << DescribeFused(c, s);
     }
   }
   unsetenv("FLUTE_ATTENTION_COLUMNS");
   unsetenv("FLUTE_ATTENTION_PREFETCH");
+  unsetenv("FLUTE_ATTENTION_LOCAL_MERGE");
 }
 
 // Decode launches of one sequence merge their splits in a thread-block cluster (over
