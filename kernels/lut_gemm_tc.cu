@@ -1089,12 +1089,15 @@ TcLutGemmFusedKernel(const TcArgs args, const TcNormArgs norm) {
 //   "old"    the behaviour before 2026-11-27: the [rows x 128] element-loop reduction and the
 //            split count chosen first, then lowered until the workspace holds it;
 //   "mt64"   the default with MT = 64 for every m (M > 64 as several 64-row m tiles: 2 blocks
-//            per SM and half the accumulators, for twice the weight reads from L2).
-enum class TcMode { kDefault, kOld, kMt64 };
+//            per SM and half the accumulators, for twice the weight reads from L2);
+//   "mt16", "mt32"  the same with MT = 16 or 32 (M > MT as several m tiles; A/B runs).
+enum class TcMode { kDefault, kOld, kMt16, kMt32, kMt64 };
 TcMode TcModeFromEnv() {
   const char* env = std::getenv("FLUTE_LUT_TC");
   if (env == nullptr) return TcMode::kDefault;
   if (std::strcmp(env, "old") == 0) return TcMode::kOld;
+  if (std::strcmp(env, "mt16") == 0) return TcMode::kMt16;
+  if (std::strcmp(env, "mt32") == 0) return TcMode::kMt32;
   if (std::strcmp(env, "mt64") == 0) return TcMode::kMt64;
   return TcMode::kDefault;
 }
@@ -1140,6 +1143,8 @@ int TcRegBlocks(int mt) { return mt == 128 ? 1 : 2; }
 
 // Rows of X per block: the smallest of 16 / 32 / 64 holding m, else 128 (m tiles beyond).
 int TcRowsPerBlock(int64_t m, TcMode mode) {
+  if (mode == TcMode::kMt16) return 16;
+  if (mode == TcMode::kMt32) return 32;
   if (mode == TcMode::kMt64) return 64;
   return m <= 16 ? 16 : m <= 32 ? 32 : m <= 64 ? 64 : 128;
 }
@@ -1221,10 +1226,11 @@ void ApplyStreamK(const LutGemmParams& params, int sm_count, int blocks_per_sm, 
 // k-tiles, no better than 1 wave of 64), and each split adds a quarter k-tile to the cost: the
 // last block reads one [MT x 128] fp32 partial tile per split (one L2 round trip each with
 // own_reduce), and every split writes one.
-absl::StatusOr<TcPlan> MakeTcPlan(const LutGemmParams& params, int sm_count, TcMode mode, StreamKMode sk_mode) {
+absl::StatusOr<TcPlan> MakeTcPlanWithMt(const LutGemmParams& params, int sm_count, TcMode mode, StreamKMode sk_mode,
+                                        int mt) {
   const LutShape& s = params.shape;
   TcPlan p;
-  p.mt = TcRowsPerBlock(params.m, mode);
+  p.mt = mt;
   // (SumPartialsInSplitOrder stores plain outputs only.)
   p.own_reduce = mode != TcMode::kOld || params.residual_epilogue() || params.deferred_norm();
   p.num_m_tiles = static_cast<int>((params.m + p.mt - 1) / p.mt);
@@ -1298,6 +1304,29 @@ absl::StatusOr<TcPlan> MakeTcPlan(const LutGemmParams& params, int sm_count, TcM
     if (best == 1 || FitsWorkspace(p, params.m, s.n, params.workspace_bytes, have_workspace)) break;
   }
   return p;
+}
+
+// The plan for the call's tile height (TcRowsPerBlock), except one case measured to be faster
+// with two 32-row m tiles than with one 64-row tile: 49-64 rows (3 bits: 57-64) where the 64-row
+// plan splits K into pieces of at most 4 k-tiles (K = 4096 with N <= 4096: 8 splits), so that
+// its blocks spend more time on the pipeline fill and the reduction of 8 [64 x 128] fp32
+// partials than on their 4 k-tiles. 32-row tiles halve the partials and the splits. H100,
+// 4096x4096, against the 64-row plan in the same run (bench/results/ab-2026-11-26-h100/session24/
+// kbench-mt32-rule.txt): M = 49-64, fp16 and bf16, 4-bit G128 and G64 and 2-bit 7-16 % faster
+// (M = 64 fp16 4-bit 14.7 -> 12.4 us, cuBLAS 14.5); 3-bit 2 % faster at M = 64 but 1-2 % slower
+// at M = 49-56. On every other playbook shape MT = 32 was slower, up to 1.5x (kbench-mt.txt).
+// Plain calls and SwiGLU only (the fused norms keep their tested tile heights), default mode,
+// automatic splits.
+absl::StatusOr<TcPlan> MakeTcPlan(const LutGemmParams& params, int sm_count, TcMode mode, StreamKMode sk_mode) {
+  absl::StatusOr<TcPlan> plan = MakeTcPlanWithMt(params, sm_count, mode, sk_mode, TcRowsPerBlock(params.m, mode));
+  const int64_t min_rows = params.shape.bits == 3 ? 57 : 49;
+  if (!plan.ok() || mode != TcMode::kDefault || params.split_k > 0 || params.residual_epilogue() ||
+      params.deferred_norm() || plan->mt != 64 || params.m < min_rows || plan->splits <= 1 || plan->stream_k ||
+      plan->ktiles_per_split > 4) {
+    return plan;
+  }
+  absl::StatusOr<TcPlan> halves = MakeTcPlanWithMt(params, sm_count, mode, sk_mode, 32);
+  return halves.ok() ? halves : plan;
 }
 
 template <typename Kernel, typename... Args>

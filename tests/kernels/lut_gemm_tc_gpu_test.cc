@@ -295,9 +295,10 @@ TEST(LutGemmTcGpuTest, LeavesTheWorkspaceCounterPrefixZero) {
 }
 
 // FLUTE_LUT_TC (lut_gemm_tc.cu): the default (per-thread split reduction, workspace-aware split
-// choice), "old" (the element-loop reduction) and "mt64" (64-row tiles for every m) all match
-// the reference, automatic and forced splits, plain and SwiGLU; with the same forced split the
-// default and "old" are bitwise equal (both reductions add in split order from 0.0f).
+// choice), "old" (the element-loop reduction) and "mt16" / "mt32" / "mt64" (16-, 32- or 64-row
+// tiles for every m: several m tiles above that) all match the reference, automatic and forced
+// splits, plain and SwiGLU; with the same forced split the default and "old" are bitwise equal
+// (both reductions add in split order from 0.0f).
 TEST(LutGemmTcGpuTest, EveryFluteLutTcConfigMatchesAndReductionsAreBitwiseEqual) {
   REQUIRE_GPU();
   FRESH_RNG(rng);
@@ -312,9 +313,10 @@ TEST(LutGemmTcGpuTest, EveryFluteLutTcConfigMatchesAndReductionsAreBitwiseEqual)
             TcCall call;
             call.split_k = split;
             call.swiglu = swiglu;
-            std::vector<uint16_t> by_config[3];
-            const char* configs[3] = {nullptr, "old", "mt64"};
-            for (int c = 0; c < 3; ++c) {
+            constexpr int kConfigs = 5;
+            std::vector<uint16_t> by_config[kConfigs];
+            const char* configs[kConfigs] = {nullptr, "old", "mt16", "mt32", "mt64"};
+            for (int c = 0; c < kConfigs; ++c) {
               SCOPED_TRACE(::testing::Message() << "FLUTE_LUT_TC=" << (configs[c] ? configs[c] : "(unset)") << " n="
                                                 << s.n << " k=" << s.k << " b=" << s.bits << " G=" << s.group_size
                                                 << " " << Name(dtype) << " m=" << m << " split_k=" << split
@@ -330,7 +332,9 @@ TEST(LutGemmTcGpuTest, EveryFluteLutTcConfigMatchesAndReductionsAreBitwiseEqual)
             }
             if (swiglu) {  // the fused output against silu(gate) * up of the reference
               const std::vector<float> sw = SwiGluOfInterleaved(ref, m, s.n);
-              for (int c = 0; c < 3; ++c) EXPECT_TRUE(MatchesReference(dtype, by_config[c], sw, nullptr, 2.0)) << c;
+              for (int c = 0; c < kConfigs; ++c) {
+                EXPECT_TRUE(MatchesReference(dtype, by_config[c], sw, nullptr, 2.0)) << c;
+              }
             }
           }
         }
