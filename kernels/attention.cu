@@ -1752,16 +1752,24 @@ size_t LocalMergeSmem(int ws_splits, int64_t ctas) {
   if (cudaGetDevice(&device) != cudaSuccess) return 0;
   static std::mutex mu;
   static std::map<std::pair<int, size_t>, int>* slots_of = new std::map<std::pair<int, size_t>, int>();
+  // The kernel's dynamic shared-memory limit per device: only ever raised. (One attribute serves
+  // every size: lowering it for a smaller launch would make the next launch of a larger size,
+  // or the replay of a graph that holds one, fail with "invalid argument".)
+  static std::map<int, size_t>* limit_of = new std::map<int, size_t>();
   std::lock_guard<std::mutex> lock(mu);
   auto it = slots_of->find({device, smem});
   if (it == slots_of->end()) {
     auto kernel = DecodeColumnsRopeKernel<T, kD, kG>;
+    size_t& limit = (*limit_of)[device];
+    bool ok = true;
+    if (smem > limit) {
+      ok = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)) ==
+           cudaSuccess;
+      if (ok) limit = smem;
+    }
     int per_sm = 0, sms = 0;
-    const bool ok = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(std::max<size_t>(smem, sizeof(DecodeSmem<kD, kG, 2>)))) ==
-                        cudaSuccess &&
-                    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kDecodeThreads, smem) == cudaSuccess &&
-                    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) == cudaSuccess;
+    ok = ok && cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kDecodeThreads, smem) == cudaSuccess &&
+         cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) == cudaSuccess;
     cudaGetLastError();  // a refused attribute or query is not an error of the launch
     it = slots_of->emplace(std::make_pair(device, smem), ok ? per_sm * sms : 0).first;
   }

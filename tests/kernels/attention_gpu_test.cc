@@ -1191,6 +1191,36 @@ TEST_F(AttentionGpuTest, FusedDecodeColumnsAreBitwiseTheUnfusedPair) {
   unsetenv("FLUTE_ATTENTION_LOCAL_MERGE");
 }
 
+// One-column launches whose splits are merged in shared memory need more shared memory the more
+// splits the context bound allows. Launches of 16, 2, 8 and again 16 splits (context bounds from
+// 3000 down to 100 positions and back), in that order in one process: each must launch (the
+// kernel's shared-memory limit is raised for the largest, never lowered for a smaller one, or
+// the next large launch fails with "invalid argument") and be bitwise the unfused pair.
+TEST_F(AttentionGpuTest, OneColumnLaunchesOfDifferentSplitCountsAllRun) {
+  REQUIRE_GPU();
+  Config c;
+  c.num_kv_heads = 8;  // 8B LLaMA: D = 128, group 4
+  c.dtype = ActivationType::kBFloat16;
+  const std::vector<float> inv = Llama3InvFreq(c.head_dim);
+  setenv("FLUTE_ATTENTION_COLUMNS", "1", 1);
+  for (const int bound : {3000, 100, 500, 3000}) {
+    std::vector<int> contexts = {1, 64, 65, bound / 2, bound};
+    const FusedStep s = BuildFusedStep(c, contexts, /*far=*/false, /*v_before_k=*/false, /*grow=*/0,
+                                       /*extra_ctx=*/0, rng_);
+    FusedDevice unfused(c, s, inv), fused(c, s, inv);
+    ASSERT_TRUE(unfused.ok() && fused.ok()) << "cudaMalloc failed";
+    unfused.Upload(s, true);
+    fused.Upload(s, true);
+    absl::Status st = unfused.RunUnfused(c, s, nullptr);
+    ASSERT_TRUE(st.ok()) << st;
+    st = fused.RunFused(c, s, nullptr);
+    ASSERT_TRUE(st.ok()) << "context bound " << bound << ": " << st;
+    CUDA_OK(cudaDeviceSynchronize());
+    EXPECT_TRUE(SameAfterStep(c, s, unfused, fused)) << "context bound " << bound << " " << DescribeFused(c, s);
+  }
+  unsetenv("FLUTE_ATTENTION_COLUMNS");
+}
+
 // Decode launches of one sequence merge their splits in a thread-block cluster (over
 // distributed shared memory, DecodeChunkRopeClusterKernel): bitwise the unfused pair, whose
 // attention merges through the workspace, with clusters of 2 to 16 CTAs (the bound context),
