@@ -57,7 +57,11 @@
 //  - The same for many (sequence, kv head) pairs (DecodeColumnsRopeKernel, 8B from batch 24): one
 //    or two CTA columns per pair instead of one CTA per split; a column computes the splits
 //    column, column + columns, ... in turn, each exactly as above (bitwise the same `out`), its
-//    chunks double-buffered (the first two copied before the PDL wait). See DecodeColumnCta.
+//    chunks double-buffered (the first two copied before the PDL wait). At one column (8B from
+//    batch ~26) a CTA computes all of its slice's splits, so it keeps their partials in its own
+//    shared memory and merges them itself (MergeLocalSplits: MergeSplits' arithmetic, the same
+//    bits) instead of through the workspace, the arrival atomic and L2 (LocalMergeSmem). See
+//    DecodeColumnCta.
 //  - Prefill (query_len > 1): PrefillMmaKernel, FlashAttention-2 style tiles of 64 query rows
 //    (16 per warp) x 64 keys of one query head on mma.sync.m16n8k16 tensor cores, online
 //    softmax in fp32 registers, causal masking by position. PrefillKernel is a plain SIMT
