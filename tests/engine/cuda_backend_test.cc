@@ -489,6 +489,46 @@ TEST(CudaBackend, BatchOf32InTheDefaultMode) {  // reports what the invariant mo
               d.tokens, d.bits);
 }
 
+// The decode attention's columns kernel (a CTA per column of splits, for batches of many
+// (sequence, kv head) pairs: 8B from batch 13) is not what the man-page model's batches choose
+// on their own, so it is forced here (FLUTE_ATTENTION_COLUMNS, read at each launch, also while
+// the decode graphs are captured at load): one column, where each CTA merges its slice's
+// splits in its own shared memory, and two and three, which merge through the workspace.
+// 32 sequences decoded together give the same tokens and logprob bits as with the default
+// choice (one CTA per split): the splits and each one's arithmetic are the same.
+TEST(CudaBackend, ForcedAttentionColumnsGiveTheSameBits) {
+  REQUIRE_SHARED_AND_GPU();
+  struct ColumnsEnv {
+    explicit ColumnsEnv(const char* value) {
+      if (value != nullptr) setenv("FLUTE_ATTENTION_COLUMNS", value, 1);
+    }
+    ~ColumnsEnv() { unsetenv("FLUTE_ATTENTION_COLUMNS"); }
+  };
+  const auto prompts = InvariancePrompts();
+  std::vector<std::vector<int32_t>> base;
+  std::vector<std::vector<float>> base_lp;
+  for (const char* columns : {static_cast<const char*>(nullptr), "1", "2", "3"}) {
+    const ColumnsEnv env(columns);
+    std::string skip;
+    auto gpu = MakeCuda(QuantizedManpage(), CudaOptions(), &skip);
+    REQUIRE_CUDA(gpu, skip);
+    std::vector<std::vector<float>> lp;
+    const auto out = RunTogether(*gpu, prompts, 24, 256, Greedy(), &lp);
+    if (columns == nullptr) {
+      base = out;
+      base_lp = lp;
+      continue;
+    }
+    ASSERT_EQ(out.size(), base.size());
+    for (size_t i = 0; i < out.size(); ++i) {
+      EXPECT_EQ(out[i], base[i]) << "FLUTE_ATTENTION_COLUMNS=" << columns << ", sequence " << i;
+      EXPECT_TRUE(lp[i].size() == base_lp[i].size() &&
+                  std::memcmp(lp[i].data(), base_lp[i].data(), lp[i].size() * sizeof(float)) == 0)
+          << "FLUTE_ATTENTION_COLUMNS=" << columns << ", sequence " << i << ": logprob bits";
+    }
+  }
+}
+
 TEST(CudaBackend, GraphsGiveTheSameTokensAsEagerLaunches) {
   REQUIRE_SHARED_AND_GPU();
   std::string skip;
