@@ -1079,6 +1079,23 @@ struct FusedDevice {
   return ::testing::AssertionSuccess();
 }
 
+// The step run on two device copies, as the unfused pair (RoPE + KV write, then the attention)
+// and as the fused launch: SameAfterStep of the two, or why they could not run.
+::testing::AssertionResult FusedIsBitwiseTheUnfusedPair(const Config& c, const FusedStep& s,
+                                                        const std::vector<float>& inv) {
+  FusedDevice unfused(c, s, inv), fused(c, s, inv);
+  if (!unfused.ok() || !fused.ok()) return ::testing::AssertionFailure() << "cudaMalloc failed";
+  unfused.Upload(s, true);
+  fused.Upload(s, true);
+  absl::Status st = unfused.RunUnfused(c, s, nullptr);
+  if (!st.ok()) return ::testing::AssertionFailure() << "unfused pair: " << st;
+  st = fused.RunFused(c, s, nullptr);
+  if (!st.ok()) return ::testing::AssertionFailure() << "fused launch: " << st;
+  const cudaError_t synced = cudaDeviceSynchronize();
+  if (synced != cudaSuccess) return ::testing::AssertionFailure() << cudaGetErrorString(synced);
+  return SameAfterStep(c, s, unfused, fused);
+}
+
 std::string DescribeFused(const Config& c, const FusedStep& s) {
   return Describe(c) + (s.far_positions ? " far positions" : " positions = context - 1") +
          (s.k_offset > s.v_offset ? " v before k" : "") + " bound " + std::to_string(s.bound_ctx);
@@ -1116,16 +1133,7 @@ TEST_F(AttentionGpuTest, FusedRopeKvIsBitwiseRopeKvWriteThenAttention) {
       const FusedStep s = BuildFusedStep(c, contexts, far, /*v_before_k=*/n % 3 == 2, /*grow=*/0,
                                          /*extra_ctx=*/n % 2 == 1 ? 700 : 0, rng_);
       ++n;
-      FusedDevice unfused(c, s, inv), fused(c, s, inv);
-      ASSERT_TRUE(unfused.ok() && fused.ok()) << "cudaMalloc failed";
-      unfused.Upload(s, true);
-      fused.Upload(s, true);
-      absl::Status st = unfused.RunUnfused(c, s, nullptr);
-      ASSERT_TRUE(st.ok()) << st;
-      st = fused.RunFused(c, s, nullptr);
-      ASSERT_TRUE(st.ok()) << st;
-      CUDA_OK(cudaDeviceSynchronize());
-      EXPECT_TRUE(SameAfterStep(c, s, unfused, fused)) << DescribeFused(c, s);
+      EXPECT_TRUE(FusedIsBitwiseTheUnfusedPair(c, s, inv)) << DescribeFused(c, s);
     }
   }
 }
@@ -1135,9 +1143,10 @@ TEST_F(AttentionGpuTest, FusedRopeKvIsBitwiseRopeKvWriteThenAttention) {
 // work items double-buffered). Forced to 1, 2, 3, 5 and 16 columns (FLUTE_ATTENTION_COLUMNS),
 // and "off", with one or two items copied before the PDL wait (FLUTE_ATTENTION_PREFETCH), and at
 // one column with the splits merged in the CTA's shared memory (the default) or through the
-// workspace (FLUTE_ATTENTION_LOCAL_MERGE=0): bitwise the unfused pair (one CTA per split) for contexts of one chunk to 47 chunks
-// (splits of up to 3 chunks), bound contexts beyond the longest (columns past a sequence's
-// splits), padding sequences (invalid slots: the newest row read from the cache) and head slices.
+// workspace (FLUTE_ATTENTION_LOCAL_MERGE=0): bitwise the unfused pair (one CTA per split) for
+// contexts of one chunk to 47 chunks (splits of up to 3 chunks), bound contexts beyond the
+// longest (columns past a sequence's splits), padding sequences (invalid slots: the newest row
+// read from the cache) and head slices.
 TEST_F(AttentionGpuTest, FusedDecodeColumnsAreBitwiseTheUnfusedPair) {
   REQUIRE_GPU();
   std::vector<Config> configs(4);
@@ -1171,16 +1180,7 @@ TEST_F(AttentionGpuTest, FusedDecodeColumnsAreBitwiseTheUnfusedPair) {
       const FusedStep s = BuildFusedStep(c, contexts, /*far=*/n % 2 == 1, /*v_before_k=*/n % 3 == 2, /*grow=*/0,
                                          /*extra_ctx=*/n % 2 == 0 ? 900 : 0, rng_);
       ++n;
-      FusedDevice unfused(c, s, inv), fused(c, s, inv);
-      ASSERT_TRUE(unfused.ok() && fused.ok()) << "cudaMalloc failed";
-      unfused.Upload(s, true);
-      fused.Upload(s, true);
-      absl::Status st = unfused.RunUnfused(c, s, nullptr);
-      ASSERT_TRUE(st.ok()) << st;
-      st = fused.RunFused(c, s, nullptr);
-      ASSERT_TRUE(st.ok()) << st;
-      CUDA_OK(cudaDeviceSynchronize());
-      EXPECT_TRUE(SameAfterStep(c, s, unfused, fused)) << "FLUTE_ATTENTION_COLUMNS=" << columns
+      EXPECT_TRUE(FusedIsBitwiseTheUnfusedPair(c, s, inv)) << "FLUTE_ATTENTION_COLUMNS=" << columns
                                                        << " FLUTE_ATTENTION_PREFETCH=" << prefetch
                                                        << " FLUTE_ATTENTION_LOCAL_MERGE=" << local_merge << " "
                                                        << DescribeFused(c, s);
@@ -1207,16 +1207,7 @@ TEST_F(AttentionGpuTest, OneColumnLaunchesOfDifferentSplitCountsAllRun) {
     std::vector<int> contexts = {1, 64, 65, bound / 2, bound};
     const FusedStep s = BuildFusedStep(c, contexts, /*far=*/false, /*v_before_k=*/false, /*grow=*/0,
                                        /*extra_ctx=*/0, rng_);
-    FusedDevice unfused(c, s, inv), fused(c, s, inv);
-    ASSERT_TRUE(unfused.ok() && fused.ok()) << "cudaMalloc failed";
-    unfused.Upload(s, true);
-    fused.Upload(s, true);
-    absl::Status st = unfused.RunUnfused(c, s, nullptr);
-    ASSERT_TRUE(st.ok()) << st;
-    st = fused.RunFused(c, s, nullptr);
-    ASSERT_TRUE(st.ok()) << "context bound " << bound << ": " << st;
-    CUDA_OK(cudaDeviceSynchronize());
-    EXPECT_TRUE(SameAfterStep(c, s, unfused, fused)) << "context bound " << bound << " " << DescribeFused(c, s);
+    EXPECT_TRUE(FusedIsBitwiseTheUnfusedPair(c, s, inv)) << "context bound " << bound << " " << DescribeFused(c, s);
   }
   unsetenv("FLUTE_ATTENTION_COLUMNS");
 }
@@ -1246,16 +1237,7 @@ TEST_F(AttentionGpuTest, FusedClusterMergeIsBitwiseTheWorkspaceMerge) {
         const FusedStep s = BuildFusedStep(c, batches[b], /*far=*/b % 2 == 1, /*v_before_k=*/false, /*grow=*/0,
                                            /*extra_ctx=*/b == 6 ? 0 : 300, rng_,
                                            /*padding_seqs=*/batches[b].size() == 1 ? 0 : 2);
-        FusedDevice unfused(c, s, inv), fused(c, s, inv);
-        ASSERT_TRUE(unfused.ok() && fused.ok()) << "cudaMalloc failed";
-        unfused.Upload(s, true);
-        fused.Upload(s, true);
-        absl::Status st = unfused.RunUnfused(c, s, nullptr);
-        ASSERT_TRUE(st.ok()) << st;
-        st = fused.RunFused(c, s, nullptr);
-        ASSERT_TRUE(st.ok()) << st;
-        CUDA_OK(cudaDeviceSynchronize());
-        EXPECT_TRUE(SameAfterStep(c, s, unfused, fused)) << "FLUTE_ATTENTION_COMBINE=" << combine << " "
+        EXPECT_TRUE(FusedIsBitwiseTheUnfusedPair(c, s, inv)) << "FLUTE_ATTENTION_COMBINE=" << combine << " "
                                                          << DescribeFused(c, s);
       }
     }
