@@ -25,7 +25,9 @@
 // weight loads overlap the previous call's end, as in the engine); a "-c4" / "-c8" suffix forces
 // clusters of 4 CTAs (64-row strips) or 8 (128-row strips) at M > 8 (DenseGemvParams::cluster;
 // without it the launcher chooses 4), and is skipped at M <= 8, where there is one kernel; a
-// "-flat" suffix runs the flat variant (DenseGemvParams::variant = 2), rows only for 9 <= M <= 16.
+// "-flat" suffix runs the flat variant (DenseGemvParams::variant = 2), rows only for 9 <= M <= 16;
+// "-cl" the cluster kernel (variant 1, also at M > 16, where the launcher runs the wgmma kernel),
+// "-wg" the wgmma kernel (variant 3, every M) and "-wg1" .. "-wg8" it with that many splits.
 // --dense-y: the output type of both, "auto" (default) = fp32 for N > 65536 (LM-head logits,
 // as the engine stores them), else the 16-bit type. Each row also reports the normalized
 // difference ||Y_gemv - Y_cublas|| / ||Y_cublas|| of one call on the same inputs (a sanity
@@ -139,13 +141,25 @@ bool ParseKernel(const std::string& name, KernelChoice* out) {
   return true;
 }
 
-// --dense-gemv kernel names: gemv | gemv-pdl, then optionally -c4 | -c8 (DenseGemvParams::cluster)
-// or -flat (DenseGemvParams::variant = 2).
-bool ParseDenseKernel(const std::string& name, bool* pdl, int* cluster, int* variant) {
+// --dense-gemv kernel names: gemv | gemv-pdl, then optionally -c4 | -c8 (DenseGemvParams::cluster),
+// -flat (variant 2), -cl (variant 1: the cluster kernel, also at M > 16), -wg (variant 3: the
+// wgmma kernel) or -wg1 .. -wg8 (the wgmma kernel with that many splits).
+bool ParseDenseKernel(const std::string& name, bool* pdl, int* cluster, int* variant, int* splits) {
   std::string base = name;
   *cluster = 0;
   *variant = 0;
-  if (EndsWith(base, "-c4") || EndsWith(base, "-c8")) {
+  *splits = 0;
+  if (base.size() > 4 && base.compare(base.size() - 4, 3, "-wg") == 0 && base.back() >= '1' && base.back() <= '8') {
+    *variant = 3;
+    *splits = base.back() - '0';
+    base.resize(base.size() - 4);
+  } else if (EndsWith(base, "-wg")) {
+    *variant = 3;
+    base.resize(base.size() - 3);
+  } else if (EndsWith(base, "-cl")) {
+    *variant = 1;
+    base.resize(base.size() - 3);
+  } else if (EndsWith(base, "-c4") || EndsWith(base, "-c8")) {
     *cluster = base.back() - '0';
     base.resize(base.size() - 3);
   } else if (EndsWith(base, "-flat")) {
@@ -217,9 +231,10 @@ bool ParseOptions(int argc, char** argv, Options* o) {
     for (const auto& k : o->kernels) {
       bool pdl = false;
       int cluster = 0, variant = 0;
-      if (!ParseDenseKernel(k, &pdl, &cluster, &variant)) {
+      int splits = 0;
+      if (!ParseDenseKernel(k, &pdl, &cluster, &variant, &splits)) {
         std::fprintf(stderr,
-                     "error: with --dense-gemv, --kernels takes gemv or gemv-pdl, optionally with -c4, -c8 or -flat, "
+                     "error: with --dense-gemv, --kernels takes gemv or gemv-pdl, optionally with -c4, -c8, -flat, -cl, -wg or -wg1..-wg8, "
                      "got %s\n",
                      k.c_str());
         return false;
@@ -504,9 +519,9 @@ void BenchDenseShapeDtype(const Options& o, int64_t K, int64_t N, const std::str
     });
     for (const std::string& kernel_name : o.kernels) {
       bool pdl = false;
-      int cluster = 0, variant = 0;
-      ParseDenseKernel(kernel_name, &pdl, &cluster, &variant);  // (checked in ParseOptions)
-      if (cluster != 0 && m <= 8) continue;  // one kernel there: the plain row says it all
+      int cluster = 0, variant = 0, splits = 0;
+      ParseDenseKernel(kernel_name, &pdl, &cluster, &variant, &splits);  // (checked in ParseOptions)
+      if ((cluster != 0 || variant == 1) && m <= 8) continue;  // one kernel there: the plain row says it all
       if (variant == 2 && (m <= 8 || m > 16)) continue;  // the flat variant: 9 <= M <= 16 only
       flute::gpu::DenseGemvParams p;
       p.dtype = bf16 ? flute::lut::ActivationType::kBFloat16 : flute::lut::ActivationType::kFloat16;
@@ -519,6 +534,7 @@ void BenchDenseShapeDtype(const Options& o, int64_t K, int64_t N, const std::str
       p.pdl = pdl;
       p.cluster = cluster;
       p.variant = variant;
+      p.splits = splits;
       auto launch = [&](const void* weights) {
         p.w = weights;
         const absl::Status st = flute::gpu::LaunchDenseGemv(p, stream);

@@ -131,8 +131,8 @@
 //   squares into sumsq_out[m, n / 16]. Deferred norm: after the grid dependency wait, each
 //   half-warp sums its X row's k / 16 sums of squares (with the first X tile in flight) into
 //   s_inv, and every output is multiplied by its row's factor before the rounding. (At G = 4
-//   the residual operands beside the next strip's W registers spilled; m > 16 runs cuBLAS in
-//   the engine.)
+//   the residual operands beside the next strip's W registers spilled; 17-32 rows run the wgmma
+//   kernel, dense_gemv_wgmma.cu.) The per-output epilogue code is dense_gemv_epilogue.cuh.
 #include "kernels/dense_gemv.h"
 
 #include <cuda_bf16.h>
@@ -150,6 +150,8 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/act_convert.cuh"
 #include "kernels/cluster.cuh"
+#include "kernels/dense_gemv_epilogue.cuh"
+#include "kernels/dense_gemv_wgmma.h"
 #include "kernels/pdl.cuh"
 
 namespace flute::gpu {
@@ -244,13 +246,6 @@ __device__ __forceinline__ void Mma<__nv_bfloat16>(float* d, uint32_t a0, uint32
       : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1), "f"(c[0]), "f"(c[1]), "f"(c[2]), "f"(c[3]));
 }
-
-template <typename TY> struct OutCvt;
-template <> struct OutCvt<float> {
-  static __device__ __forceinline__ float FromFloat(float f) { return f; }
-};
-template <> struct OutCvt<__half> : Cvt<__half> {};
-template <> struct OutCvt<__nv_bfloat16> : Cvt<__nv_bfloat16> {};
 
 // The registers a lane loads at once (one *unit*: S steps of a batch): w[i][s] = 16 bytes of
 // strip row g + 8i at the unit's step s, x[j][s] = the same 16 bytes of X row g + 8j.
@@ -476,45 +471,6 @@ __device__ __forceinline__ void GroupBarrier(int group) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(1 + group), "n"(kCount) : "memory");
 }
 
-// The deferred norm's factor 1 / sqrt(sum of deferred_sumsq[mm, 0 .. k / 16) / k + eps) of X row mm,
-// computed by the 16 lanes of a half-warp (l = lane & 15; all 32 lanes of the warp call it; rows
-// mm >= m load nothing): lane l adds the float4s l, l + 16, ... of the row (4 in flight), each
-// x, y, z, w in order, then a fixed xor tree over the 16 lanes gives every lane the same bits.
-// The order depends on k alone (every CTA, call and m), and the formula is
-// gpu::LaunchAddRmsNorm's (IEEE division and square root).
-__device__ __forceinline__ float DeferredNormFactor(const GemvArgs& a, int mm, int l) {
-  const int vecs = a.k / 64;  // float4 per row (k % 64 == 0: checked at the launch)
-  const float4* row = reinterpret_cast<const float4*>(a.deferred_sumsq) + static_cast<int64_t>(mm) * vecs;
-  float sum = 0.0f;
-  for (int j0 = l; j0 < vecs; j0 += 64) {
-    float4 v[4];
-#pragma unroll
-    for (int u = 0; u < 4; ++u) {
-      const int j = j0 + 16 * u;
-      v[u] = j < vecs && mm < a.m ? __ldcg(row + j) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    }
-#pragma unroll
-    for (int u = 0; u < 4; ++u) {
-      sum += v[u].x;
-      sum += v[u].y;
-      sum += v[u].z;
-      sum += v[u].w;
-    }
-  }
-#pragma unroll
-  for (int offset = 1; offset < 16; offset <<= 1) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
-  return 1.0f / sqrtf(sum / static_cast<float>(a.k) + a.norm_eps);
-}
-
-// silu(gate) * up of two fp32 sums, each rounded to T first: bitwise the plain GEMV followed by
-// the SwiGLU kernel of llama_ops.cu (g / (1 + e^-g) * u in fp32).
-template <typename T>
-__device__ __forceinline__ T SwiGluOfSums(float gate_sum, float up_sum) {
-  const float gate = Cvt<T>::ToFloat(Cvt<T>::FromFloat(gate_sum));
-  const float up = Cvt<T>::ToFloat(Cvt<T>::FromFloat(up_sum));
-  return Cvt<T>::FromFloat(gate / (1.0f + expf(-gate)) * up);
-}
-
 // T: fp16 / bf16 of X and W; TY: T or float (Y); G: 8-row groups of X (2 or 4); R: rows per strip
 // (64 or 128). Launched with a cluster dimension of R / 16 and ClusterPlan::kSmemBytes of dynamic
 // shared memory; see the file comment.
@@ -626,8 +582,8 @@ __global__ void __launch_bounds__(kThreads, 2) DenseGemvClusterKernel(const Gemv
   // after the first strip's cluster barrier; no register held through the main loop): their
   // loads are in flight with the first X tile's.
   // 16-bit outputs and m <= 16 only: with 4 groups of X rows, the residual epilogue's operands
-  // beside the next strip's W registers and the partials spilled 24 bytes (and m > 16 runs
-  // cuBLAS in the engine).
+  // beside the next strip's W registers and the partials spilled 24 bytes (17-32 rows run
+  // the wgmma kernel, dense_gemv_wgmma.cu).
   constexpr bool kEpilogues = !std::is_same<TY, float>::value && G == 2;
   __shared__ float s_inv[kDenseGemvMaxM];
   if (kEpilogues && a.deferred_sumsq != nullptr) {
@@ -721,28 +677,7 @@ __global__ void __launch_bounds__(kThreads, 2) DenseGemvClusterKernel(const Gemv
       const bool valid = mm < a.m && out < a.n;  // (uniform over each half-warp where n % 16 == 0)
       if constexpr (kEpilogues) {
         if (a.deferred_sumsq != nullptr) sum *= s_inv[mm];
-        if (a.swiglu) {  // lanes with (tid & 8) == 0 hold gate rows, their lane + 8 the up rows
-          const float up = __shfl_xor_sync(0xffffffffu, sum, 8);
-          if (valid && (tid & 8) == 0) {
-            static_cast<T*>(a.y)[static_cast<int64_t>(mm) * (a.n / 2) + (strip * R + P::kOutRows * rank) / 2 +
-                                 (tid & 7)] = SwiGluOfSums<T>(sum, up);
-          }
-          continue;
-        }
-        if (a.residual != nullptr) {
-          float sumsq = 0.0f;
-          if (valid) {
-            const int64_t at = static_cast<int64_t>(mm) * a.n + out;
-            const float r = old[u] + Cvt<T>::ToFloat(Cvt<T>::FromFloat(sum));
-            a.residual[at] = r;
-            if (a.prenorm_out != nullptr) static_cast<T*>(a.prenorm_out)[at] = Cvt<T>::FromFloat(prenorm_weight * r);
-            sumsq = __fmul_rn(r, r);  // (never contracted into the adds below)
-          }
-#pragma unroll
-          for (int offset = 1; offset < 16; offset <<= 1) sumsq += __shfl_xor_sync(0xffffffffu, sumsq, offset);
-          if (valid && (tid & 15) == 0) a.sumsq_out[static_cast<int64_t>(mm) * (a.n / 16) + out / 16] = sumsq;
-          continue;
-        }
+        if (StoreFusedOutput<T>(a, sum, mm, out, tid & 15, valid, old[u], prenorm_weight)) continue;
       }
       if (valid) static_cast<TY*>(a.y)[static_cast<int64_t>(mm) * a.n + out] = OutCvt<TY>::FromFloat(sum);
     }
@@ -874,6 +809,7 @@ absl::StatusOr<Residency> ResidentUnits(const KernelChoice& k) {
 absl::Status LaunchDenseGemv(const DenseGemvParams& p, CUstream_st* stream) {
   const absl::Status valid = CheckDenseGemvParams(p);
   if (!valid.ok()) return valid;
+  if (DenseGemvRunsWgmma(p)) return LaunchDenseGemvWgmma(p, p.splits, stream);
   // The launcher's cluster size: 4 (strips of 64 rows), or 2 (32 rows) at m <= 16 where strips of
   // 64 rows would give the co-resident clusters about one each (n <= 64 x 5/4 x clusters: the 8B
   // O and down projections, n = 4096, 64 strips for 62 clusters). Then the two clusters with a

@@ -4,17 +4,24 @@
 //
 // X and W are both fp16 or both bf16, Y is that type or fp32 (y_fp32: the LM head's logits),
 // fp32 accumulation. At these m the product only streams W (at most 32 flop per byte of W), so
-// the kernels (dense_gemv.cu) are built to read W exactly once at the memory's rate; cuBLAS
-// reaches 58-70 % of the H100's copy bandwidth at m = 1 on the 4096-wide shapes and 73-76 % of
-// the roofline at m = 16 and 32. m <= 8 runs one kernel (one CTA per 32-row strip), 9 <= m <= 32
-// another (clusters of 2, 4 or 8 CTAs per strip of 32, 64 or 128 rows, X staged in shared memory,
-// with the decode step's SwiGLU, residual add and deferred RMSNorm as optional epilogues);
-// 9 <= m <= 16 may also run a third (DenseGemvParams::variant = 2: the m <= 8 kernel with two
-// 8-row groups of X; faster alone where its strips fit one round, slower in the engine).
+// the kernels are built to read W exactly once at the memory's rate; cuBLAS reaches 58-70 % of
+// the H100's copy bandwidth at m = 1 on the 4096-wide shapes and 73-76 % of the roofline at
+// m = 16 and 32. The kernels (DenseGemvParams::variant):
+// - m <= 8: one CTA per 32-row strip (dense_gemv.cu);
+// - 9 <= m <= 32, variant 1 (the launcher's choice at m <= 16): clusters of 2, 4 or 8 CTAs per
+//   strip of 32, 64 or 128 rows, X staged in shared memory (dense_gemv.cu);
+// - 9 <= m <= 16, variant 2: the m <= 8 kernel with two 8-row groups of X (faster alone where
+//   its strips fit one round, slower in the engine);
+// - any m, variant 3 (the launcher's choice at 17 <= m <= 32): wgmma on 128-feature tiles,
+//   k split over the CTAs of a cluster (dense_gemv_wgmma.cu).
+// The decode step's SwiGLU, residual add and deferred RMSNorm are optional epilogues of the
+// cluster kernel at 9 <= m <= 16 and of the wgmma kernel.
 //
-// Each output element is summed in an order fixed by k alone (never by m, n, the grid, the
-// kernel or the run), so results are bitwise reproducible and row r of a call is bitwise the
-// same for every m <= 32 that contains it (usable in the engine's batch-invariant mode).
+// Each output element is summed in an order fixed by k (and, for the wgmma kernel, by n, k and
+// the device's SM count) alone, never by m or the run, so results are bitwise reproducible. Row r
+// of a call is bitwise the same for every m <= 32 that contains it across the first three
+// kernels, and across every m for the wgmma kernel, but the wgmma kernel's bits differ from the
+// others' (so the engine's batch-invariant mode uses none of them).
 //
 // Declared without CUDA headers so that CPU-only code can include it; a build without nvcc
 // returns Unimplemented from LaunchDenseGemv (dense_gemv_stub.cc).
@@ -50,11 +57,15 @@ struct DenseGemvParams {
   // 64 rows would leave the co-resident clusters about one each, else 4). For tests and A/B
   // runs: the results are bitwise the same either way.
   int cluster = 0;
-  // Which kernel runs 9 <= m <= 32 (ignored at m <= 8, where there is one): 0 = the launcher's
-  // choice (the cluster kernel); 1 = the cluster kernel; 2 = the flat kernel, 9 <= m <= 16 only
-  // (the m <= 8 kernel with two 8-row groups of X: one CTA per 32-row strip, no clusters;
-  // `cluster` is ignored). For tests and A/B runs: the results are bitwise the same.
+  // Which kernel runs: 0 = the launcher's choice (m <= 8: the strip kernel, 9..16: the cluster
+  // kernel, 17..32: the wgmma kernel); 1 = the cluster kernel at 9 <= m <= 32 (the strip kernel
+  // below); 2 = the flat kernel, 9 <= m <= 16 only (the m <= 8 kernel with two 8-row groups of X:
+  // one CTA per 32-row strip, no clusters; `cluster` is ignored); 3 = the wgmma kernel at any m.
+  // Variants 0-2 give the same bits; the wgmma kernel's differ (its own summation order).
   int variant = 0;
+  // The wgmma kernel only: the CTAs per cluster, each summing one piece of k (1..8; 0 = the
+  // launcher's choice, see dense_gemv_wgmma.cu). Different counts give different bits.
+  int splits = 0;
   // A device counter, 0 before the first call, that hands out the strips after each block's
   // (cluster kernel: each cluster's) first two as blocks free up, instead of a fixed share per
   // block (the last ones to end no longer wait on the slowest SMs, or on clusters placed late). Every call leaves it 0 again; calls that share it must be ordered on one stream
@@ -71,8 +82,8 @@ struct DenseGemvParams {
   // kernel's have left it). The m <= 8 kernel always asks for it. Bitwise the same results.
   bool prefer_l1 = false;
 
-  // ---- Epilogues of the decode step's fusions (the cluster kernel: 9 <= m <= 16 only, 16-bit y,
-  // n a multiple of 16, not the flat variant). Each output element is still the same fp32 sum.
+  // ---- Epilogues of the decode step's fusions (the cluster kernel at 9 <= m <= 16 or the wgmma
+  // kernel; 16-bit y, n a multiple of 16). Each output element is still the same fp32 sum.
   // SwiGLU: W holds gate and up rows interleaved by 8 (rows [16j, 16j + 8) gate features
   // [8j, 8j + 8), the next 8 the matching up features); y is [m, n / 2] = silu(gate) * up, gate
   // and up rounded to dtype first: bitwise the plain call into [m, n] followed by
@@ -113,6 +124,9 @@ inline bool DenseGemvSupports(int64_t m, int64_t n, int64_t k) {
          k <= kDenseGemvMaxDim && k % 8 == 0;
 }
 
+// Whether LaunchDenseGemv runs `p` on the wgmma kernel.
+inline bool DenseGemvRunsWgmma(const DenseGemvParams& p) { return p.variant == 3 || (p.variant == 0 && p.m >= 17); }
+
 // The epilogue fields of `p` (one of them set): OK or InvalidArgument naming the field.
 inline absl::Status CheckDenseGemvEpilogue(const DenseGemvParams& p) {
   const auto fail = [](auto&&... parts) {
@@ -122,10 +136,11 @@ inline absl::Status CheckDenseGemvEpilogue(const DenseGemvParams& p) {
     return fail("prenorm_out and sumsq_out are outputs of the residual epilogue: residual must be set");
   }
   const char* which = p.swiglu ? "swiglu" : p.residual_epilogue() ? "the residual epilogue" : "the deferred norm";
-  if (p.m < 9 || p.m > 16) {
-    return fail(which, " runs on the cluster kernel with 2 groups of X rows only: m must be in [9, 16], got ", p.m);
+  if (p.variant == 2) return fail(which, " runs on the cluster or wgmma kernel only: variant must be 0, 1 or 3, got 2");
+  if (!DenseGemvRunsWgmma(p) && (p.m < 9 || p.m > 16)) {
+    return fail(which, " runs on the cluster kernel with 2 groups of X rows or on the wgmma kernel (variant 3, or 0 at "
+                "m >= 17): with variant ", p.variant, " m must be in [9, 16], got ", p.m);
   }
-  if (p.variant == 2) return fail(which, " runs on the cluster kernel only: variant must be 0 or 1, got 2");
   if (p.y_fp32) return fail(which, " writes 16-bit outputs: y_fp32 must be false");
   if ((p.swiglu || p.residual_epilogue()) && p.n % 16 != 0) {
     return fail(which, " needs n to be a multiple of 16, got ", p.n);
@@ -165,9 +180,11 @@ inline absl::Status CheckDenseGemvParams(const DenseGemvParams& p) {
     return fail("cluster must be 0 (the launcher's choice), 2, 4 or 8, got ", p.cluster);
   }
   if (p.cluster == 2 && p.m > 16) return fail("cluster 2 (strips of 32 rows) takes m <= 16, got m = ", p.m);
-  if (p.variant < 0 || p.variant > 2) {
-    return fail("variant must be 0 (the launcher's choice), 1 (cluster kernel) or 2 (flat kernel), got ", p.variant);
+  if (p.variant < 0 || p.variant > 3) {
+    return fail("variant must be 0 (the launcher's choice), 1 (cluster kernel), 2 (flat kernel) or 3 (wgmma kernel), got ",
+                p.variant);
   }
+  if (p.splits < 0 || p.splits > 8) return fail("splits must be in [0, 8] (0: the launcher's choice), got ", p.splits);
   if (p.variant == 2 && p.m > 16) {
     return fail("variant 2 (the flat kernel) takes m <= 16, got m = ", p.m);
   }

@@ -187,12 +187,13 @@ class CudaBackend : public Backend, public CudaBenchHooks {
   std::unique_ptr<GpuModel> model_;
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<gpu::DenseGemm> dense_gemm_;
-  // Dense products of up to this many rows run on the dense GEMV, larger ones on cuBLAS. H100,
-  // 8B bf16 decode (same session): batch 1 6.35 -> 5.87 ms per step, batch 16 7.14 -> 7.00,
-  // batch 32 7.84 -> 9.24 (at m = 32 the GEMV is 0.69-0.91x cuBLAS on the 8B shapes,
-  // bench/results/dense-gemv-m32-2026-11-26-h100.md).
-  static constexpr int kDenseGemvMaxRows = 16;
-  // Whether dense (16-bit) products of at most kDenseGemvMaxRows rows run on
+  // Dense products of up to this many rows run on kernels/dense_gemv.h (17-32 rows: its wgmma
+  // kernel, with the fused SwiGLU and norm epilogues), larger ones on cuBLAS.
+  // FLUTE_DENSE_GEMV_MAX_ROWS (1..32) lowers it, for A/B runs (16: cuBLAS from 17 rows, as
+  // before the wgmma kernel; the cluster kernel at 17-32 rows was 0.69-0.91x cuBLAS on the 8B
+  // shapes, bench/results/dense-gemv-m32-2026-11-26-h100.md).
+  int dense_gemv_max_rows_ = 32;
+  // Whether dense (16-bit) products of at most dense_gemv_max_rows_ rows run on
   // kernels/dense_gemv.h rather than cuBLAS: not in the batch-invariant mode (its dense
   // products always run cuBLAS at 32 rows); FLUTE_DENSE_GEMV=off turns it off, for A/B runs.
   bool dense_gemv_ = false;

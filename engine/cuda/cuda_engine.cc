@@ -154,6 +154,10 @@ absl::Status CudaBackend::Init(int64_t budget_bytes, int64_t free_before, std::s
   dense_gemv_ = !options_.batch_invariant && (gemv_env == nullptr || std::string(gemv_env) != "off");
   const char* variant_env = std::getenv("FLUTE_DENSE_GEMV_VARIANT");
   if (variant_env != nullptr) dense_gemv_variant_ = std::atoi(variant_env);
+  const char* max_rows_env = std::getenv("FLUTE_DENSE_GEMV_MAX_ROWS");
+  if (max_rows_env != nullptr) {
+    dense_gemv_max_rows_ = std::clamp(std::atoi(max_rows_env), 1, static_cast<int>(gpu::kDenseGemvMaxM));
+  }
   const char* cluster_env = std::getenv("FLUTE_DENSE_GEMV_CLUSTER");
   if (cluster_env != nullptr) dense_gemv_cluster_ = std::atoi(cluster_env);
   const char* epilogues_env = std::getenv("FLUTE_DENSE_GEMV_EPILOGUES");

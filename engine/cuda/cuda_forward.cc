@@ -209,12 +209,14 @@ gpu::DenseGemvParams CudaBackend::DenseParams(const GpuMatrix& w, const void* x,
 }
 
 bool CudaBackend::DenseEpiloguesApply(int m) const {
-  return dense_gemv_ && dense_epilogues_ && dense_gemv_variant_ != 2 && m >= 9 && m <= kDenseGemvMaxRows;
+  // The cluster kernel's epilogues (9-16 rows, not the flat variant) or the wgmma kernel's.
+  const bool kernel_has_them = m <= 16 ? dense_gemv_variant_ != 2 : dense_gemv_variant_ == 0 || dense_gemv_variant_ == 3;
+  return dense_gemv_ && dense_epilogues_ && kernel_has_them && m >= 9 && m <= dense_gemv_max_rows_;
 }
 
 absl::Status CudaBackend::MatMul(const GpuMatrix& w, const void* x, int m, void* y, bool y_fp32) {
   if (!w.lut) {
-    if (dense_gemv_ && m <= kDenseGemvMaxRows && gpu::DenseGemvSupports(m, w.n, w.k)) {
+    if (dense_gemv_ && m <= dense_gemv_max_rows_ && gpu::DenseGemvSupports(m, w.n, w.k)) {
       // Decode-sized: a stream of the weights (cuBLAS reaches 58-70 % of the bandwidth at
       // m = 1 on the 4096-wide shapes).
       gpu::DenseGemvParams params = DenseParams(w, x, m, y);

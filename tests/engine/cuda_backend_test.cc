@@ -287,12 +287,12 @@ TEST(CudaBackend, Bf16StepsRunTheDeferredNorm) {
   EXPECT_LE(fused_error, 2 * separate_error + 1e-3);
 }
 
-// 16-bit models: passes of 9-16 rows (here chunks of 16) run the dense GEMV's epilogues
-// (kernels/dense_gemv.h): the residual add + RMSNorm of every layer inside the o / down
-// projections and the deferred norm in qkv and gate/up (bf16), SwiGLU in gate/up. Two add + RMSNorm
-// launches per step instead of 2 x layers + 1, and logits as close to the CPU backend as with
-// the separate kernels (FLUTE_DEFERRED_NORM=0; FLUTE_DENSE_GEMV_VARIANT=2 runs no epilogue).
-TEST(CudaBackend, Bf16DenseStepsOf9To16RowsRunTheGemvEpilogues) {
+// 16-bit models: passes of 9-32 rows (here chunks of 16: the cluster kernel; 32: the wgmma
+// kernel) run the dense GEMV's epilogues (kernels/dense_gemv.h): the residual add + RMSNorm of
+// every layer inside the o / down projections and the deferred norm in qkv and gate/up (bf16),
+// SwiGLU in gate/up. Two add + RMSNorm launches per step instead of 2 x layers + 1, and logits as
+// close to the CPU backend as with the separate kernels (FLUTE_DEFERRED_NORM=0).
+TEST(CudaBackend, Bf16DenseStepsOf9To32RowsRunTheGemvEpilogues) {
   REQUIRE_SHARED_AND_GPU();
   std::string skip;
   BackendOptions options = CudaOptions("bfloat16");
@@ -302,19 +302,48 @@ TEST(CudaBackend, Bf16DenseStepsOf9To16RowsRunTheGemvEpilogues) {
   auto cpu = MakeCpu(ManpageDir());
   ASSERT_NE(cpu, nullptr);
   const std::vector<int32_t> ids = ValidationTokens(64, 5000);
-  const std::vector<float> want = RunChunked(*cpu, ids, 16);
-  const std::vector<float> fused = RunChunked(*gpu, ids, 16);
-  EXPECT_EQ(NormLaunchesPerStep(*gpu), 2);
-  AsCudaBench(gpu.get())->ResetProfile();
-  setenv("FLUTE_DEFERRED_NORM", "0", 1);
-  const std::vector<float> separate = RunChunked(*gpu, ids, 16);
-  unsetenv("FLUTE_DEFERRED_NORM");
-  EXPECT_GE(NormLaunchesPerStep(*gpu), 13);
-  const double fused_error = NormalizedError(fused, want), separate_error = NormalizedError(separate, want);
-  std::printf("[dense bf16, chunks of 16] normalized logit error vs cpu: GEMV epilogues %.2e, separate kernels %.2e\n",
-              fused_error, separate_error);
-  EXPECT_LE(fused_error, 1e-2);  // as Bf16LogitsStayClose
-  EXPECT_LE(fused_error, 2 * separate_error + 1e-3);
+  for (int chunk : {16, 32}) {
+    SCOPED_TRACE(::testing::Message() << "chunks of " << chunk);
+    const std::vector<float> want = RunChunked(*cpu, ids, chunk);
+    AsCudaBench(gpu.get())->ResetProfile();
+    const std::vector<float> fused = RunChunked(*gpu, ids, chunk);
+    EXPECT_EQ(NormLaunchesPerStep(*gpu), 2);
+    AsCudaBench(gpu.get())->ResetProfile();
+    setenv("FLUTE_DEFERRED_NORM", "0", 1);
+    const std::vector<float> separate = RunChunked(*gpu, ids, chunk);
+    unsetenv("FLUTE_DEFERRED_NORM");
+    EXPECT_GE(NormLaunchesPerStep(*gpu), 13);
+    const double fused_error = NormalizedError(fused, want), separate_error = NormalizedError(separate, want);
+    std::printf("[dense bf16, chunks of %d] normalized logit error vs cpu: GEMV epilogues %.2e, separate kernels %.2e\n",
+                chunk, fused_error, separate_error);
+    EXPECT_LE(fused_error, 1e-2);  // as Bf16LogitsStayClose
+    EXPECT_LE(fused_error, 2 * separate_error + 1e-3);
+  }
+}
+
+// fp16 16-bit models at 17-32 rows (the wgmma kernel with the residual epilogue; no deferred norm
+// in fp16) against the CPU backend, and against cuBLAS there (FLUTE_DENSE_GEMV_MAX_ROWS=16).
+TEST(CudaBackend, Fp16DenseStepsOf17To32RowsMatchTheCpuBackend) {
+  REQUIRE_SHARED_AND_GPU();
+  std::string skip;
+  auto gpu = MakeCuda(ManpageDir(), CudaOptions("float16"), &skip);
+  REQUIRE_CUDA(gpu, skip);
+  setenv("FLUTE_DENSE_GEMV_MAX_ROWS", "16", 1);
+  auto cublas = MakeCuda(ManpageDir(), CudaOptions("float16"), &skip);
+  unsetenv("FLUTE_DENSE_GEMV_MAX_ROWS");
+  REQUIRE_CUDA(cublas, skip);
+  auto cpu = MakeCpu(ManpageDir());
+  ASSERT_NE(cpu, nullptr);
+  const std::vector<int32_t> ids = ValidationTokens(96, 5000);
+  for (int chunk : {17, 24, 32}) {
+    const std::vector<float> want = RunChunked(*cpu, ids, chunk);
+    const double wgmma_error = NormalizedError(RunChunked(*gpu, ids, chunk), want);
+    const double cublas_error = NormalizedError(RunChunked(*cublas, ids, chunk), want);
+    std::printf("[dense fp16, chunks of %d] normalized logit error vs cpu: wgmma %.2e, cuBLAS %.2e\n", chunk,
+                wgmma_error, cublas_error);
+    EXPECT_LE(wgmma_error, 1e-3) << "chunks of " << chunk;
+    EXPECT_LE(wgmma_error, 2 * cublas_error + 2e-4) << "chunks of " << chunk;
+  }
 }
 
 TEST(CudaBackend, ChunkedPrefillMatchesOnePass) {

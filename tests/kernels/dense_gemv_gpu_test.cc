@@ -2,11 +2,13 @@
 // inputs in double, on fresh random data every run, with the output poisoned (NaN) before each
 // call: fp16 and bf16, 16-bit and fp32 output, m in 1..8 (one CTA per strip) and 9, 12, 15,
 // 16, 17, 24, 31, 32 (the cluster kernel, with clusters of 4 and of 8 CTAs, and at m <= 16 the
-// flat variant, DenseGemvParams::variant = 2), k from 8 to 14336
-// (odd multiples of 8 included), n from 1 to 6144 and the LM head (128256 x 4096, many strips
-// per cluster); rows bitwise independent of m across 1..32 (all kernels, both cluster sizes),
-// bitwise determinism, programmatic dependent launch behind a kernel that writes X. The argument
-// checks run everywhere; the GPU tests skip without a GPU.
+// flat variant, DenseGemvParams::variant = 2; the wgmma kernel at every m with 1, 3 and the
+// launcher's split count), k from 8 to 14336 (odd multiples of 8 included), n from 1 to 6144
+// and the LM head (128256 x 4096, many strips per cluster); rows bitwise independent of m across
+// 1..32 (the first three kernels together, the wgmma kernel on its own), bitwise determinism,
+// programmatic dependent launch behind a kernel that writes X, the fused epilogues bitwise
+// against the unfused kernels. The argument checks run everywhere; the GPU tests skip without
+// a GPU.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -22,6 +24,7 @@
 #include <vector>
 
 #include "kernels/dense_gemv.h"
+#include "kernels/dense_gemv_wgmma.h"
 #include "kernels/llama_ops.h"
 #include "tests/kernels/gpu_test_util.h"
 
@@ -104,9 +107,12 @@ TEST(DenseGemvArgsTest, RejectsBadCallsNamingFieldExpectedAndFound) {
        },
        {"cluster 2 (strips of 32 rows) takes m <= 16", "got m = 17"}},
       {"cluster = -1", [](DenseGemvParams* p) { p->cluster = -1; }, {"cluster must be", "got -1"}},
-      {"variant = 3",
-       [](DenseGemvParams* p) { p->variant = 3; },
-       {"variant must be 0 (the launcher's choice), 1 (cluster kernel) or 2 (flat kernel)", "got 3"}},
+      {"variant = 4",
+       [](DenseGemvParams* p) { p->variant = 4; },
+       {"variant must be 0 (the launcher's choice), 1 (cluster kernel), 2 (flat kernel) or 3 (wgmma kernel)",
+        "got 4"}},
+      {"splits = 9", [](DenseGemvParams* p) { p->splits = 9; }, {"splits must be in [0, 8]", "got 9"}},
+      {"splits = -1", [](DenseGemvParams* p) { p->splits = -1; }, {"splits must be in [0, 8]", "got -1"}},
       {"variant = -1", [](DenseGemvParams* p) { p->variant = -1; }, {"variant must be", "got -1"}},
       {"variant 2 at m = 17",
        [](DenseGemvParams* p) {
@@ -156,6 +162,22 @@ TEST(DenseGemvArgsTest, RejectsBadCallsNamingFieldExpectedAndFound) {
 
 // The epilogues' rules (cluster kernel only, 16-bit y, n % 16, k % 64 for the deferred norm,
 // the fields that go together), each refused with a message naming the field.
+#ifdef FLUTE_HAVE_CUDA
+// The wgmma kernel's split rule (host code): the most pieces of k, each >= 8 k-tiles of 64, whose
+// clusters are all resident at once; 1 where the tiles alone fill the device or k is short.
+TEST(DenseGemvArgsTest, WgmmaSplitRule) {
+  // An H100-like device: 264 CTAs, and fewer clusters of the larger sizes (GPC boundaries).
+  const int clusters[8] = {264, 132, 88, 66, 52, 44, 32, 30};
+  EXPECT_EQ(ChooseDenseWgmmaSplits(28672, 4096, 264, clusters), 1);  // 224 tiles
+  EXPECT_EQ(ChooseDenseWgmmaSplits(6144, 4096, 264, clusters), 5);   // 48 tiles: 5 x 48 = 240 CTAs
+  EXPECT_EQ(ChooseDenseWgmmaSplits(4096, 4096, 264, clusters), 7);   // 32 clusters of 8 do not fit
+  EXPECT_EQ(ChooseDenseWgmmaSplits(4096, 14336, 264, clusters), 7);
+  EXPECT_EQ(ChooseDenseWgmmaSplits(4096, 1024, 264, clusters), 2);   // 16 k-tiles: pieces of 8
+  EXPECT_EQ(ChooseDenseWgmmaSplits(256, 960, 264, clusters), 1);     // 15 k-tiles
+  EXPECT_EQ(ChooseDenseWgmmaSplits(128256, 4096, 264, clusters), 1);  // more tiles than CTAs
+}
+#endif
+
 TEST(DenseGemvArgsTest, RejectsBadEpiloguesNamingTheField) {
   const auto epilogue_call = [] {
     DenseGemvParams p = ValidLookingCall();
@@ -172,10 +194,15 @@ TEST(DenseGemvArgsTest, RejectsBadEpiloguesNamingTheField) {
   const std::vector<Case> cases = {
       {"swiglu at m = 8", [](DenseGemvParams* p) { p->swiglu = true; p->m = 8; },
        {"swiglu runs on the cluster kernel", "m must be in [9, 16], got 8"}},
-      {"swiglu at m = 17", [](DenseGemvParams* p) { p->swiglu = true; p->m = 17; },
-       {"swiglu runs on the cluster kernel", "m must be in [9, 16], got 17"}},
+      {"swiglu at m = 17 on the cluster kernel",
+       [](DenseGemvParams* p) {
+         p->swiglu = true;
+         p->m = 17;
+         p->variant = 1;
+       },
+       {"swiglu runs on the cluster kernel", "with variant 1 m must be in [9, 16], got 17"}},
       {"swiglu on the flat variant", [](DenseGemvParams* p) { p->swiglu = true; p->variant = 2; },
-       {"swiglu runs on the cluster kernel only", "variant must be 0 or 1, got 2"}},
+       {"swiglu runs on the cluster or wgmma kernel only", "variant must be 0, 1 or 3, got 2"}},
       {"swiglu with fp32 y", [](DenseGemvParams* p) { p->swiglu = true; p->y_fp32 = true; },
        {"swiglu writes 16-bit outputs", "y_fp32 must be false"}},
       {"swiglu with n % 16", [](DenseGemvParams* p) { p->swiglu = true; p->n = 4104; },
@@ -225,6 +252,16 @@ TEST(DenseGemvArgsTest, RejectsBadEpiloguesNamingTheField) {
   res.prenorm_out = sums;
   res.prenorm_weight = residual;
   EXPECT_TRUE(CheckDenseGemvParams(res).ok());
+  // The wgmma kernel takes them at any m: the launcher's choice at 17..32, variant 3 below.
+  for (int64_t m : {17, 32}) {
+    DenseGemvParams wide = ok;
+    wide.m = m;
+    EXPECT_TRUE(CheckDenseGemvParams(wide).ok()) << m;
+  }
+  DenseGemvParams small = res;
+  small.m = 3;
+  small.variant = 3;
+  EXPECT_TRUE(CheckDenseGemvParams(small).ok());
 }
 
 #ifndef FLUTE_HAVE_CUDA
@@ -454,6 +491,32 @@ std::vector<KernelConfig> ConfigsFor(int64_t m) {
 }
 
 
+// The wgmma kernel (variant 3) at every m of ms with the launcher's split count and two forced
+// ones (1: one CTA per tile; 3: clusters of 3 CTAs, uneven pieces of k), against the reference.
+// For each split count the rows of every call are bitwise those of the largest m's call (the
+// summation order depends on n, k and the splits, never on m). The strip counter is not used.
+void CheckWgmma(const Problem& prob, const std::vector<int64_t>& ms, cudaStream_t stream, bool pdl, bool y_fp32,
+                const Reference& ref, double* worst, int* calls) {
+  const int64_t rows = *std::max_element(ms.begin(), ms.end());
+  for (int splits : {0, 1, 3}) {
+    SCOPED_TRACE(::testing::Message() << "wgmma splits=" << splits << " y_fp32=" << y_fp32);
+    DenseGemvParams p = prob.Params(rows, y_fp32, pdl, 0, 0, 3);
+    p.splits = splits;
+    std::vector<uint8_t> full;
+    ASSERT_TRUE(RunGemv(p, stream, &full));
+    for (int64_t m : ms) {
+      p.m = m;
+      std::vector<uint8_t> raw;
+      ASSERT_TRUE(RunGemv(p, stream, &raw)) << "m=" << m;
+      double err = 0.0;
+      EXPECT_TRUE(Compare(prob.dtype, y_fp32, raw, ref, m, prob.k, &err)) << "m=" << m;
+      *worst = std::max(*worst, err);
+      ++*calls;
+      EXPECT_TRUE(std::equal(raw.begin(), raw.end(), full.begin())) << "m=" << m << ": rows differ from m=" << rows;
+    }
+  }
+}
+
 // Every m in ms (and each kernel of ConfigsFor(m)) and both output types against the reference of
 // X's first rows; the kernels of one m must agree bitwise, and those without clusters give the
 // same bits with dynamic strips (a strip counter, which each call must leave at 0; every kernel
@@ -498,6 +561,8 @@ void CheckProblem(const Problem& prob, const std::vector<int64_t>& ms, cudaStrea
         }
       }
     }
+    CheckWgmma(prob, ms, stream, pdl, y_fp32, ref, &worst, &calls);
+    if (::testing::Test::HasFatalFailure()) return;
     std::printf("%s n=%lld k=%lld y=%s: worst normalized error %.2e over %zu values of m (%d calls)\n",
                 Name(prob.dtype), static_cast<long long>(prob.n), static_cast<long long>(prob.k),
                 y_fp32 ? "fp32" : Name(prob.dtype), worst, ms.size(), calls);
@@ -505,7 +570,7 @@ void CheckProblem(const Problem& prob, const std::vector<int64_t>& ms, cudaStrea
 }
 
 // m <= 8: DenseGemvKernel; 9..16: the cluster kernel with 2 groups of X rows and the flat
-// variant; 17..32: the cluster kernel with 4 groups.
+// variant; 17..32: the cluster kernel with 4 groups; every m: the wgmma kernel (CheckWgmma).
 const std::vector<int64_t> kAllM = {1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 15, 16, 17, 24, 31, 32};
 const std::vector<int64_t> kTestK = {8, 64, 1000, 4096, 14336};
 
@@ -574,8 +639,8 @@ TEST(DenseGemvGpuTest, LmHeadAtM1And9And32) {
 
 // Row r of an m-row call has the same bits as the 1-row call on X row r, for every m <= 32, across
 // the kernels (m <= 8, the cluster kernel with both cluster sizes, the flat variant at
-// m <= 16): the summation order depends on k
-// alone (batch invariance).
+// m <= 16): the summation order depends on k alone (batch invariance). The wgmma kernel has its
+// own order, the same for every m (and CheckWgmma checks every m).
 TEST(DenseGemvGpuTest, RowsAreBitwiseIndependentOfM) {
   REQUIRE_GPU();
   FRESH_RNG(rng);
@@ -588,7 +653,7 @@ TEST(DenseGemvGpuTest, RowsAreBitwiseIndependentOfM) {
         SCOPED_TRACE(::testing::Message() << Name(dtype) << " n=" << prob.n << " k=" << prob.k << " y_fp32=" << y_fp32);
         const size_t row_bytes = static_cast<size_t>(prob.n) * OutBytes(y_fp32);
         std::vector<uint8_t> y32;
-        ASSERT_TRUE(RunGemv(prob.Params(kMaxRows, y_fp32, false), stream.s, &y32));
+        ASSERT_TRUE(RunGemv(prob.Params(kMaxRows, y_fp32, false, 0, 0, /*variant=*/1), stream.s, &y32));
         for (int64_t r = 0; r < kMaxRows; ++r) {  // one row at a time, from X row r
           std::vector<uint8_t> y1;
           ASSERT_TRUE(RunGemv(prob.Params(1, y_fp32, false, r), stream.s, &y1));
@@ -609,6 +674,13 @@ TEST(DenseGemvGpuTest, RowsAreBitwiseIndependentOfM) {
         std::vector<uint8_t> y16;
         ASSERT_TRUE(RunGemv(prob.Params(16, y_fp32, true, kMaxRows - 16, 0, 2), stream.s, &y16));
         EXPECT_TRUE(std::equal(y16.begin(), y16.end(), y32.begin() + (kMaxRows - 16) * row_bytes)) << "rows 16..31, flat";
+        // The wgmma kernel (its own order): rows 23..31 at m = 9 and row 5 alone against its m = 32.
+        std::vector<uint8_t> w32, w9, w1;
+        ASSERT_TRUE(RunGemv(prob.Params(kMaxRows, y_fp32, false, 0, 0, 3), stream.s, &w32));
+        ASSERT_TRUE(RunGemv(prob.Params(9, y_fp32, true, kMaxRows - 9, 0, 3), stream.s, &w9));
+        ASSERT_TRUE(RunGemv(prob.Params(1, y_fp32, false, 5, 0, 3), stream.s, &w1));
+        EXPECT_TRUE(std::equal(w9.begin(), w9.end(), w32.begin() + (kMaxRows - 9) * row_bytes)) << "wgmma rows 23..31";
+        EXPECT_TRUE(std::equal(w1.begin(), w1.end(), w32.begin() + 5 * row_bytes)) << "wgmma row 5 alone";
       }
     }
   }
@@ -735,14 +807,15 @@ std::vector<V> Download(const DeviceBuffer& b, size_t count) {
 
 // One (problem, m, cluster size): every epilogue against the plain kernel's outputs (its fp32
 // sums, its 16-bit outputs followed by gpu::LaunchSwiGlu), bitwise, with outputs poisoned.
-void CheckEpilogues(const Problem& prob, int64_t m, int cluster, cudaStream_t stream, std::mt19937& rng) {
+void CheckEpilogues(const Problem& prob, int64_t m, int cluster, cudaStream_t stream, std::mt19937& rng,
+                    int variant = 0) {
   SCOPED_TRACE(::testing::Message() << Name(prob.dtype) << " n=" << prob.n << " k=" << prob.k << " m=" << m
-                                    << " cluster=" << cluster);
+                                    << " cluster=" << cluster << " variant=" << variant);
   const int64_t n = prob.n, k = prob.k, mn = m * n;
   const ActivationType dt = prob.dtype;
   std::vector<uint8_t> plain_raw, sums_raw;
-  ASSERT_TRUE(RunGemv(prob.Params(m, false, true, 0, cluster), stream, &plain_raw));
-  ASSERT_TRUE(RunGemv(prob.Params(m, true, true, 0, cluster), stream, &sums_raw));
+  ASSERT_TRUE(RunGemv(prob.Params(m, false, true, 0, cluster, variant), stream, &plain_raw));
+  ASSERT_TRUE(RunGemv(prob.Params(m, true, true, 0, cluster, variant), stream, &sums_raw));
   std::vector<uint16_t> plain(mn);
   std::vector<float> sums(mn);
   std::memcpy(plain.data(), plain_raw.data(), mn * 2);
@@ -759,7 +832,7 @@ void CheckEpilogues(const Problem& prob, int64_t m, int cluster, cudaStream_t st
   DeviceBuffer d_counter(sizeof(unsigned int));
   ASSERT_EQ(cudaMemset(d_counter.ptr, 0, sizeof(unsigned int)), cudaSuccess);
   const auto fused_call = [&] {
-    DenseGemvParams p = prob.Params(m, false, true, 0, cluster);
+    DenseGemvParams p = prob.Params(m, false, true, 0, cluster, variant);
     p.strip_counter = static_cast<unsigned int*>(d_counter.ptr);
     return p;
   };
@@ -886,8 +959,28 @@ TEST(DenseGemvGpuTest, EpiloguesAreBitwiseTheUnfusedKernels) {
   }
 }
 
+// Every epilogue on the wgmma kernel (the launcher's choice at m = 17..32, variant 3 at m = 5),
+// bitwise against its own plain calls followed by the unfused kernels: partial last tiles
+// (n = 1040, 272) and the launcher's split counts 1 (k = 128: 2 k-tiles), 2 (n = 9216: 72 tiles
+// of 17 k-tiles) and 8 (n = 1040 and 272 with k = 4096 and 14336).
+TEST(DenseGemvGpuTest, WgmmaEpiloguesAreBitwiseTheUnfusedKernels) {
+  REQUIRE_GPU();
+  FRESH_RNG(rng);
+  TestStream stream;
+  for (ActivationType dtype : {ActivationType::kFloat16, ActivationType::kBFloat16}) {
+    for (const auto& nk :
+         std::vector<std::pair<int64_t, int64_t>>{{1040, 4096}, {9216, 1088}, {272, 14336}, {1040, 128}}) {
+      Problem prob(dtype, nk.first, nk.second, rng);
+      ASSERT_TRUE(prob.ok());
+      for (int64_t m : {17, 24, 32}) CheckEpilogues(prob, m, 0, stream.s, rng);
+      CheckEpilogues(prob, 5, 0, stream.s, rng, /*variant=*/3);
+    }
+  }
+}
+
 // A small subset of the epilogues for compute-sanitizer (memcheck, racecheck): every epilogue,
-// clusters of 2 and 4, a partial last strip, both dtypes, PDL and dynamic strips.
+// clusters of 2 and 4, a partial last strip, both dtypes, PDL and dynamic strips; the wgmma
+// kernel at m = 20 (3 tiles, the last partial; clusters of 2).
 TEST(DenseGemvGpuTest, EpiloguesSanitizerSubset) {
   REQUIRE_GPU();
   FRESH_RNG(rng);
@@ -896,6 +989,7 @@ TEST(DenseGemvGpuTest, EpiloguesSanitizerSubset) {
     Problem prob(dtype, 272, 1088, rng);
     ASSERT_TRUE(prob.ok());
     for (int cluster : {2, 4}) CheckEpilogues(prob, 13, cluster, stream.s, rng);
+    CheckEpilogues(prob, 20, 0, stream.s, rng);
   }
 }
 

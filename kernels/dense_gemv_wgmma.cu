@@ -1,0 +1,493 @@
+// The dense 16-bit product Y[m, n] = X[m, k] · W[n, k]ᵀ for decode batches of 17-32 rows on the
+// H100's wgmma (sm_90a), with the decode step's fused epilogues. See dense_gemv.h for the
+// contract and dense_gemv_wgmma.h for the launcher.
+//
+// Why: at 17-32 rows the cluster kernel's mma.sync layout needs 4 B fragments per A fragment
+// and runs out of registers (0.69-0.92x cuBLAS, bench/results/dense-gemv-m32-2026-11-26-h100.md),
+// and cuBLAS (86-93 % of the copy bandwidth on the 8B shapes at m = 32) needs separate SwiGLU and
+// add + RMSNorm kernels. wgmma reads both operands from shared memory, so a k16 step of 64
+// features x 32 rows is one instruction per warpgroup and no register holds W. H100, 8B bf16
+// decode at batch 32: 7.23-7.29 ms per step with cuBLAS and the norm kernels, 6.94-6.97 with
+// this kernel (bench/results/ab-2026-11-26-h100/session25/).
+//
+// - Work: tiles of 128 features (rows of W) x 32 rows of X (rows >= m zero-filled), one
+//   cluster of `splits` CTAs per tile; CTA `rank` sums the k-tiles [rank·T/s, (rank+1)·T/s)
+//   (T = ceil(k / 64) k-tiles of 64), so the split depends on n, k and the device's residency
+//   only (never on m). ChooseDenseWgmmaSplits: the most pieces (of >= 8 k-tiles) with which all
+//   clusters are resident at once (8B gate/up: 1, its 224 tiles fill the device; 4096x4096: it
+//   beat 2, 4 and 8 forced, 14.7 against 19.6, 16.3 and 18.3 µs at m = 32).
+// - A CTA = 2 warpgroups; warpgroup h owns features 64h .. 64h + 63 of the tile (wgmma
+//   m64n32k16, D in 16 fp32 registers per thread). Per k-tile a stage holds W [128 rows][128 B]
+//   and X [32 rows][128 B], both K-major with the 128-byte swizzle (16-byte chunk c of row r at
+//   r·128 + (c ^ (r % 8))·16), copied by cp.async (each thread 4 chunks of W, 1 of X; chunks past
+//   n, m or k zero-filled). W's copies ask for a 256-byte L2 prefetch, which brings the next
+//   k-tile's 128 bytes of the row with them (FLUTE_DENSE_WGMMA_L2=0 or 128 for A/B runs; 256
+//   took the 8B gate/up at m = 32 from 88.3 to 84.2 µs and down from 45.5 to 43.5).
+// - kStages = 5 stages (100 KB) and 2 CTAs per SM: up to 8 k-tiles of W (128 KB) in flight per
+//   SM. (10 stages with one CTA per SM, FLUTE_DENSE_WGMMA_STAGES=10: the 8B step 0.6 ms slower;
+//   an L2 bulk prefetch of W 2-8 k-tiles ahead of the copies: 10-40 % slower. Not kept.)
+// - One barrier per k-tile: wait for the stage's copies, fence them to the async proxy, barrier,
+//   refill the stage of the previous k-tile (whose wgmmas every thread retired before the
+//   barrier), then 4 wgmmas on this stage and wait for them. The tensor cores are idle between
+//   k-tiles, but a k-tile's 4 wgmmas take well under the time its 20 KB take to arrive.
+// - PDL: the CTA lets the next kernel be scheduled, copies W of its first 4 stages, and only
+//   then waits for the previous kernel (which writes X, the residual and the deferred norm's
+//   sums). Nothing that waits on a load of its own stands between the copies and the main loop:
+//   the residual epilogue's operands are loaded there but used only at the end, and the deferred
+//   norm's factors are computed during the first k-tile.
+// - End: each CTA leaves its [32 x 128] fp32 sums in its shared memory, one cluster barrier,
+//   then CTA r finishes the 16-feature groups r, r + s, ...: each output the s pieces' sums in
+//   rank (= k) order from 0.0f (all pieces loaded before the first add), then the epilogue
+//   (dense_gemv_epilogue.cuh: the cluster kernel's, so the same bits as the unfused kernels), a
+//   half-warp per 16 consecutive features of a row. A last cluster barrier keeps the CTAs
+//   resident until the others have read them.
+// - Determinism: an output's summation order depends on k and the split count alone, so calls are
+//   bitwise reproducible and row r has the same bits for every m (and for any X rows beside it).
+//   It is not the order of the other dense kernels: rows of a 17-32-row call differ in their
+//   last bits from the same rows at m <= 16 (the engine's batch-invariant mode runs cuBLAS).
+#include "kernels/dense_gemv_wgmma.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <type_traits>
+#include <utility>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "kernels/cluster.cuh"
+#include "kernels/dense_gemv_epilogue.cuh"
+#include "kernels/kernel_trace.cuh"
+#include "kernels/pdl.cuh"
+
+namespace flute::gpu {
+namespace {
+
+constexpr int kThreads = 256;                  // 2 warpgroups
+constexpr int kTileN = 128;                    // features (rows of W) per tile
+constexpr int kTileM = 32;                     // rows of X (the wgmma N)
+constexpr int kTileK = 64;                     // k per stage: one 128-byte swizzle row
+constexpr int kWStageBytes = kTileN * 128;     // 16 KB
+constexpr int kXStageBytes = kTileM * 128;     // 4 KB
+constexpr int kStageBytes = kWStageBytes + kXStageBytes;
+constexpr int kRedPitch = kTileN + 4;          // floats per X row of the sums (conflict-free writes)
+constexpr int kGroups = kTileN / 16;           // the epilogue's 16-feature groups of a tile
+constexpr int kMaxSplits = 8;
+constexpr int kMinKTilesPerSplit = 8;
+// kStages stages per CTA: 5 with 2 CTAs per SM (the default) or 10 with one
+// (FLUTE_DENSE_WGMMA_STAGES=10, for A/B runs); both keep ~130-145 KB of W in flight per SM.
+template <int kStages>
+struct StagePlan {
+  static constexpr int kCtasPerSm = kStages <= 5 ? 2 : 1;
+  static constexpr int kSmemBytes = 1024 + kStages * kStageBytes;  // + 1024: the stages 1024-aligned
+  static_assert(kTileM * kRedPitch * 4 <= kStages * kStageBytes, "the sums reuse the stages");
+};
+static_assert(kTileM == kDenseGemvMaxM, "one tile of X rows covers every call");
+
+struct WgmmaArgs {
+  const void* x;  // [m, k]
+  const void* w;  // [n, k]
+  void* y;        // [m, n] (swiglu: [m, n / 2]; residual epilogue: unused)
+  int m, n, k;
+  int ktiles;  // ceil(k / 64)
+  int splits;  // CTAs per cluster (the launch's cluster dimension)
+  int l2_prefetch;  // W copies' L2 prefetch size: 0, 128 or 256 bytes
+  bool swiglu;
+  float* residual;
+  float* sumsq_out;
+  void* prenorm_out;
+  const float* prenorm_weight;
+  const float* deferred_sumsq;
+  float norm_eps;
+};
+
+__device__ __forceinline__ uint32_t SharedAddress(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+// 16 bytes global -> shared, not kept in L1; zeros where !valid (src-size 0: nothing is read).
+__device__ __forceinline__ void CpAsync16(uint32_t dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0)
+               : "memory");
+}
+// The same with an L2 prefetch of the 256 (or 128) bytes around it (W: a k-tile reads 128 bytes of
+// each row, the prefetch brings the next k-tile's into L2 with it).
+__device__ __forceinline__ void CpAsync16Prefetch(uint32_t dst, const void* src, bool valid, int l2_prefetch) {
+  if (l2_prefetch == 256) {
+    asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
+                 "r"(valid ? 16 : 0)
+                 : "memory");
+  } else if (l2_prefetch == 128) {
+    asm volatile("cp.async.cg.shared.global.L2::128B [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
+                 "r"(valid ? 16 : 0)
+                 : "memory");
+  } else {
+    CpAsync16(dst, src, valid);
+  }
+}
+__device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void CpAsyncWait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+__device__ __forceinline__ void FenceProxyAsyncShared() {
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+__device__ __forceinline__ void WgmmaFence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void WgmmaCommit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void WgmmaWaitAll() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+
+// Shared-memory matrix descriptor of a K-major operand with the 128-byte swizzle: start address
+// >> 4 (bits 0-13), leading byte offset 1 (unused: a k16 slice lies in one 128-byte row), stride
+// byte offset 1024 >> 4 (8-row groups), swizzle mode 1 (bits 62-63). k16 step kk of a stage
+// starts 32·kk bytes into the rows (the swizzle applies to the address bits).
+__device__ __forceinline__ uint64_t SwizzledKMajorDesc(uint32_t smem_addr) {
+  return static_cast<uint64_t>((smem_addr & 0x3FFFF) >> 4) | (uint64_t{1} << 16) |
+         (uint64_t{1024 >> 4} << 32) | (uint64_t{1} << 62);
+}
+
+// D[64 features x 32 rows] += A[64 x 16] (W, shared) · B[16 x 32] (Xᵀ, shared). d[4i + c]:
+// feature 16·(warp % 4) + g + 8·(c >> 1) of the warpgroup, X row 8i + 2q + (c & 1).
+template <typename T>
+__device__ __forceinline__ void WgmmaSS(float* d, uint64_t desc_a, uint64_t desc_b) {
+  if constexpr (std::is_same_v<T, __half>) {
+    asm volatile(
+        "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16\n"
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15},\n"
+        "%16, %17, 1, 1, 1, 0, 0;\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+        : "l"(desc_a), "l"(desc_b));
+  } else {
+    asm volatile(
+        "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16\n"
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15},\n"
+        "%16, %17, 1, 1, 1, 0, 0;\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+        : "l"(desc_a), "l"(desc_b));
+  }
+}
+
+// This thread's copies of k-tile kt into the stage at `stage` (a shared address): chunk
+// c = tid % 8 of rows tid / 8 + 32j of W (j < 4), and of X row tid / 8.
+__device__ __forceinline__ void CopyW(const WgmmaArgs& a, uint32_t stage, int n0, int kt) {
+  const int tid = threadIdx.x, c = tid & 7, k = kt * kTileK + 8 * c;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const int row = (tid >> 3) + 32 * j, n = n0 + row;
+    const bool valid = n < a.n && k < a.k;
+    const char* src = static_cast<const char*>(a.w) + (valid ? (static_cast<int64_t>(n) * a.k + k) * 2 : 0);
+    CpAsync16Prefetch(stage + row * 128 + ((c ^ (row & 7)) << 4), src, valid, a.l2_prefetch);
+  }
+}
+__device__ __forceinline__ void CopyX(const WgmmaArgs& a, uint32_t stage, int kt) {
+  const int tid = threadIdx.x, c = tid & 7, k = kt * kTileK + 8 * c, row = tid >> 3;
+  const bool valid = row < a.m && k < a.k;
+  const char* src = static_cast<const char*>(a.x) + (valid ? (static_cast<int64_t>(row) * a.k + k) * 2 : 0);
+  CpAsync16(stage + kWStageBytes + row * 128 + ((c ^ (row & 7)) << 4), src, valid);
+}
+
+// Copies the first stages of the CTA's k-tiles [kt0, kt1): W before the grid dependency wait
+// (weights are never written by the previous kernel), X after it. cp.async group s holds X of
+// stage s (group 0 also all the early W), so in MainLoop wait_group kStages - 2 at k-tile it
+// means "stage it has landed".
+template <int kStages>
+__device__ __forceinline__ void Prologue(const WgmmaArgs& a, uint32_t stages, int n0, int kt0, int kt1) {
+  const int nk = kt1 - kt0;
+#pragma unroll
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (s < nk) CopyW(a, stages + s * kStageBytes, n0, kt0 + s);
+  }
+  GridDependencyWait();
+#pragma unroll
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (s < nk) CopyX(a, stages + s * kStageBytes, kt0 + s);
+    CpAsyncCommit();
+  }
+}
+
+// The CTA's piece of its tile after the Prologue: acc = the sums over k-tiles [kt0, kt1).
+// at_first_tile() runs once, with the first k-tile's wgmmas and the next stages' copies in flight
+// (work that waits on loads of its own without holding up the copies).
+template <typename T, int kStages, typename AtFirstTile>
+__device__ __forceinline__ void MainLoop(const WgmmaArgs& a, uint32_t stages, int n0, int kt0, int kt1,
+                                         float (&acc)[16], AtFirstTile&& at_first_tile) {
+  const int nk = kt1 - kt0, wg = threadIdx.x >> 7;
+#pragma unroll
+  for (int i = 0; i < 16; ++i) acc[i] = 0.0f;
+  for (int it = 0; it < nk; ++it) {
+    CpAsyncWait<kStages - 2>();
+    FenceProxyAsyncShared();  // this thread's landed copies -> the wgmmas' async-proxy reads
+    __syncthreads();          // every copy of stage it landed; every wgmma of k-tile it - 1 retired
+    const int refill = it + kStages - 1;
+    if (refill < nk) {
+      const uint32_t stage = stages + (refill % kStages) * kStageBytes;
+      CopyW(a, stage, n0, kt0 + refill);
+      CopyX(a, stage, kt0 + refill);
+    }
+    CpAsyncCommit();  // (possibly empty: the group count stays one per k-tile)
+    const uint32_t stage = stages + (it % kStages) * kStageBytes;
+    WgmmaFence();
+#pragma unroll
+    for (int kk = 0; kk < kTileK / 16; ++kk) {
+      WgmmaSS<T>(acc, SwizzledKMajorDesc(stage + wg * 64 * 128 + 32 * kk),
+                 SwizzledKMajorDesc(stage + kWStageBytes + 32 * kk));
+    }
+    WgmmaCommit();
+    if (it == 0) at_first_tile();
+    WgmmaWaitAll();
+  }
+  CpAsyncWait<0>();
+}
+
+template <typename T, typename TY, int kStages>
+__global__ void __launch_bounds__(kThreads, StagePlan<kStages>::kCtasPerSm) DenseGemvWgmmaKernel(const WgmmaArgs a) {
+  const trace::Scope trace_scope(trace::kDenseGemv, a.n, a.k);
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  __shared__ float s_inv[kTileM];
+  unsigned char* const smem =
+      smem_raw + ((1024 - (SharedAddress(smem_raw) & 1023)) & 1023);  // the stages 1024-aligned
+  const uint32_t stages = SharedAddress(smem);
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, q = lane & 3;
+  const int rank = static_cast<int>(blockIdx.x) % a.splits, tile = static_cast<int>(blockIdx.x) / a.splits;
+  const int n0 = tile * kTileN;
+  const int kt0 = static_cast<int>(static_cast<int64_t>(rank) * a.ktiles / a.splits);
+  const int kt1 = static_cast<int>(static_cast<int64_t>(rank + 1) * a.ktiles / a.splits);
+
+  LaunchDependents();
+  Prologue<kStages>(a, stages, n0, kt0, kt1);  // (waits for the previous kernel)
+  constexpr bool kEpilogues = !std::is_same<TY, float>::value;
+  // The epilogue's outputs: groups of 16 features, CTA `rank` finishing groups rank, rank +
+  // splits, ...; a half-warp per row and group: lane16 = tid % 16 is the feature, rows tid / 16
+  // and tid / 16 + 16. The residual epilogue's operands are loaded here, before the main loop
+  // (after the grid dependency wait: the residual is a previous kernel's output), so that no
+  // round trip is left for the end.
+  const int lane16 = tid & 15;
+  float old[kGroups][2], prenorm_weight[kGroups];
+#pragma unroll
+  for (int j = 0; j < kGroups; ++j) {
+    const int out = n0 + 16 * (rank + j * a.splits) + lane16;
+    prenorm_weight[j] = 0.0f;
+#pragma unroll
+    for (int u = 0; u < 2; ++u) {
+      const int mm = (tid >> 4) + 16 * u;
+      const bool load = kEpilogues && a.residual != nullptr && rank + j * a.splits < kGroups && mm < a.m && out < a.n;
+      old[j][u] = load ? __ldcg(a.residual + static_cast<int64_t>(mm) * a.n + out) : 0.0f;
+    }
+    if (kEpilogues && a.prenorm_out != nullptr && rank + j * a.splits < kGroups && out < a.n) {
+      prenorm_weight[j] = __ldg(a.prenorm_weight + out);
+    }
+  }
+  float acc[16];
+  MainLoop<T, kStages>(a, stages, n0, kt0, kt1, acc, [&] {
+    // The deferred norm's factors of rows tid / 16 and tid / 16 + 16 (read after the loop's
+    // barriers). Computed before the loop, their L2 round trips stalled every CTA with the first
+    // stages' copies landed: the 8B bf16 step at batch 32 took 7.06-7.07 ms instead of 6.94-6.97.
+    if (kEpilogues && a.deferred_sumsq != nullptr) {
+#pragma unroll
+      for (int u = 0; u < 2; ++u) {
+        const float inv = DeferredNormFactor(a, (tid >> 4) + 16 * u, tid & 15);
+        if ((tid & 15) == 0) s_inv[(tid >> 4) + 16 * u] = inv;
+      }
+    }
+  });
+  __syncthreads();  // every warp is done with the stages: they hold the sums now
+  float* const red = reinterpret_cast<float*>(smem);  // [kTileM][kRedPitch]
+  const int feature0 = 64 * (warp >> 2) + 16 * (warp & 3) + g;
+#pragma unroll
+  for (int i = 0; i < 16; ++i) {
+    const int row = 8 * (i >> 2) + 2 * q + (i & 1), feature = feature0 + 8 * ((i >> 1) & 1);
+    red[row * kRedPitch + feature] = acc[i];
+  }
+  if (a.splits > 1) {
+    ClusterSync();
+  } else {
+    __syncthreads();
+  }
+#pragma unroll
+  for (int j = 0; j < kGroups; ++j) {
+    const int group = rank + j * a.splits;
+    if (group >= kGroups) break;  // (uniform over the CTA)
+    const int feature = 16 * group + lane16, out = n0 + feature;
+    // The pieces' sums of rows tid / 16 + 16u, all loads issued before the first add.
+    float piece[2][kMaxSplits];
+#pragma unroll
+    for (int u = 0; u < 2; ++u) {
+      const int mm = (tid >> 4) + 16 * u;
+      const uint32_t addr = SharedAddress(red + mm * kRedPitch + feature);
+#pragma unroll
+      for (int r = 0; r < kMaxSplits; ++r) {
+        piece[u][r] = r >= a.splits ? 0.0f
+                      : a.splits == 1 ? red[mm * kRedPitch + feature]
+                                      : LoadSharedCluster(MapShared(addr, r));
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < 2; ++u) {
+      const int mm = (tid >> 4) + 16 * u;
+      const bool valid = mm < a.m && out < a.n;  // (uniform over each half-warp where n % 16 == 0)
+      float sum = 0.0f;
+#pragma unroll
+      for (int r = 0; r < kMaxSplits; ++r) {
+        if (r < a.splits) sum += piece[u][r];  // rank (= k) order from 0.0f
+      }
+      if constexpr (kEpilogues) {
+        if (a.deferred_sumsq != nullptr) sum *= s_inv[mm];
+        if (StoreFusedOutput<T>(a, sum, mm, out, lane16, valid, old[j][u], prenorm_weight[j])) continue;
+      }
+      if (valid) static_cast<TY*>(a.y)[static_cast<int64_t>(mm) * a.n + out] = OutCvt<TY>::FromFloat(sum);
+    }
+  }
+  if (a.splits > 1) ClusterSyncRelaxed();  // no CTA exits while another may still read its sums
+}
+
+// ---- Host side ------------------------------------------------------------------------------
+
+using KernelFn = void (*)(const WgmmaArgs);
+
+// A kernel instance and its dynamic shared memory.
+struct KernelChoice {
+  KernelFn fn;
+  int smem;
+};
+template <typename T, typename TY>
+KernelChoice ChooseForType(bool ten_stages) {
+  return ten_stages ? KernelChoice{DenseGemvWgmmaKernel<T, TY, 10>, StagePlan<10>::kSmemBytes}
+                    : KernelChoice{DenseGemvWgmmaKernel<T, TY, 5>, StagePlan<5>::kSmemBytes};
+}
+KernelChoice SelectKernel(ActivationType dtype, bool y_fp32, bool ten_stages) {
+  if (dtype == ActivationType::kBFloat16) {
+    return y_fp32 ? ChooseForType<__nv_bfloat16, float>(ten_stages)
+                  : ChooseForType<__nv_bfloat16, __nv_bfloat16>(ten_stages);
+  }
+  return y_fp32 ? ChooseForType<__half, float>(ten_stages) : ChooseForType<__half, __half>(ten_stages);
+}
+
+// What fits the current device at once for `fn` (which gets its shared-memory attribute here):
+// CTAs, and clusters of 1..8 CTAs. Cached per (device, kernel).
+struct Residency {
+  int ctas = 0;
+  int clusters[kMaxSplits] = {};
+};
+absl::StatusOr<Residency> ResidencyOf(const KernelChoice& k) {
+  const KernelFn fn = k.fn;
+  int device = 0;
+  cudaError_t err = cudaGetDevice(&device);
+  if (err != cudaSuccess) return absl::InternalError(absl::StrCat("dense wgmma: cudaGetDevice: ", cudaGetErrorString(err)));
+  static std::mutex mu;
+  static auto* cache = new std::map<std::pair<int, KernelFn>, Residency>();
+  const std::pair<int, KernelFn> key{device, fn};
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    const auto it = cache->find(key);
+    if (it != cache->end()) return it->second;
+  }
+  Residency r;
+  int sms = 0, per_sm = 0;
+  err = cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, k.smem);
+  if (err == cudaSuccess) err = cudaFuncSetAttribute(fn, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
+  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  if (err == cudaSuccess) err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fn, kThreads, k.smem);
+  r.ctas = sms * per_sm;
+  for (int s = 1; s <= kMaxSplits && err == cudaSuccess; ++s) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(static_cast<unsigned>(s));
+    cfg.blockDim = dim3(kThreads);
+    cfg.dynamicSmemBytes = static_cast<size_t>(k.smem);
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = static_cast<unsigned>(s);
+    attr[0].val.clusterDim.y = 1;
+    attr[0].val.clusterDim.z = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    err = cudaOccupancyMaxActiveClusters(&r.clusters[s - 1], fn, &cfg);
+  }
+  if (err != cudaSuccess) {
+    return absl::InternalError(absl::StrCat("dense wgmma: occupancy query failed: ", cudaGetErrorString(err)));
+  }
+  if (r.ctas < 1) return absl::InternalError("dense wgmma: the kernel does not fit this device");
+  std::lock_guard<std::mutex> lock(mu);
+  cache->emplace(key, r);
+  return r;
+}
+
+}  // namespace
+
+int ChooseDenseWgmmaSplits(int64_t n, int64_t k, int resident_ctas, const int* resident_clusters) {
+  // The most pieces of k (each >= 8 k-tiles: the pipeline's fill is paid per piece) with which
+  // every tile's cluster is resident at once; 1 where the tiles alone fill the device.
+  const int64_t tiles = (n + kTileN - 1) / kTileN, ktiles = (k + kTileK - 1) / kTileK;
+  int best = 1;
+  for (int s = 2; s <= kMaxSplits; ++s) {
+    if (ktiles < int64_t{s} * kMinKTilesPerSplit) break;
+    if (tiles * s <= resident_ctas && tiles <= resident_clusters[s - 1]) best = s;
+  }
+  return best;
+}
+
+absl::Status LaunchDenseGemvWgmma(const DenseGemvParams& p, int splits, CUstream_st* stream) {
+  const char* stages_env = std::getenv("FLUTE_DENSE_WGMMA_STAGES");
+  const KernelChoice kernel = SelectKernel(p.dtype, p.y_fp32, stages_env != nullptr && std::atoi(stages_env) == 10);
+  const absl::StatusOr<Residency> resident = ResidencyOf(kernel);
+  if (!resident.ok()) return resident.status();
+  WgmmaArgs a;
+  a.x = p.x;
+  a.w = p.w;
+  a.y = p.y;
+  a.m = static_cast<int>(p.m);
+  a.n = static_cast<int>(p.n);
+  a.k = static_cast<int>(p.k);
+  a.ktiles = static_cast<int>((p.k + kTileK - 1) / kTileK);
+  if (splits == 0) {
+    const char* env = std::getenv("FLUTE_DENSE_WGMMA_SPLITS");
+    splits = env != nullptr ? std::atoi(env) : 0;
+  }
+  if (splits < 1 || splits > kMaxSplits) splits = ChooseDenseWgmmaSplits(p.n, p.k, resident->ctas, resident->clusters);
+  a.splits = std::min(splits, a.ktiles);
+  const char* l2_env = std::getenv("FLUTE_DENSE_WGMMA_L2");
+  a.l2_prefetch = l2_env != nullptr ? std::atoi(l2_env) : 256;
+  a.swiglu = p.swiglu;
+  a.residual = p.residual;
+  a.sumsq_out = p.sumsq_out;
+  a.prenorm_out = p.prenorm_out;
+  a.prenorm_weight = p.prenorm_weight;
+  a.deferred_sumsq = p.deferred_sumsq;
+  a.norm_eps = p.norm_eps;
+  const int64_t tiles = (p.n + kTileN - 1) / kTileN;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(static_cast<unsigned>(tiles * a.splits));
+  cfg.blockDim = dim3(kThreads);
+  cfg.dynamicSmemBytes = static_cast<size_t>(kernel.smem);
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[2];
+  int num_attrs = 0;
+  if (p.pdl) {
+    attr[num_attrs].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[num_attrs].val.programmaticStreamSerializationAllowed = 1;
+    ++num_attrs;
+  }
+  if (a.splits > 1) {
+    attr[num_attrs].id = cudaLaunchAttributeClusterDimension;
+    attr[num_attrs].val.clusterDim.x = static_cast<unsigned>(a.splits);
+    attr[num_attrs].val.clusterDim.y = 1;
+    attr[num_attrs].val.clusterDim.z = 1;
+    ++num_attrs;
+  }
+  cfg.attrs = attr;
+  cfg.numAttrs = static_cast<unsigned>(num_attrs);
+  cudaError_t err = cudaLaunchKernelEx(&cfg, kernel.fn, a);
+  if (err == cudaSuccess) err = cudaGetLastError();
+  if (err != cudaSuccess) {
+    return absl::InternalError(absl::StrCat("dense wgmma launch failed (m=", p.m, " n=", p.n, " k=", p.k,
+                                            " splits=", a.splits, "): ", cudaGetErrorString(err)));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace flute::gpu

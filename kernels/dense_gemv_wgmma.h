@@ -1,0 +1,20 @@
+// The dense products' wgmma kernel for 17-32 rows (internal to kernels/: LaunchDenseGemv runs
+// it, DenseGemvParams::variant 3 or the launcher's choice at m >= 17). See dense_gemv_wgmma.cu.
+#pragma once
+
+#include "absl/status/status.h"
+#include "kernels/dense_gemv.h"
+
+namespace flute::gpu {
+
+// Launches `p` (already checked by CheckDenseGemvParams) on the wgmma kernel. splits: CTAs per
+// cluster, each summing one contiguous piece of k of a 128-feature tile (1..8; 0 = the
+// launcher's choice, or the FLUTE_DENSE_WGMMA_SPLITS environment variable for A/B runs).
+absl::Status LaunchDenseGemvWgmma(const DenseGemvParams& p, int splits, CUstream_st* stream);
+
+// The launcher's split count for an n x k product (1 <= result <= 8), given the CTAs that fit
+// the device at once and how many clusters of each size do (resident_clusters[s - 1] for
+// clusters of s CTAs). Pure host code: the rule, for tests and the file comment.
+int ChooseDenseWgmmaSplits(int64_t n, int64_t k, int resident_ctas, const int* resident_clusters);
+
+}  // namespace flute::gpu
