@@ -19,18 +19,22 @@
 // - A CTA = 2 warpgroups; warpgroup h owns features 64h .. 64h + 63 of the tile (wgmma
 //   m64n32k16, D in 16 fp32 registers per thread). Per k-tile a stage holds W [128 rows][128 B]
 //   and X [32 rows][128 B], both K-major with the 128-byte swizzle (16-byte chunk c of row r at
-//   r·128 + (c ^ (r % 8))·16), copied by cp.async (each thread 4 chunks of W, 1 of X; chunks past
-//   n, m or k zero-filled). W's copies ask for a 256-byte L2 prefetch, which brings the next
-//   k-tile's 128 bytes of the row with them (FLUTE_DENSE_WGMMA_L2=0 or 128 for A/B runs; 256
-//   took the 8B gate/up at m = 32 from 88.3 to 84.2 µs and down from 45.5 to 43.5).
+//   r·128 + (c ^ (r % 8))·16). W arrives by TMA: one bulk tensor copy per stage (box [128 rows]
+//   [64 k] of a tensor map with the 128-byte swizzle and 256-byte L2 promotion; rows past n and
+//   k past the end read as zeros), issued by thread 0 and completing on the stage's mbarrier.
+//   X by cp.async (each thread one 16-byte chunk; chunks past m or k zero-filled).
+//   FLUTE_DENSE_WGMMA_TMA=0 copies W by cp.async too (each thread 4 chunks, with a 256-byte L2
+//   prefetch: FLUTE_DENSE_WGMMA_L2=0 or 128 for A/B runs), bitwise the same. H100, 8B bf16 step
+//   at batch 32: 6.90-6.93 ms with TMA, 6.95-6.98 with cp.async; cp.async without the L2
+//   prefetch had taken the gate/up projection 88.3 instead of 84.2 µs.
 // - kStages = 5 stages (100 KB) and 2 CTAs per SM: up to 8 k-tiles of W (128 KB) in flight per
-//   SM. (10 stages with one CTA per SM, FLUTE_DENSE_WGMMA_STAGES=10: the 8B step 0.6 ms slower;
-//   an L2 bulk prefetch of W 2-8 k-tiles ahead of the copies: 10-40 % slower. Not kept.)
+//   SM. (Not kept: 10 stages with one CTA per SM, the 8B step 0.6 ms slower; an L2 bulk prefetch
+//   of W 2-8 k-tiles ahead of the copies, 10-40 % slower.)
 // - One barrier per k-tile: wait for the stage's copies, fence them to the async proxy, barrier,
 //   refill the stage of the previous k-tile (whose wgmmas every thread retired before the
 //   barrier), then 4 wgmmas on this stage and wait for them. The tensor cores are idle between
 //   k-tiles, but a k-tile's 4 wgmmas take well under the time its 20 KB take to arrive.
-// - PDL: the CTA lets the next kernel be scheduled, copies W of its first 4 stages, and only
+// - PDL: the CTA lets the next kernel be scheduled, requests W of its first 4 stages, and only
 //   then waits for the previous kernel (which writes X, the residual and the deferred norm's
 //   sums). Nothing that waits on a load of its own stands between the copies and the main loop:
 //   the residual epilogue's operands are loaded there but used only at the end, and the deferred
@@ -47,14 +51,18 @@
 //   last bits from the same rows at m <= 16 (the engine's batch-invariant mode runs cuBLAS).
 #include "kernels/dense_gemv_wgmma.h"
 
+#include <cuda.h>  // CUtensorMap and its enums (types only: no driver library is linked)
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
+#include <cudaTypedefs.h>  // PFN_cuTensorMapEncodeTiled
 
 #include <algorithm>
 #include <cstdlib>
 #include <map>
 #include <mutex>
+#include <string>
+#include <tuple>
 #include <type_traits>
 #include <utility>
 
@@ -79,14 +87,9 @@ constexpr int kRedPitch = kTileN + 4;          // floats per X row of the sums (
 constexpr int kGroups = kTileN / 16;           // the epilogue's 16-feature groups of a tile
 constexpr int kMaxSplits = 8;
 constexpr int kMinKTilesPerSplit = 8;
-// kStages stages per CTA: 5 with 2 CTAs per SM (the default) or 10 with one
-// (FLUTE_DENSE_WGMMA_STAGES=10, for A/B runs); both keep ~130-145 KB of W in flight per SM.
-template <int kStages>
-struct StagePlan {
-  static constexpr int kCtasPerSm = kStages <= 5 ? 2 : 1;
-  static constexpr int kSmemBytes = 1024 + kStages * kStageBytes;  // + 1024: the stages 1024-aligned
-  static_assert(kTileM * kRedPitch * 4 <= kStages * kStageBytes, "the sums reuse the stages");
-};
+constexpr int kStages = 5;                     // 2 CTAs per SM
+constexpr int kSmemBytes = 1024 + kStages * kStageBytes;  // + 1024: the stages 1024-aligned
+static_assert(kTileM * kRedPitch * 4 <= kStages * kStageBytes, "the sums reuse the stages");
 static_assert(kTileM == kDenseGemvMaxM, "one tile of X rows covers every call");
 
 struct WgmmaArgs {
@@ -140,6 +143,36 @@ __device__ __forceinline__ void FenceProxyAsyncShared() {
 __device__ __forceinline__ void WgmmaFence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void WgmmaCommit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void WgmmaWaitAll() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+
+// ---- The TMA path (kTma): W's k-tiles as bulk tensor copies, one per stage, completing on the
+// stage's mbarrier (X stays on cp.async). The tensor map's box is [128 rows][64 k] with the
+// 128-byte swizzle, which is the layout CopyW writes; rows past n and k past the end read zeros.
+__device__ __forceinline__ void MbarInit(uint32_t bar) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void MbarArriveExpectTx(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void MbarWait(uint32_t bar, uint32_t parity) {
+  asm volatile(
+      "{\n"
+      "  .reg .pred done;\n"
+      "WAIT_%=:\n"
+      "  mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+      "  @!done bra.uni WAIT_%=;\n"
+      "}\n" ::"r"(bar),
+      "r"(parity)
+      : "memory");
+}
+// Thread 0: k-tile kt of the tile's W rows into the stage at `dst`, completing on `bar`.
+__device__ __forceinline__ void TmaW(const CUtensorMap* map, uint32_t dst, uint32_t bar, int n0, int kt) {
+  MbarArriveExpectTx(bar, kWStageBytes);
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n" ::
+          "r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(kt * kTileK), "r"(n0), "r"(bar)
+      : "memory");
+}
 
 // Shared-memory matrix descriptor of a K-major operand with the 128-byte swizzle: start address
 // >> 4 (bits 0-13), leading byte offset 1 (unused: a k16 slice lies in one 128-byte row), stride
@@ -196,12 +229,18 @@ __device__ __forceinline__ void CopyX(const WgmmaArgs& a, uint32_t stage, int kt
 // (weights are never written by the previous kernel), X after it. cp.async group s holds X of
 // stage s (group 0 also all the early W), so in MainLoop wait_group kStages - 2 at k-tile it
 // means "stage it has landed".
-template <int kStages>
-__device__ __forceinline__ void Prologue(const WgmmaArgs& a, uint32_t stages, int n0, int kt0, int kt1) {
+template <bool kTma>
+__device__ __forceinline__ void Prologue(const WgmmaArgs& a, const CUtensorMap* w_map, uint32_t stages, uint32_t bars,
+                                         int n0, int kt0, int kt1) {
   const int nk = kt1 - kt0;
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) {
-    if (s < nk) CopyW(a, stages + s * kStageBytes, n0, kt0 + s);
+    if (s >= nk) continue;
+    if constexpr (kTma) {
+      if (threadIdx.x == 0) TmaW(w_map, stages + s * kStageBytes, bars + 8 * s, n0, kt0 + s);
+    } else {
+      CopyW(a, stages + s * kStageBytes, n0, kt0 + s);
+    }
   }
   GridDependencyWait();
 #pragma unroll
@@ -214,20 +253,25 @@ __device__ __forceinline__ void Prologue(const WgmmaArgs& a, uint32_t stages, in
 // The CTA's piece of its tile after the Prologue: acc = the sums over k-tiles [kt0, kt1).
 // at_first_tile() runs once, with the first k-tile's wgmmas and the next stages' copies in flight
 // (work that waits on loads of its own without holding up the copies).
-template <typename T, int kStages, typename AtFirstTile>
-__device__ __forceinline__ void MainLoop(const WgmmaArgs& a, uint32_t stages, int n0, int kt0, int kt1,
-                                         float (&acc)[16], AtFirstTile&& at_first_tile) {
+template <typename T, bool kTma, typename AtFirstTile>
+__device__ __forceinline__ void MainLoop(const WgmmaArgs& a, const CUtensorMap* w_map, uint32_t stages, uint32_t bars,
+                                         int n0, int kt0, int kt1, float (&acc)[16], AtFirstTile&& at_first_tile) {
   const int nk = kt1 - kt0, wg = threadIdx.x >> 7;
 #pragma unroll
   for (int i = 0; i < 16; ++i) acc[i] = 0.0f;
   for (int it = 0; it < nk; ++it) {
     CpAsyncWait<kStages - 2>();
+    if constexpr (kTma) MbarWait(bars + 8 * (it % kStages), (it / kStages) & 1);
     FenceProxyAsyncShared();  // this thread's landed copies -> the wgmmas' async-proxy reads
     __syncthreads();          // every copy of stage it landed; every wgmma of k-tile it - 1 retired
     const int refill = it + kStages - 1;
     if (refill < nk) {
       const uint32_t stage = stages + (refill % kStages) * kStageBytes;
-      CopyW(a, stage, n0, kt0 + refill);
+      if constexpr (kTma) {
+        if (threadIdx.x == 0) TmaW(w_map, stage, bars + 8 * (refill % kStages), n0, kt0 + refill);
+      } else {
+        CopyW(a, stage, n0, kt0 + refill);
+      }
       CopyX(a, stage, kt0 + refill);
     }
     CpAsyncCommit();  // (possibly empty: the group count stays one per k-tile)
@@ -245,11 +289,13 @@ __device__ __forceinline__ void MainLoop(const WgmmaArgs& a, uint32_t stages, in
   CpAsyncWait<0>();
 }
 
-template <typename T, typename TY, int kStages>
-__global__ void __launch_bounds__(kThreads, StagePlan<kStages>::kCtasPerSm) DenseGemvWgmmaKernel(const WgmmaArgs a) {
+template <typename T, typename TY, bool kTma>
+__global__ void __launch_bounds__(kThreads, 2)
+    DenseGemvWgmmaKernel(const WgmmaArgs a, const __grid_constant__ CUtensorMap w_map) {
   const trace::Scope trace_scope(trace::kDenseGemv, a.n, a.k);
   extern __shared__ __align__(16) unsigned char smem_raw[];
   __shared__ float s_inv[kTileM];
+  __shared__ uint64_t s_full[kStages];  // kTma: the stages' W arrivals
   unsigned char* const smem =
       smem_raw + ((1024 - (SharedAddress(smem_raw) & 1023)) & 1023);  // the stages 1024-aligned
   const uint32_t stages = SharedAddress(smem);
@@ -259,8 +305,17 @@ __global__ void __launch_bounds__(kThreads, StagePlan<kStages>::kCtasPerSm) Dens
   const int kt0 = static_cast<int>(static_cast<int64_t>(rank) * a.ktiles / a.splits);
   const int kt1 = static_cast<int>(static_cast<int64_t>(rank + 1) * a.ktiles / a.splits);
 
+  const uint32_t bars = SharedAddress(s_full);
+  if (kTma) {
+    if (tid == 0) {
+#pragma unroll
+      for (int s = 0; s < kStages; ++s) MbarInit(bars + 8 * s);
+      asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+    __syncthreads();
+  }
   LaunchDependents();
-  Prologue<kStages>(a, stages, n0, kt0, kt1);  // (waits for the previous kernel)
+  Prologue<kTma>(a, &w_map, stages, bars, n0, kt0, kt1);  // (waits for the previous kernel)
   constexpr bool kEpilogues = !std::is_same<TY, float>::value;
   // The epilogue's outputs: groups of 16 features, CTA `rank` finishing groups rank, rank +
   // splits, ...; a half-warp per row and group: lane16 = tid % 16 is the feature, rows tid / 16
@@ -284,7 +339,7 @@ __global__ void __launch_bounds__(kThreads, StagePlan<kStages>::kCtasPerSm) Dens
     }
   }
   float acc[16];
-  MainLoop<T, kStages>(a, stages, n0, kt0, kt1, acc, [&] {
+  MainLoop<T, kTma>(a, &w_map, stages, bars, n0, kt0, kt1, acc, [&] {
     // The deferred norm's factors of rows tid / 16 and tid / 16 + 16 (read after the loop's
     // barriers). Computed before the loop, their L2 round trips stalled every CTA with the first
     // stages' copies landed: the 8B bf16 step at batch 32 took 7.06-7.07 ms instead of 6.94-6.97.
@@ -348,7 +403,7 @@ __global__ void __launch_bounds__(kThreads, StagePlan<kStages>::kCtasPerSm) Dens
 
 // ---- Host side ------------------------------------------------------------------------------
 
-using KernelFn = void (*)(const WgmmaArgs);
+using KernelFn = void (*)(const WgmmaArgs, const CUtensorMap);
 
 // A kernel instance and its dynamic shared memory.
 struct KernelChoice {
@@ -356,16 +411,55 @@ struct KernelChoice {
   int smem;
 };
 template <typename T, typename TY>
-KernelChoice ChooseForType(bool ten_stages) {
-  return ten_stages ? KernelChoice{DenseGemvWgmmaKernel<T, TY, 10>, StagePlan<10>::kSmemBytes}
-                    : KernelChoice{DenseGemvWgmmaKernel<T, TY, 5>, StagePlan<5>::kSmemBytes};
+KernelChoice ChooseForType(bool tma) {
+  return tma ? KernelChoice{DenseGemvWgmmaKernel<T, TY, true>, kSmemBytes}
+             : KernelChoice{DenseGemvWgmmaKernel<T, TY, false>, kSmemBytes};
 }
-KernelChoice SelectKernel(ActivationType dtype, bool y_fp32, bool ten_stages) {
+KernelChoice SelectKernel(ActivationType dtype, bool y_fp32, bool tma) {
   if (dtype == ActivationType::kBFloat16) {
-    return y_fp32 ? ChooseForType<__nv_bfloat16, float>(ten_stages)
-                  : ChooseForType<__nv_bfloat16, __nv_bfloat16>(ten_stages);
+    return y_fp32 ? ChooseForType<__nv_bfloat16, float>(tma) : ChooseForType<__nv_bfloat16, __nv_bfloat16>(tma);
   }
-  return y_fp32 ? ChooseForType<__half, float>(ten_stages) : ChooseForType<__half, __half>(ten_stages);
+  return y_fp32 ? ChooseForType<__half, float>(tma) : ChooseForType<__half, __half>(tma);
+}
+
+// The tensor map of W [n, k] for the TMA path (box [128 rows][64 k], 128-byte swizzle, 256-byte
+// L2 promotion), encoded through the driver's cuTensorMapEncodeTiled (found at run time: the
+// library links only the runtime). Cached per (address, n, k, dtype): the engine's weights
+// never move, and encoding costs microseconds of host time per call.
+absl::StatusOr<CUtensorMap> WeightTensorMap(const DenseGemvParams& p) {
+  static std::mutex mu;
+  static PFN_cuTensorMapEncodeTiled_v12000 encode = nullptr;
+  using Key = std::tuple<const void*, int64_t, int64_t, int>;
+  static auto* cache = new std::map<Key, CUtensorMap>();
+  const Key key{p.w, p.n, p.k, static_cast<int>(p.dtype)};
+  std::lock_guard<std::mutex> lock(mu);
+  const auto it = cache->find(key);
+  if (it != cache->end()) return it->second;
+  if (encode == nullptr) {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult found = cudaDriverEntryPointSymbolNotFound;
+    const cudaError_t err = cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found);
+    if (err != cudaSuccess || found != cudaDriverEntryPointSuccess || fn == nullptr) {
+      return absl::InternalError(absl::StrCat("dense wgmma: cuTensorMapEncodeTiled not found: ", cudaGetErrorString(err)));
+    }
+    encode = reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
+  }
+  CUtensorMap map;
+  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(p.k), static_cast<cuuint64_t>(p.n)};
+  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(p.k) * 2};  // bytes between rows
+  const cuuint32_t box[2] = {kTileK, kTileN};
+  const cuuint32_t element_strides[2] = {1, 1};
+  const CUresult r = encode(&map, p.dtype == ActivationType::kBFloat16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
+                                                                        : CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
+                            2, const_cast<void*>(p.w), dims, strides, box, element_strides,
+                            CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                            CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS) {
+    return absl::InternalError(absl::StrCat("dense wgmma: cuTensorMapEncodeTiled failed (n=", p.n, " k=", p.k,
+                                            "): CUresult ", static_cast<int>(r)));
+  }
+  cache->emplace(key, map);
+  return map;
 }
 
 // What fits the current device at once for `fn` (which gets its shared-memory attribute here):
@@ -432,8 +526,15 @@ int ChooseDenseWgmmaSplits(int64_t n, int64_t k, int resident_ctas, const int* r
 }
 
 absl::Status LaunchDenseGemvWgmma(const DenseGemvParams& p, int splits, CUstream_st* stream) {
-  const char* stages_env = std::getenv("FLUTE_DENSE_WGMMA_STAGES");
-  const KernelChoice kernel = SelectKernel(p.dtype, p.y_fp32, stages_env != nullptr && std::atoi(stages_env) == 10);
+  const char* tma_env = std::getenv("FLUTE_DENSE_WGMMA_TMA");
+  const bool tma = tma_env == nullptr || std::string(tma_env) != "0";
+  const KernelChoice kernel = SelectKernel(p.dtype, p.y_fp32, tma);
+  CUtensorMap w_map = {};
+  if (tma) {
+    absl::StatusOr<CUtensorMap> map = WeightTensorMap(p);
+    if (!map.ok()) return map.status();
+    w_map = *map;
+  }
   const absl::StatusOr<Residency> resident = ResidencyOf(kernel);
   if (!resident.ok()) return resident.status();
   WgmmaArgs a;
@@ -481,7 +582,7 @@ absl::Status LaunchDenseGemvWgmma(const DenseGemvParams& p, int splits, CUstream
   }
   cfg.attrs = attr;
   cfg.numAttrs = static_cast<unsigned>(num_attrs);
-  cudaError_t err = cudaLaunchKernelEx(&cfg, kernel.fn, a);
+  cudaError_t err = cudaLaunchKernelEx(&cfg, kernel.fn, a, w_map);
   if (err == cudaSuccess) err = cudaGetLastError();
   if (err != cudaSuccess) {
     return absl::InternalError(absl::StrCat("dense wgmma launch failed (m=", p.m, " n=", p.n, " k=", p.k,

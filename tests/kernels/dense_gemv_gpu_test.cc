@@ -16,6 +16,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <random>
@@ -494,7 +495,8 @@ std::vector<KernelConfig> ConfigsFor(int64_t m) {
 // The wgmma kernel (variant 3) at every m of ms with the launcher's split count and two forced
 // ones (1: one CTA per tile; 3: clusters of 3 CTAs, uneven pieces of k), against the reference.
 // For each split count the rows of every call are bitwise those of the largest m's call (the
-// summation order depends on n, k and the splits, never on m). The strip counter is not used.
+// summation order depends on n, k and the splits, never on m), and W copied by cp.async gives
+// the bits of W by TMA. The strip counter is not used.
 void CheckWgmma(const Problem& prob, const std::vector<int64_t>& ms, cudaStream_t stream, bool pdl, bool y_fp32,
                 const Reference& ref, double* worst, int* calls) {
   const int64_t rows = *std::max_element(ms.begin(), ms.end());
@@ -514,6 +516,15 @@ void CheckWgmma(const Problem& prob, const std::vector<int64_t>& ms, cudaStream_
       ++*calls;
       EXPECT_TRUE(std::equal(raw.begin(), raw.end(), full.begin())) << "m=" << m << ": rows differ from m=" << rows;
     }
+    // W copied by cp.async instead of TMA (FLUTE_DENSE_WGMMA_TMA=0, read at each launch): the
+    // same operands in the same shared-memory layout, so the same bits.
+    p.m = rows;
+    setenv("FLUTE_DENSE_WGMMA_TMA", "0", 1);
+    std::vector<uint8_t> copied;
+    const bool ran = RunGemv(p, stream, &copied);
+    unsetenv("FLUTE_DENSE_WGMMA_TMA");
+    ASSERT_TRUE(ran);
+    EXPECT_TRUE(copied == full) << "W by cp.async differs from W by TMA";
   }
 }
 
