@@ -132,7 +132,7 @@
 //   half-warp sums its X row's k / 16 sums of squares (with the first X tile in flight) into
 //   s_inv, and every output is multiplied by its row's factor before the rounding. (At G = 4
 //   the residual operands beside the next strip's W registers spilled; 17-32 rows run the wgmma
-//   kernel, dense_gemv_wgmma.cu.) The per-output epilogue code is dense_gemv_epilogue.cuh.
+//   kernel, dense_gemv_wgmma.cu.) The per-output epilogue code is in dense_gemv_common.cuh.
 #include "kernels/dense_gemv.h"
 
 #include <cuda_bf16.h>
@@ -150,7 +150,7 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/act_convert.cuh"
 #include "kernels/cluster.cuh"
-#include "kernels/dense_gemv_epilogue.cuh"
+#include "kernels/dense_gemv_common.cuh"
 #include "kernels/dense_gemv_wgmma.h"
 #include "kernels/pdl.cuh"
 
@@ -449,19 +449,6 @@ struct ClusterPlan {
                 "a thread's copies keep one row parity and one batch per u");
   static_assert(kOutPerThread * kThreads == kOutRows * kXRows, "16 rows x 8G outputs per CTA and strip");
 };
-
-__device__ __forceinline__ uint32_t SharedAddress(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-// 16 bytes global -> shared, bypassing L1 (a group shares X through shared memory); zeros where
-// !valid (src-size 0: nothing is read).
-__device__ __forceinline__ void CpAsync16(uint32_t dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0)
-               : "memory");
-}
-__device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-__device__ __forceinline__ void CpAsyncWaitAll() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
 
 // The barrier of warp group `group` of a CTA: kCount threads (whole warps), id 1 + group (0 is
 // __syncthreads). (A run-time id makes ptxas report 16 barriers used; immediate ids through a
@@ -777,18 +764,7 @@ absl::StatusOr<Residency> ResidentUnits(const KernelChoice& k) {
   } else {
     if (err == cudaSuccess) err = cudaFuncSetAttribute(k.fn, cudaFuncAttributeMaxDynamicSharedMemorySize, k.smem);
     if (err == cudaSuccess) {
-      cudaLaunchConfig_t cfg = {};
-      cfg.gridDim = dim3(static_cast<unsigned>(k.cluster));
-      cfg.blockDim = dim3(kThreads);
-      cfg.dynamicSmemBytes = static_cast<size_t>(k.smem);
-      cudaLaunchAttribute attr[1];
-      attr[0].id = cudaLaunchAttributeClusterDimension;
-      attr[0].val.clusterDim.x = static_cast<unsigned>(k.cluster);
-      attr[0].val.clusterDim.y = 1;
-      attr[0].val.clusterDim.z = 1;
-      cfg.attrs = attr;
-      cfg.numAttrs = 1;
-      err = cudaOccupancyMaxActiveClusters(&units, k.fn, &cfg);
+      err = MaxActiveClusters(k.fn, k.cluster, kThreads, k.smem, &units);
     }
     if (err == cudaSuccess && units < 1) {
       return absl::InternalError(absl::StrCat("dense GEMV: no cluster of ", k.cluster, " CTAs with ", k.smem,
@@ -832,22 +808,10 @@ absl::Status LaunchDenseGemv(const DenseGemvParams& p, CUstream_st* stream) {
   const absl::StatusOr<Residency> resident = ResidentUnits(kernel);
   if (!resident.ok()) return resident.status();
   GemvArgs a;
-  a.x = p.x;
-  a.w = p.w;
-  a.y = p.y;
-  a.m = static_cast<int>(p.m);
-  a.n = static_cast<int>(p.n);
-  a.k = static_cast<int>(p.k);
+  CopyCallArgs(p, &a);
   a.strips = static_cast<int>((p.n + kernel.rows - 1) / kernel.rows);
   a.batches = static_cast<int>((p.k + kBatchK - 1) / kBatchK);
   a.strip_counter = p.strip_counter;
-  a.swiglu = p.swiglu;
-  a.residual = p.residual;
-  a.sumsq_out = p.sumsq_out;
-  a.prenorm_out = p.prenorm_out;
-  a.prenorm_weight = p.prenorm_weight;
-  a.deferred_sumsq = p.deferred_sumsq;
-  a.norm_eps = p.norm_eps;
   // Dynamic strips: blocks with two static strips (block + grid < strips) fetch the rest, each
   // until its first miss: the strips past the first 2·grid plus one miss per fetching block.
   const int grid = std::min(a.strips, resident->units);
@@ -859,34 +823,12 @@ absl::Status LaunchDenseGemv(const DenseGemvParams& p, CUstream_st* stream) {
   cfg.blockDim = dim3(kThreads);
   cfg.dynamicSmemBytes = static_cast<size_t>(kernel.smem);
   cfg.stream = stream;
-  cudaLaunchAttribute attr[3];
-  int num_attrs = 0;
-  if (p.prefer_l1) {
-    attr[num_attrs].id = cudaLaunchAttributePreferredSharedMemoryCarveout;
-    attr[num_attrs].val.sharedMemCarveout = static_cast<unsigned int>(resident->l1_carveout);
-    ++num_attrs;
-  }
-  if (p.pdl) {
-    attr[num_attrs].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[num_attrs].val.programmaticStreamSerializationAllowed = 1;
-    ++num_attrs;
-  }
-  if (kernel.cluster > 1) {
-    attr[num_attrs].id = cudaLaunchAttributeClusterDimension;
-    attr[num_attrs].val.clusterDim.x = static_cast<unsigned>(kernel.cluster);
-    attr[num_attrs].val.clusterDim.y = 1;
-    attr[num_attrs].val.clusterDim.z = 1;
-    ++num_attrs;
-  }
-  cfg.attrs = attr;
-  cfg.numAttrs = static_cast<unsigned>(num_attrs);
-  cudaError_t err = cudaLaunchKernelEx(&cfg, kernel.fn, a);
-  if (err == cudaSuccess) err = cudaGetLastError();
-  if (err != cudaSuccess) {
-    return absl::InternalError(absl::StrCat("dense GEMV launch failed (m=", p.m, " n=", p.n, " k=", p.k,
-                                            " cluster=", kernel.cluster, "): ", cudaGetErrorString(err)));
-  }
-  return absl::OkStatus();
+  LaunchAttributes attributes;
+  if (p.prefer_l1) attributes.Carveout(resident->l1_carveout);
+  if (p.pdl) attributes.Pdl();
+  if (kernel.cluster > 1) attributes.Cluster(kernel.cluster);
+  attributes.ApplyTo(&cfg);
+  return LaunchOutcome(cudaLaunchKernelEx(&cfg, kernel.fn, a), "dense GEMV", p, "cluster", kernel.cluster);
 }
 
 }  // namespace flute::gpu

@@ -42,7 +42,7 @@
 // - End: each CTA leaves its [32 x 128] fp32 sums in its shared memory, one cluster barrier,
 //   then CTA r finishes the 16-feature groups r, r + s, ...: each output the s pieces' sums in
 //   rank (= k) order from 0.0f (all pieces loaded before the first add), then the epilogue
-//   (dense_gemv_epilogue.cuh: the cluster kernel's, so the same bits as the unfused kernels), a
+//   (dense_gemv_common.cuh: the cluster kernel's, so the same bits as the unfused kernels), a
 //   half-warp per 16 consecutive features of a row. A last cluster barrier keeps the CTAs
 //   resident until the others have read them.
 // - Determinism: an output's summation order depends on k and the split count alone, so calls are
@@ -69,7 +69,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "kernels/cluster.cuh"
-#include "kernels/dense_gemv_epilogue.cuh"
+#include "kernels/dense_gemv_common.cuh"
 #include "kernels/kernel_trace.cuh"
 #include "kernels/pdl.cuh"
 
@@ -109,16 +109,8 @@ struct WgmmaArgs {
   float norm_eps;
 };
 
-__device__ __forceinline__ uint32_t SharedAddress(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-// 16 bytes global -> shared, not kept in L1; zeros where !valid (src-size 0: nothing is read).
-__device__ __forceinline__ void CpAsync16(uint32_t dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0)
-               : "memory");
-}
-// The same with an L2 prefetch of the 256 (or 128) bytes around it (W: a k-tile reads 128 bytes of
-// each row, the prefetch brings the next k-tile's into L2 with it).
+// CpAsync16 with an L2 prefetch of the 256 (or 128) bytes around it (W on the cp.async path: a
+// k-tile reads 128 bytes of each row, the prefetch brings the next k-tile's into L2 with it).
 __device__ __forceinline__ void CpAsync16Prefetch(uint32_t dst, const void* src, bool valid, int l2_prefetch) {
   if (l2_prefetch == 256) {
     asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
@@ -132,7 +124,6 @@ __device__ __forceinline__ void CpAsync16Prefetch(uint32_t dst, const void* src,
     CpAsync16(dst, src, valid);
   }
 }
-__device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 template <int N>
 __device__ __forceinline__ void CpAsyncWait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
@@ -489,18 +480,7 @@ absl::StatusOr<Residency> ResidencyOf(const KernelChoice& k) {
   if (err == cudaSuccess) err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fn, kThreads, k.smem);
   r.ctas = sms * per_sm;
   for (int s = 1; s <= kMaxSplits && err == cudaSuccess; ++s) {
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3(static_cast<unsigned>(s));
-    cfg.blockDim = dim3(kThreads);
-    cfg.dynamicSmemBytes = static_cast<size_t>(k.smem);
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeClusterDimension;
-    attr[0].val.clusterDim.x = static_cast<unsigned>(s);
-    attr[0].val.clusterDim.y = 1;
-    attr[0].val.clusterDim.z = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
-    err = cudaOccupancyMaxActiveClusters(&r.clusters[s - 1], fn, &cfg);
+    err = MaxActiveClusters(fn, s, kThreads, k.smem, &r.clusters[s - 1]);
   }
   if (err != cudaSuccess) {
     return absl::InternalError(absl::StrCat("dense wgmma: occupancy query failed: ", cudaGetErrorString(err)));
@@ -538,12 +518,7 @@ absl::Status LaunchDenseGemvWgmma(const DenseGemvParams& p, int splits, CUstream
   const absl::StatusOr<Residency> resident = ResidencyOf(kernel);
   if (!resident.ok()) return resident.status();
   WgmmaArgs a;
-  a.x = p.x;
-  a.w = p.w;
-  a.y = p.y;
-  a.m = static_cast<int>(p.m);
-  a.n = static_cast<int>(p.n);
-  a.k = static_cast<int>(p.k);
+  CopyCallArgs(p, &a);
   a.ktiles = static_cast<int>((p.k + kTileK - 1) / kTileK);
   if (splits == 0) {
     const char* env = std::getenv("FLUTE_DENSE_WGMMA_SPLITS");
@@ -553,42 +528,17 @@ absl::Status LaunchDenseGemvWgmma(const DenseGemvParams& p, int splits, CUstream
   a.splits = std::min(splits, a.ktiles);
   const char* l2_env = std::getenv("FLUTE_DENSE_WGMMA_L2");
   a.l2_prefetch = l2_env != nullptr ? std::atoi(l2_env) : 256;
-  a.swiglu = p.swiglu;
-  a.residual = p.residual;
-  a.sumsq_out = p.sumsq_out;
-  a.prenorm_out = p.prenorm_out;
-  a.prenorm_weight = p.prenorm_weight;
-  a.deferred_sumsq = p.deferred_sumsq;
-  a.norm_eps = p.norm_eps;
   const int64_t tiles = (p.n + kTileN - 1) / kTileN;
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(static_cast<unsigned>(tiles * a.splits));
   cfg.blockDim = dim3(kThreads);
   cfg.dynamicSmemBytes = static_cast<size_t>(kernel.smem);
   cfg.stream = stream;
-  cudaLaunchAttribute attr[2];
-  int num_attrs = 0;
-  if (p.pdl) {
-    attr[num_attrs].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[num_attrs].val.programmaticStreamSerializationAllowed = 1;
-    ++num_attrs;
-  }
-  if (a.splits > 1) {
-    attr[num_attrs].id = cudaLaunchAttributeClusterDimension;
-    attr[num_attrs].val.clusterDim.x = static_cast<unsigned>(a.splits);
-    attr[num_attrs].val.clusterDim.y = 1;
-    attr[num_attrs].val.clusterDim.z = 1;
-    ++num_attrs;
-  }
-  cfg.attrs = attr;
-  cfg.numAttrs = static_cast<unsigned>(num_attrs);
-  cudaError_t err = cudaLaunchKernelEx(&cfg, kernel.fn, a, w_map);
-  if (err == cudaSuccess) err = cudaGetLastError();
-  if (err != cudaSuccess) {
-    return absl::InternalError(absl::StrCat("dense wgmma launch failed (m=", p.m, " n=", p.n, " k=", p.k,
-                                            " splits=", a.splits, "): ", cudaGetErrorString(err)));
-  }
-  return absl::OkStatus();
+  LaunchAttributes attributes;
+  if (p.pdl) attributes.Pdl();
+  if (a.splits > 1) attributes.Cluster(a.splits);
+  attributes.ApplyTo(&cfg);
+  return LaunchOutcome(cudaLaunchKernelEx(&cfg, kernel.fn, a, w_map), "dense wgmma", p, "splits", a.splits);
 }
 
 }  // namespace flute::gpu

@@ -1,18 +1,101 @@
-// The dense products' fused decode-step epilogues (DenseGemvParams: SwiGLU, residual add with
-// the next norm's sums of squares, deferred RMSNorm), shared by the cluster kernel
-// (dense_gemv.cu) and the wgmma kernel (dense_gemv_wgmma.cu), so that both give the bits of the
-// unfused kernels. `Args` is either kernel's argument struct: fields m, n, k, y, swiglu, residual,
-// sumsq_out, prenorm_out, prenorm_weight, deferred_sumsq, norm_eps (dense_gemv.h says what each is).
+// What the dense products' kernels share (dense_gemv.cu: the strip and cluster kernels;
+// dense_gemv_wgmma.cu): the cp.async helpers, the launch attributes and cluster residency query,
+// and the fused decode-step epilogues (DenseGemvParams: SwiGLU, residual add with the next norm's
+// sums of squares, deferred RMSNorm), so that both kernels give the bits of the unfused kernels.
+// `Args` is either kernel's argument struct: fields m, n, k, y, swiglu, residual, sumsq_out,
+// prenorm_out, prenorm_weight, deferred_sumsq, norm_eps (dense_gemv.h says what each is).
 #pragma once
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cuda_runtime.h>
 
 #include <cstdint>
 
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "kernels/act_convert.cuh"
+#include "kernels/dense_gemv.h"
 
 namespace flute::gpu {
+
+__device__ __forceinline__ uint32_t SharedAddress(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// 16 bytes global -> shared, bypassing L1; zeros where !valid (src-size 0: nothing is read).
+__device__ __forceinline__ void CpAsync16(uint32_t dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0)
+               : "memory");
+}
+__device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void CpAsyncWaitAll() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+
+// The fields every dense kernel's argument struct takes from the call as they are.
+template <typename Args>
+void CopyCallArgs(const DenseGemvParams& p, Args* a) {
+  a->x = p.x;
+  a->w = p.w;
+  a->y = p.y;
+  a->m = static_cast<int>(p.m);
+  a->n = static_cast<int>(p.n);
+  a->k = static_cast<int>(p.k);
+  a->swiglu = p.swiglu;
+  a->residual = p.residual;
+  a->sumsq_out = p.sumsq_out;
+  a->prenorm_out = p.prenorm_out;
+  a->prenorm_weight = p.prenorm_weight;
+  a->deferred_sumsq = p.deferred_sumsq;
+  a->norm_eps = p.norm_eps;
+}
+
+// OK, or Internal naming the kernel, the call's shape and `knob` = value, when the launch (err, or
+// the error it left) failed.
+inline absl::Status LaunchOutcome(cudaError_t err, const char* kernel, const DenseGemvParams& p, const char* knob,
+                                  int value) {
+  if (err == cudaSuccess) err = cudaGetLastError();
+  if (err == cudaSuccess) return absl::OkStatus();
+  return absl::InternalError(absl::StrCat(kernel, " launch failed (m=", p.m, " n=", p.n, " k=", p.k, " ", knob, "=",
+                                          value, "): ", cudaGetErrorString(err)));
+}
+
+// The launch attributes a dense kernel's launch combines (at most one of each).
+struct LaunchAttributes {
+  cudaLaunchAttribute attr[3];
+  unsigned count = 0;
+  void Carveout(int percent) {  // cudaLaunchAttributePreferredSharedMemoryCarveout
+    attr[count].id = cudaLaunchAttributePreferredSharedMemoryCarveout;
+    attr[count++].val.sharedMemCarveout = static_cast<unsigned int>(percent);
+  }
+  void Pdl() {  // programmatic dependent launch (kernels/pdl.cuh)
+    attr[count].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[count++].val.programmaticStreamSerializationAllowed = 1;
+  }
+  void Cluster(int ctas) {  // 1-D clusters of `ctas` CTAs
+    attr[count].id = cudaLaunchAttributeClusterDimension;
+    attr[count].val.clusterDim.x = static_cast<unsigned>(ctas);
+    attr[count].val.clusterDim.y = 1;
+    attr[count++].val.clusterDim.z = 1;
+  }
+  void ApplyTo(cudaLaunchConfig_t* cfg) {
+    cfg->attrs = attr;
+    cfg->numAttrs = count;
+  }
+};
+
+// How many clusters of `ctas` CTAs of `kernel` (threads per CTA, dynamic shared memory) the
+// current device holds at once.
+template <typename Kernel>
+cudaError_t MaxActiveClusters(Kernel kernel, int ctas, int threads, int smem, int* clusters) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(static_cast<unsigned>(ctas));
+  cfg.blockDim = dim3(static_cast<unsigned>(threads));
+  cfg.dynamicSmemBytes = static_cast<size_t>(smem);
+  LaunchAttributes attributes;
+  attributes.Cluster(ctas);
+  attributes.ApplyTo(&cfg);
+  return cudaOccupancyMaxActiveClusters(clusters, kernel, &cfg);
+}
 
 // The output type's conversion: T rounds to nearest even; float (the LM head's logits) is exact.
 template <typename TY> struct OutCvt;
