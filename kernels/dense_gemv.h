@@ -66,6 +66,10 @@ struct DenseGemvParams {
   // The wgmma kernel only: the CTAs per cluster, each summing one piece of k (1..8; 0 = the
   // launcher's choice, see dense_gemv_wgmma.cu). Different counts give different bits.
   int splits = 0;
+  // The wgmma kernel only: features per CTA tile, 64, 80, 96, 112 or 128 (0 = the launcher's
+  // choice, ChooseDenseWgmmaPlan: the size whose CTAs best fill the device's slots). Different
+  // sizes can give different split counts, hence different bits.
+  int tile_n = 0;
   // A device counter, 0 before the first call, that hands out the strips after each block's
   // (cluster kernel: each cluster's) first two as blocks free up, instead of a fixed share per
   // block (the last ones to end no longer wait on the slowest SMs, or on clusters placed late). Every call leaves it 0 again; calls that share it must be ordered on one stream
@@ -185,6 +189,9 @@ inline absl::Status CheckDenseGemvParams(const DenseGemvParams& p) {
                 p.variant);
   }
   if (p.splits < 0 || p.splits > 8) return fail("splits must be in [0, 8] (0: the launcher's choice), got ", p.splits);
+  if (p.tile_n != 0 && (p.tile_n < 64 || p.tile_n > 128 || p.tile_n % 16 != 0)) {
+    return fail("tile_n must be 0 (the launcher's choice), 64, 80, 96, 112 or 128, got ", p.tile_n);
+  }
   if (p.variant == 2 && p.m > 16) {
     return fail("variant 2 (the flat kernel) takes m <= 16, got m = ", p.m);
   }

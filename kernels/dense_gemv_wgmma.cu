@@ -10,14 +10,24 @@
 // decode at batch 32: 7.23-7.29 ms per step with cuBLAS and the norm kernels, 6.94-6.97 with
 // this kernel (bench/results/ab-2026-11-26-h100/session25/).
 //
-// - Work: tiles of 128 features (rows of W) x 32 rows of X (rows >= m zero-filled), one
-//   cluster of `splits` CTAs per tile; CTA `rank` sums the k-tiles [rank·T/s, (rank+1)·T/s)
-//   (T = ceil(k / 64) k-tiles of 64), so the split depends on n, k and the device's residency
-//   only (never on m). ChooseDenseWgmmaSplits: the most pieces (of >= 8 k-tiles) with which all
-//   clusters are resident at once (8B gate/up: 1, its 224 tiles fill the device; 4096x4096: it
-//   beat 2, 4 and 8 forced, 14.7 against 19.6, 16.3 and 18.3 µs at m = 32).
+// - Work: tiles of tile_n features (rows of W; 128, or 64-112 where that fills the device
+//   better) x 32 rows of X (rows >= m zero-filled), one cluster of `splits` CTAs per tile; CTA
+//   `rank` sums the k-tiles [rank·T/s, (rank+1)·T/s) (T = ceil(k / 64) k-tiles of 64), so the
+//   split depends on n, k and the device's residency only (never on m).
+//   ChooseDenseWgmmaSplits: the most pieces (of >= 8 k-tiles) with which all clusters are
+//   resident at once (4096x4096: it beat 2, 4 and 8 forced, 14.7 against 19.6, 16.3 and 18.3 µs
+//   at m = 32). ChooseDenseWgmmaPlan: where 128-feature tiles need no split, the tile size whose
+//   CTAs best fill the slots of their waves. The 8B gate/up projection has 224 tiles of 128 for
+//   the H100's 264 slots (40 SMs streaming with one CTA), 256 of 112: 87.2-88.2 -> 84.1-84.2 µs
+//   at m = 24-32 (cuBLAS 83-84), the bf16 step at batch 32 6.92-6.94 -> 6.88-6.92 ms. A tile of
+//   112 loads 112 rows per stage (the box of its tensor map); the stage's other rows go through
+//   the wgmmas unloaded, into accumulator rows that are never stored. Not kept: smaller tiles for
+//   the split products too (qkv 96 x 4, O and down 96 x 6: 258-259 CTAs instead of 224-240),
+//   slower alone (qkv 20.5 -> 21.3 µs) and in the step (+0.05-0.1 ms); Stream-K over all 264
+//   slots (bench/results/ab-2026-11-26-h100/session26/).
 // - A CTA = 2 warpgroups; warpgroup h owns features 64h .. 64h + 63 of the tile (wgmma
 //   m64n32k16, D in 16 fp32 registers per thread). Per k-tile a stage holds W [128 rows][128 B]
+//   (tile_n of them loaded)
 //   and X [32 rows][128 B], both K-major with the 128-byte swizzle (16-byte chunk c of row r at
 //   r·128 + (c ^ (r % 8))·16). W arrives by TMA: one bulk tensor copy per stage (box [128 rows]
 //   [64 k] of a tensor map with the 128-byte swizzle and 256-byte L2 promotion; rows past n and
@@ -98,6 +108,8 @@ struct WgmmaArgs {
   void* y;        // [m, n] (swiglu: [m, n / 2]; residual epilogue: unused)
   int m, n, k;
   int ktiles;  // ceil(k / 64)
+  int tile_n;  // features per tile: 64, 80, 96, 112 or 128 (ChooseDenseWgmmaTile)
+  int groups;  // tile_n / 16: the epilogue's 16-feature groups of a tile
   int splits;  // CTAs per cluster (the launch's cluster dimension)
   int l2_prefetch;  // W copies' L2 prefetch size: 0, 128 or 256 bytes
   bool swiglu;
@@ -155,9 +167,10 @@ __device__ __forceinline__ void MbarWait(uint32_t bar, uint32_t parity) {
       "r"(parity)
       : "memory");
 }
-// Thread 0: k-tile kt of the tile's W rows into the stage at `dst`, completing on `bar`.
-__device__ __forceinline__ void TmaW(const CUtensorMap* map, uint32_t dst, uint32_t bar, int n0, int kt) {
-  MbarArriveExpectTx(bar, kWStageBytes);
+// Thread 0: k-tile kt of the tile's W rows (the first tile_n of the stage's 128) into the stage
+// at `dst`, completing on `bar`.
+__device__ __forceinline__ void TmaW(const CUtensorMap* map, uint32_t dst, uint32_t bar, int n0, int kt, int tile_n) {
+  MbarArriveExpectTx(bar, tile_n * 128);
   asm volatile(
       "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n" ::
           "r"(dst),
@@ -204,7 +217,7 @@ __device__ __forceinline__ void CopyW(const WgmmaArgs& a, uint32_t stage, int n0
 #pragma unroll
   for (int j = 0; j < 4; ++j) {
     const int row = (tid >> 3) + 32 * j, n = n0 + row;
-    const bool valid = n < a.n && k < a.k;
+    const bool valid = row < a.tile_n && n < a.n && k < a.k;
     const char* src = static_cast<const char*>(a.w) + (valid ? (static_cast<int64_t>(n) * a.k + k) * 2 : 0);
     CpAsync16Prefetch(stage + row * 128 + ((c ^ (row & 7)) << 4), src, valid, a.l2_prefetch);
   }
@@ -228,7 +241,7 @@ __device__ __forceinline__ void Prologue(const WgmmaArgs& a, const CUtensorMap* 
   for (int s = 0; s < kStages - 1; ++s) {
     if (s >= nk) continue;
     if constexpr (kTma) {
-      if (threadIdx.x == 0) TmaW(w_map, stages + s * kStageBytes, bars + 8 * s, n0, kt0 + s);
+      if (threadIdx.x == 0) TmaW(w_map, stages + s * kStageBytes, bars + 8 * s, n0, kt0 + s, a.tile_n);
     } else {
       CopyW(a, stages + s * kStageBytes, n0, kt0 + s);
     }
@@ -259,7 +272,7 @@ __device__ __forceinline__ void MainLoop(const WgmmaArgs& a, const CUtensorMap* 
     if (refill < nk) {
       const uint32_t stage = stages + (refill % kStages) * kStageBytes;
       if constexpr (kTma) {
-        if (threadIdx.x == 0) TmaW(w_map, stage, bars + 8 * (refill % kStages), n0, kt0 + refill);
+        if (threadIdx.x == 0) TmaW(w_map, stage, bars + 8 * (refill % kStages), n0, kt0 + refill, a.tile_n);
       } else {
         CopyW(a, stage, n0, kt0 + refill);
       }
@@ -292,7 +305,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   const uint32_t stages = SharedAddress(smem);
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, q = lane & 3;
   const int rank = static_cast<int>(blockIdx.x) % a.splits, tile = static_cast<int>(blockIdx.x) / a.splits;
-  const int n0 = tile * kTileN;
+  const int n0 = tile * a.tile_n;
   const int kt0 = static_cast<int>(static_cast<int64_t>(rank) * a.ktiles / a.splits);
   const int kt1 = static_cast<int>(static_cast<int64_t>(rank + 1) * a.ktiles / a.splits);
 
@@ -322,10 +335,10 @@ __global__ void __launch_bounds__(kThreads, 2)
 #pragma unroll
     for (int u = 0; u < 2; ++u) {
       const int mm = (tid >> 4) + 16 * u;
-      const bool load = kEpilogues && a.residual != nullptr && rank + j * a.splits < kGroups && mm < a.m && out < a.n;
+      const bool load = kEpilogues && a.residual != nullptr && rank + j * a.splits < a.groups && mm < a.m && out < a.n;
       old[j][u] = load ? __ldcg(a.residual + static_cast<int64_t>(mm) * a.n + out) : 0.0f;
     }
-    if (kEpilogues && a.prenorm_out != nullptr && rank + j * a.splits < kGroups && out < a.n) {
+    if (kEpilogues && a.prenorm_out != nullptr && rank + j * a.splits < a.groups && out < a.n) {
       prenorm_weight[j] = __ldg(a.prenorm_weight + out);
     }
   }
@@ -358,7 +371,7 @@ __global__ void __launch_bounds__(kThreads, 2)
 #pragma unroll
   for (int j = 0; j < kGroups; ++j) {
     const int group = rank + j * a.splits;
-    if (group >= kGroups) break;  // (uniform over the CTA)
+    if (group >= a.groups) break;  // (uniform over the CTA)
     const int feature = 16 * group + lane16, out = n0 + feature;
     // The pieces' sums of rows tid / 16 + 16u, all loads issued before the first add.
     float piece[2][kMaxSplits];
@@ -413,16 +426,18 @@ KernelChoice SelectKernel(ActivationType dtype, bool y_fp32, bool tma) {
   return y_fp32 ? ChooseForType<__half, float>(tma) : ChooseForType<__half, __half>(tma);
 }
 
-// The tensor map of W [n, k] for the TMA path (box [128 rows][64 k], 128-byte swizzle, 256-byte
-// L2 promotion), encoded through the driver's cuTensorMapEncodeTiled (found at run time: the
-// library links only the runtime). Cached per (address, n, k, dtype): the engine's weights
-// never move, and encoding costs microseconds of host time per call.
-absl::StatusOr<CUtensorMap> WeightTensorMap(const DenseGemvParams& p) {
+// The tensor map of a 16-bit [rows, k] matrix for the TMA path (box [box_rows][64 k], 128-byte
+// swizzle, 256-byte L2 promotion; rows past `rows` read as zeros): W [n, k] with box_rows =
+// tile_n, X [m, k] with 32. Encoded through the driver's cuTensorMapEncodeTiled (found at run
+// time: the library links only the runtime). Cached per (address, rows, k, dtype, box): the
+// engine's weights and activation buffers never move, and encoding costs microseconds of host
+// time per call.
+absl::StatusOr<CUtensorMap> TensorMap(const void* ptr, int64_t rows, int64_t k, ActivationType dtype, int box_rows) {
   static std::mutex mu;
   static PFN_cuTensorMapEncodeTiled_v12000 encode = nullptr;
-  using Key = std::tuple<const void*, int64_t, int64_t, int>;
+  using Key = std::tuple<const void*, int64_t, int64_t, int, int>;
   static auto* cache = new std::map<Key, CUtensorMap>();
-  const Key key{p.w, p.n, p.k, static_cast<int>(p.dtype)};
+  const Key key{ptr, rows, k, static_cast<int>(dtype), box_rows};
   std::lock_guard<std::mutex> lock(mu);
   const auto it = cache->find(key);
   if (it != cache->end()) return it->second;
@@ -436,18 +451,18 @@ absl::StatusOr<CUtensorMap> WeightTensorMap(const DenseGemvParams& p) {
     encode = reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
   }
   CUtensorMap map;
-  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(p.k), static_cast<cuuint64_t>(p.n)};
-  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(p.k) * 2};  // bytes between rows
-  const cuuint32_t box[2] = {kTileK, kTileN};
+  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(k), static_cast<cuuint64_t>(rows)};
+  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(k) * 2};  // bytes between rows
+  const cuuint32_t box[2] = {kTileK, static_cast<cuuint32_t>(box_rows)};
   const cuuint32_t element_strides[2] = {1, 1};
-  const CUresult r = encode(&map, p.dtype == ActivationType::kBFloat16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
-                                                                        : CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
-                            2, const_cast<void*>(p.w), dims, strides, box, element_strides,
+  const CUresult r = encode(&map, dtype == ActivationType::kBFloat16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
+                                                                      : CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
+                            2, const_cast<void*>(ptr), dims, strides, box, element_strides,
                             CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
                             CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   if (r != CUDA_SUCCESS) {
-    return absl::InternalError(absl::StrCat("dense wgmma: cuTensorMapEncodeTiled failed (n=", p.n, " k=", p.k,
-                                            "): CUresult ", static_cast<int>(r)));
+    return absl::InternalError(absl::StrCat("dense wgmma: cuTensorMapEncodeTiled failed (rows=", rows, " k=", k,
+                                            " box rows=", box_rows, "): CUresult ", static_cast<int>(r)));
   }
   cache->emplace(key, map);
   return map;
@@ -493,10 +508,10 @@ absl::StatusOr<Residency> ResidencyOf(const KernelChoice& k) {
 
 }  // namespace
 
-int ChooseDenseWgmmaSplits(int64_t n, int64_t k, int resident_ctas, const int* resident_clusters) {
+int ChooseDenseWgmmaSplits(int64_t n, int64_t k, int resident_ctas, const int* resident_clusters, int tile_n) {
   // The most pieces of k (each >= 8 k-tiles: the pipeline's fill is paid per piece) with which
   // every tile's cluster is resident at once; 1 where the tiles alone fill the device.
-  const int64_t tiles = (n + kTileN - 1) / kTileN, ktiles = (k + kTileK - 1) / kTileK;
+  const int64_t tiles = (n + tile_n - 1) / tile_n, ktiles = (k + kTileK - 1) / kTileK;
   int best = 1;
   for (int s = 2; s <= kMaxSplits; ++s) {
     if (ktiles < int64_t{s} * kMinKTilesPerSplit) break;
@@ -505,30 +520,63 @@ int ChooseDenseWgmmaSplits(int64_t n, int64_t k, int resident_ctas, const int* r
   return best;
 }
 
+DenseWgmmaPlan ChooseDenseWgmmaPlan(int64_t n, int64_t k, int resident_ctas, const int* resident_clusters) {
+  // How well a plan fills the slots of its waves: CTAs / (waves · resident CTAs).
+  const auto fill = [&](const DenseWgmmaPlan& plan) {
+    const int64_t ctas = (n + plan.tile_n - 1) / plan.tile_n * plan.splits;
+    const int64_t waves = (ctas + resident_ctas - 1) / resident_ctas;
+    return static_cast<double>(ctas) / static_cast<double>(waves * resident_ctas);
+  };
+  DenseWgmmaPlan best{kTileN, ChooseDenseWgmmaSplits(n, k, resident_ctas, resident_clusters, kTileN)};
+  if (best.splits > 1) return best;  // (smaller tiles with other cluster sizes were slower)
+  for (int tile_n = kTileN - 16; tile_n >= 64; tile_n -= 16) {
+    const DenseWgmmaPlan plan{tile_n, ChooseDenseWgmmaSplits(n, k, resident_ctas, resident_clusters, tile_n)};
+    if (plan.splits == 1 && fill(plan) > fill(best) + 0.02) best = plan;
+  }
+  return best;
+}
+
 absl::Status LaunchDenseGemvWgmma(const DenseGemvParams& p, int splits, CUstream_st* stream) {
   const char* tma_env = std::getenv("FLUTE_DENSE_WGMMA_TMA");
   const bool tma = tma_env == nullptr || std::string(tma_env) != "0";
   const KernelChoice kernel = SelectKernel(p.dtype, p.y_fp32, tma);
-  CUtensorMap w_map = {};
-  if (tma) {
-    absl::StatusOr<CUtensorMap> map = WeightTensorMap(p);
-    if (!map.ok()) return map.status();
-    w_map = *map;
-  }
   const absl::StatusOr<Residency> resident = ResidencyOf(kernel);
   if (!resident.ok()) return resident.status();
-  WgmmaArgs a;
-  CopyCallArgs(p, &a);
-  a.ktiles = static_cast<int>((p.k + kTileK - 1) / kTileK);
+  // The plan: the call's tile_n and splits where set, else the environment's (A/B runs), else
+  // the launcher's (a forced tile gets the split rule for that tile).
+  int tile_n = p.tile_n;
+  if (tile_n == 0) {
+    const char* env = std::getenv("FLUTE_DENSE_WGMMA_TILE");
+    const int forced = env != nullptr ? std::atoi(env) : 0;
+    if (forced >= 64 && forced <= kTileN && forced % 16 == 0) tile_n = forced;
+  }
   if (splits == 0) {
     const char* env = std::getenv("FLUTE_DENSE_WGMMA_SPLITS");
     splits = env != nullptr ? std::atoi(env) : 0;
   }
-  if (splits < 1 || splits > kMaxSplits) splits = ChooseDenseWgmmaSplits(p.n, p.k, resident->ctas, resident->clusters);
+  if (tile_n == 0) {
+    const DenseWgmmaPlan plan = ChooseDenseWgmmaPlan(p.n, p.k, resident->ctas, resident->clusters);
+    tile_n = plan.tile_n;
+    if (splits < 1 || splits > kMaxSplits) splits = plan.splits;
+  }
+  if (splits < 1 || splits > kMaxSplits) {
+    splits = ChooseDenseWgmmaSplits(p.n, p.k, resident->ctas, resident->clusters, tile_n);
+  }
+  CUtensorMap w_map = {};
+  if (tma) {
+    absl::StatusOr<CUtensorMap> map = TensorMap(p.w, p.n, p.k, p.dtype, tile_n);
+    if (!map.ok()) return map.status();
+    w_map = *map;
+  }
+  WgmmaArgs a;
+  CopyCallArgs(p, &a);
+  a.ktiles = static_cast<int>((p.k + kTileK - 1) / kTileK);
+  a.tile_n = tile_n;
+  a.groups = tile_n / 16;
   a.splits = std::min(splits, a.ktiles);
   const char* l2_env = std::getenv("FLUTE_DENSE_WGMMA_L2");
   a.l2_prefetch = l2_env != nullptr ? std::atoi(l2_env) : 256;
-  const int64_t tiles = (p.n + kTileN - 1) / kTileN;
+  const int64_t tiles = (p.n + tile_n - 1) / tile_n;
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(static_cast<unsigned>(tiles * a.splits));
   cfg.blockDim = dim3(kThreads);

@@ -115,6 +115,11 @@ TEST(DenseGemvArgsTest, RejectsBadCallsNamingFieldExpectedAndFound) {
       {"splits = 9", [](DenseGemvParams* p) { p->splits = 9; }, {"splits must be in [0, 8]", "got 9"}},
       {"splits = -1", [](DenseGemvParams* p) { p->splits = -1; }, {"splits must be in [0, 8]", "got -1"}},
       {"variant = -1", [](DenseGemvParams* p) { p->variant = -1; }, {"variant must be", "got -1"}},
+      {"tile_n = 100",
+       [](DenseGemvParams* p) { p->tile_n = 100; },
+       {"tile_n must be 0 (the launcher's choice), 64, 80, 96, 112 or 128", "got 100"}},
+      {"tile_n = 48", [](DenseGemvParams* p) { p->tile_n = 48; }, {"tile_n must be", "got 48"}},
+      {"tile_n = 144", [](DenseGemvParams* p) { p->tile_n = 144; }, {"tile_n must be", "got 144"}},
       {"variant 2 at m = 17",
        [](DenseGemvParams* p) {
          p->m = 17;
@@ -176,6 +181,27 @@ TEST(DenseGemvArgsTest, WgmmaSplitRule) {
   EXPECT_EQ(ChooseDenseWgmmaSplits(4096, 1024, 264, clusters), 2);   // 16 k-tiles: pieces of 8
   EXPECT_EQ(ChooseDenseWgmmaSplits(256, 960, 264, clusters), 1);     // 15 k-tiles
   EXPECT_EQ(ChooseDenseWgmmaSplits(128256, 4096, 264, clusters), 1);  // more tiles than CTAs
+  EXPECT_EQ(ChooseDenseWgmmaSplits(4096, 4096, 264, clusters, 96), 6);  // 43 tiles: 43 clusters of 6 fit
+  EXPECT_EQ(ChooseDenseWgmmaSplits(28672, 4096, 264, clusters, 112), 1);
+}
+
+// The tile rule: where tiles of 128 need no split, the tile whose CTAs fill the slots of their
+// waves best (128 unless a smaller one fills them more than 2 points better, also unsplit);
+// split products keep 128.
+TEST(DenseGemvArgsTest, WgmmaTileRule) {
+  const int clusters[8] = {264, 132, 88, 66, 52, 44, 32, 30};
+  const auto plan = [&](int64_t n, int64_t k) {
+    const DenseWgmmaPlan p = ChooseDenseWgmmaPlan(n, k, 264, clusters);
+    return std::make_pair(p.tile_n, p.splits);
+  };
+  EXPECT_EQ(plan(28672, 4096), std::make_pair(112, 1));   // 256 tiles (224 of 128)
+  EXPECT_EQ(plan(57344, 8192), std::make_pair(112, 1));   // 512 tiles in 2 waves: 97 % (448: 85 %)
+  EXPECT_EQ(plan(4096, 4096), std::make_pair(128, 7));    // split: 128 (96 x 6 would fill 258)
+  EXPECT_EQ(plan(4096, 14336), std::make_pair(128, 7));
+  EXPECT_EQ(plan(6144, 4096), std::make_pair(128, 5));
+  EXPECT_EQ(plan(8192, 8192), std::make_pair(128, 4));
+  EXPECT_EQ(plan(128256, 4096), std::make_pair(128, 1));  // 1002 tiles in 4 waves: 95 % (112: 87 %)
+  EXPECT_EQ(plan(256, 960), std::make_pair(128, 1));      // 2 tiles: no size fills the device
 }
 #endif
 
@@ -429,6 +455,7 @@ struct Problem {
     cudaMemcpy(d_x.ptr, x.data(), x.size() * 2, cudaMemcpyHostToDevice);
     cudaMemcpy(d_w.ptr, w.data(), w.size() * 2, cudaMemcpyHostToDevice);
   }
+  int tile_n = 0;  // DenseGemvParams::tile_n of every call of Params
   bool ok() const { return d_x.ptr != nullptr && d_w.ptr != nullptr; }
   // Rows [row0, row0 + m) of X as the call's input; cluster, variant: DenseGemvParams's.
   DenseGemvParams Params(int64_t m, bool y_fp32, bool pdl, int64_t row0 = 0, int cluster = 0, int variant = 0) const {
@@ -443,6 +470,7 @@ struct Problem {
     p.pdl = pdl;
     p.cluster = cluster;
     p.variant = variant;
+    p.tile_n = tile_n;
     return p;
   }
 };
@@ -500,10 +528,14 @@ std::vector<KernelConfig> ConfigsFor(int64_t m) {
 void CheckWgmma(const Problem& prob, const std::vector<int64_t>& ms, cudaStream_t stream, bool pdl, bool y_fp32,
                 const Reference& ref, double* worst, int* calls) {
   const int64_t rows = *std::max_element(ms.begin(), ms.end());
-  for (int splits : {0, 1, 3}) {
-    SCOPED_TRACE(::testing::Message() << "wgmma splits=" << splits << " y_fp32=" << y_fp32);
+  // (splits, tile_n): the launcher's plan, forced split counts, and the smaller tiles (whose last
+  // stage rows are never loaded).
+  const std::pair<int, int> plans[] = {{0, 0}, {1, 128}, {3, 128}, {0, 112}, {2, 96}, {0, 80}, {1, 64}};
+  for (const auto& [splits, tile_n] : plans) {
+    SCOPED_TRACE(::testing::Message() << "wgmma splits=" << splits << " tile_n=" << tile_n << " y_fp32=" << y_fp32);
     DenseGemvParams p = prob.Params(rows, y_fp32, pdl, 0, 0, 3);
     p.splits = splits;
+    p.tile_n = tile_n;
     std::vector<uint8_t> full;
     ASSERT_TRUE(RunGemv(p, stream, &full));
     for (int64_t m : ms) {
@@ -821,7 +853,7 @@ std::vector<V> Download(const DeviceBuffer& b, size_t count) {
 void CheckEpilogues(const Problem& prob, int64_t m, int cluster, cudaStream_t stream, std::mt19937& rng,
                     int variant = 0) {
   SCOPED_TRACE(::testing::Message() << Name(prob.dtype) << " n=" << prob.n << " k=" << prob.k << " m=" << m
-                                    << " cluster=" << cluster << " variant=" << variant);
+                                    << " tile_n=" << prob.tile_n << " cluster=" << cluster << " variant=" << variant);
   const int64_t n = prob.n, k = prob.k, mn = m * n;
   const ActivationType dt = prob.dtype;
   std::vector<uint8_t> plain_raw, sums_raw;
@@ -985,6 +1017,10 @@ TEST(DenseGemvGpuTest, WgmmaEpiloguesAreBitwiseTheUnfusedKernels) {
       ASSERT_TRUE(prob.ok());
       for (int64_t m : {17, 24, 32}) CheckEpilogues(prob, m, 0, stream.s, rng);
       CheckEpilogues(prob, 5, 0, stream.s, rng, /*variant=*/3);
+      for (int tile_n : {112, 80}) {  // the smaller tiles' epilogues (fewer 16-feature groups)
+        prob.tile_n = tile_n;
+        CheckEpilogues(prob, 24, 0, stream.s, rng);
+      }
     }
   }
 }
@@ -1000,6 +1036,8 @@ TEST(DenseGemvGpuTest, EpiloguesSanitizerSubset) {
     Problem prob(dtype, 272, 1088, rng);
     ASSERT_TRUE(prob.ok());
     for (int cluster : {2, 4}) CheckEpilogues(prob, 13, cluster, stream.s, rng);
+    CheckEpilogues(prob, 20, 0, stream.s, rng);
+    prob.tile_n = 96;
     CheckEpilogues(prob, 20, 0, stream.s, rng);
   }
 }
