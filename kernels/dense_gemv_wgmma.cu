@@ -19,7 +19,8 @@
 //   at m = 32). ChooseDenseWgmmaPlan: where 128-feature tiles need no split, the tile size whose
 //   CTAs best fill the slots of their waves. The 8B gate/up projection has 224 tiles of 128 for
 //   the H100's 264 slots (40 SMs streaming with one CTA), 256 of 112: 87.2-88.2 -> 84.1-84.2 µs
-//   at m = 24-32 (cuBLAS 83-84), the bf16 step at batch 32 6.92-6.94 -> 6.88-6.92 ms. A tile of
+//   at m = 24-32 (cuBLAS 83-84); the bf16 step at batch 32 -0.06 to +0.02 ms (the free slots had
+//   let the down projection's first CTAs start early), no batch of 17-32 slower. A tile of
 //   112 loads 112 rows per stage (the box of its tensor map); the stage's other rows go through
 //   the wgmmas unloaded, into accumulator rows that are never stored. Not kept: smaller tiles for
 //   the split products too (qkv 96 x 4, O and down 96 x 6: 258-259 CTAs instead of 224-240),
