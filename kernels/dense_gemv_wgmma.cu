@@ -15,8 +15,9 @@
 //   `rank` sums the k-tiles [rank·T/s, (rank+1)·T/s) (T = ceil(k / 64) k-tiles of 64), so the
 //   split depends on n, k and the device's residency only (never on m).
 //   ChooseDenseWgmmaSplits: the most pieces (of >= 8 k-tiles) with which all clusters are
-//   resident at once (4096x4096: it beat 2, 4 and 8 forced, 14.7 against 19.6, 16.3 and 18.3 µs
-//   at m = 32). ChooseDenseWgmmaPlan: where 128-feature tiles need no split, the tile size whose
+//   resident at once with an eighth of the cluster slots to spare (4096x4096 alone: 7 beat 2, 4
+//   and 8 forced, 14.7 against 19.6, 16.3 and 18.3 µs at m = 32; in the decode step 6 beats 7,
+//   whose last clusters start late). ChooseDenseWgmmaPlan: where 128-feature tiles need no split, the tile size whose
 //   CTAs best fill the slots of their waves. The 8B gate/up projection has 224 tiles of 128 for
 //   the H100's 264 slots (40 SMs streaming with one CTA), 256 of 112: 87.2-88.2 -> 84.1-84.2 µs
 //   at m = 24-32 (cuBLAS 83-84); the bf16 step at batch 32 -0.06 to +0.02 ms (the free slots had
@@ -511,12 +512,23 @@ absl::StatusOr<Residency> ResidencyOf(const KernelChoice& k) {
 
 int ChooseDenseWgmmaSplits(int64_t n, int64_t k, int resident_ctas, const int* resident_clusters, int tile_n) {
   // The most pieces of k (each >= 8 k-tiles: the pipeline's fill is paid per piece) with which
-  // every tile's cluster is resident at once; 1 where the tiles alone fill the device.
+  // every tile's cluster is resident at once with an eighth of the device's clusters of that size
+  // to spare; 1 where the tiles alone fill the device. The spare: a cluster starts only when all
+  // its CTAs fit one GPC, and while the previous kernel's CTAs drain, the last clusters of a
+  // launch that needs every cluster slot start late (8B O and down projections at batch 32, 32
+  // clusters of 7 on the H100's 32: their CTAs' exits spread over 12 and 18 µs; clusters of 6
+  // took the step from 6.88-6.91 to 6.67-6.71 ms, bench/results/ab-2026-11-26-h100/session26/).
+  // FLUTE_DENSE_WGMMA_CLUSTER_SPARE=0: no spare, the previous rule (A/B runs).
+  static const bool spare = [] {
+    const char* env = std::getenv("FLUTE_DENSE_WGMMA_CLUSTER_SPARE");
+    return env == nullptr || std::string(env) != "0";
+  }();
   const int64_t tiles = (n + tile_n - 1) / tile_n, ktiles = (k + kTileK - 1) / kTileK;
   int best = 1;
   for (int s = 2; s <= kMaxSplits; ++s) {
     if (ktiles < int64_t{s} * kMinKTilesPerSplit) break;
-    if (tiles * s <= resident_ctas && tiles <= resident_clusters[s - 1]) best = s;
+    const int64_t cluster_slots = spare ? int64_t{resident_clusters[s - 1]} * 7 / 8 : resident_clusters[s - 1];
+    if (tiles * s <= resident_ctas && tiles <= cluster_slots) best = s;
   }
   return best;
 }
@@ -591,3 +603,7 @@ absl::Status LaunchDenseGemvWgmma(const DenseGemvParams& p, int splits, CUstream
 }
 
 }  // namespace flute::gpu
+
+namespace flute::trace {
+FLUTE_TRACE_SETTER(SetBufferDenseGemvWgmma)  // (trace builds only: kernels/kernel_trace.h)
+}  // namespace flute::trace

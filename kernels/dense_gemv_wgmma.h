@@ -13,7 +13,8 @@ namespace flute::gpu {
 absl::Status LaunchDenseGemvWgmma(const DenseGemvParams& p, int splits, CUstream_st* stream);
 
 // The launcher's split count for an n x k product cut into tiles of tile_n features (1 <= result
-// <= 8), given the CTAs that fit the device at once and how many clusters of each size do
+// <= 8: the most pieces whose clusters all fit at once with 1/8 of the cluster slots to spare),
+// given the CTAs that fit the device at once and how many clusters of each size do
 // (resident_clusters[s - 1] for clusters of s CTAs). Pure host code: the rule, for tests and the
 // file comment.
 int ChooseDenseWgmmaSplits(int64_t n, int64_t k, int resident_ctas, const int* resident_clusters, int tile_n = 128);

@@ -15,12 +15,13 @@ cudaError_t SetBufferDenseGemv(void* buffer);
 cudaError_t SetBufferLlamaOps(void* buffer);
 cudaError_t SetBufferSampling(void* buffer);
 cudaError_t SetBufferLutTensorCore(void* buffer);
+cudaError_t SetBufferDenseGemvWgmma(void* buffer);
 
 bool Compiled() { return true; }
 
 absl::Status Enable(void* buffer) {
   for (auto* set : {SetBufferLutStrip, SetBufferAttention, SetBufferDenseGemv, SetBufferLlamaOps, SetBufferSampling,
-                    SetBufferLutTensorCore}) {
+                    SetBufferLutTensorCore, SetBufferDenseGemvWgmma}) {
     const cudaError_t err = set(buffer);
     if (err != cudaSuccess) return absl::InternalError(absl::StrCat("kernel trace: ", cudaGetErrorString(err)));
   }

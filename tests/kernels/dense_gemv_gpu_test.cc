@@ -170,18 +170,21 @@ TEST(DenseGemvArgsTest, RejectsBadCallsNamingFieldExpectedAndFound) {
 // the fields that go together), each refused with a message naming the field.
 #ifdef FLUTE_HAVE_CUDA
 // The wgmma kernel's split rule (host code): the most pieces of k, each >= 8 k-tiles of 64, whose
-// clusters are all resident at once; 1 where the tiles alone fill the device or k is short.
+// clusters are all resident at once with 1/8 of the device's clusters of that size to spare; 1
+// where the tiles alone fill the device or k is short.
 TEST(DenseGemvArgsTest, WgmmaSplitRule) {
   // An H100-like device: 264 CTAs, and fewer clusters of the larger sizes (GPC boundaries).
   const int clusters[8] = {264, 132, 88, 66, 52, 44, 32, 30};
   EXPECT_EQ(ChooseDenseWgmmaSplits(28672, 4096, 264, clusters), 1);  // 224 tiles
-  EXPECT_EQ(ChooseDenseWgmmaSplits(6144, 4096, 264, clusters), 5);   // 48 tiles: 5 x 48 = 240 CTAs
-  EXPECT_EQ(ChooseDenseWgmmaSplits(4096, 4096, 264, clusters), 7);   // 32 clusters of 8 do not fit
-  EXPECT_EQ(ChooseDenseWgmmaSplits(4096, 14336, 264, clusters), 7);
+  // 48 tiles: clusters of 5 would take 48 of 52 (more than 7/8), of 4 48 of 66.
+  EXPECT_EQ(ChooseDenseWgmmaSplits(6144, 4096, 264, clusters), 4);
+  // 32 tiles: clusters of 8 do not fit, of 7 would take all 32 (stragglers), of 6 32 of 44.
+  EXPECT_EQ(ChooseDenseWgmmaSplits(4096, 4096, 264, clusters), 6);
+  EXPECT_EQ(ChooseDenseWgmmaSplits(4096, 14336, 264, clusters), 6);
   EXPECT_EQ(ChooseDenseWgmmaSplits(4096, 1024, 264, clusters), 2);   // 16 k-tiles: pieces of 8
   EXPECT_EQ(ChooseDenseWgmmaSplits(256, 960, 264, clusters), 1);     // 15 k-tiles
   EXPECT_EQ(ChooseDenseWgmmaSplits(128256, 4096, 264, clusters), 1);  // more tiles than CTAs
-  EXPECT_EQ(ChooseDenseWgmmaSplits(4096, 4096, 264, clusters, 96), 6);  // 43 tiles: 43 clusters of 6 fit
+  EXPECT_EQ(ChooseDenseWgmmaSplits(4096, 4096, 264, clusters, 96), 5);  // 43 tiles: 43 of 52 clusters of 5
   EXPECT_EQ(ChooseDenseWgmmaSplits(28672, 4096, 264, clusters, 112), 1);
 }
 
@@ -196,10 +199,10 @@ TEST(DenseGemvArgsTest, WgmmaTileRule) {
   };
   EXPECT_EQ(plan(28672, 4096), std::make_pair(112, 1));   // 256 tiles (224 of 128)
   EXPECT_EQ(plan(57344, 8192), std::make_pair(112, 1));   // 512 tiles in 2 waves: 97 % (448: 85 %)
-  EXPECT_EQ(plan(4096, 4096), std::make_pair(128, 7));    // split: 128 (96 x 6 would fill 258)
-  EXPECT_EQ(plan(4096, 14336), std::make_pair(128, 7));
-  EXPECT_EQ(plan(6144, 4096), std::make_pair(128, 5));
-  EXPECT_EQ(plan(8192, 8192), std::make_pair(128, 4));
+  EXPECT_EQ(plan(4096, 4096), std::make_pair(128, 6));    // split: 128
+  EXPECT_EQ(plan(4096, 14336), std::make_pair(128, 6));
+  EXPECT_EQ(plan(6144, 4096), std::make_pair(128, 4));
+  EXPECT_EQ(plan(8192, 8192), std::make_pair(128, 3));    // 64 tiles: 64 of 66 clusters of 4 is too tight
   EXPECT_EQ(plan(128256, 4096), std::make_pair(128, 1));  // 1002 tiles in 4 waves: 95 % (112: 87 %)
   EXPECT_EQ(plan(256, 960), std::make_pair(128, 1));      // 2 tiles: no size fills the device
 }
