@@ -1,4 +1,4 @@
-// The dense 16-bit product Y[m, n] = X[m, k] · W[n, k]ᵀ for decode batches of 17-32 rows on the
+// The dense 16-bit product Y[m, n] = X[m, k] · W[n, k]ᵀ for decode batches of 9-32 rows on the
 // H100's wgmma (sm_90a), with the decode step's fused epilogues. See dense_gemv.h for the
 // contract and dense_gemv_wgmma.h for the launcher.
 //
@@ -39,14 +39,24 @@
 //   prefetch: FLUTE_DENSE_WGMMA_L2=0 or 128 for A/B runs), bitwise the same. H100, 8B bf16 step
 //   at batch 32: 6.90-6.93 ms with TMA, 6.95-6.98 with cp.async; cp.async without the L2
 //   prefetch had taken the gate/up projection 88.3 instead of 84.2 µs.
-// - kStages = 5 stages (100 KB) and 2 CTAs per SM: up to 8 k-tiles of W (128 KB) in flight per
-//   SM. (Not kept: 10 stages with one CTA per SM, the 8B step 0.6 ms slower; an L2 bulk prefetch
-//   of W 2-8 k-tiles ahead of the copies, 10-40 % slower.)
+// - 5 stages (100 KB) and 2 CTAs per SM: up to 8 k-tiles of W (128 KB) in flight per SM.
+//   Calls of m <= 16 with 16-bit outputs run a 16-row instance (wgmma m64n16k16, X stages of
+//   2 KB, 6 stages of 18 KB): same bits (an output's k16 products are summed the same way
+//   whatever the wgmma's N). H100, 8B bf16 decode step with every dense product of <= 16 rows on
+//   this kernel (bench/results/ab-2026-11-26-h100/session27/): batch 16 6.31-6.36 ms with the
+//   32-row instance, 6.00-6.01 with the 16-row one (the cluster kernel: 6.28-6.30), batch 8
+//   5.96-6.02 / 5.73-5.76 (the strip kernel: 5.82-5.87). The stage count is not what matters
+//   (the 16-row instance with 5 stages: 6.01-6.05 at batch 16); the cause of the 32-row
+//   instance's extra ~1.7 µs per call at these m was not isolated. Tried at 17-32 rows and not
+//   kept: W stages of 112 rows with X right after them (6 stages, or 5), +0.2 ms at batch 32;
+//   each k16 step as two n16 wgmmas, +0.05 ms. (Not kept before: 10 stages with one CTA per
+//   SM, the 8B step 0.6 ms slower; an L2 bulk prefetch of W 2-8 k-tiles ahead of the copies,
+//   10-40 % slower.)
 // - One barrier per k-tile: wait for the stage's copies, fence them to the async proxy, barrier,
 //   refill the stage of the previous k-tile (whose wgmmas every thread retired before the
 //   barrier), then 4 wgmmas on this stage and wait for them. The tensor cores are idle between
 //   k-tiles, but a k-tile's 4 wgmmas take well under the time its 20 KB take to arrive.
-// - PDL: the CTA lets the next kernel be scheduled, requests W of its first 4 stages, and only
+// - PDL: the CTA lets the next kernel be scheduled, requests W of its first 4 (16 rows: 5) stages, and only
 //   then waits for the previous kernel (which writes X, the residual and the deferred norm's
 //   sums). Nothing that waits on a load of its own stands between the copies and the main loop:
 //   the residual epilogue's operands are loaded there but used only at the end, and the deferred
@@ -90,19 +100,31 @@ namespace {
 
 constexpr int kThreads = 256;                  // 2 warpgroups
 constexpr int kTileN = 128;                    // features (rows of W) per tile
-constexpr int kTileM = 32;                     // rows of X (the wgmma N)
+constexpr int kTileM = 32;                     // rows of X (the wgmma N) of the general instances
 constexpr int kTileK = 64;                     // k per stage: one 128-byte swizzle row
 constexpr int kWStageBytes = kTileN * 128;     // 16 KB
-constexpr int kXStageBytes = kTileM * 128;     // 4 KB
-constexpr int kStageBytes = kWStageBytes + kXStageBytes;
 constexpr int kRedPitch = kTileN + 4;          // floats per X row of the sums (conflict-free writes)
 constexpr int kGroups = kTileN / 16;           // the epilogue's 16-feature groups of a tile
 constexpr int kMaxSplits = 8;
 constexpr int kMinKTilesPerSplit = 8;
-constexpr int kStages = 5;                     // 2 CTAs per SM
-constexpr int kSmemBytes = 1024 + kStages * kStageBytes;  // + 1024: the stages 1024-aligned
-static_assert(kTileM * kRedPitch * 4 <= kStages * kStageBytes, "the sums reuse the stages");
 static_assert(kTileM == kDenseGemvMaxM, "one tile of X rows covers every call");
+
+// The pipeline of an instance for kRows rows of X (the wgmma N: 32, or 16 for calls of m <= 16
+// with 16-bit outputs): stages of W [128 rows][128 B] followed by X [kRows][128 B], as many as
+// keep 2 CTAs per SM (228 KB of shared memory): 5 of 20 KB, or 6 of 18 KB.
+template <int kRowsX>
+struct Pipe {
+  static constexpr int kRows = kRowsX;
+  static_assert(kRows == 16 || kRows == 32, "16 or 32 rows of X");
+  static constexpr int kXOffset = kWStageBytes;  // X's place in a stage (1024-aligned: swizzle)
+  static constexpr int kXStageBytes = kRows * 128;
+  static constexpr int kStageBytes = kXOffset + kXStageBytes;
+  static constexpr int kStages = kRows == 16 ? 6 : 5;
+  static constexpr int kSmemBytes = 1024 + kStages * kStageBytes;  // + 1024: the stages 1024-aligned
+  static constexpr int kAcc = kRows / 2;      // accumulators per thread (wgmma m64nRk16)
+  static constexpr int kRowGroups = kRows / 16;  // the epilogue's rows per thread: tid / 16 + 16u
+  static_assert(kRows * kRedPitch * 4 <= kStages * kStageBytes, "the sums reuse the stages");
+};
 
 struct WgmmaArgs {
   const void* x;  // [m, k]
@@ -189,11 +211,27 @@ __device__ __forceinline__ uint64_t SwizzledKMajorDesc(uint32_t smem_addr) {
          (uint64_t{1024 >> 4} << 32) | (uint64_t{1} << 62);
 }
 
-// D[64 features x 32 rows] += A[64 x 16] (W, shared) · B[16 x 32] (Xᵀ, shared). d[4i + c]:
+// D[64 features x kRows rows] += A[64 x 16] (W, shared) · B[16 x kRows] (Xᵀ, shared). d[4i + c]:
 // feature 16·(warp % 4) + g + 8·(c >> 1) of the warpgroup, X row 8i + 2q + (c & 1).
-template <typename T>
+template <typename T, int kRows>
 __device__ __forceinline__ void WgmmaSS(float* d, uint64_t desc_a, uint64_t desc_b) {
-  if constexpr (std::is_same_v<T, __half>) {
+  if constexpr (kRows == 16) {
+    if constexpr (std::is_same_v<T, __half>) {
+      asm volatile(
+          "wgmma.mma_async.sync.aligned.m64n16k16.f32.f16.f16\n"
+          "{%0, %1, %2, %3, %4, %5, %6, %7},\n"
+          "%8, %9, 1, 1, 1, 0, 0;\n"
+          : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
+          : "l"(desc_a), "l"(desc_b));
+    } else {
+      asm volatile(
+          "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16\n"
+          "{%0, %1, %2, %3, %4, %5, %6, %7},\n"
+          "%8, %9, 1, 1, 1, 0, 0;\n"
+          : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
+          : "l"(desc_a), "l"(desc_b));
+    }
+  } else if constexpr (std::is_same_v<T, __half>) {
     asm volatile(
         "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16\n"
         "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15},\n"
@@ -224,20 +262,23 @@ __device__ __forceinline__ void CopyW(const WgmmaArgs& a, uint32_t stage, int n0
     CpAsync16Prefetch(stage + row * 128 + ((c ^ (row & 7)) << 4), src, valid, a.l2_prefetch);
   }
 }
+template <typename P>
 __device__ __forceinline__ void CopyX(const WgmmaArgs& a, uint32_t stage, int kt) {
   const int tid = threadIdx.x, c = tid & 7, k = kt * kTileK + 8 * c, row = tid >> 3;
+  if (row >= P::kRows) return;  // (16-row instances: threads 128-255 copy nothing)
   const bool valid = row < a.m && k < a.k;
   const char* src = static_cast<const char*>(a.x) + (valid ? (static_cast<int64_t>(row) * a.k + k) * 2 : 0);
-  CpAsync16(stage + kWStageBytes + row * 128 + ((c ^ (row & 7)) << 4), src, valid);
+  CpAsync16(stage + P::kXOffset + row * 128 + ((c ^ (row & 7)) << 4), src, valid);
 }
 
 // Copies the first stages of the CTA's k-tiles [kt0, kt1): W before the grid dependency wait
 // (weights are never written by the previous kernel), X after it. cp.async group s holds X of
 // stage s (group 0 also all the early W), so in MainLoop wait_group kStages - 2 at k-tile it
 // means "stage it has landed".
-template <bool kTma>
+template <bool kTma, typename P>
 __device__ __forceinline__ void Prologue(const WgmmaArgs& a, const CUtensorMap* w_map, uint32_t stages, uint32_t bars,
                                          int n0, int kt0, int kt1) {
+  constexpr int kStages = P::kStages, kStageBytes = P::kStageBytes;
   const int nk = kt1 - kt0;
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) {
@@ -251,7 +292,7 @@ __device__ __forceinline__ void Prologue(const WgmmaArgs& a, const CUtensorMap* 
   GridDependencyWait();
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) {
-    if (s < nk) CopyX(a, stages + s * kStageBytes, kt0 + s);
+    if (s < nk) CopyX<P>(a, stages + s * kStageBytes, kt0 + s);
     CpAsyncCommit();
   }
 }
@@ -259,12 +300,13 @@ __device__ __forceinline__ void Prologue(const WgmmaArgs& a, const CUtensorMap* 
 // The CTA's piece of its tile after the Prologue: acc = the sums over k-tiles [kt0, kt1).
 // at_first_tile() runs once, with the first k-tile's wgmmas and the next stages' copies in flight
 // (work that waits on loads of its own without holding up the copies).
-template <typename T, bool kTma, typename AtFirstTile>
+template <typename T, bool kTma, typename P, typename AtFirstTile>
 __device__ __forceinline__ void MainLoop(const WgmmaArgs& a, const CUtensorMap* w_map, uint32_t stages, uint32_t bars,
-                                         int n0, int kt0, int kt1, float (&acc)[16], AtFirstTile&& at_first_tile) {
+                                         int n0, int kt0, int kt1, float (&acc)[P::kAcc], AtFirstTile&& at_first_tile) {
+  constexpr int kStages = P::kStages, kStageBytes = P::kStageBytes;
   const int nk = kt1 - kt0, wg = threadIdx.x >> 7;
 #pragma unroll
-  for (int i = 0; i < 16; ++i) acc[i] = 0.0f;
+  for (int i = 0; i < P::kAcc; ++i) acc[i] = 0.0f;
   for (int it = 0; it < nk; ++it) {
     CpAsyncWait<kStages - 2>();
     if constexpr (kTma) MbarWait(bars + 8 * (it % kStages), (it / kStages) & 1);
@@ -278,15 +320,15 @@ __device__ __forceinline__ void MainLoop(const WgmmaArgs& a, const CUtensorMap* 
       } else {
         CopyW(a, stage, n0, kt0 + refill);
       }
-      CopyX(a, stage, kt0 + refill);
+      CopyX<P>(a, stage, kt0 + refill);
     }
     CpAsyncCommit();  // (possibly empty: the group count stays one per k-tile)
     const uint32_t stage = stages + (it % kStages) * kStageBytes;
     WgmmaFence();
 #pragma unroll
     for (int kk = 0; kk < kTileK / 16; ++kk) {
-      WgmmaSS<T>(acc, SwizzledKMajorDesc(stage + wg * 64 * 128 + 32 * kk),
-                 SwizzledKMajorDesc(stage + kWStageBytes + 32 * kk));
+      WgmmaSS<T, P::kRows>(acc, SwizzledKMajorDesc(stage + wg * 64 * 128 + 32 * kk),
+                           SwizzledKMajorDesc(stage + P::kXOffset + 32 * kk));
     }
     WgmmaCommit();
     if (it == 0) at_first_tile();
@@ -295,12 +337,13 @@ __device__ __forceinline__ void MainLoop(const WgmmaArgs& a, const CUtensorMap* 
   CpAsyncWait<0>();
 }
 
-template <typename T, typename TY, bool kTma>
+template <typename T, typename TY, bool kTma, typename P>
 __global__ void __launch_bounds__(kThreads, 2)
     DenseGemvWgmmaKernel(const WgmmaArgs a, const __grid_constant__ CUtensorMap w_map) {
   const trace::Scope trace_scope(trace::kDenseGemv, a.n, a.k);
+  constexpr int kStages = P::kStages;
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  __shared__ float s_inv[kTileM];
+  __shared__ float s_inv[P::kRows];
   __shared__ uint64_t s_full[kStages];  // kTma: the stages' W arrivals
   unsigned char* const smem =
       smem_raw + ((1024 - (SharedAddress(smem_raw) & 1023)) & 1023);  // the stages 1024-aligned
@@ -321,7 +364,7 @@ __global__ void __launch_bounds__(kThreads, 2)
     __syncthreads();
   }
   LaunchDependents();
-  Prologue<kTma>(a, &w_map, stages, bars, n0, kt0, kt1);  // (waits for the previous kernel)
+  Prologue<kTma, P>(a, &w_map, stages, bars, n0, kt0, kt1);  // (waits for the previous kernel)
   constexpr bool kEpilogues = !std::is_same<TY, float>::value;
   // The epilogue's outputs: groups of 16 features, CTA `rank` finishing groups rank, rank +
   // splits, ...; a half-warp per row and group: lane16 = tid % 16 is the feature, rows tid / 16
@@ -329,13 +372,13 @@ __global__ void __launch_bounds__(kThreads, 2)
   // (after the grid dependency wait: the residual is a previous kernel's output), so that no
   // round trip is left for the end.
   const int lane16 = tid & 15;
-  float old[kGroups][2], prenorm_weight[kGroups];
+  float old[kGroups][P::kRowGroups], prenorm_weight[kGroups];
 #pragma unroll
   for (int j = 0; j < kGroups; ++j) {
     const int out = n0 + 16 * (rank + j * a.splits) + lane16;
     prenorm_weight[j] = 0.0f;
 #pragma unroll
-    for (int u = 0; u < 2; ++u) {
+    for (int u = 0; u < P::kRowGroups; ++u) {
       const int mm = (tid >> 4) + 16 * u;
       const bool load = kEpilogues && a.residual != nullptr && rank + j * a.splits < a.groups && mm < a.m && out < a.n;
       old[j][u] = load ? __ldcg(a.residual + static_cast<int64_t>(mm) * a.n + out) : 0.0f;
@@ -344,24 +387,24 @@ __global__ void __launch_bounds__(kThreads, 2)
       prenorm_weight[j] = __ldg(a.prenorm_weight + out);
     }
   }
-  float acc[16];
-  MainLoop<T, kTma>(a, &w_map, stages, bars, n0, kt0, kt1, acc, [&] {
+  float acc[P::kAcc];
+  MainLoop<T, kTma, P>(a, &w_map, stages, bars, n0, kt0, kt1, acc, [&] {
     // The deferred norm's factors of rows tid / 16 and tid / 16 + 16 (read after the loop's
     // barriers). Computed before the loop, their L2 round trips stalled every CTA with the first
     // stages' copies landed: the 8B bf16 step at batch 32 took 7.06-7.07 ms instead of 6.94-6.97.
     if (kEpilogues && a.deferred_sumsq != nullptr) {
 #pragma unroll
-      for (int u = 0; u < 2; ++u) {
+      for (int u = 0; u < P::kRowGroups; ++u) {
         const float inv = DeferredNormFactor(a, (tid >> 4) + 16 * u, tid & 15);
         if ((tid & 15) == 0) s_inv[(tid >> 4) + 16 * u] = inv;
       }
     }
   });
   __syncthreads();  // every warp is done with the stages: they hold the sums now
-  float* const red = reinterpret_cast<float*>(smem);  // [kTileM][kRedPitch]
+  float* const red = reinterpret_cast<float*>(smem);  // [P::kRows][kRedPitch]
   const int feature0 = 64 * (warp >> 2) + 16 * (warp & 3) + g;
 #pragma unroll
-  for (int i = 0; i < 16; ++i) {
+  for (int i = 0; i < P::kAcc; ++i) {
     const int row = 8 * (i >> 2) + 2 * q + (i & 1), feature = feature0 + 8 * ((i >> 1) & 1);
     red[row * kRedPitch + feature] = acc[i];
   }
@@ -376,9 +419,9 @@ __global__ void __launch_bounds__(kThreads, 2)
     if (group >= a.groups) break;  // (uniform over the CTA)
     const int feature = 16 * group + lane16, out = n0 + feature;
     // The pieces' sums of rows tid / 16 + 16u, all loads issued before the first add.
-    float piece[2][kMaxSplits];
+    float piece[P::kRowGroups][kMaxSplits];
 #pragma unroll
-    for (int u = 0; u < 2; ++u) {
+    for (int u = 0; u < P::kRowGroups; ++u) {
       const int mm = (tid >> 4) + 16 * u;
       const uint32_t addr = SharedAddress(red + mm * kRedPitch + feature);
 #pragma unroll
@@ -389,7 +432,7 @@ __global__ void __launch_bounds__(kThreads, 2)
       }
     }
 #pragma unroll
-    for (int u = 0; u < 2; ++u) {
+    for (int u = 0; u < P::kRowGroups; ++u) {
       const int mm = (tid >> 4) + 16 * u;
       const bool valid = mm < a.m && out < a.n;  // (uniform over each half-warp where n % 16 == 0)
       float sum = 0.0f;
@@ -416,16 +459,24 @@ struct KernelChoice {
   KernelFn fn;
   int smem;
 };
+// The instance for a call: `rows16` (m <= 16) picks the 16-row one, which exists for 16-bit
+// outputs with W by TMA only (the engine's calls; the others run Pipe<32>, with the same bits).
 template <typename T, typename TY>
-KernelChoice ChooseForType(bool tma) {
-  return tma ? KernelChoice{DenseGemvWgmmaKernel<T, TY, true>, kSmemBytes}
-             : KernelChoice{DenseGemvWgmmaKernel<T, TY, false>, kSmemBytes};
-}
-KernelChoice SelectKernel(ActivationType dtype, bool y_fp32, bool tma) {
-  if (dtype == ActivationType::kBFloat16) {
-    return y_fp32 ? ChooseForType<__nv_bfloat16, float>(tma) : ChooseForType<__nv_bfloat16, __nv_bfloat16>(tma);
+KernelChoice ChooseForType(bool tma, bool rows16) {
+  using Wide = Pipe<kTileM>;
+  if constexpr (std::is_same_v<TY, T>) {
+    using Rows16 = Pipe<16>;
+    if (tma && rows16) return KernelChoice{DenseGemvWgmmaKernel<T, TY, true, Rows16>, Rows16::kSmemBytes};
   }
-  return y_fp32 ? ChooseForType<__half, float>(tma) : ChooseForType<__half, __half>(tma);
+  return tma ? KernelChoice{DenseGemvWgmmaKernel<T, TY, true, Wide>, Wide::kSmemBytes}
+             : KernelChoice{DenseGemvWgmmaKernel<T, TY, false, Wide>, Wide::kSmemBytes};
+}
+KernelChoice SelectKernel(ActivationType dtype, bool y_fp32, bool tma, bool rows16) {
+  if (dtype == ActivationType::kBFloat16) {
+    return y_fp32 ? ChooseForType<__nv_bfloat16, float>(tma, rows16)
+                  : ChooseForType<__nv_bfloat16, __nv_bfloat16>(tma, rows16);
+  }
+  return y_fp32 ? ChooseForType<__half, float>(tma, rows16) : ChooseForType<__half, __half>(tma, rows16);
 }
 
 // The tensor map of a 16-bit [rows, k] matrix for the TMA path (box [box_rows][64 k], 128-byte
@@ -552,7 +603,13 @@ DenseWgmmaPlan ChooseDenseWgmmaPlan(int64_t n, int64_t k, int resident_ctas, con
 absl::Status LaunchDenseGemvWgmma(const DenseGemvParams& p, int splits, CUstream_st* stream) {
   const char* tma_env = std::getenv("FLUTE_DENSE_WGMMA_TMA");
   const bool tma = tma_env == nullptr || std::string(tma_env) != "0";
-  const KernelChoice kernel = SelectKernel(p.dtype, p.y_fp32, tma);
+  // FLUTE_DENSE_WGMMA_ROWS16=0: calls of m <= 16 on the 32-row instance too (A/B runs; the bits
+  // are the same).
+  static const bool rows16_allowed = [] {
+    const char* env = std::getenv("FLUTE_DENSE_WGMMA_ROWS16");
+    return env == nullptr || std::string(env) != "0";
+  }();
+  const KernelChoice kernel = SelectKernel(p.dtype, p.y_fp32, tma, rows16_allowed && p.m <= 16);
   const absl::StatusOr<Residency> resident = ResidencyOf(kernel);
   if (!resident.ok()) return resident.status();
   // The plan: the call's tile_n and splits where set, else the environment's (A/B runs), else

@@ -1,5 +1,6 @@
-// The dense products' wgmma kernel for 17-32 rows (internal to kernels/: LaunchDenseGemv runs
-// it, DenseGemvParams::variant 3 or the launcher's choice at m >= 17). See dense_gemv_wgmma.cu.
+// The dense products' wgmma kernel for 9-32 rows (internal to kernels/: LaunchDenseGemv runs
+// it, DenseGemvParams::variant 3 or the launcher's choice: DenseGemvRunsWgmma). See
+// dense_gemv_wgmma.cu.
 #pragma once
 
 #include "absl/status/status.h"

@@ -197,9 +197,10 @@ class CudaBackend : public Backend, public CudaBenchHooks {
   // kernels/dense_gemv.h rather than cuBLAS: not in the batch-invariant mode (its dense
   // products always run cuBLAS at 32 rows); FLUTE_DENSE_GEMV=off turns it off, for A/B runs.
   bool dense_gemv_ = false;
-  // gpu::DenseGemvParams::variant for products of more than 8 rows: FLUTE_DENSE_GEMV_VARIANT,
-  // for A/B runs (8B bf16 batch 16, H100: 0 or 1, the cluster kernel, 6.97 ms per step; 2, the
-  // flat kernel, 7.40).
+  // gpu::DenseGemvParams::variant of the dense products: FLUTE_DENSE_GEMV_VARIANT, for A/B runs
+  // (8B bf16, H100, session 27: 0, the wgmma kernel at every batch: batch 16 6.00-6.05 ms per
+  // step, batch 1 5.46-5.49; 1, the strip kernel at <= 8 rows and the cluster kernel above:
+  // 6.28-6.33 and 5.54-5.58).
   int dense_gemv_variant_ = 0;
   // gpu::DenseGemvParams::cluster of those products: FLUTE_DENSE_GEMV_CLUSTER, for A/B runs
   // (0: the launcher's choice).

@@ -201,7 +201,7 @@ gpu::DenseGemvParams CudaBackend::DenseParams(const GpuMatrix& w, const void* x,
   params.w = w.dense.get();
   params.y = y;
   params.pdl = true;  // it loads its first weights while the kernel before finishes
-  params.variant = m > 8 ? dense_gemv_variant_ : 0;  // (the choice among the 9..32-row kernels)
+  params.variant = dense_gemv_variant_;
   params.cluster = m > 8 && (dense_gemv_cluster_ != 2 || m <= 16) ? dense_gemv_cluster_ : 0;
   params.strip_counter = gemv_strip_counter_.as<unsigned int>();  // (null: fixed shares)
   params.prefer_l1 = gemv_prefer_l1_;
@@ -209,9 +209,13 @@ gpu::DenseGemvParams CudaBackend::DenseParams(const GpuMatrix& w, const void* x,
 }
 
 bool CudaBackend::DenseEpiloguesApply(int m) const {
-  // The cluster kernel's epilogues (9-16 rows, not the flat variant) or the wgmma kernel's.
-  const bool kernel_has_them = m <= 16 ? dense_gemv_variant_ != 2 : dense_gemv_variant_ == 0 || dense_gemv_variant_ == 3;
-  return dense_gemv_ && dense_epilogues_ && kernel_has_them && m >= 9 && m <= dense_gemv_max_rows_;
+  if (!dense_gemv_ || !dense_epilogues_ || m > dense_gemv_max_rows_) return false;
+  // The wgmma kernel's epilogues (where a 16-bit call of m rows runs it) or the cluster kernel's
+  // (9-16 rows, not the flat variant); the m <= 8 strip kernel has none.
+  gpu::DenseGemvParams call;
+  call.m = m;
+  call.variant = dense_gemv_variant_;
+  return gpu::DenseGemvRunsWgmma(call) || (m >= 9 && m <= 16 && dense_gemv_variant_ != 2);
 }
 
 absl::Status CudaBackend::MatMul(const GpuMatrix& w, const void* x, int m, void* y, bool y_fp32) {
@@ -295,8 +299,8 @@ bool CudaBackend::DeferredNormApplies(int m) const {
   // could overflow where the normalized value would not.
   if (dtype_ != lut::ActivationType::kBFloat16 || options_.batch_invariant) return false;
   // LUT models from 5 rows: where the plain products run on the tensor-core kernel too
-  // (lut_gemm.h: kAuto). 16-bit models where the dense GEMV's cluster kernel runs (9-16 rows;
-  // at 1-8 rows the bf16 8B step is at 89-91 % of its roofline without it).
+  // (lut_gemm.h: kAuto). 16-bit models where the dense GEMV's kernel has the epilogues (the
+  // wgmma kernel at 1-32 rows; under FLUTE_DENSE_GEMV_VARIANT=1 the cluster kernel, 9-16).
   if (model_->layers.empty() || model_->layers.front().qkv.parts.empty()) return false;
   const bool lut = model_->layers.front().qkv.parts.front().lut;
   if (lut ? m < 5 || !UsesLutKernel(m) : !DenseEpiloguesApply(m) || config_.hidden_size % 64 != 0) return false;

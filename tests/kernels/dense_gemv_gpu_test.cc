@@ -222,8 +222,13 @@ TEST(DenseGemvArgsTest, RejectsBadEpiloguesNamingTheField) {
     std::vector<std::string> message_parts;
   };
   const std::vector<Case> cases = {
-      {"swiglu at m = 8", [](DenseGemvParams* p) { p->swiglu = true; p->m = 8; },
-       {"swiglu runs on the cluster kernel", "m must be in [9, 16], got 8"}},
+      {"swiglu at m = 8 on the strip kernel",
+       [](DenseGemvParams* p) {
+         p->swiglu = true;
+         p->m = 8;
+         p->variant = 1;
+       },
+       {"swiglu runs on the cluster kernel", "with variant 1 m must be in [9, 16], got 8"}},
       {"swiglu at m = 17 on the cluster kernel",
        [](DenseGemvParams* p) {
          p->swiglu = true;
@@ -239,7 +244,13 @@ TEST(DenseGemvArgsTest, RejectsBadEpiloguesNamingTheField) {
        {"swiglu needs n to be a multiple of 16", "got 4104"}},
       {"residual without sums", [&](DenseGemvParams* p) { p->residual = residual; },
        {"the residual epilogue needs sumsq_out"}},
-      {"residual at m = 3", [&](DenseGemvParams* p) { p->residual = residual; p->sumsq_out = sums; p->m = 3; },
+      {"residual at m = 3 on the strip kernel",
+       [&](DenseGemvParams* p) {
+         p->residual = residual;
+         p->sumsq_out = sums;
+         p->m = 3;
+         p->variant = 1;
+       },
        {"the residual epilogue runs on the cluster kernel", "got 3"}},
       {"residual and swiglu", [&](DenseGemvParams* p) { p->residual = residual; p->sumsq_out = sums; p->swiglu = true; },
        {"swiglu and the residual epilogue cannot be combined"}},
@@ -282,8 +293,8 @@ TEST(DenseGemvArgsTest, RejectsBadEpiloguesNamingTheField) {
   res.prenorm_out = sums;
   res.prenorm_weight = residual;
   EXPECT_TRUE(CheckDenseGemvParams(res).ok());
-  // The wgmma kernel takes them at any m: the launcher's choice at 17..32, variant 3 below.
-  for (int64_t m : {17, 32}) {
+  // The wgmma kernel takes them at any m: the launcher's choice (16-bit outputs), or variant 3.
+  for (int64_t m : {1, 8, 17, 32}) {
     DenseGemvParams wide = ok;
     wide.m = m;
     EXPECT_TRUE(CheckDenseGemvParams(wide).ok()) << m;
@@ -513,11 +524,12 @@ std::string Describe(const KernelConfig& c) {
   return c.variant == 2 ? std::string("flat") : "cluster=" + std::to_string(c.cluster);
 }
 
-// The kernels a call of m rows runs with: the launcher's choice only (m <= 8: there is one
-// kernel), else the cluster kernel with its sizes forced (4: strips of 64 rows, 8: of 128, and at
-// m <= 16 2: of 32) and, at m <= 16, the flat variant.
+// The strip and cluster kernels a call of m rows runs with (variant 1; the launcher's choice,
+// the wgmma kernel for 16-bit outputs, is CheckWgmma's): m <= 8 the strip kernel, else the
+// cluster kernel with its sizes forced (4: strips of 64 rows, 8: of 128, and at m <= 16 2: of 32)
+// and, at m <= 16, the flat variant.
 std::vector<KernelConfig> ConfigsFor(int64_t m) {
-  if (m <= 8) return {{0, 0}};
+  if (m <= 8) return {{0, 1}};
   if (m <= 16) return {{4, 1}, {8, 1}, {2, 1}, {0, 2}};
   return {{4, 1}, {8, 1}};
 }
@@ -702,7 +714,7 @@ TEST(DenseGemvGpuTest, RowsAreBitwiseIndependentOfM) {
         ASSERT_TRUE(RunGemv(prob.Params(kMaxRows, y_fp32, false, 0, 0, /*variant=*/1), stream.s, &y32));
         for (int64_t r = 0; r < kMaxRows; ++r) {  // one row at a time, from X row r
           std::vector<uint8_t> y1;
-          ASSERT_TRUE(RunGemv(prob.Params(1, y_fp32, false, r), stream.s, &y1));
+          ASSERT_TRUE(RunGemv(prob.Params(1, y_fp32, false, r, 0, /*variant=*/1), stream.s, &y1));
           EXPECT_TRUE(std::equal(y1.begin(), y1.end(), y32.begin() + r * row_bytes)) << "row " << r << " alone";
         }
         for (int64_t m = 2; m < kMaxRows; ++m) {  // the first m rows
@@ -714,7 +726,7 @@ TEST(DenseGemvGpuTest, RowsAreBitwiseIndependentOfM) {
         }
         // The last 9 rows at once (the cluster kernel, 2 groups of X rows), against m = 32.
         std::vector<uint8_t> y9;
-        ASSERT_TRUE(RunGemv(prob.Params(9, y_fp32, false, kMaxRows - 9), stream.s, &y9));
+        ASSERT_TRUE(RunGemv(prob.Params(9, y_fp32, false, kMaxRows - 9, 0, /*variant=*/1), stream.s, &y9));
         EXPECT_TRUE(std::equal(y9.begin(), y9.end(), y32.begin() + (kMaxRows - 9) * row_bytes)) << "rows 23..31";
         // The last 16 rows with the flat variant (2 groups of X rows, no clusters).
         std::vector<uint8_t> y16;
@@ -759,7 +771,8 @@ TEST(DenseGemvGpuTest, BitwiseDeterministicRunToRun) {
 // finished. The first has few rows of W and a long k (8 blocks, or 16 CTAs in clusters,
 // streaming for several µs), so the second's blocks start on the free SMs while it runs. m = 4 (one CTA
 // per strip), 24 and 13 (the cluster kernel with 4 and with 2 groups of X rows, clusters of 4
-// or 8 CTAs), each behind a call of the same kernel.
+// or 8 CTAs, or the launcher's choice: the wgmma kernel at 24, and at 13 for 16-bit outputs),
+// each behind a call of the same kernel.
 TEST(DenseGemvGpuTest, PdlLaunchWaitsForThePreviousKernel) {
   REQUIRE_GPU();
   FRESH_RNG(rng);
@@ -775,12 +788,14 @@ TEST(DenseGemvGpuTest, PdlLaunchWaitsForThePreviousKernel) {
     DeviceBuffer d_y1(m * n1 * 2);
     const bool y2_fp32 = rep % 4 >= 2;
     const int cluster = rep % 5 < 2 ? 4 : rep % 5 < 4 ? 8 : 0;
+    // The launcher's kernel (m = 13: the wgmma kernel for 16-bit outputs) or the cluster kernel.
+    const int variant = rep % 4 < 2 ? 1 : 0;
     DeviceBuffer d_y2(m * n2 * OutBytes(y2_fp32));
     ASSERT_EQ(cudaMemsetAsync(d_y1.ptr, 0xFF, m * n1 * 2, stream.s), cudaSuccess);
     ASSERT_EQ(cudaMemsetAsync(d_y2.ptr, 0xFF, m * n2 * OutBytes(y2_fp32), stream.s), cudaSuccess);
-    DenseGemvParams g1 = first.Params(m, false, /*pdl=*/rep % 7 < 3, 0, cluster);
+    DenseGemvParams g1 = first.Params(m, false, /*pdl=*/rep % 7 < 3, 0, cluster, variant);
     g1.y = d_y1.ptr;
-    DenseGemvParams g2 = second.Params(m, y2_fp32, /*pdl=*/true, 0, cluster);
+    DenseGemvParams g2 = second.Params(m, y2_fp32, /*pdl=*/true, 0, cluster, variant);
     g2.x = d_y1.ptr;
     g2.y = d_y2.ptr;
     ASSERT_TRUE(LaunchDenseGemv(g1, stream.s).ok());
@@ -999,13 +1014,13 @@ TEST(DenseGemvGpuTest, EpiloguesAreBitwiseTheUnfusedKernels) {
       Problem prob(dtype, nk.first, nk.second, rng);
       ASSERT_TRUE(prob.ok());
       for (int64_t m : {9, 13, 16}) {
-        for (int cluster : {2, 4, 8}) CheckEpilogues(prob, m, cluster, stream.s, rng);
+        for (int cluster : {2, 4, 8}) CheckEpilogues(prob, m, cluster, stream.s, rng, /*variant=*/1);
       }
     }
   }
 }
 
-// Every epilogue on the wgmma kernel (the launcher's choice at m = 17..32, variant 3 at m = 5),
+// Every epilogue on the wgmma kernel (the launcher's choice at m = 17..32, variant 3 at m = 5 and 16),
 // bitwise against its own plain calls followed by the unfused kernels: partial last tiles
 // (n = 1040, 272) and the launcher's split counts 1 (k = 128: 2 k-tiles), 2 (n = 9216: 72 tiles
 // of 17 k-tiles) and 8 (n = 1040 and 272 with k = 4096 and 14336).
@@ -1019,7 +1034,8 @@ TEST(DenseGemvGpuTest, WgmmaEpiloguesAreBitwiseTheUnfusedKernels) {
       Problem prob(dtype, nk.first, nk.second, rng);
       ASSERT_TRUE(prob.ok());
       for (int64_t m : {17, 24, 32}) CheckEpilogues(prob, m, 0, stream.s, rng);
-      CheckEpilogues(prob, 5, 0, stream.s, rng, /*variant=*/3);
+      // m <= 16: the 16-row instances (6 stages), which must give the 32-row instances' bits.
+      for (int64_t m : {5, 16}) CheckEpilogues(prob, m, 0, stream.s, rng, /*variant=*/3);
       for (int tile_n : {112, 80}) {  // the smaller tiles' epilogues (fewer 16-feature groups)
         prob.tile_n = tile_n;
         CheckEpilogues(prob, 24, 0, stream.s, rng);
@@ -1030,7 +1046,7 @@ TEST(DenseGemvGpuTest, WgmmaEpiloguesAreBitwiseTheUnfusedKernels) {
 
 // A small subset of the epilogues for compute-sanitizer (memcheck, racecheck): every epilogue,
 // clusters of 2 and 4, a partial last strip, both dtypes, PDL and dynamic strips; the wgmma
-// kernel at m = 20 (3 tiles, the last partial; clusters of 2).
+// kernel at m = 20 (3 tiles, the last partial; clusters of 2) and at m = 13 (its 16-row instance).
 TEST(DenseGemvGpuTest, EpiloguesSanitizerSubset) {
   REQUIRE_GPU();
   FRESH_RNG(rng);
@@ -1038,8 +1054,9 @@ TEST(DenseGemvGpuTest, EpiloguesSanitizerSubset) {
   for (ActivationType dtype : {ActivationType::kFloat16, ActivationType::kBFloat16}) {
     Problem prob(dtype, 272, 1088, rng);
     ASSERT_TRUE(prob.ok());
-    for (int cluster : {2, 4}) CheckEpilogues(prob, 13, cluster, stream.s, rng);
+    for (int cluster : {2, 4}) CheckEpilogues(prob, 13, cluster, stream.s, rng, /*variant=*/1);
     CheckEpilogues(prob, 20, 0, stream.s, rng);
+    CheckEpilogues(prob, 13, 0, stream.s, rng, /*variant=*/3);  // the 16-row instance
     prob.tile_n = 96;
     CheckEpilogues(prob, 20, 0, stream.s, rng);
   }
