@@ -786,7 +786,8 @@ absl::Status LaunchDenseGemv(const DenseGemvParams& p, CUstream_st* stream) {
   const absl::Status valid = CheckDenseGemvParams(p);
   if (!valid.ok()) return valid;
   if (DenseGemvRunsWgmma(p)) return LaunchDenseGemvWgmma(p, p.splits, stream);
-  // The launcher's cluster size: 4 (strips of 64 rows), or 2 (32 rows) at m <= 16 where strips of
+  // (Here: m <= 8 without epilogues, or variants 1 and 2; the launcher runs the rest on the
+  // wgmma kernel.) The launcher's cluster size: 4 (strips of 64 rows), or 2 (32 rows) at m <= 16 where strips of
   // 64 rows would give the co-resident clusters about one each (n <= 64 x 5/4 x clusters: the 8B
   // O and down projections, n = 4096, 64 strips for 62 clusters). Then the two clusters with a
   // second strip, or a cluster placed late (4 free slots in one GPC; after the decode attention

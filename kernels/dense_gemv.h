@@ -7,16 +7,17 @@
 // the kernels are built to read W exactly once at the memory's rate; cuBLAS reaches 58-70 % of
 // the H100's copy bandwidth at m = 1 on the 4096-wide shapes and 73-76 % of the roofline at
 // m = 16 and 32. The kernels (DenseGemvParams::variant):
-// - m <= 8, variant 0 with fp32 outputs or variant 1: one CTA per 32-row strip (dense_gemv.cu);
-// - 9 <= m <= 32, variant 1 (the launcher's choice at 9 <= m <= 16 for fp32 outputs): clusters
-//   of 2, 4 or 8 CTAs per strip of 32, 64 or 128 rows, X staged in shared memory (dense_gemv.cu);
+// - m <= 8 (variant 0 without epilogues, or 1): one CTA per 32-row strip (dense_gemv.cu);
+// - 9 <= m <= 32, variant 1: clusters of 2, 4 or 8 CTAs per strip of 32, 64 or 128 rows, X
+//   staged in shared memory (dense_gemv.cu);
 // - 9 <= m <= 16, variant 2: the m <= 8 kernel with two 8-row groups of X (faster alone where
 //   its strips fit one round, slower in the engine);
-// - any m, variant 3 (the launcher's choice at 17 <= m <= 32, and at m <= 16 for 16-bit
-//   outputs): wgmma on 128-feature tiles, k split over the CTAs of a cluster
-//   (dense_gemv_wgmma.cu; at m <= 16 with 16-bit outputs its 16-row instance, 6 stages deep).
-//   H100, 8B bf16 decode step, against the strip and cluster kernels: batch 16 6.29-6.33 ->
-//   6.00-6.05 ms, batch 1 5.56 -> 5.46-5.48 (bench/results/ab-2026-11-26-h100/session27/).
+// - any m, variant 3 (the launcher's choice at 9 <= m <= 32, and at m <= 8 for calls with an
+//   epilogue): wgmma on 128-feature tiles, k split over the CTAs of a cluster
+//   (dense_gemv_wgmma.cu; at m <= 16 its 16-row instance). H100, 8B bf16 decode step, against
+//   the strip and cluster kernels: batch 16 6.29-6.33 -> 6.00-6.05 ms, batch 1 5.56 -> 5.46-5.49
+//   (bench/results/ab-2026-11-26-h100/session27/). Alone, a plain call of m <= 8 is faster on
+//   the strip kernel (4096 x 4096 at m = 1: 12.5 against 14.1 µs), hence the rule.
 // The decode step's SwiGLU, residual add and deferred RMSNorm are optional epilogues of the
 // cluster kernel at 9 <= m <= 16 and of the wgmma kernel.
 //
@@ -60,9 +61,9 @@ struct DenseGemvParams {
   // 64 rows would leave the co-resident clusters about one each, else 4). For tests and A/B
   // runs: the results are bitwise the same either way.
   int cluster = 0;
-  // Which kernel runs: 0 = the launcher's choice (16-bit outputs: the wgmma kernel; fp32
-  // outputs: m <= 8 the strip kernel, 9..16 the cluster kernel, 17..32 the wgmma kernel);
-  // 1 = the cluster kernel at 9 <= m <= 32 (the strip kernel below); 2 = the flat kernel,
+  // Which kernel runs: 0 = the launcher's choice (m <= 8: the strip kernel, or the wgmma kernel
+  // for a call with an epilogue; 9..32: the wgmma kernel); 1 = the cluster kernel at
+  // 9 <= m <= 32 (the strip kernel below); 2 = the flat kernel,
   // 9 <= m <= 16 only (the m <= 8 kernel with two 8-row groups of X: one CTA per 32-row strip, no
   // clusters; `cluster` is ignored); 3 = the wgmma kernel at any m. Variants 1 and 2 give the
   // strip kernel's bits; the wgmma kernel's differ (its own summation order).
@@ -134,7 +135,7 @@ inline bool DenseGemvSupports(int64_t m, int64_t n, int64_t k) {
 
 // Whether LaunchDenseGemv runs `p` on the wgmma kernel.
 inline bool DenseGemvRunsWgmma(const DenseGemvParams& p) {
-  return p.variant == 3 || (p.variant == 0 && (p.m >= 17 || !p.y_fp32));
+  return p.variant == 3 || (p.variant == 0 && (p.m >= 9 || p.any_epilogue()));
 }
 
 // The epilogue fields of `p` (one of them set): OK or InvalidArgument naming the field.
@@ -149,7 +150,7 @@ inline absl::Status CheckDenseGemvEpilogue(const DenseGemvParams& p) {
   if (p.variant == 2) return fail(which, " runs on the cluster or wgmma kernel only: variant must be 0, 1 or 3, got 2");
   if (!DenseGemvRunsWgmma(p) && (p.m < 9 || p.m > 16)) {
     return fail(which, " runs on the cluster kernel with 2 groups of X rows or on the wgmma kernel (variant 3, or 0 "
-                "with 16-bit outputs): with variant ", p.variant, " m must be in [9, 16], got ", p.m);
+                "at any m): with variant ", p.variant, " m must be in [9, 16], got ", p.m);
   }
   if (p.y_fp32) return fail(which, " writes 16-bit outputs: y_fp32 must be false");
   if ((p.swiglu || p.residual_epilogue()) && p.n % 16 != 0) {

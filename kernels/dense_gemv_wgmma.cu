@@ -40,7 +40,7 @@
 //   at batch 32: 6.90-6.93 ms with TMA, 6.95-6.98 with cp.async; cp.async without the L2
 //   prefetch had taken the gate/up projection 88.3 instead of 84.2 µs.
 // - 5 stages (100 KB) and 2 CTAs per SM: up to 8 k-tiles of W (128 KB) in flight per SM.
-//   Calls of m <= 16 with 16-bit outputs run a 16-row instance (wgmma m64n16k16, X stages of
+//   Calls of m <= 16 (W by TMA) run a 16-row instance (wgmma m64n16k16, X stages of
 //   2 KB, 6 stages of 18 KB): same bits (an output's k16 products are summed the same way
 //   whatever the wgmma's N). H100, 8B bf16 decode step with every dense product of <= 16 rows on
 //   this kernel (bench/results/ab-2026-11-26-h100/session27/): batch 16 6.31-6.36 ms with the
@@ -110,7 +110,7 @@ constexpr int kMinKTilesPerSplit = 8;
 static_assert(kTileM == kDenseGemvMaxM, "one tile of X rows covers every call");
 
 // The pipeline of an instance for kRows rows of X (the wgmma N: 32, or 16 for calls of m <= 16
-// with 16-bit outputs): stages of W [128 rows][128 B] followed by X [kRows][128 B], as many as
+// with W by TMA): stages of W [128 rows][128 B] followed by X [kRows][128 B], as many as
 // keep 2 CTAs per SM (228 KB of shared memory): 5 of 20 KB, or 6 of 18 KB.
 template <int kRowsX>
 struct Pipe {
@@ -459,15 +459,13 @@ struct KernelChoice {
   KernelFn fn;
   int smem;
 };
-// The instance for a call: `rows16` (m <= 16) picks the 16-row one, which exists for 16-bit
-// outputs with W by TMA only (the engine's calls; the others run Pipe<32>, with the same bits).
+// The instance for a call: `rows16` (m <= 16) picks the 16-row one, which exists with W by TMA
+// only (the engine's calls; W by cp.async runs Pipe<32>, with the same bits).
 template <typename T, typename TY>
 KernelChoice ChooseForType(bool tma, bool rows16) {
   using Wide = Pipe<kTileM>;
-  if constexpr (std::is_same_v<TY, T>) {
-    using Rows16 = Pipe<16>;
-    if (tma && rows16) return KernelChoice{DenseGemvWgmmaKernel<T, TY, true, Rows16>, Rows16::kSmemBytes};
-  }
+  using Rows16 = Pipe<16>;
+  if (tma && rows16) return KernelChoice{DenseGemvWgmmaKernel<T, TY, true, Rows16>, Rows16::kSmemBytes};
   return tma ? KernelChoice{DenseGemvWgmmaKernel<T, TY, true, Wide>, Wide::kSmemBytes}
              : KernelChoice{DenseGemvWgmmaKernel<T, TY, false, Wide>, Wide::kSmemBytes};
 }

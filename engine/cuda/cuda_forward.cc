@@ -210,11 +210,12 @@ gpu::DenseGemvParams CudaBackend::DenseParams(const GpuMatrix& w, const void* x,
 
 bool CudaBackend::DenseEpiloguesApply(int m) const {
   if (!dense_gemv_ || !dense_epilogues_ || m > dense_gemv_max_rows_) return false;
-  // The wgmma kernel's epilogues (where a 16-bit call of m rows runs it) or the cluster kernel's
-  // (9-16 rows, not the flat variant); the m <= 8 strip kernel has none.
+  // The wgmma kernel's epilogues (where a call of m rows with an epilogue runs it) or the cluster
+  // kernel's (9-16 rows, not the flat variant); the m <= 8 strip kernel has none.
   gpu::DenseGemvParams call;
   call.m = m;
   call.variant = dense_gemv_variant_;
+  call.swiglu = true;
   return gpu::DenseGemvRunsWgmma(call) || (m >= 9 && m <= 16 && dense_gemv_variant_ != 2);
 }
 
