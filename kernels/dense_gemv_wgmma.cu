@@ -213,42 +213,39 @@ __device__ __forceinline__ uint64_t SwizzledKMajorDesc(uint32_t smem_addr) {
 
 // D[64 features x kRows rows] += A[64 x 16] (W, shared) · B[16 x kRows] (Xᵀ, shared). d[4i + c]:
 // feature 16·(warp % 4) + g + 8·(c >> 1) of the warpgroup, X row 8i + 2q + (c & 1).
+// (AB: the PTX type of both operands, "f16" or "bf16".)
+#define FLUTE_WGMMA_M64N16K16(AB)                                                                        \
+  asm volatile("wgmma.mma_async.sync.aligned.m64n16k16.f32." AB "." AB "\n"                              \
+               "{%0, %1, %2, %3, %4, %5, %6, %7},\n"                                                      \
+               "%8, %9, 1, 1, 1, 0, 0;\n"                                                                \
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),     \
+                 "+f"(d[7])                                                                              \
+               : "l"(desc_a), "l"(desc_b))
+#define FLUTE_WGMMA_M64N32K16(AB)                                                                        \
+  asm volatile("wgmma.mma_async.sync.aligned.m64n32k16.f32." AB "." AB "\n"                              \
+               "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15},\n"                \
+               "%16, %17, 1, 1, 1, 0, 0;\n"                                                              \
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),     \
+                 "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), \
+                 "+f"(d[14]), "+f"(d[15])                                                                \
+               : "l"(desc_a), "l"(desc_b))
 template <typename T, int kRows>
 __device__ __forceinline__ void WgmmaSS(float* d, uint64_t desc_a, uint64_t desc_b) {
+  constexpr bool kHalf = std::is_same_v<T, __half>;
   if constexpr (kRows == 16) {
-    if constexpr (std::is_same_v<T, __half>) {
-      asm volatile(
-          "wgmma.mma_async.sync.aligned.m64n16k16.f32.f16.f16\n"
-          "{%0, %1, %2, %3, %4, %5, %6, %7},\n"
-          "%8, %9, 1, 1, 1, 0, 0;\n"
-          : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
-          : "l"(desc_a), "l"(desc_b));
+    if constexpr (kHalf) {
+      FLUTE_WGMMA_M64N16K16("f16");
     } else {
-      asm volatile(
-          "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16\n"
-          "{%0, %1, %2, %3, %4, %5, %6, %7},\n"
-          "%8, %9, 1, 1, 1, 0, 0;\n"
-          : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
-          : "l"(desc_a), "l"(desc_b));
+      FLUTE_WGMMA_M64N16K16("bf16");
     }
-  } else if constexpr (std::is_same_v<T, __half>) {
-    asm volatile(
-        "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16\n"
-        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15},\n"
-        "%16, %17, 1, 1, 1, 0, 0;\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
-        : "l"(desc_a), "l"(desc_b));
+  } else if constexpr (kHalf) {
+    FLUTE_WGMMA_M64N32K16("f16");
   } else {
-    asm volatile(
-        "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16\n"
-        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15},\n"
-        "%16, %17, 1, 1, 1, 0, 0;\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
-        : "l"(desc_a), "l"(desc_b));
+    FLUTE_WGMMA_M64N32K16("bf16");
   }
 }
+#undef FLUTE_WGMMA_M64N16K16
+#undef FLUTE_WGMMA_M64N32K16
 
 // This thread's copies of k-tile kt into the stage at `stage` (a shared address): chunk
 // c = tid % 8 of rows tid / 8 + 32j of W (j < 4), and of X row tid / 8.

@@ -287,12 +287,13 @@ TEST(CudaBackend, Bf16StepsRunTheDeferredNorm) {
   EXPECT_LE(fused_error, 2 * separate_error + 1e-3);
 }
 
-// 16-bit models: passes of 9-32 rows (here chunks of 16: the cluster kernel; 32: the wgmma
-// kernel) run the dense GEMV's epilogues (kernels/dense_gemv.h): the residual add + RMSNorm of
-// every layer inside the o / down projections and the deferred norm in qkv and gate/up (bf16),
-// SwiGLU in gate/up. Two add + RMSNorm launches per step instead of 2 x layers + 1, and logits as
-// close to the CPU backend as with the separate kernels (FLUTE_DEFERRED_NORM=0).
-TEST(CudaBackend, Bf16DenseStepsOf9To32RowsRunTheGemvEpilogues) {
+// 16-bit models: passes of 1-32 rows (here chunks of 1 and 8, the wgmma kernel's 16-row instance
+// with the epilogues, and 16 and 32) run the dense GEMV's epilogues (kernels/dense_gemv.h): the
+// residual add + RMSNorm of every layer inside the o / down projections and the deferred norm in
+// qkv and gate/up (bf16), SwiGLU in gate/up. Two add + RMSNorm launches per step instead of
+// 2 x layers + 1, and logits as close to the CPU backend as with the separate kernels
+// (FLUTE_DEFERRED_NORM=0).
+TEST(CudaBackend, Bf16DenseStepsOf1To32RowsRunTheGemvEpilogues) {
   REQUIRE_SHARED_AND_GPU();
   std::string skip;
   BackendOptions options = CudaOptions("bfloat16");
@@ -302,7 +303,7 @@ TEST(CudaBackend, Bf16DenseStepsOf9To32RowsRunTheGemvEpilogues) {
   auto cpu = MakeCpu(ManpageDir());
   ASSERT_NE(cpu, nullptr);
   const std::vector<int32_t> ids = ValidationTokens(64, 5000);
-  for (int chunk : {16, 32}) {
+  for (int chunk : {1, 8, 16, 32}) {
     SCOPED_TRACE(::testing::Message() << "chunks of " << chunk);
     const std::vector<float> want = RunChunked(*cpu, ids, chunk);
     AsCudaBench(gpu.get())->ResetProfile();
