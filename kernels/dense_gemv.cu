@@ -1,5 +1,8 @@
 // The dense strip GEMV: Y[m, n] = X[m, k] · W[n, k]ᵀ for 1 <= m <= 32, 16-bit X and W, fp32
-// accumulation. See dense_gemv.h for the contract.
+// accumulation. See dense_gemv.h for the contract. The launcher (LaunchDenseGemv, DenseGemvRunsWgmma)
+// runs plain calls of m <= 8 here; calls of 9-32 rows and calls with an epilogue go to the wgmma
+// kernel (dense_gemv_wgmma.cu), and this file's cluster and flat kernels run under
+// DenseGemvParams::variant 1 and 2 (tests, A/B runs).
 //
 // At these m the product is a stream of W (2·n·k bytes; at most 32 flop per byte), so the
 // design is about keeping enough W bytes in flight on every SM, touching each byte of W once,
@@ -94,7 +97,7 @@
 //   32 MB of W and 16 MB (R = 64) or 8 MB (R = 128) of X from L2, against 32 MB with 32-row
 //   strips. Shared memory serves 2 bytes of X per byte of W at G = 4 (16 rows per fragment
 //   read), ~25 B/clk per SM at full HBM rate: a fifth of its bandwidth.
-// - Default: R = 64 (clusters of 4), or R = 32 (clusters of 2) at m <= 16 where 64-row strips
+// - Default (variant 1): R = 64 (clusters of 4), or R = 32 (clusters of 2) at m <= 16 where 64-row strips
 //   would give the co-resident clusters about one each (LaunchDenseGemv says why);
 //   DenseGemvParams::cluster forces 2, 4 or 8 (R = 128), for A/B runs and tests. (Clusters of 8 halve X's traffic again at m > 16, but a 4096-wide
 //   W has 32 strips of 128 rows: all 32 clusters of 8 (256 of the 264 CTA slots) must be
