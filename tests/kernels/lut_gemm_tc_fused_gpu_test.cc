@@ -144,6 +144,23 @@ void CheckFusedNorms(int64_t h, int64_t kp, int64_t nc, int bits, int group, boo
     const std::vector<uint16_t> prenorm = Download<uint16_t>(d_prenorm, m * h);
     const std::vector<uint16_t> y_ref = Download<uint16_t>(d_y_ref, m * nc_out), y = Download<uint16_t>(d_y, m * nc_out);
     ASSERT_EQ(std::memcmp(res_a.data(), res_b.data(), res_a.size() * 4), 0) << "residual differs";
+    if (group >= 128 && m <= 32) {  // kTileGroupLoop against the general loop: every output bitwise
+      ScopedEnv env("FLUTE_LUT_TC_TILEGROUP", "off");
+      cudaMemcpy(d_res_b.ptr, residual.data(), m * h * 4, cudaMemcpyHostToDevice);
+      cudaMemset(d_y.ptr, 0xFF, m * nc_out * 2);
+      cudaMemset(d_prenorm.ptr, 0xFF, m * h * 2);
+      cudaMemset(d_sumsq.ptr, 0xFF, m * (h / 16) * 4);
+      ASSERT_TRUE(LaunchLutGemm(p_fused, stream).ok());
+      ASSERT_TRUE(LaunchLutGemm(c_fused, stream).ok());
+      ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+      // (bits, as the unused sums-of-squares slots hold the NaN poison)
+      EXPECT_EQ(std::memcmp(Download<float>(d_res_b, m * h).data(), res_b.data(), res_b.size() * 4), 0)
+          << "residual, FLUTE_LUT_TC_TILEGROUP=off";
+      EXPECT_EQ(std::memcmp(Download<float>(d_sumsq, m * (h / 16)).data(), sumsq.data(), sumsq.size() * 4), 0)
+          << "sums of squares, FLUTE_LUT_TC_TILEGROUP=off";
+      EXPECT_EQ(Download<uint16_t>(d_prenorm, m * h), prenorm) << "prenorm_out, FLUTE_LUT_TC_TILEGROUP=off";
+      EXPECT_EQ(Download<uint16_t>(d_y, m * nc_out), y) << "consumer output, FLUTE_LUT_TC_TILEGROUP=off";
+    }
     std::vector<float> normed(m * h);
     for (int64_t r = 0; r < m; ++r) {  // with prenorm_out: sums over 128 columns
       double total = 0;

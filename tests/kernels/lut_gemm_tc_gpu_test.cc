@@ -212,6 +212,46 @@ TEST(LutGemmTcGpuTest, ScalesAfterTheSumsAndOnTheWeightsBothMatchTheReference) {
   }
 }
 
+// At MT = 32 (m = 17-32) and G >= 128 the kernel runs kTileGroupLoop, which converts each row's
+// scale once per k-tile; FLUTE_LUT_TC_TILEGROUP=off runs the general loop (a scale per 32-wide
+// quarter). The same products in the same order: bitwise equal, and both against the reference.
+// Every bits x G >= 128 x dtype, partial and full 32-row tiles (and 16-row ones, which the switch
+// must not change), automatic and forced splits, SwiGLU.
+TEST(LutGemmTcGpuTest, TileGroupLoopIsBitwiseTheGeneralLoop) {
+  REQUIRE_GPU();
+  FRESH_RNG(rng);
+  for (int bits : {2, 3, 4}) {
+    for (int g : {128, 256}) {
+      const LutShape s{512, 1536, bits, g};
+      const LutProblem p = MakeLutProblem(s, rng);
+      for (ActivationType dtype : {ActivationType::kFloat16, ActivationType::kBFloat16}) {
+        for (int64_t m : {5, 16, 17, 32}) {
+          for (int split : {0, 3}) {
+            for (bool swiglu : {false, true}) {
+              SCOPED_TRACE(::testing::Message() << "b=" << bits << " G=" << g << " " << Name(dtype) << " m=" << m
+                                                << " split_k=" << split << " swiglu=" << swiglu);
+              const std::vector<float> x = RandomActivations(dtype, m, s.k, rng);
+              TcCall call;
+              call.split_k = split;
+              call.swiglu = swiglu;
+              std::vector<uint16_t> tile_group, general;
+              ASSERT_TRUE(RunTc(p, dtype, x, m, call, &tile_group));
+              {
+                ScopedEnv env("FLUTE_LUT_TC_TILEGROUP", "off");
+                ASSERT_TRUE(RunTc(p, dtype, x, m, call, &general));
+              }
+              ASSERT_EQ(tile_group, general);
+              const std::vector<float> want = ReferenceY(p, x, m);
+              EXPECT_TRUE(MatchesReference(dtype, tile_group, swiglu ? SwiGluOfInterleaved(want, m, s.n) : want,
+                                           nullptr, swiglu ? 2.0 : 1.0));
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 // The fused SwiGLU epilogue is bitwise the tensor-core GEMM followed by gpu::LaunchSwiGlu
 // (interleave 8), with and without split-K, and close to silu(gate) * up of the reference.
 TEST(LutGemmTcGpuTest, SwiGluEpilogueEqualsGemmThenSwiGlu) {
