@@ -1372,9 +1372,10 @@ bool FoldFromEnv() {
 // G >= 128 at MT = 32 on kTileGroupLoop (one scale load and conversion per row and k-tile rather
 // than per 32-wide quarter: ~10 fewer instructions per warp and k-tile in bf16). H100, same call,
 // against kPlainLoop: M = 32 3-7 % faster at 4 bits and 3-12 % at 2 bits on the 7 large LLaMA
-// shapes, the 8B W4 decode step at batch 32 3.94-3.98 -> 3.82-3.90 ms. At MT = 16 the same loop
-// was 1-5 % slower at M = 8 and 16 (and the batch-16 step 3.12 -> 3.17 ms), so MT = 16 keeps
-// kPlainLoop (session 21 had found the same split with a similar trim). FLUTE_LUT_TC_TILEGROUP=off,
+// shapes; the 8B W4 decode step (fused instances) at batch 24 -1.5 to -2 %, at batch 32 -0.5 to
+// -3 % over two calls. At MT = 16 the same loop was 1-5 % slower at M = 8 and 16 (and the
+// batch-16 step 3.12 -> 3.17 ms), so MT = 16 keeps kPlainLoop (session 13 had found the same
+// split with a similar trim). FLUTE_LUT_TC_TILEGROUP=off,
 // read on every call, runs kPlainLoop at MT = 32 too (A/B runs, tests).
 bool TileGroupFromEnv() {
   const char* env = std::getenv("FLUTE_LUT_TC_TILEGROUP");
