@@ -93,12 +93,15 @@ struct TcNormArgs {
 
 template <int kBits, int kMT>
 struct TcConfig {
-  // MT = 16 / 32 / 64: 3 stages, 2 blocks per SM (74 / 90 / 105 KB at 4 bits); MT = 128: 4
-  // stages, 1 block (193 KB). MT = 16 and 32 had 4 stages until session 15: with the split-K
-  // tail shortened, 3 stages were 1-9 % faster alone (flute-bench-kernel, 8 LLaMA shapes) and
-  // the 8B W4 decode step 0.12-0.13 ms faster at batches 8-16, batches 24-32 unchanged (H100,
-  // bench/results/ab-2026-11-26-h100/session15/). 3 stages with 3 blocks per SM were 1.3-1.6x
-  // slower at M = 16, and 6 stages 3-14 % slower (session 12).
+  // MT = 16 / 32 / 64: 3 stages, 2 blocks per SM (77.6 / 90.1 / 107.3 KB at 4 bits, the wide
+  // table at MT <= 32: kSmemBytes); MT = 128: 4 stages, 1 block. MT = 16 and 32 had 4 stages
+  // until session 15: with the split-K tail shortened, 3 stages were 1-9 % faster alone
+  // (flute-bench-kernel, 8 LLaMA shapes) and the 8B W4 decode step 0.12-0.13 ms faster at
+  // batches 8-16, batches 24-32 unchanged (H100, bench/results/ab-2026-11-26-h100/session15/).
+  // 3 stages with 3 blocks per SM were 1.3-1.6x slower at M = 16, and 6 stages 3-14 % slower
+  // (session 12). With the wide table, 4 stages at MT = 16 (the deferred norm's sums then out of
+  // the table rows: 86 KB) were as fast alone and slower in the 8B W4 step (batch 16 3.11-3.15 ->
+  // 3.27-3.30 ms; session 28).
   static constexpr int kStages = kMT == 128 ? 4 : 3;
   static constexpr int kMinBlocksPerSm = kMT == 128 ? 1 : 2;
   static constexpr int kTileBytes = 256 * kBits;  // one warp's packed 16 x 128 tile
