@@ -14,6 +14,11 @@
 // Unimplemented), "-pdl" launches with programmatic dependent launch, "-pdl-early" also
 // loads every prologue stage's weights before the PDL wait, as the engine does
 // (LutGemmParams::early_weights). Calls run back to back, each after the same GEMM.
+// A kernel name may end in the decode step's fusions (bf16; the tensor-core kernel takes them
+// from 5 rows): "+dn" the deferred norm (qkv), "+dn+sg" the deferred norm and SwiGLU (gate/up:
+// y is [M, N / 2]), "+res" the residual epilogue with prenorm_out (O, down: residual and
+// prenorm_out written, y unused), e.g. auto-pdl-early+dn+sg. Their extra bytes (the residual's
+// read and write, prenorm_out, the sums) are not counted in GB/s.
 //
 //   flute-bench-kernel --dense-gemv [--shapes KxN,...] [--m 1,2,4,8,16,32] [--dtypes fp16,bf16]
 //                      [--kernels gemv,gemv-pdl,gemv-c4,gemv-pdl-c8,gemv-flat,...] [--dense-y auto|same|fp32]
@@ -89,6 +94,10 @@ __global__ void FillValues(T* p, size_t n, uint32_t seed, float scale) {
     p[i] = static_cast<T>(scale * (2.0f * u - 1.0f + (u < 0.5f ? -0.05f : 0.05f)));
   }
 }
+__global__ void AbsInPlace(float* p, size_t n) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
+    p[i] = fabsf(p[i]) + 0.01f;
+}
 template <typename T>
 void Fill(T* p, size_t n, uint32_t seed, float scale) {
   FillValues<T><<<1024, 256>>>(p, n, seed, scale);
@@ -123,13 +132,26 @@ struct KernelChoice {
   flute::lut::LutKernel kernel;
   bool pdl;
   bool early_weights;
+  bool deferred_norm = false;  // "+dn"
+  bool swiglu = false;         // "+sg"
+  bool residual = false;       // "+res"
 };
 
 bool EndsWith(const std::string& s, const std::string& suffix) {
   return s.size() > suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-bool ParseKernel(const std::string& name, KernelChoice* out) {
+bool ParseKernel(const std::string& full_name, KernelChoice* out) {
+  const std::vector<std::string> parts = Split(full_name, '+');
+  if (parts.empty()) return false;
+  const std::string& name = parts[0];
+  for (size_t i = 1; i < parts.size(); ++i) {
+    if (parts[i] == "dn") out->deferred_norm = true;
+    else if (parts[i] == "sg") out->swiglu = true;
+    else if (parts[i] == "res") out->residual = true;
+    else return false;
+  }
+  if (out->residual && (out->swiglu || out->deferred_norm)) return false;
   out->early_weights = EndsWith(name, "-pdl-early");
   out->pdl = out->early_weights || EndsWith(name, "-pdl");
   const std::string base = name.substr(0, name.size() - (out->early_weights ? 10 : out->pdl ? 4 : 0));
@@ -357,6 +379,21 @@ void BenchShapeDtype(const Options& o, int64_t K, int64_t N, const std::string& 
   CHECK_CUDA(cudaMalloc(&x, max_m * K * sizeof(T)));
   CHECK_CUDA(cudaMalloc(&y, max_m * N * sizeof(T)));
   Fill(x, max_m * K, 11, 1.0f);
+  // The fusions' operands (KernelChoice "+dn", "+res"): the deferred norm's per-128-column sums of
+  // squares [M, K / 128] (positive), the residual [M, N] fp32, its sums [M, N / 16], prenorm_out
+  // [M, N] and prenorm_weight [N].
+  float *deferred_sumsq, *residual, *sumsq_out, *prenorm_weight;
+  T* prenorm_out;
+  CHECK_CUDA(cudaMalloc(&deferred_sumsq, max_m * (K / 128) * sizeof(float)));
+  CHECK_CUDA(cudaMalloc(&residual, max_m * N * sizeof(float)));
+  CHECK_CUDA(cudaMalloc(&sumsq_out, max_m * (N / 16) * sizeof(float)));
+  CHECK_CUDA(cudaMalloc(&prenorm_weight, N * sizeof(float)));
+  CHECK_CUDA(cudaMalloc(&prenorm_out, max_m * N * sizeof(T)));
+  Fill(deferred_sumsq, max_m * (K / 128), 12, 1.0f);
+  Fill(residual, max_m * N, 13, 1.0f);
+  Fill(prenorm_weight, N, 14, 1.0f);
+  AbsInPlace<<<256, 256>>>(deferred_sumsq, max_m * (K / 128));
+  CHECK_CUDA(cudaGetLastError());
 
   // cuBLAS baseline: dense W [N, K] in the same dtype, rotated.
   std::vector<double> cublas_s(o.ms.size());
@@ -422,12 +459,26 @@ void BenchShapeDtype(const Options& o, int64_t K, int64_t N, const std::string& 
         p.kernel = choice.kernel;
         p.pdl = choice.pdl;
         p.early_weights = choice.early_weights;
-        if (choice.kernel == flute::lut::LutKernel::kTensorCore) {
-          // A forced kernel may not take a call (Unimplemented): one untimed trial launch.
+        p.swiglu = choice.swiglu;
+        if (choice.deferred_norm) {
+          p.deferred_sumsq = deferred_sumsq;
+          p.norm_eps = 1e-5f;
+        }
+        if (choice.residual) {
+          p.residual_out = residual;
+          p.sumsq_out = sumsq_out;
+          p.prenorm_out = prenorm_out;
+          p.prenorm_weight = prenorm_weight;
+        }
+        if ((choice.deferred_norm || choice.residual) && !bf16) continue;  // (bf16 only)
+        const bool fused = choice.deferred_norm || choice.residual;
+        if (choice.kernel == flute::lut::LutKernel::kTensorCore || fused) {
+          // A forced kernel may not take a call (Unimplemented), nor a kernel the fusions (e.g. the
+          // strip kernel at M < 5 has no deferred norm): one untimed trial launch.
           p.packed = codes[0];
           p.scales = reinterpret_cast<const uint16_t*>(scales[0]);
           const absl::Status st = flute::lut::LaunchLutGemm(p, stream);
-          if (absl::IsUnimplemented(st)) {
+          if (absl::IsUnimplemented(st) || (fused && !st.ok())) {
             std::fprintf(stderr, "%6lldx%-6lld %s M=%-4lld %-8s %-9s n/a (%s)\n", (long long)K, (long long)N,
                          dtype.c_str(), (long long)m, config_name, kernel_name.c_str(),
                          std::string(st.message()).c_str());
@@ -462,6 +513,10 @@ void BenchShapeDtype(const Options& o, int64_t K, int64_t N, const std::string& 
   }
   CHECK_CUDA(cudaFree(x));
   CHECK_CUDA(cudaFree(y));
+  for (void* q : {static_cast<void*>(deferred_sumsq), static_cast<void*>(residual), static_cast<void*>(sumsq_out),
+                  static_cast<void*>(prenorm_weight), static_cast<void*>(prenorm_out)}) {
+    CHECK_CUDA(cudaFree(q));
+  }
 }
 
 // ||a - b|| / ||b|| of two device outputs of `count` values (fp32, or T).
