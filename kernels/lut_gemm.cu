@@ -456,8 +456,14 @@ cudaError_t LaunchForType(const KernelArgs& args, int bits, const Plan& p, bool 
 }
 
 // Auto: the strip kernel re-reads X for every strip (M x K x 2 bytes against the strip's
-// 16 x K x bits / 8 of codes), so from M = 8 it loses to split-K except on small matrices,
-// where split-K's partial-sum round trip costs more (H100 measurements, kernels/README.md).
+// 16 x K x bits / 8 of codes), so from M = 5 it loses to the tensor-core kernel except on small
+// matrices, where the tensor-core kernel's pipeline fill and split-K reduction cost more. H100,
+// same run, M = 5-8, bf16 and fp16, 4/3/2-bit G128 and 4-bit G64 (bench/results/ab-2026-11-26-
+// h100/session29/call14-kbench-m5-8-small-shapes.txt): tensor-core time / strip time 0.78-0.91
+// on 4096x4096 and 0.71-0.93 on 4096x6144 (3-bit 0.85-1.07), 1.15-1.77 on 1024x4096 and
+// 4096x1024. (Until session 29 the strip kernel kept N·K <= 4096·6144, a rule measured against
+// the split-K kernel before the tensor-core kernel took M = 5-8.)
+constexpr int64_t kStripMaxWeightsFromM5 = int64_t{4096} * 4096 - 1;  // N·K below 4096·4096
 }  // namespace
 
 bool UsesStripKernel(const LutGemmParams& p) {
@@ -466,7 +472,7 @@ bool UsesStripKernel(const LutGemmParams& p) {
   // most 128 KB (8 rows of k = 8192), leaving room for a 2-stage pipeline and the pair table.
   if (p.norm_prologue() && p.m * p.shape.k * 2 > 128 * 1024) return false;
   if (p.kernel == LutKernel::kStrip) return true;
-  const bool strip_wins = p.m <= 4 || p.shape.n * p.shape.k <= int64_t{4096} * 6144;
+  const bool strip_wins = p.m <= 4 || p.shape.n * p.shape.k <= kStripMaxWeightsFromM5;
   return p.kernel == LutKernel::kAuto && strip_wins;
 }
 
