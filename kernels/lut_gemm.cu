@@ -391,17 +391,7 @@ Plan MakePlan(const LutShape& s, int64_t m, int forced_splits, int sm_count) {
   if (forced_splits > 0) {
     best = std::min(forced_splits, num_ktiles);
   } else if (base < slots) {
-    int64_t best_cost = -1;
-    const int max_splits = std::max(1, std::min(32, num_ktiles / 4));
-    for (int sp = 1; sp <= max_splits; ++sp) {
-      const int64_t waves = (base * sp + slots - 1) / slots;
-      // + 2: a block's fixed cost (pair table, pipeline fill, reduction) in k-tiles.
-      const int64_t cost = waves * ((num_ktiles + sp - 1) / sp + 2);
-      if (best_cost < 0 || cost < best_cost) {
-        best_cost = cost;
-        best = sp;
-      }
-    }
+    best = CheapestSplitCount(base, slots, num_ktiles);
   }
   p.ktiles_per_split = (num_ktiles + best - 1) / best;
   p.splits = (num_ktiles + p.ktiles_per_split - 1) / p.ktiles_per_split;  // no empty split

@@ -31,6 +31,25 @@ constexpr int kQuadCopies = 16;
 // 28672-wide projection still fit; a split call with more tiles is refused.
 constexpr int kSplitCounterBytes = 64 * 1024;
 
+// The split count (1..32, >= 4 k-tiles per split) that minimizes waves x (k-tiles per split + 2)
+// for `base` blocks over `slots` resident block slots: + 2 is a block's fixed cost (pair table,
+// pipeline fill, reduction) in k-tiles. The split-K kernel's plan, and the tensor-core kernel's
+// FLUTE_LUT_TC=old plan.
+inline int CheapestSplitCount(int64_t base, int64_t slots, int num_ktiles) {
+  int best = 1;
+  int64_t best_cost = -1;
+  const int max_splits = num_ktiles / 4 < 1 ? 1 : (num_ktiles / 4 > 32 ? 32 : num_ktiles / 4);
+  for (int sp = 1; sp <= max_splits; ++sp) {
+    const int64_t waves = (base * sp + slots - 1) / slots;
+    const int64_t cost = waves * ((num_ktiles + sp - 1) / sp + 2);
+    if (best_cost < 0 || cost < best_cost) {
+      best_cost = cost;
+      best = sp;
+    }
+  }
+  return best;
+}
+
 template <typename T> struct Act;
 template <> struct Act<__half> {
   using T2 = __half2;

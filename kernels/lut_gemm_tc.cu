@@ -1304,19 +1304,7 @@ absl::StatusOr<TcPlan> MakeTcPlanWithMt(const LutGemmParams& params, int sm_coun
     ApplyStreamK(params, sm_count, blocks_per_sm, sk_mode, &p);
     return p;
   }
-  if (base < slots) {
-    int64_t best_cost = -1;
-    const int max_splits = std::max(1, std::min(32, num_ktiles / 4));
-    for (int sp = 1; sp <= max_splits; ++sp) {
-      const int64_t waves = (base * sp + slots - 1) / slots;
-      // + 2: a block's fixed cost (pair table, pipeline fill, reduction) in k-tiles.
-      const int64_t cost = waves * ((num_ktiles + sp - 1) / sp + 2);
-      if (best_cost < 0 || cost < best_cost) {
-        best_cost = cost;
-        best = sp;
-      }
-    }
-  }
+  if (base < slots) best = CheapestSplitCount(base, slots, num_ktiles);
   for (;; --best) {  // as many splits as the workspace holds
     p.ktiles_per_split = (num_ktiles + best - 1) / best;
     p.splits = (num_ktiles + p.ktiles_per_split - 1) / p.ktiles_per_split;
