@@ -23,6 +23,7 @@
 #include <mutex>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "kernels/lut_gemm_device.cuh"
 
@@ -255,7 +256,10 @@ __device__ __forceinline__ void IssueResidentXCopy(const StripArgs& a, T* xres, 
 // that 3 blocks fit an SM where the plan wants them (4096x6144 at M = 1: 384 strips in one
 // round of 396 instead of two of 264; bf16 at 88 registers: 8.4 us against fp16's 7.0).
 // (A __launch_bounds__ minimum of 3 blocks capped them at 72 and slowed the largest shapes by
-// 5-10 %.) 3 bits needs 91-95 registers: 2 blocks.
+// 5-10 %.) 3 bits: two instances, 128 registers (2 blocks per SM) and kLowRegs 80 (3 blocks,
+// no spills with CUDA 13), the plan choosing per call (StripPlan::low_regs): with 80 the
+// larger shapes run 2-5 % slower (less overlap per warp), but 4096x6144 at M = 1 takes one
+// round instead of two, 10.1 -> 7.3 us (H100; bench/results/ab-2026-11-26-h100/session31/).
 // kFused: the instances with the residual epilogue and the norm prologue (chosen at run time by
 // their pointers); the plain instances compile without them (1-3 % faster at M = 1, H100).
 // kMode: the instance family. kModePlain: no fused code. kModeFused: the residual epilogue and
@@ -265,8 +269,8 @@ __device__ __forceinline__ void IssueResidentXCopy(const StripArgs& a, T* xres, 
 // run-time branch cost 0.01-0.03 ms per 8B decode step at batches 1-4).
 enum StripMode : int { kModePlain = 0, kModeFused = 1, kModeCopyX = 2 };
 
-template <typename T, int kBits, int kTpw, int kMode>
-__global__ void __launch_bounds__(kThreads) __maxnreg__(kBits == 3 ? 128 : 80)
+template <typename T, int kBits, int kTpw, int kMode, bool kLowRegs>
+__global__ void __launch_bounds__(kThreads) __maxnreg__(kBits == 3 && !kLowRegs ? 128 : 80)
     LutGemmStripKernel(const StripArgs a) {
   const trace::Scope trace_scope(trace::kLutStrip, a.n, a.k);
   constexpr bool kFused = kMode == kModeFused;
@@ -512,26 +516,33 @@ __global__ void __launch_bounds__(kThreads) __maxnreg__(kBits == 3 ? 128 : 80)
 
 // ---- Host side ------------------------------------------------------------------------------
 
-// Calls f(kernel) with the instance for (dtype, bits, tpw, fused).
+// Calls f(kernel) with the instance for (dtype, bits, tpw, fused, low_regs); low_regs selects
+// the 80-register instance at 3 bits and nothing at 2 and 4 (theirs are 80 already).
 template <int kMode, typename F>
-auto WithKernelT(ActivationType dtype, int bits, int tpw, F f) {
+auto WithKernelT(ActivationType dtype, int bits, int tpw, bool low_regs, F f) {
 #define FLUTE_STRIP_CASE(T, B, P) \
-  if (bits == B && tpw == P) return f(LutGemmStripKernel<T, B, P, kMode>);
+  if (bits == B && tpw == P) return f(LutGemmStripKernel<T, B, P, kMode, false>);
+#define FLUTE_STRIP_CASE3(T, P)                                                         \
+  if (bits == 3 && tpw == P) {                                                          \
+    return low_regs ? f(LutGemmStripKernel<T, 3, P, kMode, true>) : f(LutGemmStripKernel<T, 3, P, kMode, false>); \
+  }
   if (dtype == ActivationType::kBFloat16) {
     FLUTE_STRIP_CASE(__nv_bfloat16, 2, 1) FLUTE_STRIP_CASE(__nv_bfloat16, 2, 2)
-    FLUTE_STRIP_CASE(__nv_bfloat16, 3, 1) FLUTE_STRIP_CASE(__nv_bfloat16, 3, 2)
-    FLUTE_STRIP_CASE(__nv_bfloat16, 4, 1) return f(LutGemmStripKernel<__nv_bfloat16, 4, 2, kMode>);
+    FLUTE_STRIP_CASE3(__nv_bfloat16, 1) FLUTE_STRIP_CASE3(__nv_bfloat16, 2)
+    FLUTE_STRIP_CASE(__nv_bfloat16, 4, 1) return f(LutGemmStripKernel<__nv_bfloat16, 4, 2, kMode, false>);
   }
   FLUTE_STRIP_CASE(__half, 2, 1) FLUTE_STRIP_CASE(__half, 2, 2)
-  FLUTE_STRIP_CASE(__half, 3, 1) FLUTE_STRIP_CASE(__half, 3, 2)
-  FLUTE_STRIP_CASE(__half, 4, 1) return f(LutGemmStripKernel<__half, 4, 2, kMode>);
+  FLUTE_STRIP_CASE3(__half, 1) FLUTE_STRIP_CASE3(__half, 2)
+  FLUTE_STRIP_CASE(__half, 4, 1) return f(LutGemmStripKernel<__half, 4, 2, kMode, false>);
+#undef FLUTE_STRIP_CASE3
 #undef FLUTE_STRIP_CASE
 }
 
 template <typename F>
-auto WithKernel(ActivationType dtype, int bits, int tpw, int mode, F f) {
-  if (mode == kModeCopyX) return WithKernelT<kModeCopyX>(dtype, bits, tpw, f);
-  return mode == kModeFused ? WithKernelT<kModeFused>(dtype, bits, tpw, f) : WithKernelT<kModePlain>(dtype, bits, tpw, f);
+auto WithKernel(ActivationType dtype, int bits, int tpw, int mode, bool low_regs, F f) {
+  if (mode == kModeCopyX) return WithKernelT<kModeCopyX>(dtype, bits, tpw, low_regs, f);
+  return mode == kModeFused ? WithKernelT<kModeFused>(dtype, bits, tpw, low_regs, f)
+                            : WithKernelT<kModePlain>(dtype, bits, tpw, low_regs, f);
 }
 
 int SmemPerSm() {
@@ -570,8 +581,8 @@ int ModeOf(const StripFusion& f) {
 
 // Resident blocks per SM of an instance with this much dynamic shared memory (0 when the
 // runtime cannot tell).
-int BlocksPerSm(ActivationType dtype, int bits, int tpw, int mode, int smem) {
-  return WithKernel(dtype, bits, tpw, mode, [&](auto kernel) {
+int BlocksPerSm(ActivationType dtype, int bits, int tpw, int mode, bool low_regs, int smem) {
+  return WithKernel(dtype, bits, tpw, mode, low_regs, [&](auto kernel) {
     if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem) != cudaSuccess) return 0;
     int blocks = 0;
     if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kThreads, smem) != cudaSuccess) return 0;
@@ -631,6 +642,26 @@ static ResidentXRule ResidentXForPlainCalls() {
   return std::string(env) == "resident" ? ResidentXRule::kWhereItFits : ResidentXRule::kAuto;
 }
 
+// 3 bits: the plan of a call without early weights also weighs the 80-register instance
+// (StripPlan::low_regs; 3 blocks per SM where the 128-register one fits 2), taken only where its
+// grid fills the block slots better by more than kLowRegsMargin (of the fill score below), since
+// it runs 2-5 % slower per block. H100, 3-bit G128, same process, against the 128-register
+// instance (bench/results/ab-2026-11-26-h100/session31/): 4096x6144 at M = 1 / 2 / 4 10.2 /
+// 11.3 / 10.9 -> 7.3 / 8.9 / 9.6 us (one round of 396 slots instead of two of 264); on the other
+// playbook shapes the fills tie and the 128-register instance stays. Calls with early weights
+// (the engine's decode steps) keep the 128-register instance: there the same choice made the
+// 8B W3 step at batch 1 ~1 % slower (2.49-2.51 -> 2.53 ms), although the qkv call alone was
+// 1.13x faster. FLUTE_LUT_STRIP_LOWREGS=on|off forces either everywhere (tests, A/B runs).
+constexpr double kLowRegsMargin = 0.05;
+static std::vector<bool> LowRegsCandidates(int bits, bool early_weights) {
+  if (bits != 3) return {false};
+  const char* env = std::getenv("FLUTE_LUT_STRIP_LOWREGS");
+  const std::string v = env == nullptr ? "" : env;
+  if (v == "on") return {true};
+  if (v == "off" || early_weights) return {false};
+  return {false, true};
+}
+
 static StripPlan ComputeStripPlan(const LutShape& s, ActivationType dtype, int64_t m, const StripLaunch& launch,
                                   int sm_count) {
   const ResidentXRule rule = ResidentXForPlainCalls();
@@ -647,14 +678,16 @@ static StripPlan ComputeStripPlan(const LutShape& s, ActivationType dtype, int64
   const StripFusion fusion = launch.fusion;
   StripPlan best;
   double best_score = -1.0;
-  auto make = [&](int tpw, int stages, StripPlan* p) {
+  const std::vector<bool> low_regs_candidates = LowRegsCandidates(s.bits, launch.early_weights);
+  auto make = [&](int tpw, int stages, bool low_regs, StripPlan* p) {
     if (s.k % (1024 * tpw) != 0) return false;
     p->tiles_per_warp = tpw;
     p->stages = stages;
+    p->low_regs = low_regs;
     p->smem_bytes = SmemBytesFor(s, m, fusion.resident_x(), tpw, stages);
     p->copy_x = fusion.copy_x;
     if (p->smem_bytes > max_smem) return false;
-    p->blocks_per_sm = std::max(1, BlocksPerSm(dtype, s.bits, tpw, ModeOf(fusion), p->smem_bytes));
+    p->blocks_per_sm = std::max(1, BlocksPerSm(dtype, s.bits, tpw, ModeOf(fusion), low_regs, p->smem_bytes));
     if (launch.coresident_smem > 0) {
       const int beside = (sm_smem - launch.coresident_smem) / (p->smem_bytes + 1024);
       if (beside < 1) return false;
@@ -663,16 +696,22 @@ static StripPlan ComputeStripPlan(const LutShape& s, ActivationType dtype, int64
     p->grid = static_cast<int>(std::min<int64_t>(strips, static_cast<int64_t>(sm_count) * p->blocks_per_sm));
     return true;
   };
-  auto consider = [&](int tpw, int stages) {
-    StripPlan p;
-    if (!make(tpw, stages, &p)) return;
+  // The share of the grid's block slots over all rounds that hold a strip (1: no idle slot).
+  auto fill = [&](const StripPlan& p) {
     const int64_t slots = static_cast<int64_t>(sm_count) * p.blocks_per_sm;
     const int64_t rounds = (strips + slots - 1) / slots;
-    double score = static_cast<double>(strips) / static_cast<double>(rounds * p.grid);
-    if (p.blocks_per_sm >= 2) score += 1.0;  // latency hiding first
-    if (score > best_score + 0.001) {
-      best_score = score;
-      best = p;
+    return static_cast<double>(strips) / static_cast<double>(rounds * p.grid);
+  };
+  auto consider = [&](int tpw, int stages) {
+    for (const bool low_regs : low_regs_candidates) {
+      StripPlan p;
+      if (!make(tpw, stages, low_regs, &p)) continue;
+      double score = fill(p) - (low_regs ? kLowRegsMargin : 0.0);
+      if (p.blocks_per_sm >= 2) score += 1.0;  // latency hiding first
+      if (score > best_score + 0.001) {
+        best_score = score;
+        best = p;
+      }
     }
   };
   int tpw = 0, stages = 0;
@@ -683,8 +722,18 @@ static StripPlan ComputeStripPlan(const LutShape& s, ActivationType dtype, int64
   const int shape_tpw = s.k % 2048 == 0 ? 2 : 1;
   if (launch.early_weights) {
     for (int depth : {3, 2}) {
-      StripPlan p;
-      if (make(shape_tpw, depth, &p) && p.blocks_per_sm >= 2) return p;
+      StripPlan pick;
+      double pick_score = -1.0;
+      for (const bool low_regs : low_regs_candidates) {
+        StripPlan p;
+        if (!make(shape_tpw, depth, low_regs, &p) || p.blocks_per_sm < 2) continue;
+        const double score = fill(p) - (low_regs ? kLowRegsMargin : 0.0);
+        if (score > pick_score + 0.001) {
+          pick_score = score;
+          pick = p;
+        }
+      }
+      if (pick_score >= 0) return pick;
     }
   }
   for (int depth : {4, 3, 2}) consider(shape_tpw, depth);
@@ -697,7 +746,7 @@ static StripPlan ComputeStripPlan(const LutShape& s, ActivationType dtype, int64
 }
 
 // Plans are cached per (device, shape, dtype, m, fusion, early weights, co-resident shared
-// memory, SM count, FLUTE_LUT_STRIP): the occupancy queries
+// memory, SM count, FLUTE_LUT_STRIP, _X, _LOWREGS): the occupancy queries
 // cost microseconds of host time, and a decode step that is not replayed from a CUDA graph
 // launches hundreds of these GEMMs.
 StripPlan MakeStripPlan(const LutShape& s, ActivationType dtype, int64_t m, const StripLaunch& launch,
@@ -706,10 +755,12 @@ StripPlan MakeStripPlan(const LutShape& s, ActivationType dtype, int64_t m, cons
   if (cudaGetDevice(&device) != cudaSuccess) device = -1;
   const char* env = std::getenv("FLUTE_LUT_STRIP");
   const char* env_x = std::getenv("FLUTE_LUT_STRIP_X");
+  const char* env_low = std::getenv("FLUTE_LUT_STRIP_LOWREGS");
   using Key = std::tuple<int, int64_t, int64_t, int, int, int, int64_t, bool, bool, bool, int, int, std::string>;
   const Key key{device, s.n, s.k, s.bits, s.group_size, static_cast<int>(dtype), m, launch.fusion.norm_prologue,
                 launch.fusion.residual_epilogue, launch.early_weights, launch.coresident_smem, sm_count,
-                std::string(env != nullptr ? env : "") + "|" + (env_x != nullptr ? env_x : "")};
+                std::string(env != nullptr ? env : "") + "|" + (env_x != nullptr ? env_x : "") + "|" +
+                    (env_low != nullptr ? env_low : "")};
   static std::mutex mu;
   static std::map<Key, StripPlan>* cache = new std::map<Key, StripPlan>();
   {
@@ -761,7 +812,7 @@ int LaunchStripKernel(const LutGemmParams& p, const StripPlan& plan, bool pdl, C
   fusion.norm_prologue = p.norm_prologue();
   fusion.residual_epilogue = p.residual_epilogue();
   fusion.copy_x = plan.copy_x;
-  return WithKernel(p.dtype, s.bits, plan.tiles_per_warp, ModeOf(fusion), [&](auto kernel) -> int {
+  return WithKernel(p.dtype, s.bits, plan.tiles_per_warp, ModeOf(fusion), plan.low_regs, [&](auto kernel) -> int {
     cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, plan.smem_bytes);
     if (err != cudaSuccess) return static_cast<int>(err);
     cudaLaunchConfig_t cfg = {};

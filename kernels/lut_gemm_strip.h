@@ -18,6 +18,7 @@ struct StripPlan {
   int blocks_per_sm = 0;   // resident blocks (shared memory and registers), from the runtime
   int grid = 0;            // min(strips, SMs * blocks_per_sm): each block loops over strips
   bool copy_x = false;     // X copied once per block into shared memory (StripFusion::copy_x)
+  bool low_regs = false;   // 3 bits: the 80-register instance (3 blocks per SM) instead of 128
 };
 
 // Whether the strip kernel takes this call: m <= 8, k a multiple of 1024 and 16-byte aligned
@@ -47,7 +48,8 @@ struct StripLaunch {
 
 // The plan for this shape, dtype, m and launch on the current device. The environment variable
 // FLUTE_LUT_STRIP="tiles_per_warp,stages" forces a configuration for every call, and
-// "tiles_per_warp,stages@KxN" for the calls of one shape (tuning runs only).
+// "tiles_per_warp,stages@KxN" for the calls of one shape (tuning runs only);
+// FLUTE_LUT_STRIP_LOWREGS=on|off forces the 3-bit instance (StripPlan::low_regs).
 StripPlan MakeStripPlan(const LutShape& shape, ActivationType dtype, int64_t m, const StripLaunch& launch,
                         int sm_count);
 

@@ -439,6 +439,39 @@ TEST(LutGemmGpuTest, StripKernelRowsDoNotDependOnM) {
   }
 }
 
+// 3 bits has two strip instances, 128 and 80 registers per thread (2 or 3 blocks per SM), that
+// the plan picks per call (FLUTE_LUT_STRIP_LOWREGS=on|off forces either). They compile the same
+// code: right against the reference and bitwise equal to each other, over both dtypes, G = 32
+// and 128, one and two tiles per warp, plain launches and early weights, blocks looping over strips.
+TEST(LutGemmGpuTest, StripKernelThreeBitInstancesAreBitwiseEqual) {
+  REQUIRE_GPU();
+  std::mt19937 rng(std::random_device{}());
+  LaunchChoice strip, early;
+  strip.kernel = early.kernel = LutKernel::kStrip;
+  early.pdl = early.early_weights = true;
+  const std::vector<LutShape> shapes = {{6144, 4096, 3, 128}, {400, 2048, 3, 32}, {9600, 1024, 3, 128}};
+  for (const LutShape& s : shapes) {
+    {
+      ScopedEnv env("FLUTE_LUT_STRIP_LOWREGS", "on");
+      CheckShapeAllM(s, {1, 3, 8}, strip, rng);
+      CheckShapeAllM(s, {1, 8}, early, rng);
+    }
+    Problem p = MakeProblem(s, rng);
+    for (ActivationType dtype : {ActivationType::kFloat16, ActivationType::kBFloat16}) {
+      for (int64_t m : {1, 4}) {
+        const std::vector<float> x = RandomX(dtype, m, s.k, rng);
+        std::vector<uint16_t> y[2];
+        for (int low = 0; low < 2; ++low) {
+          ScopedEnv env("FLUTE_LUT_STRIP_LOWREGS", low ? "on" : "off");
+          ASSERT_TRUE(RunGpu(p, dtype, x, m, strip, &y[low]));
+        }
+        ASSERT_TRUE(y[0] == y[1]) << "n=" << s.n << " k=" << s.k << " G=" << s.group_size << " " << Name(dtype)
+                                  << " m=" << m << ": the 80- and 128-register instances differ";
+      }
+    }
+  }
+}
+
 // The engine's batch-invariant mode forces one split count per matrix
 // (LutGemmPlannedSplits(shape, 1)) at every M, so that each output row has the same bits
 // whether it is computed alone (M = 1), in a decode batch or in a prefill chunk. The split-K
