@@ -25,10 +25,13 @@ constexpr int kVecWidth = 8;  // 16-bit elements per 16-byte vector
 
 // ---- 16-bit <-> fp32 ---------------------------------------------------------------------
 // kVec consecutive 16-bit values at p -> fp32 (one 16-byte load when kVec = 8).
-template <typename T, int kVec>
+// kReadOnly: through the read-only data cache (__ldg; never for buffers the kernel also
+// writes), else the coherent path.
+template <typename T, int kVec, bool kReadOnly = true>
 __device__ __forceinline__ void LoadAct(const T* p, float* v) {
   if constexpr (kVec == kVecWidth) {
-    const uint4 raw = __ldg(reinterpret_cast<const uint4*>(p));
+    const uint4* p4 = reinterpret_cast<const uint4*>(p);
+    const uint4 raw = kReadOnly ? __ldg(p4) : *p4;
     const T* e = reinterpret_cast<const T*>(&raw);
 #pragma unroll
     for (int i = 0; i < kVec; ++i) v[i] = Cvt<T>::ToFloat(e[i]);
@@ -38,18 +41,10 @@ __device__ __forceinline__ void LoadAct(const T* p, float* v) {
   }
 }
 
-// Same as LoadAct, but through the coherent path: for buffers the kernel also writes.
+// LoadAct through the coherent path: for buffers the kernel also writes.
 template <typename T, int kVec>
 __device__ __forceinline__ void LoadActRw(const T* p, float* v) {
-  if constexpr (kVec == kVecWidth) {
-    const uint4 raw = *reinterpret_cast<const uint4*>(p);
-    const T* e = reinterpret_cast<const T*>(&raw);
-#pragma unroll
-    for (int i = 0; i < kVec; ++i) v[i] = Cvt<T>::ToFloat(e[i]);
-  } else {
-#pragma unroll
-    for (int i = 0; i < kVec; ++i) v[i] = Cvt<T>::ToFloat(p[i]);
-  }
+  LoadAct<T, kVec, false>(p, v);
 }
 
 // fp32 -> kVec 16-bit values at p, each rounded to nearest even (one 16-byte store at 8).

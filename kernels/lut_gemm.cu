@@ -355,15 +355,6 @@ int SmemBytes(int bits, int mt, int group_size) {
          ScaleBufferBytes(group_size);
 }
 
-int DeviceSmCount() {
-  int device = 0, sms = 0;
-  if (cudaGetDevice(&device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
-    return 132;
-  }
-  return sms;
-}
-
 size_t CounterBytes(const Plan&) { return kSplitCounterBytes; }
 
 bool CountersFit(const Plan& p) {

@@ -50,6 +50,17 @@ inline int CheapestSplitCount(int64_t base, int64_t slots, int num_ktiles) {
   return best;
 }
 
+// An attribute of the current device, or `fallback` where the runtime cannot tell (host code of
+// the three LUT kernels' launchers).
+inline int CurrentDeviceAttribute(cudaDeviceAttr attr, int fallback) {
+  int device = 0, value = 0;
+  if (cudaGetDevice(&device) != cudaSuccess || cudaDeviceGetAttribute(&value, attr, device) != cudaSuccess) {
+    return fallback;
+  }
+  return value;
+}
+inline int DeviceSmCount() { return CurrentDeviceAttribute(cudaDevAttrMultiProcessorCount, 132); }
+
 template <typename T> struct Act;
 template <> struct Act<__half> {
   using T2 = __half2;

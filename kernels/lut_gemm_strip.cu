@@ -545,23 +545,8 @@ auto WithKernel(ActivationType dtype, int bits, int tpw, int mode, bool low_regs
                             : WithKernelT<kModePlain>(dtype, bits, tpw, low_regs, f);
 }
 
-int SmemPerSm() {
-  int device = 0, bytes = 0;
-  if (cudaGetDevice(&device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device) != cudaSuccess) {
-    return 228 * 1024;
-  }
-  return bytes;
-}
-
-int MaxSmemOptin() {
-  int device = 0, bytes = 0;
-  if (cudaGetDevice(&device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess) {
-    return 227 * 1024;
-  }
-  return bytes;
-}
+int SmemPerSm() { return CurrentDeviceAttribute(cudaDevAttrMaxSharedMemoryPerMultiprocessor, 228 * 1024); }
+int MaxSmemOptin() { return CurrentDeviceAttribute(cudaDevAttrMaxSharedMemoryPerBlockOptin, 227 * 1024); }
 
 // X resident in shared memory (norm prologue): [m][k + 8] 16-bit values.
 int ResidentXBytes(const LutShape& s, int64_t m) { return RoundUp16(static_cast<int>(m * (s.k + 8) * 2)); }

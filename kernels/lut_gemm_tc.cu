@@ -1168,15 +1168,6 @@ int TcRowsPerBlock(int64_t m, TcMode mode) {
   return m <= 16 ? 16 : m <= 32 ? 32 : m <= 64 ? 64 : 128;
 }
 
-int DeviceSmCount() {
-  int device = 0, sms = 0;
-  if (cudaGetDevice(&device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
-    return 132;
-  }
-  return sms;
-}
-
 // Workspace bytes of the partials: [splits][M][N] floats, or with own_reduce the fragment
 // order's padded [splits][column blocks][8-row groups] (LutGemmWorkspaceBytes pads likewise).
 size_t PartialBytes(int splits, int64_t m, int64_t n, bool own_reduce) {
