@@ -262,6 +262,40 @@ __device__ __forceinline__ uint32_t WideLaneBits(int lane) {
   return kBits == 2 ? 8u * (lane & (kQuadCopies - 1)) : 4u * lane;
 }
 
+// The 3-bit wide pair table (strip kernel): entry e's 32 copies at bytes [e * 256, e * 256 +
+// 128), 16 KB for the 64 entries. A lookup's offset is then lo4 << 8 | hi2 << 12 | 4 * lane:
+// the two planes' masked shifts merged with the lane's bits by LOP3s, and the load adds the
+// table base from a uniform register (LDS [R + UR]), where the narrow table's per-lane base
+// costs an add per lookup.
+template <int kP>
+__device__ __forceinline__ uint32_t PairOffsetWide3(const uint32_t* w, const uint32_t* hw, uint32_t lane_bits) {
+  return ShiftMask<4 * (kP & 7) - 8>(w[kP >> 3], 0xfu << 8) | ShiftMask<2 * (kP & 15) - 12>(hw[kP >> 4], 0x3u << 12) |
+         lane_bits;
+}
+constexpr int kWide3TableBytes = 64 * kWideRowBytes;
+// LookupPairsT for 3 bits on the wide table; `table` is the table base (warp-uniform).
+template <int kKK>
+__device__ __forceinline__ void LookupPairsWide3T(const uint32_t* w, const uint32_t* hw, uint32_t lane_bits,
+                                                  uint32_t table, uint32_t* pair) {
+  pair[0] = LdsU32(table + PairOffsetWide3<4 * kKK + 0>(w, hw, lane_bits));
+  pair[1] = LdsU32(table + PairOffsetWide3<4 * kKK + 1>(w, hw, lane_bits));
+  pair[2] = LdsU32(table + PairOffsetWide3<4 * kKK + 2>(w, hw, lane_bits));
+  pair[3] = LdsU32(table + PairOffsetWide3<4 * kKK + 3>(w, hw, lane_bits));
+}
+__device__ __forceinline__ void LookupPairsWide3(int kk, const uint32_t* w, const uint32_t* hw, uint32_t lane_bits,
+                                                 uint32_t table, uint32_t* pair) {
+  switch (kk) {
+    case 0: LookupPairsWide3T<0>(w, hw, lane_bits, table, pair); break;
+    case 1: LookupPairsWide3T<1>(w, hw, lane_bits, table, pair); break;
+    case 2: LookupPairsWide3T<2>(w, hw, lane_bits, table, pair); break;
+    case 3: LookupPairsWide3T<3>(w, hw, lane_bits, table, pair); break;
+    case 4: LookupPairsWide3T<4>(w, hw, lane_bits, table, pair); break;
+    case 5: LookupPairsWide3T<5>(w, hw, lane_bits, table, pair); break;
+    case 6: LookupPairsWide3T<6>(w, hw, lane_bits, table, pair); break;
+    default: LookupPairsWide3T<7>(w, hw, lane_bits, table, pair); break;
+  }
+}
+
 // Shared-memory bytes of the pair table (2-bit: the quad table).
 template <int kBits>
 __host__ __device__ constexpr int TableBytes() {

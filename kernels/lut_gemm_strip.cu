@@ -31,6 +31,10 @@ namespace flute::lut {
 namespace {
 
 constexpr int kStripRows = 16;
+// The pair table's shared memory: 3 bits uses the wide layout (LookupPairsWide3), 16 KB.
+__host__ __device__ constexpr int StripTableBytes(int bits) {
+  return bits == 2 ? TableBytes<2>() : bits == 3 ? kWide3TableBytes : TableBytes<4>();
+}
 // A warp's partial sums at the end of a strip: [m columns][kRedPitch floats]; a pitch of 20
 // puts the four lanes q of a row group in different banks. Double-buffered by strip parity.
 constexpr int kRedPitch = 20;
@@ -116,10 +120,12 @@ __device__ __forceinline__ void CpAsyncWaitPending(int pending) {
 // Why not scale A (an HMUL2 per A register, as the split-K kernel does at G < 128): that is 32
 // HMUL2 and 8 scale conversions per tile and lane (more in bf16, whose scales are fp16) against
 // 8 (G = 64) or 16 (G = 32) FFMAs here; G = 64 at M <= 4 was up to 16 % slower, a median 9 % (H100).
+// table: this lane's table address (LaneTable), or at 3 bits the wide table's base with the
+// lane's copy in lane_bits (LookupPairsWide3).
 template <typename T, int kBits, int kSubs>
 __device__ __forceinline__ void TileMmasFolded(const uint32_t* w, const uint32_t* hw, uint32_t table,
-                                               const T* xs, const __half* sc_lo, const __half* sc_hi,
-                                               float* acc) {
+                                               uint32_t lane_bits, const T* xs, const __half* sc_lo,
+                                               const __half* sc_hi, float* acc) {
   static_assert(kSubs == 2 || kSubs == 4 || kSubs == 8, "G = 32, 64 or >= 128");
 #pragma unroll
   for (int j = 0; j < 8 / kSubs; ++j) {
@@ -127,7 +133,11 @@ __device__ __forceinline__ void TileMmasFolded(const uint32_t* w, const uint32_t
 #pragma unroll
     for (int kk = j * kSubs; kk < (j + 1) * kSubs; ++kk) {
       uint32_t a[4];
-      LookupPairs<kBits>(kk, w, hw, table, a);
+      if constexpr (kBits == 3) {
+        LookupPairsWide3(kk, w, hw, lane_bits, table, a);
+      } else {
+        LookupPairs<kBits>(kk, w, hw, table, a);
+      }
       uint32_t b[2];
       LdMatrixX2(b, xs + kk * 16);
       Mma<T>(c, a, b[0], b[1]);
@@ -283,7 +293,7 @@ __global__ void __launch_bounds__(kThreads) __maxnreg__(kBits == 3 && !kLowRegs 
   constexpr int kXRowCopies = kStageK / 8;           // 16-byte copies per X row and stage
   extern __shared__ __align__(16) unsigned char smem[];
   uint32_t* s_table = reinterpret_cast<uint32_t*>(smem);
-  unsigned char* s_stages = smem + TableBytes<kBits>();
+  unsigned char* s_stages = smem + StripTableBytes(kBits);
   float* s_red = reinterpret_cast<float*>(smem + a.red_offset);
   const int red_warp_floats = a.m * kRedPitch;
 
@@ -424,7 +434,7 @@ __global__ void __launch_bounds__(kThreads) __maxnreg__(kBits == 3 && !kLowRegs 
   }
   NormPreload norm_pre;
   if (kFused && a.norm_res != nullptr) PreloadNormWeights(a, tid, &norm_pre);
-  BuildPairTable<T, kBits>(a.table, s_table, tid);
+  BuildPairTable<T, kBits, kBits == 3 ? kWideRowBytes : 128>(a.table, s_table, tid);
   GridDependencyWait();
   if (kCopyX) IssueResidentXCopy<T>(a, reinterpret_cast<T*>(smem + a.xres_offset), tid);  // with the oldest group
   Cursor lx = start;
@@ -447,7 +457,8 @@ __global__ void __launch_bounds__(kThreads) __maxnreg__(kBits == 3 && !kLowRegs 
   T* s_xres = reinterpret_cast<T*>(smem + a.xres_offset);
   if (kFused && a.norm_res != nullptr) BuildNormedX<T>(a, s_xres, s_red, tid, &norm_pre);  // (visible after the loop's first barrier)
 
-  const uint32_t my_table = LaneTable<kBits>(s_table, lane);
+  const uint32_t my_table = kBits == 3 ? SmemAddr(s_table) : LaneTable<kBits>(s_table, lane);
+  const uint32_t lane_bits = 4u * lane;  // (3 bits: the lane's copy in the wide table)
   // This lane's ldmatrix row (lanes 0-7: k 0-7 of the sub-tile, 8-15: k 8-15) in its warp's k range.
   const int x_pitch = resident_x ? a.k + 8 : a.x_pitch;
   const int x_lane = min(lane & 7, a.m - 1) * x_pitch + ((lane >> 3) & 1) * 8 + warp * kTpw * kTileK;
@@ -485,11 +496,11 @@ __global__ void __launch_bounds__(kThreads) __maxnreg__(kBits == 3 && !kLowRegs 
       const __half* sc_hi = sc_lo + 8 * sc_cols;
       const T* xt = xs + t * kTileK;
       if (a.log2_group >= 7) {
-        TileMmasFolded<T, kBits, 8>(w, hw, my_table, xt, sc_lo, sc_hi, acc);
+        TileMmasFolded<T, kBits, 8>(w, hw, my_table, lane_bits, xt, sc_lo, sc_hi, acc);
       } else if (a.log2_group == 6) {
-        TileMmasFolded<T, kBits, 4>(w, hw, my_table, xt, sc_lo, sc_hi, acc);
+        TileMmasFolded<T, kBits, 4>(w, hw, my_table, lane_bits, xt, sc_lo, sc_hi, acc);
       } else {
-        TileMmasFolded<T, kBits, 2>(w, hw, my_table, xt, sc_lo, sc_hi, acc);
+        TileMmasFolded<T, kBits, 2>(w, hw, my_table, lane_bits, xt, sc_lo, sc_hi, acc);
       }
     }
     if (cc.kstage == a.stages_per_strip - 1) {  // strip done: leave this warp's partials
@@ -554,7 +565,7 @@ int ResidentXBytes(const LutShape& s, int64_t m) { return RoundUp16(static_cast<
 // Shared memory: pair table | stages | resident X (norm prologue) | reduction buffers.
 int SmemBytesFor(const LutShape& s, int64_t m, bool resident_x, int tpw, int stages) {
   const StageLayout l = MakeStageLayout(s.bits, tpw, resident_x ? 0 : static_cast<int>(m), s.group_size);
-  return RoundUp16(((s.bits == 2) ? TableBytes<2>() : s.bits == 3 ? TableBytes<3>() : TableBytes<4>()) +
+  return RoundUp16(StripTableBytes(s.bits) +
                    stages * l.bytes) + (resident_x ? ResidentXBytes(s, m) : 0) + RedBytes(m);
 }
 
