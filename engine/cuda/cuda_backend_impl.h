@@ -110,8 +110,8 @@ class CudaBackend : public Backend, public CudaBenchHooks {
   absl::Status Project(const GpuProjection& p, const void* x, int m, void* y, bool y_fp32);
   absl::Status MatMul(const GpuMatrix& w, const void* x, int m, void* y, bool y_fp32);
   // Whether a LUT product of m rows runs on the LUT-GEMM kernels (else, in the fastest mode
-  // from 256 rows: dequantize once, then a tensor-core GEMM).
-  bool UsesLutKernel(int m) const { return !dequant_.bytes() || m < 256; }
+  // above lut_kernel_max_rows_: dequantize once, then a tensor-core GEMM).
+  bool UsesLutKernel(int m) const { return !dequant_.bytes() || m <= lut_kernel_max_rows_; }
   // The LUT-GEMM call for w (workspace, batch-invariant split, PDL) without launching it.
   lut::LutGemmParams LutParams(const GpuMatrix& w, const void* x, int m, void* y) const;
   // A dense GEMV call of the decode path (PDL, dynamic strips, the step's carveout choice).
@@ -193,6 +193,14 @@ class CudaBackend : public Backend, public CudaBenchHooks {
   // before the wgmma kernel; the cluster kernel at 17-32 rows was 0.69-0.91x cuBLAS on the 8B
   // shapes, bench/results/dense-gemv-m32-2026-11-26-h100.md).
   int dense_gemv_max_rows_ = 32;
+  // The most rows a LUT product runs on the LUT-GEMM kernels in the fastest mode (above it:
+  // dequantize the whole matrix, then cuBLAS). H100, 8B W4 prefill of one prompt (session 32,
+  // bench/results/ab-2026-11-26-h100/session32/): 256 tokens 16.3 ms dequantized vs 11.8 on the
+  // LUT kernel, 512 20.4 vs 19.6, 1024 34.2 vs 39.5. The default chunk (512 tokens per step)
+  // thus never dequantizes, and the dequantized-weight buffer (2 bytes per weight of the largest
+  // LUT matrix: 235 MB on 8B, 940 MB on 70B) is only allocated for larger steps.
+  // FLUTE_LUT_KERNEL_MAX_ROWS overrides it (tests, A/B runs).
+  int lut_kernel_max_rows_ = 512;
   // Whether dense (16-bit) products of at most dense_gemv_max_rows_ rows run on
   // kernels/dense_gemv.h rather than cuBLAS: not in the batch-invariant mode (its dense
   // products always run cuBLAS at 32 rows); FLUTE_DENSE_GEMV=off turns it off, for A/B runs.

@@ -158,6 +158,8 @@ absl::Status CudaBackend::Init(int64_t budget_bytes, int64_t free_before, std::s
   if (max_rows_env != nullptr) {
     dense_gemv_max_rows_ = std::clamp(std::atoi(max_rows_env), 1, static_cast<int>(gpu::kDenseGemvMaxM));
   }
+  const char* lut_rows_env = std::getenv("FLUTE_LUT_KERNEL_MAX_ROWS");
+  if (lut_rows_env != nullptr) lut_kernel_max_rows_ = std::max(0, std::atoi(lut_rows_env));
   const char* cluster_env = std::getenv("FLUTE_DENSE_GEMV_CLUSTER");
   if (cluster_env != nullptr) dense_gemv_cluster_ = std::atoi(cluster_env);
   const char* epilogues_env = std::getenv("FLUTE_DENSE_GEMV_EPILOGUES");
@@ -187,8 +189,8 @@ size_t CudaBackend::LutWorkspaceBytes() const {
       bytes = std::max(bytes, lut::LutGemmWorkspaceBytesForSplits(m.shape, max_rows_, splits));
       return;
     }
-    // Only the passes the LUT kernel runs: from 256 rows the weights are dequantized for cuBLAS
-    // (UsesLutKernel; dequant_ is allocated first), and the tensor-core kernel's Stream-K
+    // Only the passes the LUT kernel runs: above lut_kernel_max_rows_ the weights are dequantized
+    // for cuBLAS (UsesLutKernel; dequant_ is allocated first), and the tensor-core kernel's Stream-K
     // partials at 2048 rows had taken ~400 MB more of the 8B model's KV budget.
     for (int rows = 1; rows <= max_rows_ && UsesLutKernel(rows); ++rows) {
       bytes = std::max(bytes, lut::LutGemmWorkspaceBytes(m.shape, rows));
@@ -229,7 +231,7 @@ absl::Status CudaBackend::AllocateActivations() {
     ASSIGN_OR_RETURN(head_act_, DeviceBuffer::Allocate(2 * rows * vocab, "LM head output"));
   }
   ASSIGN_OR_RETURN(logits_, DeviceBuffer::Allocate(4 * rows * vocab, "logits"));
-  if (!options_.batch_invariant && largest_lut > 0 && max_rows_ >= 256) {
+  if (!options_.batch_invariant && largest_lut > 0 && max_rows_ > lut_kernel_max_rows_) {
     ASSIGN_OR_RETURN(dequant_, DeviceBuffer::Allocate(2 * largest_lut, "dequantized weight (prefill)"));
   }
   ASSIGN_OR_RETURN(lut_ws_, DeviceBuffer::Allocate(LutWorkspaceBytes(), "LUT-GEMM workspace"));

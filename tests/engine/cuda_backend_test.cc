@@ -347,6 +347,30 @@ TEST(CudaBackend, Fp16DenseStepsOf17To32RowsMatchTheCpuBackend) {
   }
 }
 
+// A 300-row pass runs on the LUT-GEMM kernels by default (LogitsMatchTheCpuBackend). With the
+// LUT kernels' row limit below 300 the same pass dequantizes each matrix and runs cuBLAS; both
+// paths must match the CPU backend.
+TEST(CudaBackend, DequantizedPrefillPathMatchesTheCpuBackend) {
+  REQUIRE_SHARED_AND_GPU();
+  const std::vector<int32_t> ids = ValidationTokens(300, 2000);
+  auto cpu = MakeCpu(QuantizedManpage());
+  const std::vector<float> reference = RunChunked(*cpu, ids, 300);
+  std::vector<float> paths[2];
+  for (int dequantized = 0; dequantized < 2; ++dequantized) {
+    if (dequantized) setenv("FLUTE_LUT_KERNEL_MAX_ROWS", "255", 1);
+    std::string skip;
+    auto gpu = MakeCuda(QuantizedManpage(), CudaOptions(), &skip);
+    unsetenv("FLUTE_LUT_KERNEL_MAX_ROWS");
+    REQUIRE_CUDA(gpu, skip);
+    paths[dequantized] = RunChunked(*gpu, ids, 300);
+    const double error = NormalizedError(paths[dequantized], reference);
+    std::printf("%s: normalized logit error vs CPU %.2e\n", dequantized ? "dequantize + cuBLAS" : "LUT kernels", error);
+    EXPECT_LE(error, 1e-3) << (dequantized ? "dequantize + cuBLAS" : "LUT kernels");
+  }
+  // Two different summation orders: close, not bitwise.
+  EXPECT_LE(NormalizedError(paths[0], paths[1]), 1e-3);
+}
+
 TEST(CudaBackend, ChunkedPrefillMatchesOnePass) {
   REQUIRE_SHARED_AND_GPU();
   std::string skip;
