@@ -750,8 +750,13 @@ __device__ __forceinline__ void TcLutGemmSegment(const TcArgs& args, const TcNor
   // median 1.3 % faster (3-bit up to 5 %, 4-bit G128 -3.5 to +1 %). 8B W4 decode step: batch
   // 24 3.78 / 3.79 -> 3.74 / 3.73 ms, batch 32 4.17 / 4.18 -> 4.14 / 4.11. At MT = 16 the same
   // was 2-5 % slower at 4 bits (W4 batch 16 3.19 -> 3.35 ms), so MT = 16 keeps the recomputed
-  // addresses; MT = 128 (Stream-K segments) is unchanged.
-  constexpr bool kRunning = kMT == 32 || kMT == 64;
+  // addresses. MT = 128 (per Stream-K segment: the sources restart with each segment) since
+  // session 32: its 8 X chunks per thread and stage had ~80 address instructions per refill,
+  // where ncu put 23 % of the warp samples (4096x28672 at M = 512). H100, same call: kernel
+  // alone at M = 128-512 even (new / old 0.97-1.03 outside noisy rows), the 8B W4 prefill of
+  // 256 / 512 tokens (fused MT = 128 calls) 11.91 / 19.80 -> 11.44 / 18.90 ms; 194-202
+  // registers plain, 243-252 fused, no spills.
+  constexpr bool kRunning = kMT == 32 || kMT == 64 || kMT == 128;
   constexpr int kXChunks = kMT * 16 / kThreads;  // X chunks per thread and stage (2 or 4)
   [[maybe_unused]] const unsigned char* w_next = nullptr;
   [[maybe_unused]] const T* x_next[kXChunks];
