@@ -27,7 +27,8 @@ namespace {
 
 struct E2eOptions {
   std::string shape = "8b";               // 8b or 70b
-  std::vector<std::string> weights = {"w4", "bf16"};  // w2/w3/w4 (G from --group-size) or bf16
+  // w2/w3/w4 (G from --group-size) or the dense baseline: "dense", or its type's name bf16 / fp16
+  std::vector<std::string> weights = {"w4", "dense"};
   int group_size = 128;
   std::vector<int> batches = {1, 4, 8, 16, 32};
   int context = 512;
@@ -71,6 +72,14 @@ double Median(std::vector<double> v) {
 
 double Seconds(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
+}
+
+// The 16-bit type of the run (--dtype; random weights have no checkpoint type, so "auto" is
+// bf16): the activations, the KV cache, the LM head and the dense baseline's weights. The dense
+// baseline ("--weights bf16") is labelled with it in the table.
+std::string DenseLabel(const E2eOptions& o) { return o.backend.dtype == "float16" ? "fp16" : "bf16"; }
+std::string RowWeights(const E2eOptions& o, const std::string& weights) {
+  return weights[0] == 'w' ? weights : DenseLabel(o);
 }
 
 // Decode steps of `batch` sequences at positions context, context + 1, ... (the cache holds
@@ -131,7 +140,7 @@ absl::StatusOr<double> TimePrefill(Backend& backend, int tokens) {
 absl::StatusOr<std::unique_ptr<Backend>> MakeModel(const E2eOptions& o, const std::string& weights,
                                                    bool batch_invariant) {
   ModelConfig config = LlamaShape(o.shape);
-  if (weights != "bf16") {
+  if (weights[0] == 'w') {
     QuantizationConfig q;
     q.method = "nf";
     q.bits = weights[1] - '0';
@@ -141,7 +150,8 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeModel(const E2eOptions& o, const st
   }
   BackendOptions options = o.backend;
   options.device = "cuda";
-  options.dtype = "bfloat16";
+  // Random weights have no checkpoint dtype: "auto" means bf16.
+  options.dtype = o.backend.dtype == "auto" ? "bfloat16" : o.backend.dtype;
   options.batch_invariant = batch_invariant;
   options.profile = o.profile;
   options.ablate = o.ablate;
@@ -167,7 +177,7 @@ absl::Status BenchOneModel(const E2eOptions& o, const std::string& weights, bool
     ASSIGN_OR_RETURN(double step, TimeDecode(*backend, batch, o.context, o.steps));
     const double bytes = static_cast<double>(hooks->WeightBytesPerStep()) +
                          static_cast<double>(batch) * o.context * hooks->KvBytesPerToken();
-    rows->push_back({o.shape, weights, mode, "decode", batch, o.context, step * 1e3, batch / step,
+    rows->push_back({o.shape, RowWeights(o, weights), mode, "decode", batch, o.context, step * 1e3, batch / step,
                      batch / (bytes / copy_bw)});
     std::cerr << absl::StrFormat("  decode batch %2d ctx %d: %.3f ms/step, %.1f tokens/s\n", batch, o.context,
                                  step * 1e3, batch / step);
@@ -176,24 +186,26 @@ absl::Status BenchOneModel(const E2eOptions& o, const std::string& weights, bool
   for (int tokens : o.prefill) {
     if (tokens <= 0) continue;  // --prefill 0: decode only
     ASSIGN_OR_RETURN(double t, TimePrefill(*backend, tokens));
-    rows->push_back({o.shape, weights, mode, "prefill", 1, tokens, t * 1e3, tokens / t, 0});
+    rows->push_back({o.shape, RowWeights(o, weights), mode, "prefill", 1, tokens, t * 1e3, tokens / t, 0});
     std::cerr << absl::StrFormat("  prefill %d tokens: %.1f ms, %.0f tokens/s\n", tokens, t * 1e3, tokens / t);
   }
   return absl::OkStatus();
 }
 
-std::string Markdown(const std::vector<Row>& rows, double copy_bw, const std::string& device) {
+std::string Markdown(const E2eOptions& o, const std::vector<Row>& rows, double copy_bw, const std::string& device) {
+  const std::string dense = DenseLabel(o);
   std::string md = absl::StrFormat(
-      "# flute bench e2e\n\nDevice: %s. Copy bandwidth measured in the same process: %.0f GB/s "
+      "# flute bench e2e\n\nDevice: %s. Activations, KV cache, LM head and the dense baseline's "
+      "weights: %s. Copy bandwidth measured in the same process: %.0f GB/s "
       "(read + write). Roofline tokens/s = batch / (bytes one step reads / copy bandwidth); bytes = "
       "all projection weights + LM head + K/V of the batch's contexts.\n\n"
-      "| model | weights | mode | phase | batch | tokens/context | median ms | tokens/s | roofline tokens/s | %% of roofline | × bf16 |\n"
+      "| model | weights | mode | phase | batch | tokens/context | median ms | tokens/s | roofline tokens/s | %% of roofline | × %s |\n"
       "|---|---|---|---|---|---|---|---|---|---|---|\n",
-      device, copy_bw / 1e9);
+      device, dense, copy_bw / 1e9, dense);
   for (const Row& r : rows) {
     double base = 0;
     for (const Row& b : rows) {
-      if (b.weights == "bf16" && b.phase == r.phase && b.batch == r.batch && b.tokens == r.tokens &&
+      if (b.weights == dense && b.phase == r.phase && b.batch == r.batch && b.tokens == r.tokens &&
           b.model == r.model) {
         base = b.tokens_per_s;
       }
@@ -209,8 +221,13 @@ std::string Markdown(const std::vector<Row>& rows, double copy_bw, const std::st
 
 absl::Status RunE2e(const E2eOptions& o) {
   for (const std::string& w : o.weights) {
-    if (w != "bf16" && w != "w2" && w != "w3" && w != "w4") {
-      return absl::InvalidArgumentError(absl::StrCat("--weights: expected w2, w3, w4 or bf16, got \"", w, "\""));
+    if (w != "dense" && w != "bf16" && w != "fp16" && w != "w2" && w != "w3" && w != "w4") {
+      return absl::InvalidArgumentError(absl::StrCat("--weights: expected w2, w3, w4, dense, bf16 or fp16, got \"", w, "\""));
+    }
+    if ((w == "bf16" || w == "fp16") && w != DenseLabel(o)) {
+      return absl::InvalidArgumentError(absl::StrCat("--weights ", w, ": the dense baseline runs in the --dtype type (",
+                                                     DenseLabel(o), " here); pass --dtype ",
+                                                     w == "fp16" ? "float16" : "bfloat16", " or --weights ", DenseLabel(o)));
     }
   }
   std::vector<Row> rows;
@@ -218,17 +235,18 @@ absl::Status RunE2e(const E2eOptions& o) {
   std::string device;
   for (const std::string& w : o.weights) {
     RETURN_IF_ERROR(BenchOneModel(o, w, o.backend.batch_invariant, copy_bw, device, &rows));
-    if (o.compare_invariant && w != "bf16" && !o.backend.batch_invariant) {
+    if (o.compare_invariant && w[0] == 'w' && !o.backend.batch_invariant) {
       RETURN_IF_ERROR(BenchOneModel(o, w, /*batch_invariant=*/true, copy_bw, device, &rows));
     }
   }
-  const std::string md = Markdown(rows, copy_bw, device);
+  const std::string md = Markdown(o, rows, copy_bw, device);
   std::cout << md;
   if (!o.markdown_path.empty()) std::ofstream(o.markdown_path) << md;
   if (!o.json_path.empty()) {
     nlohmann::json j;
     j["device"] = device;
     j["copy_bandwidth_bytes_per_s"] = copy_bw;
+    j["dtype"] = DenseLabel(o);
     for (const Row& r : rows) {
       j["rows"].push_back({{"model", r.model}, {"weights", r.weights}, {"mode", r.mode}, {"phase", r.phase},
                            {"batch", r.batch}, {"tokens", r.tokens}, {"median_ms", r.median_ms},
@@ -245,7 +263,7 @@ void AddBenchE2eCommand(CLI::App& bench) {
   auto o = std::make_shared<E2eOptions>();
   CLI::App* cmd = bench.add_subcommand("e2e", "The CUDA engine end to end on random LLaMA-3-shaped models");
   cmd->add_option("--shape", o->shape, "8b or 70b")->check(CLI::IsMember({"8b", "70b"}))->capture_default_str();
-  cmd->add_option("--weights", o->weights, "w4, w3, w2 (LUT, NF table) and/or bf16 (dense baseline)")
+  cmd->add_option("--weights", o->weights, "w4, w3, w2 (LUT, NF table) and/or the dense baseline in the --dtype type: dense (or bf16, or fp16 with --dtype float16)")
       ->delimiter(',')->capture_default_str();
   cmd->add_option("--group-size", o->group_size, "LUT group size")->check(CLI::IsMember({32, 64, 128, 256}));
   cmd->add_option("--batches", o->batches, "Decode batch sizes")->delimiter(',')->capture_default_str();

@@ -40,6 +40,9 @@ cp -r "$work/model" "$work/badjson" && mv "$work/badjson/config.json.bad" "$work
 expect_error "config.json" "$flute" generate --model "$work/badjson" --prompt hi
 printf '\x01\x00\x02' > "$work/odd.u16"
 expect_error "multiple of 2" "$flute" ppl --model "$work/model" --tokens "$work/odd.u16"
+# bench e2e checks its flags before it looks for a GPU.
+expect_error "expected w2, w3, w4, dense, bf16 or fp16" "$flute" bench e2e --weights w4,w5
+expect_error "pass --dtype float16" "$flute" bench e2e --weights w4,fp16
 
 # The perplexity contract on the trained man-page model (a CI-sized slice).
 shared=${FLUTE_SHARED_DIR:-$src/../shared}

@@ -308,6 +308,17 @@ TEST(LutGemmTcFusedGpuTest, StreamKSanitizerSubset) {
   CheckFusedNorms(1152, 8192, 1040, 4, 128, false, ActivationType::kBFloat16, 0, {100}, rng);
 }
 
+// The 128-row tiles without Stream-K (the engine's prefill passes of 65-512 rows), for
+// compute-sanitizer: the residual epilogue and the deferred norm at m = 100 and 300 (3 m tiles,
+// the last partial), and SwiGLU with the deferred norm at m = 129 (a 1-row last tile).
+TEST(LutGemmTcFusedGpuTest, TiledSanitizerSubset) {
+  REQUIRE_GPU();
+  FRESH_RNG(rng);
+  ScopedEnv env("FLUTE_LUT_TC_STREAMK", "off");
+  CheckFusedNorms(1024, 1024, 1040, 4, 128, false, ActivationType::kBFloat16, 0, {100, 300}, rng);
+  CheckFusedNorms(1024, 1024, 2080, 2, 128, true, ActivationType::kBFloat16, 0, {129}, rng);
+}
+
 LutGemmParams BadCall(const DeviceBuffer& buf) {
   LutGemmParams params;
   params.shape = {256, 1024, 4, 128};
