@@ -14,7 +14,7 @@ step's first block:
 and then the median of each per layer over the launches of each name.
 
 With --marks, also the quantiles over the decode attention's blocks of its diagnostic marks
-(trace::Mark in kernels/attention.cu's columns kernel), microseconds after each block's wait:
+(trace::Mark in kernels/attention_decode.cu's columns kernel), microseconds after each block's wait:
 RoPE done, first item computed, last item's copies visible, items done (before the split
 merge), and the block's exit.
 

@@ -46,7 +46,7 @@ std::vector<std::vector<Piece>> SplitIntoPasses(const std::vector<BatchEntry>& b
 }
 
 // Shared memory per SM that the decode attention keeps while the O projection starts (PDL) at
-// batch 1: its CTAs use under 48 KB of static shared memory (kernels/attention.cu), one per SM.
+// batch 1: its CTAs use under 48 KB of static shared memory (kernels/attention_decode.cu), one per SM.
 constexpr int kDecodeAttentionSmem = 48 * 1024;
 
 // Padded batch sizes that decode graphs are captured for: 1, 2, 4, 8, then multiples of 8.
