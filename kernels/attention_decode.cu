@@ -55,7 +55,7 @@
 //    session, against FLUTE_ATTENTION_COMBINE=last): W4 -0.05 ms per step, bf16 -0.11 ms. With
 //    clusters up to 4 (or 32) sequences, batch 4 was 0.2 ms slower (and batches 8 and 16 0.3 and
 //    0.7 ms with 32), so only single-sequence launches use it.
-//  - The same for many (sequence, kv head) pairs (DecodeColumnsRopeKernel, 8B from batch 24): one
+//  - The same for many (sequence, kv head) pairs (DecodeColumnsRopeKernel, 8B from batch 13): one
 //    or two CTA columns per pair instead of one CTA per split; a column computes the splits
 //    column, column + columns, ... in turn, each exactly as above (bitwise the same `out`), its
 //    chunks double-buffered (the first two copied before the PDL wait). At one column (8B from
