@@ -394,7 +394,7 @@ Plan MakePlan(const LutShape& s, int64_t m, int forced_splits, int sm_count) {
 }
 
 // Counters, then [splits][M][N] fp32 partials with M rounded up to 8 and N to 128: the
-// tensor-core kernel's fragment-ordered partials (lut_gemm_tc.cu) fill whole 8-row groups of
+// tensor-core kernel's fragment-ordered partials (lut_gemm_tc_common.cuh) fill whole 8-row groups of
 // whole 128-column blocks.
 size_t WorkspaceBytesFor(const Plan& p, const LutShape& s, int64_t m) {
   if (p.splits == 1) return 0;

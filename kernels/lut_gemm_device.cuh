@@ -209,7 +209,7 @@ __device__ __forceinline__ void LookupPairs(int kk, const uint32_t* w, const uin
 
 // The wide pair table (tensor-core kernel, 4 and 2 bits): entry e's copies at bytes
 // [e * 256, e * 256 + 128) of the table (the narrow layout has them at e * 128); the rest of
-// each row is the caller's (lut_gemm_tc.cu keeps its W stages there).
+// each row is the caller's (lut_gemm_tc_common.cuh's TcConfig keeps its W stages there).
 constexpr int kWideRowBytes = 256;
 constexpr int kWideTableBytes = 256 * kWideRowBytes;
 

@@ -185,7 +185,7 @@ TEST(LutGemmTcGpuTest, PdlLaunchComputesTheSame) {
 }
 
 // At MT = 16 (m <= 16) and G = 64 the group scales multiply fp32 sums of unscaled weights
-// (kFold in lut_gemm_tc.cu); FLUTE_LUT_TC_FOLD=off scales the dequantized weights instead
+// (kFold in lut_gemm_tc_kernel.cuh); FLUTE_LUT_TC_FOLD=off scales the dequantized weights instead
 // (HMUL2, as for every other G). Both against the reference, automatic and forced splits, a
 // partial column block, SwiGLU, and each k-tile count from 1 (the fold after the last k-tile).
 TEST(LutGemmTcGpuTest, ScalesAfterTheSumsAndOnTheWeightsBothMatchTheReference) {
