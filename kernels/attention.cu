@@ -2,8 +2,11 @@
 // contract. The attention's files:
 //  - attention.cu (this file): the entry points of attention.h (argument checks, the workspace
 //    layout, the choice of kernels) and the KV-cache write kernel;
-//  - attention_decode.cu: the decode kernels (query_len == 1) and their launchers, and the
-//    trace setter SetBufferAttention (kernels/kernel_trace.h: the decode kernels are the traced ones);
+//  - attention_decode.cu: the decode kernels (query_len == 1) of one CTA per split, CombineKernel,
+//    their launchers and the trace setter SetBufferAttention (kernels/kernel_trace.h: the decode
+//    kernels are the traced ones); attention_decode_columns.cu: the columns kernel and its launch
+//    helpers (trace setter SetBufferAttentionColumns); attention_decode_common.cuh: what the two
+//    share (shared memory, chunk loads, fused RoPE, the chunk's MMAs, split merges);
 //  - attention_prefill.cu: the prefill kernels (query_len > 1) and their launcher;
 //  - attention_common.cuh: what the kernels share (constants, helpers, argument structs, MMA
 //    fragments); attention_launch.h: the launchers this file calls in the other two.
@@ -11,7 +14,7 @@
 //
 //  - KvCacheWriteKernel: one thread per 16-byte piece of a token's k or v heads.
 //  - Decode (query_len == 1, decided per sequence from device memory): DecodeChunkKernel and
-//    its fused RoPE + KV write, cluster and columns variants, CombineKernel (attention_decode.cu).
+//    its fused RoPE + KV write, cluster and columns variants, CombineKernel (attention_decode*).
 //  - Prefill (query_len > 1): PrefillMmaKernel, PrefillKernel (attention_prefill.cu).
 //
 // All softmax arithmetic is fp32 in the log2 domain: q is pre-multiplied by scale * log2(e)

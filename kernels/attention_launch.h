@@ -26,8 +26,17 @@ cudaError_t LaunchDecodeForGroup(const AttnArgs& a, const RopeKvArgs* rope, int 
 template <typename T, int kD>
 cudaError_t LaunchCombine(const AttnArgs& a, int num_seqs, cudaStream_t stream);
 
-// attention_decode.cu: DecodeColumns of the instance LaunchDecodeForGroup picks (fused launches
-// only).
+// attention_decode_columns.cu: the columns kernel's CTA columns per (kv head slice, sequence)
+// for a fused decode launch of the instance of group size kG (0: one CTA per split instead),
+// and its launch with that many columns (> 0), which LaunchDecodeForGroup takes where it fits.
+template <typename T, int kD, int kG>
+int DecodeColumnCount(const AttnArgs& a, int num_seqs);
+template <typename T, int kD, int kG>
+cudaError_t LaunchDecodeColumns(const AttnArgs& a, const RopeKvArgs& rope, int columns, int num_seqs,
+                                cudaStream_t stream);
+
+// attention_decode_columns.cu: DecodeColumnCount of the instance LaunchDecodeForGroup picks
+// (fused launches only).
 template <typename T, int kD>
 int DecodeColumnsForGroup(int group, int ws_splits, int num_kv_heads, int num_seqs);
 

@@ -1,6 +1,6 @@
 // Paged GQA attention for sm_90 (H100), prefill rows: the prefill kernels and their launcher
 // (LaunchPrefill: attention_launch.h). The entry points and the KV-cache write are in
-// attention.cu (which lists the files), the decode kernels in attention_decode.cu, what both
+// attention.cu (which lists the files), the decode kernels in attention_decode*.cu, what both
 // share in attention_common.cuh. The kernels:
 //
 //  - Prefill (query_len > 1): PrefillMmaKernel, FlashAttention-2 style tiles of 64 query rows

@@ -11,6 +11,7 @@ namespace flute::trace {
 // The setters of the files with traced kernels (FLUTE_TRACE_SETTER in each).
 cudaError_t SetBufferLutStrip(void* buffer);
 cudaError_t SetBufferAttention(void* buffer);
+cudaError_t SetBufferAttentionColumns(void* buffer);
 cudaError_t SetBufferDenseGemv(void* buffer);
 cudaError_t SetBufferLlamaOps(void* buffer);
 cudaError_t SetBufferSampling(void* buffer);
@@ -20,8 +21,8 @@ cudaError_t SetBufferDenseGemvWgmma(void* buffer);
 bool Compiled() { return true; }
 
 absl::Status Enable(void* buffer) {
-  for (auto* set : {SetBufferLutStrip, SetBufferAttention, SetBufferDenseGemv, SetBufferLlamaOps, SetBufferSampling,
-                    SetBufferLutTensorCore, SetBufferDenseGemvWgmma}) {
+  for (auto* set : {SetBufferLutStrip, SetBufferAttention, SetBufferAttentionColumns, SetBufferDenseGemv,
+                    SetBufferLlamaOps, SetBufferSampling, SetBufferLutTensorCore, SetBufferDenseGemvWgmma}) {
     const cudaError_t err = set(buffer);
     if (err != cudaSuccess) return absl::InternalError(absl::StrCat("kernel trace: ", cudaGetErrorString(err)));
   }

@@ -1,6 +1,6 @@
 // The RoPE arithmetic of the kernels that rotate q/k heads: RopeKvWriteKernel
 // (kernels/rope_kv_write.cu) and the decode attention with a fused RoPE + KV write
-// (kernels/attention_decode.cu, FusedRopeKv). Both use these two functions, so their rotated values
+// (kernels/attention_decode_common.cuh, FusedRopeKv). Both use these two functions, so their rotated values
 // are bitwise the same.
 //
 // Every rounding is spelled out with an intrinsic (__fmul_rn, __fmaf_rn), because the plain
