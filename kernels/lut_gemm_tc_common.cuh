@@ -69,7 +69,10 @@ struct TcConfig {
   // 3 stages with 3 blocks per SM were 1.3-1.6x slower at M = 16, and 6 stages 3-14 % slower
   // (session 12). With the wide table, 4 stages at MT = 16 (the deferred norm's sums then out of
   // the table rows: 86 KB) were as fast alone and slower in the 8B W4 step (batch 16 3.11-3.15 ->
-  // 3.27-3.30 ms; session 28).
+  // 3.27-3.30 ms; session 28). 3 blocks per SM at MT = 16, 4 bits (80 registers: no spills once
+  // the split reduction loads 2 splits per round trip; the narrow table for 75 KB) were 1.3-1.5x
+  // slower alone and the 8B W4 step at batch 16 3.12-3.16 -> 3.59-3.62 ms; the same 80-register
+  // code padded to 2 blocks per SM was 5-10 % slower than this one (session 35).
   static constexpr int kStages = kMT == 128 ? 4 : 3;
   static constexpr int kMinBlocksPerSm = kMT == 128 ? 1 : 2;
   static constexpr int kTileBytes = 256 * kBits;  // one warp's packed 16 x 128 tile
