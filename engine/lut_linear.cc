@@ -17,6 +17,12 @@ LutLinear::LutLinear(const lut::LutShape& shape, const uint8_t* packed, const ui
       table_(std::move(table)),
       method_(std::move(method)) {}
 
+LutLinear::LutLinear(const lut::LutShape& shape, std::vector<uint8_t> owned_packed, const uint16_t* scales_f16,
+                     std::vector<float> table, std::string method)
+    : LutLinear(shape, owned_packed.data(), scales_f16, std::move(table), std::move(method)) {
+  owned_packed_ = std::move(owned_packed);  // a vector's move keeps its buffer: packed_ stays valid
+}
+
 void LutLinear::DequantizeRows(int row_begin, int row_end, float* out) const {
   lut::DequantizeRows(shape_, packed_, scales_, table_.data(), row_begin, row_end, out);
 }
@@ -54,7 +60,15 @@ absl::StatusOr<std::unique_ptr<Linear>> LoadLutLinear(TensorClaims& claims, cons
                    claims.Claim(table_name, DType::kF32, {int64_t{1} << quant.bits}));
   std::vector<float> table(size_t{1} << quant.bits);
   std::memcpy(table.data(), table_view->data, table.size() * sizeof(float));
-  return std::unique_ptr<Linear>(new LutLinear(shape, static_cast<const uint8_t*>(qweight->data),
+  const auto* packed = static_cast<const uint8_t*>(qweight->data);
+  if (quant.format_version == 1 && shape.bits == 3) {  // the 3-bit layout changed in version 2
+    std::vector<uint8_t> upgraded(packed, packed + packed_bytes);
+    lut::UpgradeLayoutFromVersion1(shape, upgraded.data());
+    return std::unique_ptr<Linear>(new LutLinear(shape, std::move(upgraded),
+                                                 static_cast<const uint16_t*>(scales->data),
+                                                 std::move(table), quant.method));
+  }
+  return std::unique_ptr<Linear>(new LutLinear(shape, packed,
                                                static_cast<const uint16_t*>(scales->data),
                                                std::move(table), quant.method));
 }

@@ -20,6 +20,9 @@ class LutLinear : public Linear {
   // (copied, the table is tiny). The caller checked the shape and the sizes.
   LutLinear(const lut::LutShape& shape, const uint8_t* packed, const uint16_t* scales_f16,
             std::vector<float> table, std::string method);
+  // The same over codes it owns (a checkpoint's codes converted at load).
+  LutLinear(const lut::LutShape& shape, std::vector<uint8_t> owned_packed, const uint16_t* scales_f16,
+            std::vector<float> table, std::string method);
 
   void DequantizeRows(int row_begin, int row_end, float* out) const override;
   int row_alignment() const override;
@@ -34,6 +37,7 @@ class LutLinear : public Linear {
 
  private:
   lut::LutShape shape_;
+  std::vector<uint8_t> owned_packed_;  // empty unless the codes were converted at load
   const uint8_t* packed_;
   const uint16_t* scales_;
   std::vector<float> table_;

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "engine/status_macros.h"
+#include "kernels/lut_format.h"
 #include "nlohmann/json.hpp"
 
 namespace flute {
@@ -207,6 +208,11 @@ absl::StatusOr<QuantizationConfig> ParseQuantization(const Json& value, const st
     return quant.Error("group_size", "32, 64, 128 or 256");
   }
   ASSIGN_OR_RETURN(result.format_version, quant.PositiveInt("format_version", 1));
+  if (result.format_version > lut::kLayoutVersion) {
+    return quant.Error("format_version", absl::StrCat("1 to ", lut::kLayoutVersion,
+                                                      " (the packed layouts this build reads); found ",
+                                                      result.format_version, ": a newer flute wrote it"));
+  }
   ASSIGN_OR_RETURN(result.table_per_layer, quant.Bool("table_per_layer", false));
   if (quant.IsMissing("modules") || !value.at("modules").is_array()) {
     return quant.Error("modules", "a list of module kinds (q_proj, ..., lm_head)");

@@ -31,7 +31,6 @@ namespace {
 
 constexpr char kOutputFileName[] = "model.safetensors";
 constexpr const char* kTableTensorName = kModelTableName;  // the model-level table LoadLutLinear reads
-constexpr int kFormatVersion = 1;
 const char* const kDefaultModules[] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
 
 // A weight matrix to quantize: its module prefix ("model.layers.0.mlp.up_proj"), the
@@ -257,7 +256,7 @@ absl::Status WriteConfig(const QuantizeOptions& options, const Plan& plan, const
   nlohmann::json config = nlohmann::json::parse(text, nullptr, false);
   if (!config.is_object()) return absl::InvalidArgumentError(absl::StrCat(in_path, ": not a JSON object"));
   nlohmann::json quant = {{"method", method_name},          {"bits", options.bits},
-                          {"group_size", options.group_size}, {"format_version", kFormatVersion},
+                          {"group_size", options.group_size}, {"format_version", lut::kLayoutVersion},
                           {"table_per_layer", false},         {"modules", plan.modules}};
   if (absl::StartsWith(options.method, "table:")) quant["table_source"] = options.method.substr(6);
   config["quantization_config"] = quant;
@@ -410,7 +409,14 @@ absl::StatusOr<QuantizedMatrix> ReadQuantizedModule(const std::string& checkpoin
     return absl::InvalidArgumentError(absl::StrCat(prefix, ": qweight or table size does not match its scales"));
   }
   q.codes.resize(static_cast<size_t>(q.shape.n * q.shape.k));
-  lut::UnpackCodes(q.shape, static_cast<const uint8_t*>(qweight->data), q.codes.data());
+  const uint8_t* packed = static_cast<const uint8_t*>(qweight->data);
+  std::vector<uint8_t> upgraded;
+  if (config.quantization->format_version == 1) {
+    upgraded.assign(packed, packed + qweight->num_bytes);
+    lut::UpgradeLayoutFromVersion1(q.shape, upgraded.data());
+    packed = upgraded.data();
+  }
+  lut::UnpackCodes(q.shape, packed, q.codes.data());
   const uint16_t* s = static_cast<const uint16_t*>(scales->data);
   q.scales.assign(s, s + scales->num_elements());
   const float* t = static_cast<const float*>(table->data);

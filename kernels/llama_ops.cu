@@ -438,7 +438,8 @@ __device__ __forceinline__ void PairCodes(const uint8_t* tile, int row, int col,
       *c0 = lo & 3;
       *c1 = lo >> 2;
     } else {
-      const unsigned hi = (tile[512 + 8 * lane + (p >> 2)] >> (2 * (p & 3))) & 3;
+      // The high plane's field of pair p (lut_format.cc, HighPlaneField).
+      const unsigned hi = (tile[512 + 8 * lane + 4 * (p >> 4) + ((p & 7) >> 1)] >> (4 * (p & 1) + 2 * ((p >> 3) & 1))) & 3;
       *c0 = (lo & 3) | (hi & 1) << 2;
       *c1 = (lo >> 2) | (hi >> 1) << 2;
     }

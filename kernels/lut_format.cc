@@ -12,8 +12,14 @@
 //          512 * c + 16 * l holding pairs 16 c .. 16 c + 15 (one byte each, in order).
 //   2-bit: 4-bit index c0 | c1 << 2; lane's 16 bytes at 16 * l, pair p in nibble p (low first).
 //   3-bit: two planes. Low plane (bytes 0..511): 4-bit index (c0 & 3) | (c1 & 3) << 2, laid out
-//          as in 2-bit. High plane (bytes 512..767): lane's 8 bytes at 512 + 8 * l, pair p in
-//          bits 2p..2p+1 as (c0 >> 2) | (c1 >> 2) << 1.
+//          as in 2-bit. High plane (bytes 512..767): lane's 8 bytes at 512 + 8 * l, the 2-bit
+//          field (c0 >> 2) | (c1 >> 2) << 1 of pair p in byte 4 * (p >> 4) + ((p & 7) >> 1) at
+//          bit 4 * (p & 1) + 2 * ((p >> 3) & 1) (HighPlaneField). So the fields of four pairs
+//          whose low nibbles share a masked low-plane word (pairs 8i + 2j + o, j = 0..3) sit
+//          in bits 4-5 of the four bytes of the high word after one shift, and one LOP3 then
+//          gives four 6-bit pair indices a byte each (kernels/lut_gemm_device.cuh,
+//          Pair3Indices). Format version 1 had pair p at bits 2p..2p+1 of the 8 bytes
+//          (UpgradeLayoutFromVersion1 converts).
 // So one 16-byte load (plus one 8-byte load at 3-bit) gives a lane whole mma fragments.
 #include "kernels/lut_format.h"
 
@@ -41,6 +47,12 @@ inline void PairPosition(int lane, int pair, int* row, int* col) {
   *col = 16 * kk + 8 * (r >> 1) + 2 * q;
 }
 
+// 3-bit: where the high-plane field of pair p of lane `lane` lives (byte of the tile, shift).
+inline void HighPlaneField(int lane, int p, int* byte, int* shift) {
+  *byte = 512 + 8 * lane + 4 * (p >> 4) + ((p & 7) >> 1);
+  *shift = 4 * (p & 1) + 2 * ((p >> 3) & 1);
+}
+
 // Writes the codes of one tile (tile_codes[16][128]) into its packed bytes.
 void PackTile(int bits, const uint8_t* tile_codes, uint8_t* out) {
   std::memset(out, 0, static_cast<size_t>(TileBytes(bits)));
@@ -57,8 +69,10 @@ void PackTile(int bits, const uint8_t* tile_codes, uint8_t* out) {
       } else {
         const unsigned lo = (c0 & 3) | (c1 & 3) << 2;
         const unsigned hi = (c0 >> 2) | (c1 >> 2) << 1;
+        int hi_byte, hi_shift;
+        HighPlaneField(lane, p, &hi_byte, &hi_shift);
         out[16 * lane + (p >> 1)] |= static_cast<uint8_t>(lo << (4 * (p & 1)));
-        out[512 + 8 * lane + (p >> 2)] |= static_cast<uint8_t>(hi << (2 * (p & 3)));
+        out[hi_byte] |= static_cast<uint8_t>(hi << hi_shift);
       }
     }
   }
@@ -83,8 +97,10 @@ void UnpackTileT(const uint8_t* in, uint8_t* tile_codes) {
         c0 = v & 3;
         c1 = v >> 2;
       } else {
+        int hi_byte, hi_shift;
+        HighPlaneField(lane, p, &hi_byte, &hi_shift);
         const unsigned lo = (in[16 * lane + (p >> 1)] >> (4 * (p & 1))) & 15;
-        const unsigned hi = (in[512 + 8 * lane + (p >> 2)] >> (2 * (p & 3))) & 3;
+        const unsigned hi = (in[hi_byte] >> hi_shift) & 3;
         c0 = (lo & 3) | (hi & 1) << 2;
         c1 = (lo >> 2) | (hi >> 1) << 2;
       }
@@ -191,6 +207,25 @@ void UnpackCodes(const LutShape& s, const uint8_t* packed, uint8_t* codes) {
   }
 }
 
+void UpgradeLayoutFromVersion1(const LutShape& s, uint8_t* packed) {
+  if (s.bits != 3) return;  // versions 1 and 2 differ in the 3-bit high plane only
+  const int64_t tiles = (s.n / kTileRows) * (s.k / kTileCols);
+  for (int64_t t = 0; t < tiles; ++t) {
+    uint8_t* high = packed + t * TileBytes(3) + 512;
+    for (int lane = 0; lane < 32; ++lane) {
+      uint8_t* lane_bytes = high + 8 * lane;
+      uint64_t old_fields = 0;  // version 1: pair p at bits 2p..2p+1 of the lane's 8 bytes
+      for (int i = 0; i < 8; ++i) old_fields |= static_cast<uint64_t>(lane_bytes[i]) << (8 * i);
+      std::memset(lane_bytes, 0, 8);
+      for (int p = 0; p < kPairsPerLane; ++p) {
+        int byte, shift;
+        HighPlaneField(lane, p, &byte, &shift);
+        packed[t * TileBytes(3) + byte] |= static_cast<uint8_t>(((old_fields >> (2 * p)) & 3) << shift);
+      }
+    }
+  }
+}
+
 // Where the pair (row, 2i), (row, 2i + 1) of a tile lives in its packed bytes: the inverse
 // of the lane/pair mapping above, tabulated once so that DequantizeTile walks rows in order.
 struct PairSource {
@@ -215,8 +250,10 @@ const PairSource* PairSources(int bits) {  // [16 rows][64 pairs]
           } else {
             src.lo_byte = static_cast<uint16_t>(16 * lane + (p >> 1));
             src.lo_shift = static_cast<uint8_t>(4 * (p & 1));
-            src.hi_byte = static_cast<uint16_t>(512 + 8 * lane + (p >> 2));
-            src.hi_shift = static_cast<uint8_t>(2 * (p & 3));
+            int hi_byte, hi_shift;
+            HighPlaneField(lane, p, &hi_byte, &hi_shift);
+            src.hi_byte = static_cast<uint16_t>(hi_byte);
+            src.hi_shift = static_cast<uint8_t>(hi_shift);
           }
           t[b][row * (kTileCols / 2) + col / 2] = src;
         }

@@ -33,6 +33,14 @@ size_t PackedCodeBytes(const LutShape& shape);
 // (and end at one, or at n).
 int RowAlignment(const LutShape& shape);
 
+// The packed layout's version, written to checkpoints as quantization_config.format_version.
+// 2 since the 3-bit high plane was reordered so that four pair indices come from one LOP3
+// (lut_format.cc); version 1 differs at 3 bits only.
+constexpr int kLayoutVersion = 2;
+// Rewrites `packed` (PackedCodeBytes(shape) bytes in the version-1 layout) in place into the
+// current one: at 3 bits it moves the high plane's fields; at 2 and 4 bits it does nothing.
+void UpgradeLayoutFromVersion1(const LutShape& shape, uint8_t* packed);
+
 // codes: [n, k] row-major, one index per byte  ->  packed: PackedCodeBytes(shape) bytes.
 void PackCodes(const LutShape& shape, const uint8_t* codes, uint8_t* packed);
 // The exact inverse of PackCodes.

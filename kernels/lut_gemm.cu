@@ -199,7 +199,10 @@ LutGemmKernel(const KernelArgs args) {
       uint32_t w[8], hw[2];
       *reinterpret_cast<uint4*>(w) = *reinterpret_cast<const uint4*>(wt + 16 * lane);
       if (kBits == 4) *reinterpret_cast<uint4*>(w + 4) = *reinterpret_cast<const uint4*>(wt + 512 + 16 * lane);
-      if (kBits == 3) *reinterpret_cast<uint2*>(hw) = *reinterpret_cast<const uint2*>(wt + 512 + 8 * lane);
+      if (kBits == 3) {
+        *reinterpret_cast<uint2*>(hw) = *reinterpret_cast<const uint2*>(wt + 512 + 8 * lane);
+        Pair3Indices(w, hw);
+      }
       const T* sc = s_scale + (chunk & 1) * chunk_entries + (warp * 16 + g) * chunk_cols;
       const int k_tile0 = (kt_begin + it) * kTileK;
       const int g0 = chunk_group0(chunk);
@@ -221,7 +224,7 @@ LutGemmKernel(const KernelArgs args) {
         for (int kk = 0; kk < 8; ++kk) {
           uint32_t a[4];
           // kk is a compile-time constant after unrolling; the 4 pairs of this sub-tile.
-          LookupPairs<kBits>(kk, w, hw, my_table, a);
+          LookupPairs<kBits>(kk, w, my_table, a);
           if (kScaleA) {
 #pragma unroll
             for (int r = 0; r < 4; ++r) {

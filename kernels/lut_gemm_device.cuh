@@ -143,16 +143,43 @@ __device__ __forceinline__ uint32_t ShiftMask(uint32_t x, uint32_t mask) {
   return (kShift >= 0 ? (x >> (kShift >= 0 ? kShift : 0)) : (x << (kShift < 0 ? -kShift : 0))) & mask;
 }
 
-// Byte offset (entry * 32 copies * 4 bytes = entry << 7) in the pair table of pair p, built
-// straight from the packed words without first extracting the index.
+// 3 bits: turns a lane's loaded planes (w[0..3] the low plane, hw[0..1] the high plane) into
+// its 8 index words, in place in w[0..7]: byte j of w[2i + o] = the pair index (lo4 | hi2 << 4)
+// of pair 8i + 2j + o. The high plane's word m holds the hi2 fields of pairs 16m .. 16m + 15 so
+// that each group of four lands in bits 4-5 of its bytes after one shift (lut_format.cc), and
+// one LOP3 merges them with the masked low nibbles: 26 instructions a tile, after which every
+// lookup picks a byte as at 4 bits (PairOffset). (i descends: w[i] is read before w[2i] and
+// w[2i + 1] are written.)
+__device__ __forceinline__ void Pair3Indices(uint32_t* w, const uint32_t* hw) {
+#pragma unroll
+  for (int i = 3; i >= 0; --i) {
+    const uint32_t lo = w[i], h = hw[i >> 1];
+    const uint32_t hi_even = ((i & 1) ? h << 2 : h << 4) & 0x30303030u;
+    const uint32_t hi_odd = ((i & 1) ? h >> 2 : h) & 0x30303030u;
+    w[2 * i] = (lo & 0x0f0f0f0fu) | hi_even;
+    w[2 * i + 1] = ((lo >> 4) & 0x0f0f0f0fu) | hi_odd;
+  }
+}
+// Where pair p's index byte is: word and byte of w (4 bits: the packed bytes; 3 bits: the
+// words of Pair3Indices).
 template <int kBits, int kP>
-__device__ __forceinline__ uint32_t PairOffset(const uint32_t* w, const uint32_t* hw) {
-  // 4-bit: PRMT isolates the byte and LEA scales it and adds the table base (2 instructions
-  // before the LDS, where shift + mask + add took 3).
-  if (kBits == 4) return __byte_perm(w[kP >> 2], 0u, 0x4440u | (kP & 3)) << 7;
-  const uint32_t lo = ShiftMask<4 * (kP & 7) - 7>(w[kP >> 3], 0xfu << 7);
-  if (kBits == 2) return lo;
-  return lo | ShiftMask<2 * (kP & 15) - 11>(hw[kP >> 4], 0x3u << 11);
+struct PairByte {
+  static constexpr int kWord = kBits == 3 ? 2 * (kP >> 3) + (kP & 1) : kP >> 2;
+  static constexpr int kByte = kBits == 3 ? (kP & 7) >> 1 : kP & 3;
+};
+
+// Byte offset (entry * 32 copies * 4 bytes = entry << 7) in the pair table of pair p, built
+// straight from the words without first extracting the index. 4 and 3 bits: PRMT isolates the
+// byte and LEA scales it and adds the table base (2 instructions before the LDS, where shift +
+// mask + add took 3). 2 bits: one masked shift of the nibble.
+template <int kBits, int kP>
+__device__ __forceinline__ uint32_t PairOffset(const uint32_t* w) {
+  if constexpr (kBits == 2) {
+    return ShiftMask<4 * (kP & 7) - 7>(w[kP >> 3], 0xfu << 7);
+  } else {
+    using B = PairByte<kBits, kP>;
+    return __byte_perm(w[B::kWord], 0u, 0x4440u | B::kByte) << 7;
+  }
 }
 
 // Loads from a 32-bit shared-memory address. Plain (not volatile) asm: the address depends on
@@ -170,10 +197,10 @@ __device__ __forceinline__ uint2 LdsU64(uint32_t addr) {
 
 // The 4 table words (A registers r = 0..3) of 16-wide sub-tile kKK. `table` is this lane's
 // table base as a shared-memory address (LaneTable), so each lookup is offset + base (one
-// LEA after the PRMT at 4-bit) and one LDS.
+// LEA after the PRMT at 4 and 3 bits) and one LDS. w: the packed words, at 3 bits after
+// Pair3Indices.
 template <int kBits, int kKK>
-__device__ __forceinline__ void LookupPairsT(const uint32_t* w, const uint32_t* hw, uint32_t table,
-                                             uint32_t* pair) {
+__device__ __forceinline__ void LookupPairsT(const uint32_t* w, uint32_t table, uint32_t* pair) {
   if constexpr (kBits == 2) {
     // Sub-tile kk = bytes 2kk (pairs 0, 1 = A registers 0, 1) and 2kk + 1 (registers 2, 3);
     // quad entry = byte, at byte offset entry * 16 copies * 8 = byte << 7.
@@ -186,24 +213,23 @@ __device__ __forceinline__ void LookupPairsT(const uint32_t* w, const uint32_t* 
     pair[3] = hi.y;
     return;
   }
-  pair[0] = LdsU32(table + PairOffset<kBits, 4 * kKK + 0>(w, hw));
-  pair[1] = LdsU32(table + PairOffset<kBits, 4 * kKK + 1>(w, hw));
-  pair[2] = LdsU32(table + PairOffset<kBits, 4 * kKK + 2>(w, hw));
-  pair[3] = LdsU32(table + PairOffset<kBits, 4 * kKK + 3>(w, hw));
+  pair[0] = LdsU32(table + PairOffset<kBits, 4 * kKK + 0>(w));
+  pair[1] = LdsU32(table + PairOffset<kBits, 4 * kKK + 1>(w));
+  pair[2] = LdsU32(table + PairOffset<kBits, 4 * kKK + 2>(w));
+  pair[3] = LdsU32(table + PairOffset<kBits, 4 * kKK + 3>(w));
 }
 // kk is a constant once the caller's loop is unrolled, so the switch folds away.
 template <int kBits>
-__device__ __forceinline__ void LookupPairs(int kk, const uint32_t* w, const uint32_t* hw, uint32_t table,
-                                            uint32_t* pair) {
+__device__ __forceinline__ void LookupPairs(int kk, const uint32_t* w, uint32_t table, uint32_t* pair) {
   switch (kk) {
-    case 0: LookupPairsT<kBits, 0>(w, hw, table, pair); break;
-    case 1: LookupPairsT<kBits, 1>(w, hw, table, pair); break;
-    case 2: LookupPairsT<kBits, 2>(w, hw, table, pair); break;
-    case 3: LookupPairsT<kBits, 3>(w, hw, table, pair); break;
-    case 4: LookupPairsT<kBits, 4>(w, hw, table, pair); break;
-    case 5: LookupPairsT<kBits, 5>(w, hw, table, pair); break;
-    case 6: LookupPairsT<kBits, 6>(w, hw, table, pair); break;
-    default: LookupPairsT<kBits, 7>(w, hw, table, pair); break;
+    case 0: LookupPairsT<kBits, 0>(w, table, pair); break;
+    case 1: LookupPairsT<kBits, 1>(w, table, pair); break;
+    case 2: LookupPairsT<kBits, 2>(w, table, pair); break;
+    case 3: LookupPairsT<kBits, 3>(w, table, pair); break;
+    case 4: LookupPairsT<kBits, 4>(w, table, pair); break;
+    case 5: LookupPairsT<kBits, 5>(w, table, pair); break;
+    case 6: LookupPairsT<kBits, 6>(w, table, pair); break;
+    default: LookupPairsT<kBits, 7>(w, table, pair); break;
   }
 }
 
@@ -263,36 +289,35 @@ __device__ __forceinline__ uint32_t WideLaneBits(int lane) {
 }
 
 // The 3-bit wide pair table (strip kernel): entry e's 32 copies at bytes [e * 256, e * 256 +
-// 128), 16 KB for the 64 entries. A lookup's offset is then lo4 << 8 | hi2 << 12 | 4 * lane:
-// the two planes' masked shifts merged with the lane's bits by LOP3s, and the load adds the
-// table base from a uniform register (LDS [R + UR]), where the narrow table's per-lane base
-// costs an add per lookup.
-template <int kP>
-__device__ __forceinline__ uint32_t PairOffsetWide3(const uint32_t* w, const uint32_t* hw, uint32_t lane_bits) {
-  return ShiftMask<4 * (kP & 7) - 8>(w[kP >> 3], 0xfu << 8) | ShiftMask<2 * (kP & 15) - 12>(hw[kP >> 4], 0x3u << 12) |
-         lane_bits;
-}
+// 128), 16 KB for the 64 entries. A lookup's offset is then WideOffset of its index byte (one
+// PRMT, from Pair3Indices' words), and the load adds the table base from a uniform register
+// (LDS [R + UR]), where the narrow table's per-lane base costs an add per lookup.
 constexpr int kWide3TableBytes = 64 * kWideRowBytes;
-// LookupPairsT for 3 bits on the wide table; `table` is the table base (warp-uniform).
+// LookupPairsT for 3 bits on the wide table; w: Pair3Indices' words; `table`: the table base
+// (warp-uniform).
 template <int kKK>
-__device__ __forceinline__ void LookupPairsWide3T(const uint32_t* w, const uint32_t* hw, uint32_t lane_bits,
-                                                  uint32_t table, uint32_t* pair) {
-  pair[0] = LdsU32(table + PairOffsetWide3<4 * kKK + 0>(w, hw, lane_bits));
-  pair[1] = LdsU32(table + PairOffsetWide3<4 * kKK + 1>(w, hw, lane_bits));
-  pair[2] = LdsU32(table + PairOffsetWide3<4 * kKK + 2>(w, hw, lane_bits));
-  pair[3] = LdsU32(table + PairOffsetWide3<4 * kKK + 3>(w, hw, lane_bits));
+__device__ __forceinline__ void LookupPairsWide3T(const uint32_t* w, uint32_t lane_bits, uint32_t table,
+                                                  uint32_t* pair) {
+  using B0 = PairByte<3, 4 * kKK + 0>;
+  using B1 = PairByte<3, 4 * kKK + 1>;
+  using B2 = PairByte<3, 4 * kKK + 2>;
+  using B3 = PairByte<3, 4 * kKK + 3>;
+  pair[0] = LdsU32(table + WideOffset<B0::kByte>(w[B0::kWord], lane_bits));
+  pair[1] = LdsU32(table + WideOffset<B1::kByte>(w[B1::kWord], lane_bits));
+  pair[2] = LdsU32(table + WideOffset<B2::kByte>(w[B2::kWord], lane_bits));
+  pair[3] = LdsU32(table + WideOffset<B3::kByte>(w[B3::kWord], lane_bits));
 }
-__device__ __forceinline__ void LookupPairsWide3(int kk, const uint32_t* w, const uint32_t* hw, uint32_t lane_bits,
-                                                 uint32_t table, uint32_t* pair) {
+__device__ __forceinline__ void LookupPairsWide3(int kk, const uint32_t* w, uint32_t lane_bits, uint32_t table,
+                                                 uint32_t* pair) {
   switch (kk) {
-    case 0: LookupPairsWide3T<0>(w, hw, lane_bits, table, pair); break;
-    case 1: LookupPairsWide3T<1>(w, hw, lane_bits, table, pair); break;
-    case 2: LookupPairsWide3T<2>(w, hw, lane_bits, table, pair); break;
-    case 3: LookupPairsWide3T<3>(w, hw, lane_bits, table, pair); break;
-    case 4: LookupPairsWide3T<4>(w, hw, lane_bits, table, pair); break;
-    case 5: LookupPairsWide3T<5>(w, hw, lane_bits, table, pair); break;
-    case 6: LookupPairsWide3T<6>(w, hw, lane_bits, table, pair); break;
-    default: LookupPairsWide3T<7>(w, hw, lane_bits, table, pair); break;
+    case 0: LookupPairsWide3T<0>(w, lane_bits, table, pair); break;
+    case 1: LookupPairsWide3T<1>(w, lane_bits, table, pair); break;
+    case 2: LookupPairsWide3T<2>(w, lane_bits, table, pair); break;
+    case 3: LookupPairsWide3T<3>(w, lane_bits, table, pair); break;
+    case 4: LookupPairsWide3T<4>(w, lane_bits, table, pair); break;
+    case 5: LookupPairsWide3T<5>(w, lane_bits, table, pair); break;
+    case 6: LookupPairsWide3T<6>(w, lane_bits, table, pair); break;
+    default: LookupPairsWide3T<7>(w, lane_bits, table, pair); break;
   }
 }
 

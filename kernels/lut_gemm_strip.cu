@@ -123,7 +123,7 @@ __device__ __forceinline__ void CpAsyncWaitPending(int pending) {
 // table: this lane's table address (LaneTable), or at 3 bits the wide table's base with the
 // lane's copy in lane_bits (LookupPairsWide3).
 template <typename T, int kBits, int kSubs>
-__device__ __forceinline__ void TileMmasFolded(const uint32_t* w, const uint32_t* hw, uint32_t table,
+__device__ __forceinline__ void TileMmasFolded(const uint32_t* w, uint32_t table,
                                                uint32_t lane_bits, const T* xs, const __half* sc_lo,
                                                const __half* sc_hi, float* acc) {
   static_assert(kSubs == 2 || kSubs == 4 || kSubs == 8, "G = 32, 64 or >= 128");
@@ -134,9 +134,9 @@ __device__ __forceinline__ void TileMmasFolded(const uint32_t* w, const uint32_t
     for (int kk = j * kSubs; kk < (j + 1) * kSubs; ++kk) {
       uint32_t a[4];
       if constexpr (kBits == 3) {
-        LookupPairsWide3(kk, w, hw, lane_bits, table, a);
+        LookupPairsWide3(kk, w, lane_bits, table, a);
       } else {
-        LookupPairs<kBits>(kk, w, hw, table, a);
+        LookupPairs<kBits>(kk, w, table, a);
       }
       uint32_t b[2];
       LdMatrixX2(b, xs + kk * 16);
@@ -490,17 +490,20 @@ __global__ void __launch_bounds__(kThreads) __maxnreg__(kBits == 3 && !kLowRegs 
       uint32_t w[8], hw[2];
       *reinterpret_cast<uint4*>(w) = *reinterpret_cast<const uint4*>(tile + 16 * lane);
       if (kBits == 4) *reinterpret_cast<uint4*>(w + 4) = *reinterpret_cast<const uint4*>(tile + 512 + 16 * lane);
-      if (kBits == 3) *reinterpret_cast<uint2*>(hw) = *reinterpret_cast<const uint2*>(tile + 512 + 8 * lane);
+      if (kBits == 3) {
+        *reinterpret_cast<uint2*>(hw) = *reinterpret_cast<const uint2*>(tile + 512 + 8 * lane);
+        Pair3Indices(w, hw);
+      }
       const int k_in_stage = (warp * kTpw + t) * kTileK;
       const __half* sc_lo = sc + g * sc_cols + (k_in_stage >> a.log2_group);
       const __half* sc_hi = sc_lo + 8 * sc_cols;
       const T* xt = xs + t * kTileK;
       if (a.log2_group >= 7) {
-        TileMmasFolded<T, kBits, 8>(w, hw, my_table, lane_bits, xt, sc_lo, sc_hi, acc);
+        TileMmasFolded<T, kBits, 8>(w, my_table, lane_bits, xt, sc_lo, sc_hi, acc);
       } else if (a.log2_group == 6) {
-        TileMmasFolded<T, kBits, 4>(w, hw, my_table, lane_bits, xt, sc_lo, sc_hi, acc);
+        TileMmasFolded<T, kBits, 4>(w, my_table, lane_bits, xt, sc_lo, sc_hi, acc);
       } else {
-        TileMmasFolded<T, kBits, 2>(w, hw, my_table, lane_bits, xt, sc_lo, sc_hi, acc);
+        TileMmasFolded<T, kBits, 2>(w, my_table, lane_bits, xt, sc_lo, sc_hi, acc);
       }
     }
     if (cc.kstage == a.stages_per_strip - 1) {  // strip done: leave this warp's partials

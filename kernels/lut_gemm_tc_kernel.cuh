@@ -392,7 +392,10 @@ __device__ __forceinline__ void TcLutGemmSegment(const TcArgs& args, const TcNor
       const unsigned char* wt = s_w + (buf * kWarps + warp) * C::kWTileStride;
       *reinterpret_cast<uint4*>(w) = *reinterpret_cast<const uint4*>(wt + C::WOffset(16 * lane));
       if (kBits == 4) *reinterpret_cast<uint4*>(w + 4) = *reinterpret_cast<const uint4*>(wt + C::WOffset(512 + 16 * lane));
-      if (kBits == 3) *reinterpret_cast<uint2*>(hw) = *reinterpret_cast<const uint2*>(wt + 512 + 8 * lane);
+      if (kBits == 3) {
+        *reinterpret_cast<uint2*>(hw) = *reinterpret_cast<const uint2*>(wt + 512 + 8 * lane);
+        Pair3Indices(w, hw);
+      }
     }
     T2 s_lo[4], s_hi[4];  // quarter h: row g, row g + 8 (not kFold)
 #pragma unroll
@@ -425,7 +428,7 @@ __device__ __forceinline__ void TcLutGemmSegment(const TcArgs& args, const TcNor
         if constexpr (C::kWideTable) {
           LookupPairsWide<kBits>(kk, w, lane_bits, table_base, ag[j]);
         } else {
-          LookupPairs<kBits>(kk, w, hw, my_table, ag[j]);
+          LookupPairs<kBits>(kk, w, my_table, ag[j]);
         }
 #pragma unroll
         for (int r = 0; r < 4; ++r) {  // A register r: row g + 8 (r & 1), k quarter kk / 2

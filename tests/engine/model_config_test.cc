@@ -294,6 +294,8 @@ TEST(ParseModelConfig, BadQuantizationConfigNamesTheKey) {
       {"modules", "q_proj"},
       {"method", ""},
       {"table_per_layer", "yes"},
+      {"format_version", 0},
+      {"format_version", 3},  // newer than this build's packed layout (2)
   };
   for (const auto& [key, value] : cases) {
     Json json = ClassicConfig();
@@ -302,6 +304,11 @@ TEST(ParseModelConfig, BadQuantizationConfigNamesTheKey) {
     EXPECT_THAT(ParseError(json), HasSubstr(std::string("quantization_config.") + key))
         << value.dump();
   }
+  Json newer = ClassicConfig();
+  newer["quantization_config"] = QuantizationBlock();
+  newer["quantization_config"]["format_version"] = 3;
+  EXPECT_THAT(ParseError(newer), HasSubstr("1 to 2"));
+  EXPECT_THAT(ParseError(newer), HasSubstr("found 3"));
   Json json = ClassicConfig();
   json["quantization_config"] = {{"quant_method", "gptq"}, {"bits", 4}};
   EXPECT_THAT(ParseError(json, absl::StatusCode::kUnimplemented), HasSubstr("gptq"));

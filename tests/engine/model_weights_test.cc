@@ -13,6 +13,7 @@
 #include "gtest/gtest.h"
 #include "kernels/lut_format.h"
 #include "tests/engine/checkpoint_builder.h"
+#include "tests/lut_layout_v1.h"
 #include "tests/test_util.h"
 
 namespace flute {
@@ -283,6 +284,7 @@ struct QuantizedModule {
   std::vector<float> expected;   // [n, k]
 };
 
+// quant.format_version picks the packed layout (1: tests/lut_layout_v1.h, 2: lut::PackCodes).
 QuantizedModule MakeQuantizedModule(const std::string& prefix, int n, int k,
                                     const QuantizationConfig& quant,
                                     const std::vector<float>& table, std::mt19937& rng) {
@@ -294,7 +296,11 @@ QuantizedModule MakeQuantizedModule(const std::string& prefix, int n, int k,
   for (int i = 0; i < n * (k / quant.group_size); ++i)
     module.scales.push_back(FloatToHalf(scale(rng)));
   module.packed.resize(lut::PackedCodeBytes(module.shape));
-  lut::PackCodes(module.shape, codes.data(), module.packed.data());
+  if (quant.format_version == 1) {
+    testing::PackCodesLayoutVersion1(module.shape, codes.data(), module.packed.data());
+  } else {
+    lut::PackCodes(module.shape, codes.data(), module.packed.data());
+  }
   for (int row = 0; row < n; ++row) {
     for (int col = 0; col < k; ++col) {
       const float s =
@@ -314,11 +320,15 @@ TEST_F(ModelWeightsTest, QuantizedModulesLoadThroughLutLinear) {
   spec.num_heads = 2;
   spec.num_kv_heads = 1;
   spec.head_dim = 64;
-  for (const bool table_per_layer : {false, true}) {
-    SCOPED_TRACE(table_per_layer ? "table per layer" : "one table");
+  // Format version 1 checkpoints hold the old 3-bit layout, which the loader converts.
+  for (const auto& [table_per_layer, bits, format_version] :
+       std::vector<std::tuple<bool, int, int>>{{false, 3, 2}, {true, 4, 2}, {false, 3, 1}, {true, 4, 1}}) {
+    SCOPED_TRACE(absl::StrCat(table_per_layer ? "table per layer" : "one table", ", ", bits,
+                              " bits, format version ", format_version));
     QuantizationConfig quant;
     quant.method = "nf";
-    quant.bits = table_per_layer ? 4 : 3;
+    quant.bits = bits;
+    quant.format_version = format_version;
     quant.group_size = 64;
     quant.table_per_layer = table_per_layer;
     quant.modules = {"q_proj", "down_proj", "lm_head"};
@@ -365,7 +375,7 @@ TEST_F(ModelWeightsTest, QuantizedModulesLoadThroughLutLinear) {
     config_json["quantization_config"] = {{"method", quant.method},
                                           {"bits", quant.bits},
                                           {"group_size", quant.group_size},
-                                          {"format_version", 1},
+                                          {"format_version", format_version},
                                           {"table_per_layer", table_per_layer},
                                           {"modules", quant.modules}};
     testing::WriteTextFile(dir_ + "/config.json", config_json.dump());

@@ -84,6 +84,7 @@ TEST_F(QuantizeCheckpointTest, WritesRtnCodesThatTheEngineLoads) {
     ASSERT_TRUE(config->quantization.has_value());
     EXPECT_EQ(config->quantization->bits, bits);
     EXPECT_EQ(config->quantization->group_size, 64);
+    EXPECT_EQ(config->quantization->format_version, lut::kLayoutVersion);
     EXPECT_EQ(config->quantization->modules.size(), 7u);
     EXPECT_FALSE(config->quantization->IsQuantized("lm_head"));
     auto weights = LoadModelWeights(o.output_dir, *config);

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "tests/lut_layout_v1.h"
 
 namespace flute::lut {
 namespace {
@@ -116,6 +117,56 @@ TEST(LutFormatTest, PackingUsesEveryBitOfTheBuffer) {
       PackCodes(s, codes.data(), packed.data());
       EXPECT_NE(packed, r.packed);
     }
+  }
+}
+
+// The contract between the 3-bit layout and the kernels' Pair3Indices (lut_gemm_device.cuh),
+// emulated here with the same shifts and masks: byte j of index word 2i + o of a lane is the
+// pair index lo4 | hi2 << 4 of its pair 8i + 2j + o, where pair p = 4 kk + r holds the codes at
+// (row g + 8 (r & 1), columns 16 kk + 8 (r >> 1) + 2 q and + 1), lo4 = (c0 & 3) | (c1 & 3) << 2
+// and hi2 = (c0 >> 2) | (c1 >> 2) << 1.
+TEST(LutFormatTest, ThreeBitIndexWordsComeFromOneShiftAndMaskPerFourPairs) {
+  std::mt19937 rng(std::random_device{}());
+  const LutShape s{16, 128, 3, 128};  // one tile
+  RandomMatrix r = MakeRandom(s, rng);
+  for (int lane = 0; lane < 32; ++lane) {
+    uint32_t w[4], hw[2];
+    std::memcpy(w, &r.packed[16 * lane], 16);
+    std::memcpy(hw, &r.packed[512 + 8 * lane], 8);
+    for (int i = 0; i < 4; ++i) {
+      const uint32_t h = hw[i >> 1];
+      const uint32_t words[2] = {(w[i] & 0x0f0f0f0fu) | (((i & 1) ? h << 2 : h << 4) & 0x30303030u),
+                                 ((w[i] >> 4) & 0x0f0f0f0fu) | (((i & 1) ? h >> 2 : h) & 0x30303030u)};
+      for (int o = 0; o < 2; ++o) {
+        for (int j = 0; j < 4; ++j) {
+          const int p = 8 * i + 2 * j + o;
+          const int row = lane / 4 + 8 * (p & 1), col = 16 * (p >> 2) + 8 * ((p >> 1) & 1) + 2 * (lane % 4);
+          const unsigned c0 = r.codes[row * 128 + col], c1 = r.codes[row * 128 + col + 1];
+          const unsigned expected = (c0 & 3) | (c1 & 3) << 2 | ((c0 >> 2) | (c1 >> 2) << 1) << 4;
+          ASSERT_EQ((words[o] >> (8 * j)) & 0xffu, expected) << "lane " << lane << " pair " << p;
+        }
+      }
+    }
+  }
+}
+
+// Checkpoints of format version 1 hold another 3-bit high plane; the upgrade moves its fields
+// (2 and 4 bits: the layouts are the same, and the bytes stay).
+TEST(LutFormatTest, UpgradeFromVersion1GivesTheSameCodes) {
+  EXPECT_EQ(kLayoutVersion, 2);
+  std::mt19937 rng(std::random_device{}());
+  for (const LutShape& s : AllShapes()) {
+    if (s.group_size != 128) continue;
+    RandomMatrix r = MakeRandom(s, rng);
+    std::vector<uint8_t> v1(PackedCodeBytes(s));
+    testing::PackCodesLayoutVersion1(s, r.codes.data(), v1.data());
+    if (s.bits != 3) {
+      EXPECT_EQ(v1, r.packed) << "b=" << s.bits;
+    } else {
+      EXPECT_NE(v1, r.packed);
+    }
+    UpgradeLayoutFromVersion1(s, v1.data());
+    ASSERT_EQ(v1, r.packed) << s.n << "x" << s.k << " b=" << s.bits;
   }
 }
 
