@@ -205,8 +205,8 @@ __device__ __forceinline__ void LookupPairsT(const uint32_t* w, uint32_t table, 
     // Sub-tile kk = bytes 2kk (pairs 0, 1 = A registers 0, 1) and 2kk + 1 (registers 2, 3);
     // quad entry = byte, at byte offset entry * 16 copies * 8 = byte << 7.
     constexpr int kB0 = 2 * kKK, kB1 = 2 * kKK + 1;
-    const uint2 lo = LdsU64(table + ShiftMask<8 * (kB0 & 3) - 7>(w[kB0 >> 2], 0xffu << 7));
-    const uint2 hi = LdsU64(table + ShiftMask<8 * (kB1 & 3) - 7>(w[kB1 >> 2], 0xffu << 7));
+    const uint2 lo = LdsU64(table + (__byte_perm(w[kB0 >> 2], 0u, 0x4440u | (kB0 & 3)) << 7));
+    const uint2 hi = LdsU64(table + (__byte_perm(w[kB1 >> 2], 0u, 0x4440u | (kB1 & 3)) << 7));
     pair[0] = lo.x;
     pair[1] = lo.y;
     pair[2] = hi.x;
