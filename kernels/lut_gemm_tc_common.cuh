@@ -86,20 +86,25 @@ struct TcConfig {
   // row hold the W stages (kStages * kWStageBytes <= 32 KB), so the table region is 64 KB and
   // the stages need no memory of their own. (MT = 64 keeps the narrow table: its 48 KB of X
   // stages + 64 KB would not fit 2 blocks per SM.)
-  static constexpr bool kWideTable = kBits != 3 && kMT != 64;
-  static constexpr int kTableBytes = kWideTable ? kWideTableBytes : TableBytes<kBits>();
-  static_assert(!kWideTable || kStages * kWStageBytes + (kMT <= 32 ? kMT * 64 * 4 : 0) <= kWideTableBytes / 2,
+  // At 3 bits the wide table is the strip kernel's (64 rows, 16 KB: LookupPairsWide3 on the
+  // index bytes of Pair3Indices), whose rows' halves (8 KB) cannot hold the W stages, so those
+  // keep their own memory (kStagesInTable false).
+  static constexpr bool kWideTable = kMT != 64;
+  static constexpr bool kStagesInTable = kWideTable && kBits != 3;
+  static constexpr int kTableBytes =
+      kWideTable ? (kBits == 3 ? kWide3TableBytes : kWideTableBytes) : TableBytes<kBits>();
+  static_assert(!kStagesInTable || kStages * kWStageBytes + (kMT <= 32 ? kMT * 64 * 4 : 0) <= kWideTableBytes / 2,
                 "W stages and the deferred norm's sums must fit the table rows");
   // W tile (stage s, warp w) starts (s * kWarps + w) * kWTileStride bytes into the W region;
-  // byte o of a tile lies at (o / 128) * 256 + o % 128 from there when wide (WOffset).
-  static constexpr int kWTileStride = kWideTable ? 2 * kTileBytes : kTileBytes;
+  // byte o of a tile lies at (o / 128) * 256 + o % 128 from there when in the table (WOffset).
+  static constexpr int kWTileStride = kStagesInTable ? 2 * kTileBytes : kTileBytes;
   // (+ [kMT][64] floats for MT <= 32: the deferred norm's sums of squares, copied into shared
   // memory with the first X stage: kAsyncSumsqCols)
   // (With the wide table those sums live in the table rows' second halves, after the W stages:
   // 28 / 32 KB of the 32 at MT = 16 / 32. Kept out of kSmemBytes, they leave the L1 cache its
   // size: at MT = 32 another 8 KB had shrunk it to 28 KB for 2 blocks per SM, and the group
   // scales' loads (one 128-byte line per row and block, 32 KB per SM at K > 8192) missed.)
-  static constexpr bool kSumsqInTable = kMT <= 32 && kBits != 3;  // kWideTable at MT <= 32
+  static constexpr bool kSumsqInTable = kMT <= 32 && kStagesInTable;
   static constexpr int kSumsqBytes = kMT <= 32 ? kMT * 64 * 4 : 0;
   static constexpr int kNormBytes = (1 + kWarps) * kMT * 4 + (kSumsqInTable ? 0 : kSumsqBytes);
   // + 1024: the X stages must start 1024-aligned (the 128-byte swizzle pattern repeats every
@@ -109,9 +114,9 @@ struct TcConfig {
   // the residual epilogue's [8 warps][kMT] strip sums (dynamic, so that the plain kernel
   // compiles exactly as without them).
   static constexpr int kSmemBytes =
-      1024 + kStages * kXStageBytes + (kWideTable ? 0 : kStages * kWStageBytes) + kTableBytes + kNormBytes;
+      1024 + kStages * kXStageBytes + (kStagesInTable ? 0 : kStages * kWStageBytes) + kTableBytes + kNormBytes;
   // Byte o of a W tile from the tile's start (o a multiple of 16 below 128 · (o / 128 + 1)).
-  static __device__ __forceinline__ int WOffset(int o) { return kWideTable ? (o >> 7) * 256 + (o & 127) : o; }
+  static __device__ __forceinline__ int WOffset(int o) { return kStagesInTable ? (o >> 7) * 256 + (o & 127) : o; }
 };
 
 // ---- wgmma and proxy fences ------------------------------------------------------------------

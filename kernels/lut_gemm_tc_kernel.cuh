@@ -149,11 +149,11 @@ __device__ __forceinline__ void TcLutGemmSegment(const TcArgs& args, const TcNor
   unsigned char* smem = smem_base + ((1024 - (SmemAddr(smem_base) & 1023)) & 1023);
   unsigned char* s_x = smem;                                 // [stages][2 k halves][MT][128 B]
   unsigned char* s_after_x = s_x + C::kStages * C::kXStageBytes;
-  // Narrow table: [stages][8 warps][tile bytes] of W, then the table. Wide: the table's 256
-  // entry rows, the W tiles in their second halves (kWTileStride, WOffset).
-  unsigned char* s_w = C::kWideTable ? s_after_x + 128 : s_after_x;
+  // [stages][8 warps][tile bytes] of W, then the table; or (kStagesInTable: the wide table at 4
+  // and 2 bits) the table's 256 entry rows, the W tiles in their second halves (kWTileStride, WOffset).
+  unsigned char* s_w = C::kStagesInTable ? s_after_x + 128 : s_after_x;
   uint32_t* s_table =
-      reinterpret_cast<uint32_t*>(C::kWideTable ? s_after_x : s_after_x + C::kStages * C::kWStageBytes);
+      reinterpret_cast<uint32_t*>(C::kStagesInTable ? s_after_x : s_after_x + C::kStages * C::kWStageBytes);
 
   const int tid = threadIdx.x + opaque, warp = tid >> 5, lane = tid & 31;
   const int g = lane >> 2, q = lane & 3;
@@ -426,7 +426,11 @@ __device__ __forceinline__ void TcLutGemmSegment(const TcArgs& args, const TcNor
       for (int j = 0; j < kGroup; ++j) {
         const int kk = grp * kGroup + j;
         if constexpr (C::kWideTable) {
-          LookupPairsWide<kBits>(kk, w, lane_bits, table_base, ag[j]);
+          if constexpr (kBits == 3) {
+            LookupPairsWide3(kk, w, lane_bits, table_base, ag[j]);
+          } else {
+            LookupPairsWide<kBits>(kk, w, lane_bits, table_base, ag[j]);
+          }
         } else {
           LookupPairs<kBits>(kk, w, my_table, ag[j]);
         }
