@@ -288,10 +288,11 @@ __device__ __forceinline__ uint32_t WideLaneBits(int lane) {
   return kBits == 2 ? 8u * (lane & (kQuadCopies - 1)) : 4u * lane;
 }
 
-// The 3-bit wide pair table (strip kernel): entry e's 32 copies at bytes [e * 256, e * 256 +
-// 128), 16 KB for the 64 entries. A lookup's offset is then WideOffset of its index byte (one
-// PRMT, from Pair3Indices' words), and the load adds the table base from a uniform register
-// (LDS [R + UR]), where the narrow table's per-lane base costs an add per lookup.
+// The 3-bit wide pair table (strip kernel; tensor-core kernel at MT != 64): entry e's 32 copies
+// at bytes [e * 256, e * 256 + 128), 16 KB for the 64 entries. A lookup's offset is then
+// WideOffset of its index byte (one PRMT, from Pair3Indices' words), and the load adds the
+// table base from a uniform register (LDS [R + UR]), where the narrow table's per-lane base
+// costs an add per lookup.
 constexpr int kWide3TableBytes = 64 * kWideRowBytes;
 // LookupPairsT for 3 bits on the wide table; w: Pair3Indices' words; `table`: the table base
 // (warp-uniform).
