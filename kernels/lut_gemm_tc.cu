@@ -10,14 +10,14 @@
 // packed format (kernels/README.md), so the dequantization is the same as in the other kernels.
 //
 // The tensor-core LUT-GEMM's files (lut_gemm_tc_kernel.cuh describes the kernel):
-//  - lut_gemm_tc.cu: the host side (the plan: tile height, split count, Stream-K; the
-//    environment switches; LaunchTensorCoreLutGemm, TensorCoreStreamKWorkspaceBytes; the trace
-//    setter);
+//  - lut_gemm_tc.cu: the host side (the plan: tile height, split count, split-K in clusters,
+//    Stream-K; the environment switches; LaunchTensorCoreLutGemm, TensorCoreClusterSplits,
+//    TensorCoreStreamKWorkspaceBytes; the trace setter);
 //  - lut_gemm_tc_common.cuh: what the kernels and the host side share (TcArgs, TcNormArgs,
 //    TcConfig, the wgmma and fence wrappers, the fused epilogues' pieces, the fragment order
 //    of the split-K partials);
 //  - lut_gemm_tc_kernel.cuh: the main loop (TcLutGemmSegment), the kernels (TcLutGemmKernel,
-//    TcLutGemmFusedKernel) and their launchers down to LaunchTcForBits;
+//    TcLutGemmClusterKernel, TcLutGemmFusedKernel) and their launchers down to LaunchTcForBits;
 //  - lut_gemm_tc_launch.h: TcPlan and the launchers' declarations, what lut_gemm_tc.cu calls;
 //  - lut_gemm_tc_2bit.cu, lut_gemm_tc_3bit.cu, lut_gemm_tc_4bit.cu: the instances of one bit
 //    width each (LaunchTcForBits<T, kBits>, every kernel of those bits), compiled in parallel.
@@ -28,7 +28,10 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <array>
 #include <limits>
+#include <map>
+#include <mutex>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
@@ -44,6 +47,7 @@ using tc_detail::FragmentSplitFloats;
 using tc_detail::kBlockN;
 using tc_detail::LaunchTcForBits;
 using tc_detail::TcArgs;
+using tc_detail::TcClusterCapacity;
 using tc_detail::TcConfig;
 using tc_detail::TcNormArgs;
 using tc_detail::TcPlan;
@@ -160,6 +164,71 @@ void ApplyStreamK(const LutGemmParams& params, int sm_count, int blocks_per_sm, 
   *p = c;
 }
 
+// FLUTE_LUT_TC_CLUSTER=off, read on every call: no split-K in clusters (UseClusters), for
+// A/B runs and tests.
+bool ClusterFromEnv() {
+  const char* env = std::getenv("FLUTE_LUT_TC_CLUSTER");
+  return env == nullptr || std::strcmp(env, "off") != 0;
+}
+
+// TcClusterCapacity of the current device, asked once per (device, dtype, bits, cluster size,
+// shared memory).
+int ClusterCapacity(ActivationType dtype, int bits, int cluster, int smem_bytes) {
+  static std::mutex mu;
+  static std::map<std::array<int, 5>, int> cache;
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  const std::array<int, 5> key = {device, static_cast<int>(dtype), bits, cluster, smem_bytes};
+  std::lock_guard<std::mutex> lock(mu);
+  const auto it = cache.find(key);
+  if (it != cache.end()) return it->second;
+  const bool bf16 = dtype == ActivationType::kBFloat16;
+  int clusters = 0;
+  switch (bits) {
+    case 2:
+      clusters = bf16 ? TcClusterCapacity<__nv_bfloat16, 2>(cluster, smem_bytes)
+                      : TcClusterCapacity<__half, 2>(cluster, smem_bytes);
+      break;
+    case 3:
+      clusters = bf16 ? TcClusterCapacity<__nv_bfloat16, 3>(cluster, smem_bytes)
+                      : TcClusterCapacity<__half, 3>(cluster, smem_bytes);
+      break;
+    default:
+      clusters = bf16 ? TcClusterCapacity<__nv_bfloat16, 4>(cluster, smem_bytes)
+                      : TcClusterCapacity<__half, 4>(cluster, smem_bytes);
+      break;
+  }
+  cache.emplace(key, clusters);
+  return clusters;
+}
+
+// Split-K in clusters (TcPlan::cluster) in place of the workspace reduction (and of Stream-K)
+// for plain MT = 128 calls whose classic plan splits K 2-8 ways, where all the tiles' clusters of
+// that many blocks are resident at once (an H100 holds 66 / 39 / 30 / 15 clusters of 2 / 3 / 4 / 8
+// such blocks): the same split count, so bitwise the same sums, summed through distributed
+// shared memory (ClusterReduce) instead of the last block's store -> arrival -> L2 loads of every
+// partial tile. H100, FLUTE_UB_TC_SKIP=4 (no reduction at all; wrong outputs, timing only) against
+// the workspace reduction, M = 128: 4096x4096 (4 splits) 16.95 -> 11.4 us, 4096x6144 (Stream-K)
+// 23.3 -> 17.2; with the clusters, same binary against FLUTE_LUT_TC_CLUSTER=off: 4096x6144 at
+// M = 112-128 0.89-0.94 of the time, M = 65-96 0.97-0.99, 4096x4096 at M = 256 0.90-0.95, the
+// other playbook shapes within noise (bench/results/ab-2026-11-26-h100/session37/). (4096x4096 at
+// M <= 128 keeps its 4 splits: 32 clusters of 4 do not fit, and 3 splits in clusters were as slow.)
+// Default mode only (FLUTE_LUT_TC unset); plain and SwiGLU calls (the fused norms keep the
+// workspace reduction).
+bool UseClusters(const LutGemmParams& params, TcMode mode, TcPlan* p) {
+  if (mode != TcMode::kDefault || p->mt != 128 || p->splits < 2 || p->splits > 8 || params.residual_epilogue() ||
+      params.deferred_norm() || !ClusterFromEnv()) {
+    return false;
+  }
+  const int64_t tiles = static_cast<int64_t>(p->num_col_blocks) * p->num_m_tiles;
+  if (ClusterCapacity(params.dtype, params.shape.bits, p->splits, p->smem_bytes) < tiles) return false;
+  p->cluster = p->splits;
+  return true;
+}
+
 // Splits K only when the (column block x m tile) grid is under one wave of resident blocks,
 // choosing the split count that minimizes waves x (k-tiles per block + fixed cost), >= 4
 // k-tiles per split (the pipeline needs work), and only as many as the workspace holds.
@@ -197,6 +266,7 @@ absl::StatusOr<TcPlan> MakeTcPlanWithMt(const LutGemmParams& params, int sm_coun
           "LUT-GEMM (tensor-core kernel): split_k=", params.split_k, " over ", p.num_col_blocks * p.num_m_tiles,
           " output tiles needs more than the workspace's ", kSplitCounterBytes / 4, " counters: use fewer rows"));
     }
+    UseClusters(params, mode, &p);
     return p;
   }
   const int reg_blocks = TcRegBlocks(p.mt);
@@ -226,7 +296,7 @@ absl::StatusOr<TcPlan> MakeTcPlanWithMt(const LutGemmParams& params, int sm_coun
     }
     p.ktiles_per_split = (num_ktiles + best - 1) / best;
     p.splits = (num_ktiles + p.ktiles_per_split - 1) / p.ktiles_per_split;
-    ApplyStreamK(params, sm_count, blocks_per_sm, sk_mode, &p);
+    if (!UseClusters(params, mode, &p)) ApplyStreamK(params, sm_count, blocks_per_sm, sk_mode, &p);
     return p;
   }
   if (base < slots) best = CheapestSplitCount(base, slots, num_ktiles);
@@ -317,6 +387,11 @@ size_t TensorCoreStreamKWorkspaceBytes(const LutShape& shape, int64_t m) {
   return plan->counter_bytes + PartialBytes(plan->splits, m, shape.n, plan->own_reduce);
 }
 
+int TensorCoreClusterSplits(const LutGemmParams& params) {
+  const absl::StatusOr<TcPlan> plan = MakeTcPlan(params, DeviceSmCount(), TcModeFromEnv(), StreamKModeFromEnv());
+  return plan.ok() ? plan->cluster : 1;
+}
+
 absl::Status LaunchTensorCoreLutGemm(const LutGemmParams& params, CUstream_st* stream) {
   if (params.norm_prologue()) {
     return absl::InvalidArgumentError("LUT-GEMM: the tensor-core kernel has no norm prologue (strip kernel only)");
@@ -344,7 +419,7 @@ absl::Status LaunchTensorCoreLutGemm(const LutGemmParams& params, CUstream_st* s
   args.table = params.table;
   args.y = params.y;
   args.counters = static_cast<int*>(params.workspace);
-  args.partials = plan->splits > 1
+  args.partials = plan->splits > 1 && plan->cluster == 1
                       ? reinterpret_cast<float*>(static_cast<char*>(params.workspace) + plan->counter_bytes)
                       : nullptr;
   args.m = static_cast<int>(params.m);

@@ -10,7 +10,8 @@
 // registers. Split-K (deterministic: the last split sums the partials in split order) only when
 // the grid is under one wave, and only as far as the caller's workspace allows
 // (LutGemmWorkspaceBytes is enough for the automatic choice; counters at its start, fp32
-// partials at its end); Stream-K at MT = 128 (kernels/README.md).
+// partials at its end), or at MT = 128 in thread-block clusters summed through distributed
+// shared memory (no workspace); Stream-K at MT = 128 (kernels/README.md).
 #pragma once
 
 #include "absl/status/status.h"
@@ -30,6 +31,12 @@ constexpr int kTensorCoreMinM = 5;
 // split_k > 0 forces that many splits (InvalidArgument when the workspace is too small for
 // them). Unimplemented for the strip-only fused residual epilogue / norm prologue.
 absl::Status LaunchTensorCoreLutGemm(const LutGemmParams& params, CUstream_st* stream);
+
+// The split count of the call's split-K in thread-block clusters (the splits of a tile summed
+// through distributed shared memory, bitwise as the workspace reduction would: plain calls of
+// 128-row tiles whose clusters all fit at once; FLUTE_LUT_TC_CLUSTER=off disables it), or 1 where
+// the call does not use it. Only the plan: nothing is launched.
+int TensorCoreClusterSplits(const LutGemmParams& params);
 
 // Workspace bytes this kernel's Stream-K plan needs for (shape, m) wherever Stream-K applies
 // (FLUTE_LUT_TC_STREAMK=on), else 0: LutGemmWorkspaceBytes includes it, so that a workspace of

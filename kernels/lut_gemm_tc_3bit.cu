@@ -1,7 +1,8 @@
 // The tensor-core LUT-GEMM's 3-bit instances (lut_gemm_tc.cu lists the files):
 // LaunchTcForBits<T, 3> for T = __half and __nv_bfloat16 (lut_gemm_tc_launch.h), and with it
-// every TcLutGemmKernel and TcLutGemmFusedKernel instance of 3 bits (lut_gemm_tc_kernel.cuh),
-// in a file of their own so that the bit widths compile in parallel; this file's trace setter.
+// every TcLutGemmKernel, TcLutGemmClusterKernel and TcLutGemmFusedKernel instance of 3 bits
+// (lut_gemm_tc_kernel.cuh) and TcClusterCapacity, in a file of their own so that the bit widths
+// compile in parallel; this file's trace setter.
 #include "kernels/lut_gemm_tc_kernel.cuh"
 #include "kernels/lut_gemm_tc_launch.h"
 
@@ -10,6 +11,8 @@ namespace flute::lut::tc_detail {
 template cudaError_t LaunchTcForBits<__half, 3>(const TcArgs&, const TcNormArgs&, const TcPlan&, bool, cudaStream_t);
 template cudaError_t LaunchTcForBits<__nv_bfloat16, 3>(const TcArgs&, const TcNormArgs&, const TcPlan&, bool,
                                                          cudaStream_t);
+template int TcClusterCapacity<__half, 3>(int, int);
+template int TcClusterCapacity<__nv_bfloat16, 3>(int, int);
 
 }  // namespace flute::lut::tc_detail
 

@@ -1,9 +1,9 @@
 // The tensor-core LUT-GEMM's kernels (sm_90a; lut_gemm_tc.cu lists the files): the block's
-// segments (classic split-K, Stream-K), the main loop TcLutGemmSegment, the kernels
-// TcLutGemmKernel and TcLutGemmFusedKernel, and their launchers down to LaunchTcForBits
-// (lut_gemm_tc_launch.h), which lut_gemm_tc_2bit.cu, _3bit.cu and _4bit.cu instantiate: each
-// kernel instance is defined only in the file of its bit width (an anonymous namespace, as in
-// lut_gemm_device.cuh). Included only by those three files.
+// segments (classic split-K, split-K in clusters, Stream-K), the main loop TcLutGemmSegment,
+// the kernels TcLutGemmKernel, TcLutGemmClusterKernel and TcLutGemmFusedKernel, and their
+// launchers down to LaunchTcForBits (lut_gemm_tc_launch.h), which lut_gemm_tc_2bit.cu, _3bit.cu
+// and _4bit.cu instantiate: each kernel instance is defined only in the file of its bit width (an
+// anonymous namespace, as in lut_gemm_device.cuh). Included only by those three files.
 //
 // Block = 2 warpgroups = 8 warps = 128 output features (warp w: 16-row strip col_block * 8 + w;
 // warpgroup h: rows 64h..64h+63 of the block) × MT rows of X (MT = 16, 32, 64 or 128 = the wgmma N) × a
@@ -42,6 +42,7 @@
 #include <type_traits>
 
 #include "kernels/arrival.cuh"
+#include "kernels/cluster.cuh"
 #include "kernels/lut_gemm_device.cuh"
 #include "kernels/lut_gemm_tc_common.cuh"
 #include "kernels/lut_gemm_tc_launch.h"
@@ -62,6 +63,22 @@ __device__ __forceinline__ TcSegment ClassicSegment(const TcArgs& args) {
   const int rest = blockIdx.x / args.num_m_tiles;
   s.split = rest % args.splits;
   s.col_block = rest / args.splits;
+  s.splits = args.splits;
+  const int num_ktiles = args.k / kTileK;
+  s.kt_begin = s.split * args.ktiles_per_split;
+  s.num_iters = min(num_ktiles, s.kt_begin + args.ktiles_per_split) - s.kt_begin;
+  return s;
+}
+
+// Split-K in clusters (TcPlan::cluster, MT = 128): the splits of a tile are one thread-block
+// cluster of args.splits blocks, so block b = (column block, m tile, split), split fastest (the
+// cluster's rank).
+__device__ __forceinline__ TcSegment ClusterSegment(const TcArgs& args) {
+  TcSegment s;
+  s.split = blockIdx.x % args.splits;
+  const int rest = blockIdx.x / args.splits;
+  s.m_tile = rest % args.num_m_tiles;
+  s.col_block = rest / args.num_m_tiles;
   s.splits = args.splits;
   const int num_ktiles = args.k / kTileK;
   s.kt_begin = s.split * args.ktiles_per_split;
@@ -112,6 +129,50 @@ __device__ __forceinline__ void StoreSegment(const TcSegment& s, volatile TcSegm
   dst->num_iters = s.num_iters;
 }
 
+// The split-K reduction of a cluster (TcPlan::cluster): every block of the cluster (`splits`
+// blocks, this one `split`) puts its partial tile's first `vecs` float4s per thread (the 8-row
+// groups that hold rows < M; kAcc / 4 for a full [kMT x 128] tile) into its own shared memory
+// (`scratch`, the X stages: thread t's float4 j at (j * kThreads + t) * 16 bytes, so that a
+// warp's 16-byte accesses are contiguous), and after the cluster barrier sums its slice,
+// float4s [split * vecs / splits, (split + 1) * vecs / splits) of every thread, over the
+// cluster's blocks in split order from 0.0f: the order of the workspace reduction (own_reduce),
+// so bitwise the same sums. Both warpgroups' wgmmas must be retired and the X stages' copies complete (the main
+// loop's wait_group 0 and cp.async wait) before the call; the caller stores its slice and then
+// passes ClusterSyncRelaxed before exiting, so that no block's shared memory goes while another
+// still reads it.
+template <int kAcc>
+__device__ __forceinline__ void ClusterReduce(float (&acc)[kAcc], int split, int splits, int vecs,
+                                              unsigned char* scratch, int tid) {
+  constexpr int kVecs = kAcc / 4;
+  __syncthreads();  // the other warpgroup's wgmmas have retired too: the X stages are free
+  float4* mine = reinterpret_cast<float4*>(scratch);
+#pragma unroll
+  for (int j = 0; j < kVecs; ++j) {
+    if (j < vecs) {
+      mine[j * kThreads + tid] = make_float4(acc[4 * j], acc[4 * j + 1], acc[4 * j + 2], acc[4 * j + 3]);
+    }
+  }
+  ClusterSync();  // every block's partial is in its shared memory and visible to the cluster
+  const int j0 = split * vecs / splits, j1 = (split + 1) * vecs / splits;
+#pragma unroll
+  for (int j = 0; j < kVecs; ++j) {
+    if (j >= j0 && j < j1) acc[4 * j] = acc[4 * j + 1] = acc[4 * j + 2] = acc[4 * j + 3] = 0.0f;
+  }
+  const uint32_t base = SmemAddr(scratch) + tid * 16;
+  for (int sp = 0; sp < splits; ++sp) {
+#pragma unroll
+    for (int j = 0; j < kVecs; ++j) {
+      if (j >= j0 && j < j1) {
+        const float4 p = LoadSharedCluster4(MapShared(base + j * kThreads * 16, sp));
+        acc[4 * j] += p.x;
+        acc[4 * j + 1] += p.y;
+        acc[4 * j + 2] += p.z;
+        acc[4 * j + 3] += p.w;
+      }
+    }
+  }
+}
+
 // Main-loop variants, a template argument of the kernels (each its own instances):
 //   kPlainLoop: the group scale on the dequantized weights (HMUL2); at MT = 64 the scales of
 //     G < 128 by 4 loads per row and k-tile (those instances serve G >= 128 calls);
@@ -124,7 +185,7 @@ enum TcLoop : int { kPlainLoop = 0, kFoldLoop = 1, kSmallGroupLoop = 2, kTileGro
 // One segment: the pipeline over its k-tiles, then its tile's store, or its partial and, for the
 // last piece to arrive, the reduction and store. first: the block's first segment, which also
 // signals PDL dependents, builds the pair table and waits for the previous kernel.
-template <typename T, int kBits, int kMT, int kGroup, bool kFused, int kLoop, typename Segment>
+template <typename T, int kBits, int kMT, int kGroup, bool kFused, int kLoop, bool kCluster, typename Segment>
 __device__ __forceinline__ void TcLutGemmSegment(const TcArgs& args, const TcNormArgs& norm, const Segment& seg,
                                                  bool first) {
   using C = TcConfig<kBits, kMT>;
@@ -523,7 +584,8 @@ __device__ __forceinline__ void TcLutGemmSegment(const TcArgs& args, const TcNor
   // Epilogue. acc[4i + c]: n = strip * 16 + g + 8 * (c >> 1), m = m0 + 8i + 2q + (c & 1).
   // With SwiGLU, c and c + 2 are the gate and up rows of output feature strip * 8 + g.
   T* y = static_cast<T*>(args.y);
-  auto store_y = [&]() {
+  // (i0, i1): only the 8-row groups i0 <= i < i1 (the cluster reduction's slice).
+  auto store_y = [&](int i0 = 0, int i1 = kMT / 8) {
     if constexpr (kFused) {
       if (norm.deferred_sumsq != nullptr) {
 #pragma unroll
@@ -533,6 +595,7 @@ __device__ __forceinline__ void TcLutGemmSegment(const TcArgs& args, const TcNor
     if (args.swiglu) {
 #pragma unroll
       for (int i = 0; i < kMT / 8; ++i) {
+        if (i < i0 || i >= i1) continue;
 #pragma unroll
         for (int c = 0; c < 2; ++c) {
           const int m = m0 + 8 * i + 2 * q + c;
@@ -545,6 +608,7 @@ __device__ __forceinline__ void TcLutGemmSegment(const TcArgs& args, const TcNor
     }
 #pragma unroll
     for (int i = 0; i < kMT / 8; ++i) {
+      if (i < i0 || i >= i1) continue;
 #pragma unroll
       for (int c = 0; c < 4; ++c) {
         const int n = strip * 16 + g + 8 * (c >> 1), m = m0 + 8 * i + 2 * q + (c & 1);
@@ -560,6 +624,13 @@ __device__ __forceinline__ void TcLutGemmSegment(const TcArgs& args, const TcNor
   }
   if (seg.splits == 1) {
     if (warp_active) store_y();
+    return;
+  }
+  if constexpr (kCluster) {
+    const int vecs = (valid_rows + 7) / 8;  // the 8-row groups with rows < M
+    ClusterReduce<kAcc>(acc, seg.split, seg.splits, vecs, s_x, tid);
+    if (warp_active) store_y(seg.split * vecs / seg.splits, (seg.split + 1) * vecs / seg.splits);
+    ClusterSyncRelaxed();  // the other blocks have read this block's partials: it may exit
     return;
   }
   // Split K. own_reduce: this split's partials in fragment order (FragmentSplitFloats: one
@@ -673,12 +744,14 @@ __device__ __forceinline__ void TcLutGemmSegment(const TcArgs& args, const TcNor
 // segments in order (at most a tile's tail, whole tiles, and a tile's head). kFused: with the
 // fused norms (TcLutGemmFusedKernel, bf16 only), so that the plain kernel compiles exactly as
 // without them (with the fused code in one instance, batch 8-16 decode steps that did not use it
-// were 2-3 % slower on the H100).
-template <typename T, int kBits, int kMT, int kGroup, bool kFused, int kLoop>
+// were 2-3 % slower on the H100). kCluster: split-K in clusters (TcLutGemmClusterKernel).
+template <typename T, int kBits, int kMT, int kGroup, bool kFused, int kLoop, bool kCluster = false>
 __device__ __forceinline__ void TcLutGemmBody(const TcArgs& args, const TcNormArgs& norm) {
   const trace::Scope trace_scope(trace::kLutTensorCore, args.n, args.k);
-  if constexpr (kMT != 128) {
-    TcLutGemmSegment<T, kBits, kMT, kGroup, kFused, kLoop>(args, norm, ClassicSegment(args), true);
+  if constexpr (kCluster) {
+    TcLutGemmSegment<T, kBits, kMT, kGroup, kFused, kLoop, true>(args, norm, ClusterSegment(args), true);
+  } else if constexpr (kMT != 128) {
+    TcLutGemmSegment<T, kBits, kMT, kGroup, kFused, kLoop, false>(args, norm, ClassicSegment(args), true);
   } else {
     // (total and end are recomputed after each segment from an opaque zero: not live through it)
     const bool stream_k = args.splits == 0;
@@ -689,7 +762,7 @@ __device__ __forceinline__ void TcLutGemmBody(const TcArgs& args, const TcNormAr
                                : ClassicSegment(args),
                  &seg);
     for (bool first = true;; first = false) {
-      TcLutGemmSegment<T, kBits, kMT, kGroup, kFused, kLoop>(args, norm, seg, first);
+      TcLutGemmSegment<T, kBits, kMT, kGroup, kFused, kLoop, false>(args, norm, seg, first);
       if (!stream_k) return;
       const int num_ktiles = args.k / kTileK;
       const int64_t end = (blockIdx.x + 1) * total() / gridDim.x;
@@ -706,6 +779,15 @@ template <typename T, int kBits, int kMT, int kGroup, int kLoop>
 __global__ void __launch_bounds__(kThreads, (TcConfig<kBits, kMT>::kMinBlocksPerSm))
 TcLutGemmKernel(const TcArgs args) {
   TcLutGemmBody<T, kBits, kMT, kGroup, false, kLoop>(args, TcNormArgs{});
+}
+
+// Plain calls whose splits form one cluster per tile (TcPlan::cluster > 1; MT = 128 only): the
+// partials are summed through distributed shared memory (ClusterReduce) instead of the
+// workspace, its arrival counter and one block's L2 round trips.
+template <typename T, int kBits, int kMT, int kGroup, int kLoop>
+__global__ void __launch_bounds__(kThreads, (TcConfig<kBits, kMT>::kMinBlocksPerSm))
+TcLutGemmClusterKernel(const TcArgs args) {
+  TcLutGemmBody<T, kBits, kMT, kGroup, false, kLoop, true>(args, TcNormArgs{});
 }
 
 template <typename T, int kBits, int kMT, int kGroup, int kLoop>
@@ -727,9 +809,36 @@ cudaError_t LaunchTcKernel(Kernel kernel, int grid, int smem_bytes, bool pdl, cu
   return cudaGetLastError();
 }
 
+// The cluster kernel's launch: clusters of p.cluster blocks along x, with PDL when asked.
+template <typename Kernel>
+cudaError_t LaunchTcClusterKernel(Kernel kernel, const TcArgs& args, const TcPlan& p, bool pdl, cudaStream_t stream) {
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, p.smem_bytes);
+  if (err != cudaSuccess) return err;
+  cudaLaunchAttribute attrs[2];
+  attrs[0].id = cudaLaunchAttributeClusterDimension;
+  attrs[0].val.clusterDim.x = p.cluster;
+  attrs[0].val.clusterDim.y = 1;
+  attrs[0].val.clusterDim.z = 1;
+  attrs[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attrs[1].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(p.num_col_blocks * p.splits * p.num_m_tiles);
+  config.blockDim = dim3(kThreads);
+  config.dynamicSmemBytes = p.smem_bytes;
+  config.stream = stream;
+  config.attrs = attrs;
+  config.numAttrs = pdl ? 2 : 1;
+  return cudaLaunchKernelEx(&config, kernel, args);
+}
+
 template <typename T, int kBits, int kMT, int kLoop>
 cudaError_t LaunchTcLoopInstance(const TcArgs& args, const TcNormArgs& norm, const TcPlan& p, bool pdl,
                                  cudaStream_t stream) {
+  if constexpr (kMT == 128 && kLoop == kPlainLoop) {
+    if (p.cluster > 1 && !norm.any()) {
+      return LaunchTcClusterKernel(TcLutGemmClusterKernel<T, kBits, kMT, TcGroupFor(kMT), kLoop>, args, p, pdl, stream);
+    }
+  }
   const int grid = p.stream_k ? p.grid : p.num_col_blocks * p.splits * p.num_m_tiles;
   if constexpr (std::is_same_v<T, __nv_bfloat16>) {  // the fused kernel: bf16 only
     if (norm.any()) {
@@ -759,6 +868,32 @@ cudaError_t LaunchTcInstance(const TcArgs& args, const TcNormArgs& norm, const T
 }
 
 }  // namespace
+
+template <typename T, int kBits>
+int TcClusterCapacity(int cluster, int smem_bytes) {
+  const auto kernel = TcLutGemmClusterKernel<T, kBits, 128, TcGroupFor(128), kPlainLoop>;
+  if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  cudaLaunchAttribute attr;
+  attr.id = cudaLaunchAttributeClusterDimension;
+  attr.val.clusterDim.x = cluster;
+  attr.val.clusterDim.y = 1;
+  attr.val.clusterDim.z = 1;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(cluster);
+  config.blockDim = dim3(kThreads);
+  config.dynamicSmemBytes = smem_bytes;
+  config.attrs = &attr;
+  config.numAttrs = 1;
+  int clusters = 0;
+  if (cudaOccupancyMaxActiveClusters(&clusters, kernel, &config) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return clusters;
+}
 
 template <typename T, int kBits>
 cudaError_t LaunchTcForBits(const TcArgs& args, const TcNormArgs& norm, const TcPlan& p, bool pdl, cudaStream_t stream) {

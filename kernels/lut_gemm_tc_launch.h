@@ -27,6 +27,10 @@ struct TcPlan {
   // pieces any tile is cut into (the partials' slots).
   bool stream_k = false;
   int grid = 0;
+  // > 1: the tile's `splits` (= cluster) blocks form a thread-block cluster and sum their
+  // partials through distributed shared memory (TcLutGemmClusterKernel: MT = 128, plain calls),
+  // with no workspace.
+  int cluster = 1;
 };
 
 // lut_gemm_tc_{2,3,4}bit.cu (kBits = 2, 3, 4): launches the kernel instance of plan p's MT and
@@ -34,6 +38,11 @@ struct TcPlan {
 // norm; bf16 only). Returns the launch's error.
 template <typename T, int kBits>
 cudaError_t LaunchTcForBits(const TcArgs& args, const TcNormArgs& norm, const TcPlan& p, bool pdl, cudaStream_t stream);
+
+// lut_gemm_tc_{2,3,4}bit.cu: the most clusters of `cluster` blocks of the MT = 128 cluster kernel
+// (with smem_bytes of dynamic shared memory) resident at once on this device; 0 if the query fails.
+template <typename T, int kBits>
+int TcClusterCapacity(int cluster, int smem_bytes);
 
 // lut_gemm_tc.cu: FLUTE_LUT_TC_FOLD and FLUTE_LUT_TC_TILEGROUP, read on every launch
 // (LaunchTcInstance, lut_gemm_tc_kernel.cuh).

@@ -76,6 +76,9 @@ LutGemmParams Params(const LutProblem& p, ActivationType dtype, int64_t m, const
 //   residual (the rounding to dtype happens before the 1 / rms factor instead of after it).
 void CheckFusedNorms(int64_t h, int64_t kp, int64_t nc, int bits, int group, bool swiglu, ActivationType dtype,
                      int split_k, const std::vector<int64_t>& ms, std::mt19937& rng) {
+  // The plain calls of the separate path sum their splits as the fused calls do (the workspace
+  // reduction): split-K in clusters applies to plain calls only and may replace Stream-K there.
+  const ScopedEnv workspace_reduction("FLUTE_LUT_TC_CLUSTER", "off");
   SCOPED_TRACE(::testing::Message() << "h=" << h << " kp=" << kp << " nc=" << nc << " b=" << bits << " G=" << group
                                     << " swiglu=" << swiglu << " " << Name(dtype) << " split_k=" << split_k);
   const LutProblem prod = MakeLutProblem({h, kp, bits, group}, rng);
@@ -229,6 +232,7 @@ TEST(LutGemmTcFusedGpuTest, StreamKAppliesTheEpiloguesInTheLastPiece) {
 // Without prenorm_out the tensor-core residual epilogue writes the strip kernel's layout (sums of
 // squares over 16 columns), and the residual bitwise as the plain kernel + gpu::LaunchAddRmsNorm.
 void CheckResidualEpilogueAlone(const LutShape& s, int split_k, const std::vector<int64_t>& ms, std::mt19937& rng) {
+  const ScopedEnv workspace_reduction("FLUTE_LUT_TC_CLUSTER", "off");  // (as in CheckFusedNorms)
   SCOPED_TRACE(::testing::Message() << "n=" << s.n << " k=" << s.k << " b=" << s.bits << " G=" << s.group_size
                                     << " split_k=" << split_k);
   const ActivationType dtype = ActivationType::kBFloat16;

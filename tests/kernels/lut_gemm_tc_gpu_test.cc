@@ -15,6 +15,7 @@
 #include "kernels/llama_ops.h"
 #include "kernels/lut_format.h"
 #include "kernels/lut_gemm.h"
+#include "kernels/lut_gemm_tc.h"
 #include "tests/kernels/gpu_test_util.h"
 #include "tests/kernels/lut_problem_util.h"
 
@@ -378,6 +379,112 @@ TEST(LutGemmTcGpuTest, EveryFluteLutTcConfigMatchesAndReductionsAreBitwiseEqual)
             }
           }
         }
+      }
+    }
+  }
+}
+
+// The split count LaunchLutGemm's plan gives the call to split-K in thread-block clusters
+// (TensorCoreClusterSplits: 1 = none), with RunTc's workspace.
+int PlannedClusterSplits(const LutShape& s, ActivationType dtype, int64_t m, const TcCall& call) {
+  const int64_t padded = ((m + 7) / 8 * 8) * ((s.n + 127) / 128 * 128);
+  LutGemmParams params;
+  params.shape = s;
+  params.dtype = dtype;
+  params.m = m;
+  params.workspace = &params;  // (only the size is planned)
+  params.workspace_bytes = LutGemmWorkspaceBytes(s, m) + 64 * 1024 +
+                           (call.split_k > 0 ? static_cast<size_t>(call.split_k * padded) * 4 : 0);
+  params.split_k = call.split_k;
+  params.kernel = LutKernel::kTensorCore;
+  params.swiglu = call.swiglu;
+  return TensorCoreClusterSplits(params);
+}
+
+// Split-K in thread-block clusters (128-row tiles, plain calls and SwiGLU, where every tile's
+// cluster of splits fits on the GPU at once: the partials summed through distributed shared
+// memory) against the reference, bitwise run to run, and bitwise equal to the workspace
+// reduction of the same split count (FLUTE_LUT_TC_CLUSTER=off with FLUTE_LUT_TC_STREAMK=off: the
+// classic plan), which adds in the same order. Automatic splits (6144 x 4096 at m = 100 / 128:
+// 48 tiles of 2 splits, where the classic plan would take Stream-K) and forced 2-8, uneven
+// k-tiles per split, a partial column block (2064 features), a partial and two m tiles, 2/3/4
+// bits, G 32-128, both dtypes.
+TEST(LutGemmTcGpuTest, ClusterSplitsMatchAndAreBitwiseTheWorkspaceReduction) {
+  REQUIRE_GPU();
+  FRESH_RNG(rng);
+  struct Case {
+    LutShape shape;
+    bool swiglu;
+    std::vector<int64_t> ms;
+    std::vector<int> splits;  // 0: automatic
+  };
+  int clustered = 0, calls = 0;
+  for (const Case& c : {Case{{6144, 4096, 4, 128}, false, {100, 128}, {0}},
+                        Case{{512, 4096, 4, 64}, false, {65, 128, 256}, {2, 3, 5, 8}},
+                        Case{{2064, 2048, 3, 32}, false, {100}, {0, 2, 3}},
+                        Case{{1024, 2048, 2, 128}, true, {128, 200}, {0, 4}}}) {
+    const LutShape& s = c.shape;
+    const LutProblem p = MakeLutProblem(s, rng);
+    for (ActivationType dtype : {ActivationType::kFloat16, ActivationType::kBFloat16}) {
+      for (int64_t m : c.ms) {
+        const std::vector<float> x = RandomActivations(dtype, m, s.k, rng);
+        std::vector<float> ref = ReferenceY(p, x, m);
+        if (c.swiglu) ref = SwiGluOfInterleaved(ref, m, s.n);
+        const double tol = c.swiglu ? 2.0 : 1.0;
+        for (int split : c.splits) {
+          TcCall call;
+          call.split_k = split;
+          call.swiglu = c.swiglu;
+          const int cluster = PlannedClusterSplits(s, dtype, m, call);
+          SCOPED_TRACE(::testing::Message() << "n=" << s.n << " k=" << s.k << " b=" << s.bits << " G=" << s.group_size
+                                            << " " << Name(dtype) << " m=" << m << " split_k=" << split
+                                            << " swiglu=" << c.swiglu << " cluster=" << cluster);
+          if (split > 0 && cluster > 1) EXPECT_EQ(cluster, split);
+          clustered += cluster > 1;
+          ++calls;
+          std::vector<uint16_t> y, again, workspace_reduced;
+          ASSERT_TRUE(RunTc(p, dtype, x, m, call, &y));
+          ASSERT_TRUE(RunTc(p, dtype, x, m, call, &again));
+          EXPECT_EQ(y, again) << "not bitwise run to run";
+          EXPECT_TRUE(MatchesReference(dtype, y, ref, nullptr, tol));
+          {
+            ScopedEnv env("FLUTE_LUT_TC_CLUSTER", "off"), classic("FLUTE_LUT_TC_STREAMK", "off");
+            EXPECT_EQ(PlannedClusterSplits(s, dtype, m, call), 1);
+            ASSERT_TRUE(RunTc(p, dtype, x, m, call, &workspace_reduced));
+          }
+          EXPECT_TRUE(MatchesReference(dtype, workspace_reduced, ref, nullptr, tol));
+          EXPECT_EQ(y, workspace_reduced) << "cluster vs workspace reduction, same split count";
+        }
+      }
+    }
+  }
+  std::printf("tc cluster splits: %d of %d calls ran in clusters\n", clustered, calls);
+  // An H100 runs all but the forced splits whose clusters do not fit (none here) in clusters.
+  EXPECT_GT(clustered, calls / 2);
+}
+
+// Small enough for compute-sanitizer memcheck / racecheck (--gtest_filter=*SanitizerSubset*):
+// split-K in clusters of 2 and 4 (the partials in shared memory, read by the cluster's other
+// blocks after the cluster barrier), a partial and a full 128-row tile, SwiGLU.
+TEST(LutGemmTcGpuTest, ClusterSanitizerSubset) {
+  REQUIRE_GPU();
+  FRESH_RNG(rng);
+  const LutShape s{256, 1024, 4, 128};
+  const LutProblem p = MakeLutProblem(s, rng);
+  for (int split : {2, 4}) {
+    for (int64_t m : {70, 128}) {
+      for (bool swiglu : {false, true}) {
+        TcCall call;
+        call.split_k = split;
+        call.swiglu = swiglu;
+        SCOPED_TRACE(::testing::Message() << "m=" << m << " split_k=" << split << " swiglu=" << swiglu);
+        ASSERT_EQ(PlannedClusterSplits(s, ActivationType::kBFloat16, m, call), split);
+        const std::vector<float> x = RandomActivations(ActivationType::kBFloat16, m, s.k, rng);
+        std::vector<float> ref = ReferenceY(p, x, m);
+        if (swiglu) ref = SwiGluOfInterleaved(ref, m, s.n);
+        std::vector<uint16_t> y;
+        ASSERT_TRUE(RunTc(p, ActivationType::kBFloat16, x, m, call, &y));
+        EXPECT_TRUE(MatchesReference(ActivationType::kBFloat16, y, ref, nullptr, swiglu ? 2.0 : 1.0));
       }
     }
   }
