@@ -661,6 +661,22 @@ static std::vector<bool> LowRegsCandidates(int bits, bool early_weights) {
   return {false, true};
 }
 
+// 2- and 3-bit pipelines of 2 stages first (StripPlan::stages): with early weights at 2 and 3
+// bits (else 3 stages first), and for plain 3-bit calls of one row (else the deepest of equal
+// fill). The blocks per SM are the same (2, at 110-128 registers), every stall a little shorter
+// (ncu); the mechanism was not isolated. H100, FLUTE_LUT_STRIP=2,2 against the plan, same process
+// (bench/results/ab-2026-11-26-h100/session36/, calls 14-16): plain 3-bit G128 at M = 1 0.85-1.00
+// of the time on the 8 playbook shapes (4096x28672 27.7 -> 23.6 us; plain M = 4 mostly slower,
+// 2-bit mixed, 0.86-1.20); 8B decode step at batch 1 W3 -0.5 to -1.5 %, W2 -3 %, batch 4 even,
+// but W4 +10 % (2.18 -> 2.40 ms), so 4 bits keep 3 stages. FLUTE_LUT_STRIP_SHALLOW=off restores
+// the deeper first choice (A/B runs).
+static bool ShallowFirst(const LutShape& s, int64_t m, const StripLaunch& launch) {
+  const char* env = std::getenv("FLUTE_LUT_STRIP_SHALLOW");
+  if (env != nullptr && std::string(env) == "off") return false;
+  if (launch.early_weights) return s.bits == 2 || s.bits == 3;
+  return s.bits == 3 && m == 1 && !launch.fusion.any();
+}
+
 static StripPlan ComputeStripPlan(const LutShape& s, ActivationType dtype, int64_t m, const StripLaunch& launch,
                                   int sm_count) {
   const ResidentXRule rule = ResidentXForPlainCalls();
@@ -719,8 +735,10 @@ static StripPlan ComputeStripPlan(const LutShape& s, ActivationType dtype, int64
     if (best_score >= 0) return best;
   }
   const int shape_tpw = s.k % 2048 == 0 ? 2 : 1;
+  const bool shallow_first = ShallowFirst(s, m, launch);
   if (launch.early_weights) {
-    for (int depth : {3, 2}) {
+    const int early_depths[2] = {shallow_first ? 2 : 3, shallow_first ? 3 : 2};
+    for (int depth : early_depths) {
       StripPlan pick;
       double pick_score = -1.0;
       for (const bool low_regs : low_regs_candidates) {
@@ -735,7 +753,8 @@ static StripPlan ComputeStripPlan(const LutShape& s, ActivationType dtype, int64
       if (pick_score >= 0) return pick;
     }
   }
-  for (int depth : {4, 3, 2}) consider(shape_tpw, depth);
+  const int depths[3] = {shallow_first ? 2 : 4, 3, shallow_first ? 4 : 2};
+  for (int depth : depths) consider(shape_tpw, depth);
   if (best_score < 0 && launch.coresident_smem > 0) {
     StripLaunch alone = launch;
     alone.coresident_smem = 0;
@@ -745,7 +764,7 @@ static StripPlan ComputeStripPlan(const LutShape& s, ActivationType dtype, int64
 }
 
 // Plans are cached per (device, shape, dtype, m, fusion, early weights, co-resident shared
-// memory, SM count, FLUTE_LUT_STRIP, _X, _LOWREGS): the occupancy queries
+// memory, SM count, FLUTE_LUT_STRIP, _X, _LOWREGS, _SHALLOW): the occupancy queries
 // cost microseconds of host time, and a decode step that is not replayed from a CUDA graph
 // launches hundreds of these GEMMs.
 StripPlan MakeStripPlan(const LutShape& s, ActivationType dtype, int64_t m, const StripLaunch& launch,
@@ -755,11 +774,12 @@ StripPlan MakeStripPlan(const LutShape& s, ActivationType dtype, int64_t m, cons
   const char* env = std::getenv("FLUTE_LUT_STRIP");
   const char* env_x = std::getenv("FLUTE_LUT_STRIP_X");
   const char* env_low = std::getenv("FLUTE_LUT_STRIP_LOWREGS");
+  const char* env_shallow = std::getenv("FLUTE_LUT_STRIP_SHALLOW");
   using Key = std::tuple<int, int64_t, int64_t, int, int, int, int64_t, bool, bool, bool, int, int, std::string>;
   const Key key{device, s.n, s.k, s.bits, s.group_size, static_cast<int>(dtype), m, launch.fusion.norm_prologue,
                 launch.fusion.residual_epilogue, launch.early_weights, launch.coresident_smem, sm_count,
                 std::string(env != nullptr ? env : "") + "|" + (env_x != nullptr ? env_x : "") + "|" +
-                    (env_low != nullptr ? env_low : "")};
+                    (env_low != nullptr ? env_low : "") + "|" + (env_shallow != nullptr ? env_shallow : "")};
   static std::mutex mu;
   static std::map<Key, StripPlan>* cache = new std::map<Key, StripPlan>();
   {

@@ -49,7 +49,8 @@ struct StripLaunch {
 // The plan for this shape, dtype, m and launch on the current device. The environment variable
 // FLUTE_LUT_STRIP="tiles_per_warp,stages" forces a configuration for every call, and
 // "tiles_per_warp,stages@KxN" for the calls of one shape (tuning runs only);
-// FLUTE_LUT_STRIP_LOWREGS=on|off forces the 3-bit instance (StripPlan::low_regs).
+// FLUTE_LUT_STRIP_LOWREGS=on|off forces the 3-bit instance (StripPlan::low_regs);
+// FLUTE_LUT_STRIP_SHALLOW=off keeps 2- and 3-bit calls off their 2-stage first choice.
 StripPlan MakeStripPlan(const LutShape& shape, ActivationType dtype, int64_t m, const StripLaunch& launch,
                         int sm_count);
 

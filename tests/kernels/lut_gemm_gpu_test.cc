@@ -15,6 +15,7 @@
 #include "kernels/lut_format.h"
 #include "kernels/llama_ops.h"
 #include "kernels/lut_gemm.h"
+#include "kernels/lut_gemm_strip.h"
 #include "tests/kernels/gpu_test_util.h"
 #include "tests/kernels/lut_problem_util.h"
 
@@ -437,6 +438,46 @@ TEST(LutGemmGpuTest, StripKernelRowsDoNotDependOnM) {
     ASSERT_TRUE(RunGpu(p, ActivationType::kBFloat16, xm, m, strip, &ym));
     ASSERT_TRUE(std::equal(ym.begin(), ym.end(), y8.begin())) << "m=" << m;
   }
+}
+
+// The strip plan's first choice of pipeline depth (ShallowFirst, lut_gemm_strip.cu): 2 stages for
+// plain 3-bit calls of one row and for 2- and 3-bit launches with early weights; 4 bits (and
+// plain 3-bit calls of more rows) keep the deeper choice, and FLUTE_LUT_STRIP_SHALLOW=off
+// restores it everywhere. The depth changes no bits (tiles per warp, so the summation order,
+// depend on the shape only): 3-bit M = 1 both ways, bitwise.
+TEST(LutGemmGpuTest, StripPlanTakesTwoStagesFirstAtTwoAndThreeBits) {
+  REQUIRE_GPU();
+  int sms = 0;
+  ASSERT_EQ(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), cudaSuccess);
+  StripLaunch plain, early;
+  early.early_weights = true;
+  const auto stages = [&](int bits, int64_t m, const StripLaunch& launch) {
+    return MakeStripPlan({28672, 4096, bits, 128}, ActivationType::kBFloat16, m, launch, sms).stages;
+  };
+  EXPECT_EQ(stages(3, 1, plain), 2);
+  EXPECT_EQ(stages(3, 1, early), 2);
+  EXPECT_EQ(stages(2, 1, early), 2);
+  EXPECT_EQ(stages(2, 4, early), 2);
+  EXPECT_GT(stages(4, 1, plain), 2);
+  EXPECT_GT(stages(4, 1, early), 2);
+  {
+    ScopedEnv env("FLUTE_LUT_STRIP_SHALLOW", "off");
+    EXPECT_GT(stages(3, 1, plain), 2);
+    EXPECT_GT(stages(3, 1, early), 2);
+    EXPECT_GT(stages(2, 1, early), 2);
+  }
+  std::mt19937 rng(std::random_device{}());
+  Problem p = MakeProblem({4096, 4096, 3, 128}, rng);
+  LaunchChoice strip;
+  strip.kernel = LutKernel::kStrip;
+  const std::vector<float> x = RandomX(ActivationType::kBFloat16, 1, 4096, rng);
+  std::vector<uint16_t> shallow, deep;
+  ASSERT_TRUE(RunGpu(p, ActivationType::kBFloat16, x, 1, strip, &shallow));
+  {
+    ScopedEnv env("FLUTE_LUT_STRIP_SHALLOW", "off");
+    ASSERT_TRUE(RunGpu(p, ActivationType::kBFloat16, x, 1, strip, &deep));
+  }
+  EXPECT_EQ(shallow, deep);
 }
 
 // 3 bits has two strip instances, 128 and 80 registers per thread (2 or 3 blocks per SM), that
