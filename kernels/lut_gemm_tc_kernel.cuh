@@ -56,13 +56,13 @@ struct TcSegment {
   int m_tile, col_block, split, splits, kt_begin, num_iters;
 };
 
-// Classic split-K: block b = (column block, split, m tile), m tile fastest.
-__device__ __forceinline__ TcSegment ClassicSegment(const TcArgs& args) {
+// Piece `split` of the args.splits that cover tile (m_tile, col_block): k-tiles
+// [split * ktiles_per_split, ...), the last piece possibly shorter.
+__device__ __forceinline__ TcSegment SplitSegment(const TcArgs& args, int m_tile, int col_block, int split) {
   TcSegment s;
-  s.m_tile = blockIdx.x % args.num_m_tiles;
-  const int rest = blockIdx.x / args.num_m_tiles;
-  s.split = rest % args.splits;
-  s.col_block = rest / args.splits;
+  s.m_tile = m_tile;
+  s.split = split;
+  s.col_block = col_block;
   s.splits = args.splits;
   const int num_ktiles = args.k / kTileK;
   s.kt_begin = s.split * args.ktiles_per_split;
@@ -70,20 +70,22 @@ __device__ __forceinline__ TcSegment ClassicSegment(const TcArgs& args) {
   return s;
 }
 
+// Classic split-K: block b = (column block, split, m tile), m tile fastest.
+__device__ __forceinline__ TcSegment ClassicSegment(const TcArgs& args) {
+  const int m_tile = blockIdx.x % args.num_m_tiles;
+  const int rest = blockIdx.x / args.num_m_tiles;
+  const int split = rest % args.splits;
+  return SplitSegment(args, m_tile, rest / args.splits, split);
+}
+
 // Split-K in clusters (TcPlan::cluster, MT = 128): the splits of a tile are one thread-block
 // cluster of args.splits blocks, so block b = (column block, m tile, split), split fastest (the
 // cluster's rank).
 __device__ __forceinline__ TcSegment ClusterSegment(const TcArgs& args) {
-  TcSegment s;
-  s.split = blockIdx.x % args.splits;
+  const int split = blockIdx.x % args.splits;
   const int rest = blockIdx.x / args.splits;
-  s.m_tile = rest % args.num_m_tiles;
-  s.col_block = rest / args.num_m_tiles;
-  s.splits = args.splits;
-  const int num_ktiles = args.k / kTileK;
-  s.kt_begin = s.split * args.ktiles_per_split;
-  s.num_iters = min(num_ktiles, s.kt_begin + args.ktiles_per_split) - s.kt_begin;
-  return s;
+  const int m_tile = rest % args.num_m_tiles;
+  return SplitSegment(args, m_tile, rest / args.num_m_tiles, split);
 }
 
 // Stream-K (TcArgs::stream_k): the T = tiles x k-tiles iterations, tile-major (tile t = column
