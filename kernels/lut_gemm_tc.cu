@@ -51,6 +51,7 @@ using tc_detail::TcClusterCapacity;
 using tc_detail::TcConfig;
 using tc_detail::TcNormArgs;
 using tc_detail::TcPlan;
+using tc_detail::TcSpread;
 
 // ---- Host side -------------------------------------------------------------------------------
 // FLUTE_LUT_TC selects the configuration, read on every call (so that one benchmark process can
@@ -215,7 +216,8 @@ int ClusterCapacity(ActivationType dtype, int bits, int cluster, int smem_bytes)
 // 23.3 -> 17.2; with the clusters, same binary against FLUTE_LUT_TC_CLUSTER=off: 4096x6144 at
 // M = 112-128 0.89-0.94 of the time, M = 65-96 0.97-0.99, 4096x4096 at M = 256 0.90-0.95, the
 // other playbook shapes within noise (bench/results/ab-2026-11-26-h100/session37/). (4096x4096 at
-// M <= 128 keeps its 4 splits: 32 clusters of 4 do not fit, and 3 splits in clusters were as slow.)
+// M <= 128 keeps its 4 splits: 32 clusters of 4 do not fit, and 3 splits in clusters were as slow;
+// its reduction is spread over the split blocks instead: UseSpread.)
 // Default mode only (FLUTE_LUT_TC unset); plain and SwiGLU calls (the fused norms keep the
 // workspace reduction).
 bool UseClusters(const LutGemmParams& params, TcMode mode, TcPlan* p) {
@@ -227,6 +229,35 @@ bool UseClusters(const LutGemmParams& params, TcMode mode, TcPlan* p) {
   if (ClusterCapacity(params.dtype, params.shape.bits, p->splits, p->smem_bytes) < tiles) return false;
   p->cluster = p->splits;
   return true;
+}
+
+// FLUTE_LUT_TC_SPREAD, read on every call: "off" = never spread the reduction (UseSpread; A/B
+// runs), "nowait" = spread with no wait, so that blocks hand their slices to the last one (tests),
+// unset or anything else = spread where it applies, waiting up to kSpreadWaitNs.
+TcSpread SpreadFromEnv() {
+  const char* env = std::getenv("FLUTE_LUT_TC_SPREAD");
+  if (env == nullptr) return tc_detail::kSpreadBounded;
+  if (std::strcmp(env, "off") == 0) return tc_detail::kSpreadOff;
+  if (std::strcmp(env, "nowait") == 0) return tc_detail::kSpreadNoWait;
+  return tc_detail::kSpreadBounded;
+}
+
+// The reduction spread over each tile's split blocks (TcArgs::spread_reduce, SpreadReduce in
+// lut_gemm_tc_kernel.cuh) for plain MT = 128 calls of a classic plan (not Stream-K, not in
+// clusters) with 2-8 splits whose whole grid is resident at once (one block per SM at MT = 128),
+// so that a block's wait for its tile's other splits is short: the same split count and order,
+// so bitwise the last block's sums. H100, same binary against FLUTE_LUT_TC_SPREAD=off, fp16, 3
+// rounds (bench/results/ab-2026-11-26-h100/session38/): 4096x4096 at M = 65 / 96 / 128 0.95 /
+// 0.93 / 0.91 of the time (4-bit G128 M = 128 17.1 -> 15.7 us), 14336x4096 0.95-0.98; the shapes
+// it does not apply to within noise. Default mode only; plain and SwiGLU calls.
+void UseSpread(const LutGemmParams& params, TcMode mode, int sm_count, TcPlan* p) {
+  if (mode != TcMode::kDefault || p->mt != 128 || p->splits < 2 || p->splits > 8 || p->stream_k || p->cluster > 1 ||
+      !p->own_reduce || params.residual_epilogue() || params.deferred_norm()) {
+    return;
+  }
+  const int64_t grid = static_cast<int64_t>(p->num_col_blocks) * p->num_m_tiles * p->splits;
+  if (grid > sm_count * TcRegBlocks(p->mt)) return;
+  p->spread = SpreadFromEnv();
 }
 
 // Splits K only when the (column block x m tile) grid is under one wave of resident blocks,
@@ -266,7 +297,7 @@ absl::StatusOr<TcPlan> MakeTcPlanWithMt(const LutGemmParams& params, int sm_coun
           "LUT-GEMM (tensor-core kernel): split_k=", params.split_k, " over ", p.num_col_blocks * p.num_m_tiles,
           " output tiles needs more than the workspace's ", kSplitCounterBytes / 4, " counters: use fewer rows"));
     }
-    UseClusters(params, mode, &p);
+    if (!UseClusters(params, mode, &p)) UseSpread(params, mode, sm_count, &p);
     return p;
   }
   const int reg_blocks = TcRegBlocks(p.mt);
@@ -296,7 +327,10 @@ absl::StatusOr<TcPlan> MakeTcPlanWithMt(const LutGemmParams& params, int sm_coun
     }
     p.ktiles_per_split = (num_ktiles + best - 1) / best;
     p.splits = (num_ktiles + p.ktiles_per_split - 1) / p.ktiles_per_split;
-    if (!UseClusters(params, mode, &p)) ApplyStreamK(params, sm_count, blocks_per_sm, sk_mode, &p);
+    if (!UseClusters(params, mode, &p)) {
+      ApplyStreamK(params, sm_count, blocks_per_sm, sk_mode, &p);
+      UseSpread(params, mode, sm_count, &p);
+    }
     return p;
   }
   if (base < slots) best = CheapestSplitCount(base, slots, num_ktiles);
@@ -392,6 +426,11 @@ int TensorCoreClusterSplits(const LutGemmParams& params) {
   return plan.ok() ? plan->cluster : 1;
 }
 
+int TensorCoreSpreadSplits(const LutGemmParams& params) {
+  const absl::StatusOr<TcPlan> plan = MakeTcPlan(params, DeviceSmCount(), TcModeFromEnv(), StreamKModeFromEnv());
+  return plan.ok() && plan->spread != tc_detail::kSpreadOff ? plan->splits : 1;
+}
+
 absl::Status LaunchTensorCoreLutGemm(const LutGemmParams& params, CUstream_st* stream) {
   if (params.norm_prologue()) {
     return absl::InvalidArgumentError("LUT-GEMM: the tensor-core kernel has no norm prologue (strip kernel only)");
@@ -439,6 +478,7 @@ absl::Status LaunchTensorCoreLutGemm(const LutGemmParams& params, CUstream_st* s
   norm.deferred_sumsq = params.deferred_sumsq;
   norm.norm_eps = params.norm_eps;
   args.own_reduce = plan->own_reduce;
+  args.spread_reduce = plan->spread;
   const cudaError_t err = params.dtype == ActivationType::kBFloat16
                               ? LaunchTcForType<__nv_bfloat16>(args, norm, params.shape.bits, *plan, params.pdl, stream)
                               : LaunchTcForType<__half>(args, norm, params.shape.bits, *plan, params.pdl, stream);

@@ -38,6 +38,12 @@ absl::Status LaunchTensorCoreLutGemm(const LutGemmParams& params, CUstream_st* s
 // the call does not use it. Only the plan: nothing is launched.
 int TensorCoreClusterSplits(const LutGemmParams& params);
 
+// The split count of the call's reduction spread over each tile's split blocks (each sums a
+// slice of the tile after a bounded wait for the others, bitwise as the last block alone would:
+// plain calls of 128-row tiles in a classic plan of 2-8 splits whose grid is resident at once;
+// FLUTE_LUT_TC_SPREAD=off disables it), or 1 where the call does not use it. Only the plan.
+int TensorCoreSpreadSplits(const LutGemmParams& params);
+
 // Workspace bytes this kernel's Stream-K plan needs for (shape, m) wherever Stream-K applies
 // (FLUTE_LUT_TC_STREAMK=on), else 0: LutGemmWorkspaceBytes includes it, so that a workspace of
 // that size never keeps the automatic choice from Stream-K.

@@ -39,7 +39,14 @@ struct TcArgs {
   // wrote (fragment order); false: SumPartialsInSplitOrder over [splits, M, N]
   // (FLUTE_LUT_TC=old). Both add in split order from 0.0f: bitwise equal.
   bool own_reduce;
+  // The reduction spread over the tile's split blocks (SpreadReduce, MT = 128 plain calls of a
+  // classic plan): 0 = off (the last block sums), kSpreadBounded = each block waits up to
+  // kSpreadWaitNs for the others, kSpreadNoWait = no wait (tests: the hand-off to the last block).
+  // One byte in the bools' padding: TcArgs keeps its size and offsets.
+  unsigned char spread_reduce;
 };
+
+enum TcSpread : unsigned char { kSpreadOff = 0, kSpreadBounded = 1, kSpreadNoWait = 2 };
 
 // The fused norms (LutGemmParams; nullptr = off), a parameter of the fused kernel only (one
 // more field in TcArgs changed the plain kernel's register allocation and schedule).

@@ -1,5 +1,6 @@
 // The tensor-core LUT-GEMM's kernels (sm_90a; lut_gemm_tc.cu lists the files): the block's
-// segments (classic split-K, split-K in clusters, Stream-K), the main loop TcLutGemmSegment,
+// segments (classic split-K, split-K in clusters, Stream-K), the split reductions (the last block's,
+// through distributed shared memory, spread over the split blocks), the main loop TcLutGemmSegment,
 // the kernels TcLutGemmKernel, TcLutGemmClusterKernel and TcLutGemmFusedKernel, and their
 // launchers down to LaunchTcForBits (lut_gemm_tc_launch.h), which lut_gemm_tc_2bit.cu, _3bit.cu
 // and _4bit.cu instantiate: each kernel instance is defined only in the file of its bit width (an
@@ -172,6 +173,114 @@ __device__ __forceinline__ void ClusterReduce(float (&acc)[kAcc], int split, int
         acc[4 * j + 3] += p.w;
       }
     }
+  }
+}
+
+// The split-K reduction spread over a tile's split blocks (TcArgs::spread_reduce; MakeTcPlan sets
+// it for plain MT = 128 calls whose classic plan splits K 2-8 ways, whose whole grid is resident
+// at once, and whose tiles' clusters of that many blocks do not all fit: 4096x4096 and
+// 14336x4096 at M = 65-128, 32 tiles x 4 splits). Every block has stored its partial tile
+// (fragment order). Instead of the last block to arrive loading every split's [128 x 128] fp32
+// tile into one SM (4 x 64 KB, one L2 round trip per split: the chain that made the whole gap to
+// cuBLAS on 4096x4096), each of the tile's blocks waits for the others and sums one slice of the
+// 8-row groups, [s * vecs / splits, (s + 1) * vecs / splits) for split s, over all splits in split
+// order from 0.0f: bitwise the last block's sums. The wait is bounded (kSpreadWaitNs), so nothing
+// hangs if the splits were not resident together after all: a block that gives up leaves its
+// slice, and the last block to arrive, after its own slice, claims and sums every slice still
+// unclaimed. The tile's counter word: bits 0-7 the arrivals, 8-15 the claimed slices, 16-23 the
+// blocks done with the word, the last of which resets it to 0 for the next call.
+constexpr unsigned long long kSpreadWaitNs = 20000;
+constexpr unsigned kSpreadLastFlag = 0x100;
+
+// Claims the slices in `want` (bit s = slice s) on the counter word; returns those it got.
+__device__ __forceinline__ unsigned ClaimSlices(int* counter, unsigned want) {
+  const unsigned old = static_cast<unsigned>(atomicOr(counter, static_cast<int>(want << 8)));
+  return want & ~(old >> 8);
+}
+
+// Polls the counter word until all `splits` blocks arrived (true: their partials are visible to
+// this thread) or wait_ns passed (false).
+__device__ __forceinline__ bool WaitForArrivals(const int* counter, int splits, unsigned long long wait_ns) {
+  const unsigned long long start = GlobalTimerNs();
+  for (;;) {
+    if ((LoadAcquireGpu(counter) & 0xff) == splits) return true;
+    if (GlobalTimerNs() - start >= wait_ns) return false;
+  }
+}
+
+// Slice `slice` of the tile: this thread's float4s j0 <= j < j1 (8-row groups) summed over the
+// splits in split order from 0.0f, split sp's at frag + sp * split_stride + j * kFragmentGroupFloats,
+// the loads of two splits in one L2 round trip; store_group(j, sum) stores each. (All 4 splits of
+// 4096x4096 in one round trip instead of two was no faster on the H100: the reduction is bound by
+// the 8 MB of partials that the 128 blocks write to and read from L2, not by round trips.)
+template <int kVecs, typename StoreGroup>
+__device__ __forceinline__ void SumSlice(const float* frag, int64_t split_stride, int splits, int slice, int vecs,
+                                         const StoreGroup& store_group) {
+  constexpr int kMaxSlice = kVecs / 2;  // (2 or more splits)
+  const int j0 = slice * vecs / splits, len = (slice + 1) * vecs / splits - j0;
+  float4 sum[kMaxSlice];
+#pragma unroll
+  for (int u = 0; u < kMaxSlice; ++u) sum[u] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  for (int sp0 = 0; sp0 < splits; sp0 += 2) {
+    float4 v[2][kMaxSlice];
+#pragma unroll
+    for (int b = 0; b < 2; ++b) {
+      const bool split_exists = sp0 + b < splits;
+      const float* part = frag + (split_exists ? sp0 + b : 0) * split_stride + j0 * kFragmentGroupFloats;
+#pragma unroll
+      for (int u = 0; u < kMaxSlice; ++u) {
+        v[b][u] = split_exists && u < len ? __ldcg(reinterpret_cast<const float4*>(part + u * kFragmentGroupFloats))
+                                          : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      }
+    }
+#pragma unroll
+    for (int b = 0; b < 2; ++b) {
+      if (sp0 + b >= splits) continue;  // (adding 0.0f would turn a -0.0f sum into +0.0f)
+#pragma unroll
+      for (int u = 0; u < kMaxSlice; ++u) {
+        sum[u].x += v[b][u].x;
+        sum[u].y += v[b][u].y;
+        sum[u].z += v[b][u].z;
+        sum[u].w += v[b][u].w;
+      }
+    }
+  }
+#pragma unroll
+  for (int u = 0; u < kMaxSlice; ++u) {
+    if (u < len) store_group(j0 + u, sum[u]);
+  }
+}
+
+// The protocol above for this block (split seg.split of its tile), after its partial stores;
+// every thread calls it. vecs: the 8-row groups with rows < M.
+template <int kVecs, typename Segment, typename StoreGroup>
+__device__ __forceinline__ void SpreadReduce(const TcArgs& args, const Segment& seg, const float* frag,
+                                             int64_t split_stride, int vecs, bool warp_active, int tid,
+                                             const StoreGroup& store_group) {
+  __shared__ unsigned s_slices;
+  __syncthreads();  // the block's partial stores come before tid 0's release (cumulative)
+  int* counter = args.counters + seg.col_block * args.num_m_tiles + seg.m_tile;
+  if (tid == 0) {
+    const bool last = (AtomicAddAcqRelGpu(counter, 1) & 0xff) == seg.splits - 1;
+    const unsigned long long wait_ns = args.spread_reduce == kSpreadNoWait ? 0 : kSpreadWaitNs;
+    const bool all_arrived = last || WaitForArrivals(counter, seg.splits, wait_ns);
+    s_slices = (all_arrived ? ClaimSlices(counter, 1u << seg.split) : 0u) | (last ? kSpreadLastFlag : 0u);
+  }
+  __syncthreads();  // (tid 0's acquire of the other splits' partials, extended to the block)
+  const unsigned claimed = s_slices;
+  if (warp_active && (claimed & 0xff) != 0) SumSlice<kVecs>(frag, split_stride, seg.splits, seg.split, vecs, store_group);
+  if (claimed & kSpreadLastFlag) {  // the last to arrive: every slice that no block claimed
+    __syncthreads();                // (every thread has read s_slices)
+    if (tid == 0) s_slices = ClaimSlices(counter, (1u << seg.splits) - 1);
+    __syncthreads();
+    const unsigned rest = s_slices;
+    for (int slice = 0; slice < seg.splits; ++slice) {
+      if (warp_active && ((rest >> slice) & 1)) SumSlice<kVecs>(frag, split_stride, seg.splits, slice, vecs, store_group);
+    }
+  }
+  if (tid == 0) {  // this block's last access to the word; the last block done resets it
+    const int done = (atomicAdd(counter, 1 << 16) >> 16) & 0xff;
+    if (done == seg.splits - 1) atomicExch(counter, 0);
   }
 }
 
@@ -618,6 +727,23 @@ __device__ __forceinline__ void TcLutGemmSegment(const TcArgs& args, const TcNor
       }
     }
   };
+  // 8-row group i of this thread's accumulators, summed by SpreadReduce: v = acc[4i .. 4i + 3].
+  [[maybe_unused]] auto store_group = [&](int i, float4 v) {
+    const float c[4] = {v.x, v.y, v.z, v.w};
+    if (args.swiglu) {
+#pragma unroll
+      for (int cc = 0; cc < 2; ++cc) {
+        const int m = m0 + 8 * i + 2 * q + cc;
+        if (m < args.m) y[static_cast<int64_t>(m) * (args.n / 2) + strip * 8 + g] = SwiGluOfSums<T>(c[cc], c[cc + 2]);
+      }
+      return;
+    }
+#pragma unroll
+    for (int cc = 0; cc < 4; ++cc) {
+      const int n = strip * 16 + g + 8 * (cc >> 1), m = m0 + 8 * i + 2 * q + (cc & 1);
+      if (m < args.m) y[static_cast<int64_t>(m) * args.n + n] = Act<T>::FromFloat(c[cc]);
+    }
+  };
   if constexpr (kFused) {
     if (norm.residual != nullptr && seg.splits == 1) {
       ResidualEpilogue<T, kMT>(acc, residual_ops, norm, args.m, args.n, m0, strip, seg.col_block, warp_active, s_red);
@@ -661,6 +787,12 @@ __device__ __forceinline__ void TcLutGemmSegment(const TcArgs& args, const TcNor
         const int n = strip * 16 + g + 8 * (c >> 1), m = m0 + 8 * i + 2 * q + (c & 1);
         if (m < args.m) __stcg(part + static_cast<int64_t>(m) * args.n + n, acc[4 * i + c]);
       }
+    }
+  }
+  if constexpr (kMT == 128 && !kFused) {
+    if (args.spread_reduce != kSpreadOff) {  // (own_reduce, classic plans: MakeTcPlan)
+      SpreadReduce<kAcc / 4>(args, seg, frag, frag_split_stride, (valid_rows + 7) / 8, warp_active, tid, store_group);
+      return;
     }
   }
   // Arrival: after the barrier one thread's acquire-release atomic publishes the whole block's

@@ -31,6 +31,9 @@ struct TcPlan {
   // partials through distributed shared memory (TcLutGemmClusterKernel: MT = 128, plain calls),
   // with no workspace.
   int cluster = 1;
+  // TcArgs::spread_reduce: the classic plan's reduction spread over each tile's split blocks
+  // (UseSpread, lut_gemm_tc.cu).
+  unsigned char spread = kSpreadOff;
 };
 
 // lut_gemm_tc_{2,3,4}bit.cu (kBits = 2, 3, 4): launches the kernel instance of plan p's MT and

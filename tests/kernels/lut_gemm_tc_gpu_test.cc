@@ -490,6 +490,129 @@ TEST(LutGemmTcGpuTest, ClusterSanitizerSubset) {
   }
 }
 
+// The split count of the call's reduction spread over its tiles' split blocks
+// (TensorCoreSpreadSplits: 1 = none), with RunTc's workspace.
+int PlannedSpreadSplits(const LutShape& s, ActivationType dtype, int64_t m, const TcCall& call) {
+  const int64_t padded = ((m + 7) / 8 * 8) * ((s.n + 127) / 128 * 128);
+  LutGemmParams params;
+  params.shape = s;
+  params.dtype = dtype;
+  params.m = m;
+  params.workspace = &params;  // (only the size is planned)
+  params.workspace_bytes = LutGemmWorkspaceBytes(s, m) + 64 * 1024 +
+                           (call.split_k > 0 ? static_cast<size_t>(call.split_k * padded) * 4 : 0);
+  params.split_k = call.split_k;
+  params.kernel = LutKernel::kTensorCore;
+  params.swiglu = call.swiglu;
+  return TensorCoreSpreadSplits(params);
+}
+
+// The reduction spread over each tile's split blocks (128-row tiles, plain calls and SwiGLU, a
+// classic plan whose grid is resident at once: each block sums a slice after a bounded wait for
+// the others) against the reference, bitwise run to run, bitwise the last block's reduction of
+// the same split count (FLUTE_LUT_TC_SPREAD=off), bitwise with no wait at all ("nowait": blocks
+// that find a split missing hand their slice to the last one), and the counters left at zero.
+// Automatic splits (4096 x 4096 at m = 100 / 128: 32 tiles x 4 splits, whose clusters of 4 do not
+// all fit on an H100) and forced 2-8 with clusters off, uneven k-tiles per split, a partial
+// column block (2064 features), a partial and two m tiles, 2/3/4 bits, G 32-128, both dtypes.
+TEST(LutGemmTcGpuTest, SpreadReductionMatchesAndIsBitwiseTheLastBlockReduction) {
+  REQUIRE_GPU();
+  FRESH_RNG(rng);
+  struct Case {
+    LutShape shape;
+    bool swiglu;
+    std::vector<int64_t> ms;
+    std::vector<int> splits;  // 0: automatic
+  };
+  int spread = 0, calls = 0;
+  for (const Case& c : {Case{{4096, 4096, 4, 128}, false, {100, 128}, {0}},
+                        Case{{512, 4096, 4, 64}, false, {65, 128, 256}, {2, 3, 5, 8}},
+                        Case{{2064, 2048, 3, 32}, false, {100}, {2, 3}},
+                        Case{{1024, 2048, 2, 128}, true, {128, 200}, {4}}}) {
+    const LutShape& s = c.shape;
+    const LutProblem p = MakeLutProblem(s, rng);
+    for (ActivationType dtype : {ActivationType::kFloat16, ActivationType::kBFloat16}) {
+      for (int64_t m : c.ms) {
+        const std::vector<float> x = RandomActivations(dtype, m, s.k, rng);
+        std::vector<float> ref = ReferenceY(p, x, m);
+        if (c.swiglu) ref = SwiGluOfInterleaved(ref, m, s.n);
+        const double tol = c.swiglu ? 2.0 : 1.0;
+        for (int split : c.splits) {
+          ScopedEnv no_clusters("FLUTE_LUT_TC_CLUSTER", split > 0 ? "off" : nullptr);
+          TcCall call;
+          call.split_k = split;
+          call.swiglu = c.swiglu;
+          const int planned = PlannedSpreadSplits(s, dtype, m, call);
+          SCOPED_TRACE(::testing::Message() << "n=" << s.n << " k=" << s.k << " b=" << s.bits << " G=" << s.group_size
+                                            << " " << Name(dtype) << " m=" << m << " split_k=" << split
+                                            << " swiglu=" << c.swiglu << " spread=" << planned);
+          if (split > 0 && planned > 1) {
+            EXPECT_EQ(planned, split);
+          }
+          spread += planned > 1;
+          ++calls;
+          std::vector<uint16_t> y, again, no_wait, last_block;
+          std::vector<uint8_t> counters;
+          ASSERT_TRUE(RunTc(p, dtype, x, m, call, &y, &counters));
+          EXPECT_EQ(std::count(counters.begin(), counters.end(), 0), static_cast<long>(counters.size()))
+              << "split counters not reset";
+          ASSERT_TRUE(RunTc(p, dtype, x, m, call, &again));
+          EXPECT_EQ(y, again) << "not bitwise run to run";
+          EXPECT_TRUE(MatchesReference(dtype, y, ref, nullptr, tol));
+          {
+            ScopedEnv env("FLUTE_LUT_TC_SPREAD", "nowait");
+            ASSERT_TRUE(RunTc(p, dtype, x, m, call, &no_wait, &counters));
+            EXPECT_EQ(std::count(counters.begin(), counters.end(), 0), static_cast<long>(counters.size()))
+                << "split counters not reset (nowait)";
+          }
+          EXPECT_EQ(y, no_wait) << "spread with and without the wait";
+          {
+            ScopedEnv env("FLUTE_LUT_TC_SPREAD", "off");
+            EXPECT_EQ(PlannedSpreadSplits(s, dtype, m, call), 1);
+            ASSERT_TRUE(RunTc(p, dtype, x, m, call, &last_block));
+          }
+          EXPECT_TRUE(MatchesReference(dtype, last_block, ref, nullptr, tol));
+          EXPECT_EQ(y, last_block) << "spread vs the last block's reduction, same split count";
+        }
+      }
+    }
+  }
+  std::printf("tc spread reduction: %d of %d calls spread\n", spread, calls);
+  // On an H100 (132 SMs) every call here has a resident grid of 2-8 splits.
+  EXPECT_GT(spread, calls / 2);
+}
+
+// Small enough for compute-sanitizer memcheck / racecheck (--gtest_filter=*SanitizerSubset*):
+// the spread reduction with 2 and 4 splits, with and without the wait, a partial and a full
+// 128-row tile, SwiGLU.
+TEST(LutGemmTcGpuTest, SpreadSanitizerSubset) {
+  REQUIRE_GPU();
+  FRESH_RNG(rng);
+  const LutShape s{256, 1024, 4, 128};
+  const LutProblem p = MakeLutProblem(s, rng);
+  ScopedEnv no_clusters("FLUTE_LUT_TC_CLUSTER", "off");
+  for (const char* wait : {"bounded", "nowait"}) {
+    ScopedEnv env("FLUTE_LUT_TC_SPREAD", wait);
+    for (int split : {2, 4}) {
+      for (int64_t m : {70, 128}) {
+        for (bool swiglu : {false, true}) {
+          TcCall call;
+          call.split_k = split;
+          call.swiglu = swiglu;
+          SCOPED_TRACE(::testing::Message() << wait << " m=" << m << " split_k=" << split << " swiglu=" << swiglu);
+          ASSERT_EQ(PlannedSpreadSplits(s, ActivationType::kBFloat16, m, call), split);
+          const std::vector<float> x = RandomActivations(ActivationType::kBFloat16, m, s.k, rng);
+          std::vector<float> ref = ReferenceY(p, x, m);
+          if (swiglu) ref = SwiGluOfInterleaved(ref, m, s.n);
+          std::vector<uint16_t> y;
+          ASSERT_TRUE(RunTc(p, ActivationType::kBFloat16, x, m, call, &y));
+          EXPECT_TRUE(MatchesReference(ActivationType::kBFloat16, y, ref, nullptr, swiglu ? 2.0 : 1.0));
+        }
+      }
+    }
+  }
+}
+
 // Stream-K (FLUTE_LUT_TC_STREAMK=on: wherever it applies, i.e. 128-row tiles (m > 64) and at
 // least 4 k-tiles per block): against the reference, bitwise equal run to run (each tile's
 // pieces are summed in piece order by whichever arrives last), close to the classic plan (off),
