@@ -247,9 +247,11 @@ TcSpread SpreadFromEnv() {
 // clusters) with 2-8 splits whose whole grid is resident at once (one block per SM at MT = 128),
 // so that a block's wait for its tile's other splits is short: the same split count and order,
 // so bitwise the last block's sums. H100, same binary against FLUTE_LUT_TC_SPREAD=off, fp16, 3
-// rounds (bench/results/ab-2026-11-26-h100/session38/): 4096x4096 at M = 65 / 96 / 128 0.95 /
-// 0.93 / 0.91 of the time (4-bit G128 M = 128 17.1 -> 15.7 us), 14336x4096 0.95-0.98; the shapes
-// it does not apply to within noise. Default mode only; plain and SwiGLU calls.
+// rounds (bench/results/ab-2026-11-26-h100/session38/, call 5): 4096x4096 at M = 65 / 96 / 128
+// 0.93-0.94 / 0.90-0.92 / 0.88-0.89 of the time (4-bit G128 M = 128 17.1 -> 15.1 us, cuBLAS
+// 14.7), 14336x4096 0.94-0.98; the shapes it does not apply to within noise (call 1). Clusters of
+// 2 with this reduction over the pairs' sums were slower than either (call 4; not kept). Default
+// mode only; plain and SwiGLU calls.
 void UseSpread(const LutGemmParams& params, TcMode mode, int sm_count, TcPlan* p) {
   if (mode != TcMode::kDefault || p->mt != 128 || p->splits < 2 || p->splits > 8 || p->stream_k || p->cluster > 1 ||
       !p->own_reduce || params.residual_epilogue() || params.deferred_norm()) {

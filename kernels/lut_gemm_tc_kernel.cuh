@@ -185,18 +185,17 @@ __device__ __forceinline__ void ClusterReduce(float (&acc)[kAcc], int split, int
 // cuBLAS on 4096x4096), each of the tile's blocks waits for the others and sums one slice of the
 // 8-row groups, [s * vecs / splits, (s + 1) * vecs / splits) for split s, over all splits in split
 // order from 0.0f: bitwise the last block's sums. The wait is bounded (kSpreadWaitNs), so nothing
-// hangs if the splits were not resident together after all: a block that gives up leaves its
-// slice, and the last block to arrive, after its own slice, claims and sums every slice still
-// unclaimed. The tile's counter word: bits 0-7 the arrivals, 8-15 the claimed slices, 16-23 the
-// blocks done with the word, the last of which resets it to 0 for the next call.
+// hangs if the splits were not resident together after all. The tile's counter word: bits 0-7
+// the arrivals, 8-15 the slices given up, 16-23 the blocks done with the word.
+//  - A block that sees all arrivals within the wait sums its slice; one that does not gives its
+//    slice up with one acquire-release add (its bit and its "done"): if that add finds all
+//    arrived after all, the block sums its slice anyway, else the last block to arrive, whose
+//    arrival add returns the bits given up before it, sums it. So each slice is summed once, and
+//    the fast path has no atomic between the wait and the loads.
+//  - Each block adds its "done" once, after its last read of the word (off the critical path: its
+//    result is needed only at the end); the block whose add completes the count resets the word
+//    to 0 for the next call.
 constexpr unsigned long long kSpreadWaitNs = 20000;
-constexpr unsigned kSpreadLastFlag = 0x100;
-
-// Claims the slices in `want` (bit s = slice s) on the counter word; returns those it got.
-__device__ __forceinline__ unsigned ClaimSlices(int* counter, unsigned want) {
-  const unsigned old = static_cast<unsigned>(atomicOr(counter, static_cast<int>(want << 8)));
-  return want & ~(old >> 8);
-}
 
 // Polls the counter word until all `splits` blocks arrived (true: their partials are visible to
 // this thread) or wait_ns passed (false).
@@ -251,8 +250,7 @@ __device__ __forceinline__ void SumSlice(const float* frag, int64_t split_stride
   }
 }
 
-// The protocol above for this block (split seg.split of its tile), after its partial stores;
-// every thread calls it. vecs: the 8-row groups with rows < M.
+// The protocol above for this block, after its partial stores; every thread calls it.
 template <int kVecs, typename Segment, typename StoreGroup>
 __device__ __forceinline__ void SpreadReduce(const TcArgs& args, const Segment& seg, const float* frag,
                                              int64_t split_stride, int vecs, bool warp_active, int tid,
@@ -260,28 +258,30 @@ __device__ __forceinline__ void SpreadReduce(const TcArgs& args, const Segment& 
   __shared__ unsigned s_slices;
   __syncthreads();  // the block's partial stores come before tid 0's release (cumulative)
   int* counter = args.counters + seg.col_block * args.num_m_tiles + seg.m_tile;
+  const int splits = seg.splits;
+  const unsigned mine = 1u << seg.split;
+  int done_before = 0;  // (tid 0) the "done" count before this block's
   if (tid == 0) {
-    const bool last = (AtomicAddAcqRelGpu(counter, 1) & 0xff) == seg.splits - 1;
-    const unsigned long long wait_ns = args.spread_reduce == kSpreadNoWait ? 0 : kSpreadWaitNs;
-    const bool all_arrived = last || WaitForArrivals(counter, seg.splits, wait_ns);
-    s_slices = (all_arrived ? ClaimSlices(counter, 1u << seg.split) : 0u) | (last ? kSpreadLastFlag : 0u);
+    const int old = AtomicAddAcqRelGpu(counter, 1);
+    unsigned slices = 0;
+    if ((old & 0xff) == splits - 1) {  // the last to arrive: its slice and those given up
+      slices = mine | ((old >> 8) & 0xff);
+      done_before = atomicAdd(counter, 1 << 16);
+    } else if (WaitForArrivals(counter, splits, args.spread_reduce == kSpreadNoWait ? 0 : kSpreadWaitNs)) {
+      slices = mine;
+      done_before = atomicAdd(counter, 1 << 16);
+    } else {  // give up, unless all arrived meanwhile
+      done_before = AtomicAddAcqRelGpu(counter, static_cast<int>(mine << 8) + (1 << 16));
+      slices = (done_before & 0xff) == splits ? mine : 0u;
+    }
+    s_slices = slices;
   }
   __syncthreads();  // (tid 0's acquire of the other splits' partials, extended to the block)
-  const unsigned claimed = s_slices;
-  if (warp_active && (claimed & 0xff) != 0) SumSlice<kVecs>(frag, split_stride, seg.splits, seg.split, vecs, store_group);
-  if (claimed & kSpreadLastFlag) {  // the last to arrive: every slice that no block claimed
-    __syncthreads();                // (every thread has read s_slices)
-    if (tid == 0) s_slices = ClaimSlices(counter, (1u << seg.splits) - 1);
-    __syncthreads();
-    const unsigned rest = s_slices;
-    for (int slice = 0; slice < seg.splits; ++slice) {
-      if (warp_active && ((rest >> slice) & 1)) SumSlice<kVecs>(frag, split_stride, seg.splits, slice, vecs, store_group);
-    }
+  const unsigned slices = s_slices;
+  for (int slice = 0; slice < splits; ++slice) {
+    if (warp_active && ((slices >> slice) & 1)) SumSlice<kVecs>(frag, split_stride, splits, slice, vecs, store_group);
   }
-  if (tid == 0) {  // this block's last access to the word; the last block done resets it
-    const int done = (atomicAdd(counter, 1 << 16) >> 16) & 0xff;
-    if (done == seg.splits - 1) atomicExch(counter, 0);
-  }
+  if (tid == 0 && ((done_before >> 16) & 0xff) == splits - 1) atomicExch(counter, 0);  // every block is done
 }
 
 // Main-loop variants, a template argument of the kernels (each its own instances):

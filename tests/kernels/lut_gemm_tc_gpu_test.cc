@@ -439,7 +439,9 @@ TEST(LutGemmTcGpuTest, ClusterSplitsMatchAndAreBitwiseTheWorkspaceReduction) {
           SCOPED_TRACE(::testing::Message() << "n=" << s.n << " k=" << s.k << " b=" << s.bits << " G=" << s.group_size
                                             << " " << Name(dtype) << " m=" << m << " split_k=" << split
                                             << " swiglu=" << c.swiglu << " cluster=" << cluster);
-          if (split > 0 && cluster > 1) EXPECT_EQ(cluster, split);
+          if (split > 0 && cluster > 1) {
+            EXPECT_EQ(cluster, split);
+          }
           clustered += cluster > 1;
           ++calls;
           std::vector<uint16_t> y, again, workspace_reduced;

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# session 38 call 3: final build — all kernel GPU tests, sanitizer subsets, full LUT-GEMM tables (fp16, bf16)
+set -u
+out=$OUT; d=.dev
+tar -xJf $d/p38c.tar.xz -C $d
+export LD_LIBRARY_PATH=$PWD/$d/p38c/lib
+bin=$d/p38c/bin
+hdr() { echo "# $1 (build $(cat $d/build-id)) — $(date -u +%FT%TZ) — $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader)"; }
+{ hdr "kernel_tests (all GPU kernels)"; timeout 260 $bin/kernel_tests 2>&1; echo "rc=$?"; } > $out/kernel-gpu-tests.log
+grep -E "^\[  (PASSED|FAILED|SKIPPED) |^rc=|tests ran|FAILED" $out/kernel-gpu-tests.log | tail -8; echo "t=$SECONDS"
+S=4096x6144,4096x4096,4096x28672,14336x4096,8192x10240,8192x8192,8192x57344,28672x8192
+for dt in fp16 bf16; do
+  timeout 200 $bin/flute-bench-kernel --shapes $S --m 1,2,4,8,16,32,64,128 --configs 4g128,3g128,2g128,4g64 --dtypes $dt --kernels auto-pdl --replays 9 --md $out/lut-gemm-$dt.md --json $out/lut-gemm-$dt.json > $out/lut-gemm-$dt.log 2>&1
+  echo "$dt rc=$? t=$SECONDS"
+done
+{ hdr "compute-sanitizer memcheck + racecheck, *SpreadSanitizerSubset* + *ClusterSanitizerSubset*"
+  for tool in memcheck racecheck; do echo "## $tool"; timeout 70 /usr/local/cuda/bin/compute-sanitizer --tool $tool $bin/kernel_tests --gtest_filter='*SpreadSanitizerSubset*:*ClusterSanitizerSubset*' 2>&1 | tail -4; done
+} > $out/kernel-sanitizer.log 2>&1
+cat $out/kernel-sanitizer.log
+echo "elapsed $SECONDS"
