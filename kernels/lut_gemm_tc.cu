@@ -243,22 +243,27 @@ TcSpread SpreadFromEnv() {
 }
 
 // The reduction spread over each tile's split blocks (TcArgs::spread_reduce, SpreadReduce in
-// lut_gemm_tc_kernel.cuh) for plain MT = 128 calls of a classic plan (not Stream-K, not in
-// clusters) with 2-8 splits whose whole grid is resident at once (one block per SM at MT = 128),
-// so that a block's wait for its tile's other splits is short: the same split count and order,
-// so bitwise the last block's sums. H100, same binary against FLUTE_LUT_TC_SPREAD=off, fp16, 3
+// lut_gemm_tc_kernel.cuh) for plain MT = 64 and 128 calls of a classic plan (not Stream-K, not in
+// clusters) with 2-8 splits whose whole grid is resident at once (one block per SM at MT = 128,
+// two at 64), so that a block's wait for its tile's other splits is short: the same split count
+// and order, so bitwise the last block's sums. At MT = 64 (M = 33-64), against the fce2261
+// binary (MT = 128 only): 4096x4096 M = 33-48 0.89-0.93 of the time, 4096x6144 0.90-0.96,
+// 14336x4096 0.93-0.98, 8192x8192 0.94-0.98 (session38/call10; FLUTE_LUT_TC=mt64 with the spread
+// at M = 65-128 was slower than MT = 128's). H100, same binary against FLUTE_LUT_TC_SPREAD=off, fp16, 3
 // rounds (bench/results/ab-2026-11-26-h100/session38/, call 5): 4096x4096 at M = 65 / 96 / 128
 // 0.93-0.94 / 0.90-0.92 / 0.88-0.89 of the time (4-bit G128 M = 128 17.1 -> 15.1 us, cuBLAS
 // 14.7), 14336x4096 0.94-0.98; the shapes it does not apply to within noise (call 1). Clusters of
 // 2 with this reduction over the pairs' sums were slower than either (call 4; not kept). Default
 // mode only; plain and SwiGLU calls.
 void UseSpread(const LutGemmParams& params, TcMode mode, int sm_count, TcPlan* p) {
-  if (mode != TcMode::kDefault || p->mt != 128 || p->splits < 2 || p->splits > 8 || p->stream_k || p->cluster > 1 ||
-      !p->own_reduce || params.residual_epilogue() || params.deferred_norm()) {
+  if ((mode != TcMode::kDefault && mode != TcMode::kMt64) || (p->mt != 128 && p->mt != 64) || p->splits < 2 ||
+      p->splits > 8 || p->stream_k || p->cluster > 1 || !p->own_reduce || params.residual_epilogue() ||
+      params.deferred_norm()) {
     return;
   }
   const int64_t grid = static_cast<int64_t>(p->num_col_blocks) * p->num_m_tiles * p->splits;
-  if (grid > sm_count * TcRegBlocks(p->mt)) return;
+  const int blocks_per_sm = std::max(1, std::min(TcRegBlocks(p->mt), (227 * 1024) / (p->smem_bytes + 1024)));
+  if (grid > static_cast<int64_t>(sm_count) * blocks_per_sm) return;
   p->spread = SpreadFromEnv();
 }
 

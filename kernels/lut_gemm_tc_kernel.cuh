@@ -177,10 +177,11 @@ __device__ __forceinline__ void ClusterReduce(float (&acc)[kAcc], int split, int
 }
 
 // The split-K reduction spread over a tile's split blocks (TcArgs::spread_reduce; MakeTcPlan sets
-// it for plain MT = 128 calls whose classic plan splits K 2-8 ways, whose whole grid is resident
-// at once, and whose tiles' clusters of that many blocks do not all fit: 4096x4096 and
-// 14336x4096 at M = 65-128, 32 tiles x 4 splits). Every block has stored its partial tile
-// (fragment order). Instead of the last block to arrive loading every split's [128 x 128] fp32
+// it for plain MT = 64 and 128 calls whose classic plan splits K 2-8 ways, whose whole grid is
+// resident at once, and (MT = 128) whose tiles' clusters of that many blocks do not all fit:
+// 4096x4096 and 14336x4096 at M = 65-128, 32 tiles x 4 splits; most split shapes at M = 33-64).
+// Every block has stored its partial tile (fragment order). Instead of the last block to arrive
+// loading every split's [128 x 128] fp32
 // tile into one SM (4 x 64 KB, one L2 round trip per split: the chain that made the whole gap to
 // cuBLAS on 4096x4096), each of the tile's blocks waits for the others and sums one slice of the
 // 8-row groups, [s * vecs / splits, (s + 1) * vecs / splits) for split s, over all splits in split
@@ -789,7 +790,7 @@ __device__ __forceinline__ void TcLutGemmSegment(const TcArgs& args, const TcNor
       }
     }
   }
-  if constexpr (kMT == 128 && !kFused) {
+  if constexpr ((kMT == 128 || kMT == 64) && !kFused) {
     if (args.spread_reduce != kSpreadOff) {  // (own_reduce, classic plans: MakeTcPlan)
       SpreadReduce<kAcc / 4>(args, seg, frag, frag_split_stride, (valid_rows + 7) / 8, warp_active, tid, store_group);
       return;
