@@ -677,6 +677,28 @@ static bool ShallowFirst(const LutShape& s, int64_t m, const StripLaunch& launch
   return s.bits == 3 && m == 1 && !launch.fusion.any();
 }
 
+// 4-bit plain calls of 3-4 rows without early weights, X staged (DeepFirst): a plan of 2 stages
+// gets almost nothing for its second block per SM (kShallowBlockBonus of the fill score below,
+// not 1), so that the fill decides between it and 3-4 stages at one block. Staged X is read from
+// L2 again for every strip, as many bytes as the codes at 4 rows, which 2 stages do not cover.
+// H100, 4-bit, same binary against FLUTE_LUT_STRIP_DEEP=off (bench/results/ab-2026-11-26-h100/
+// session39/, call 5: every such call at 4 stages, one block): M = 3-4 4096x6144 0.91-0.92 of the
+// time, 8192x10240 0.86-0.91 (G128 M = 3 28.3 -> 24.8 us), fp16 and bf16, G128 and G64; but where
+// two blocks of 2 stages fill the SMs as well (4096x4096, 14336x4096, 8192x8192, 8192x57344,
+// 28672x8192: 256-3584 strips) 0.95 to 1.11, so those keep 2 stages. 2 bits already take 3 stages
+// at 2 blocks there (their stages are half the size); 3 bits were not measured. The depth
+// changes no bits (tiles per warp stay the shape's). (One tile per warp with X resident was
+// faster still at M = 3 on the k = 8192 shapes, 8192x57344 126.8 -> 88.4 us (call 4), but tiles
+// per warp set the summation order, which must not depend on M.) FLUTE_LUT_STRIP_DEEP=off
+// restores the plan without it (A/B runs).
+constexpr double kShallowBlockBonus = 0.1;
+static bool DeepFirst(const LutShape& s, int64_t m, const StripLaunch& launch) {
+  const char* env = std::getenv("FLUTE_LUT_STRIP_DEEP");
+  if (env != nullptr && std::string(env) == "off") return false;
+  return s.bits == 4 && m >= 3 && m <= 4 && !launch.early_weights && !launch.fusion.norm_prologue &&
+         !launch.fusion.residual_epilogue;
+}
+
 static StripPlan ComputeStripPlan(const LutShape& s, ActivationType dtype, int64_t m, const StripLaunch& launch,
                                   int sm_count) {
   const ResidentXRule rule = ResidentXForPlainCalls();
@@ -691,6 +713,7 @@ static StripPlan ComputeStripPlan(const LutShape& s, ActivationType dtype, int64
   const int max_smem = MaxSmemOptin();
   const int sm_smem = SmemPerSm();
   const StripFusion fusion = launch.fusion;
+  const bool deep_first = DeepFirst(s, m, launch);
   StripPlan best;
   double best_score = -1.0;
   const std::vector<bool> low_regs_candidates = LowRegsCandidates(s.bits, launch.early_weights);
@@ -723,6 +746,7 @@ static StripPlan ComputeStripPlan(const LutShape& s, ActivationType dtype, int64
       if (!make(tpw, stages, low_regs, &p)) continue;
       double score = fill(p) - (low_regs ? kLowRegsMargin : 0.0);
       if (p.blocks_per_sm >= 2) score += 1.0;  // latency hiding first
+      if (deep_first && !fusion.copy_x && stages == 2) score -= 1.0 - kShallowBlockBonus;
       if (score > best_score + 0.001) {
         best_score = score;
         best = p;
@@ -764,7 +788,7 @@ static StripPlan ComputeStripPlan(const LutShape& s, ActivationType dtype, int64
 }
 
 // Plans are cached per (device, shape, dtype, m, fusion, early weights, co-resident shared
-// memory, SM count, FLUTE_LUT_STRIP, _X, _LOWREGS, _SHALLOW): the occupancy queries
+// memory, SM count, FLUTE_LUT_STRIP, _X, _LOWREGS, _SHALLOW, _DEEP): the occupancy queries
 // cost microseconds of host time, and a decode step that is not replayed from a CUDA graph
 // launches hundreds of these GEMMs.
 StripPlan MakeStripPlan(const LutShape& s, ActivationType dtype, int64_t m, const StripLaunch& launch,
@@ -775,11 +799,13 @@ StripPlan MakeStripPlan(const LutShape& s, ActivationType dtype, int64_t m, cons
   const char* env_x = std::getenv("FLUTE_LUT_STRIP_X");
   const char* env_low = std::getenv("FLUTE_LUT_STRIP_LOWREGS");
   const char* env_shallow = std::getenv("FLUTE_LUT_STRIP_SHALLOW");
+  const char* env_deep = std::getenv("FLUTE_LUT_STRIP_DEEP");
   using Key = std::tuple<int, int64_t, int64_t, int, int, int, int64_t, bool, bool, bool, int, int, std::string>;
   const Key key{device, s.n, s.k, s.bits, s.group_size, static_cast<int>(dtype), m, launch.fusion.norm_prologue,
                 launch.fusion.residual_epilogue, launch.early_weights, launch.coresident_smem, sm_count,
                 std::string(env != nullptr ? env : "") + "|" + (env_x != nullptr ? env_x : "") + "|" +
-                    (env_low != nullptr ? env_low : "") + "|" + (env_shallow != nullptr ? env_shallow : "")};
+                    (env_low != nullptr ? env_low : "") + "|" + (env_shallow != nullptr ? env_shallow : "") + "|" +
+                    (env_deep != nullptr ? env_deep : "")};
   static std::mutex mu;
   static std::map<Key, StripPlan>* cache = new std::map<Key, StripPlan>();
   {

@@ -180,16 +180,17 @@ __device__ __forceinline__ void ClusterReduce(float (&acc)[kAcc], int split, int
 // it for plain MT = 64 and 128 calls whose classic plan splits K 2-8 ways, whose whole grid is
 // resident at once, and (MT = 128) whose tiles' clusters of that many blocks do not all fit:
 // 4096x4096 and 14336x4096 at M = 65-128, 32 tiles x 4 splits; most split shapes at M = 33-64).
-// Every block has stored its partial tile (fragment order). Instead of the last block to arrive
-// loading every split's [128 x 128] fp32
-// tile into one SM (4 x 64 KB, one L2 round trip per split: the chain that made the whole gap to
-// cuBLAS on 4096x4096), each of the tile's blocks waits for the others and sums one slice of the
-// 8-row groups, [s * vecs / splits, (s + 1) * vecs / splits) for split s, over all splits in split
-// order from 0.0f: bitwise the last block's sums. The wait is bounded (kSpreadWaitNs), so nothing
+// Every block has stored its partial tile (fragment order), at MT = 128 but for its own slice
+// (below), which it keeps on chip: (splits - 1) / splits of the bytes through L2 each way. Instead of the last
+// block to arrive loading every split's [128 x 128] fp32 tile into one SM (4 x 64 KB, one L2
+// round trip per split: the chain that made the whole gap to cuBLAS on 4096x4096), each of the
+// tile's blocks waits for the others and sums one slice of the 8-row groups,
+// [s * vecs / splits, (s + 1) * vecs / splits) for split s, over all splits in split order from
+// 0.0f: bitwise the last block's sums. The wait is bounded (kSpreadWaitNs), so nothing
 // hangs if the splits were not resident together after all. The tile's counter word: bits 0-7
 // the arrivals, 8-15 the slices given up, 16-23 the blocks done with the word.
-//  - A block that sees all arrivals within the wait sums its slice; one that does not gives its
-//    slice up with one acquire-release add (its bit and its "done"): if that add finds all
+//  - A block that sees all arrivals within the wait sums its slice; one that does not stores its
+//    own slice and gives the slice up with one acquire-release add (its bit and its "done"): if that add finds all
 //    arrived after all, the block sums its slice anyway, else the last block to arrive, whose
 //    arrival add returns the bits given up before it, sums it. So each slice is summed once, and
 //    the fast path has no atomic between the wait and the loads.
@@ -210,12 +211,14 @@ __device__ __forceinline__ bool WaitForArrivals(const int* counter, int splits, 
 
 // Slice `slice` of the tile: this thread's float4s j0 <= j < j1 (8-row groups) summed over the
 // splits in split order from 0.0f, split sp's at frag + sp * split_stride + j * kFragmentGroupFloats,
-// the loads of two splits in one L2 round trip; store_group(j, sum) stores each. (All 4 splits of
-// 4096x4096 in one round trip instead of two was no faster on the H100: the reduction is bound by
-// the 8 MB of partials that the 128 blocks write to and read from L2, not by round trips.)
+// except split own_split's (this block's own slice, kept on chip: -1 for a slice given up by
+// another block), at own[(j - j0) * kThreads]; the loads of two splits in one L2 round trip;
+// store_group(j, sum) stores each. (All 4 splits of 4096x4096 in one round trip instead of two
+// was no faster on the H100: the reduction is bound by the partials' bytes in L2, not by round
+// trips.)
 template <int kVecs, typename StoreGroup>
 __device__ __forceinline__ void SumSlice(const float* frag, int64_t split_stride, int splits, int slice, int vecs,
-                                         const StoreGroup& store_group) {
+                                         int own_split, const float4* own, const StoreGroup& store_group) {
   constexpr int kMaxSlice = kVecs / 2;  // (2 or more splits)
   const int j0 = slice * vecs / splits, len = (slice + 1) * vecs / splits - j0;
   float4 sum[kMaxSlice];
@@ -225,12 +228,13 @@ __device__ __forceinline__ void SumSlice(const float* frag, int64_t split_stride
     float4 v[2][kMaxSlice];
 #pragma unroll
     for (int b = 0; b < 2; ++b) {
-      const bool split_exists = sp0 + b < splits;
+      const bool split_exists = sp0 + b < splits, on_chip = sp0 + b == own_split;
       const float* part = frag + (split_exists ? sp0 + b : 0) * split_stride + j0 * kFragmentGroupFloats;
 #pragma unroll
       for (int u = 0; u < kMaxSlice; ++u) {
-        v[b][u] = split_exists && u < len ? __ldcg(reinterpret_cast<const float4*>(part + u * kFragmentGroupFloats))
-                                          : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        v[b][u] = !split_exists || u >= len ? make_float4(0.0f, 0.0f, 0.0f, 0.0f)
+                  : on_chip                 ? own[u * kThreads]
+                                            : __ldcg(reinterpret_cast<const float4*>(part + u * kFragmentGroupFloats));
       }
     }
 #pragma unroll
@@ -251,36 +255,75 @@ __device__ __forceinline__ void SumSlice(const float* frag, int64_t split_stride
   }
 }
 
-// The protocol above for this block, after its partial stores; every thread calls it.
-template <int kVecs, typename Segment, typename StoreGroup>
-__device__ __forceinline__ void SpreadReduce(const TcArgs& args, const Segment& seg, const float* frag,
-                                             int64_t split_stride, int vecs, bool warp_active, int tid,
-                                             const StoreGroup& store_group) {
+// The 8-row groups [j0, j1) of a tile's vecs that split `split` of `splits` sums (SpreadReduce).
+__device__ __forceinline__ int SpreadSliceBegin(int split, int splits, int vecs) { return split * vecs / splits; }
+
+// The protocol above for this block, after its partial stores; every thread calls it with its
+// accumulators. kOwnOnChip (MT = 128): the stores left out the block's own slice
+// (SpreadSliceBegin), which goes to scratch, shared memory free once every warp is past its main
+// loop (the X stages), [kAcc / 8][kThreads] float4s. (At MT = 64, M = 33-64, keeping it on chip
+// was 0-2 % slower: 4096x6144 1.5-2 %, session 39 call 1.)
+template <int kAcc, bool kOwnOnChip, typename Segment, typename StoreGroup>
+__device__ __forceinline__ void SpreadReduce(const TcArgs& args, const Segment& seg, const float (&acc)[kAcc],
+                                             const float* frag, int64_t split_stride, int vecs, bool warp_active,
+                                             int tid, unsigned char* scratch, const StoreGroup& store_group) {
+  constexpr int kVecs = kAcc / 4;
+  constexpr unsigned kGiveUp = 1u << 31;
   __shared__ unsigned s_slices;
-  __syncthreads();  // the block's partial stores come before tid 0's release (cumulative)
   int* counter = args.counters + seg.col_block * args.num_m_tiles + seg.m_tile;
   const int splits = seg.splits;
   const unsigned mine = 1u << seg.split;
+  const int j0 = SpreadSliceBegin(seg.split, splits, vecs), j1 = SpreadSliceBegin(seg.split + 1, splits, vecs);
+  float4* own = reinterpret_cast<float4*>(scratch) + tid;
+  // Every warp's wgmmas and X copies are done (so the X stages are free), and the block's partial
+  // stores come before tid 0's release (cumulative).
+  __syncthreads();
+  if (kOwnOnChip && warp_active) {
+#pragma unroll
+    for (int j = 0; j < kVecs; ++j) {
+      if (j >= j0 && j < j1) own[(j - j0) * kThreads] = make_float4(acc[4 * j], acc[4 * j + 1], acc[4 * j + 2], acc[4 * j + 3]);
+    }
+  }
   int done_before = 0;  // (tid 0) the "done" count before this block's
   if (tid == 0) {
     const int old = AtomicAddAcqRelGpu(counter, 1);
-    unsigned slices = 0;
+    unsigned slices = kGiveUp;
     if ((old & 0xff) == splits - 1) {  // the last to arrive: its slice and those given up
       slices = mine | ((old >> 8) & 0xff);
       done_before = atomicAdd(counter, 1 << 16);
     } else if (WaitForArrivals(counter, splits, args.spread_reduce == kSpreadNoWait ? 0 : kSpreadWaitNs)) {
       slices = mine;
       done_before = atomicAdd(counter, 1 << 16);
-    } else {  // give up, unless all arrived meanwhile
-      done_before = AtomicAddAcqRelGpu(counter, static_cast<int>(mine << 8) + (1 << 16));
-      slices = (done_before & 0xff) == splits ? mine : 0u;
     }
     s_slices = slices;
   }
   __syncthreads();  // (tid 0's acquire of the other splits' partials, extended to the block)
-  const unsigned slices = s_slices;
+  unsigned slices = s_slices;
+  if (slices == kGiveUp) {
+    // Give the slice up, unless all arrived meanwhile: first store it for the block that sums it.
+    if (kOwnOnChip && warp_active) {
+      float* mine_part = const_cast<float*>(frag) + seg.split * split_stride;
+#pragma unroll
+      for (int j = 0; j < kVecs; ++j) {
+        if (j >= j0 && j < j1) {
+          __stcg(reinterpret_cast<float4*>(mine_part + j * kFragmentGroupFloats),
+                 make_float4(acc[4 * j], acc[4 * j + 1], acc[4 * j + 2], acc[4 * j + 3]));
+        }
+      }
+    }
+    __syncthreads();  // those stores before tid 0's release
+    if (tid == 0) {
+      done_before = AtomicAddAcqRelGpu(counter, static_cast<int>(mine << 8) + (1 << 16));
+      s_slices = (done_before & 0xff) == splits ? mine : 0u;
+    }
+    __syncthreads();
+    slices = s_slices;
+  }
   for (int slice = 0; slice < splits; ++slice) {
-    if (warp_active && ((slices >> slice) & 1)) SumSlice<kVecs>(frag, split_stride, splits, slice, vecs, store_group);
+    if (warp_active && ((slices >> slice) & 1)) {
+      SumSlice<kVecs>(frag, split_stride, splits, slice, vecs, kOwnOnChip && slice == seg.split ? seg.split : -1, own,
+                      store_group);
+    }
   }
   if (tid == 0 && ((done_before >> 16) & 0xff) == splits - 1) atomicExch(counter, 0);  // every block is done
 }
@@ -769,11 +812,17 @@ __device__ __forceinline__ void TcLutGemmSegment(const TcArgs& args, const TcNor
   if (args.own_reduce) {
     frag_split_stride = FragmentSplitFloats(args.m, args.n);
     frag = args.partials + FragmentTileOffset(args.m, args.n, seg.col_block, m0) + 4 * tid;
+    // (The spread reduction keeps this block's own slice on chip: SpreadReduce.)
+    const int vecs = (valid_rows + 7) / 8;
+    static_assert(kMT / 16 * kThreads * 16 <= C::kStages * C::kXStageBytes, "the own slice (2+ splits) fits the X stages");
+    const bool spread = kMT == 128 && !kFused && args.spread_reduce != kSpreadOff;  // (SpreadReduce's kOwnOnChip)
+    const int own0 = spread ? SpreadSliceBegin(seg.split, seg.splits, vecs) : 0;
+    const int own1 = spread ? SpreadSliceBegin(seg.split + 1, seg.splits, vecs) : 0;
     if (warp_active) {
       float* mine = const_cast<float*>(frag) + seg.split * frag_split_stride;
 #pragma unroll
       for (int i = 0; i < kMT / 8; ++i) {
-        if (m0 + 8 * i < args.m) {
+        if (i < vecs && (i < own0 || i >= own1)) {
           __stcg(reinterpret_cast<float4*>(mine + i * kFragmentGroupFloats),
                  make_float4(acc[4 * i], acc[4 * i + 1], acc[4 * i + 2], acc[4 * i + 3]));
         }
@@ -792,7 +841,8 @@ __device__ __forceinline__ void TcLutGemmSegment(const TcArgs& args, const TcNor
   }
   if constexpr ((kMT == 128 || kMT == 64) && !kFused) {
     if (args.spread_reduce != kSpreadOff) {  // (own_reduce, classic plans: MakeTcPlan)
-      SpreadReduce<kAcc / 4>(args, seg, frag, frag_split_stride, (valid_rows + 7) / 8, warp_active, tid, store_group);
+      SpreadReduce<kAcc, kMT == 128>(args, seg, acc, frag, frag_split_stride, (valid_rows + 7) / 8, warp_active, tid, s_x,
+                              store_group);
       return;
     }
   }

@@ -356,6 +356,64 @@ TEST(LutGemmGpuTest, StripKernelEveryBitsGroupDtypeAndConfig) {
   }
 }
 
+// One-hot rows of X pick single weights: row r = e_{k_r}, so y[r, n] is exactly one product,
+// T(float(T(table[code[n, k_r]])) * scale[n, k_r / G]) (a one-product MMA sum is exact, and every
+// other group and warp adds +0.0f). Bitwise, at random code positions of every lookup word: the
+// strip kernel's pair tables (2 bits: the quad table; 3 bits: the wide table over two bit planes)
+// for each bits x G x dtype, one and eight rows.
+void CheckOneHotRows(const LutShape& s, ActivationType dtype, int64_t m, const LaunchChoice& how, std::mt19937& rng) {
+  SCOPED_TRACE(::testing::Message() << "n=" << s.n << " k=" << s.k << " b=" << s.bits << " G=" << s.group_size
+                                    << " " << Name(dtype) << " m=" << m);
+  Problem p = MakeProblem(s, rng);
+  std::vector<uint8_t> codes(static_cast<size_t>(s.n * s.k));
+  lut::UnpackCodes(s, p.packed.data(), codes.data());
+  auto round_t = [&](float f) {
+    return dtype == ActivationType::kFloat16 ? HalfToFloat(FloatToHalf(f)) : Bf16ToFloat(FloatToBf16(f));
+  };
+  // Each run covers m positions; 64 runs' worth of random k positions.
+  for (int run = 0; run < 64 / m; ++run) {
+    std::vector<int64_t> ks(m);
+    std::vector<float> x(static_cast<size_t>(m * s.k), 0.0f);
+    for (int64_t r = 0; r < m; ++r) {
+      ks[r] = static_cast<int64_t>(rng() % s.k);
+      x[r * s.k + ks[r]] = 1.0f;
+    }
+    std::vector<uint16_t> y;
+    ASSERT_TRUE(RunGpu(p, dtype, x, m, how, &y));
+    int64_t wrong = 0;
+    for (int64_t r = 0; r < m; ++r) {
+      for (int64_t n = 0; n < s.n; ++n) {
+        const float w = round_t(p.table[codes[n * s.k + ks[r]]]);
+        const float scale = HalfToFloat(p.scales[n * (s.k / s.group_size) + ks[r] / s.group_size]);
+        const float want = round_t(w * scale);
+        const float got = dtype == ActivationType::kFloat16 ? HalfToFloat(y[r * s.n + n]) : Bf16ToFloat(y[r * s.n + n]);
+        if (got != want && wrong++ < 3) {
+          ADD_FAILURE() << "y[" << r << ", " << n << "] (k = " << ks[r] << ", code " << int{codes[n * s.k + ks[r]]}
+                        << "): expected " << want << ", got " << got;
+        }
+      }
+    }
+    ASSERT_EQ(wrong, 0) << "one-hot outputs that are not the dequantized weight";
+  }
+}
+
+TEST(LutGemmGpuTest, StripKernelOneHotRowsAreTheDequantizedWeights) {
+  REQUIRE_GPU();
+  std::mt19937 rng(std::random_device{}());
+  LaunchChoice strip;
+  strip.kernel = LutKernel::kStrip;
+  for (int bits : {2, 3, 4}) {
+    for (int g : {32, 128}) {
+      for (ActivationType dtype : {ActivationType::kFloat16, ActivationType::kBFloat16}) {
+        for (int64_t m : {1, 8}) {
+          CheckOneHotRows({400, 2048, bits, g}, dtype, m, strip, rng);
+          CheckOneHotRows({272, 3072, bits, g}, dtype, m, strip, rng);
+        }
+      }
+    }
+  }
+}
+
 // Plain strip calls of 2-8 rows keep X resident in shared memory where 2 blocks per SM still
 // fit (copied once per block) instead of staging it with every stage (by default only where the
 // blocks take 1.5 strips or more; FLUTE_LUT_STRIP_X=resident wherever it fits): bitwise the same
@@ -478,6 +536,63 @@ TEST(LutGemmGpuTest, StripPlanTakesTwoStagesFirstAtTwoAndThreeBits) {
     ASSERT_TRUE(RunGpu(p, ActivationType::kBFloat16, x, 1, strip, &deep));
   }
   EXPECT_EQ(shallow, deep);
+}
+
+// 4-bit plain calls of 3-4 rows with X staged take 3-4 stages at one block per SM where two
+// blocks of 2 stages would leave block slots idle (DeepFirst, lut_gemm_strip.cu: 640 strips of
+// 8192x10240 over 264 slots), and keep 2 stages where two blocks fill the SMs as well (256 strips
+// of 4096x4096); 1-2 rows, early weights and FLUTE_LUT_STRIP_DEEP=off keep the plan without it.
+// The depth changes no bits: M = 4 both ways, bitwise.
+TEST(LutGemmGpuTest, StripPlanTakesDeeperPipelinesAtFourBitsAndThreeOrFourRows) {
+  REQUIRE_GPU();
+  int sms = 0;
+  ASSERT_EQ(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), cudaSuccess);
+  const LutShape shape{10240, 8192, 4, 128};  // X [4][8200] does not fit beside 2 blocks' stages
+  StripLaunch plain, early;
+  early.early_weights = true;
+  const auto plan = [&](int64_t m, const StripLaunch& launch) {
+    return MakeStripPlan(shape, ActivationType::kFloat16, m, launch, sms);
+  };
+  for (int64_t m : {3, 4}) {
+    const StripPlan deep = plan(m, plain);
+    EXPECT_FALSE(deep.copy_x) << "m=" << m;
+    EXPECT_GE(deep.stages, 3) << "m=" << m;
+    ScopedEnv env("FLUTE_LUT_STRIP_DEEP", "off");
+    const StripPlan off = plan(m, plain);
+    EXPECT_EQ(off.stages, 2) << "m=" << m;
+    EXPECT_EQ(off.tiles_per_warp, deep.tiles_per_warp) << "m=" << m;
+  }
+  if (sms == 132) {  // (the strip and slot counts above are the H100's)
+    const StripPlan square = MakeStripPlan({4096, 4096, 4, 128}, ActivationType::kFloat16, 4, plain, sms);
+    EXPECT_FALSE(square.copy_x);
+    EXPECT_EQ(square.stages, 2);
+  }
+  for (int64_t m : {1, 2}) {
+    const StripPlan with = plan(m, plain);
+    ScopedEnv env("FLUTE_LUT_STRIP_DEEP", "off");
+    const StripPlan without = plan(m, plain);
+    EXPECT_EQ(with.stages, without.stages) << "m=" << m;
+    EXPECT_EQ(with.copy_x, without.copy_x) << "m=" << m;
+  }
+  {
+    const int early_stages = plan(4, early).stages;
+    ScopedEnv env("FLUTE_LUT_STRIP_DEEP", "off");
+    EXPECT_EQ(plan(4, early).stages, early_stages);
+  }
+  std::mt19937 rng(std::random_device{}());
+  Problem p = MakeProblem(shape, rng);
+  LaunchChoice strip;
+  strip.kernel = LutKernel::kStrip;
+  const std::vector<float> x = RandomX(ActivationType::kFloat16, 4, shape.k, rng);
+  std::vector<uint16_t> deep, off;
+  ASSERT_TRUE(RunGpu(p, ActivationType::kFloat16, x, 4, strip, &deep));
+  {
+    ScopedEnv env("FLUTE_LUT_STRIP_DEEP", "off");
+    ASSERT_TRUE(RunGpu(p, ActivationType::kFloat16, x, 4, strip, &off));
+  }
+  EXPECT_EQ(deep, off);
+  double err = 0;
+  EXPECT_TRUE(Compare(ActivationType::kFloat16, deep, Reference(p, x, 4), &err));
 }
 
 // 3 bits has two strip instances, 128 and 80 registers per thread (2 or 3 blocks per SM), that
