@@ -258,6 +258,34 @@ __device__ __forceinline__ void SumSlice(const float* frag, int64_t split_stride
 // The 8-row groups [j0, j1) of a tile's vecs that split `split` of `splits` sums (SpreadReduce).
 __device__ __forceinline__ int SpreadSliceBegin(int split, int splits, int vecs) { return split * vecs / splits; }
 
+// f(j, v) for the 8-row groups j0 <= j < j1 of this thread's accumulators, v = acc[4j .. 4j + 3]
+// (j is a compile-time index into acc; the range is a run-time one).
+template <int kAcc, typename F>
+__device__ __forceinline__ void ForGroupsInRange(const float (&acc)[kAcc], int j0, int j1, const F& f) {
+#pragma unroll
+  for (int j = 0; j < kAcc / 4; ++j) {
+    if (j >= j0 && j < j1) f(j, make_float4(acc[4 * j], acc[4 * j + 1], acc[4 * j + 2], acc[4 * j + 3]));
+  }
+}
+
+// (tid 0) This block's arrival on the tile's counter word and its wait for the other splits:
+// the slices it sums (its own, and as the last to arrive those given up before it), or
+// kSpreadGiveUp if the wait ran out. *done_before: the "done" count before this block's.
+constexpr unsigned kSpreadGiveUp = 1u << 31;
+__device__ __forceinline__ unsigned ArriveAndWait(const TcArgs& args, int* counter, int splits, unsigned mine,
+                                                  int* done_before) {
+  const int old = AtomicAddAcqRelGpu(counter, 1);
+  if ((old & 0xff) == splits - 1) {  // the last to arrive
+    *done_before = atomicAdd(counter, 1 << 16);
+    return mine | ((old >> 8) & 0xff);
+  }
+  if (WaitForArrivals(counter, splits, args.spread_reduce == kSpreadNoWait ? 0 : kSpreadWaitNs)) {
+    *done_before = atomicAdd(counter, 1 << 16);
+    return mine;
+  }
+  return kSpreadGiveUp;
+}
+
 // The protocol above for this block, after its partial stores; every thread calls it with its
 // accumulators. kOwnOnChip (MT = 128): the stores left out the block's own slice
 // (SpreadSliceBegin), which goes to scratch, shared memory free once every warp is past its main
@@ -267,8 +295,6 @@ template <int kAcc, bool kOwnOnChip, typename Segment, typename StoreGroup>
 __device__ __forceinline__ void SpreadReduce(const TcArgs& args, const Segment& seg, const float (&acc)[kAcc],
                                              const float* frag, int64_t split_stride, int vecs, bool warp_active,
                                              int tid, unsigned char* scratch, const StoreGroup& store_group) {
-  constexpr int kVecs = kAcc / 4;
-  constexpr unsigned kGiveUp = 1u << 31;
   __shared__ unsigned s_slices;
   int* counter = args.counters + seg.col_block * args.num_m_tiles + seg.m_tile;
   const int splits = seg.splits;
@@ -278,38 +304,18 @@ __device__ __forceinline__ void SpreadReduce(const TcArgs& args, const Segment& 
   // Every warp's wgmmas and X copies are done (so the X stages are free), and the block's partial
   // stores come before tid 0's release (cumulative).
   __syncthreads();
-  if (kOwnOnChip && warp_active) {
-#pragma unroll
-    for (int j = 0; j < kVecs; ++j) {
-      if (j >= j0 && j < j1) own[(j - j0) * kThreads] = make_float4(acc[4 * j], acc[4 * j + 1], acc[4 * j + 2], acc[4 * j + 3]);
-    }
-  }
-  int done_before = 0;  // (tid 0) the "done" count before this block's
-  if (tid == 0) {
-    const int old = AtomicAddAcqRelGpu(counter, 1);
-    unsigned slices = kGiveUp;
-    if ((old & 0xff) == splits - 1) {  // the last to arrive: its slice and those given up
-      slices = mine | ((old >> 8) & 0xff);
-      done_before = atomicAdd(counter, 1 << 16);
-    } else if (WaitForArrivals(counter, splits, args.spread_reduce == kSpreadNoWait ? 0 : kSpreadWaitNs)) {
-      slices = mine;
-      done_before = atomicAdd(counter, 1 << 16);
-    }
-    s_slices = slices;
-  }
+  if (kOwnOnChip && warp_active) ForGroupsInRange(acc, j0, j1, [&](int j, float4 v) { own[(j - j0) * kThreads] = v; });
+  int done_before = 0;  // (tid 0)
+  if (tid == 0) s_slices = ArriveAndWait(args, counter, splits, mine, &done_before);
   __syncthreads();  // (tid 0's acquire of the other splits' partials, extended to the block)
   unsigned slices = s_slices;
-  if (slices == kGiveUp) {
+  if (slices == kSpreadGiveUp) {
     // Give the slice up, unless all arrived meanwhile: first store it for the block that sums it.
     if (kOwnOnChip && warp_active) {
-      float* mine_part = const_cast<float*>(frag) + seg.split * split_stride;
-#pragma unroll
-      for (int j = 0; j < kVecs; ++j) {
-        if (j >= j0 && j < j1) {
-          __stcg(reinterpret_cast<float4*>(mine_part + j * kFragmentGroupFloats),
-                 make_float4(acc[4 * j], acc[4 * j + 1], acc[4 * j + 2], acc[4 * j + 3]));
-        }
-      }
+      float* own_part = const_cast<float*>(frag) + seg.split * split_stride;
+      ForGroupsInRange(acc, j0, j1, [&](int j, float4 v) {
+        __stcg(reinterpret_cast<float4*>(own_part + j * kFragmentGroupFloats), v);
+      });
     }
     __syncthreads();  // those stores before tid 0's release
     if (tid == 0) {
@@ -321,8 +327,8 @@ __device__ __forceinline__ void SpreadReduce(const TcArgs& args, const Segment& 
   }
   for (int slice = 0; slice < splits; ++slice) {
     if (warp_active && ((slices >> slice) & 1)) {
-      SumSlice<kVecs>(frag, split_stride, splits, slice, vecs, kOwnOnChip && slice == seg.split ? seg.split : -1, own,
-                      store_group);
+      const int own_split = kOwnOnChip && slice == seg.split ? seg.split : -1;
+      SumSlice<kAcc / 4>(frag, split_stride, splits, slice, vecs, own_split, own, store_group);
     }
   }
   if (tid == 0 && ((done_before >> 16) & 0xff) == splits - 1) atomicExch(counter, 0);  // every block is done
