@@ -587,8 +587,8 @@ TEST(LutGemmTcGpuTest, SpreadReductionMatchesAndIsBitwiseTheLastBlockReduction) 
 }
 
 // Small enough for compute-sanitizer memcheck / racecheck (--gtest_filter=*SanitizerSubset*):
-// the spread reduction with 2 and 4 splits, with and without the wait, a partial and a full
-// 128-row tile, SwiGLU.
+// the spread reduction with 2 and 4 splits, with and without the wait, a 32-row tile (at 4
+// splits one split's slice is empty), a partial and a full 128-row tile, SwiGLU.
 TEST(LutGemmTcGpuTest, SpreadSanitizerSubset) {
   REQUIRE_GPU();
   FRESH_RNG(rng);
@@ -598,7 +598,7 @@ TEST(LutGemmTcGpuTest, SpreadSanitizerSubset) {
   for (const char* wait : {"bounded", "nowait"}) {
     ScopedEnv env("FLUTE_LUT_TC_SPREAD", wait);
     for (int split : {2, 4}) {
-      for (int64_t m : {70, 128}) {
+      for (int64_t m : {24, 70, 128}) {  // (32-, 128-row tiles)
         for (bool swiglu : {false, true}) {
           TcCall call;
           call.split_k = split;
