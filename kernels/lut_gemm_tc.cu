@@ -243,7 +243,7 @@ TcSpread SpreadFromEnv() {
 }
 
 // The reduction spread over each tile's split blocks (TcArgs::spread_reduce, SpreadReduce in
-// lut_gemm_tc_kernel.cuh) for plain MT = 32 (below), 64 and 128 calls of a classic plan (not Stream-K, not in
+// lut_gemm_tc_kernel.cuh) for plain MT = 64 and 128 calls of a classic plan (not Stream-K, not in
 // clusters) with 2-8 splits whose whole grid is resident at once (one block per SM at MT = 128,
 // two at 64), so that a block's wait for its tile's other splits is short: the same split count
 // and order, so bitwise the last block's sums. At MT = 64 (M = 33-64), against the fce2261
@@ -255,16 +255,8 @@ TcSpread SpreadFromEnv() {
 // 14.7), 14336x4096 0.94-0.98; the shapes it does not apply to within noise (call 1). Clusters of
 // 2 with this reduction over the pairs' sums were slower than either (call 4; not kept). Default
 // mode only; plain and SwiGLU calls.
-// MT = 32 (M = 17-32) where a split has at most kSpreadMt32MaxKTiles k-tiles, MT = 16 never. H100,
-// same binary against FLUTE_LUT_TC_SPREAD=off, fp16, 3 rounds (session39/, call 11): at M = 24 /
-// 32 4096x4096 (4 k-tiles a split) 0.94 / 0.91 of the time, 4096x6144 (7) 0.98 / 0.95, 14336x4096
-// (14) 0.98 / 0.97, 8192x8192 (16) 0.98, but 8192x10240 (22) 1.01-1.02 and 28672x8192 (56)
-// 1.02-1.05 slower (blocks wait for the slowest of longer splits); at MT = 16 (M = 8, 16) every
-// split shape was 0-12 % slower than the last block's one-round-trip reduction.
-constexpr int kSpreadMt32MaxKTiles = 16;
 void UseSpread(const LutGemmParams& params, TcMode mode, int sm_count, TcPlan* p) {
-  if (p->mt == 16 || (p->mt == 32 && p->ktiles_per_split > kSpreadMt32MaxKTiles)) return;
-  if ((mode != TcMode::kDefault && mode != TcMode::kMt64) || p->splits < 2 ||
+  if ((mode != TcMode::kDefault && mode != TcMode::kMt64) || (p->mt != 128 && p->mt != 64) || p->splits < 2 ||
       p->splits > 8 || p->stream_k || p->cluster > 1 || !p->own_reduce || params.residual_epilogue() ||
       params.deferred_norm()) {
     return;

@@ -177,10 +177,9 @@ __device__ __forceinline__ void ClusterReduce(float (&acc)[kAcc], int split, int
 }
 
 // The split-K reduction spread over a tile's split blocks (TcArgs::spread_reduce; MakeTcPlan sets
-// it for plain MT = 32, 64 and 128 calls whose classic plan splits K 2-8 ways, whose whole grid
-// is resident at once, (MT = 128) whose tiles' clusters of that many blocks do not all fit, and
-// (MT = 32) whose splits are short: 4096x4096 and 14336x4096 at M = 65-128, 32 tiles x 4
-// splits; most split shapes at M = 17-64).
+// it for plain MT = 64 and 128 calls whose classic plan splits K 2-8 ways, whose whole grid is
+// resident at once, and (MT = 128) whose tiles' clusters of that many blocks do not all fit:
+// 4096x4096 and 14336x4096 at M = 65-128, 32 tiles x 4 splits; most split shapes at M = 33-64).
 // Every block has stored its partial tile (fragment order), at MT = 128 but for its own slice
 // (below), which it keeps on chip: (splits - 1) / splits of the bytes through L2 each way. Instead of the last
 // block to arrive loading every split's [128 x 128] fp32 tile into one SM (4 x 64 KB, one L2
@@ -221,16 +220,14 @@ template <int kVecs, typename StoreGroup>
 __device__ __forceinline__ void SumSlice(const float* frag, int64_t split_stride, int splits, int slice, int vecs,
                                          int own_split, const float4* own, const StoreGroup& store_group) {
   constexpr int kMaxSlice = kVecs / 2;  // (2 or more splits)
-  // Splits whose loads share an L2 round trip: up to 8 float4s a thread in flight.
-  constexpr int kBatch = kMaxSlice <= 2 ? 8 / kMaxSlice : 2;
   const int j0 = slice * vecs / splits, len = (slice + 1) * vecs / splits - j0;
   float4 sum[kMaxSlice];
 #pragma unroll
   for (int u = 0; u < kMaxSlice; ++u) sum[u] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-  for (int sp0 = 0; sp0 < splits; sp0 += kBatch) {
-    float4 v[kBatch][kMaxSlice];
+  for (int sp0 = 0; sp0 < splits; sp0 += 2) {
+    float4 v[2][kMaxSlice];
 #pragma unroll
-    for (int b = 0; b < kBatch; ++b) {
+    for (int b = 0; b < 2; ++b) {
       const bool split_exists = sp0 + b < splits, on_chip = sp0 + b == own_split;
       const float* part = frag + (split_exists ? sp0 + b : 0) * split_stride + j0 * kFragmentGroupFloats;
 #pragma unroll
@@ -241,7 +238,7 @@ __device__ __forceinline__ void SumSlice(const float* frag, int64_t split_stride
       }
     }
 #pragma unroll
-    for (int b = 0; b < kBatch; ++b) {
+    for (int b = 0; b < 2; ++b) {
       if (sp0 + b >= splits) continue;  // (adding 0.0f would turn a -0.0f sum into +0.0f)
 #pragma unroll
       for (int u = 0; u < kMaxSlice; ++u) {
@@ -848,7 +845,7 @@ __device__ __forceinline__ void TcLutGemmSegment(const TcArgs& args, const TcNor
       }
     }
   }
-  if constexpr (!kFused && kMT >= 32) {
+  if constexpr ((kMT == 128 || kMT == 64) && !kFused) {
     if (args.spread_reduce != kSpreadOff) {  // (own_reduce, classic plans: MakeTcPlan)
       SpreadReduce<kAcc, kMT == 128>(args, seg, acc, frag, frag_split_stride, (valid_rows + 7) / 8, warp_active, tid, s_x,
                               store_group);

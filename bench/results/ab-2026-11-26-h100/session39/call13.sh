@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# session 39 call 13: final build bc3c505 (the spread at MT = 32 too) — engine CUDA tests, all kernel GPU tests, sanitizer
+# session 39 call 13: final build a169aa3 (the spread at MT = 32 too) — engine CUDA tests, all kernel GPU tests, sanitizer
 # subsets (the spread subset now with 32-row tiles), full LUT-GEMM tables, the MT = 32 spread against
 # FLUTE_LUT_TC_SPREAD=off
 set -u
