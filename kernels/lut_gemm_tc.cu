@@ -18,6 +18,8 @@
 //    of the split-K partials);
 //  - lut_gemm_tc_kernel.cuh: the main loop (TcLutGemmSegment), the kernels (TcLutGemmKernel,
 //    TcLutGemmClusterKernel, TcLutGemmFusedKernel) and their launchers down to LaunchTcForBits;
+//  - lut_gemm_tc_split.cuh: a block's share of the work (TcSegment: classic split-K, clusters,
+//    Stream-K) and the split reductions in clusters (ClusterReduce) and spread (SpreadReduce);
 //  - lut_gemm_tc_launch.h: TcPlan and the launchers' declarations, what lut_gemm_tc.cu calls;
 //  - lut_gemm_tc_2bit.cu, lut_gemm_tc_3bit.cu, lut_gemm_tc_4bit.cu: the instances of one bit
 //    width each (LaunchTcForBits<T, kBits>, every kernel of those bits), compiled in parallel.

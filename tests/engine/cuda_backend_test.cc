@@ -40,12 +40,13 @@ std::vector<int32_t> ValidationTokens(size_t count, size_t offset = 0) {
   return std::vector<int32_t>(ids->begin() + offset, ids->begin() + offset + count);
 }
 
-BackendOptions CudaOptions(const std::string& dtype = "float16") {
+BackendOptions CudaOptions(const std::string& dtype = "float16", bool profile = false) {
   BackendOptions o;
   o.device = "cuda";
   o.dtype = dtype;
   o.gpu_kv_cache_bytes = int64_t{256} << 20;
   o.max_tokens_per_step = 512;
+  o.profile = profile;
   return o;
 }
 
@@ -100,19 +101,21 @@ double NormalizedError(const std::vector<float>& a, const std::vector<float>& b)
   return worst / (*hi - *lo);
 }
 
+// The checkpoint in input_dir quantized to NF4 G128 in output_dir (returned).
+std::string QuantizeNf4(const std::string& input_dir, const std::string& output_dir) {
+  QuantizeOptions q;
+  q.input_dir = input_dir;
+  q.output_dir = output_dir;
+  q.bits = 4;
+  q.group_size = 128;
+  q.method = "nf";
+  const absl::Status status = QuantizeCheckpoint(q);
+  EXPECT_TRUE(status.ok()) << status;
+  return q.output_dir;
+}
+
 std::string QuantizedManpage() {
-  static const std::string dir = [] {
-    const std::string out = flute::testing::MakeTempDir("flute-cuda-nf4");
-    QuantizeOptions q;
-    q.input_dir = ManpageDir();
-    q.output_dir = out + "/nf4";
-    q.bits = 4;
-    q.group_size = 128;
-    q.method = "nf";
-    const absl::Status status = QuantizeCheckpoint(q);
-    EXPECT_TRUE(status.ok()) << status;
-    return q.output_dir;
-  }();
+  static const std::string dir = QuantizeNf4(ManpageDir(), flute::testing::MakeTempDir("flute-cuda-nf4") + "/nf4");
   return dir;
 }
 
@@ -196,15 +199,7 @@ std::string Wide3072Nf4() {
     }
     std::filesystem::create_directories(base + "/dense");
     flute::testing::WriteCheckpoint(base + "/dense", flute::testing::TinyLlamaConfigJson(spec), tensors);
-    QuantizeOptions q;
-    q.input_dir = base + "/dense";
-    q.output_dir = base + "/nf4";
-    q.bits = 4;
-    q.group_size = 128;
-    q.method = "nf";
-    const absl::Status status = QuantizeCheckpoint(q);
-    EXPECT_TRUE(status.ok()) << status;
-    return q.output_dir;
+    return QuantizeNf4(base + "/dense", base + "/nf4");
   }();
   return dir;
 }
@@ -245,9 +240,7 @@ int NormLaunchesPerStep(Backend& backend) {
 TEST(CudaBackend, DecodeStepsRunTheFusedNorms) {
   REQUIRE_SHARED_AND_GPU();
   std::string skip;
-  BackendOptions options = CudaOptions();
-  options.profile = true;
-  auto gpu = MakeCuda(Wide3072Nf4(), options, &skip);
+  auto gpu = MakeCuda(Wide3072Nf4(), CudaOptions("float16", /*profile=*/true), &skip);
   REQUIRE_CUDA(gpu, skip);
   std::vector<int32_t> ids;
   for (int i = 0; i < 24; ++i) ids.push_back((i * 53 + 7) % 256);
@@ -258,33 +251,47 @@ TEST(CudaBackend, DecodeStepsRunTheFusedNorms) {
   EXPECT_EQ(NormLaunchesPerStep(*gpu), 5);
 }
 
+// The bf16 model in `dir` on a profiling CUDA backend, in chunks of each of `chunks` rows, with its
+// fused norms and with the separate norm kernels (FLUTE_DEFERRED_NORM=0), against the CPU backend:
+// two add + RMSNorm launches per fused step, at least `separate_launches` per separate one, and
+// fused logits as close as Bf16LogitsStayClose and within twice the separate kernels' error.
+// Prints "[<model> bf16, chunks of N] normalized logit error vs cpu: <fused> E, <separate> E".
+void CheckFusedNormsAgainstTheSeparateKernels(const std::string& dir, const std::vector<int32_t>& ids,
+                                              const std::vector<int>& chunks, int separate_launches,
+                                              const char* model, const char* fused, const char* separate) {
+  std::string skip;
+  auto gpu = MakeCuda(dir, CudaOptions("bfloat16", /*profile=*/true), &skip);
+  REQUIRE_CUDA(gpu, skip);
+  auto cpu = MakeCpu(dir);
+  ASSERT_NE(cpu, nullptr);
+  for (int chunk : chunks) {
+    SCOPED_TRACE(::testing::Message() << "chunks of " << chunk);
+    const std::vector<float> want = RunChunked(*cpu, ids, chunk);
+    AsCudaBench(gpu.get())->ResetProfile();
+    const std::vector<float> fused_logits = RunChunked(*gpu, ids, chunk);
+    EXPECT_EQ(NormLaunchesPerStep(*gpu), 2);
+    AsCudaBench(gpu.get())->ResetProfile();
+    setenv("FLUTE_DEFERRED_NORM", "0", 1);
+    const std::vector<float> separate_logits = RunChunked(*gpu, ids, chunk);
+    unsetenv("FLUTE_DEFERRED_NORM");
+    EXPECT_GE(NormLaunchesPerStep(*gpu), separate_launches);
+    const double fused_error = NormalizedError(fused_logits, want);
+    const double separate_error = NormalizedError(separate_logits, want);
+    std::printf("[%s bf16, chunks of %d] normalized logit error vs cpu: %s %.2e, %s %.2e\n", model, chunk, fused,
+                fused_error, separate, separate_error);
+    EXPECT_LE(fused_error, 1e-2);  // as Bf16LogitsStayClose
+    EXPECT_LE(fused_error, 2 * separate_error + 1e-3);
+  }
+}
+
 // bf16 steps of 5 or more rows (here prefill chunks of 8) run the deferred norm on the
 // tensor-core kernel (cuda_forward.cc: NormFusion::deferred): two add + RMSNorm launches per
 // step instead of 2 x layers + 1, and logits as close to the CPU backend as with the separate
 // norm kernels (FLUTE_DEFERRED_NORM=0).
 TEST(CudaBackend, Bf16StepsRunTheDeferredNorm) {
   REQUIRE_SHARED_AND_GPU();
-  std::string skip;
-  BackendOptions options = CudaOptions("bfloat16");
-  options.profile = true;
-  auto gpu = MakeCuda(QuantizedManpage(), options, &skip);
-  REQUIRE_CUDA(gpu, skip);
-  auto cpu = MakeCpu(QuantizedManpage());
-  ASSERT_NE(cpu, nullptr);
-  const std::vector<int32_t> ids = ValidationTokens(64, 3000);
-  const std::vector<float> want = RunChunked(*cpu, ids, 8);
-  const std::vector<float> fused = RunChunked(*gpu, ids, 8);
-  EXPECT_EQ(NormLaunchesPerStep(*gpu), 2);
-  AsCudaBench(gpu.get())->ResetProfile();
-  setenv("FLUTE_DEFERRED_NORM", "0", 1);
-  const std::vector<float> separate = RunChunked(*gpu, ids, 8);
-  unsetenv("FLUTE_DEFERRED_NORM");
-  EXPECT_GE(NormLaunchesPerStep(*gpu), 5);
-  const double fused_error = NormalizedError(fused, want), separate_error = NormalizedError(separate, want);
-  std::printf("[nf4 bf16, chunks of 8] normalized logit error vs cpu: deferred norm %.2e, separate norm kernels %.2e\n",
-              fused_error, separate_error);
-  EXPECT_LE(fused_error, 1e-2);  // as Bf16LogitsStayClose
-  EXPECT_LE(fused_error, 2 * separate_error + 1e-3);
+  CheckFusedNormsAgainstTheSeparateKernels(QuantizedManpage(), ValidationTokens(64, 3000), {8},
+                                           /*separate_launches=*/5, "nf4", "deferred norm", "separate norm kernels");
 }
 
 // 16-bit models: passes of 1-32 rows (here chunks of 1 and 8, the wgmma kernel's 16-row instance
@@ -295,31 +302,8 @@ TEST(CudaBackend, Bf16StepsRunTheDeferredNorm) {
 // (FLUTE_DEFERRED_NORM=0).
 TEST(CudaBackend, Bf16DenseStepsOf1To32RowsRunTheGemvEpilogues) {
   REQUIRE_SHARED_AND_GPU();
-  std::string skip;
-  BackendOptions options = CudaOptions("bfloat16");
-  options.profile = true;
-  auto gpu = MakeCuda(ManpageDir(), options, &skip);
-  REQUIRE_CUDA(gpu, skip);
-  auto cpu = MakeCpu(ManpageDir());
-  ASSERT_NE(cpu, nullptr);
-  const std::vector<int32_t> ids = ValidationTokens(64, 5000);
-  for (int chunk : {1, 8, 16, 32}) {
-    SCOPED_TRACE(::testing::Message() << "chunks of " << chunk);
-    const std::vector<float> want = RunChunked(*cpu, ids, chunk);
-    AsCudaBench(gpu.get())->ResetProfile();
-    const std::vector<float> fused = RunChunked(*gpu, ids, chunk);
-    EXPECT_EQ(NormLaunchesPerStep(*gpu), 2);
-    AsCudaBench(gpu.get())->ResetProfile();
-    setenv("FLUTE_DEFERRED_NORM", "0", 1);
-    const std::vector<float> separate = RunChunked(*gpu, ids, chunk);
-    unsetenv("FLUTE_DEFERRED_NORM");
-    EXPECT_GE(NormLaunchesPerStep(*gpu), 13);
-    const double fused_error = NormalizedError(fused, want), separate_error = NormalizedError(separate, want);
-    std::printf("[dense bf16, chunks of %d] normalized logit error vs cpu: GEMV epilogues %.2e, separate kernels %.2e\n",
-                chunk, fused_error, separate_error);
-    EXPECT_LE(fused_error, 1e-2);  // as Bf16LogitsStayClose
-    EXPECT_LE(fused_error, 2 * separate_error + 1e-3);
-  }
+  CheckFusedNormsAgainstTheSeparateKernels(ManpageDir(), ValidationTokens(64, 5000), {1, 8, 16, 32},
+                                           /*separate_launches=*/13, "dense", "GEMV epilogues", "separate kernels");
 }
 
 // fp16 16-bit models at 17-32 rows (the wgmma kernel with the residual epilogue; no deferred norm
@@ -583,14 +567,28 @@ TEST(CudaBackend, ForcedAttentionColumnsGiveTheSameBits) {
   }
 }
 
+// The quantized man-page model on the CUDA engine launching through graphs (the default) and,
+// where that one could be made, launching eagerly (cuda_graphs = false); `skip` says why not.
+struct GraphsAndEager {
+  std::unique_ptr<Backend> graphs, eager;
+  std::string skip;
+};
+
+GraphsAndEager MakeGraphsAndEager() {
+  GraphsAndEager b;
+  b.graphs = MakeCuda(QuantizedManpage(), CudaOptions(), &b.skip);
+  if (b.graphs) {
+    BackendOptions eager_options = CudaOptions();
+    eager_options.cuda_graphs = false;
+    b.eager = MakeCuda(QuantizedManpage(), eager_options, &b.skip);
+  }
+  return b;
+}
+
 TEST(CudaBackend, GraphsGiveTheSameTokensAsEagerLaunches) {
   REQUIRE_SHARED_AND_GPU();
-  std::string skip;
-  BackendOptions eager_options = CudaOptions();
-  eager_options.cuda_graphs = false;
-  auto graphs = MakeCuda(QuantizedManpage(), CudaOptions(), &skip);
+  auto [graphs, eager, skip] = MakeGraphsAndEager();
   REQUIRE_CUDA(graphs, skip);
-  auto eager = MakeCuda(QuantizedManpage(), eager_options, &skip);
   ASSERT_NE(eager, nullptr);
   std::vector<std::vector<int32_t>> prompts;
   for (int i = 0; i < 5; ++i) prompts.push_back(ValidationTokens(20 + i, 300 * i));
@@ -602,12 +600,8 @@ TEST(CudaBackend, GraphsGiveTheSameTokensAsEagerLaunches) {
 // the buffer grows and the graphs are captured again mid-run.
 TEST(CudaBackend, PenalisedSeededDrawsAreTheSameInGraphsAndEagerLaunches) {
   REQUIRE_SHARED_AND_GPU();
-  std::string skip;
-  BackendOptions eager_options = CudaOptions();
-  eager_options.cuda_graphs = false;
-  auto graphs = MakeCuda(QuantizedManpage(), CudaOptions(), &skip);
+  auto [graphs, eager, skip] = MakeGraphsAndEager();
   REQUIRE_CUDA(graphs, skip);
-  auto eager = MakeCuda(QuantizedManpage(), eager_options, &skip);
   ASSERT_NE(eager, nullptr);
   std::vector<std::vector<int32_t>> prompts;
   for (int i = 0; i < 32; ++i) prompts.push_back(ValidationTokens(400, 400 * i));

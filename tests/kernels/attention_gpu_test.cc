@@ -16,6 +16,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <numeric>
@@ -45,20 +46,10 @@ TEST(AttentionGpuTest, SkippedWithoutCuda) {
 #else
 
 #define REQUIRE_GPU() REQUIRE_GPU_FOR("attention")
-using flute::testing::Bf16ToFloat;
-using flute::testing::FloatToBf16;
-using flute::testing::FloatToHalf;
-using flute::testing::HalfToFloat;
-
-uint16_t ToBits(ActivationType t, float f) {
-  return t == ActivationType::kFloat16 ? FloatToHalf(f) : FloatToBf16(f);
-}
-float FromBits(ActivationType t, uint16_t b) {
-  return t == ActivationType::kFloat16 ? HalfToFloat(b) : Bf16ToFloat(b);
-}
-const char* Name(ActivationType t) { return t == ActivationType::kFloat16 ? "fp16" : "bf16"; }
-
+using flute::testing::ActivationName;
 using flute::testing::DeviceBuffer;
+using flute::testing::FromActivationBits;
+using flute::testing::ToActivationBits;
 
 struct Config {
   ActivationType dtype = ActivationType::kFloat16;
@@ -69,8 +60,11 @@ struct Config {
   int num_heads() const { return num_kv_heads * group; }
 };
 
+// The 8B LLaMA's attention: fp16, D = 128, 8 kv heads, group 4, block 16.
+const Config kLlama8B{ActivationType::kFloat16, 128, 8, 4, 16};
+
 std::string Describe(const Config& c) {
-  return std::string(Name(c.dtype)) + " D=" + std::to_string(c.head_dim) + " kv_heads=" +
+  return std::string(ActivationName(c.dtype)) + " D=" + std::to_string(c.head_dim) + " kv_heads=" +
          std::to_string(c.num_kv_heads) + " group=" + std::to_string(c.group) + " block=" +
          std::to_string(c.block_size);
 }
@@ -85,7 +79,7 @@ struct Seq {
 std::vector<float> RandomValues(ActivationType dtype, size_t n, std::mt19937& rng) {
   std::normal_distribution<float> normal;
   std::vector<float> x(n);
-  for (auto& v : x) v = FromBits(dtype, ToBits(dtype, normal(rng)));
+  for (auto& v : x) v = FromActivationBits(dtype, ToActivationBits(dtype, normal(rng)));
   return x;
 }
 
@@ -193,7 +187,7 @@ HostBatch BuildHostBatch(const Config& c, const std::vector<const Seq*>& seqs, c
   hb.v_cache.assign(hb.k_cache.size(), 0xFFFF);
   hb.row_stride = (h_count + 2 * kvh) * d + 8;  // + padding columns
   hb.qkv.resize(static_cast<size_t>(hb.total_q + hb.pad_rows) * hb.row_stride);
-  for (auto& x : hb.qkv) x = ToBits(c.dtype, std::normal_distribution<float>()(rng));
+  for (auto& x : hb.qkv) x = ToActivationBits(c.dtype, std::normal_distribution<float>()(rng));
   hb.slots.assign(hb.total_q + hb.pad_rows, -1);
   int next = 0;
   for (int i = 0; i < n; ++i) {
@@ -205,19 +199,19 @@ HostBatch BuildHostBatch(const Config& c, const std::vector<const Seq*>& seqs, c
     const int first_new = s.context_len - s.query_len;
     for (int pos = 0; pos < first_new; ++pos) {
       for (size_t e = 0; e < slot_elems; ++e) {
-        hb.k_cache[flat_slot(pos) * slot_elems + e] = ToBits(c.dtype, s.k[pos * slot_elems + e]);
-        hb.v_cache[flat_slot(pos) * slot_elems + e] = ToBits(c.dtype, s.v[pos * slot_elems + e]);
+        hb.k_cache[flat_slot(pos) * slot_elems + e] = ToActivationBits(c.dtype, s.k[pos * slot_elems + e]);
+        hb.v_cache[flat_slot(pos) * slot_elems + e] = ToActivationBits(c.dtype, s.v[pos * slot_elems + e]);
       }
     }
     for (int j = 0; j < s.query_len; ++j) {
       const int row = hb.query_start[i] + j, pos = first_new + j;
       uint16_t* dst = &hb.qkv[static_cast<size_t>(row) * hb.row_stride];
       for (int e = 0; e < h_count * d; ++e) {
-        dst[e] = ToBits(c.dtype, s.q[static_cast<size_t>(j) * h_count * d + e]);
+        dst[e] = ToActivationBits(c.dtype, s.q[static_cast<size_t>(j) * h_count * d + e]);
       }
       for (size_t e = 0; e < slot_elems; ++e) {
-        dst[h_count * d + e] = ToBits(c.dtype, s.k[pos * slot_elems + e]);
-        dst[h_count * d + kv_dim + e] = ToBits(c.dtype, s.v[pos * slot_elems + e]);
+        dst[h_count * d + e] = ToActivationBits(c.dtype, s.k[pos * slot_elems + e]);
+        dst[h_count * d + kv_dim + e] = ToActivationBits(c.dtype, s.v[pos * slot_elems + e]);
       }
       hb.slots[row] = static_cast<int32_t>(flat_slot(pos));
     }
@@ -246,39 +240,84 @@ void PoisonWorkspace(void* ws, size_t bytes) {
   return ::testing::AssertionSuccess();
 }
 
-// Device buffers of a HostBatch (allocated for the sizes of the first batch uploaded).
-struct DeviceBatch {
+// Device copies of a step's host arrays (those HostBatch and FusedStep share: the caches, qkv,
+// slots and the batch arrays), an output of `rows` rows and the workspace for contexts up to
+// bound_ctx; the cache layer and the attention launch on them.
+struct DeviceArrays {
   std::unique_ptr<DeviceBuffer> k, v, qkv, slots, query_start, context_len, tables, out, ws;
   size_t out_elems = 0, ws_bytes = 0;
 
-  DeviceBatch(const Config& c, const HostBatch& hb) {
-    auto make = [](size_t bytes) { return std::make_unique<DeviceBuffer>(bytes); };
-    k = make(hb.k_cache.size() * 2);
-    v = make(hb.v_cache.size() * 2);
-    qkv = make(hb.qkv.size() * 2);
-    slots = make(hb.slots.size() * 4);
-    query_start = make(hb.query_start.size() * 4);
-    context_len = make(hb.context_len.size() * 4);
-    tables = make(hb.tables.size() * 4);
-    out_elems = static_cast<size_t>(hb.total_q + hb.pad_rows) * c.num_heads() * c.head_dim;
-    out = make(out_elems * 2);
-    ws_bytes = PagedAttentionWorkspaceBytes(hb.total_q + hb.pad_rows, c.num_heads(), c.head_dim, hb.bound_ctx);
-    ws = make(ws_bytes);
-  }
-  bool ok() const { return k->ptr && v->ptr && qkv->ptr && out->ptr && (ws_bytes == 0 || ws->ptr); }
+  static std::unique_ptr<DeviceBuffer> Make(size_t bytes) { return std::make_unique<DeviceBuffer>(bytes); }
 
-  // Copies hb (no larger than the first batch) in and poisons the output and workspace.
-  void Upload(const HostBatch& hb) {
-    cudaMemcpy(k->ptr, hb.k_cache.data(), hb.k_cache.size() * 2, cudaMemcpyHostToDevice);
-    cudaMemcpy(v->ptr, hb.v_cache.data(), hb.v_cache.size() * 2, cudaMemcpyHostToDevice);
-    cudaMemcpy(qkv->ptr, hb.qkv.data(), hb.qkv.size() * 2, cudaMemcpyHostToDevice);
-    cudaMemcpy(slots->ptr, hb.slots.data(), hb.slots.size() * 4, cudaMemcpyHostToDevice);
-    cudaMemcpy(query_start->ptr, hb.query_start.data(), hb.query_start.size() * 4, cudaMemcpyHostToDevice);
-    cudaMemcpy(context_len->ptr, hb.context_len.data(), hb.context_len.size() * 4, cudaMemcpyHostToDevice);
-    cudaMemcpy(tables->ptr, hb.tables.data(), hb.tables.size() * 4, cudaMemcpyHostToDevice);
+  template <typename Host>
+  DeviceArrays(const Config& c, const Host& h, int rows, int bound_ctx) {
+    k = Make(h.k_cache.size() * 2);
+    v = Make(h.v_cache.size() * 2);
+    qkv = Make(h.qkv.size() * 2);
+    slots = Make(h.slots.size() * 4);
+    query_start = Make(h.query_start.size() * 4);
+    context_len = Make(h.context_len.size() * 4);
+    tables = Make(h.tables.size() * 4);
+    out_elems = static_cast<size_t>(rows) * c.num_heads() * c.head_dim;
+    out = Make(out_elems * 2);
+    ws_bytes = PagedAttentionWorkspaceBytes(rows, c.num_heads(), c.head_dim, bound_ctx);
+    ws = Make(ws_bytes);
+  }
+
+  // Copies h's arrays in (the caches only when `caches`; no larger than those allocated for) and
+  // poisons the output and the workspace.
+  template <typename Host>
+  void UploadArrays(const Host& h, bool caches) {
+    if (caches) {
+      cudaMemcpy(k->ptr, h.k_cache.data(), h.k_cache.size() * 2, cudaMemcpyHostToDevice);
+      cudaMemcpy(v->ptr, h.v_cache.data(), h.v_cache.size() * 2, cudaMemcpyHostToDevice);
+    }
+    cudaMemcpy(qkv->ptr, h.qkv.data(), h.qkv.size() * 2, cudaMemcpyHostToDevice);
+    cudaMemcpy(slots->ptr, h.slots.data(), h.slots.size() * 4, cudaMemcpyHostToDevice);
+    cudaMemcpy(query_start->ptr, h.query_start.data(), h.query_start.size() * 4, cudaMemcpyHostToDevice);
+    cudaMemcpy(context_len->ptr, h.context_len.data(), h.context_len.size() * 4, cudaMemcpyHostToDevice);
+    cudaMemcpy(tables->ptr, h.tables.data(), h.tables.size() * 4, cudaMemcpyHostToDevice);
     cudaMemset(out->ptr, 0xFF, out_elems * 2);  // NaN in fp16 and bf16
     PoisonWorkspace(ws->ptr, ws_bytes);
   }
+
+  PagedKvLayer Layer(const Config& c, int num_blocks) const {
+    PagedKvLayer layer;
+    layer.k = k->ptr;
+    layer.v = v->ptr;
+    layer.num_blocks = num_blocks;
+    layer.block_size = c.block_size;
+    layer.num_kv_heads = c.num_kv_heads;
+    layer.head_dim = c.head_dim;
+    layer.dtype = c.dtype;
+    return layer;
+  }
+
+  // LaunchPagedAttention of qkv (rows of row_stride) over the batch arrays, on `stream`.
+  absl::Status LaunchAttention(const Config& c, const PagedKvLayer& layer, int row_stride, int num_seqs,
+                               int max_blocks, int max_query_len, int max_context_len, cudaStream_t stream,
+                               const FusedRopeKv* fused) const {
+    AttentionBatch batch;
+    batch.num_seqs = num_seqs;
+    batch.query_start = static_cast<const int32_t*>(query_start->ptr);
+    batch.context_len = static_cast<const int32_t*>(context_len->ptr);
+    batch.block_tables = static_cast<const int32_t*>(tables->ptr);
+    batch.max_blocks_per_seq = max_blocks;
+    batch.max_query_len = max_query_len;
+    batch.max_context_len = max_context_len;
+    return LaunchPagedAttention(layer, qkv->ptr, row_stride, c.num_heads(),
+                                1.f / std::sqrt(static_cast<float>(c.head_dim)), batch, out->ptr, ws->ptr, ws_bytes,
+                                stream, fused);
+  }
+};
+
+// Device buffers of a HostBatch (allocated for the sizes of the first batch uploaded).
+struct DeviceBatch : DeviceArrays {
+  DeviceBatch(const Config& c, const HostBatch& hb) : DeviceArrays(c, hb, hb.total_q + hb.pad_rows, hb.bound_ctx) {}
+  bool ok() const { return k->ptr && v->ptr && qkv->ptr && out->ptr && (ws_bytes == 0 || ws->ptr); }
+
+  // Copies hb (no larger than the first batch) in and poisons the output and workspace.
+  void Upload(const HostBatch& hb) { UploadArrays(hb, /*caches=*/true); }
 
   // Rows for the KV-cache write other than the step's own: `m` rows of `qkv` (hb's row_stride
   // and column offsets) written to `slots`.
@@ -292,14 +331,7 @@ struct DeviceBatch {
   // LaunchPagedAttention, on `stream`; the shapes (bounds, num_blocks, max_blocks) are hb's.
   absl::Status Launch(const Config& c, const HostBatch& hb, cudaStream_t stream,
                       const WriteRows* write = nullptr) const {
-    PagedKvLayer layer;
-    layer.k = k->ptr;
-    layer.v = v->ptr;
-    layer.num_blocks = hb.num_blocks;
-    layer.block_size = c.block_size;
-    layer.num_kv_heads = c.num_kv_heads;
-    layer.head_dim = c.head_dim;
-    layer.dtype = c.dtype;
+    const PagedKvLayer layer = Layer(c, hb.num_blocks);
     const int qd = c.num_heads() * c.head_dim, kv_dim = c.num_kv_heads * c.head_dim;
     absl::Status st =
         write != nullptr
@@ -308,17 +340,8 @@ struct DeviceBatch {
             : LaunchKvCacheWrite(layer, qkv->ptr, hb.total_q + hb.pad_rows, hb.row_stride, qd, qd + kv_dim,
                                  static_cast<const int32_t*>(slots->ptr), stream);
     if (!st.ok()) return st;
-    AttentionBatch batch;
-    batch.num_seqs = hb.num_seqs;
-    batch.query_start = static_cast<const int32_t*>(query_start->ptr);
-    batch.context_len = static_cast<const int32_t*>(context_len->ptr);
-    batch.block_tables = static_cast<const int32_t*>(tables->ptr);
-    batch.max_blocks_per_seq = hb.max_blocks;
-    batch.max_query_len = hb.bound_q;
-    batch.max_context_len = hb.bound_ctx;
-    return LaunchPagedAttention(layer, qkv->ptr, hb.row_stride, c.num_heads(),
-                                1.f / std::sqrt(static_cast<float>(c.head_dim)), batch, out->ptr, ws->ptr,
-                                ws_bytes, stream);
+    return LaunchAttention(c, layer, hb.row_stride, hb.num_seqs, hb.max_blocks, hb.bound_q, hb.bound_ctx, stream,
+                           nullptr);
   }
 
   std::vector<uint16_t> Download(const Config& c, int total_q) const {
@@ -351,7 +374,7 @@ double SeqError(const Config& c, const std::vector<uint16_t>& out, size_t row0, 
   const size_t hd = static_cast<size_t>(c.num_heads()) * c.head_dim;
   double max_err = 0, max_ref = 0;
   for (size_t e = 0; e < ref.size(); ++e) {
-    const float y = FromBits(c.dtype, out[row0 * hd + e]);
+    const float y = FromActivationBits(c.dtype, out[row0 * hd + e]);
     if (!std::isfinite(y)) return 1e9;
     max_err = std::max(max_err, std::fabs(static_cast<double>(y) - ref[e]));
     max_ref = std::max(max_ref, std::fabs(static_cast<double>(ref[e])));
@@ -399,25 +422,28 @@ double CheckBatch(const Config& c, const std::vector<Seq>& seqs, const Bounds& b
   return worst;
 }
 
-std::vector<Config> AllConfigs() {
+// CheckBatch on seqs in shuffled order; prints the worst error ("<what> <config>: ...").
+void CheckShuffledBatch(const Config& c, std::vector<Seq> seqs, const Bounds& bounds, std::mt19937& rng,
+                        const std::string& what) {
+  std::shuffle(seqs.begin(), seqs.end(), rng);
+  const double worst = CheckBatch(c, seqs, bounds, rng, what);
+  std::printf("%s %s: worst normalized error %.2e\n", what.c_str(), Describe(c).c_str(), worst);
+}
+
+// Every dtype x D (64, 128) x group x block size, with 2 kv heads.
+std::vector<Config> ConfigGrid(std::initializer_list<int> groups, std::initializer_list<int> block_sizes) {
   std::vector<Config> configs;
   for (ActivationType dtype : {ActivationType::kFloat16, ActivationType::kBFloat16}) {
     for (int d : {64, 128}) {
-      for (int group : {1, 4, 8}) {
-        for (int bs : {16, 32}) {
-          Config c;
-          c.dtype = dtype;
-          c.head_dim = d;
-          c.group = group;
-          c.block_size = bs;
-          c.num_kv_heads = 2;
-          configs.push_back(c);
-        }
+      for (int group : groups) {
+        for (int bs : block_sizes) configs.push_back(Config{dtype, d, 2, group, bs});
       }
     }
   }
   return configs;
 }
+
+std::vector<Config> AllConfigs() { return ConfigGrid({1, 4, 8}, {16, 32}); }
 
 class Seeded : public ::testing::Test {
  protected:
@@ -440,9 +466,7 @@ TEST_F(AttentionGpuTest, DecodeMixedContextLengths) {
     std::vector<Seq> seqs;
     // 1..12 chunks of 256 (one split each), then 17 and 36 chunks (2 and 3 chunks per split).
     for (int ctx : {1, 7, 16, 17, 300, 1000, 3000, 4097, 9000}) seqs.push_back(MakeSeq(c, 1, ctx, rng_));
-    std::shuffle(seqs.begin(), seqs.end(), rng_);
-    const double worst = CheckBatch(c, seqs, {3, 700}, rng_, "decode");
-    std::printf("decode %s: worst normalized error %.2e\n", Describe(c).c_str(), worst);
+    CheckShuffledBatch(c, std::move(seqs), {3, 700}, rng_, "decode");
   }
 }
 
@@ -455,9 +479,7 @@ TEST_F(AttentionGpuTest, PrefillFreshAndWithEarlierContext) {
       seqs.push_back(MakeSeq(c, q, q, rng_));        // first chunk of a prompt
       seqs.push_back(MakeSeq(c, q, q + 301, rng_));  // a later chunk of a chunked prefill
     }
-    std::shuffle(seqs.begin(), seqs.end(), rng_);
-    const double worst = CheckBatch(c, seqs, {100, 900}, rng_, "prefill");
-    std::printf("prefill %s: worst normalized error %.2e\n", Describe(c).c_str(), worst);
+    CheckShuffledBatch(c, std::move(seqs), {100, 900}, rng_, "prefill");
   }
 }
 
@@ -471,9 +493,7 @@ TEST_F(AttentionGpuTest, MixedPrefillAndDecode) {
     seqs.push_back(MakeSeq(c, 129, 129, rng_));
     seqs.push_back(MakeSeq(c, 200, 900, rng_));
     seqs.push_back(MakeSeq(c, 64, 64 + 256, rng_));
-    std::shuffle(seqs.begin(), seqs.end(), rng_);
-    const double worst = CheckBatch(c, seqs, {50, 1000}, rng_, "mixed");
-    std::printf("mixed %s: worst normalized error %.2e\n", Describe(c).c_str(), worst);
+    CheckShuffledBatch(c, std::move(seqs), {50, 1000}, rng_, "mixed");
   }
 }
 
@@ -601,12 +621,9 @@ TEST_F(AttentionGpuTest, OneCapturedGraphServesSeveralSteps) {
 // workspace, never re-zeroed, keep giving those bits (each launch leaves the counters zero).
 TEST_F(AttentionGpuTest, LastSplitMergeIsBitwiseTheCombineKernel) {
   REQUIRE_GPU();
-  std::vector<Config> configs(3);
-  configs[0].num_kv_heads = 8;  // 8B LLaMA: fp16, D = 128, group 4, block 16
-  configs[1].dtype = ActivationType::kBFloat16;
-  configs[1].group = 12;        // two head slices per kv head
-  configs[2].head_dim = 64;
-  configs[2].group = 1;
+  // {dtype, D, kv heads, group, block size}; group 12: two head slices per kv head.
+  const std::vector<Config> configs = {kLlama8B, {ActivationType::kBFloat16, 128, 2, 12, 16},
+                                       {ActivationType::kFloat16, 64, 2, 1, 16}};
   for (const Config& c : configs) {
     std::vector<Seq> seqs;
     for (int ctx : {1, 65, 512, 1000, 1025, 3000, 5000}) seqs.push_back(MakeSeq(c, 1, ctx, rng_));
@@ -667,18 +684,11 @@ TEST_F(AttentionGpuTest, ManySequencesFallBackToTheCombineKernel) {
 // kernel in between.
 TEST_F(AttentionGpuTest, DecodeReadsTheNewTokenAfterThePdlWait) {
   REQUIRE_GPU();
-  std::vector<Config> configs(5);
-  configs[0].num_kv_heads = 8;  // 8B LLaMA: fp16, D = 128, 8 kv heads, group 4, block 16
-  configs[1].dtype = ActivationType::kBFloat16;
-  configs[1].group = 8;
-  configs[1].block_size = 32;
-  configs[2].head_dim = 64;
-  configs[3].dtype = ActivationType::kBFloat16;
-  configs[3].head_dim = 64;
-  configs[3].group = 1;
-  configs[3].block_size = 8;
-  configs[4].group = 2;
-  configs[4].block_size = 64;
+  // {dtype, D, kv heads, group, block size}
+  const std::vector<Config> configs = {kLlama8B, {ActivationType::kBFloat16, 128, 2, 8, 32},
+                                       {ActivationType::kFloat16, 64, 2, 4, 16},
+                                       {ActivationType::kBFloat16, 64, 2, 1, 8},
+                                       {ActivationType::kFloat16, 128, 2, 2, 64}};
   const std::vector<int> contexts = {1, 63, 64, 65, 512, 1000, 1025, 3000};
   const std::vector<Bounds> bounds = {{0, 0}, {0, 2000}, {0, 0}, {5, 0}};
   const std::vector<int> dummy_rows = {8192, 0, 1024, 8192};
@@ -703,8 +713,8 @@ TEST_F(AttentionGpuTest, DecodeReadsTheNewTokenAfterThePdlWait) {
         for (int kh = 0; kh < c.num_kv_heads; ++kh) {
           for (int e = 0; e < d; ++e) {
             const float q = s.q[static_cast<size_t>(kh * c.group) * d + e];
-            s.k[newest + kh * d + e] = FromBits(c.dtype, ToBits(c.dtype, 2.f * q));
-            s.v[newest + kh * d + e] = FromBits(c.dtype, ToBits(c.dtype, 4.f * normal(rng_)));
+            s.k[newest + kh * d + e] = FromActivationBits(c.dtype, ToActivationBits(c.dtype, 2.f * q));
+            s.v[newest + kh * d + e] = FromActivationBits(c.dtype, ToActivationBits(c.dtype, 4.f * normal(rng_)));
           }
         }
         seqs.push_back(std::move(s));
@@ -722,8 +732,8 @@ TEST_F(AttentionGpuTest, DecodeReadsTheNewTokenAfterThePdlWait) {
         const size_t slot = static_cast<size_t>(hb.slots[hb.query_start[i]]);
         const size_t newest = static_cast<size_t>(s.context_len - 1) * kv_dim;
         for (int e = 0; e < kv_dim; ++e) {
-          hb.k_cache[slot * kv_dim + e] = ToBits(c.dtype, -s.k[newest + e]);
-          hb.v_cache[slot * kv_dim + e] = ToBits(c.dtype, -s.v[newest + e]);
+          hb.k_cache[slot * kv_dim + e] = ToActivationBits(c.dtype, -s.k[newest + e]);
+          hb.v_cache[slot * kv_dim + e] = ToActivationBits(c.dtype, -s.v[newest + e]);
         }
       }
       // The write's rows: `dummies` rows to the spare blocks' slots, then the step's rows.
@@ -844,7 +854,7 @@ struct FusedStep {
 };
 
 uint16_t RandomBits(ActivationType dtype, std::mt19937& rng) {
-  return ToBits(dtype, std::normal_distribution<float>()(rng));
+  return ToActivationBits(dtype, std::normal_distribution<float>()(rng));
 }
 
 // The row's RoPE position: context - 1, or with far_positions any position up to 128k (RoPE
@@ -938,25 +948,13 @@ void AdvanceStep(const Config& c, FusedStep& s, std::mt19937& rng) {
 }
 
 // One copy of a fused test's device state (sizes of the step it is made for).
-struct FusedDevice {
-  std::unique_ptr<DeviceBuffer> k, v, qkv, positions, slots, query_start, context_len, tables, inv_freq, out, ws;
-  size_t out_elems = 0, ws_bytes = 0;
+struct FusedDevice : DeviceArrays {
+  std::unique_ptr<DeviceBuffer> positions, inv_freq;
 
-  FusedDevice(const Config& c, const FusedStep& s, const std::vector<float>& inv) {
-    auto make = [](size_t bytes) { return std::make_unique<DeviceBuffer>(bytes); };
-    k = make(s.k_cache.size() * 2);
-    v = make(s.v_cache.size() * 2);
-    qkv = make(s.qkv.size() * 2);
-    positions = make(s.positions.size() * 4);
-    slots = make(s.slots.size() * 4);
-    query_start = make(s.query_start.size() * 4);
-    context_len = make(s.context_len.size() * 4);
-    tables = make(s.tables.size() * 4);
-    inv_freq = make(inv.size() * 4);
-    out_elems = static_cast<size_t>(s.num_seqs) * c.num_heads() * c.head_dim;
-    out = make(out_elems * 2);
-    ws_bytes = PagedAttentionWorkspaceBytes(s.num_seqs, c.num_heads(), c.head_dim, s.bound_ctx);
-    ws = make(ws_bytes);
+  FusedDevice(const Config& c, const FusedStep& s, const std::vector<float>& inv)
+      : DeviceArrays(c, s, s.num_seqs, s.bound_ctx) {
+    positions = Make(s.positions.size() * 4);
+    inv_freq = Make(inv.size() * 4);
     if (inv_freq->ptr) cudaMemcpy(inv_freq->ptr, inv.data(), inv.size() * 4, cudaMemcpyHostToDevice);
   }
   bool ok() const {
@@ -966,50 +964,19 @@ struct FusedDevice {
 
   // The step's inputs (and the caches when `caches`); poisons the output and the workspace.
   void Upload(const FusedStep& s, bool caches) {
-    if (caches) {
-      cudaMemcpy(k->ptr, s.k_cache.data(), s.k_cache.size() * 2, cudaMemcpyHostToDevice);
-      cudaMemcpy(v->ptr, s.v_cache.data(), s.v_cache.size() * 2, cudaMemcpyHostToDevice);
-    }
-    cudaMemcpy(qkv->ptr, s.qkv.data(), s.qkv.size() * 2, cudaMemcpyHostToDevice);
+    UploadArrays(s, caches);
     cudaMemcpy(positions->ptr, s.positions.data(), s.positions.size() * 4, cudaMemcpyHostToDevice);
-    cudaMemcpy(slots->ptr, s.slots.data(), s.slots.size() * 4, cudaMemcpyHostToDevice);
-    cudaMemcpy(query_start->ptr, s.query_start.data(), s.query_start.size() * 4, cudaMemcpyHostToDevice);
-    cudaMemcpy(context_len->ptr, s.context_len.data(), s.context_len.size() * 4, cudaMemcpyHostToDevice);
-    cudaMemcpy(tables->ptr, s.tables.data(), s.tables.size() * 4, cudaMemcpyHostToDevice);
-    cudaMemset(out->ptr, 0xFF, out_elems * 2);  // NaN in fp16 and bf16
-    PoisonWorkspace(ws->ptr, ws_bytes);
-  }
-
-  PagedKvLayer Layer(const Config& c, const FusedStep& s) const {
-    PagedKvLayer layer;
-    layer.k = k->ptr;
-    layer.v = v->ptr;
-    layer.num_blocks = s.num_blocks;
-    layer.block_size = c.block_size;
-    layer.num_kv_heads = c.num_kv_heads;
-    layer.head_dim = c.head_dim;
-    layer.dtype = c.dtype;
-    return layer;
   }
 
   absl::Status Attention(const Config& c, const FusedStep& s, cudaStream_t stream, const FusedRopeKv* fused) const {
-    AttentionBatch batch;
-    batch.num_seqs = s.num_seqs;
-    batch.query_start = static_cast<const int32_t*>(query_start->ptr);
-    batch.context_len = static_cast<const int32_t*>(context_len->ptr);
-    batch.block_tables = static_cast<const int32_t*>(tables->ptr);
-    batch.max_blocks_per_seq = s.max_blocks;
-    batch.max_query_len = 1;
-    batch.max_context_len = s.bound_ctx;
-    return LaunchPagedAttention(Layer(c, s), qkv->ptr, s.row_stride, c.num_heads(),
-                                1.f / std::sqrt(static_cast<float>(c.head_dim)), batch, out->ptr, ws->ptr, ws_bytes,
-                                stream, fused);
+    return LaunchAttention(c, Layer(c, s.num_blocks), s.row_stride, s.num_seqs, s.max_blocks, /*max_query_len=*/1,
+                           s.bound_ctx, stream, fused);
   }
 
   // LaunchRopeKvWrite over every row, then the attention.
   absl::Status RunUnfused(const Config& c, const FusedStep& s, cudaStream_t stream) const {
     absl::Status st = LaunchRopeKvWrite(qkv->ptr, s.num_seqs, s.row_stride, c.num_heads(), s.k_offset, s.v_offset,
-                                        Layer(c, s), static_cast<const int32_t*>(positions->ptr),
+                                        Layer(c, s.num_blocks), static_cast<const int32_t*>(positions->ptr),
                                         static_cast<const int32_t*>(slots->ptr),
                                         static_cast<const float*>(inv_freq->ptr), stream);
     if (!st.ok()) return st;
@@ -1049,7 +1016,7 @@ struct FusedDevice {
   const std::vector<uint16_t> out_b = FusedDevice::Get(*fused.out, fused.out_elems);
   for (size_t e = 0; e < out_a.size(); ++e) {
     const size_t row = e / hd, h = (e % hd) / c.head_dim, dim = e % c.head_dim;
-    if (!std::isfinite(FromBits(c.dtype, out_a[e]))) {
+    if (!std::isfinite(FromActivationBits(c.dtype, out_a[e]))) {
       return ::testing::AssertionFailure() << "unfused output not finite at seq " << row << " head " << h << " dim "
                                            << dim << " (context_len " << s.context_len[row] << ")";
     }
@@ -1057,8 +1024,8 @@ struct FusedDevice {
       return ::testing::AssertionFailure()
              << "outputs differ at seq " << row << " (context_len " << s.context_len[row] << ", position "
              << s.positions[row] << ", slot " << s.slots[row] << ") head " << h << " dim " << dim << ": unfused "
-             << FromBits(c.dtype, out_a[e]) << " (0x" << std::hex << out_a[e] << "), fused "
-             << FromBits(c.dtype, out_b[e]) << " (0x" << out_b[e] << std::dec << ")";
+             << FromActivationBits(c.dtype, out_a[e]) << " (0x" << std::hex << out_a[e] << "), fused "
+             << FromActivationBits(c.dtype, out_b[e]) << " (0x" << out_b[e] << std::dec << ")";
     }
   }
   for (const char* which : {"k", "v"}) {
@@ -1103,25 +1070,8 @@ std::string DescribeFused(const Config& c, const FusedStep& s) {
 
 TEST_F(AttentionGpuTest, FusedRopeKvIsBitwiseRopeKvWriteThenAttention) {
   REQUIRE_GPU();
-  std::vector<Config> configs;
-  for (ActivationType dtype : {ActivationType::kFloat16, ActivationType::kBFloat16}) {
-    for (int d : {64, 128}) {
-      for (int group : {1, 4, 8, 12}) {  // 12: two head slices per kv head
-        for (int bs : {8, 16, 32}) {
-          Config c;
-          c.dtype = dtype;
-          c.head_dim = d;
-          c.group = group;
-          c.block_size = bs;
-          c.num_kv_heads = 2;
-          configs.push_back(c);
-        }
-      }
-    }
-  }
-  Config llama8b;  // fp16, D = 128, 8 kv heads, group 4, block 16
-  llama8b.num_kv_heads = 8;
-  configs.push_back(llama8b);
+  std::vector<Config> configs = ConfigGrid({1, 4, 8, 12}, {8, 16, 32});  // 12: two head slices per kv head
+  configs.push_back(kLlama8B);
   // One to 47 chunks: one split, several splits of one chunk, and splits of 2 and 3 chunks whose
   // newest position lies in a later chunk than the split's first (1025: 17 chunks, 2100: 33, 3000: 47).
   std::vector<int> contexts = {1, 2, 63, 64, 65, 512, 1000, 1025, 2100, 3000};
@@ -1149,16 +1099,10 @@ TEST_F(AttentionGpuTest, FusedRopeKvIsBitwiseRopeKvWriteThenAttention) {
 // read from the cache) and head slices.
 TEST_F(AttentionGpuTest, FusedDecodeColumnsAreBitwiseTheUnfusedPair) {
   REQUIRE_GPU();
-  std::vector<Config> configs(4);
-  configs[0].num_kv_heads = 8;  // 8B LLaMA: fp16, D = 128, group 4, block 16
-  configs[1].dtype = ActivationType::kBFloat16;
-  configs[1].num_kv_heads = 8;
-  configs[2].dtype = ActivationType::kBFloat16;
-  configs[2].head_dim = 64;
-  configs[2].group = 12;  // two head slices
-  configs[2].block_size = 8;
-  configs[3].group = 1;
-  configs[3].block_size = 32;
+  // {dtype, D, kv heads, group, block size}; group 12: two head slices.
+  const std::vector<Config> configs = {kLlama8B, {ActivationType::kBFloat16, 128, 8, 4, 16},
+                                       {ActivationType::kBFloat16, 64, 2, 12, 8},
+                                       {ActivationType::kFloat16, 128, 2, 1, 32}};
   std::vector<int> contexts = {1, 2, 63, 64, 65, 200, 515, 1000, 1025, 2100, 3000};
   int n = 0;
   struct Variant {
@@ -1220,13 +1164,9 @@ TEST_F(AttentionGpuTest, OneColumnLaunchesOfDifferentSplitCountsAllRun) {
 // and FLUTE_ATTENTION_COMBINE=last forcing the workspace merge in the fused call too.
 TEST_F(AttentionGpuTest, FusedClusterMergeIsBitwiseTheWorkspaceMerge) {
   REQUIRE_GPU();
-  std::vector<Config> configs(3);
-  configs[0].num_kv_heads = 8;  // 8B LLaMA: fp16, D = 128, group 4, block 16
-  configs[1].dtype = ActivationType::kBFloat16;
-  configs[1].head_dim = 64;
-  configs[1].group = 12;  // two head slices
-  configs[1].block_size = 8;
-  configs[2].group = 1;
+  // {dtype, D, kv heads, group, block size}; group 12: two head slices.
+  const std::vector<Config> configs = {kLlama8B, {ActivationType::kBFloat16, 64, 2, 12, 8},
+                                       {ActivationType::kFloat16, 128, 2, 1, 16}};
   // One sequence and no padding (the cluster merge), then two with two padding sequences.
   const std::vector<std::vector<int>> batches = {{512}, {513}, {65}, {3000}, {1}, {1025}, {130}, {2100}, {65, 3000}};
   for (const char* combine : {"", "last"}) {
@@ -1251,12 +1191,8 @@ TEST_F(AttentionGpuTest, FusedClusterMergeIsBitwiseTheWorkspaceMerge) {
 // on a second copy.
 TEST_F(AttentionGpuTest, FusedRopeKvInACapturedGraph) {
   REQUIRE_GPU();
-  std::vector<Config> configs(2);
-  configs[0].num_kv_heads = 8;  // 8B LLaMA: fp16, D = 128, group 4, block 16
-  configs[1].dtype = ActivationType::kBFloat16;
-  configs[1].head_dim = 64;
-  configs[1].group = 12;
-  configs[1].block_size = 8;
+  // {dtype, D, kv heads, group, block size}; group 12: two head slices.
+  const std::vector<Config> configs = {kLlama8B, {ActivationType::kBFloat16, 64, 2, 12, 8}};
   constexpr int kReplays = 3;
   cudaStream_t stream;
   ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);  // blocking: ordered after the cudaMemcpy uploads
@@ -1297,16 +1233,14 @@ TEST_F(AttentionGpuTest, FusedRopeKvInACapturedGraph) {
   cudaStreamDestroy(stream);
 }
 
-// Argument checks happen on the host before anything touches the GPU.
-TEST(AttentionArgsTest, BadArgumentsAreInvalidArgument) {
-  alignas(16) static uint16_t dummy[64];
-  PagedKvLayer layer;
-  layer.k = dummy;
-  layer.v = dummy;
-  layer.num_blocks = 4;
-  layer.block_size = 16;
-  layer.num_kv_heads = 2;
-  layer.head_dim = 96;
+// The argument checks' layer on a dummy buffer (nothing is launched): 4 blocks of 16 slots, 2 kv
+// heads of D = head_dim.
+PagedKvLayer DummyLayer(uint16_t* dummy, int head_dim) {
+  return PagedKvLayer{/*k=*/dummy, /*v=*/dummy, /*num_blocks=*/4, /*block_size=*/16, /*num_kv_heads=*/2, head_dim};
+}
+
+// The argument checks' batch on a dummy buffer: one decode sequence of 64 positions (4 blocks).
+AttentionBatch DummyBatch(const uint16_t* dummy) {
   AttentionBatch batch;
   batch.num_seqs = 1;
   batch.query_start = reinterpret_cast<const int32_t*>(dummy);
@@ -1315,6 +1249,14 @@ TEST(AttentionArgsTest, BadArgumentsAreInvalidArgument) {
   batch.max_blocks_per_seq = 4;
   batch.max_query_len = 1;
   batch.max_context_len = 64;
+  return batch;
+}
+
+// Argument checks happen on the host before anything touches the GPU.
+TEST(AttentionArgsTest, BadArgumentsAreInvalidArgument) {
+  alignas(16) static uint16_t dummy[64];
+  PagedKvLayer layer = DummyLayer(dummy, 96);
+  AttentionBatch batch = DummyBatch(dummy);
   const int32_t* slots = reinterpret_cast<const int32_t*>(dummy);
   auto attention = [&](int row_stride, int heads) {
     return LaunchPagedAttention(layer, dummy, row_stride, heads, 0.1f, batch, dummy, nullptr, 0, nullptr);
@@ -1349,22 +1291,9 @@ TEST(AttentionArgsTest, BadArgumentsAreInvalidArgument) {
 // it names (nothing is launched).
 TEST(AttentionArgsTest, FusedRopeKvBadArgumentsAreInvalidArgument) {
   alignas(16) static uint16_t dummy[64];
-  PagedKvLayer layer;
-  layer.k = dummy;
-  layer.v = dummy;
-  layer.num_blocks = 4;
-  layer.block_size = 16;
-  layer.num_kv_heads = 2;
-  layer.head_dim = 64;
+  const PagedKvLayer layer = DummyLayer(dummy, 64);
   const int heads = 8, qd = heads * 64, kv_dim = 2 * 64, row_stride = qd + 2 * kv_dim;
-  AttentionBatch batch;
-  batch.num_seqs = 1;
-  batch.query_start = reinterpret_cast<const int32_t*>(dummy);
-  batch.context_len = reinterpret_cast<const int32_t*>(dummy);
-  batch.block_tables = reinterpret_cast<const int32_t*>(dummy);
-  batch.max_blocks_per_seq = 4;
-  batch.max_query_len = 1;
-  batch.max_context_len = 64;
+  AttentionBatch batch = DummyBatch(dummy);
   FusedRopeKv good;
   good.positions = reinterpret_cast<const int32_t*>(dummy);
   good.slots = reinterpret_cast<const int32_t*>(dummy);

@@ -53,21 +53,20 @@ DenseGemvParams ValidLookingCall() {
 }
 
 TEST(DenseGemvArgsTest, SupportsStatesTheShapeRules) {
+  struct Shape {
+    int64_t m, n, k;
+  };
   for (int64_t m = 1; m <= 32; ++m) EXPECT_TRUE(DenseGemvSupports(m, 4096, 4096)) << m;
-  EXPECT_TRUE(DenseGemvSupports(1, 1, 8));
-  EXPECT_TRUE(DenseGemvSupports(1, 128256, 8192));
-  EXPECT_TRUE(DenseGemvSupports(8, 8192, 28672));
-  EXPECT_TRUE(DenseGemvSupports(32, 8192, 28672));
-  EXPECT_TRUE(DenseGemvSupports(17, 128256, 4096));
-  EXPECT_TRUE(DenseGemvSupports(3, 37, 1000));
-  EXPECT_FALSE(DenseGemvSupports(0, 4096, 4096));
-  EXPECT_FALSE(DenseGemvSupports(33, 4096, 4096));
-  EXPECT_FALSE(DenseGemvSupports(64, 4096, 4096));
-  EXPECT_FALSE(DenseGemvSupports(1, 0, 4096));
-  EXPECT_FALSE(DenseGemvSupports(1, 4096, 0));
-  EXPECT_FALSE(DenseGemvSupports(1, 4096, 1001));
-  EXPECT_FALSE(DenseGemvSupports(1, 4096, 4));
-  EXPECT_FALSE(DenseGemvSupports(1, int64_t{1} << 31, 4096));
+  for (const Shape& s : {Shape{1, 1, 8}, Shape{1, 128256, 8192}, Shape{8, 8192, 28672}, Shape{32, 8192, 28672},
+                         Shape{17, 128256, 4096}, Shape{3, 37, 1000}}) {
+    EXPECT_TRUE(DenseGemvSupports(s.m, s.n, s.k)) << "m=" << s.m << " n=" << s.n << " k=" << s.k;
+  }
+  // m outside [1, 32], n or k zero, k not a multiple of 8, n past 2^30.
+  for (const Shape& s : {Shape{0, 4096, 4096}, Shape{33, 4096, 4096}, Shape{64, 4096, 4096}, Shape{1, 0, 4096},
+                         Shape{1, 4096, 0}, Shape{1, 4096, 1001}, Shape{1, 4096, 4},
+                         Shape{1, int64_t{1} << 31, 4096}}) {
+    EXPECT_FALSE(DenseGemvSupports(s.m, s.n, s.k)) << "m=" << s.m << " n=" << s.n << " k=" << s.k;
+  }
   EXPECT_TRUE(CheckDenseGemvParams(ValidLookingCall()).ok());
   for (int cluster : {0, 2, 4, 8}) {
     DenseGemvParams p = ValidLookingCall();
@@ -313,13 +312,12 @@ TEST(DenseGemvGpuTest, SkippedWithoutCuda) {
 #else
 
 #define REQUIRE_GPU() REQUIRE_GPU_FOR("dense GEMV")
+using flute::testing::ActivationName;
 using flute::testing::Bf16ToFloat;
 using flute::testing::DeviceBuffer;
 using flute::testing::FloatToBf16;
 using flute::testing::FloatToHalf;
 using flute::testing::HalfToFloat;
-
-const char* Name(ActivationType t) { return t == ActivationType::kFloat16 ? "fp16" : "bf16"; }
 
 // The exact value of every 16-bit pattern of dtype.
 const std::vector<float>& Values(ActivationType dtype) {
@@ -580,7 +578,8 @@ void CheckWgmma(const Problem& prob, const std::vector<int64_t>& ms, cudaStream_
 // same bits with dynamic strips (a strip counter, which each call must leave at 0; every kernel
 // takes one) and with prefer_l1.
 void CheckProblem(const Problem& prob, const std::vector<int64_t>& ms, cudaStream_t stream, bool pdl = false) {
-  SCOPED_TRACE(::testing::Message() << Name(prob.dtype) << " n=" << prob.n << " k=" << prob.k << " pdl=" << pdl);
+  SCOPED_TRACE(::testing::Message() << ActivationName(prob.dtype) << " n=" << prob.n << " k=" << prob.k
+                                    << " pdl=" << pdl);
   const int64_t rows = *std::max_element(ms.begin(), ms.end());
   const Reference ref = ReferenceProduct(prob.dtype, prob.x, prob.w, rows, prob.n, prob.k);
   DeviceBuffer d_counter(sizeof(unsigned int));
@@ -622,8 +621,8 @@ void CheckProblem(const Problem& prob, const std::vector<int64_t>& ms, cudaStrea
     CheckWgmma(prob, ms, stream, pdl, y_fp32, ref, &worst, &calls);
     if (::testing::Test::HasFatalFailure()) return;
     std::printf("%s n=%lld k=%lld y=%s: worst normalized error %.2e over %zu values of m (%d calls)\n",
-                Name(prob.dtype), static_cast<long long>(prob.n), static_cast<long long>(prob.k),
-                y_fp32 ? "fp32" : Name(prob.dtype), worst, ms.size(), calls);
+                ActivationName(prob.dtype), static_cast<long long>(prob.n), static_cast<long long>(prob.k),
+                y_fp32 ? "fp32" : ActivationName(prob.dtype), worst, ms.size(), calls);
   }
 }
 
@@ -708,7 +707,8 @@ TEST(DenseGemvGpuTest, RowsAreBitwiseIndependentOfM) {
       Problem prob(dtype, nk.first, nk.second, rng);
       ASSERT_TRUE(prob.ok());
       for (bool y_fp32 : {false, true}) {
-        SCOPED_TRACE(::testing::Message() << Name(dtype) << " n=" << prob.n << " k=" << prob.k << " y_fp32=" << y_fp32);
+        SCOPED_TRACE(::testing::Message() << ActivationName(dtype) << " n=" << prob.n << " k=" << prob.k
+                                          << " y_fp32=" << y_fp32);
         const size_t row_bytes = static_cast<size_t>(prob.n) * OutBytes(y_fp32);
         std::vector<uint8_t> y32;
         ASSERT_TRUE(RunGemv(prob.Params(kMaxRows, y_fp32, false, 0, 0, /*variant=*/1), stream.s, &y32));
@@ -759,7 +759,7 @@ TEST(DenseGemvGpuTest, BitwiseDeterministicRunToRun) {
         for (int rep = 0; rep < 6; ++rep) {
           std::vector<uint8_t> again;
           ASSERT_TRUE(RunGemv(prob.Params(m, y_fp32, rep % 2 == 1, 0, m > 8 && rep >= 3 ? 4 : 0), stream.s, &again));
-          EXPECT_EQ(again, first) << Name(dtype) << " m=" << m << " y_fp32=" << y_fp32 << " rep " << rep;
+          EXPECT_EQ(again, first) << ActivationName(dtype) << " m=" << m << " y_fp32=" << y_fp32 << " rep " << rep;
         }
       }
     }
@@ -870,7 +870,7 @@ std::vector<V> Download(const DeviceBuffer& b, size_t count) {
 // sums, its 16-bit outputs followed by gpu::LaunchSwiGlu), bitwise, with outputs poisoned.
 void CheckEpilogues(const Problem& prob, int64_t m, int cluster, cudaStream_t stream, std::mt19937& rng,
                     int variant = 0) {
-  SCOPED_TRACE(::testing::Message() << Name(prob.dtype) << " n=" << prob.n << " k=" << prob.k << " m=" << m
+  SCOPED_TRACE(::testing::Message() << ActivationName(prob.dtype) << " n=" << prob.n << " k=" << prob.k << " m=" << m
                                     << " tile_n=" << prob.tile_n << " cluster=" << cluster << " variant=" << variant);
   const int64_t n = prob.n, k = prob.k, mn = m * n;
   const ActivationType dt = prob.dtype;
@@ -992,7 +992,7 @@ void CheckEpilogues(const Problem& prob, int64_t m, int cluster, cudaStream_t st
     EXPECT_EQ(bad_sums, 0) << "sumsq_out differs from the 16-column sums";
     // (Diagnostic: how often the kernel's bits differ from a CPU replay of its xor tree.)
     if (tree_differs > 0) {
-      std::printf("%s m=%lld: %lld of %lld sums differ from the CPU xor tree; first: %s\n", Name(dt),
+      std::printf("%s m=%lld: %lld of %lld sums differ from the CPU xor tree; first: %s\n", ActivationName(dt),
                   static_cast<long long>(m), static_cast<long long>(tree_differs),
                   static_cast<long long>(m * (n / 16)), first_tree_difference.c_str());
     }

@@ -1,6 +1,6 @@
 // Helpers shared by the GPU kernel tests: whether a GPU is present, a fresh printed seed per
 // test, and host conversions to and from fp16 / bf16 (round to nearest even, fp16
-// subnormals included), the reference side of every 16-bit comparison.
+// subnormals included), the reference side of every 16-bit comparison, also by activation type.
 #pragma once
 
 #include <cmath>
@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "kernels/lut_gemm.h"
 
 #ifdef FLUTE_HAVE_CUDA
 #include <cuda_runtime.h>
@@ -96,6 +97,19 @@ inline float Bf16ToFloat(uint16_t h) {
   float f;
   std::memcpy(&f, &b, 4);
   return f;
+}
+
+// The activation type's name in test output: "fp16" or "bf16".
+inline const char* ActivationName(lut::ActivationType dtype) {
+  return dtype == lut::ActivationType::kFloat16 ? "fp16" : "bf16";
+}
+
+// f rounded to the activation type (its 16 bits), and those bits as a float.
+inline uint16_t ToActivationBits(lut::ActivationType dtype, float f) {
+  return dtype == lut::ActivationType::kFloat16 ? FloatToHalf(f) : FloatToBf16(f);
+}
+inline float FromActivationBits(lut::ActivationType dtype, uint16_t bits) {
+  return dtype == lut::ActivationType::kFloat16 ? HalfToFloat(bits) : Bf16ToFloat(bits);
 }
 
 // llama3-scaled RoPE inverse frequencies as engine/rope.cc computes them (theta 500000,

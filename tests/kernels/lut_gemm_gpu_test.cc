@@ -34,13 +34,13 @@ TEST(LutGemmGpuTest, SkippedWithoutCuda) {
 #else
 
 #define REQUIRE_GPU() REQUIRE_GPU_FOR("LUT-GEMM")
-using flute::testing::Bf16ToFloat;
-using flute::testing::FloatToBf16;
-using flute::testing::FloatToHalf;
-using flute::testing::HalfToFloat;
-
+using flute::testing::ActivationName;
 using flute::testing::DeviceBuffer;
+using flute::testing::FloatToHalf;
+using flute::testing::FromActivationBits;
+using flute::testing::HalfToFloat;
 using flute::testing::ScopedEnv;
+using flute::testing::ToActivationBits;
 
 // A random quantized matrix on the host and the device, and the CPU reference product
 // (tests/kernels/lut_problem_util.h, shared with the tensor-core kernel's tests).
@@ -79,7 +79,7 @@ LutGemmParams MakeParams(const Problem& p, ActivationType dtype, int64_t m, cons
   const LutShape& s = p.shape;
   std::vector<uint16_t> xb(x.size());
   for (size_t i = 0; i < x.size(); ++i) {
-    xb[i] = dtype == ActivationType::kFloat16 ? FloatToHalf(x[i]) : FloatToBf16(x[i]);
+    xb[i] = ToActivationBits(dtype, x[i]);
   }
   DeviceBuffer d_x(xb.size() * 2), d_y(static_cast<size_t>(m * s.n) * 2);
   LutGemmParams params = MakeParams(p, dtype, m, how);
@@ -116,7 +116,7 @@ std::vector<float> RandomX(ActivationType dtype, int64_t m, int64_t k, std::mt19
   std::vector<float> x(static_cast<size_t>(m * k));
   for (auto& v : x) {
     const float f = normal(rng);
-    v = dtype == ActivationType::kFloat16 ? HalfToFloat(FloatToHalf(f)) : Bf16ToFloat(FloatToBf16(f));
+    v = FromActivationBits(dtype, ToActivationBits(dtype, f));
   }
   return x;
 }
@@ -126,7 +126,7 @@ std::vector<float> RandomX(ActivationType dtype, int64_t m, int64_t k, std::mt19
                                    const std::vector<float>& ref, double* err_out, double tol_scale = 1.0) {
   double num = 0, den = 0;
   for (size_t i = 0; i < ref.size(); ++i) {
-    const float y = dtype == ActivationType::kFloat16 ? HalfToFloat(y_bits[i]) : Bf16ToFloat(y_bits[i]);
+    const float y = FromActivationBits(dtype, y_bits[i]);
     if (!std::isfinite(y)) return ::testing::AssertionFailure() << "element " << i << " not written/finite";
     num += (static_cast<double>(y) - ref[i]) * (static_cast<double>(y) - ref[i]);
     den += static_cast<double>(ref[i]) * ref[i];
@@ -137,8 +137,6 @@ std::vector<float> RandomX(ActivationType dtype, int64_t m, int64_t k, std::mt19
   if (err > tol) return ::testing::AssertionFailure() << "normalized error " << err << " > " << tol;
   return ::testing::AssertionSuccess();
 }
-
-const char* Name(ActivationType t) { return t == ActivationType::kFloat16 ? "fp16" : "bf16"; }
 
 void CheckShapeAllM(const LutShape& s, const std::vector<int64_t>& ms, const LaunchChoice& how,
                     std::mt19937& rng) {
@@ -151,13 +149,13 @@ void CheckShapeAllM(const LutShape& s, const std::vector<int64_t>& ms, const Lau
       ASSERT_TRUE(RunGpu(p, dtype, x, m, how, &y));
       double err = 0;
       EXPECT_TRUE(Compare(dtype, y, Reference(p, x, m), &err))
-          << "n=" << s.n << " k=" << s.k << " b=" << s.bits << " G=" << s.group_size << " "
-          << Name(dtype) << " m=" << m << " split_k=" << how.split_k << " kernel=" << static_cast<int>(how.kernel);
+          << "n=" << s.n << " k=" << s.k << " b=" << s.bits << " G=" << s.group_size << " " << ActivationName(dtype)
+          << " m=" << m << " split_k=" << how.split_k << " kernel=" << static_cast<int>(how.kernel);
       worst = std::max(worst, err);
     }
     std::printf("n=%lld k=%lld b=%d G=%d %s split_k=%d kernel=%d: worst normalized error %.2e over %zu M values\n",
                 static_cast<long long>(s.n), static_cast<long long>(s.k), s.bits, s.group_size,
-                Name(dtype), how.split_k, static_cast<int>(how.kernel), worst, ms.size());
+                ActivationName(dtype), how.split_k, static_cast<int>(how.kernel), worst, ms.size());
   }
 }
 
@@ -363,12 +361,12 @@ TEST(LutGemmGpuTest, StripKernelEveryBitsGroupDtypeAndConfig) {
 // for each bits x G x dtype, one and eight rows.
 void CheckOneHotRows(const LutShape& s, ActivationType dtype, int64_t m, const LaunchChoice& how, std::mt19937& rng) {
   SCOPED_TRACE(::testing::Message() << "n=" << s.n << " k=" << s.k << " b=" << s.bits << " G=" << s.group_size
-                                    << " " << Name(dtype) << " m=" << m);
+                                    << " " << ActivationName(dtype) << " m=" << m);
   Problem p = MakeProblem(s, rng);
   std::vector<uint8_t> codes(static_cast<size_t>(s.n * s.k));
   lut::UnpackCodes(s, p.packed.data(), codes.data());
   auto round_t = [&](float f) {
-    return dtype == ActivationType::kFloat16 ? HalfToFloat(FloatToHalf(f)) : Bf16ToFloat(FloatToBf16(f));
+    return FromActivationBits(dtype, ToActivationBits(dtype, f));
   };
   // Each run covers m positions; 64 runs' worth of random k positions.
   for (int run = 0; run < 64 / m; ++run) {
@@ -386,7 +384,7 @@ void CheckOneHotRows(const LutShape& s, ActivationType dtype, int64_t m, const L
         const float w = round_t(p.table[codes[n * s.k + ks[r]]]);
         const float scale = HalfToFloat(p.scales[n * (s.k / s.group_size) + ks[r] / s.group_size]);
         const float want = round_t(w * scale);
-        const float got = dtype == ActivationType::kFloat16 ? HalfToFloat(y[r * s.n + n]) : Bf16ToFloat(y[r * s.n + n]);
+        const float got = FromActivationBits(dtype, y[r * s.n + n]);
         if (got != want && wrong++ < 3) {
           ADD_FAILURE() << "y[" << r << ", " << n << "] (k = " << ks[r] << ", code " << int{codes[n * s.k + ks[r]]}
                         << "): expected " << want << ", got " << got;
@@ -423,13 +421,13 @@ TEST(LutGemmGpuTest, StripKernelOneHotRowsAreTheDequantizedWeights) {
 void CheckResidentXEqualsStagedX(const LutShape& s, ActivationType dtype, const std::vector<int64_t>& ms,
                                  bool swiglu, const LaunchChoice& how, std::mt19937& rng) {
   SCOPED_TRACE(::testing::Message() << "n=" << s.n << " k=" << s.k << " b=" << s.bits << " G=" << s.group_size
-                                    << " " << Name(dtype) << " swiglu=" << swiglu << " pdl=" << how.pdl);
+                                    << " " << ActivationName(dtype) << " swiglu=" << swiglu << " pdl=" << how.pdl);
   Problem p = MakeProblem(s, rng);
   const int64_t n_out = swiglu ? s.n / 2 : s.n;
   for (int64_t m : ms) {
     std::vector<float> x = RandomX(dtype, m, s.k, rng);
     std::vector<uint16_t> xb(x.size());
-    for (size_t i = 0; i < x.size(); ++i) xb[i] = dtype == ActivationType::kFloat16 ? FloatToHalf(x[i]) : FloatToBf16(x[i]);
+    for (size_t i = 0; i < x.size(); ++i) xb[i] = ToActivationBits(dtype, x[i]);
     DeviceBuffer d_x(xb.size() * 2), d_y(m * n_out * 2);
     cudaMemcpy(d_x.ptr, xb.data(), xb.size() * 2, cudaMemcpyHostToDevice);
     std::vector<uint16_t> y[3];  // staged, resident where it fits, the default rule
@@ -621,8 +619,9 @@ TEST(LutGemmGpuTest, StripKernelThreeBitInstancesAreBitwiseEqual) {
           ScopedEnv env("FLUTE_LUT_STRIP_LOWREGS", low ? "on" : "off");
           ASSERT_TRUE(RunGpu(p, dtype, x, m, strip, &y[low]));
         }
-        ASSERT_TRUE(y[0] == y[1]) << "n=" << s.n << " k=" << s.k << " G=" << s.group_size << " " << Name(dtype)
-                                  << " m=" << m << ": the 80- and 128-register instances differ";
+        ASSERT_TRUE(y[0] == y[1]) << "n=" << s.n << " k=" << s.k << " G=" << s.group_size << " "
+                                  << ActivationName(dtype) << " m=" << m
+                                  << ": the 80- and 128-register instances differ";
       }
     }
   }
@@ -652,7 +651,7 @@ TEST(LutGemmGpuTest, ForcedSplitsRowsDoNotDependOnM) {
         ASSERT_TRUE(RunGpu(p, dtype, xm, m, splits, &y));
         EXPECT_TRUE(std::equal(y.begin(), y.end(), y_all.begin()))
             << "rows 0.." << m - 1 << " of an m = " << m << " call differ from the same rows at m = " << kMaxM
-            << " (n=" << s.n << " k=" << s.k << " b=" << s.bits << " G=" << s.group_size << " " << Name(dtype)
+            << " (n=" << s.n << " k=" << s.k << " b=" << s.bits << " G=" << s.group_size << " " << ActivationName(dtype)
             << " split_k=" << splits << ")";
       }
     }
@@ -715,7 +714,7 @@ TEST(LutGemmGpuTest, PdlLaunchWaitsForThePreviousKernel) {
 void CheckSwiGluEpilogue(const LutShape& s, ActivationType dtype, const std::vector<int64_t>& ms,
                          const LaunchChoice& how, std::mt19937& rng) {
   SCOPED_TRACE(::testing::Message() << "n=" << s.n << " k=" << s.k << " b=" << s.bits << " G=" << s.group_size
-                                    << " " << Name(dtype) << " kernel=" << static_cast<int>(how.kernel)
+                                    << " " << ActivationName(dtype) << " kernel=" << static_cast<int>(how.kernel)
                                     << " split_k=" << how.split_k);
   Problem p = MakeProblem(s, rng);
   const int64_t inter = s.n / 2;
@@ -723,7 +722,7 @@ void CheckSwiGluEpilogue(const LutShape& s, ActivationType dtype, const std::vec
     std::vector<float> x = RandomX(dtype, m, s.k, rng);
     std::vector<uint16_t> xb(x.size());
     for (size_t i = 0; i < x.size(); ++i) {
-      xb[i] = dtype == ActivationType::kFloat16 ? FloatToHalf(x[i]) : FloatToBf16(x[i]);
+      xb[i] = ToActivationBits(dtype, x[i]);
     }
     DeviceBuffer d_x(xb.size() * 2), d_gate_up(m * s.n * 2), d_unfused(m * inter * 2), d_fused(m * inter * 2);
     const size_t ws_bytes = std::max({LutGemmWorkspaceBytes(s, m), size_t{256},
@@ -803,16 +802,12 @@ TEST(LutGemmGpuTest, SwiGluEpilogueEqualsGemmThenSwiGlu) {
 void CheckFusedNorm(int64_t h, int64_t kp, int64_t nc, int bits, int group, bool swiglu, ActivationType dtype,
                     const std::vector<int64_t>& ms, std::mt19937& rng) {
   SCOPED_TRACE(::testing::Message() << "h=" << h << " kp=" << kp << " nc=" << nc << " b=" << bits << " G=" << group
-                                    << " swiglu=" << swiglu << " " << Name(dtype));
-  Problem prod = MakeProblem({h, kp, bits, group}, rng);
-  Problem cons = MakeProblem({nc, h, bits, group}, rng);
+                                    << " swiglu=" << swiglu << " " << ActivationName(dtype));
+  std::normal_distribution<float> normal;
+  const auto& [prod, cons, weight, d_weight] =
+      flute::testing::MakeFusedNormInputs(h, kp, nc, bits, group, normal, rng);
   const float eps = 1e-5f;
   const int64_t nc_out = swiglu ? nc / 2 : nc;
-  std::normal_distribution<float> normal;
-  std::vector<float> weight(h);
-  for (float& w : weight) w = 1.0f + 0.1f * normal(rng);
-  DeviceBuffer d_weight(h * 4);
-  cudaMemcpy(d_weight.ptr, weight.data(), h * 4, cudaMemcpyHostToDevice);
   cudaStream_t stream;
   ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
   for (int64_t m : ms) {
@@ -820,7 +815,7 @@ void CheckFusedNorm(int64_t h, int64_t kp, int64_t nc, int bits, int group, bool
     std::vector<float> x = RandomX(dtype, m, kp, rng), residual(m * h);
     for (float& r : residual) r = 3.0f * normal(rng);
     std::vector<uint16_t> xb(x.size());
-    for (size_t i = 0; i < x.size(); ++i) xb[i] = dtype == ActivationType::kFloat16 ? FloatToHalf(x[i]) : FloatToBf16(x[i]);
+    for (size_t i = 0; i < x.size(); ++i) xb[i] = ToActivationBits(dtype, x[i]);
     DeviceBuffer d_x(xb.size() * 2), d_proj(m * h * 2), d_normed(m * h * 2), d_res_a(m * h * 4), d_res_b(m * h * 4),
         d_sumsq(m * (h / 16) * 4), d_y_ref(m * nc_out * 2), d_y(m * nc_out * 2);
     cudaMemcpy(d_x.ptr, xb.data(), xb.size() * 2, cudaMemcpyHostToDevice);
@@ -836,7 +831,7 @@ void CheckFusedNorm(int64_t h, int64_t kp, int64_t nc, int bits, int group, bool
     p_plain.y = d_proj.ptr;
     ASSERT_TRUE(LaunchLutGemm(p_plain, stream).ok());
     ASSERT_TRUE(gpu::LaunchAddRmsNorm(dtype, static_cast<int>(m), static_cast<int>(h), eps, d_proj.ptr,
-                                      static_cast<float*>(d_res_a.ptr), static_cast<const float*>(d_weight.ptr),
+                                      static_cast<float*>(d_res_a.ptr), static_cast<const float*>(d_weight->ptr),
                                       d_normed.ptr, stream).ok());
     LutGemmParams c_plain = MakeParams(cons, dtype, m, strip);
     c_plain.x = d_normed.ptr;
@@ -855,7 +850,7 @@ void CheckFusedNorm(int64_t h, int64_t kp, int64_t nc, int bits, int group, bool
     c_fused.pdl = c_fused.early_weights = true;
     c_fused.residual_in = static_cast<const float*>(d_res_b.ptr);
     c_fused.sumsq_in = static_cast<const float*>(d_sumsq.ptr);
-    c_fused.norm_weight = static_cast<const float*>(d_weight.ptr);
+    c_fused.norm_weight = static_cast<const float*>(d_weight->ptr);
     c_fused.norm_eps = eps;
     const absl::Status st = LaunchLutGemm(c_fused, stream);
     ASSERT_TRUE(st.ok()) << st;
@@ -881,12 +876,12 @@ void CheckFusedNorm(int64_t h, int64_t kp, int64_t nc, int bits, int group, bool
       const float inv = static_cast<float>(1.0 / std::sqrt(total / h + eps));
       for (int64_t c = 0; c < h; ++c) {
         const float v = weight[c] * (res_a[r * h + c] * inv);
-        normed[r * h + c] = dtype == ActivationType::kFloat16 ? HalfToFloat(FloatToHalf(v)) : Bf16ToFloat(FloatToBf16(v));
+        normed[r * h + c] = FromActivationBits(dtype, ToActivationBits(dtype, v));
       }
     }
     std::vector<float> y_ref_f(y_ref.size());
     for (size_t i = 0; i < y_ref.size(); ++i) {
-      y_ref_f[i] = dtype == ActivationType::kFloat16 ? HalfToFloat(y_ref[i]) : Bf16ToFloat(y_ref[i]);
+      y_ref_f[i] = FromActivationBits(dtype, y_ref[i]);
     }
     double err = 0;
     // Only the order in which the sums of squares are added differs (16-column partials, then

@@ -28,18 +28,18 @@ TEST(LutGemmTcFusedGpuTest, SkippedWithoutCuda) {
 #else
 
 #define REQUIRE_GPU() REQUIRE_GPU_FOR("tensor-core LUT-GEMM fused norms")
+using flute::testing::ActivationName;
 using flute::testing::DeviceBuffer;
-using flute::testing::ScopedEnv;
-using flute::testing::SwiGluOfInterleaved;
 using flute::testing::FromActivationBits;
 using flute::testing::LutProblem;
+using flute::testing::MakeFusedNormInputs;
 using flute::testing::MakeLutProblem;
 using flute::testing::MatchesReference;
 using flute::testing::RandomActivations;
 using flute::testing::ReferenceY;
+using flute::testing::ScopedEnv;
+using flute::testing::SwiGluOfInterleaved;
 using flute::testing::ToActivationBits;
-
-const char* Name(ActivationType t) { return t == ActivationType::kFloat16 ? "fp16" : "bf16"; }
 
 template <typename V>
 std::vector<V> Download(const DeviceBuffer& d, size_t count) {
@@ -80,16 +80,11 @@ void CheckFusedNorms(int64_t h, int64_t kp, int64_t nc, int bits, int group, boo
   // reduction): split-K in clusters applies to plain calls only and may replace Stream-K there.
   const ScopedEnv workspace_reduction("FLUTE_LUT_TC_CLUSTER", "off");
   SCOPED_TRACE(::testing::Message() << "h=" << h << " kp=" << kp << " nc=" << nc << " b=" << bits << " G=" << group
-                                    << " swiglu=" << swiglu << " " << Name(dtype) << " split_k=" << split_k);
-  const LutProblem prod = MakeLutProblem({h, kp, bits, group}, rng);
-  const LutProblem cons = MakeLutProblem({nc, h, bits, group}, rng);
+                                    << " swiglu=" << swiglu << " " << ActivationName(dtype) << " split_k=" << split_k);
+  std::normal_distribution<float> normal;
+  const auto& [prod, cons, weight, d_weight] = MakeFusedNormInputs(h, kp, nc, bits, group, normal, rng);
   const float eps = 1e-5f;
   const int64_t nc_out = swiglu ? nc / 2 : nc;
-  std::normal_distribution<float> normal;
-  std::vector<float> weight(h);
-  for (float& w : weight) w = 1.0f + 0.1f * normal(rng);
-  DeviceBuffer d_weight(h * 4);
-  cudaMemcpy(d_weight.ptr, weight.data(), h * 4, cudaMemcpyHostToDevice);
   cudaStream_t stream;
   ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
   double worst_separate = 0, worst_reference = 0;
@@ -117,7 +112,7 @@ void CheckFusedNorms(int64_t h, int64_t kp, int64_t nc, int bits, int group, boo
     p_plain.kernel = LutKernel::kTensorCore;
     ASSERT_TRUE(LaunchLutGemm(p_plain, stream).ok());
     ASSERT_TRUE(gpu::LaunchAddRmsNorm(dtype, static_cast<int>(m), static_cast<int>(h), eps, d_proj.ptr,
-                                      static_cast<float*>(d_res_a.ptr), static_cast<const float*>(d_weight.ptr),
+                                      static_cast<float*>(d_res_a.ptr), static_cast<const float*>(d_weight->ptr),
                                       d_normed.ptr, stream)
                     .ok());
     LutGemmParams c_plain = Params(cons, dtype, m, d_normed.ptr, d_y_ref.ptr, d_ws.ptr, ws_bytes, split_k);
@@ -130,7 +125,7 @@ void CheckFusedNorms(int64_t h, int64_t kp, int64_t nc, int bits, int group, boo
     p_fused.residual_out = static_cast<float*>(d_res_b.ptr);
     p_fused.sumsq_out = static_cast<float*>(d_sumsq.ptr);
     p_fused.prenorm_out = d_prenorm.ptr;
-    p_fused.prenorm_weight = static_cast<const float*>(d_weight.ptr);
+    p_fused.prenorm_weight = static_cast<const float*>(d_weight->ptr);
     absl::Status st = LaunchLutGemm(p_fused, stream);
     ASSERT_TRUE(st.ok()) << st;
     LutGemmParams c_fused = Params(cons, dtype, m, d_prenorm.ptr, d_y.ptr, d_ws.ptr, ws_bytes, split_k);
@@ -193,7 +188,7 @@ void CheckFusedNorms(int64_t h, int64_t kp, int64_t nc, int bits, int group, boo
   std::printf("fused norms h=%lld kp=%lld nc=%lld b=%d G=%d %s%s split_k=%d: worst normalized error %.2e vs the "
               "separate kernels, %.2e vs the CPU reference\n",
               static_cast<long long>(h), static_cast<long long>(kp), static_cast<long long>(nc), bits, group,
-              Name(dtype), swiglu ? " swiglu" : "", split_k, worst_separate, worst_reference);
+              ActivationName(dtype), swiglu ? " swiglu" : "", split_k, worst_separate, worst_reference);
   cudaStreamDestroy(stream);
 }
 

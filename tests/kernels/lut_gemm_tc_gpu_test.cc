@@ -32,6 +32,7 @@ TEST(LutGemmTcGpuTest, SkippedWithoutCuda) {
 #else
 
 #define REQUIRE_GPU() REQUIRE_GPU_FOR("tensor-core LUT-GEMM")
+using flute::testing::ActivationName;
 using flute::testing::DeviceBuffer;
 using flute::testing::ScopedEnv;
 using flute::testing::LutProblem;
@@ -43,8 +44,6 @@ using flute::testing::SwiGluOfInterleaved;
 using flute::testing::FromActivationBits;
 using flute::testing::ToActivationBits;
 
-const char* Name(ActivationType t) { return t == ActivationType::kFloat16 ? "fp16" : "bf16"; }
-
 struct TcCall {
   int split_k = 0;  // 0: the kernel's own choice
   bool swiglu = false;
@@ -53,6 +52,13 @@ struct TcCall {
   LutKernel kernel = LutKernel::kTensorCore;
   const uint16_t* scales = nullptr;  // device scales in place of the problem's (nullptr: those)
 };
+
+// What an engine allocates (LutGemmWorkspaceBytes), plus room for a forced split (partials
+// padded to 8-row groups and 128-column blocks, as the kernel stores them).
+size_t TcWorkspaceBytes(const LutShape& s, int64_t m, int split_k) {
+  const int64_t padded = ((m + 7) / 8 * 8) * ((s.n + 127) / 128 * 128);
+  return LutGemmWorkspaceBytes(s, m) + 64 * 1024 + (split_k > 0 ? static_cast<size_t>(split_k * padded) * 4 : 0);
+}
 
 // One call of the tensor-core kernel on x (exactly representable in dtype), y poisoned first.
 // y_bits: [m, n] ([m, n / 2] with swiglu).
@@ -64,11 +70,7 @@ struct TcCall {
   std::vector<uint16_t> xb(x.size());
   for (size_t i = 0; i < x.size(); ++i) xb[i] = ToActivationBits(dtype, x[i]);
   DeviceBuffer d_x(xb.size() * 2), d_y(static_cast<size_t>(m * y_cols) * 2);
-  // What an engine allocates (LutGemmWorkspaceBytes), plus room for a forced split (partials
-  // padded to 8-row groups and 128-column blocks, as the kernel stores them).
-  const int64_t padded = ((m + 7) / 8 * 8) * ((s.n + 127) / 128 * 128);
-  const size_t ws_bytes = LutGemmWorkspaceBytes(s, m) + 64 * 1024 +
-                          (call.split_k > 0 ? static_cast<size_t>(call.split_k * padded) * 4 : 0);
+  const size_t ws_bytes = TcWorkspaceBytes(s, m, call.split_k);
   DeviceBuffer d_ws(ws_bytes);
   if (!d_x.ptr || !d_y.ptr || !d_ws.ptr) return ::testing::AssertionFailure() << "cudaMalloc failed";
   cudaMemset(d_ws.ptr, 0, ws_bytes);
@@ -110,7 +112,7 @@ void CheckShape(const LutShape& s, const std::vector<int64_t>& ms, const TcCall&
     double worst = 0;
     for (int64_t m : ms) {
       SCOPED_TRACE(::testing::Message() << "n=" << s.n << " k=" << s.k << " b=" << s.bits << " G=" << s.group_size
-                                        << " " << Name(dtype) << " m=" << m << " split_k=" << call.split_k
+                                        << " " << ActivationName(dtype) << " m=" << m << " split_k=" << call.split_k
                                         << " pdl=" << call.pdl << " early=" << call.early_weights);
       const std::vector<float> x = RandomActivations(dtype, m, s.k, rng);
       std::vector<uint16_t> y;
@@ -120,7 +122,7 @@ void CheckShape(const LutShape& s, const std::vector<int64_t>& ms, const TcCall&
       worst = std::max(worst, err);
     }
     std::printf("tc n=%lld k=%lld b=%d G=%d %s split_k=%d: worst normalized error %.2e over %zu M values\n",
-                static_cast<long long>(s.n), static_cast<long long>(s.k), s.bits, s.group_size, Name(dtype),
+                static_cast<long long>(s.n), static_cast<long long>(s.k), s.bits, s.group_size, ActivationName(dtype),
                 call.split_k, worst, ms.size());
   }
 }
@@ -229,8 +231,8 @@ TEST(LutGemmTcGpuTest, TileGroupLoopIsBitwiseTheGeneralLoop) {
         for (int64_t m : {5, 16, 17, 32}) {
           for (int split : {0, 3}) {
             for (bool swiglu : {false, true}) {
-              SCOPED_TRACE(::testing::Message() << "b=" << bits << " G=" << g << " " << Name(dtype) << " m=" << m
-                                                << " split_k=" << split << " swiglu=" << swiglu);
+              SCOPED_TRACE(::testing::Message() << "b=" << bits << " G=" << g << " " << ActivationName(dtype)
+                                                << " m=" << m << " split_k=" << split << " swiglu=" << swiglu);
               const std::vector<float> x = RandomActivations(dtype, m, s.k, rng);
               TcCall call;
               call.split_k = split;
@@ -266,8 +268,8 @@ TEST(LutGemmTcGpuTest, SwiGluEpilogueEqualsGemmThenSwiGlu) {
       for (ActivationType dtype : {ActivationType::kFloat16, ActivationType::kBFloat16}) {
         for (int split : {0, 3}) {
           for (int64_t m : {5, 16, 33, 100}) {
-            SCOPED_TRACE(::testing::Message() << "b=" << bits << " G=" << g << " " << Name(dtype) << " m=" << m
-                                              << " split_k=" << split);
+            SCOPED_TRACE(::testing::Message() << "b=" << bits << " G=" << g << " " << ActivationName(dtype)
+                                              << " m=" << m << " split_k=" << split);
             const std::vector<float> x = RandomActivations(dtype, m, s.k, rng);
             TcCall plain_call, fused_call;
             plain_call.split_k = fused_call.split_k = split;
@@ -360,7 +362,7 @@ TEST(LutGemmTcGpuTest, EveryFluteLutTcConfigMatchesAndReductionsAreBitwiseEqual)
             for (int c = 0; c < kConfigs; ++c) {
               SCOPED_TRACE(::testing::Message() << "FLUTE_LUT_TC=" << (configs[c] ? configs[c] : "(unset)") << " n="
                                                 << s.n << " k=" << s.k << " b=" << s.bits << " G=" << s.group_size
-                                                << " " << Name(dtype) << " m=" << m << " split_k=" << split
+                                                << " " << ActivationName(dtype) << " m=" << m << " split_k=" << split
                                                 << " swiglu=" << swiglu);
               ScopedEnv env("FLUTE_LUT_TC", configs[c]);
               ASSERT_TRUE(RunTc(p, dtype, x, m, call, &by_config[c]));
@@ -384,21 +386,134 @@ TEST(LutGemmTcGpuTest, EveryFluteLutTcConfigMatchesAndReductionsAreBitwiseEqual)
   }
 }
 
-// The split count LaunchLutGemm's plan gives the call to split-K in thread-block clusters
-// (TensorCoreClusterSplits: 1 = none), with RunTc's workspace.
-int PlannedClusterSplits(const LutShape& s, ActivationType dtype, int64_t m, const TcCall& call) {
-  const int64_t padded = ((m + 7) / 8 * 8) * ((s.n + 127) / 128 * 128);
+// The split count LaunchLutGemm's plan (`plan`: TensorCoreClusterSplits or
+// TensorCoreSpreadSplits; 1 = none) gives the call, with RunTc's workspace.
+int PlannedSplits(const LutShape& s, ActivationType dtype, int64_t m, const TcCall& call,
+                  int (*plan)(const LutGemmParams&)) {
   LutGemmParams params;
   params.shape = s;
   params.dtype = dtype;
   params.m = m;
   params.workspace = &params;  // (only the size is planned)
-  params.workspace_bytes = LutGemmWorkspaceBytes(s, m) + 64 * 1024 +
-                           (call.split_k > 0 ? static_cast<size_t>(call.split_k * padded) * 4 : 0);
+  params.workspace_bytes = TcWorkspaceBytes(s, m, call.split_k);
   params.split_k = call.split_k;
   params.kernel = LutKernel::kTensorCore;
   params.swiglu = call.swiglu;
-  return TensorCoreClusterSplits(params);
+  return plan(params);
+}
+
+// The reference of a call: y [m, n], or silu(gate) * up [m, n / 2] with SwiGLU.
+std::vector<float> ReferenceOut(const LutProblem& p, const std::vector<float>& x, int64_t m, bool swiglu) {
+  std::vector<float> ref = ReferenceY(p, x, m);
+  if (swiglu) ref = SwiGluOfInterleaved(ref, m, p.shape.n);
+  return ref;
+}
+
+// Split-K cases: one random matrix of `shape` each, every m and split count (0: automatic).
+struct SplitCase {
+  LutShape shape;
+  bool swiglu;
+  std::vector<int64_t> ms;
+  std::vector<int> splits;  // 0: automatic
+};
+
+// One call of a SplitCase: x exactly representable in dtype, the reference of the call and the
+// tolerance scale to match it with (2 with SwiGLU: three roundings).
+struct SplitRun {
+  const LutProblem& p;
+  ActivationType dtype;
+  int64_t m;
+  const std::vector<float>& x;
+  const std::vector<float>& ref;
+  double tol;
+  TcCall call;
+};
+
+// "n=... k=... b=... G=... fp16 m=... split_k=... swiglu=...", for a SCOPED_TRACE.
+::testing::Message Describe(const SplitRun& r) {
+  const LutShape& s = r.p.shape;
+  return ::testing::Message() << "n=" << s.n << " k=" << s.k << " b=" << s.bits << " G=" << s.group_size << " "
+                              << ActivationName(r.dtype) << " m=" << r.m << " split_k=" << r.call.split_k
+                              << " swiglu=" << r.call.swiglu;
+}
+
+int PlannedSplits(const SplitRun& r, int (*plan)(const LutGemmParams&)) {
+  return PlannedSplits(r.p.shape, r.dtype, r.m, r.call, plan);
+}
+
+// Calls body(SplitRun) for every case x dtype x m x split count, with fresh x per (dtype, m);
+// stops at the first fatal failure (a body's ASSERT), as the loops written out in a test would.
+template <typename Body>
+void ForEachSplitRun(const std::vector<SplitCase>& cases, std::mt19937& rng, Body body) {
+  for (const SplitCase& c : cases) {
+    const LutProblem p = MakeLutProblem(c.shape, rng);
+    for (ActivationType dtype : {ActivationType::kFloat16, ActivationType::kBFloat16}) {
+      for (int64_t m : c.ms) {
+        const std::vector<float> x = RandomActivations(dtype, m, c.shape.k, rng);
+        const std::vector<float> ref = ReferenceOut(p, x, m, c.swiglu);
+        for (int split : c.splits) {
+          TcCall call;
+          call.split_k = split;
+          call.swiglu = c.swiglu;
+          body(SplitRun{p, dtype, m, x, ref, c.swiglu ? 2.0 : 1.0, call});
+          if (::testing::Test::HasFatalFailure()) return;
+        }
+      }
+    }
+  }
+}
+
+// How many calls a reduction plan took (more than one split), of how many.
+struct PlanTally {
+  int planned = 0, calls = 0;
+  // `splits`: the plan's count for `call`, which must be a forced split count wherever it plans.
+  void Add(const TcCall& call, int splits) {
+    if (call.split_k > 0 && splits > 1) {
+      EXPECT_EQ(splits, call.split_k);
+    }
+    planned += splits > 1;
+    ++calls;
+  }
+  // Prints "<what>: <planned> of <calls> calls <how>"; most calls must have been planned.
+  void ExpectMostPlanned(const char* what, const char* how) const {
+    std::printf("%s: %d of %d calls %s\n", what, planned, calls, how);
+    EXPECT_GT(planned, calls / 2);
+  }
+};
+
+// The call with its plan switched off (the caller's ScopedEnv): the plan gives 1 split, and the
+// output matches the reference and is bitwise `planned_y`, the output with the plan (`what` says
+// which two reductions).
+void ExpectUnplannedIsBitwise(const SplitRun& r, int (*plan)(const LutGemmParams&),
+                              const std::vector<uint16_t>& planned_y, const char* what) {
+  std::vector<uint16_t> y;
+  EXPECT_EQ(PlannedSplits(r, plan), 1);
+  ASSERT_TRUE(RunTc(r.p, r.dtype, r.x, r.m, r.call, &y));
+  EXPECT_TRUE(MatchesReference(r.dtype, y, r.ref, nullptr, r.tol));
+  EXPECT_EQ(planned_y, y) << what;
+}
+
+// The sanitizer subsets' bf16 calls on p (fresh x each): forced split-K 2 and 4, which `plan`
+// must take, a partial and a full 128-row tile, plain and SwiGLU, against the reference.
+// `trace` starts each call's SCOPED_TRACE.
+void CheckSanitizerCalls(const LutProblem& p, int (*plan)(const LutGemmParams&), const std::string& trace,
+                         std::mt19937& rng) {
+  for (int split : {2, 4}) {
+    for (int64_t m : {70, 128}) {
+      for (bool swiglu : {false, true}) {
+        TcCall call;
+        call.split_k = split;
+        call.swiglu = swiglu;
+        SCOPED_TRACE(::testing::Message() << trace << "m=" << m << " split_k=" << split << " swiglu=" << swiglu);
+        ASSERT_EQ(PlannedSplits(p.shape, ActivationType::kBFloat16, m, call, plan), split);
+        const std::vector<float> x = RandomActivations(ActivationType::kBFloat16, m, p.shape.k, rng);
+        const std::vector<float> ref = ReferenceOut(p, x, m, swiglu);
+        std::vector<uint16_t> y;
+        ASSERT_TRUE(RunTc(p, ActivationType::kBFloat16, x, m, call, &y));
+        EXPECT_TRUE(MatchesReference(ActivationType::kBFloat16, y, ref, nullptr, swiglu ? 2.0 : 1.0));
+      }
+    }
+  }
 }
 
 // Split-K in thread-block clusters (128-row tiles, plain calls and SwiGLU, where every tile's
@@ -412,57 +527,25 @@ int PlannedClusterSplits(const LutShape& s, ActivationType dtype, int64_t m, con
 TEST(LutGemmTcGpuTest, ClusterSplitsMatchAndAreBitwiseTheWorkspaceReduction) {
   REQUIRE_GPU();
   FRESH_RNG(rng);
-  struct Case {
-    LutShape shape;
-    bool swiglu;
-    std::vector<int64_t> ms;
-    std::vector<int> splits;  // 0: automatic
-  };
-  int clustered = 0, calls = 0;
-  for (const Case& c : {Case{{6144, 4096, 4, 128}, false, {100, 128}, {0}},
-                        Case{{512, 4096, 4, 64}, false, {65, 128, 256}, {2, 3, 5, 8}},
-                        Case{{2064, 2048, 3, 32}, false, {100}, {0, 2, 3}},
-                        Case{{1024, 2048, 2, 128}, true, {128, 200}, {0, 4}}}) {
-    const LutShape& s = c.shape;
-    const LutProblem p = MakeLutProblem(s, rng);
-    for (ActivationType dtype : {ActivationType::kFloat16, ActivationType::kBFloat16}) {
-      for (int64_t m : c.ms) {
-        const std::vector<float> x = RandomActivations(dtype, m, s.k, rng);
-        std::vector<float> ref = ReferenceY(p, x, m);
-        if (c.swiglu) ref = SwiGluOfInterleaved(ref, m, s.n);
-        const double tol = c.swiglu ? 2.0 : 1.0;
-        for (int split : c.splits) {
-          TcCall call;
-          call.split_k = split;
-          call.swiglu = c.swiglu;
-          const int cluster = PlannedClusterSplits(s, dtype, m, call);
-          SCOPED_TRACE(::testing::Message() << "n=" << s.n << " k=" << s.k << " b=" << s.bits << " G=" << s.group_size
-                                            << " " << Name(dtype) << " m=" << m << " split_k=" << split
-                                            << " swiglu=" << c.swiglu << " cluster=" << cluster);
-          if (split > 0 && cluster > 1) {
-            EXPECT_EQ(cluster, split);
-          }
-          clustered += cluster > 1;
-          ++calls;
-          std::vector<uint16_t> y, again, workspace_reduced;
-          ASSERT_TRUE(RunTc(p, dtype, x, m, call, &y));
-          ASSERT_TRUE(RunTc(p, dtype, x, m, call, &again));
-          EXPECT_EQ(y, again) << "not bitwise run to run";
-          EXPECT_TRUE(MatchesReference(dtype, y, ref, nullptr, tol));
-          {
-            ScopedEnv env("FLUTE_LUT_TC_CLUSTER", "off"), classic("FLUTE_LUT_TC_STREAMK", "off");
-            EXPECT_EQ(PlannedClusterSplits(s, dtype, m, call), 1);
-            ASSERT_TRUE(RunTc(p, dtype, x, m, call, &workspace_reduced));
-          }
-          EXPECT_TRUE(MatchesReference(dtype, workspace_reduced, ref, nullptr, tol));
-          EXPECT_EQ(y, workspace_reduced) << "cluster vs workspace reduction, same split count";
-        }
-      }
-    }
-  }
-  std::printf("tc cluster splits: %d of %d calls ran in clusters\n", clustered, calls);
+  PlanTally tally;
+  const std::vector<SplitCase> cases = {SplitCase{{6144, 4096, 4, 128}, false, {100, 128}, {0}},
+                                        SplitCase{{512, 4096, 4, 64}, false, {65, 128, 256}, {2, 3, 5, 8}},
+                                        SplitCase{{2064, 2048, 3, 32}, false, {100}, {0, 2, 3}},
+                                        SplitCase{{1024, 2048, 2, 128}, true, {128, 200}, {0, 4}}};
+  ASSERT_NO_FATAL_FAILURE(ForEachSplitRun(cases, rng, [&](const SplitRun& r) {
+    const int cluster = PlannedSplits(r, TensorCoreClusterSplits);
+    SCOPED_TRACE(Describe(r) << " cluster=" << cluster);
+    tally.Add(r.call, cluster);
+    std::vector<uint16_t> y, again;
+    ASSERT_TRUE(RunTc(r.p, r.dtype, r.x, r.m, r.call, &y));
+    ASSERT_TRUE(RunTc(r.p, r.dtype, r.x, r.m, r.call, &again));
+    EXPECT_EQ(y, again) << "not bitwise run to run";
+    EXPECT_TRUE(MatchesReference(r.dtype, y, r.ref, nullptr, r.tol));
+    ScopedEnv env("FLUTE_LUT_TC_CLUSTER", "off"), classic("FLUTE_LUT_TC_STREAMK", "off");
+    ExpectUnplannedIsBitwise(r, TensorCoreClusterSplits, y, "cluster vs workspace reduction, same split count");
+  }));
   // An H100 runs all but the forced splits whose clusters do not fit (none here) in clusters.
-  EXPECT_GT(clustered, calls / 2);
+  tally.ExpectMostPlanned("tc cluster splits", "ran in clusters");
 }
 
 // Small enough for compute-sanitizer memcheck / racecheck (--gtest_filter=*SanitizerSubset*):
@@ -471,42 +554,8 @@ TEST(LutGemmTcGpuTest, ClusterSplitsMatchAndAreBitwiseTheWorkspaceReduction) {
 TEST(LutGemmTcGpuTest, ClusterSanitizerSubset) {
   REQUIRE_GPU();
   FRESH_RNG(rng);
-  const LutShape s{256, 1024, 4, 128};
-  const LutProblem p = MakeLutProblem(s, rng);
-  for (int split : {2, 4}) {
-    for (int64_t m : {70, 128}) {
-      for (bool swiglu : {false, true}) {
-        TcCall call;
-        call.split_k = split;
-        call.swiglu = swiglu;
-        SCOPED_TRACE(::testing::Message() << "m=" << m << " split_k=" << split << " swiglu=" << swiglu);
-        ASSERT_EQ(PlannedClusterSplits(s, ActivationType::kBFloat16, m, call), split);
-        const std::vector<float> x = RandomActivations(ActivationType::kBFloat16, m, s.k, rng);
-        std::vector<float> ref = ReferenceY(p, x, m);
-        if (swiglu) ref = SwiGluOfInterleaved(ref, m, s.n);
-        std::vector<uint16_t> y;
-        ASSERT_TRUE(RunTc(p, ActivationType::kBFloat16, x, m, call, &y));
-        EXPECT_TRUE(MatchesReference(ActivationType::kBFloat16, y, ref, nullptr, swiglu ? 2.0 : 1.0));
-      }
-    }
-  }
-}
-
-// The split count of the call's reduction spread over its tiles' split blocks
-// (TensorCoreSpreadSplits: 1 = none), with RunTc's workspace.
-int PlannedSpreadSplits(const LutShape& s, ActivationType dtype, int64_t m, const TcCall& call) {
-  const int64_t padded = ((m + 7) / 8 * 8) * ((s.n + 127) / 128 * 128);
-  LutGemmParams params;
-  params.shape = s;
-  params.dtype = dtype;
-  params.m = m;
-  params.workspace = &params;  // (only the size is planned)
-  params.workspace_bytes = LutGemmWorkspaceBytes(s, m) + 64 * 1024 +
-                           (call.split_k > 0 ? static_cast<size_t>(call.split_k * padded) * 4 : 0);
-  params.split_k = call.split_k;
-  params.kernel = LutKernel::kTensorCore;
-  params.swiglu = call.swiglu;
-  return TensorCoreSpreadSplits(params);
+  const LutProblem p = MakeLutProblem({256, 1024, 4, 128}, rng);
+  CheckSanitizerCalls(p, TensorCoreClusterSplits, "", rng);
 }
 
 // The reduction spread over each tile's split blocks (64- and 128-row tiles, plain calls and
@@ -521,68 +570,36 @@ int PlannedSpreadSplits(const LutShape& s, ActivationType dtype, int64_t m, cons
 TEST(LutGemmTcGpuTest, SpreadReductionMatchesAndIsBitwiseTheLastBlockReduction) {
   REQUIRE_GPU();
   FRESH_RNG(rng);
-  struct Case {
-    LutShape shape;
-    bool swiglu;
-    std::vector<int64_t> ms;
-    std::vector<int> splits;  // 0: automatic
-  };
-  int spread = 0, calls = 0;
-  for (const Case& c : {Case{{4096, 4096, 4, 128}, false, {40, 100, 128}, {0}},
-                        Case{{512, 4096, 4, 64}, false, {40, 64, 65, 128, 256}, {2, 3, 5, 8}},
-                        Case{{2064, 2048, 3, 32}, false, {50, 100}, {2, 3}},
-                        Case{{1024, 2048, 2, 128}, true, {33, 128, 200}, {4}}}) {
-    const LutShape& s = c.shape;
-    const LutProblem p = MakeLutProblem(s, rng);
-    for (ActivationType dtype : {ActivationType::kFloat16, ActivationType::kBFloat16}) {
-      for (int64_t m : c.ms) {
-        const std::vector<float> x = RandomActivations(dtype, m, s.k, rng);
-        std::vector<float> ref = ReferenceY(p, x, m);
-        if (c.swiglu) ref = SwiGluOfInterleaved(ref, m, s.n);
-        const double tol = c.swiglu ? 2.0 : 1.0;
-        for (int split : c.splits) {
-          ScopedEnv no_clusters("FLUTE_LUT_TC_CLUSTER", split > 0 ? "off" : nullptr);
-          TcCall call;
-          call.split_k = split;
-          call.swiglu = c.swiglu;
-          const int planned = PlannedSpreadSplits(s, dtype, m, call);
-          SCOPED_TRACE(::testing::Message() << "n=" << s.n << " k=" << s.k << " b=" << s.bits << " G=" << s.group_size
-                                            << " " << Name(dtype) << " m=" << m << " split_k=" << split
-                                            << " swiglu=" << c.swiglu << " spread=" << planned);
-          if (split > 0 && planned > 1) {
-            EXPECT_EQ(planned, split);
-          }
-          spread += planned > 1;
-          ++calls;
-          std::vector<uint16_t> y, again, no_wait, last_block;
-          std::vector<uint8_t> counters;
-          ASSERT_TRUE(RunTc(p, dtype, x, m, call, &y, &counters));
-          EXPECT_EQ(std::count(counters.begin(), counters.end(), 0), static_cast<long>(counters.size()))
-              << "split counters not reset";
-          ASSERT_TRUE(RunTc(p, dtype, x, m, call, &again));
-          EXPECT_EQ(y, again) << "not bitwise run to run";
-          EXPECT_TRUE(MatchesReference(dtype, y, ref, nullptr, tol));
-          {
-            ScopedEnv env("FLUTE_LUT_TC_SPREAD", "nowait");
-            ASSERT_TRUE(RunTc(p, dtype, x, m, call, &no_wait, &counters));
-            EXPECT_EQ(std::count(counters.begin(), counters.end(), 0), static_cast<long>(counters.size()))
-                << "split counters not reset (nowait)";
-          }
-          EXPECT_EQ(y, no_wait) << "spread with and without the wait";
-          {
-            ScopedEnv env("FLUTE_LUT_TC_SPREAD", "off");
-            EXPECT_EQ(PlannedSpreadSplits(s, dtype, m, call), 1);
-            ASSERT_TRUE(RunTc(p, dtype, x, m, call, &last_block));
-          }
-          EXPECT_TRUE(MatchesReference(dtype, last_block, ref, nullptr, tol));
-          EXPECT_EQ(y, last_block) << "spread vs the last block's reduction, same split count";
-        }
-      }
+  PlanTally tally;
+  const std::vector<SplitCase> cases = {SplitCase{{4096, 4096, 4, 128}, false, {40, 100, 128}, {0}},
+                                        SplitCase{{512, 4096, 4, 64}, false, {40, 64, 65, 128, 256}, {2, 3, 5, 8}},
+                                        SplitCase{{2064, 2048, 3, 32}, false, {50, 100}, {2, 3}},
+                                        SplitCase{{1024, 2048, 2, 128}, true, {33, 128, 200}, {4}}};
+  ASSERT_NO_FATAL_FAILURE(ForEachSplitRun(cases, rng, [&](const SplitRun& r) {
+    ScopedEnv no_clusters("FLUTE_LUT_TC_CLUSTER", r.call.split_k > 0 ? "off" : nullptr);
+    const int planned = PlannedSplits(r, TensorCoreSpreadSplits);
+    SCOPED_TRACE(Describe(r) << " spread=" << planned);
+    tally.Add(r.call, planned);
+    std::vector<uint16_t> y, again, no_wait;
+    std::vector<uint8_t> counters;
+    ASSERT_TRUE(RunTc(r.p, r.dtype, r.x, r.m, r.call, &y, &counters));
+    EXPECT_EQ(std::count(counters.begin(), counters.end(), 0), static_cast<long>(counters.size()))
+        << "split counters not reset";
+    ASSERT_TRUE(RunTc(r.p, r.dtype, r.x, r.m, r.call, &again));
+    EXPECT_EQ(y, again) << "not bitwise run to run";
+    EXPECT_TRUE(MatchesReference(r.dtype, y, r.ref, nullptr, r.tol));
+    {
+      ScopedEnv env("FLUTE_LUT_TC_SPREAD", "nowait");
+      ASSERT_TRUE(RunTc(r.p, r.dtype, r.x, r.m, r.call, &no_wait, &counters));
+      EXPECT_EQ(std::count(counters.begin(), counters.end(), 0), static_cast<long>(counters.size()))
+          << "split counters not reset (nowait)";
     }
-  }
-  std::printf("tc spread reduction: %d of %d calls spread\n", spread, calls);
+    EXPECT_EQ(y, no_wait) << "spread with and without the wait";
+    ScopedEnv env("FLUTE_LUT_TC_SPREAD", "off");
+    ExpectUnplannedIsBitwise(r, TensorCoreSpreadSplits, y, "spread vs the last block's reduction, same split count");
+  }));
   // On an H100 (132 SMs) every call here has a resident grid of 2-8 splits.
-  EXPECT_GT(spread, calls / 2);
+  tally.ExpectMostPlanned("tc spread reduction", "spread");
 }
 
 // Small enough for compute-sanitizer memcheck / racecheck (--gtest_filter=*SanitizerSubset*):
@@ -591,28 +608,11 @@ TEST(LutGemmTcGpuTest, SpreadReductionMatchesAndIsBitwiseTheLastBlockReduction) 
 TEST(LutGemmTcGpuTest, SpreadSanitizerSubset) {
   REQUIRE_GPU();
   FRESH_RNG(rng);
-  const LutShape s{256, 1024, 4, 128};
-  const LutProblem p = MakeLutProblem(s, rng);
   ScopedEnv no_clusters("FLUTE_LUT_TC_CLUSTER", "off");
+  const LutProblem p = MakeLutProblem({256, 1024, 4, 128}, rng);
   for (const char* wait : {"bounded", "nowait"}) {
     ScopedEnv env("FLUTE_LUT_TC_SPREAD", wait);
-    for (int split : {2, 4}) {
-      for (int64_t m : {70, 128}) {
-        for (bool swiglu : {false, true}) {
-          TcCall call;
-          call.split_k = split;
-          call.swiglu = swiglu;
-          SCOPED_TRACE(::testing::Message() << wait << " m=" << m << " split_k=" << split << " swiglu=" << swiglu);
-          ASSERT_EQ(PlannedSpreadSplits(s, ActivationType::kBFloat16, m, call), split);
-          const std::vector<float> x = RandomActivations(ActivationType::kBFloat16, m, s.k, rng);
-          std::vector<float> ref = ReferenceY(p, x, m);
-          if (swiglu) ref = SwiGluOfInterleaved(ref, m, s.n);
-          std::vector<uint16_t> y;
-          ASSERT_TRUE(RunTc(p, ActivationType::kBFloat16, x, m, call, &y));
-          EXPECT_TRUE(MatchesReference(ActivationType::kBFloat16, y, ref, nullptr, swiglu ? 2.0 : 1.0));
-        }
-      }
-    }
+    ASSERT_NO_FATAL_FAILURE(CheckSanitizerCalls(p, TensorCoreSpreadSplits, std::string(wait) + " ", rng));
   }
 }
 
@@ -638,7 +638,7 @@ TEST(LutGemmTcGpuTest, StreamKMatchesTheReferenceAndIsBitwiseRunToRun) {
     for (ActivationType dtype : {ActivationType::kFloat16, ActivationType::kBFloat16}) {
       for (int64_t m : c.ms) {
         SCOPED_TRACE(::testing::Message() << "n=" << s.n << " k=" << s.k << " b=" << s.bits << " G=" << s.group_size
-                                          << " " << Name(dtype) << " m=" << m << " swiglu=" << c.swiglu);
+                                          << " " << ActivationName(dtype) << " m=" << m << " swiglu=" << c.swiglu);
         const std::vector<float> x = RandomActivations(dtype, m, s.k, rng);
         TcCall call;
         call.swiglu = c.swiglu;
@@ -655,8 +655,7 @@ TEST(LutGemmTcGpuTest, StreamKMatchesTheReferenceAndIsBitwiseRunToRun) {
         }
         EXPECT_EQ(stream_k, again) << "Stream-K not bitwise run to run";
         for (size_t i = 0; i < prefix.size(); ++i) ASSERT_EQ(prefix[i], 0) << "workspace byte " << i;
-        std::vector<float> ref = ReferenceY(p, x, m);
-        if (c.swiglu) ref = SwiGluOfInterleaved(ref, m, s.n);
+        const std::vector<float> ref = ReferenceOut(p, x, m, c.swiglu);
         double err_sk = 0, err_classic = 0;
         EXPECT_TRUE(MatchesReference(dtype, stream_k, ref, &err_sk, c.swiglu ? 2.0 : 1.0)) << "Stream-K";
         EXPECT_TRUE(MatchesReference(dtype, classic, ref, &err_classic, c.swiglu ? 2.0 : 1.0)) << "classic";

@@ -1,6 +1,7 @@
 // Helpers for GPU tests of the LUT-GEMM kernels: a random quantized matrix on host and device,
 // the CPU reference (lut::ReferenceMatmul, parallel over strips), random activations exactly
-// representable in the activation type, and the normalized-error comparison.
+// representable in the activation type, the fixed inputs of a fused-norm test, and the
+// normalized-error comparison.
 #pragma once
 
 #include <algorithm>
@@ -95,19 +96,33 @@ inline std::vector<float> SwiGluOfInterleaved(const std::vector<float>& y, int64
   return out;
 }
 
-inline uint16_t ToActivationBits(lut::ActivationType dtype, float f) {
-  return dtype == lut::ActivationType::kFloat16 ? FloatToHalf(f) : FloatToBf16(f);
-}
-inline float FromActivationBits(lut::ActivationType dtype, uint16_t bits) {
-  return dtype == lut::ActivationType::kFloat16 ? HalfToFloat(bits) : Bf16ToFloat(bits);
-}
-
 // Standard-normal [m, k], each value exactly representable in dtype.
 inline std::vector<float> RandomActivations(lut::ActivationType dtype, int64_t m, int64_t k, std::mt19937& rng) {
   std::normal_distribution<float> normal;
   std::vector<float> x(static_cast<size_t>(m * k));
   for (auto& v : x) v = FromActivationBits(dtype, ToActivationBits(dtype, normal(rng)));
   return x;
+}
+
+// The fixed inputs of a fused-norm test: producer P [h, kp] and consumer C [nc, h], random
+// quantized matrices, around a RMSNorm of width h whose weight, 1 + 0.1 N(0, 1) drawn with
+// `normal`, is on the host and the device.
+struct FusedNormInputs {
+  LutProblem prod, cons;
+  std::vector<float> weight;  // [h]
+  std::unique_ptr<DeviceBuffer> d_weight;
+};
+
+inline FusedNormInputs MakeFusedNormInputs(int64_t h, int64_t kp, int64_t nc, int bits, int group,
+                                           std::normal_distribution<float>& normal, std::mt19937& rng) {
+  FusedNormInputs in;
+  in.prod = MakeLutProblem({h, kp, bits, group}, rng);
+  in.cons = MakeLutProblem({nc, h, bits, group}, rng);
+  in.weight.resize(h);
+  for (float& w : in.weight) w = 1.0f + 0.1f * normal(rng);
+  in.d_weight = std::make_unique<DeviceBuffer>(h * 4);
+  cudaMemcpy(in.d_weight->ptr, in.weight.data(), h * 4, cudaMemcpyHostToDevice);
+  return in;
 }
 
 // ‖y − ref‖ / ‖ref‖ below tol_scale × (2e-3 fp16, 1.6e-2 bf16: the split-K kernel's test

@@ -41,14 +41,6 @@ TEST(RopeKvWriteGpuTest, SkippedWithoutCuda) {
 
 #define REQUIRE_GPU() REQUIRE_GPU_FOR("RoPE + KV write")
 using flute::testing::DeviceBuffer;
-using flute::testing::FloatToBf16;
-using flute::testing::FloatToHalf;
-
-const char* Name(ActivationType t) { return t == ActivationType::kFloat16 ? "fp16" : "bf16"; }
-uint16_t ToAct(ActivationType t, float f) {
-  return t == ActivationType::kFloat16 ? FloatToHalf(f) : FloatToBf16(f);
-}
-
 using flute::testing::Llama3InvFreq;
 
 struct Case {
@@ -57,7 +49,7 @@ struct Case {
 };
 
 std::string Describe(const Case& c) {
-  return std::string(Name(c.dtype)) + " D=" + std::to_string(c.head_dim) + " heads=" +
+  return std::string(flute::testing::ActivationName(c.dtype)) + " D=" + std::to_string(c.head_dim) + " heads=" +
          std::to_string(c.num_heads) + "/" + std::to_string(c.num_kv_heads) + " block=" +
          std::to_string(c.block_size) + " m=" + std::to_string(c.m);
 }
@@ -87,7 +79,7 @@ Problem MakeProblem(const Case& c, std::mt19937& rng) {
   p.num_blocks = std::max(4, (2 * c.m + c.block_size - 1) / c.block_size + 1);
   std::normal_distribution<float> normal;
   p.qkv.resize(static_cast<size_t>(c.m) * p.row_stride);
-  for (auto& x : p.qkv) x = ToAct(c.dtype, normal(rng));
+  for (auto& x : p.qkv) x = flute::testing::ToActivationBits(c.dtype, normal(rng));
   p.k_poison.resize(p.cache_elems());
   p.v_poison.resize(p.cache_elems());
   for (auto& x : p.k_poison) x = static_cast<uint16_t>(rng());
