@@ -403,6 +403,21 @@ bool TileGroupFromEnv() {
   return env == nullptr || std::strcmp(env, "off") != 0;
 }
 
+// Calls of 65-128 rows (one 128-row tile) on kRawScaleLoop: the next k-tile's scales are unpacked
+// in the iteration that uses them, not right after their loads. H100, same binary against
+// kPlainLoop, 3 rounds (bench/results/ab-2026-11-26-h100/session40/call5-*): fp16 M = 65-128
+// 4096x6144 0.91-0.96 of the time (4-bit G128 M = 128 21.5 -> 19.8 us, 0.98 -> 1.06x cuBLAS),
+// 8192x8192 0.90-0.96, 28672x8192 0.77-0.98, 8192x10240 0.96-1.01, 4096x4096 0.98-1.01, the rest
+// 0.93-1.05 (noise on the longest); bf16 M = 128 alike. At M = 256-512 mixed (4096x4096 M = 256
+// 0.91, 8192x8192 1.04-1.12) and the 8B W4 prefill of 256 / 512 tokens even, so those keep
+// kPlainLoop. At MT = 16 and 64 (G >= 128) it was no faster alone and the 8B W4 decode step 1 %
+// slower at batches 8-16 (call 7). FLUTE_LUT_TC_RAWSCALES=off, read on every call, runs kPlainLoop
+// (A/B runs, tests).
+bool RawScalesFromEnv() {
+  const char* env = std::getenv("FLUTE_LUT_TC_RAWSCALES");
+  return env == nullptr || std::strcmp(env, "off") != 0;
+}
+
 }  // namespace tc_detail
 
 namespace {

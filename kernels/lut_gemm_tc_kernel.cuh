@@ -58,8 +58,10 @@ namespace {
 //   kFoldLoop (MT = 16, G = 64): the scales applied to fp32 sums (kFold below);
 //   kSmallGroupLoop (MT = 64, G < 128): kPlainLoop with one scale load per row and k-tile;
 //   kTileGroupLoop (MT = 32, G >= 128): kPlainLoop knowing that a k-tile has one group, so each
-//     row's scale is loaded and converted to T once per k-tile, not once per quarter.
-enum TcLoop : int { kPlainLoop = 0, kFoldLoop = 1, kSmallGroupLoop = 2, kTileGroupLoop = 3 };
+//     row's scale is loaded and converted to T once per k-tile, not once per quarter;
+//   kRawScaleLoop (MT = 128, M <= 128): kPlainLoop with the next k-tile's scales kept as the
+//     loaded words until the iteration that uses them unpacks them (kRawScales below).
+enum TcLoop : int { kPlainLoop = 0, kFoldLoop = 1, kSmallGroupLoop = 2, kTileGroupLoop = 3, kRawScaleLoop = 4 };
 
 // One segment: the pipeline over its k-tiles, then its tile's store, or its partial and, for the
 // last piece to arrive, the reduction and store. first: the block's first segment, which also
@@ -75,6 +77,14 @@ __device__ __forceinline__ void TcLutGemmSegment(const TcArgs& args, const TcNor
   static_assert(kLoop != kSmallGroupLoop || kMT == 64, "kSmallGroupLoop: MT = 64 only");
   static_assert(kLoop != kTileGroupLoop || kMT == 32, "kTileGroupLoop: MT = 32 only");
   constexpr bool kTileGroup = kLoop == kTileGroupLoop;
+  // The next k-tile's scales as the words their loads return (raw_next), unpacked into __half
+  // (sc_cur) at the top of the iteration that uses them. Into __half arrays, ptxas packs each
+  // loaded half into a register pair right after its load, and at MT = 128 (two warps per
+  // scheduler) ncu put those PRMTs among the loop's most stalled instructions (long scoreboard:
+  // the load's whole latency, every k-tile; bench/results/ab-2026-11-26-h100/session40/). At
+  // MT = 16 and 64 (four warps per scheduler hide it) the same was no faster: RawScalesFromEnv.
+  constexpr bool kRawScales = kLoop == kRawScaleLoop;
+  static_assert(!kRawScales || kMT == 128, "kRawScaleLoop: MT = 128 only");
   // 4 scale loads per row and k-tile at G < 128 (kPlainLoop at MT = 64; see fetch_scales)
   constexpr bool kScalarScales = kMT == 64 && kLoop == kPlainLoop;
   // Stream-K (MT = 128 only) runs this body in a loop over segments. What the compiler hoists
@@ -183,6 +193,44 @@ __device__ __forceinline__ void TcLutGemmSegment(const TcArgs& args, const TcNor
     }
   };
 
+  // kRawScales: k-tile kt's scale words for rows g (r[0], r[1]) and g + 8 (r[2], r[3]): G >= 128
+  // the group's half zero-extended, G = 64 the tile's two groups as a half2, G = 32 its four as
+  // a uint2 (fetch_scales' loads); unpack_scales fills s as fetch_scales does.
+  [[maybe_unused]] auto fetch_raw = [&](int kt, uint32_t* r) {
+    if (args.group_size >= kTileK) {
+      const int grp = (kt * kTileK) >> log2_group;
+      r[0] = __ldg(reinterpret_cast<const unsigned short*>(scale_lo + grp));
+      r[2] = __ldg(reinterpret_cast<const unsigned short*>(scale_hi + grp));
+    } else if (args.group_size == 64) {
+      r[0] = __ldg(reinterpret_cast<const unsigned int*>(scale_lo) + kt);
+      r[2] = __ldg(reinterpret_cast<const unsigned int*>(scale_hi) + kt);
+    } else {
+      const uint2 lo = __ldg(reinterpret_cast<const uint2*>(scale_lo) + kt);
+      const uint2 hi = __ldg(reinterpret_cast<const uint2*>(scale_hi) + kt);
+      r[0] = lo.x, r[1] = lo.y, r[2] = hi.x, r[3] = hi.y;
+    }
+  };
+  [[maybe_unused]] auto unpack_scales = [&](const uint32_t* r, __half* s) {
+    if (args.group_size >= kTileK) {
+      s[0] = s[1] = s[2] = s[3] = __ushort_as_half(static_cast<unsigned short>(r[0]));
+      s[4] = s[5] = s[6] = s[7] = __ushort_as_half(static_cast<unsigned short>(r[2]));
+    } else if (args.group_size == 64) {
+      const __half2 lo = *reinterpret_cast<const __half2*>(&r[0]);
+      const __half2 hi = *reinterpret_cast<const __half2*>(&r[2]);
+      s[0] = s[1] = __low2half(lo);
+      s[2] = s[3] = __high2half(lo);
+      s[4] = s[5] = __low2half(hi);
+      s[6] = s[7] = __high2half(hi);
+    } else {
+#pragma unroll
+      for (int w = 0; w < 4; ++w) {
+        const __half2 pair = *reinterpret_cast<const __half2*>(&r[w]);
+        s[2 * w] = __low2half(pair);
+        s[2 * w + 1] = __high2half(pair);
+      }
+    }
+  };
+
   // Prologue. With PDL the next kernel may be scheduled at once; the first stage's codes (with
   // early_weights: the codes of every prologue stage, in one cp.async group), the pair table and
   // the first scales load before the wait for the previous kernel, X after it. Either way the
@@ -203,7 +251,12 @@ __device__ __forceinline__ void TcLutGemmSegment(const TcArgs& args, const TcNor
   __half sc_cur[8], sc_next[8];
 #pragma unroll
   for (int i = 0; i < 8; ++i) sc_cur[i] = sc_next[i] = __float2half(0.0f);
-  fetch_scales(kt_begin, sc_cur);
+  [[maybe_unused]] uint32_t raw_cur[4] = {0, 0, 0, 0}, raw_next[4] = {0, 0, 0, 0};  // (kRawScales)
+  if constexpr (kRawScales) {
+    fetch_raw(kt_begin, raw_cur);
+  } else {
+    fetch_scales(kt_begin, sc_cur);
+  }
   if (first) GridDependencyWait();
   float* s_inv = reinterpret_cast<float*>(s_table) + C::kTableBytes / 4;  // [kMT]
   float* s_red = s_inv + kMT;                                              // [kWarps][kMT]
@@ -324,7 +377,14 @@ __device__ __forceinline__ void TcLutGemmSegment(const TcArgs& args, const TcNor
     CpAsyncWait<C::kStages - 2>();
     FenceProxyAsyncShared();
     __syncthreads();
-    if (it + 1 < num_iters) fetch_scales(kt_begin + it + 1, sc_next);  // used next iteration
+    if (it + 1 < num_iters) {  // used next iteration
+      if constexpr (kRawScales) {
+        fetch_raw(kt_begin + it + 1, raw_next);
+      } else {
+        fetch_scales(kt_begin + it + 1, sc_next);
+      }
+    }
+    if constexpr (kRawScales) unpack_scales(raw_cur, sc_cur);
 
     const int buf = kRunning ? stage_cur : it % C::kStages;
     uint32_t w[8], hw[2];
@@ -437,6 +497,10 @@ __device__ __forceinline__ void TcLutGemmSegment(const TcArgs& args, const TcNor
     }
 #pragma unroll
     for (int i = 0; i < 8; ++i) sc_cur[i] = sc_next[i];
+    if constexpr (kRawScales) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) raw_cur[i] = raw_next[i];
+    }
     if constexpr (kRunning) {
       w_next += C::kTileBytes;
 #pragma unroll
@@ -743,7 +807,7 @@ cudaError_t LaunchTcClusterKernel(Kernel kernel, const TcArgs& args, const TcPla
 template <typename T, int kBits, int kMT, int kLoop>
 cudaError_t LaunchTcLoopInstance(const TcArgs& args, const TcNormArgs& norm, const TcPlan& p, bool pdl,
                                  cudaStream_t stream) {
-  if constexpr (kMT == 128 && kLoop == kPlainLoop) {
+  if constexpr (kMT == 128 && (kLoop == kPlainLoop || kLoop == kRawScaleLoop)) {
     if (p.cluster > 1 && !norm.any()) {
       return LaunchTcClusterKernel(TcLutGemmClusterKernel<T, kBits, kMT, TcGroupFor(kMT), kLoop>, args, p, pdl, stream);
     }
@@ -771,6 +835,11 @@ cudaError_t LaunchTcInstance(const TcArgs& args, const TcNormArgs& norm, const T
   if constexpr (kMT == 32) {
     if (args.group_size >= kTileK && TileGroupFromEnv()) {
       return LaunchTcLoopInstance<T, kBits, kMT, kTileGroupLoop>(args, norm, p, pdl, stream);
+    }
+  }
+  if constexpr (kMT == 128) {  // one 128-row tile (RawScalesFromEnv has why)
+    if (args.m <= 128 && RawScalesFromEnv()) {
+      return LaunchTcLoopInstance<T, kBits, kMT, kRawScaleLoop>(args, norm, p, pdl, stream);
     }
   }
   return LaunchTcLoopInstance<T, kBits, kMT, kPlainLoop>(args, norm, p, pdl, stream);

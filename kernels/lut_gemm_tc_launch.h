@@ -51,6 +51,7 @@ int TcClusterCapacity(int cluster, int smem_bytes);
 // (LaunchTcInstance, lut_gemm_tc_kernel.cuh).
 bool FoldFromEnv();
 bool TileGroupFromEnv();
+bool RawScalesFromEnv();
 
 }  // namespace flute::lut::tc_detail
 

@@ -142,8 +142,14 @@ void CheckFusedNorms(int64_t h, int64_t kp, int64_t nc, int bits, int group, boo
     const std::vector<uint16_t> prenorm = Download<uint16_t>(d_prenorm, m * h);
     const std::vector<uint16_t> y_ref = Download<uint16_t>(d_y_ref, m * nc_out), y = Download<uint16_t>(d_y, m * nc_out);
     ASSERT_EQ(std::memcmp(res_a.data(), res_b.data(), res_a.size() * 4), 0) << "residual differs";
-    if (group >= 128 && m <= 32) {  // kTileGroupLoop against the general loop: every output bitwise
-      ScopedEnv env("FLUTE_LUT_TC_TILEGROUP", "off");
+    // kTileGroupLoop (m <= 32, G >= 128) and kRawScaleLoop (m = 65-128) against the general loop:
+    // every output bitwise
+    const char* loop_switch = group >= 128 && m <= 32        ? "FLUTE_LUT_TC_TILEGROUP"
+                              : m > 64 && m <= 128 ? "FLUTE_LUT_TC_RAWSCALES"
+                                                   : nullptr;
+    if (loop_switch != nullptr) {
+      SCOPED_TRACE(::testing::Message() << loop_switch << "=off");
+      ScopedEnv env(loop_switch, "off");
       cudaMemcpy(d_res_b.ptr, residual.data(), m * h * 4, cudaMemcpyHostToDevice);
       cudaMemset(d_y.ptr, 0xFF, m * nc_out * 2);
       cudaMemset(d_prenorm.ptr, 0xFF, m * h * 2);
@@ -153,11 +159,11 @@ void CheckFusedNorms(int64_t h, int64_t kp, int64_t nc, int bits, int group, boo
       ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
       // (bits, as the unused sums-of-squares slots hold the NaN poison)
       EXPECT_EQ(std::memcmp(Download<float>(d_res_b, m * h).data(), res_b.data(), res_b.size() * 4), 0)
-          << "residual, FLUTE_LUT_TC_TILEGROUP=off";
+          << "residual (the general loop)";
       EXPECT_EQ(std::memcmp(Download<float>(d_sumsq, m * (h / 16)).data(), sumsq.data(), sumsq.size() * 4), 0)
-          << "sums of squares, FLUTE_LUT_TC_TILEGROUP=off";
-      EXPECT_EQ(Download<uint16_t>(d_prenorm, m * h), prenorm) << "prenorm_out, FLUTE_LUT_TC_TILEGROUP=off";
-      EXPECT_EQ(Download<uint16_t>(d_y, m * nc_out), y) << "consumer output, FLUTE_LUT_TC_TILEGROUP=off";
+          << "sums of squares (the general loop)";
+      EXPECT_EQ(Download<uint16_t>(d_prenorm, m * h), prenorm) << "prenorm_out (the general loop)";
+      EXPECT_EQ(Download<uint16_t>(d_y, m * nc_out), y) << "consumer output (the general loop)";
     }
     std::vector<float> normed(m * h);
     for (int64_t r = 0; r < m; ++r) {  // with prenorm_out: sums over 128 columns

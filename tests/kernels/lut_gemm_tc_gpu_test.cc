@@ -255,6 +255,59 @@ TEST(LutGemmTcGpuTest, TileGroupLoopIsBitwiseTheGeneralLoop) {
   }
 }
 
+// At m = 65-128 (one 128-row tile) the kernel runs kRawScaleLoop, which keeps the next k-tile's
+// scales as the loaded words until the iteration that uses them; FLUTE_LUT_TC_RAWSCALES=off runs
+// the general loop. The same scales and products in the same order: bitwise equal, and both
+// against the reference. Every bits x G x dtype, partial and full tiles, automatic plans
+// (6144 x 4096 at m = 128: split-K in clusters of 2; 4096 x 4096 at m = 100: the spread
+// reduction), Stream-K (FLUTE_LUT_TC_STREAMK=on) and forced splits, SwiGLU; m = 200 (two tiles)
+// stays on the general loop.
+TEST(LutGemmTcGpuTest, RawScaleLoopIsBitwiseTheGeneralLoop) {
+  REQUIRE_GPU();
+  FRESH_RNG(rng);
+  struct Case {
+    LutShape shape;
+    std::vector<int64_t> ms;
+    std::vector<int> splits;  // 0: automatic
+    const char* streamk = nullptr;  // FLUTE_LUT_TC_STREAMK
+  };
+  std::vector<Case> cases = {{{6144, 4096, 4, 128}, {128}, {0}},
+                             {{6144, 4096, 2, 64}, {100}, {0}, "on"},
+                             {{4096, 4096, 3, 128}, {100}, {0}}};
+  for (int bits : {2, 3, 4}) {
+    for (int g : {32, 64, 128, 256}) cases.push_back({{1536, 512, bits, g}, {65, 128, 200}, {0, 3}});
+  }
+  for (const Case& c : cases) {
+    const ScopedEnv streamk("FLUTE_LUT_TC_STREAMK", c.streamk);
+    const LutProblem p = MakeLutProblem(c.shape, rng);
+    for (ActivationType dtype : {ActivationType::kFloat16, ActivationType::kBFloat16}) {
+      for (int64_t m : c.ms) {
+        for (int split : c.splits) {
+          for (bool swiglu : {false, true}) {
+            SCOPED_TRACE(::testing::Message() << c.shape.n << "x" << c.shape.k << " b=" << c.shape.bits << " G="
+                                              << c.shape.group_size << " " << ActivationName(dtype) << " m=" << m
+                                              << " split_k=" << split << " swiglu=" << swiglu);
+            const std::vector<float> x = RandomActivations(dtype, m, c.shape.k, rng);
+            TcCall call;
+            call.split_k = split;
+            call.swiglu = swiglu;
+            std::vector<uint16_t> raw, general;
+            ASSERT_TRUE(RunTc(p, dtype, x, m, call, &raw));
+            {
+              ScopedEnv env("FLUTE_LUT_TC_RAWSCALES", "off");
+              ASSERT_TRUE(RunTc(p, dtype, x, m, call, &general));
+            }
+            ASSERT_EQ(raw, general);
+            const std::vector<float> want = ReferenceY(p, x, m);
+            EXPECT_TRUE(MatchesReference(dtype, raw, swiglu ? SwiGluOfInterleaved(want, m, c.shape.n) : want, nullptr,
+                                         swiglu ? 2.0 : 1.0));
+          }
+        }
+      }
+    }
+  }
+}
+
 // The fused SwiGLU epilogue is bitwise the tensor-core GEMM followed by gpu::LaunchSwiGlu
 // (interleave 8), with and without split-K, and close to silu(gate) * up of the reference.
 TEST(LutGemmTcGpuTest, SwiGluEpilogueEqualsGemmThenSwiGlu) {
