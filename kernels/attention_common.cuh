@@ -15,6 +15,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "kernels/mma_sync.cuh"
+
 namespace flute::gpu::attn_detail {
 
 constexpr int kChunk = 64;       // decode: positions per chunk (fixed: batch invariance)
@@ -113,11 +115,7 @@ struct RopeKvArgs {
 template <typename T> struct Mma;
 template <> struct Mma<__half> {
   static __device__ __forceinline__ void Run(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-        "{%8,%9}, {%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    MmaM16N8K16<__half>(c, a, b0, b1);
   }
   static __device__ __forceinline__ uint32_t Pack(float lo, float hi) {
     const __half2 h = __floats2half2_rn(lo, hi);
@@ -126,11 +124,7 @@ template <> struct Mma<__half> {
 };
 template <> struct Mma<__nv_bfloat16> {
   static __device__ __forceinline__ void Run(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-        "{%8,%9}, {%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    MmaM16N8K16<__nv_bfloat16>(c, a, b0, b1);
   }
   static __device__ __forceinline__ uint32_t Pack(float lo, float hi) {
     const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
