@@ -112,6 +112,26 @@ __device__ __forceinline__ void CpAsyncWaitPending(int pending) {
   }
 }
 
+// The staged X of a plain one-row call (kM1): in each 32-element block (the sub-tiles kk, kk + 1,
+// kk even) the element pairs (words) are reordered so that a lane's X fragments of both
+// sub-tiles, b0 / b1 of kk and of kk + 1 (pairs q and q + 4 of each: the mma.m16n8k16 B registers
+// of column n = 0), are its 16 bytes at 16q (q = lane % 4; the other lanes' columns are not stored
+// and read the same bytes). One LDS.128 then replaces two ldmatrix.x2, and the stage's X arrives by
+// 4-byte copies in that order. H100, same call against the ldmatrix loads (bench/results/
+// ab-2026-11-26-h100/session41/, call 11): M = 1 0.85-1.00 of the time on 6 of the 8 playbook
+// shapes, medians 0.93 at 4 bits G128 and 0.97 at 3 and 2 bits (4096x6144 4-bit G128 7.16 -> 6.55
+// us, 4096x28672 2-bit 24.1 -> 20.5), even on 8192x57344 and 28672x8192; ncu there: 4 % fewer
+// instructions, as many shared-memory wavefronts.
+// Word r of a block (sub-tile kk + (r >> 3), pair p = r & 7) goes to word 4 (p & 3) + 2 (r >> 3)
+// + (p >> 2); X1SourceWord(d) is the row's word that lands in word d.
+__device__ __forceinline__ int X1SourceWord(int d) {
+  const int r = d & 15;
+  return (d & ~15) | (((r >> 1) & 1) << 3) | ((r & 1) << 2) | (r >> 2);
+}
+__device__ __forceinline__ void CpAsync4(void* dst, const void* src) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(SmemAddr(dst)), "l"(src));
+}
+
 // The 8 sub-tiles (16 k each) of one 16 x 128 tile, in scale groups of kSubs sub-tiles (8:
 // G >= 128, one group per tile; 4: G = 64; 2: G = 32): per group the raw table values go into
 // the MMAs, summed in fp32 from zero, and the group's sums are multiplied by the rows' scales
@@ -122,7 +142,8 @@ __device__ __forceinline__ void CpAsyncWaitPending(int pending) {
 // 8 (G = 64) or 16 (G = 32) FFMAs here; G = 64 at M <= 4 was up to 16 % slower, a median 9 % (H100).
 // table: this lane's table address (LaneTable), or at 3 bits the wide table's base with the
 // lane's copy in lane_bits (LookupPairsWide3).
-template <typename T, int kBits, int kSubs>
+// kM1: X in the one-row order above (xs: this lane's 16 bytes of the tile's first block).
+template <typename T, int kBits, int kSubs, bool kM1>
 __device__ __forceinline__ void TileMmasFolded(const uint32_t* w, uint32_t table,
                                                uint32_t lane_bits, const T* xs, const __half* sc_lo,
                                                const __half* sc_hi, float* acc) {
@@ -130,6 +151,7 @@ __device__ __forceinline__ void TileMmasFolded(const uint32_t* w, uint32_t table
 #pragma unroll
   for (int j = 0; j < 8 / kSubs; ++j) {
     float c[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    [[maybe_unused]] uint32_t b4[4];  // kM1: the X fragments of sub-tiles kk and kk + 1 (kk even)
 #pragma unroll
     for (int kk = j * kSubs; kk < (j + 1) * kSubs; ++kk) {
       uint32_t a[4];
@@ -138,9 +160,14 @@ __device__ __forceinline__ void TileMmasFolded(const uint32_t* w, uint32_t table
       } else {
         LookupPairs<kBits>(kk, w, table, a);
       }
-      uint32_t b[2];
-      LdMatrixX2(b, xs + kk * 16);
-      Mma<T>(c, a, b[0], b[1]);
+      if constexpr (kM1) {
+        if ((kk & 1) == 0) *reinterpret_cast<uint4*>(b4) = *reinterpret_cast<const uint4*>(xs + (kk >> 1) * 32);
+        Mma<T>(c, a, b4[2 * (kk & 1)], b4[2 * (kk & 1) + 1]);
+      } else {
+        uint32_t b[2];
+        LdMatrixX2(b, xs + kk * 16);
+        Mma<T>(c, a, b[0], b[1]);
+      }
     }
     const float f_lo = __half2float(sc_lo[j]);
     const float f_hi = __half2float(sc_hi[j]);
@@ -279,9 +306,11 @@ __device__ __forceinline__ void IssueResidentXCopy(const StripArgs& a, T* xres, 
 // run-time branch cost 0.01-0.03 ms per 8B decode step at batches 1-4).
 enum StripMode : int { kModePlain = 0, kModeFused = 1, kModeCopyX = 2 };
 
-template <typename T, int kBits, int kTpw, int kMode, bool kLowRegs>
+// kM1: the instances of plain one-row calls (a.m == 1), X in the one-row order (X1SourceWord).
+template <typename T, int kBits, int kTpw, int kMode, bool kLowRegs, bool kM1>
 __global__ void __launch_bounds__(kThreads) __maxnreg__(kBits == 3 && !kLowRegs ? 128 : 80)
     LutGemmStripKernel(const StripArgs a) {
+  static_assert(!kM1 || kMode == kModePlain, "the one-row order: plain calls (X staged)");
   const trace::Scope trace_scope(trace::kLutStrip, a.n, a.k);
   constexpr bool kFused = kMode == kModeFused;
   constexpr bool kCopyX = kMode == kModeCopyX;
@@ -352,8 +381,19 @@ __global__ void __launch_bounds__(kThreads) __maxnreg__(kBits == 3 && !kLowRegs 
     // possible rows, computes 8 predicated copies' addresses every stage (~60 instructions per
     // thread), where the threads of row 0 copy one piece and the others none. H100, 8B W4 batch 1:
     // 2.34 -> 2.29 ms per step (bench/results/ab-2026-11-26-h100/session9/README.md). (A run-time
-    // loop for every m cost batch 4 0.03 ms.)
-    if (a.m == 1) {
+    // loop for every m cost batch 4 0.03 ms.) In the plain instances (kM1) the row goes in the
+    // one-row order (X1SourceWord), 4 bytes per copy, each thread's copies consecutive words.
+    if (kM1) {
+      uint32_t* dst_row = reinterpret_cast<uint32_t*>(stage_ptr(c.buf) + a.x_offset);
+      const uint32_t* src_row = reinterpret_cast<const uint32_t*>(x + c.kstage * kStageK);
+#pragma unroll
+      for (int i = 0; i < kStageK / 2 / kThreads; ++i) {
+        const int d = i * kThreads + tid;
+        CpAsync4(dst_row + d, src_row + X1SourceWord(d));
+      }
+      return;
+    }
+    if (a.m == 1) {  // (the fused instances; plain one-row calls run kM1 above)
       if (x_row0 == 0) CpAsync16(dst, src);
       return;
     }
@@ -461,7 +501,8 @@ __global__ void __launch_bounds__(kThreads) __maxnreg__(kBits == 3 && !kLowRegs 
   const uint32_t lane_bits = 4u * lane;  // (3 bits: the lane's copy in the wide table)
   // This lane's ldmatrix row (lanes 0-7: k 0-7 of the sub-tile, 8-15: k 8-15) in its warp's k range.
   const int x_pitch = resident_x ? a.k + 8 : a.x_pitch;
-  const int x_lane = min(lane & 7, a.m - 1) * x_pitch + ((lane >> 3) & 1) * 8 + warp * kTpw * kTileK;
+  const int x_lane = kM1 ? warp * kTpw * kTileK + 8 * q
+                         : min(lane & 7, a.m - 1) * x_pitch + ((lane >> 3) & 1) * 8 + warp * kTpw * kTileK;
   const int sc_cols = a.sc_row_bytes >> 1;  // groups per scale row in a stage
   float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
   int parity = 0, pending_strip = -1;
@@ -499,11 +540,11 @@ __global__ void __launch_bounds__(kThreads) __maxnreg__(kBits == 3 && !kLowRegs 
       const __half* sc_hi = sc_lo + 8 * sc_cols;
       const T* xt = xs + t * kTileK;
       if (a.log2_group >= 7) {
-        TileMmasFolded<T, kBits, 8>(w, my_table, lane_bits, xt, sc_lo, sc_hi, acc);
+        TileMmasFolded<T, kBits, 8, kM1>(w, my_table, lane_bits, xt, sc_lo, sc_hi, acc);
       } else if (a.log2_group == 6) {
-        TileMmasFolded<T, kBits, 4>(w, my_table, lane_bits, xt, sc_lo, sc_hi, acc);
+        TileMmasFolded<T, kBits, 4, kM1>(w, my_table, lane_bits, xt, sc_lo, sc_hi, acc);
       } else {
-        TileMmasFolded<T, kBits, 2>(w, my_table, lane_bits, xt, sc_lo, sc_hi, acc);
+        TileMmasFolded<T, kBits, 2, kM1>(w, my_table, lane_bits, xt, sc_lo, sc_hi, acc);
       }
     }
     if (cc.kstage == a.stages_per_strip - 1) {  // strip done: leave this warp's partials
@@ -530,33 +571,38 @@ __global__ void __launch_bounds__(kThreads) __maxnreg__(kBits == 3 && !kLowRegs 
 
 // ---- Host side ------------------------------------------------------------------------------
 
-// Calls f(kernel) with the instance for (dtype, bits, tpw, fused, low_regs); low_regs selects
-// the 80-register instance at 3 bits and nothing at 2 and 4 (theirs are 80 already).
-template <int kMode, typename F>
+// Calls f(kernel) with the instance for (dtype, bits, tpw, fused, low_regs, kM1); low_regs
+// selects the 80-register instance at 3 bits and nothing at 2 and 4 (theirs are 80 already).
+template <int kMode, bool kM1, typename F>
 auto WithKernelT(ActivationType dtype, int bits, int tpw, bool low_regs, F f) {
 #define FLUTE_STRIP_CASE(T, B, P) \
-  if (bits == B && tpw == P) return f(LutGemmStripKernel<T, B, P, kMode, false>);
-#define FLUTE_STRIP_CASE3(T, P)                                                         \
-  if (bits == 3 && tpw == P) {                                                          \
-    return low_regs ? f(LutGemmStripKernel<T, 3, P, kMode, true>) : f(LutGemmStripKernel<T, 3, P, kMode, false>); \
+  if (bits == B && tpw == P) return f(LutGemmStripKernel<T, B, P, kMode, false, kM1>);
+#define FLUTE_STRIP_CASE3(T, P)                                                                         \
+  if (bits == 3 && tpw == P) {                                                                          \
+    return low_regs ? f(LutGemmStripKernel<T, 3, P, kMode, true, kM1>) : f(LutGemmStripKernel<T, 3, P, kMode, false, kM1>); \
   }
   if (dtype == ActivationType::kBFloat16) {
     FLUTE_STRIP_CASE(__nv_bfloat16, 2, 1) FLUTE_STRIP_CASE(__nv_bfloat16, 2, 2)
     FLUTE_STRIP_CASE3(__nv_bfloat16, 1) FLUTE_STRIP_CASE3(__nv_bfloat16, 2)
-    FLUTE_STRIP_CASE(__nv_bfloat16, 4, 1) return f(LutGemmStripKernel<__nv_bfloat16, 4, 2, kMode, false>);
+    FLUTE_STRIP_CASE(__nv_bfloat16, 4, 1) return f(LutGemmStripKernel<__nv_bfloat16, 4, 2, kMode, false, kM1>);
   }
   FLUTE_STRIP_CASE(__half, 2, 1) FLUTE_STRIP_CASE(__half, 2, 2)
   FLUTE_STRIP_CASE3(__half, 1) FLUTE_STRIP_CASE3(__half, 2)
-  FLUTE_STRIP_CASE(__half, 4, 1) return f(LutGemmStripKernel<__half, 4, 2, kMode, false>);
+  FLUTE_STRIP_CASE(__half, 4, 1) return f(LutGemmStripKernel<__half, 4, 2, kMode, false, kM1>);
 #undef FLUTE_STRIP_CASE3
 #undef FLUTE_STRIP_CASE
 }
 
+// one_row: a call of one row (m == 1), which in plain mode runs the kM1 instances. (The fused
+// instances keep the ldmatrix loads: in the 8B decode step at batch 1, whose LUT calls are all
+// fused, the one-row order in them gave W4 2.166-2.175 against 2.170-2.177 ms and W2 2.137-2.167
+// against 2.119-2.128, H100, session 41.)
 template <typename F>
-auto WithKernel(ActivationType dtype, int bits, int tpw, int mode, bool low_regs, F f) {
-  if (mode == kModeCopyX) return WithKernelT<kModeCopyX>(dtype, bits, tpw, low_regs, f);
-  return mode == kModeFused ? WithKernelT<kModeFused>(dtype, bits, tpw, low_regs, f)
-                            : WithKernelT<kModePlain>(dtype, bits, tpw, low_regs, f);
+auto WithKernel(ActivationType dtype, int bits, int tpw, int mode, bool low_regs, bool one_row, F f) {
+  if (mode == kModeCopyX) return WithKernelT<kModeCopyX, false>(dtype, bits, tpw, low_regs, f);
+  if (mode == kModeFused) return WithKernelT<kModeFused, false>(dtype, bits, tpw, low_regs, f);
+  return one_row ? WithKernelT<kModePlain, true>(dtype, bits, tpw, low_regs, f)
+                 : WithKernelT<kModePlain, false>(dtype, bits, tpw, low_regs, f);
 }
 
 int SmemPerSm() { return CurrentDeviceAttribute(cudaDevAttrMaxSharedMemoryPerMultiprocessor, 228 * 1024); }
@@ -580,8 +626,8 @@ int ModeOf(const StripFusion& f) {
 
 // Resident blocks per SM of an instance with this much dynamic shared memory (0 when the
 // runtime cannot tell).
-int BlocksPerSm(ActivationType dtype, int bits, int tpw, int mode, bool low_regs, int smem) {
-  return WithKernel(dtype, bits, tpw, mode, low_regs, [&](auto kernel) {
+int BlocksPerSm(ActivationType dtype, int bits, int tpw, int mode, bool low_regs, bool one_row, int smem) {
+  return WithKernel(dtype, bits, tpw, mode, low_regs, one_row, [&](auto kernel) {
     if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem) != cudaSuccess) return 0;
     int blocks = 0;
     if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kThreads, smem) != cudaSuccess) return 0;
@@ -725,7 +771,8 @@ static StripPlan ComputeStripPlan(const LutShape& s, ActivationType dtype, int64
     p->smem_bytes = SmemBytesFor(s, m, fusion.resident_x(), tpw, stages);
     p->copy_x = fusion.copy_x;
     if (p->smem_bytes > max_smem) return false;
-    p->blocks_per_sm = std::max(1, BlocksPerSm(dtype, s.bits, tpw, ModeOf(fusion), low_regs, p->smem_bytes));
+    p->blocks_per_sm =
+        std::max(1, BlocksPerSm(dtype, s.bits, tpw, ModeOf(fusion), low_regs, m == 1, p->smem_bytes));
     if (launch.coresident_smem > 0) {
       const int beside = (sm_smem - launch.coresident_smem) / (p->smem_bytes + 1024);
       if (beside < 1) return false;
@@ -857,7 +904,8 @@ int LaunchStripKernel(const LutGemmParams& p, const StripPlan& plan, bool pdl, C
   fusion.norm_prologue = p.norm_prologue();
   fusion.residual_epilogue = p.residual_epilogue();
   fusion.copy_x = plan.copy_x;
-  return WithKernel(p.dtype, s.bits, plan.tiles_per_warp, ModeOf(fusion), plan.low_regs, [&](auto kernel) -> int {
+  return WithKernel(p.dtype, s.bits, plan.tiles_per_warp, ModeOf(fusion), plan.low_regs, p.m == 1,
+                    [&](auto kernel) -> int {
     cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, plan.smem_bytes);
     if (err != cudaSuccess) return static_cast<int>(err);
     cudaLaunchConfig_t cfg = {};

@@ -329,7 +329,8 @@ TEST(LutGemmGpuTest, SanitizerSubset) {
 
 // The persistent-strip kernel (M <= 8) forced, over every bits x G x dtype, in each of its
 // (tiles per warp, pipeline stages) configurations: one strip, a few, and more strips than
-// resident blocks (each block loops), K with and without the 2-tile stage (K % 2048).
+// resident blocks (each block loops), K with and without the 2-tile stage (K % 2048). M = 1 runs
+// the one-row instances (X staged in the one-row order), with and without early weights.
 TEST(LutGemmGpuTest, StripKernelEveryBitsGroupDtypeAndConfig) {
   REQUIRE_GPU();
   std::mt19937 rng(std::random_device{}());
@@ -479,7 +480,8 @@ TEST(LutGemmGpuTest, StripKernelResidentXIsBitwiseTheStagedX) {
 }
 
 // Each output row of the strip kernel is the same bits whatever M (<= 8) is: the summation
-// order depends on the shape only.
+// order depends on the shape only. (M = 1 runs the one-row instances, whose X is staged in
+// another order and read by LDS.128 instead of ldmatrix: the same B registers.)
 TEST(LutGemmGpuTest, StripKernelRowsDoNotDependOnM) {
   REQUIRE_GPU();
   std::mt19937 rng(std::random_device{}());

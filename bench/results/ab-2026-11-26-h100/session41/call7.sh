@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# session 41 call 7: Stream-K at MT = 16 with segments from blockIdx (warp-uniform), the opaque zero
+# on the thread index (v3) or none (v4), against the classic plan (v3, FLUTE_LUT_TC_STREAMK=off); 3 rounds
+set -u
+d=.dev; out=$OUT
+tar -xJf $d/p41i.tar.xz -C $d
+export LD_LIBRARY_PATH=$PWD/$d/p41i/lib
+bin=$d/p41i/bin
+ncu=$(ls /usr/local/cuda/bin/ncu 2>/dev/null || which ncu)
+for v in v3 v4; do
+  $ncu --metrics smsp__inst_executed.sum,gpu__time_duration.sum,launch__registers_per_thread -k regex:TcLutGemm --launch-skip 3 --launch-count 1 \
+    $bin/flute-bench-kernel-$v --shapes 4096x28672 --m 16 --configs 4g128 --dtypes bf16 --kernels auto --replays 1 2>&1 | grep -E "TcLutGemm|inst_executed|duration|registers" | sed "s/^/$v /"
+done
+S=4096x6144,4096x4096,4096x28672,14336x4096,8192x10240,8192x8192,8192x57344,28672x8192
+kb() { local b=$1; shift; timeout 100 $bin/flute-bench-kernel-$b --shapes $S --m $1 --configs $2 --dtypes $3 --kernels auto-pdl --replays 7 2>&1 | grep -E "^\| [0-9]" | awk -F'|' '{printf "%s %s M=%s %s %s us %s%% x%s\n", $2, $3, $4, $5, $7, $9, $11}'; }
+{ for r in 1 2 3; do
+    echo "== v3 r$r"; kb v3 8,16 4g128,3g128,2g128 fp16,bf16
+    echo "== v4 r$r"; kb v4 8,16 4g128,3g128,2g128 fp16,bf16
+    echo "== off r$r"; FLUTE_LUT_TC_STREAMK=off kb v3 8,16 4g128,3g128,2g128 fp16,bf16
+  done; } > $out/kbench-streamk16-v3-v4.txt
+grep 28672 $out/kbench-streamk16-v3-v4.txt | grep "4096x28672" | head -40
+echo "elapsed $SECONDS"
