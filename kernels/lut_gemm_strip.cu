@@ -60,6 +60,7 @@ struct StripArgs {
   int sc_row_bytes;       // 2 * (k per stage) / G
   int sc_units_log2;      // log2 of the 16- (or 8-) byte copies per scale row and stage
   int red_offset;         // bytes from the start of shared memory to the reduction buffers
+  int x1_loaders;         // kM1: lanes 0 .. x1_loaders - 1 load the X fragments (4; 32 for A/B runs)
   // Residual epilogue (LutGemmParams::residual_out): residual [m, n] += Y, sumsq [m, strips].
   float* res_out;
   float* sumsq_out;
@@ -132,6 +133,20 @@ __device__ __forceinline__ void CpAsync4(void* dst, const void* src) {
   asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(SmemAddr(dst)), "l"(src));
 }
 
+// kM1: only lanes 0-3 (g = 0: the B column n = 0 of mma.m16n8k16) load a one-row call's X
+// fragments; the other lanes' B registers are zero. They feed output columns 1-7, which are
+// never stored (column j of D depends on column j of B only). A 16-byte shared load is served 8
+// lanes per wavefront, so the tile's 4 X loads take 4 wavefronts instead of 16 (the X fragments
+// had been 16 of the ~60 wavefronts of a 2-bit tile). H100, same call, against 25aa717's binary
+// (bench/results/ab-2026-11-26-h100/session44/, call 5): M = 1 on the 8 playbook shapes, fp16
+// and bf16, 2-bit G128 0.945-0.989 of the time (8192x57344 74.4 -> 71.6 us), 3-bit 0.98-1.00,
+// 4-bit 0.98-1.00. (The same predicate in inline asm, the other lanes keeping their registers,
+// freed registers but lost the loads' scheduling: 1-7 % slower than 25aa717, calls 2 and 4.)
+// FLUTE_LUT_STRIP_M1X=all (StripArgs::x1_loaders = 32) has every lane load, for A/B runs.
+// Plain calls only: the same loads in fused one-row instances (the norm prologue writing its row in
+// the one-row order) were bitwise alike but no faster in the 8B decode step at batch 1 (W4 2.161
+// against 2.165 ms, W2 2.116 against 2.123, medians of 6 alternating processes; call 8).
+
 // The 8 sub-tiles (16 k each) of one 16 x 128 tile, in scale groups of kSubs sub-tiles (8:
 // G >= 128, one group per tile; 4: G = 64; 2: G = 32): per group the raw table values go into
 // the MMAs, summed in fp32 from zero, and the group's sums are multiplied by the rows' scales
@@ -142,11 +157,12 @@ __device__ __forceinline__ void CpAsync4(void* dst, const void* src) {
 // 8 (G = 64) or 16 (G = 32) FFMAs here; G = 64 at M <= 4 was up to 16 % slower, a median 9 % (H100).
 // table: this lane's table address (LaneTable), or at 3 bits the wide table's base with the
 // lane's copy in lane_bits (LookupPairsWide3).
-// kM1: X in the one-row order above (xs: this lane's 16 bytes of the tile's first block).
+// kM1: X in the one-row order above (xs: this lane's 16 bytes of the tile's first block), loaded
+// where x_loader holds (lanes 0-3; see above).
 template <typename T, int kBits, int kSubs, bool kM1>
 __device__ __forceinline__ void TileMmasFolded(const uint32_t* w, uint32_t table,
                                                uint32_t lane_bits, const T* xs, const __half* sc_lo,
-                                               const __half* sc_hi, float* acc) {
+                                               const __half* sc_hi, float* acc, bool x_loader) {
   static_assert(kSubs == 2 || kSubs == 4 || kSubs == 8, "G = 32, 64 or >= 128");
 #pragma unroll
   for (int j = 0; j < 8 / kSubs; ++j) {
@@ -161,7 +177,11 @@ __device__ __forceinline__ void TileMmasFolded(const uint32_t* w, uint32_t table
         LookupPairs<kBits>(kk, w, table, a);
       }
       if constexpr (kM1) {
-        if ((kk & 1) == 0) *reinterpret_cast<uint4*>(b4) = *reinterpret_cast<const uint4*>(xs + (kk >> 1) * 32);
+        if ((kk & 1) == 0) {
+          uint4 v = make_uint4(0u, 0u, 0u, 0u);
+          if (x_loader) v = *reinterpret_cast<const uint4*>(xs + (kk >> 1) * 32);
+          *reinterpret_cast<uint4*>(b4) = v;
+        }
         Mma<T>(c, a, b4[2 * (kk & 1)], b4[2 * (kk & 1) + 1]);
       } else {
         uint32_t b[2];
@@ -503,6 +523,7 @@ __global__ void __launch_bounds__(kThreads) __maxnreg__(kBits == 3 && !kLowRegs 
   const int x_pitch = resident_x ? a.k + 8 : a.x_pitch;
   const int x_lane = kM1 ? warp * kTpw * kTileK + 8 * q
                          : min(lane & 7, a.m - 1) * x_pitch + ((lane >> 3) & 1) * 8 + warp * kTpw * kTileK;
+  const bool x1_loader = lane < a.x1_loaders;  // kM1: the lanes that load X (TileMmasFolded)
   const int sc_cols = a.sc_row_bytes >> 1;  // groups per scale row in a stage
   float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
   int parity = 0, pending_strip = -1;
@@ -540,11 +561,11 @@ __global__ void __launch_bounds__(kThreads) __maxnreg__(kBits == 3 && !kLowRegs 
       const __half* sc_hi = sc_lo + 8 * sc_cols;
       const T* xt = xs + t * kTileK;
       if (a.log2_group >= 7) {
-        TileMmasFolded<T, kBits, 8, kM1>(w, my_table, lane_bits, xt, sc_lo, sc_hi, acc);
+        TileMmasFolded<T, kBits, 8, kM1>(w, my_table, lane_bits, xt, sc_lo, sc_hi, acc, x1_loader);
       } else if (a.log2_group == 6) {
-        TileMmasFolded<T, kBits, 4, kM1>(w, my_table, lane_bits, xt, sc_lo, sc_hi, acc);
+        TileMmasFolded<T, kBits, 4, kM1>(w, my_table, lane_bits, xt, sc_lo, sc_hi, acc, x1_loader);
       } else {
-        TileMmasFolded<T, kBits, 2, kM1>(w, my_table, lane_bits, xt, sc_lo, sc_hi, acc);
+        TileMmasFolded<T, kBits, 2, kM1>(w, my_table, lane_bits, xt, sc_lo, sc_hi, acc, x1_loader);
       }
     }
     if (cc.kstage == a.stages_per_strip - 1) {  // strip done: leave this warp's partials
@@ -596,7 +617,8 @@ auto WithKernelT(ActivationType dtype, int bits, int tpw, bool low_regs, F f) {
 // one_row: a call of one row (m == 1), which in plain mode runs the kM1 instances. (The fused
 // instances keep the ldmatrix loads: in the 8B decode step at batch 1, whose LUT calls are all
 // fused, the one-row order in them gave W4 2.166-2.175 against 2.170-2.177 ms and W2 2.137-2.167
-// against 2.119-2.128, H100, session 41.)
+// against 2.119-2.128, H100, session 41; with lanes 0-3 loading, W4 2.161 against 2.165 and W2
+// 2.116 against 2.123, session 44.)
 template <typename F>
 auto WithKernel(ActivationType dtype, int bits, int tpw, int mode, bool low_regs, bool one_row, F f) {
   if (mode == kModeCopyX) return WithKernelT<kModeCopyX, false>(dtype, bits, tpw, low_regs, f);
@@ -646,6 +668,14 @@ bool ForcedConfig(const LutShape& s, int* tpw, int* stages) {
 }
 
 }  // namespace
+
+// The lanes that load a one-row call's X fragments (TileMmasFolded): 4 (lanes 0-3, the only
+// ones whose products are stored); FLUTE_LUT_STRIP_M1X=all, read on every call, has all 32 load
+// them, as before (A/B runs, tests).
+static int OneRowXLoaders() {
+  const char* env = std::getenv("FLUTE_LUT_STRIP_M1X");
+  return env != nullptr && std::string(env) == "all" ? 32 : 4;
+}
 
 bool StripKernelApplies(const LutShape& shape, int64_t m, const void* scales) {
   return m >= 1 && m <= 8 && shape.k % 1024 == 0 && shape.n % kStripRows == 0 &&
@@ -893,6 +923,7 @@ int LaunchStripKernel(const LutGemmParams& p, const StripPlan& plan, bool pdl, C
   a.sc_row_bytes = l.sc_row_bytes;
   a.sc_units_log2 = l.sc_row_bytes <= 16 ? 0 : __builtin_ctz(static_cast<unsigned>(l.sc_row_bytes / 16));
   a.red_offset = plan.smem_bytes - RedBytes(p.m);
+  a.x1_loaders = OneRowXLoaders();
   a.res_out = p.residual_out;
   a.sumsq_out = p.sumsq_out;
   a.norm_res = p.residual_in;

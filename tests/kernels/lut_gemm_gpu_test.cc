@@ -498,6 +498,39 @@ TEST(LutGemmGpuTest, StripKernelRowsDoNotDependOnM) {
   }
 }
 
+// One-row calls load their X fragments in lanes 0-3 only (the B column whose products are
+// stored; the other lanes keep zeros): bitwise what all 32 lanes loading gives
+// (FLUTE_LUT_STRIP_M1X=all), and right against the CPU reference, for every bits x G x dtype,
+// with 2 and 1 tiles per warp (K = 2048, 3072) and several strips per block (N = 9600).
+TEST(LutGemmGpuTest, StripKernelOneRowXInFourLanesIsBitwiseAllLanes) {
+  REQUIRE_GPU();
+  std::mt19937 rng(std::random_device{}());
+  LaunchChoice strip;
+  strip.kernel = LutKernel::kStrip;
+  for (ActivationType dtype : {ActivationType::kFloat16, ActivationType::kBFloat16}) {
+    for (int bits : {2, 3, 4}) {
+      for (int g : {32, 64, 128, 256}) {
+        for (const LutShape s : {LutShape{400, 2048, bits, g}, LutShape{272, 3072, bits, g},
+                                 LutShape{9600, 1024, bits, g}}) {
+          SCOPED_TRACE(::testing::Message() << "n=" << s.n << " k=" << s.k << " b=" << bits << " G=" << g << " "
+                                            << ActivationName(dtype));
+          Problem p = MakeProblem(s, rng);
+          std::vector<float> x = RandomX(dtype, 1, s.k, rng);
+          std::vector<uint16_t> y4, y32;
+          ASSERT_TRUE(RunGpu(p, dtype, x, 1, strip, &y4));
+          {
+            ScopedEnv env("FLUTE_LUT_STRIP_M1X", "all");
+            ASSERT_TRUE(RunGpu(p, dtype, x, 1, strip, &y32));
+          }
+          ASSERT_EQ(y4, y32);
+          double err = 0;
+          EXPECT_TRUE(Compare(dtype, y4, Reference(p, x, 1), &err));
+        }
+      }
+    }
+  }
+}
+
 // The strip plan's first choice of pipeline depth (ShallowFirst, lut_gemm_strip.cu): 2 stages for
 // plain 3-bit calls of one row and for 2- and 3-bit launches with early weights; 4 bits (and
 // plain 3-bit calls of more rows) keep the deeper choice, and FLUTE_LUT_STRIP_SHALLOW=off
