@@ -448,6 +448,33 @@ cudaError_t LaunchForType(const KernelArgs& args, int bits, const Plan& p, bool 
 // 4096x1024. (Until session 29 the strip kernel kept N·K <= 4096·6144, a rule measured against
 // the split-K kernel before the tensor-core kernel took M = 5-8.)
 constexpr int64_t kStripMaxWeightsFromM5 = int64_t{4096} * 4096 - 1;  // N·K below 4096·4096
+
+// From M = 5 the strip kernel also takes plain calls of n >= 16384 (1024 strips or more), without
+// early weights, whose plan keeps X resident with 2 strip pipelines per SM or more (strip groups,
+// lut_gemm_strip.cu): X is then read from L2 once per block, not once per strip. H100, fp16 G128, same process,
+// against the tensor-core kernel (bench/results/ab-2026-11-26-h100/session45/, call 2):
+// 4096x28672 M = 5-8 4-bit 29.0 -> 24.8-27.3 us, 2-bit 25.6 -> 22.3-23.2, 3-bit 30.1 -> 24.9-26.6;
+// 8192x57344 M = 5-6 4-bit 115.5 -> 87.0-89.6, 2-bit 106.6 -> 74.2-78.6, 3-bit 126.9 -> 84.3-85.0,
+// M = 8 2-bit 78.4, 3-bit 85.9 (4 bits at M = 8: X does not fit, the tensor-core kernel). On the
+// shapes of fewer strips (8192x10240, 8192x8192: 512-640) the same plans were even or slower from
+// M = 6; 28672x8192 and the k = 4096 shapes of 4096-6144 features cannot keep X resident.
+constexpr int64_t kStripGroupsMinN = 16384;
+
+StripLaunch StripLaunchOf(const LutGemmParams& p) {
+  StripLaunch launch;
+  launch.fusion = {p.norm_prologue(), p.residual_epilogue()};
+  launch.early_weights = p.pdl && p.early_weights;
+  launch.coresident_smem = p.pdl ? p.coresident_smem : 0;
+  return launch;
+}
+
+bool StripWinsFromM5(const LutGemmParams& p) {
+  // Not the engine's launches (early weights, co-resident shared memory: not measured there).
+  if (p.norm_prologue() || p.residual_epilogue() || p.shape.n < kStripGroupsMinN) return false;
+  if (p.pdl && (p.early_weights || p.coresident_smem > 0)) return false;
+  const StripPlan plan = MakeStripPlan(p.shape, p.dtype, p.m, StripLaunchOf(p), DeviceSmCount());
+  return plan.grid > 0 && plan.copy_x && plan.blocks_per_sm * plan.groups >= 2;
+}
 }  // namespace
 
 bool UsesStripKernel(const LutGemmParams& p) {
@@ -456,8 +483,8 @@ bool UsesStripKernel(const LutGemmParams& p) {
   // most 128 KB (8 rows of k = 8192), leaving room for a 2-stage pipeline and the pair table.
   if (p.norm_prologue() && p.m * p.shape.k * 2 > 128 * 1024) return false;
   if (p.kernel == LutKernel::kStrip) return true;
-  const bool strip_wins = p.m <= 4 || p.shape.n * p.shape.k <= kStripMaxWeightsFromM5;
-  return p.kernel == LutKernel::kAuto && strip_wins;
+  if (p.kernel != LutKernel::kAuto) return false;
+  return p.m <= 4 || p.shape.n * p.shape.k <= kStripMaxWeightsFromM5 || StripWinsFromM5(p);
 }
 
 absl::Status IsSupportedByCuda(const LutShape& shape) {
@@ -584,11 +611,7 @@ absl::Status LaunchLutGemm(const LutGemmParams& p, CUstream_st* stream) {
     if (!absl::IsUnimplemented(tc)) return tc;
   }
   if (UsesStripKernel(p)) {
-    StripLaunch launch;
-    launch.fusion = {p.norm_prologue(), p.residual_epilogue()};
-    launch.early_weights = p.pdl && p.early_weights;
-    launch.coresident_smem = p.pdl ? p.coresident_smem : 0;
-    const StripPlan strip_plan = MakeStripPlan(p.shape, p.dtype, p.m, launch, DeviceSmCount());
+    const StripPlan strip_plan = MakeStripPlan(p.shape, p.dtype, p.m, StripLaunchOf(p), DeviceSmCount());
     if (strip_plan.grid == 0) {
       return absl::InvalidArgumentError(absl::StrCat("LUT-GEMM (strip): no configuration fits shared memory for m=",
                                                      p.m, ", k=", p.shape.k, p.norm_prologue() ? " with the norm prologue" : ""));

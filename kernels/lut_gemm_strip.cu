@@ -2,7 +2,8 @@
 //
 // Work: the S = N / 16 strips of W (16 output features x all of K each). A block of 8 warps
 // takes one strip at a time, strips blockIdx.x, blockIdx.x + grid, ... (grid = resident
-// blocks, at most S), so the pair table is built once per block, not once per tile.
+// blocks, at most S), so the pair table is built once per block, not once per tile. (With strip
+// groups a block of 2-3 x 8 warps runs that many such pipelines, sharing the table: kGroups.)
 // Within a strip the 8 warps split K: a stage is 8 * TPW consecutive k-tiles of the strip
 // (TPW = tiles per warp, 1 or 2), one contiguous run of packed codes, and warp w dequantizes
 // tiles w * TPW ... w * TPW + TPW - 1 of it. At the end of a strip each warp leaves its
@@ -94,10 +95,10 @@ StageLayout MakeStageLayout(int bits, int tpw, int m_staged, int group_size) {
 // Position in the block's sequence of stages: the strip, the stage within it, the ring slot.
 struct Cursor {
   int strip, kstage, buf;
-  __device__ __forceinline__ void Advance(int stages_per_strip, int num_stages) {
+  __device__ __forceinline__ void Advance(int stages_per_strip, int num_stages, int strip_stride) {
     if (++kstage == stages_per_strip) {
       kstage = 0;
-      strip += gridDim.x;
+      strip += strip_stride;
     }
     if (++buf == num_stages) buf = 0;
   }
@@ -298,12 +299,13 @@ __device__ __forceinline__ void BuildNormedX(const StripArgs& a, T* xres, float*
 // The resident X of a plain call (StripFusion::copy_x): cp.async of x [m][k] into xres
 // [m][k + 8], 16 bytes per copy, issued after the grid dependency wait (x is the previous
 // kernel's output) into the oldest cp.async group, so the main loop's first wait and barrier
-// cover them as they cover the first stage's X in the staged layout.
+// cover them as they cover the first stage's X in the staged layout. Every thread of the block
+// (thread of threads: all strip groups) copies its share; the loop's first barrier is block-wide.
 template <typename T>
-__device__ __forceinline__ void IssueResidentXCopy(const StripArgs& a, T* xres, int tid) {
+__device__ __forceinline__ void IssueResidentXCopy(const StripArgs& a, T* xres, int thread, int threads) {
   const int row_vecs = a.k >> 3;
   const T* x = static_cast<const T*>(a.x);
-  for (int i = tid; i < a.m * row_vecs; i += kThreads) {
+  for (int i = thread; i < a.m * row_vecs; i += threads) {
     const int r = i / row_vecs, c = (i - r * row_vecs) * 8;
     CpAsync16(xres + r * (a.k + 8) + c, x + static_cast<int64_t>(r) * a.k + c);
   }
@@ -326,11 +328,30 @@ __device__ __forceinline__ void IssueResidentXCopy(const StripArgs& a, T* xres, 
 // run-time branch cost 0.01-0.03 ms per 8B decode step at batches 1-4).
 enum StripMode : int { kModePlain = 0, kModeFused = 1, kModeCopyX = 2 };
 
+// Strip groups (StripPlan::groups): a block of groups x 8 warps runs `groups` independent strip
+// pipelines (group j of block b is virtual block b * groups + j of a grid of gridDim.x * groups,
+// each with its own stage ring, barrier and reduction buffers) that share one pair table and,
+// with X resident, one copy of X. The 4-bit pair table is 32 KB and a resident X of 4 rows at
+// k = 8192 is 64 KB per block: sharing them is what lets 2-3 strip pipelines run per SM where
+// one block of each would not fit. The sums are those of one group per block (same warps, same
+// tiles per warp, same order). Plain and copy-X calls only (not kM1, not the fused instances).
+constexpr int kMaxGroups = 3;
+// The instance families that have instances of 2-3 groups (plain calls of 2-8 rows, X staged
+// or resident); the one-group instances compile exactly as before groups existed.
+constexpr bool TakesGroups(int mode, bool m1) { return mode != kModeFused && !m1; }
+// Group j syncs its 8 warps on named barrier j + 1 (barrier 0 is __syncthreads).
+__device__ __forceinline__ void GroupBarrier(int group) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(group + 1), "r"(kThreads) : "memory");
+}
+
 // kM1: the instances of plain one-row calls (a.m == 1), X in the one-row order (X1SourceWord).
-template <typename T, int kBits, int kTpw, int kMode, bool kLowRegs, bool kM1>
-__global__ void __launch_bounds__(kThreads) __maxnreg__(kBits == 3 && !kLowRegs ? 128 : 80)
-    LutGemmStripKernel(const StripArgs a) {
+// kGroups: strip groups per block (3 at 80 registers: 61440 of 65536 per SM; 2 at 128).
+template <typename T, int kBits, int kTpw, int kMode, bool kLowRegs, bool kM1, int kGroups>
+__global__ void __launch_bounds__(kThreads * kGroups)
+    __maxnreg__(kBits == 3 && !kLowRegs ? 128 : 80) LutGemmStripKernel(const StripArgs a) {
   static_assert(!kM1 || kMode == kModePlain, "the one-row order: plain calls (X staged)");
+  static_assert(kGroups == 1 || (TakesGroups(kMode, kM1) && kGroups * (kBits == 3 && !kLowRegs ? 128 : 80) <= 256),
+                "strip groups: plain calls of 2-8 rows, within the SM's registers");
   const trace::Scope trace_scope(trace::kLutStrip, a.n, a.k);
   constexpr bool kFused = kMode == kModeFused;
   constexpr bool kCopyX = kMode == kModeCopyX;
@@ -341,15 +362,23 @@ __global__ void __launch_bounds__(kThreads) __maxnreg__(kBits == 3 && !kLowRegs 
   constexpr int kCodeCopies = kStageCodeBytes / 16;  // 16-byte copies per stage
   constexpr int kXRowCopies = kStageK / 8;           // 16-byte copies per X row and stage
   extern __shared__ __align__(16) unsigned char smem[];
+  // This thread's strip group, its stages and reduction buffers (kGroups == 1: the block's; the
+  // statements keep the order they had before groups, so that those instances compile as then).
+  const int group = kGroups == 1 ? 0 : static_cast<int>(threadIdx.x) / kThreads;
   uint32_t* s_table = reinterpret_cast<uint32_t*>(smem);
-  unsigned char* s_stages = smem + StripTableBytes(kBits);
-  float* s_red = reinterpret_cast<float*>(smem + a.red_offset);
+  unsigned char* s_stages =
+      smem + StripTableBytes(kBits) + (kGroups == 1 ? 0 : group * a.num_stages * a.stage_bytes);
+  float* s_red = reinterpret_cast<float*>(smem + a.red_offset) +
+                 (kGroups == 1 ? 0 : group * 2 * kWarps * a.m * kRedPitch);
   const int red_warp_floats = a.m * kRedPitch;
 
-  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, q = lane & 3;
+  const int tid = kGroups == 1 ? static_cast<int>(threadIdx.x) : static_cast<int>(threadIdx.x) - group * kThreads,
+            warp = tid >> 5, lane = tid & 31, g = lane >> 2, q = lane & 3;
   const int num_stages = a.num_stages;
-  const int total = ((a.strips - 1 - static_cast<int>(blockIdx.x)) / static_cast<int>(gridDim.x) + 1) *
-                    a.stages_per_strip;
+  // Virtual block vblock of a grid of vgrid (<= strips: every group has a strip).
+  const int vblock = static_cast<int>(blockIdx.x) * kGroups + group;
+  const int vgrid = static_cast<int>(gridDim.x) * kGroups;
+  const int total = ((a.strips - 1 - vblock) / vgrid + 1) * a.stages_per_strip;
   const T* x = static_cast<const T*>(a.x);
   const int64_t strip_code_bytes = static_cast<int64_t>(a.stages_per_strip) * kStageCodeBytes;
   const int64_t scale_row_bytes_global = static_cast<int64_t>(a.k >> a.log2_group) * 2;
@@ -484,30 +513,32 @@ __global__ void __launch_bounds__(kThreads) __maxnreg__(kBits == 3 && !kLowRegs 
   // The early stages share the oldest cp.async group, the later prologue stages have one group
   // each, and empty groups pad the count to num_stages - 1, so the main loop's accounting
   // (num_stages - 2 groups in flight; stage s complete by iteration s) holds.
-  const Cursor start{static_cast<int>(blockIdx.x), 0, 0};
+  const Cursor start{vblock, 0, 0};
   const int prologue = min(num_stages - 1, total);
   const int early = min(a.early_stages, prologue);
   Cursor ld = start;
   for (int s = 0; s < early; ++s) {
     issue_weights(ld);
-    ld.Advance(a.stages_per_strip, num_stages);
+    ld.Advance(a.stages_per_strip, num_stages, vgrid);
   }
   NormPreload norm_pre;
   if (kFused && a.norm_res != nullptr) PreloadNormWeights(a, tid, &norm_pre);
-  BuildPairTable<T, kBits, kBits == 3 ? kWideRowBytes : 128>(a.table, s_table, tid);
+  if (group == 0) BuildPairTable<T, kBits, kBits == 3 ? kWideRowBytes : 128>(a.table, s_table, tid);
   GridDependencyWait();
-  if (kCopyX) IssueResidentXCopy<T>(a, reinterpret_cast<T*>(smem + a.xres_offset), tid);  // with the oldest group
+  if (kCopyX) {  // with the oldest cp.async group
+    IssueResidentXCopy<T>(a, reinterpret_cast<T*>(smem + a.xres_offset), threadIdx.x, kThreads * kGroups);
+  }
   Cursor lx = start;
   for (int s = 0; s < early; ++s) {
     issue_x(lx);
-    lx.Advance(a.stages_per_strip, num_stages);
+    lx.Advance(a.stages_per_strip, num_stages, vgrid);
   }
   CpAsyncCommit();
   for (int s = 1; s < num_stages - 1; ++s) {
     if (s >= early && s < prologue) {
       issue_weights(ld);
       issue_x(ld);
-      ld.Advance(a.stages_per_strip, num_stages);
+      ld.Advance(a.stages_per_strip, num_stages, vgrid);
     }
     CpAsyncCommit();
   }
@@ -530,7 +561,13 @@ __global__ void __launch_bounds__(kThreads) __maxnreg__(kBits == 3 && !kLowRegs 
   Cursor cc = start;
   for (int it = 0; it < total; ++it) {
     CpAsyncWaitPending(num_stages - 2);
-    __syncthreads();
+    // The first barrier is block-wide: it publishes the pair table (group 0's) and the resident X
+    // (every group's copies) to every group. After it each group syncs on its own.
+    if (kGroups > 1 && it > 0) {
+      GroupBarrier(group);
+    } else {
+      __syncthreads();
+    }
     if (pending_strip >= 0) {
       store_strip(parity ^ 1, pending_strip);
       pending_strip = -1;
@@ -539,7 +576,7 @@ __global__ void __launch_bounds__(kThreads) __maxnreg__(kBits == 3 && !kLowRegs 
     if (it + num_stages - 1 < total) {
       issue_weights(ld);
       issue_x(ld);
-      ld.Advance(a.stages_per_strip, num_stages);
+      ld.Advance(a.stages_per_strip, num_stages, vgrid);
     }
     CpAsyncCommit();
 
@@ -583,48 +620,63 @@ __global__ void __launch_bounds__(kThreads) __maxnreg__(kBits == 3 && !kLowRegs 
       pending_strip = cc.strip;
       parity ^= 1;
     }
-    cc.Advance(a.stages_per_strip, num_stages);
+    cc.Advance(a.stages_per_strip, num_stages, vgrid);
   }
   CpAsyncWait<0>();
-  __syncthreads();
+  if (kGroups > 1) {
+    GroupBarrier(group);
+  } else {
+    __syncthreads();
+  }
   if (pending_strip >= 0) store_strip(parity ^ 1, pending_strip);
 }
 
 // ---- Host side ------------------------------------------------------------------------------
 
-// Calls f(kernel) with the instance for (dtype, bits, tpw, fused, low_regs, kM1); low_regs
+// Calls f(kernel) with the instance for (dtype, bits, tpw, fused, low_regs, kM1, kG); low_regs
 // selects the 80-register instance at 3 bits and nothing at 2 and 4 (theirs are 80 already).
-template <int kMode, bool kM1, typename F>
+// Three groups exist at 80 registers only (the plan never asks the 128-register 3-bit instance).
+template <int kMode, bool kM1, int kG, typename F>
 auto WithKernelT(ActivationType dtype, int bits, int tpw, bool low_regs, F f) {
 #define FLUTE_STRIP_CASE(T, B, P) \
-  if (bits == B && tpw == P) return f(LutGemmStripKernel<T, B, P, kMode, false, kM1>);
-#define FLUTE_STRIP_CASE3(T, P)                                                                         \
-  if (bits == 3 && tpw == P) {                                                                          \
-    return low_regs ? f(LutGemmStripKernel<T, 3, P, kMode, true, kM1>) : f(LutGemmStripKernel<T, 3, P, kMode, false, kM1>); \
+  if (bits == B && tpw == P) return f(LutGemmStripKernel<T, B, P, kMode, false, kM1, kG>);
+#define FLUTE_STRIP_CASE3(T, P)                                                      \
+  if (bits == 3 && tpw == P) {                                                       \
+    if constexpr (kG <= 2) {                                                         \
+      if (!low_regs) return f(LutGemmStripKernel<T, 3, P, kMode, false, kM1, kG>);  \
+    }                                                                                \
+    return f(LutGemmStripKernel<T, 3, P, kMode, true, kM1, kG>);                     \
   }
   if (dtype == ActivationType::kBFloat16) {
     FLUTE_STRIP_CASE(__nv_bfloat16, 2, 1) FLUTE_STRIP_CASE(__nv_bfloat16, 2, 2)
     FLUTE_STRIP_CASE3(__nv_bfloat16, 1) FLUTE_STRIP_CASE3(__nv_bfloat16, 2)
-    FLUTE_STRIP_CASE(__nv_bfloat16, 4, 1) return f(LutGemmStripKernel<__nv_bfloat16, 4, 2, kMode, false, kM1>);
+    FLUTE_STRIP_CASE(__nv_bfloat16, 4, 1) return f(LutGemmStripKernel<__nv_bfloat16, 4, 2, kMode, false, kM1, kG>);
   }
   FLUTE_STRIP_CASE(__half, 2, 1) FLUTE_STRIP_CASE(__half, 2, 2)
   FLUTE_STRIP_CASE3(__half, 1) FLUTE_STRIP_CASE3(__half, 2)
-  FLUTE_STRIP_CASE(__half, 4, 1) return f(LutGemmStripKernel<__half, 4, 2, kMode, false, kM1>);
+  FLUTE_STRIP_CASE(__half, 4, 1) return f(LutGemmStripKernel<__half, 4, 2, kMode, false, kM1, kG>);
 #undef FLUTE_STRIP_CASE3
 #undef FLUTE_STRIP_CASE
+}
+
+template <int kMode, typename F>
+auto WithGroups(ActivationType dtype, int bits, int tpw, bool low_regs, int groups, F f) {
+  if (groups == 3) return WithKernelT<kMode, false, 3>(dtype, bits, tpw, low_regs, f);
+  if (groups == 2) return WithKernelT<kMode, false, 2>(dtype, bits, tpw, low_regs, f);
+  return WithKernelT<kMode, false, 1>(dtype, bits, tpw, low_regs, f);
 }
 
 // one_row: a call of one row (m == 1), which in plain mode runs the kM1 instances. (The fused
 // instances keep the ldmatrix loads: in the 8B decode step at batch 1, whose LUT calls are all
 // fused, the one-row order in them gave W4 2.166-2.175 against 2.170-2.177 ms and W2 2.137-2.167
 // against 2.119-2.128, H100, session 41; with lanes 0-3 loading, W4 2.161 against 2.165 and W2
-// 2.116 against 2.123, session 44.)
+// 2.116 against 2.123, session 44.) groups: 1 for one-row and fused calls.
 template <typename F>
-auto WithKernel(ActivationType dtype, int bits, int tpw, int mode, bool low_regs, bool one_row, F f) {
-  if (mode == kModeCopyX) return WithKernelT<kModeCopyX, false>(dtype, bits, tpw, low_regs, f);
-  if (mode == kModeFused) return WithKernelT<kModeFused, false>(dtype, bits, tpw, low_regs, f);
-  return one_row ? WithKernelT<kModePlain, true>(dtype, bits, tpw, low_regs, f)
-                 : WithKernelT<kModePlain, false>(dtype, bits, tpw, low_regs, f);
+auto WithKernel(ActivationType dtype, int bits, int tpw, int mode, bool low_regs, bool one_row, int groups, F f) {
+  if (mode == kModeCopyX) return WithGroups<kModeCopyX>(dtype, bits, tpw, low_regs, groups, f);
+  if (mode == kModeFused) return WithKernelT<kModeFused, false, 1>(dtype, bits, tpw, low_regs, f);
+  return one_row ? WithKernelT<kModePlain, true, 1>(dtype, bits, tpw, low_regs, f)
+                 : WithGroups<kModePlain>(dtype, bits, tpw, low_regs, groups, f);
 }
 
 int SmemPerSm() { return CurrentDeviceAttribute(cudaDevAttrMaxSharedMemoryPerMultiprocessor, 228 * 1024); }
@@ -633,11 +685,11 @@ int MaxSmemOptin() { return CurrentDeviceAttribute(cudaDevAttrMaxSharedMemoryPer
 // X resident in shared memory (norm prologue): [m][k + 8] 16-bit values.
 int ResidentXBytes(const LutShape& s, int64_t m) { return RoundUp16(static_cast<int>(m * (s.k + 8) * 2)); }
 
-// Shared memory: pair table | stages | resident X (norm prologue) | reduction buffers.
-int SmemBytesFor(const LutShape& s, int64_t m, bool resident_x, int tpw, int stages) {
+// Shared memory: pair table | each group's stages | resident X | each group's reduction buffers.
+int SmemBytesFor(const LutShape& s, int64_t m, bool resident_x, int tpw, int stages, int groups) {
   const StageLayout l = MakeStageLayout(s.bits, tpw, resident_x ? 0 : static_cast<int>(m), s.group_size);
-  return RoundUp16(StripTableBytes(s.bits) +
-                   stages * l.bytes) + (resident_x ? ResidentXBytes(s, m) : 0) + RedBytes(m);
+  return RoundUp16(StripTableBytes(s.bits) + groups * stages * l.bytes) + (resident_x ? ResidentXBytes(s, m) : 0) +
+         groups * RedBytes(m);
 }
 
 // The instance family of a call (StripMode).
@@ -648,11 +700,14 @@ int ModeOf(const StripFusion& f) {
 
 // Resident blocks per SM of an instance with this much dynamic shared memory (0 when the
 // runtime cannot tell).
-int BlocksPerSm(ActivationType dtype, int bits, int tpw, int mode, bool low_regs, bool one_row, int smem) {
-  return WithKernel(dtype, bits, tpw, mode, low_regs, one_row, [&](auto kernel) {
+int BlocksPerSm(ActivationType dtype, int bits, int tpw, int mode, bool low_regs, bool one_row, int smem,
+                int groups) {
+  return WithKernel(dtype, bits, tpw, mode, low_regs, one_row, groups, [&](auto kernel) {
     if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem) != cudaSuccess) return 0;
     int blocks = 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kThreads, smem) != cudaSuccess) return 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kThreads * groups, smem) != cudaSuccess) {
+      return 0;
+    }
     return blocks;
   });
 }
@@ -775,15 +830,27 @@ static bool DeepFirst(const LutShape& s, int64_t m, const StripLaunch& launch) {
          !launch.fusion.residual_epilogue;
 }
 
-static StripPlan ComputeStripPlan(const LutShape& s, ActivationType dtype, int64_t m, const StripLaunch& launch,
-                                  int sm_count) {
+// FLUTE_LUT_STRIP_GROUPS=1..kMaxGroups forces the strip groups per block (StripPlan::groups) of
+// the calls that can take them: plain (or copy-X) calls of 2-8 rows (tuning runs, tests).
+static int ForcedGroups(int64_t m, const StripLaunch& launch) {
+  const char* env = std::getenv("FLUTE_LUT_STRIP_GROUPS");
+  if (env == nullptr || m < 2 || launch.fusion.norm_prologue || launch.fusion.residual_epilogue) return 0;
+  const int groups = std::atoi(env);
+  return groups >= 1 && groups <= kMaxGroups ? groups : 0;
+}
+
+// The plan with `groups` strip groups per block (1 for the calls that cannot take more).
+static StripPlan ComputeStripPlanOfGroups(const LutShape& s, ActivationType dtype, int64_t m,
+                                          const StripLaunch& launch, int sm_count, int groups) {
   const ResidentXRule rule = ResidentXForPlainCalls();
   if (!launch.fusion.any() && m >= 2 && rule != ResidentXRule::kNever) {  // plain calls only
     StripLaunch resident = launch;
     resident.fusion.copy_x = true;
-    const StripPlan p = ComputeStripPlan(s, dtype, m, resident, sm_count);
-    const bool several_strips = 2 * (s.n / kStripRows) >= 3 * static_cast<int64_t>(p.grid);
-    if (p.grid > 0 && p.blocks_per_sm >= 2 && (several_strips || rule == ResidentXRule::kWhereItFits)) return p;
+    const StripPlan p = ComputeStripPlanOfGroups(s, dtype, m, resident, sm_count, groups);
+    const bool several_strips = 2 * (s.n / kStripRows) >= 3 * static_cast<int64_t>(p.grid) * p.groups;
+    if (p.grid > 0 && p.blocks_per_sm * p.groups >= 2 && (several_strips || rule == ResidentXRule::kWhereItFits)) {
+      return p;
+    }
   }
   const int strips = static_cast<int>(s.n / kStripRows);
   const int max_smem = MaxSmemOptin();
@@ -794,35 +861,37 @@ static StripPlan ComputeStripPlan(const LutShape& s, ActivationType dtype, int64
   double best_score = -1.0;
   const std::vector<bool> low_regs_candidates = LowRegsCandidates(s.bits, launch.early_weights);
   auto make = [&](int tpw, int stages, bool low_regs, StripPlan* p) {
-    if (s.k % (1024 * tpw) != 0) return false;
+    if (s.k % (1024 * tpw) != 0 || strips < groups) return false;
+    if (groups > 2 && s.bits == 3 && !low_regs) return false;  // 128 registers: 2 groups at most
     p->tiles_per_warp = tpw;
     p->stages = stages;
     p->low_regs = low_regs;
-    p->smem_bytes = SmemBytesFor(s, m, fusion.resident_x(), tpw, stages);
+    p->groups = groups;
+    p->smem_bytes = SmemBytesFor(s, m, fusion.resident_x(), tpw, stages, groups);
     p->copy_x = fusion.copy_x;
     if (p->smem_bytes > max_smem) return false;
     p->blocks_per_sm =
-        std::max(1, BlocksPerSm(dtype, s.bits, tpw, ModeOf(fusion), low_regs, m == 1, p->smem_bytes));
+        std::max(1, BlocksPerSm(dtype, s.bits, tpw, ModeOf(fusion), low_regs, m == 1, p->smem_bytes, groups));
     if (launch.coresident_smem > 0) {
       const int beside = (sm_smem - launch.coresident_smem) / (p->smem_bytes + 1024);
       if (beside < 1) return false;
       p->blocks_per_sm = std::min(p->blocks_per_sm, beside);
     }
-    p->grid = static_cast<int>(std::min<int64_t>(strips, static_cast<int64_t>(sm_count) * p->blocks_per_sm));
+    p->grid = static_cast<int>(std::min<int64_t>(strips / groups, static_cast<int64_t>(sm_count) * p->blocks_per_sm));
     return true;
   };
-  // The share of the grid's block slots over all rounds that hold a strip (1: no idle slot).
+  // The share of the grid's strip slots (groups) over all rounds that hold a strip (1: no idle slot).
   auto fill = [&](const StripPlan& p) {
-    const int64_t slots = static_cast<int64_t>(sm_count) * p.blocks_per_sm;
-    const int64_t rounds = (strips + slots - 1) / slots;
-    return static_cast<double>(strips) / static_cast<double>(rounds * p.grid);
+    const int64_t vgrid = static_cast<int64_t>(p.grid) * p.groups;
+    const int64_t rounds = (strips + vgrid - 1) / vgrid;
+    return static_cast<double>(strips) / static_cast<double>(rounds * vgrid);
   };
   auto consider = [&](int tpw, int stages) {
     for (const bool low_regs : low_regs_candidates) {
       StripPlan p;
       if (!make(tpw, stages, low_regs, &p)) continue;
       double score = fill(p) - (low_regs ? kLowRegsMargin : 0.0);
-      if (p.blocks_per_sm >= 2) score += 1.0;  // latency hiding first
+      if (p.blocks_per_sm * p.groups >= 2) score += 1.0;  // latency hiding first
       if (deep_first && !fusion.copy_x && stages == 2) score -= 1.0 - kShallowBlockBonus;
       if (score > best_score + 0.001) {
         best_score = score;
@@ -844,7 +913,7 @@ static StripPlan ComputeStripPlan(const LutShape& s, ActivationType dtype, int64
       double pick_score = -1.0;
       for (const bool low_regs : low_regs_candidates) {
         StripPlan p;
-        if (!make(shape_tpw, depth, low_regs, &p) || p.blocks_per_sm < 2) continue;
+        if (!make(shape_tpw, depth, low_regs, &p) || p.blocks_per_sm * p.groups < 2) continue;
         const double score = fill(p) - (low_regs ? kLowRegsMargin : 0.0);
         if (score > pick_score + 0.001) {
           pick_score = score;
@@ -859,13 +928,47 @@ static StripPlan ComputeStripPlan(const LutShape& s, ActivationType dtype, int64
   if (best_score < 0 && launch.coresident_smem > 0) {
     StripLaunch alone = launch;
     alone.coresident_smem = 0;
-    return ComputeStripPlan(s, dtype, m, alone, sm_count);
+    return ComputeStripPlanOfGroups(s, dtype, m, alone, sm_count, groups);
   }
   return best;
 }
 
+// Strip groups (StripPlan::groups) for plain calls of 2-8 rows without early weights: 2 or 3
+// groups per block where the one-group plan cannot keep X resident with 2 blocks per SM (X
+// staged, re-read from L2 for every strip, or one block per SM) and a grouped plan can (the
+// groups share one copy of X and one pair table): 3 groups where they keep 3 stages or more,
+// else 2. H100, fp16 G128, same process, against one group (bench/results/ab-2026-11-26-h100/
+// session45/, call 2): 8192x57344 4-bit M = 3 / 4 127.2 / 116.0 -> 87.7 / 86.5 us, 2-bit M = 4
+// 93.5 -> 72.5, 8192x8192 4-bit M = 3 / 4 21.2 / 19.6 -> 16.5 / 16.3, 8192x10240 4-bit M = 3 / 4
+// 24.3 / 23.6 -> 21.8 / 21.8, 28672x8192 4-bit M = 2 49.0 -> 46.7. Where the one-group plan
+// already keeps X resident beside a second block, groups were slower (8192x57344 2-bit M = 2
+// 68.6 -> 75.1 at 2 groups) or even; grouped plans with X staged lost on every shape.
+// FLUTE_LUT_STRIP_GROUPS=1..3 forces the count (tests, A/B runs); forced groups that fit
+// nowhere fall back to one group per block.
+static bool GroupsApply(int64_t m, const StripLaunch& launch) {
+  return m >= 2 && !launch.fusion.norm_prologue && !launch.fusion.residual_epilogue && !launch.early_weights &&
+         launch.coresident_smem == 0;
+}
+
+static StripPlan ComputeStripPlan(const LutShape& s, ActivationType dtype, int64_t m, const StripLaunch& launch,
+                                  int sm_count) {
+  const int forced_groups = ForcedGroups(m, launch);
+  if (forced_groups > 1) {
+    const StripPlan p = ComputeStripPlanOfGroups(s, dtype, m, launch, sm_count, forced_groups);
+    if (p.grid > 0) return p;
+  }
+  const StripPlan one = ComputeStripPlanOfGroups(s, dtype, m, launch, sm_count, 1);
+  if (forced_groups > 0 || !GroupsApply(m, launch) || (one.copy_x && one.blocks_per_sm >= 2)) return one;
+  auto resident = [](const StripPlan& p) { return p.grid > 0 && p.copy_x && p.blocks_per_sm * p.groups >= 2; };
+  const StripPlan three = ComputeStripPlanOfGroups(s, dtype, m, launch, sm_count, 3);
+  if (resident(three) && three.stages >= 3) return three;
+  const StripPlan two = ComputeStripPlanOfGroups(s, dtype, m, launch, sm_count, 2);
+  if (resident(two)) return two;
+  return resident(three) ? three : one;
+}
+
 // Plans are cached per (device, shape, dtype, m, fusion, early weights, co-resident shared
-// memory, SM count, FLUTE_LUT_STRIP, _X, _LOWREGS, _SHALLOW, _DEEP): the occupancy queries
+// memory, SM count, FLUTE_LUT_STRIP, _X, _LOWREGS, _SHALLOW, _DEEP, _GROUPS): the occupancy queries
 // cost microseconds of host time, and a decode step that is not replayed from a CUDA graph
 // launches hundreds of these GEMMs.
 StripPlan MakeStripPlan(const LutShape& s, ActivationType dtype, int64_t m, const StripLaunch& launch,
@@ -877,12 +980,13 @@ StripPlan MakeStripPlan(const LutShape& s, ActivationType dtype, int64_t m, cons
   const char* env_low = std::getenv("FLUTE_LUT_STRIP_LOWREGS");
   const char* env_shallow = std::getenv("FLUTE_LUT_STRIP_SHALLOW");
   const char* env_deep = std::getenv("FLUTE_LUT_STRIP_DEEP");
+  const char* env_groups = std::getenv("FLUTE_LUT_STRIP_GROUPS");
   using Key = std::tuple<int, int64_t, int64_t, int, int, int, int64_t, bool, bool, bool, int, int, std::string>;
   const Key key{device, s.n, s.k, s.bits, s.group_size, static_cast<int>(dtype), m, launch.fusion.norm_prologue,
                 launch.fusion.residual_epilogue, launch.early_weights, launch.coresident_smem, sm_count,
                 std::string(env != nullptr ? env : "") + "|" + (env_x != nullptr ? env_x : "") + "|" +
                     (env_low != nullptr ? env_low : "") + "|" + (env_shallow != nullptr ? env_shallow : "") + "|" +
-                    (env_deep != nullptr ? env_deep : "")};
+                    (env_deep != nullptr ? env_deep : "") + "|" + (env_groups != nullptr ? env_groups : "")};
   static std::mutex mu;
   static std::map<Key, StripPlan>* cache = new std::map<Key, StripPlan>();
   {
@@ -891,6 +995,13 @@ StripPlan MakeStripPlan(const LutShape& s, ActivationType dtype, int64_t m, cons
     if (it != cache->end()) return it->second;
   }
   const StripPlan plan = ComputeStripPlan(s, dtype, m, launch, sm_count);
+  if (std::getenv("FLUTE_LUT_STRIP_PLAN_LOG") != nullptr) {  // tuning runs: each new plan, once
+    std::fprintf(stderr, "strip plan k=%lld n=%lld b=%d G=%d m=%lld early=%d: tpw %d stages %d groups %d blocks/SM %d "
+                 "grid %d copy_x %d low_regs %d smem %d\n", static_cast<long long>(s.k), static_cast<long long>(s.n),
+                 s.bits, s.group_size, static_cast<long long>(m), launch.early_weights ? 1 : 0, plan.tiles_per_warp,
+                 plan.stages, plan.groups, plan.blocks_per_sm, plan.grid, plan.copy_x ? 1 : 0, plan.low_regs ? 1 : 0,
+                 plan.smem_bytes);
+  }
   std::lock_guard<std::mutex> lock(mu);
   cache->emplace(key, plan);
   return plan;
@@ -922,7 +1033,7 @@ int LaunchStripKernel(const LutGemmParams& p, const StripPlan& plan, bool pdl, C
   a.sc_offset = l.sc_offset;
   a.sc_row_bytes = l.sc_row_bytes;
   a.sc_units_log2 = l.sc_row_bytes <= 16 ? 0 : __builtin_ctz(static_cast<unsigned>(l.sc_row_bytes / 16));
-  a.red_offset = plan.smem_bytes - RedBytes(p.m);
+  a.red_offset = plan.smem_bytes - plan.groups * RedBytes(p.m);
   a.x1_loaders = OneRowXLoaders();
   a.res_out = p.residual_out;
   a.sumsq_out = p.sumsq_out;
@@ -935,13 +1046,13 @@ int LaunchStripKernel(const LutGemmParams& p, const StripPlan& plan, bool pdl, C
   fusion.norm_prologue = p.norm_prologue();
   fusion.residual_epilogue = p.residual_epilogue();
   fusion.copy_x = plan.copy_x;
-  return WithKernel(p.dtype, s.bits, plan.tiles_per_warp, ModeOf(fusion), plan.low_regs, p.m == 1,
+  return WithKernel(p.dtype, s.bits, plan.tiles_per_warp, ModeOf(fusion), plan.low_regs, p.m == 1, plan.groups,
                     [&](auto kernel) -> int {
     cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, plan.smem_bytes);
     if (err != cudaSuccess) return static_cast<int>(err);
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = dim3(plan.grid);
-    cfg.blockDim = dim3(kThreads);
+    cfg.blockDim = dim3(kThreads * plan.groups);
     cfg.dynamicSmemBytes = plan.smem_bytes;
     cfg.stream = stream;
     cudaLaunchAttribute attr[1];

@@ -16,9 +16,11 @@ struct StripPlan {
   int stages = 3;          // cp.async pipeline depth
   int smem_bytes = 0;
   int blocks_per_sm = 0;   // resident blocks (shared memory and registers), from the runtime
-  int grid = 0;            // min(strips, SMs * blocks_per_sm): each block loops over strips
+  int grid = 0;            // min(strips / groups, SMs * blocks_per_sm): each group loops over strips
   bool copy_x = false;     // X copied once per block into shared memory (StripFusion::copy_x)
   bool low_regs = false;   // 3 bits: the 80-register instance (3 blocks per SM) instead of 128
+  int groups = 1;          // strip groups per block (8 warps each, sharing the pair table and a
+                           // resident X): strip pipelines per SM = blocks_per_sm * groups
 };
 
 // Whether the strip kernel takes this call: m <= 8, k a multiple of 1024 and 16-byte aligned
@@ -50,7 +52,9 @@ struct StripLaunch {
 // FLUTE_LUT_STRIP="tiles_per_warp,stages" forces a configuration for every call, and
 // "tiles_per_warp,stages@KxN" for the calls of one shape (tuning runs only);
 // FLUTE_LUT_STRIP_LOWREGS=on|off forces the 3-bit instance (StripPlan::low_regs);
-// FLUTE_LUT_STRIP_SHALLOW=off keeps 2- and 3-bit calls off their 2-stage first choice.
+// FLUTE_LUT_STRIP_SHALLOW=off keeps 2- and 3-bit calls off their 2-stage first choice;
+// FLUTE_LUT_STRIP_GROUPS=1..3 forces the strip groups of plain calls of 2-8 rows;
+// FLUTE_LUT_STRIP_PLAN_LOG=1 prints each new plan to stderr.
 StripPlan MakeStripPlan(const LutShape& shape, ActivationType dtype, int64_t m, const StripLaunch& launch,
                         int sm_count);
 

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <memory>
 #include <random>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -413,6 +414,31 @@ TEST(LutGemmGpuTest, StripKernelOneHotRowsAreTheDequantizedWeights) {
   }
 }
 
+// X [m, k] (fresh values from RandomX) in dtype on the device.
+void UploadX(ActivationType dtype, const std::vector<float>& x, void* d_x) {
+  std::vector<uint16_t> xb(x.size());
+  for (size_t i = 0; i < x.size(); ++i) xb[i] = ToActivationBits(dtype, x[i]);
+  cudaMemcpy(d_x, xb.data(), xb.size() * 2, cudaMemcpyHostToDevice);
+}
+
+// One LaunchLutGemm of p on the device X d_x into a poisoned output; y: [m, n] ([m, n / 2] with
+// the SwiGLU epilogue), copied back.
+void RunOnDeviceX(const Problem& p, ActivationType dtype, int64_t m, const LaunchChoice& how, bool swiglu,
+                  const void* d_x, std::vector<uint16_t>* y) {
+  const int64_t n_out = swiglu ? p.shape.n / 2 : p.shape.n;
+  DeviceBuffer d_y(m * n_out * 2);
+  LutGemmParams params = MakeParams(p, dtype, m, how);
+  params.x = d_x;
+  params.y = d_y.ptr;
+  params.swiglu = swiglu;
+  cudaMemset(d_y.ptr, 0xFF, m * n_out * 2);
+  const absl::Status st = LaunchLutGemm(params, nullptr);
+  ASSERT_TRUE(st.ok()) << st;
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  y->resize(m * n_out);
+  cudaMemcpy(y->data(), d_y.ptr, y->size() * 2, cudaMemcpyDeviceToHost);
+}
+
 // Plain strip calls of 2-8 rows keep X resident in shared memory where 2 blocks per SM still
 // fit (copied once per block) instead of staging it with every stage (by default only where the
 // blocks take 1.5 strips or more; FLUTE_LUT_STRIP_X=resident wherever it fits): bitwise the same
@@ -426,24 +452,14 @@ void CheckResidentXEqualsStagedX(const LutShape& s, ActivationType dtype, const 
   Problem p = MakeProblem(s, rng);
   const int64_t n_out = swiglu ? s.n / 2 : s.n;
   for (int64_t m : ms) {
-    std::vector<float> x = RandomX(dtype, m, s.k, rng);
-    std::vector<uint16_t> xb(x.size());
-    for (size_t i = 0; i < x.size(); ++i) xb[i] = ToActivationBits(dtype, x[i]);
-    DeviceBuffer d_x(xb.size() * 2), d_y(m * n_out * 2);
-    cudaMemcpy(d_x.ptr, xb.data(), xb.size() * 2, cudaMemcpyHostToDevice);
+    const std::vector<float> x = RandomX(dtype, m, s.k, rng);
+    DeviceBuffer d_x(x.size() * 2);
+    UploadX(dtype, x, d_x.ptr);
     std::vector<uint16_t> y[3];  // staged, resident where it fits, the default rule
     for (int resident = 0; resident < 3; ++resident) {
       ScopedEnv env("FLUTE_LUT_STRIP_X", resident == 0 ? "staged" : resident == 1 ? "resident" : "");
-      LutGemmParams params = MakeParams(p, dtype, m, how);
-      params.x = d_x.ptr;
-      params.y = d_y.ptr;
-      params.swiglu = swiglu;
-      cudaMemset(d_y.ptr, 0xFF, m * n_out * 2);
-      const absl::Status st = LaunchLutGemm(params, nullptr);
-      ASSERT_TRUE(st.ok()) << st;
-      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-      y[resident].resize(m * n_out);
-      cudaMemcpy(y[resident].data(), d_y.ptr, y[resident].size() * 2, cudaMemcpyDeviceToHost);
+      RunOnDeviceX(p, dtype, m, how, swiglu, d_x.ptr, &y[resident]);
+      ASSERT_FALSE(::testing::Test::HasFatalFailure());
     }
     for (size_t i = 0; i < y[0].size(); ++i) {
       ASSERT_EQ(y[1][i], y[0][i]) << "m=" << m << " element " << i << " (row " << i / n_out << ")";
@@ -578,6 +594,8 @@ TEST(LutGemmGpuTest, StripPlanTakesTwoStagesFirstAtTwoAndThreeBits) {
 // The depth changes no bits: M = 4 both ways, bitwise.
 TEST(LutGemmGpuTest, StripPlanTakesDeeperPipelinesAtFourBitsAndThreeOrFourRows) {
   REQUIRE_GPU();
+  // The one-group plans (with groups these calls keep X resident instead: the next test).
+  ScopedEnv one_group("FLUTE_LUT_STRIP_GROUPS", "1");
   int sms = 0;
   ASSERT_EQ(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), cudaSuccess);
   const LutShape shape{10240, 8192, 4, 128};  // X [4][8200] does not fit beside 2 blocks' stages
@@ -626,6 +644,153 @@ TEST(LutGemmGpuTest, StripPlanTakesDeeperPipelinesAtFourBitsAndThreeOrFourRows) 
   EXPECT_EQ(deep, off);
   double err = 0;
   EXPECT_TRUE(Compare(ActivationType::kFloat16, deep, Reference(p, x, 4), &err));
+}
+
+// Strip groups (StripPlan::groups, lut_gemm_strip.cu): a block of 2-3 strip pipelines that share
+// the pair table and a resident X. Forced with FLUTE_LUT_STRIP_GROUPS, the plan takes them (and
+// keeps every group a strip: grid * groups <= strips), and the outputs are bitwise those of one
+// group per block (the same warps sum the same tiles in the same order) and right against the
+// CPU reference: every bits x G x dtype, X staged and resident, one and two tiles per warp,
+// strip counts that the groups do not divide (25, 17), groups looping over strips (600), PDL with
+// early weights, the SwiGLU epilogue, and M = 2-8.
+void CheckGroupsEqualOneGroup(const LutShape& s, ActivationType dtype, const std::vector<int64_t>& ms, bool swiglu,
+                              const LaunchChoice& how, std::mt19937& rng, int* grouped_launches) {
+  SCOPED_TRACE(::testing::Message() << "n=" << s.n << " k=" << s.k << " b=" << s.bits << " G=" << s.group_size
+                                    << " " << ActivationName(dtype) << " swiglu=" << swiglu << " pdl=" << how.pdl);
+  int sms = 0;
+  ASSERT_EQ(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), cudaSuccess);
+  Problem p = MakeProblem(s, rng);
+  for (int64_t m : ms) {
+    const std::vector<float> x = RandomX(dtype, m, s.k, rng);
+    DeviceBuffer d_x(x.size() * 2);
+    UploadX(dtype, x, d_x.ptr);
+    for (const char* x_rule : {"staged", "resident"}) {
+      ScopedEnv env_x("FLUTE_LUT_STRIP_X", x_rule);
+      std::vector<uint16_t> y[4];  // [groups]
+      for (int groups = 1; groups <= 3; ++groups) {
+        SCOPED_TRACE(::testing::Message() << "m=" << m << " X " << x_rule << " groups=" << groups);
+        ScopedEnv env("FLUTE_LUT_STRIP_GROUPS", std::to_string(groups).c_str());
+        StripLaunch launch;
+        launch.early_weights = how.pdl && how.early_weights;
+        const StripPlan plan = MakeStripPlan(s, dtype, m, launch, sms);
+        ASSERT_GT(plan.grid, 0);
+        ASSERT_LE(static_cast<int64_t>(plan.grid) * plan.groups, s.n / 16);
+        // Groups that fit nowhere fall back to one (3 groups of 8 staged rows at k = 2048).
+        ASSERT_TRUE(plan.groups == groups || plan.groups == 1) << plan.groups;
+        if (plan.groups > 1) ++*grouped_launches;
+        RunOnDeviceX(p, dtype, m, how, swiglu, d_x.ptr, &y[groups]);
+        ASSERT_FALSE(::testing::Test::HasFatalFailure());
+        if (groups > 1) {
+          ASSERT_EQ(y[groups], y[1]);
+        }
+      }
+      if (!swiglu && std::string(x_rule) == "staged") {
+        double err = 0;
+        EXPECT_TRUE(Compare(dtype, y[2], Reference(p, x, m), &err)) << "m=" << m;
+      }
+    }
+  }
+}
+
+TEST(LutGemmGpuTest, StripKernelStripGroupsAreBitwiseOneGroup) {
+  REQUIRE_GPU();
+  std::mt19937 rng(std::random_device{}());
+  LaunchChoice strip, early;
+  strip.kernel = early.kernel = LutKernel::kStrip;
+  early.pdl = early.early_weights = true;
+  int grouped = 0;  // launches that ran 2-3 groups per block
+  for (ActivationType dtype : {ActivationType::kFloat16, ActivationType::kBFloat16}) {
+    for (int bits : {2, 3, 4}) {
+      for (int g : {32, 64, 128, 256}) {
+        CheckGroupsEqualOneGroup({400, 2048, bits, g}, dtype, {2, 3, 8}, false, strip, rng, &grouped);
+        CheckGroupsEqualOneGroup({272, 3072, bits, g}, dtype, {4, 7}, false, strip, rng, &grouped);
+      }
+      CheckGroupsEqualOneGroup({9600, 1024, bits, 128}, dtype, {2, 5}, false, early, rng, &grouped);
+      CheckGroupsEqualOneGroup({1040, 3072, bits, 64}, dtype, {2, 6}, true, strip, rng, &grouped);
+    }
+    // LLaMA-3 shapes: 4096x6144 at 2 rows, 8192x10240 at 4 (X [4][8200] resident).
+    CheckGroupsEqualOneGroup({6144, 4096, 4, 128}, dtype, {2}, false, strip, rng, &grouped);
+    CheckGroupsEqualOneGroup({10240, 8192, 4, 128}, dtype, {4}, false, strip, rng, &grouped);
+  }
+  // Of the 592 launches with 2 or 3 groups forced, most fit (not 3 groups of 8 staged rows).
+  EXPECT_GT(grouped, 296);
+  std::printf("strip launches with 2-3 groups per block: %d of 592\n", grouped);
+}
+
+// The plan takes 2-3 strip groups for plain calls of 2-8 rows where one group per block cannot
+// keep X resident beside a second block and a grouped plan can (H100: 8192x57344 and 8192x10240 at
+// 4 bits and 3-4 rows), never for one row, early weights or the fusions, nor where one group
+// already keeps X resident (8192x57344 2-bit at 2 rows). From M = 5 the strip kernel takes the
+// plain calls of n >= 16384 whose plan keeps X resident (4096x28672 at 8 rows), not those whose X
+// does not fit (8192x57344 4-bit at 8 rows) nor the narrower shapes. The grouped launch is bitwise
+// the one-group launch and right against the CPU reference.
+// A few grouped launches for compute-sanitizer (memcheck, racecheck): 2 and 3 groups, X staged
+// and resident, 5 rows, blocks whose groups loop over strips (9600 = 600 strips) and a strip count
+// the groups do not divide (25).
+TEST(LutGemmGpuTest, SanitizerSubsetStripGroups) {
+  REQUIRE_GPU();
+  std::mt19937 rng(std::random_device{}());
+  LaunchChoice strip;
+  strip.kernel = LutKernel::kStrip;
+  int grouped = 0;
+  CheckGroupsEqualOneGroup({400, 2048, 4, 128}, ActivationType::kBFloat16, {5}, false, strip, rng, &grouped);
+  CheckGroupsEqualOneGroup({9600, 1024, 2, 64}, ActivationType::kFloat16, {3}, false, strip, rng, &grouped);
+  EXPECT_GE(grouped, 6);
+}
+
+TEST(LutGemmGpuTest, StripPlanTakesGroupsWhereTheyKeepXResident) {
+  REQUIRE_GPU();
+  int sms = 0;
+  ASSERT_EQ(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), cudaSuccess);
+  if (sms != 132) GTEST_SKIP() << "the plans asserted here are the H100's (132 SMs); this GPU has " << sms;
+  StripLaunch plain, early, fused;
+  early.early_weights = true;
+  fused.fusion.residual_epilogue = true;
+  const LutShape big{57344, 8192, 4, 128}, wide{10240, 8192, 4, 128};
+  for (int64_t m : {3, 4}) {
+    for (const LutShape& s : {big, wide}) {
+      SCOPED_TRACE(::testing::Message() << "n=" << s.n << " m=" << m);
+      const StripPlan grouped = MakeStripPlan(s, ActivationType::kFloat16, m, plain, sms);
+      EXPECT_GE(grouped.groups, 2);
+      EXPECT_TRUE(grouped.copy_x);
+      EXPECT_EQ(MakeStripPlan(s, ActivationType::kFloat16, m, early, sms).groups, 1);
+      EXPECT_EQ(MakeStripPlan(s, ActivationType::kFloat16, m, fused, sms).groups, 1);
+      ScopedEnv env("FLUTE_LUT_STRIP_GROUPS", "1");
+      const StripPlan one = MakeStripPlan(s, ActivationType::kFloat16, m, plain, sms);
+      EXPECT_EQ(one.groups, 1);
+      EXPECT_FALSE(one.copy_x && one.blocks_per_sm >= 2);
+    }
+  }
+  EXPECT_EQ(MakeStripPlan(big, ActivationType::kFloat16, 1, plain, sms).groups, 1);
+  EXPECT_EQ(MakeStripPlan({57344, 8192, 2, 128}, ActivationType::kFloat16, 2, plain, sms).groups, 1);
+  EXPECT_EQ(MakeStripPlan({4096, 4096, 4, 128}, ActivationType::kFloat16, 4, plain, sms).groups, 1);
+
+  LutGemmParams auto_call;
+  auto_call.dtype = ActivationType::kFloat16;
+  auto_call.m = 8;
+  auto_call.shape = {28672, 4096, 4, 128};
+  EXPECT_TRUE(UsesStripKernel(auto_call)) << "4096x28672, 8 rows";
+  auto_call.shape = big;
+  EXPECT_FALSE(UsesStripKernel(auto_call)) << "8192x57344 4-bit, 8 rows";
+  auto_call.shape = {8192, 8192, 4, 128};
+  auto_call.m = 6;
+  EXPECT_FALSE(UsesStripKernel(auto_call)) << "8192x8192, 6 rows";
+
+  std::mt19937 rng(std::random_device{}());
+  Problem p = MakeProblem(wide, rng);
+  LaunchChoice how;  // auto
+  for (ActivationType dtype : {ActivationType::kFloat16, ActivationType::kBFloat16}) {
+    const std::vector<float> x = RandomX(dtype, 4, wide.k, rng);
+    std::vector<uint16_t> grouped, one;
+    ASSERT_TRUE(RunGpu(p, dtype, x, 4, how, &grouped));
+    {
+      ScopedEnv env("FLUTE_LUT_STRIP_GROUPS", "1");
+      ASSERT_TRUE(RunGpu(p, dtype, x, 4, how, &one));
+    }
+    EXPECT_EQ(grouped, one) << ActivationName(dtype);
+    double err = 0;
+    EXPECT_TRUE(Compare(dtype, grouped, Reference(p, x, 4), &err)) << ActivationName(dtype);
+  }
 }
 
 // 3 bits has two strip instances, 128 and 80 registers per thread (2 or 3 blocks per SM), that
