@@ -248,12 +248,16 @@ __device__ __forceinline__ void StoreNormed(const StripArgs& a, T* xres, int r, 
   *reinterpret_cast<uint4*>(xres + r * (a.k + 8) + c) = *reinterpret_cast<const uint4*>(out);
 }
 
-// After the wait. scratch: 9 * 8 floats of shared memory.
-template <typename T>
-__device__ __forceinline__ void BuildNormedX(const StripArgs& a, T* xres, float* scratch, int tid,
+// After the wait. scratch: 9 * 8 floats of shared memory. With strip groups (kGroups > 1) every
+// thread of the block calls it (its barriers are block-wide): group 0 alone preloads, sums the
+// squares in the one-group order (so inv, and X, have the bits of one group) and stores the
+// preloaded items; all groups share the other items.
+template <typename T, int kGroups>
+__device__ __forceinline__ void BuildNormedX(const StripArgs& a, T* xres, float* scratch, int tid, int group,
                                              NormPreload* pre) {
   const int warp = tid >> 5, lane = tid & 31;
   const int parts = a.k >> 4;
+  if (kGroups == 1 || group == 0) {
 #pragma unroll
   for (int j = 0; j < kNormPre; ++j) {  // residuals of the preloaded items, with the partials
     int r, c;
@@ -273,20 +277,23 @@ __device__ __forceinline__ void BuildNormedX(const StripArgs& a, T* xres, float*
     for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
     if (lane == 0) scratch[warp * 8 + r] = sum;
   }
+  }
   __syncthreads();
-  if (tid < a.m) {
+  if ((kGroups == 1 || group == 0) && tid < a.m) {
     float total = 0.0f;
     for (int w = 0; w < kWarps; ++w) total += scratch[w * 8 + tid];
     scratch[kWarps * 8 + tid] = 1.0f / sqrtf(total / static_cast<float>(a.k) + a.norm_eps);
   }
   __syncthreads();
+  if (kGroups == 1 || group == 0) {
 #pragma unroll
   for (int j = 0; j < kNormPre; ++j) {
     int r, c;
     NormItem(a, tid + j * kThreads, &r, &c);
     if (r < a.m) StoreNormed<T>(a, xres, r, c, scratch[kWarps * 8 + r], pre->v[j], pre->w[j]);
   }
-  for (int item = tid + kNormPre * kThreads; item < a.m * (a.k >> 3); item += kThreads) {
+  }
+  for (int item = tid + group * kThreads + kNormPre * kThreads; item < a.m * (a.k >> 3); item += kThreads * kGroups) {
     int r, c;
     NormItem(a, item, &r, &c);
     const float4* res = reinterpret_cast<const float4*>(a.norm_res + static_cast<int64_t>(r) * a.k + c);
@@ -334,11 +341,12 @@ enum StripMode : int { kModePlain = 0, kModeFused = 1, kModeCopyX = 2 };
 // with X resident, one copy of X. The 4-bit pair table is 32 KB and a resident X of 4 rows at
 // k = 8192 is 64 KB per block: sharing them is what lets 2-3 strip pipelines run per SM where
 // one block of each would not fit. The sums are those of one group per block (same warps, same
-// tiles per warp, same order). Plain and copy-X calls only (not kM1, not the fused instances).
+// tiles per warp, same order). Not the one-row (kM1) instances. With the norm prologue the
+// groups share its X, built once per block (BuildNormedX).
 constexpr int kMaxGroups = 3;
-// The instance families that have instances of 2-3 groups (plain calls of 2-8 rows, X staged
-// or resident); the one-group instances compile exactly as before groups existed.
-constexpr bool TakesGroups(int mode, bool m1) { return mode != kModeFused && !m1; }
+// The instance families that have instances of 2-3 groups (all but the one-row instances); the
+// one-group instances compile exactly as before groups existed.
+constexpr bool TakesGroups(int mode, bool m1) { return !m1; }
 // Group j syncs its 8 warps on named barrier j + 1 (barrier 0 is __syncthreads).
 __device__ __forceinline__ void GroupBarrier(int group) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(group + 1), "r"(kThreads) : "memory");
@@ -351,7 +359,7 @@ __global__ void __launch_bounds__(kThreads * kGroups)
     __maxnreg__(kBits == 3 && !kLowRegs ? 128 : 80) LutGemmStripKernel(const StripArgs a) {
   static_assert(!kM1 || kMode == kModePlain, "the one-row order: plain calls (X staged)");
   static_assert(kGroups == 1 || (TakesGroups(kMode, kM1) && kGroups * (kBits == 3 && !kLowRegs ? 128 : 80) <= 256),
-                "strip groups: plain calls of 2-8 rows, within the SM's registers");
+                "strip groups: calls of 2-8 rows, within the SM's registers");
   const trace::Scope trace_scope(trace::kLutStrip, a.n, a.k);
   constexpr bool kFused = kMode == kModeFused;
   constexpr bool kCopyX = kMode == kModeCopyX;
@@ -522,7 +530,7 @@ __global__ void __launch_bounds__(kThreads * kGroups)
     ld.Advance(a.stages_per_strip, num_stages, vgrid);
   }
   NormPreload norm_pre;
-  if (kFused && a.norm_res != nullptr) PreloadNormWeights(a, tid, &norm_pre);
+  if (kFused && a.norm_res != nullptr && group == 0) PreloadNormWeights(a, tid, &norm_pre);
   if (group == 0) BuildPairTable<T, kBits, kBits == 3 ? kWideRowBytes : 128>(a.table, s_table, tid);
   GridDependencyWait();
   if (kCopyX) {  // with the oldest cp.async group
@@ -546,7 +554,10 @@ __global__ void __launch_bounds__(kThreads * kGroups)
   // The norm prologue's X, once per block (its rows are read by every strip's stages).
   const bool resident_x = (kFused && a.norm_res != nullptr) || kCopyX;
   T* s_xres = reinterpret_cast<T*>(smem + a.xres_offset);
-  if (kFused && a.norm_res != nullptr) BuildNormedX<T>(a, s_xres, s_red, tid, &norm_pre);  // (visible after the loop's first barrier)
+  if (kFused && a.norm_res != nullptr) {  // (visible after the loop's first barrier; group 0's scratch)
+    float* scratch = kGroups == 1 ? s_red : reinterpret_cast<float*>(smem + a.red_offset);
+    BuildNormedX<T, kGroups>(a, s_xres, scratch, tid, group, &norm_pre);
+  }
 
   const uint32_t my_table = kBits == 3 ? SmemAddr(s_table) : LaneTable<kBits>(s_table, lane);
   const uint32_t lane_bits = 4u * lane;  // (3 bits: the lane's copy in the wide table)
@@ -670,11 +681,11 @@ auto WithGroups(ActivationType dtype, int bits, int tpw, bool low_regs, int grou
 // instances keep the ldmatrix loads: in the 8B decode step at batch 1, whose LUT calls are all
 // fused, the one-row order in them gave W4 2.166-2.175 against 2.170-2.177 ms and W2 2.137-2.167
 // against 2.119-2.128, H100, session 41; with lanes 0-3 loading, W4 2.161 against 2.165 and W2
-// 2.116 against 2.123, session 44.) groups: 1 for one-row and fused calls.
+// 2.116 against 2.123, session 44.) groups: 1 for one-row calls.
 template <typename F>
 auto WithKernel(ActivationType dtype, int bits, int tpw, int mode, bool low_regs, bool one_row, int groups, F f) {
   if (mode == kModeCopyX) return WithGroups<kModeCopyX>(dtype, bits, tpw, low_regs, groups, f);
-  if (mode == kModeFused) return WithKernelT<kModeFused, false, 1>(dtype, bits, tpw, low_regs, f);
+  if (mode == kModeFused) return WithGroups<kModeFused>(dtype, bits, tpw, low_regs, groups, f);
   return one_row ? WithKernelT<kModePlain, true, 1>(dtype, bits, tpw, low_regs, f)
                  : WithGroups<kModePlain>(dtype, bits, tpw, low_regs, groups, f);
 }
@@ -831,10 +842,10 @@ static bool DeepFirst(const LutShape& s, int64_t m, const StripLaunch& launch) {
 }
 
 // FLUTE_LUT_STRIP_GROUPS=1..kMaxGroups forces the strip groups per block (StripPlan::groups) of
-// the calls that can take them: plain (or copy-X) calls of 2-8 rows (tuning runs, tests).
-static int ForcedGroups(int64_t m, const StripLaunch& launch) {
+// the calls of 2-8 rows (tuning runs, tests).
+static int ForcedGroups(int64_t m) {
   const char* env = std::getenv("FLUTE_LUT_STRIP_GROUPS");
-  if (env == nullptr || m < 2 || launch.fusion.norm_prologue || launch.fusion.residual_epilogue) return 0;
+  if (env == nullptr || m < 2) return 0;
   const int groups = std::atoi(env);
   return groups >= 1 && groups <= kMaxGroups ? groups : 0;
 }
@@ -943,23 +954,33 @@ static StripPlan ComputeStripPlanOfGroups(const LutShape& s, ActivationType dtyp
 // 24.3 / 23.6 -> 21.8 / 21.8, 28672x8192 4-bit M = 2 49.0 -> 46.7. Where the one-group plan
 // already keeps X resident beside a second block, groups were slower (8192x57344 2-bit M = 2
 // 68.6 -> 75.1 at 2 groups) or even; grouped plans with X staged lost on every shape.
-// FLUTE_LUT_STRIP_GROUPS=1..3 forces the count (tests, A/B runs); forced groups that fit
-// nowhere fall back to one group per block.
-static bool GroupsApply(int64_t m, const StripLaunch& launch) {
+// Calls with the norm prologue (whose X is resident by construction; the engine's qkv and
+// gate/up) take 2 or 3 groups, by the same preference, where the one-group plan has one block per
+// SM: a resident X of 3-4 rows at k = 8192 (the 70B's decode at batches 3-4; 8B's k = 4096 keeps
+// 2 blocks). FLUTE_LUT_STRIP_GROUPS=1..3 forces the count (tests, A/B runs); forced groups that
+// fit nowhere fall back to one group per block.
+static bool PlainGroupsApply(int64_t m, const StripLaunch& launch) {
   return m >= 2 && !launch.fusion.norm_prologue && !launch.fusion.residual_epilogue && !launch.early_weights &&
          launch.coresident_smem == 0;
 }
 
 static StripPlan ComputeStripPlan(const LutShape& s, ActivationType dtype, int64_t m, const StripLaunch& launch,
                                   int sm_count) {
-  const int forced_groups = ForcedGroups(m, launch);
+  const int forced_groups = ForcedGroups(m);
   if (forced_groups > 1) {
     const StripPlan p = ComputeStripPlanOfGroups(s, dtype, m, launch, sm_count, forced_groups);
     if (p.grid > 0) return p;
   }
   const StripPlan one = ComputeStripPlanOfGroups(s, dtype, m, launch, sm_count, 1);
-  if (forced_groups > 0 || !GroupsApply(m, launch) || (one.copy_x && one.blocks_per_sm >= 2)) return one;
-  auto resident = [](const StripPlan& p) { return p.grid > 0 && p.copy_x && p.blocks_per_sm * p.groups >= 2; };
+  if (forced_groups > 0) return one;
+  const bool norm = m >= 2 && launch.fusion.norm_prologue;
+  if (norm ? one.grid > 0 && one.blocks_per_sm >= 2
+           : !PlainGroupsApply(m, launch) || (one.copy_x && one.blocks_per_sm >= 2)) {
+    return one;
+  }
+  auto resident = [norm](const StripPlan& p) {
+    return p.grid > 0 && (norm || p.copy_x) && p.blocks_per_sm * p.groups >= 2;
+  };
   const StripPlan three = ComputeStripPlanOfGroups(s, dtype, m, launch, sm_count, 3);
   if (resident(three) && three.stages >= 3) return three;
   const StripPlan two = ComputeStripPlanOfGroups(s, dtype, m, launch, sm_count, 2);

@@ -719,8 +719,9 @@ TEST(LutGemmGpuTest, StripKernelStripGroupsAreBitwiseOneGroup) {
 
 // The plan takes 2-3 strip groups for plain calls of 2-8 rows where one group per block cannot
 // keep X resident beside a second block and a grouped plan can (H100: 8192x57344 and 8192x10240 at
-// 4 bits and 3-4 rows), never for one row, early weights or the fusions, nor where one group
-// already keeps X resident (8192x57344 2-bit at 2 rows). From M = 5 the strip kernel takes the
+// 4 bits and 3-4 rows), never for one row, plain early weights or the residual epilogue, nor where
+// one group already keeps X resident (8192x57344 2-bit at 2 rows); with the norm prologue where
+// one group has one block per SM (70B shapes at 4 rows, not 8B's or 2 rows). From M = 5 the strip kernel takes the
 // plain calls of n >= 16384 whose plan keeps X resident (4096x28672 at 8 rows), not those whose X
 // does not fit (8192x57344 4-bit at 8 rows) nor the narrower shapes. The grouped launch is bitwise
 // the one-group launch and right against the CPU reference.
@@ -763,6 +764,16 @@ TEST(LutGemmGpuTest, StripPlanTakesGroupsWhereTheyKeepXResident) {
   }
   EXPECT_EQ(MakeStripPlan(big, ActivationType::kFloat16, 1, plain, sms).groups, 1);
   EXPECT_EQ(MakeStripPlan({57344, 8192, 2, 128}, ActivationType::kFloat16, 2, plain, sms).groups, 1);
+  // The norm prologue (the engine's qkv and gate/up): groups where one group has one block per SM
+  // (70B at 4 rows), not where it has two (8B).
+  StripLaunch norm;
+  norm.fusion.norm_prologue = true;
+  norm.early_weights = true;
+  EXPECT_GE(MakeStripPlan({10240, 8192, 4, 128}, ActivationType::kBFloat16, 4, norm, sms).groups, 2);
+  EXPECT_GE(MakeStripPlan(big, ActivationType::kBFloat16, 4, norm, sms).groups, 2);
+  EXPECT_EQ(MakeStripPlan({6144, 4096, 4, 128}, ActivationType::kBFloat16, 4, norm, sms).groups, 1);
+  EXPECT_EQ(MakeStripPlan({28672, 4096, 4, 128}, ActivationType::kBFloat16, 4, norm, sms).groups, 1);
+  EXPECT_EQ(MakeStripPlan({10240, 8192, 4, 128}, ActivationType::kBFloat16, 2, norm, sms).groups, 1);
   EXPECT_EQ(MakeStripPlan({4096, 4096, 4, 128}, ActivationType::kFloat16, 4, plain, sms).groups, 1);
 
   LutGemmParams auto_call;
@@ -1114,6 +1125,91 @@ TEST(LutGemmGpuTest, FusedResidualEpilogueAndNormPrologueEqualTheSeparateKernels
     // 70B o -> qkv; m = 8 (strip kernel forced) fills the largest resident X, 8 x 8192.
     CheckFusedNorm(8192, 8192, 10240, 4, 128, false, dtype, {1, 8}, rng);
   }
+}
+
+// The fused residual epilogue and norm prologue with 2 and 3 strip groups per block (forced;
+// the norm prologue's X is built once per block and shared, its sum of squares added by group 0
+// in the one-group order): the residual, its sums of squares and the consumer's output bitwise
+// those of one group, launched as the engine does (the consumer with PDL and early weights).
+void CheckFusedNormGroups(int64_t h, int64_t kp, int64_t nc, int bits, int group, bool swiglu, ActivationType dtype,
+                          const std::vector<int64_t>& ms, std::mt19937& rng, int* grouped_launches) {
+  SCOPED_TRACE(::testing::Message() << "h=" << h << " kp=" << kp << " nc=" << nc << " b=" << bits << " G=" << group
+                                    << " swiglu=" << swiglu << " " << ActivationName(dtype));
+  int sms = 0;
+  ASSERT_EQ(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), cudaSuccess);
+  std::normal_distribution<float> normal;
+  const auto& [prod, cons, weight, d_weight] =
+      flute::testing::MakeFusedNormInputs(h, kp, nc, bits, group, normal, rng);
+  const int64_t nc_out = swiglu ? nc / 2 : nc;
+  LaunchChoice strip;
+  strip.kernel = LutKernel::kStrip;
+  for (int64_t m : ms) {
+    const std::vector<float> x = RandomX(dtype, m, kp, rng);
+    std::vector<float> residual(m * h);
+    for (float& r : residual) r = 3.0f * normal(rng);
+    DeviceBuffer d_x(x.size() * 2), d_res(m * h * 4), d_sumsq(m * (h / 16) * 4), d_y(m * nc_out * 2);
+    UploadX(dtype, x, d_x.ptr);
+    std::vector<float> res[4], sumsq[4];
+    std::vector<uint16_t> y[4];  // [groups]
+    for (int groups = 1; groups <= 3; ++groups) {
+      SCOPED_TRACE(::testing::Message() << "m=" << m << " groups=" << groups);
+      ScopedEnv env("FLUTE_LUT_STRIP_GROUPS", std::to_string(groups).c_str());
+      cudaMemcpy(d_res.ptr, residual.data(), m * h * 4, cudaMemcpyHostToDevice);
+      cudaMemset(d_sumsq.ptr, 0xFF, m * (h / 16) * 4);
+      cudaMemset(d_y.ptr, 0xFF, m * nc_out * 2);
+      LutGemmParams producer = MakeParams(prod, dtype, m, strip);
+      producer.x = d_x.ptr;
+      producer.y = nullptr;
+      producer.residual_out = static_cast<float*>(d_res.ptr);
+      producer.sumsq_out = static_cast<float*>(d_sumsq.ptr);
+      ASSERT_TRUE(LaunchLutGemm(producer, nullptr).ok());
+      LutGemmParams consumer = MakeParams(cons, dtype, m, strip);
+      consumer.y = d_y.ptr;
+      consumer.swiglu = swiglu;
+      consumer.pdl = consumer.early_weights = true;
+      consumer.residual_in = static_cast<const float*>(d_res.ptr);
+      consumer.sumsq_in = static_cast<const float*>(d_sumsq.ptr);
+      consumer.norm_weight = static_cast<const float*>(d_weight->ptr);
+      consumer.norm_eps = 1e-5f;
+      StripLaunch launch;
+      launch.fusion.norm_prologue = true;
+      launch.early_weights = true;
+      if (MakeStripPlan(cons.shape, dtype, m, launch, sms).groups > 1) ++*grouped_launches;
+      const absl::Status st = LaunchLutGemm(consumer, nullptr);
+      ASSERT_TRUE(st.ok()) << st;
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      res[groups].resize(m * h);
+      sumsq[groups].resize(m * (h / 16));
+      y[groups].resize(m * nc_out);
+      cudaMemcpy(res[groups].data(), d_res.ptr, m * h * 4, cudaMemcpyDeviceToHost);
+      cudaMemcpy(sumsq[groups].data(), d_sumsq.ptr, sumsq[groups].size() * 4, cudaMemcpyDeviceToHost);
+      cudaMemcpy(y[groups].data(), d_y.ptr, y[groups].size() * 2, cudaMemcpyDeviceToHost);
+      if (groups > 1) {
+        ASSERT_EQ(std::memcmp(res[groups].data(), res[1].data(), res[1].size() * 4), 0) << "residual";
+        ASSERT_EQ(std::memcmp(sumsq[groups].data(), sumsq[1].data(), sumsq[1].size() * 4), 0) << "sums of squares";
+        ASSERT_EQ(y[groups], y[1]) << "consumer output";
+      }
+    }
+  }
+}
+
+TEST(LutGemmGpuTest, FusedNormWithStripGroupsIsBitwiseOneGroup) {
+  REQUIRE_GPU();
+  std::mt19937 rng(std::random_device{}());
+  int grouped = 0;  // consumer launches with 2-3 groups per block
+  for (ActivationType dtype : {ActivationType::kFloat16, ActivationType::kBFloat16}) {
+    for (int bits : {2, 3, 4}) {
+      for (int g : {32, 128}) {
+        CheckFusedNormGroups(1024, 2048, 1040, bits, g, false, dtype, {2, 3, 8}, rng, &grouped);
+        CheckFusedNormGroups(1024, 1024, 2080, bits, g, true, dtype, {2, 5}, rng, &grouped);
+      }
+    }
+    // 70B o -> qkv at 4 rows (the engine's batch 4; the automatic plan takes groups there).
+    CheckFusedNormGroups(8192, 8192, 10240, 4, 128, false, dtype, {4}, rng, &grouped);
+  }
+  // Of the 124 consumer launches with 2 or 3 groups forced, most fit.
+  EXPECT_GT(grouped, 62);
+  std::printf("fused-norm consumer launches with 2-3 groups per block: %d of 124\n", grouped);
 }
 
 // The fused residual epilogue and norm prologue, small, for compute-sanitizer (scripts/gpu).
