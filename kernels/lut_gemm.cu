@@ -457,7 +457,11 @@ constexpr int64_t kStripMaxWeightsFromM5 = int64_t{4096} * 4096 - 1;  // N·K be
 // 8192x57344 M = 5-6 4-bit 115.5 -> 87.0-89.6, 2-bit 106.6 -> 74.2-78.6, 3-bit 126.9 -> 84.3-85.0,
 // M = 8 2-bit 78.4, 3-bit 85.9 (4 bits at M = 8: X does not fit, the tensor-core kernel). On the
 // shapes of fewer strips (8192x10240, 8192x8192: 512-640) the same plans were even or slower from
-// M = 6; 28672x8192 and the k = 4096 shapes of 4096-6144 features cannot keep X resident.
+// M = 6; 28672x8192 cannot keep X resident. Also (session 46) plain calls whose plan takes every
+// strip in one round of 3 groups per block with X resident (lut_gemm_strip.cu, OneRoundGroupedPlan:
+// 4096x6144, 384 strips on 128 blocks): H100, fp16 G128, against the tensor-core kernel (session46/,
+// call 1) M = 5-8 4-bit 9.4-9.5 -> 8.5-8.8 us, 2- and 3-bit 0.90-0.95 of the time. With 2 groups
+// (4096x4096, 256 strips) it was even (0.97-1.05), so those stay on the tensor-core kernel.
 constexpr int64_t kStripGroupsMinN = 16384;
 
 StripLaunch StripLaunchOf(const LutGemmParams& p) {
@@ -470,10 +474,12 @@ StripLaunch StripLaunchOf(const LutGemmParams& p) {
 
 bool StripWinsFromM5(const LutGemmParams& p) {
   // Not the engine's launches (early weights, co-resident shared memory: not measured there).
-  if (p.norm_prologue() || p.residual_epilogue() || p.shape.n < kStripGroupsMinN) return false;
+  if (p.norm_prologue() || p.residual_epilogue()) return false;
   if (p.pdl && (p.early_weights || p.coresident_smem > 0)) return false;
   const StripPlan plan = MakeStripPlan(p.shape, p.dtype, p.m, StripLaunchOf(p), DeviceSmCount());
-  return plan.grid > 0 && plan.copy_x && plan.blocks_per_sm * plan.groups >= 2;
+  if (plan.grid == 0 || !plan.copy_x) return false;
+  if (p.shape.n >= kStripGroupsMinN) return plan.blocks_per_sm * plan.groups >= 2;
+  return plan.groups == 3 && static_cast<int64_t>(plan.grid) * plan.groups * 16 >= p.shape.n;
 }
 }  // namespace
 

@@ -964,6 +964,42 @@ static bool PlainGroupsApply(int64_t m, const StripLaunch& launch) {
          launch.coresident_smem == 0;
 }
 
+// Strip groups that take every strip in one round (session 46), plain calls of 2-8 rows without
+// early weights (PlainGroupsApply): where the one-group plan stages X or needs a second round of
+// strips, a plan of 3 (else 2) groups with X resident whose pipelines hold all the strips at once
+// (grid x groups >= strips) on at least kOneRoundMinSms of the SMs. That is the k = 4096 and 14336
+// shapes of 4096-6144 features (256-384 strips: 128 blocks of 2-3 groups), which the rule above
+// leaves with X staged, since their pipelines take fewer than 1.5 strips each; the groups read X
+// once per block, not once per strip, and 384 strips run in one round of 24 warps per SM instead of
+// two of 16. H100, same binary against FLUTE_LUT_STRIP_ONEROUND=off, alternating processes
+// (bench/results/ab-2026-11-26-h100/session46/, call 2): 4096x6144 M = 2-4 4-bit G128 9.7-9.9 ->
+// 8.1 us, 2-bit M = 3-4 0.76-0.79 of the time; 4096x4096 (2 groups) 0.89-0.97; 14336x4096 4-bit
+// M = 3-4 17.7 / 18.3 -> 14.6 / 15.8, but 2-bit M = 4 14.3 -> 14.7; a median 0.996 over 240 rows of
+// M = 2-8. Plans of two rounds (8192x8192 at 3 groups: 512 strips on 396 pipelines) were 1.2-1.3x
+// slower (call 1). Not the engine's launches (norm prologue, early weights): there the one block of
+// ~200 KB per SM cannot start beside the previous kernel's blocks, and the 8B decode step at
+// batches 2-4 was 4-5 % slower with the qkv on 3 groups (W4 2.37-2.61 -> 2.49-2.71 ms, call 3).
+// FLUTE_LUT_STRIP_ONEROUND=off leaves them out (A/B runs).
+constexpr double kOneRoundMinSms = 0.9;
+static bool OneRound(const StripPlan& p, int64_t strips) {
+  return p.grid > 0 && static_cast<int64_t>(p.grid) * p.groups >= strips;
+}
+static StripPlan OneRoundGroupedPlan(const LutShape& s, ActivationType dtype, int64_t m, const StripLaunch& launch,
+                                     int sm_count, const StripPlan& one) {
+  const char* env = std::getenv("FLUTE_LUT_STRIP_ONEROUND");
+  if (env != nullptr && std::string(env) == "off") return {};
+  if (!PlainGroupsApply(m, launch) || ResidentXForPlainCalls() == ResidentXRule::kNever) return {};
+  const int64_t strips = s.n / kStripRows;
+  if (one.copy_x && one.blocks_per_sm >= 2 && OneRound(one, strips)) return {};
+  StripLaunch resident = launch;
+  resident.fusion.copy_x = true;
+  for (const int groups : {3, 2}) {
+    const StripPlan p = ComputeStripPlanOfGroups(s, dtype, m, resident, sm_count, groups);
+    if (OneRound(p, strips) && p.blocks_per_sm * p.groups >= 2 && p.grid >= kOneRoundMinSms * sm_count) return p;
+  }
+  return {};
+}
+
 static StripPlan ComputeStripPlan(const LutShape& s, ActivationType dtype, int64_t m, const StripLaunch& launch,
                                   int sm_count) {
   const int forced_groups = ForcedGroups(m);
@@ -973,6 +1009,8 @@ static StripPlan ComputeStripPlan(const LutShape& s, ActivationType dtype, int64
   }
   const StripPlan one = ComputeStripPlanOfGroups(s, dtype, m, launch, sm_count, 1);
   if (forced_groups > 0) return one;
+  const StripPlan one_round = OneRoundGroupedPlan(s, dtype, m, launch, sm_count, one);
+  if (one_round.grid > 0) return one_round;
   const bool norm = m >= 2 && launch.fusion.norm_prologue;
   if (norm ? one.grid > 0 && one.blocks_per_sm >= 2
            : !PlainGroupsApply(m, launch) || (one.copy_x && one.blocks_per_sm >= 2)) {
@@ -989,7 +1027,7 @@ static StripPlan ComputeStripPlan(const LutShape& s, ActivationType dtype, int64
 }
 
 // Plans are cached per (device, shape, dtype, m, fusion, early weights, co-resident shared
-// memory, SM count, FLUTE_LUT_STRIP, _X, _LOWREGS, _SHALLOW, _DEEP, _GROUPS): the occupancy queries
+// memory, SM count, FLUTE_LUT_STRIP, _X, _LOWREGS, _SHALLOW, _DEEP, _GROUPS, _ONEROUND): the occupancy queries
 // cost microseconds of host time, and a decode step that is not replayed from a CUDA graph
 // launches hundreds of these GEMMs.
 StripPlan MakeStripPlan(const LutShape& s, ActivationType dtype, int64_t m, const StripLaunch& launch,
@@ -1002,12 +1040,14 @@ StripPlan MakeStripPlan(const LutShape& s, ActivationType dtype, int64_t m, cons
   const char* env_shallow = std::getenv("FLUTE_LUT_STRIP_SHALLOW");
   const char* env_deep = std::getenv("FLUTE_LUT_STRIP_DEEP");
   const char* env_groups = std::getenv("FLUTE_LUT_STRIP_GROUPS");
+  const char* env_one_round = std::getenv("FLUTE_LUT_STRIP_ONEROUND");
   using Key = std::tuple<int, int64_t, int64_t, int, int, int, int64_t, bool, bool, bool, int, int, std::string>;
   const Key key{device, s.n, s.k, s.bits, s.group_size, static_cast<int>(dtype), m, launch.fusion.norm_prologue,
                 launch.fusion.residual_epilogue, launch.early_weights, launch.coresident_smem, sm_count,
                 std::string(env != nullptr ? env : "") + "|" + (env_x != nullptr ? env_x : "") + "|" +
                     (env_low != nullptr ? env_low : "") + "|" + (env_shallow != nullptr ? env_shallow : "") + "|" +
-                    (env_deep != nullptr ? env_deep : "") + "|" + (env_groups != nullptr ? env_groups : "")};
+                    (env_deep != nullptr ? env_deep : "") + "|" + (env_groups != nullptr ? env_groups : "") + "|" +
+                    (env_one_round != nullptr ? env_one_round : "")};
   static std::mutex mu;
   static std::map<Key, StripPlan>* cache = new std::map<Key, StripPlan>();
   {

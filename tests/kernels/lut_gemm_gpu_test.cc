@@ -11,6 +11,7 @@
 #include <random>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "kernels/lut_format.h"
@@ -771,10 +772,8 @@ TEST(LutGemmGpuTest, StripPlanTakesGroupsWhereTheyKeepXResident) {
   norm.early_weights = true;
   EXPECT_GE(MakeStripPlan({10240, 8192, 4, 128}, ActivationType::kBFloat16, 4, norm, sms).groups, 2);
   EXPECT_GE(MakeStripPlan(big, ActivationType::kBFloat16, 4, norm, sms).groups, 2);
-  EXPECT_EQ(MakeStripPlan({6144, 4096, 4, 128}, ActivationType::kBFloat16, 4, norm, sms).groups, 1);
   EXPECT_EQ(MakeStripPlan({28672, 4096, 4, 128}, ActivationType::kBFloat16, 4, norm, sms).groups, 1);
   EXPECT_EQ(MakeStripPlan({10240, 8192, 4, 128}, ActivationType::kBFloat16, 2, norm, sms).groups, 1);
-  EXPECT_EQ(MakeStripPlan({4096, 4096, 4, 128}, ActivationType::kFloat16, 4, plain, sms).groups, 1);
 
   LutGemmParams auto_call;
   auto_call.dtype = ActivationType::kFloat16;
@@ -801,6 +800,68 @@ TEST(LutGemmGpuTest, StripPlanTakesGroupsWhereTheyKeepXResident) {
     EXPECT_EQ(grouped, one) << ActivationName(dtype);
     double err = 0;
     EXPECT_TRUE(Compare(dtype, grouped, Reference(p, x, 4), &err)) << ActivationName(dtype);
+  }
+}
+
+// Groups that take every strip in one round (OneRoundGroupedPlan, lut_gemm_strip.cu): on the H100
+// the plain calls of 2-4 rows on 4096x6144 (384 strips) run 128 blocks of 3 groups with X resident,
+// 4096x4096 and 14336x4096 (256 strips) 128 blocks of 2; not the engine's qkv (norm prologue, early
+// weights), not 8192x8192 (512 strips: two rounds), not one row. From
+// M = 5 the strip kernel takes the plain 3-group calls (4096x6144 at 6 rows), not 4096x4096. The
+// launches are bitwise one group's and right against the CPU reference.
+TEST(LutGemmGpuTest, StripPlanTakesOneRoundGroups) {
+  REQUIRE_GPU();
+  int sms = 0;
+  ASSERT_EQ(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), cudaSuccess);
+  if (sms != 132) GTEST_SKIP() << "the plans asserted here are the H100's (132 SMs); this GPU has " << sms;
+  StripLaunch plain, norm;
+  norm.fusion.norm_prologue = true;
+  norm.early_weights = true;
+  const LutShape qkv{6144, 4096, 4, 128}, square{4096, 4096, 4, 128}, down{4096, 14336, 4, 128};
+  for (ActivationType dtype : {ActivationType::kFloat16, ActivationType::kBFloat16}) {
+    for (int64_t m : {2, 3, 4}) {
+      SCOPED_TRACE(::testing::Message() << ActivationName(dtype) << " m=" << m);
+      for (const auto& [shape, groups] : {std::pair{qkv, 3}, std::pair{square, 2}, std::pair{down, 2}}) {
+        const StripPlan p = MakeStripPlan(shape, dtype, m, plain, sms);
+        EXPECT_EQ(p.groups, groups) << "n=" << shape.n << " k=" << shape.k;
+        EXPECT_TRUE(p.copy_x) << "n=" << shape.n << " k=" << shape.k;
+        EXPECT_GE(static_cast<int64_t>(p.grid) * p.groups, shape.n / 16) << "n=" << shape.n << " k=" << shape.k;
+      }
+    }
+    EXPECT_EQ(MakeStripPlan(qkv, dtype, 4, norm, sms).groups, 1);
+    EXPECT_EQ(MakeStripPlan(qkv, dtype, 1, plain, sms).groups, 1);
+    EXPECT_LT(MakeStripPlan({8192, 8192, 4, 128}, dtype, 2, plain, sms).groups, 3);
+  }
+  LutGemmParams auto_call;
+  auto_call.dtype = ActivationType::kFloat16;
+  auto_call.m = 6;
+  auto_call.shape = qkv;
+  EXPECT_TRUE(UsesStripKernel(auto_call)) << "4096x6144, 6 rows";
+  auto_call.shape = square;
+  EXPECT_FALSE(UsesStripKernel(auto_call)) << "4096x4096, 6 rows";
+
+  std::mt19937 rng(std::random_device{}());
+  LaunchChoice how;  // auto
+  for (const LutShape& s : {qkv, square}) {
+    Problem p = MakeProblem(s, rng);
+    for (int64_t m : {3, 6}) {
+      if (m == 6 && s.n != qkv.n) continue;
+      for (ActivationType dtype : {ActivationType::kFloat16, ActivationType::kBFloat16}) {
+        SCOPED_TRACE(::testing::Message() << "n=" << s.n << " m=" << m << " " << ActivationName(dtype));
+        const std::vector<float> x = RandomX(dtype, m, s.k, rng);
+        std::vector<uint16_t> grouped, one;
+        ASSERT_TRUE(RunGpu(p, dtype, x, m, how, &grouped));
+        {
+          LaunchChoice strip;
+          strip.kernel = LutKernel::kStrip;
+          ScopedEnv env("FLUTE_LUT_STRIP_GROUPS", "1");
+          ASSERT_TRUE(RunGpu(p, dtype, x, m, strip, &one));
+        }
+        EXPECT_EQ(grouped, one);
+        double err = 0;
+        EXPECT_TRUE(Compare(dtype, grouped, Reference(p, x, m), &err));
+      }
+    }
   }
 }
 
