@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/lut_gemm_device.cuh"
+#include "kernels/lut_gemm_rows16.h"
 #include "kernels/lut_gemm_strip.h"
 #include "kernels/lut_gemm_tc.h"
 
@@ -606,6 +607,15 @@ absl::Status LaunchLutGemm(const LutGemmParams& p, CUstream_st* stream) {
   // (kAuto here: CheckFusedNorm rejected the fusions for the kernels that lack them.)
   if (p.tensor_core_fusion() || (p.residual_epilogue() && !UsesStripKernel(p))) {
     return LaunchTensorCoreLutGemm(p, stream);
+  }
+  if (p.kernel == LutKernel::kAuto && Rows16KernelApplies(p)) {
+    // 9-16 rows at k = 2048 / 4096: X in registers (lut_gemm_rows16.cu).
+    const int err = LaunchRows16Kernel(p, stream);
+    if (err != 0) {
+      return absl::InternalError(absl::StrCat("LUT-GEMM (16 rows) launch failed: ",
+                                              cudaGetErrorString(static_cast<cudaError_t>(err))));
+    }
+    return absl::OkStatus();
   }
   if (p.kernel == LutKernel::kAuto && p.split_k == 0 && p.m >= TensorCoreMinM() && !UsesStripKernel(p)) {
     // From 5 rows, where the strip kernel does not take the call, the wgmma kernel: H100, 4-bit

@@ -17,6 +17,7 @@
 #include "kernels/lut_format.h"
 #include "kernels/llama_ops.h"
 #include "kernels/lut_gemm.h"
+#include "kernels/lut_gemm_rows16.h"
 #include "kernels/lut_gemm_strip.h"
 #include "tests/kernels/gpu_test_util.h"
 #include "tests/kernels/lut_problem_util.h"
@@ -863,6 +864,79 @@ TEST(LutGemmGpuTest, StripPlanTakesOneRoundGroups) {
       }
     }
   }
+}
+
+// The 16-row kernel (lut_gemm_rows16.cu, X in registers) takes the plain calls of 9-16 rows at
+// k = 2048 and 4096 with 2 or 4 bits. Right against the CPU reference for every G and dtype; each
+// row's bits the same at m = 9 and 12 as at 16 (the summation order depends on n and k only);
+// bitwise run to run, with and without PDL; the SwiGLU epilogue bitwise the plain call followed by
+// SwiGLU. Not 3 bits, other k, fused norms or forced splits (the tensor-core kernel keeps those).
+void CheckRows16(const LutShape& s, ActivationType dtype, std::mt19937& rng) {
+  SCOPED_TRACE(::testing::Message() << "n=" << s.n << " k=" << s.k << " b=" << s.bits << " G=" << s.group_size << " "
+                                    << ActivationName(dtype));
+  Problem p = MakeProblem(s, rng);
+  LaunchChoice automatic, pdl;
+  pdl.pdl = true;
+  const std::vector<float> x = RandomX(dtype, 16, s.k, rng);
+  std::vector<uint16_t> y16, again;
+  ASSERT_TRUE(RunGpu(p, dtype, x, 16, automatic, &y16));
+  double err = 0;
+  EXPECT_TRUE(Compare(dtype, y16, Reference(p, x, 16), &err));
+  ASSERT_TRUE(RunGpu(p, dtype, x, 16, pdl, &again));
+  EXPECT_EQ(again, y16);
+  for (int64_t m : {9, 12}) {
+    const std::vector<float> xm(x.begin(), x.begin() + m * s.k);
+    std::vector<uint16_t> ym;
+    ASSERT_TRUE(RunGpu(p, dtype, xm, m, automatic, &ym));
+    EXPECT_TRUE(std::equal(ym.begin(), ym.end(), y16.begin())) << "m=" << m;
+  }
+}
+
+void CheckSwiGluEpilogue(const LutShape& s, ActivationType dtype, const std::vector<int64_t>& ms,
+                         const LaunchChoice& how, std::mt19937& rng);  // (below)
+
+TEST(LutGemmGpuTest, Rows16KernelMatchesTheReference) {
+  REQUIRE_GPU();
+  LutGemmParams call;
+  call.m = 16;
+  call.shape = {4096, 4096, 4, 128};
+  EXPECT_TRUE(Rows16KernelApplies(call));
+  call.m = 8;
+  EXPECT_FALSE(Rows16KernelApplies(call)) << "8 rows: the strip kernel";
+  call.m = 17;
+  EXPECT_FALSE(Rows16KernelApplies(call)) << "17 rows";
+  call.m = 16;
+  call.shape = {4096, 8192, 4, 128};
+  EXPECT_FALSE(Rows16KernelApplies(call)) << "k = 8192";
+  call.shape = {4096, 4096, 3, 128};
+  EXPECT_FALSE(Rows16KernelApplies(call)) << "3 bits";
+  call.shape = {4096, 4096, 4, 128};
+  call.split_k = 2;
+  EXPECT_FALSE(Rows16KernelApplies(call)) << "forced splits";
+  call.split_k = 0;
+  call.pdl = call.early_weights = true;
+  EXPECT_FALSE(Rows16KernelApplies(call)) << "early weights (the engine's launches)";
+
+  std::mt19937 rng(std::random_device{}());
+  LaunchChoice automatic;
+  for (ActivationType dtype : {ActivationType::kFloat16, ActivationType::kBFloat16}) {
+    for (int bits : {2, 4}) {
+      for (int g : {32, 64, 128, 256}) {
+        CheckRows16({272, 2048, bits, g}, dtype, rng);  // 17 strips: blocks of one strip
+        CheckRows16({4240, 4096, bits, g}, dtype, rng);  // 265 strips: blocks looping over 2-3
+      }
+      CheckSwiGluEpilogue({1040, 2048, bits, 32}, dtype, {9, 16}, automatic, rng);
+      CheckSwiGluEpilogue({272, 4096, bits, 128}, dtype, {13}, automatic, rng);
+    }
+  }
+}
+
+// A few 16-row launches for compute-sanitizer (memcheck, racecheck).
+TEST(LutGemmGpuTest, SanitizerSubsetRows16) {
+  REQUIRE_GPU();
+  std::mt19937 rng(std::random_device{}());
+  CheckRows16({272, 2048, 4, 128}, ActivationType::kBFloat16, rng);
+  CheckRows16({4240, 4096, 2, 32}, ActivationType::kFloat16, rng);
 }
 
 // 3 bits has two strip instances, 128 and 80 registers per thread (2 or 3 blocks per SM), that
