@@ -62,9 +62,18 @@ int RedBytes() { return 2 * kR16Warps * kR16Rows * kRedPitch * 4; }
 // X copied in [16][k] (16-byte chunks swizzled by row: ldmatrix without bank conflicts), then the
 // partials in the same bytes.
 int XBytes(int k) { return kR16Rows * k * 2; }
-int SmemBytes(int bits, int group_size, int k, int stages) {
-  return TableBytesFor(bits) + stages * StageBytes(bits, group_size) + std::max(XBytes(k), RedBytes());
+// 4 bits: the wide pair table (entry rows of 256 bytes: the lookup's offset is one PRMT, where the
+// narrow table's takes a PRMT and an IMAD; 32 instructions fewer per tile), whose rows' second
+// halves hold the stages' codes (stage b in those of rows 128 b .. 128 b + 127, rows 256-383 past
+// the table's) and the first halves of rows 256-383 the stages' scales (stage b's from row
+// 256 + 16 b): kWideRegionBytes in all, then X. 2 bits: the narrow quad table, then the stages
+// (codes, then scales), then X.
+constexpr int kWideRegionBytes = (kStages * kR16Warps * 256 * 4 / 128) * kWideRowBytes;
+static_assert(kWideRegionBytes >= kWideTableBytes, "the wide table's rows");
+int StagesRegionBytes(int bits, int group_size) {
+  return bits == 4 ? kWideRegionBytes : TableBytesFor(bits) + kStages * StageBytes(bits, group_size);
 }
+int SmemBytes(int bits, int group_size, int k) { return StagesRegionBytes(bits, group_size) + std::max(XBytes(k), RedBytes()); }
 
 __device__ __forceinline__ void CpAsync16OrZero(void* dst, const void* src, bool copy) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(SmemAddr(dst)), "l"(src), "r"(copy ? 16 : 0));
@@ -74,17 +83,23 @@ __device__ __forceinline__ void CpAsync16OrZero(void* dst, const void* src, bool
 // sub-tile kk for rows 8h..8h+7. Per scale group (kSubs sub-tiles) the raw table values go into
 // the MMAs, summed in fp32 from zero, and the sums are multiplied by the rows' scales into acc
 // (acc[h][0..1]: feature g, acc[h][2..3]: feature g + 8; rows 8h + 2q + {0, 1}), as the strip
-// kernel does (TileMmasFolded).
-template <typename T, int kBits, int kSubs>
-__device__ __forceinline__ void TileMmasRows16(const uint32_t* w, uint32_t table, const uint32_t (*xb)[2][2],
-                                               const __half* sc_lo, const __half* sc_hi, float (*acc)[4]) {
+// kernel does (TileMmasFolded). kWide: the wide pair table (table_base, lane_bits), else the
+// narrow one (table: this lane's copy).
+template <typename T, int kBits, int kSubs, bool kWide>
+__device__ __forceinline__ void TileMmasRows16(const uint32_t* w, uint32_t table, uint32_t table_base,
+                                               uint32_t lane_bits, const uint32_t (*xb)[2][2], const __half* sc_lo,
+                                               const __half* sc_hi, float (*acc)[4]) {
 #pragma unroll
   for (int j = 0; j < 8 / kSubs; ++j) {
     float c[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
 #pragma unroll
     for (int kk = j * kSubs; kk < (j + 1) * kSubs; ++kk) {
       uint32_t a[4];
-      LookupPairs<kBits>(kk, w, table, a);
+      if constexpr (kWide) {
+        LookupPairsWide<kBits>(kk, w, lane_bits, table_base, a);
+      } else {
+        LookupPairs<kBits>(kk, w, table, a);
+      }
       Mma<T>(c[0], a, xb[kk][0][0], xb[kk][0][1]);
       Mma<T>(c[1], a, xb[kk][1][0], xb[kk][1][1]);
     }
@@ -107,9 +122,9 @@ __global__ void __launch_bounds__(kR16Threads, 1) LutGemmRows16Kernel(const Rows
   constexpr int kStageCodeBytes = kR16Warps * kTileBytes;
   constexpr int kCodeCopies = kStageCodeBytes / 16;
   static_assert(kCodeCopies % kR16Threads == 0, "whole rounds of 16-byte copies");
+  constexpr bool kWide = kBits == 4;
   extern __shared__ __align__(16) unsigned char smem[];
   uint32_t* s_table = reinterpret_cast<uint32_t*>(smem);
-  unsigned char* s_stages = smem + TableBytes<kBits>();
   float* s_red = reinterpret_cast<float*>(smem + a.red_offset);
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, q = lane & 3;
@@ -120,7 +135,17 @@ __global__ void __launch_bounds__(kR16Threads, 1) LutGemmRows16Kernel(const Rows
   const int sc_copies_per_row = a.sc_row_bytes >> 4;
   const int sc_row = tid / sc_copies_per_row, sc_part = tid - sc_row * sc_copies_per_row;
   const bool sc_copier = sc_row < kStripRows;
-  auto stage_ptr = [&](int buf) { return s_stages + buf * a.stage_bytes; };
+  // Shared-memory offsets (bytes from smem) of byte o of stage buf's codes, and of its scales
+  // (o < 2048, a scale row never crossing 128 bytes): buf * stride + Off(o).
+  constexpr int kCodeBufStride = kWide ? kStageCodeBytes / 128 * kWideRowBytes : 0;
+  const int code_buf_stride = kWide ? kCodeBufStride : a.stage_bytes;
+  const int sc_buf_stride = kWide ? 16 * kWideRowBytes : a.stage_bytes;
+  auto code_off = [&](int o) {
+    return kWide ? (o >> 7) * kWideRowBytes + 128 + (o & 127) : TableBytes<kBits>() + o;
+  };
+  auto sc_off = [&](int o) {
+    return kWide ? kWideTableBytes + (o >> 7) * kWideRowBytes + (o & 127) : TableBytes<kBits>() + a.sc_offset + o;
+  };
   // This thread's sources for the next stage to load (stage ld of the block: strip
   // blockIdx.x + (ld / kTpw) * gridDim.x, its k-stage ld % kTpw), advanced by constant steps: the
   // next k-stage of a strip is the next stage_code_bytes of codes and sc_row_bytes of each scale row;
@@ -132,13 +157,17 @@ __global__ void __launch_bounds__(kR16Threads, 1) LutGemmRows16Kernel(const Rows
   const int64_t codes_strip_step = (static_cast<int64_t>(gridDim.x) - 1) * kTpw * kStageCodeBytes + kStageCodeBytes;
   const int64_t scales_strip_step =
       static_cast<int64_t>(gridDim.x) * kStripRows * scale_row_bytes_global - (kTpw - 1) * a.sc_row_bytes;
-  unsigned char* const sc_dst = s_stages + a.sc_offset + sc_row * a.sc_row_bytes + 16 * sc_part;
+  unsigned char* const code_dst = smem + code_off(16 * tid);
+  constexpr int kCopyStride = 16 * kR16Threads;  // bytes of codes between a thread's copies
+  constexpr int kCopyDstStride = kWide ? kCopyStride / 128 * kWideRowBytes : kCopyStride;
+  unsigned char* const sc_dst = smem + sc_off(sc_row * a.sc_row_bytes + 16 * sc_part);
   int ld_kstage = 0;
   auto issue = [&](int buf) {
-    unsigned char* dst = stage_ptr(buf) + 16 * tid;
 #pragma unroll
-    for (int i = 0; i < kCodeCopies / kR16Threads; ++i) CpAsync16(dst + 16 * kR16Threads * i, ld_codes + 16 * kR16Threads * i);
-    if (sc_copier) CpAsync16(sc_dst + buf * a.stage_bytes, ld_scales);
+    for (int i = 0; i < kCodeCopies / kR16Threads; ++i) {
+      CpAsync16(code_dst + buf * code_buf_stride + kCopyDstStride * i, ld_codes + kCopyStride * i);
+    }
+    if (sc_copier) CpAsync16(sc_dst + buf * sc_buf_stride, ld_scales);
     if (++ld_kstage == kTpw) {
       ld_kstage = 0;
       ld_codes += codes_strip_step;
@@ -156,7 +185,7 @@ __global__ void __launch_bounds__(kR16Threads, 1) LutGemmRows16Kernel(const Rows
     if (s < total) issue(s);
     CpAsyncCommit();
   }
-  if (tid < kThreads) BuildPairTable<T, kBits>(a.table, s_table, tid);
+  if (tid < kThreads) BuildPairTable<T, kBits, kWide ? kWideRowBytes : 128>(a.table, s_table, tid);
   GridDependencyWait();
 
   // X [m][k] -> shared memory [16][k] (rows >= m zero; 16-byte chunk c of row r at chunk
@@ -212,8 +241,19 @@ __global__ void __launch_bounds__(kR16Threads, 1) LutGemmRows16Kernel(const Rows
     }
   };
 
-  const uint32_t my_table = LaneTable<kBits>(s_table, lane);
-  const int sc_cols = a.sc_row_bytes >> 1;  // scale groups per row in a stage
+  [[maybe_unused]] uint32_t my_table = 0, table_base = 0, lane_bits = 0;
+  if constexpr (kWide) {
+    table_base = SmemAddr(s_table);
+    lane_bits = WideLaneBits<kBits>(lane);
+  } else {
+    my_table = LaneTable<kBits>(s_table, lane);
+  }
+  // This lane's tile (its two 512-byte halves at 4 bits) and scales of rows g and g + 8, in stage 0.
+  const int tile_off = code_off(warp * kTileBytes + 16 * lane);
+  constexpr int kTileHalfStride = kWide ? 512 / 128 * kWideRowBytes : 512;
+  const int sc_group0 = (warp * kTileK) >> a.log2_group;  // the tile's first group in the stage
+  const int sc_lo_off = sc_off(g * a.sc_row_bytes) + 2 * sc_group0;
+  const int sc_hi_off = sc_off((g + 8) * a.sc_row_bytes) + 2 * sc_group0;
   float acc[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
   int parity = 0, pending_strip = -1, buf = 0, ld = kStages - 1, ld_buf = kStages - 1;
   for (int s_local = 0; s_local < my_strips; ++s_local) {
@@ -231,20 +271,18 @@ __global__ void __launch_bounds__(kR16Threads, 1) LutGemmRows16Kernel(const Rows
       ++ld;
       if (++ld_buf == kStages) ld_buf = 0;
 
-      const unsigned char* stage = stage_ptr(buf);
-      const unsigned char* tile = stage + warp * kTileBytes;
+      const unsigned char* tile = smem + tile_off + buf * code_buf_stride;
       uint32_t w[8];
-      *reinterpret_cast<uint4*>(w) = *reinterpret_cast<const uint4*>(tile + 16 * lane);
-      if (kBits == 4) *reinterpret_cast<uint4*>(w + 4) = *reinterpret_cast<const uint4*>(tile + 512 + 16 * lane);
-      const __half* sc = reinterpret_cast<const __half*>(stage + a.sc_offset);
-      const __half* sc_lo = sc + g * sc_cols + ((warp * kTileK) >> a.log2_group);
-      const __half* sc_hi = sc_lo + 8 * sc_cols;
+      *reinterpret_cast<uint4*>(w) = *reinterpret_cast<const uint4*>(tile);
+      if (kBits == 4) *reinterpret_cast<uint4*>(w + 4) = *reinterpret_cast<const uint4*>(tile + kTileHalfStride);
+      const __half* sc_lo = reinterpret_cast<const __half*>(smem + sc_lo_off + buf * sc_buf_stride);
+      const __half* sc_hi = reinterpret_cast<const __half*>(smem + sc_hi_off + buf * sc_buf_stride);
       if (a.log2_group >= 7) {
-        TileMmasRows16<T, kBits, 8>(w, my_table, xb[j], sc_lo, sc_hi, acc);
+        TileMmasRows16<T, kBits, 8, kWide>(w, my_table, table_base, lane_bits, xb[j], sc_lo, sc_hi, acc);
       } else if (a.log2_group == 6) {
-        TileMmasRows16<T, kBits, 4>(w, my_table, xb[j], sc_lo, sc_hi, acc);
+        TileMmasRows16<T, kBits, 4, kWide>(w, my_table, table_base, lane_bits, xb[j], sc_lo, sc_hi, acc);
       } else {
-        TileMmasRows16<T, kBits, 2>(w, my_table, xb[j], sc_lo, sc_hi, acc);
+        TileMmasRows16<T, kBits, 2, kWide>(w, my_table, table_base, lane_bits, xb[j], sc_lo, sc_hi, acc);
       }
       if (++buf == kStages) buf = 0;
     }
@@ -305,8 +343,8 @@ int LaunchRows16Kernel(const LutGemmParams& p, CUstream_st* stream) {
   a.stage_bytes = StageBytes(s.bits, s.group_size);
   a.sc_offset = StageCodeBytes(s.bits);
   a.sc_row_bytes = ScaleRowBytes(s.group_size);
-  const int smem = SmemBytes(s.bits, s.group_size, static_cast<int>(s.k), kStages);
-  a.red_offset = TableBytesFor(s.bits) + kStages * a.stage_bytes;
+  const int smem = SmemBytes(s.bits, s.group_size, static_cast<int>(s.k));
+  a.red_offset = StagesRegionBytes(s.bits, s.group_size);
   const int grid = static_cast<int>(std::min<int64_t>(a.strips, DeviceSmCount()));
   return WithKernel(p.dtype, s.bits, static_cast<int>(s.k / 2048), [&](auto kernel) -> int {
     cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
