@@ -3,10 +3,11 @@
 // events around CUDA-graph replays of many calls), achieved GB/s (bytes a call must move),
 // the percentage of the device-to-device copy bandwidth measured at the start of the run,
 // and the speedup over cublasGemmEx (fp32 accumulation). Weights rotate over copies that
-// together exceed 4x the L2 size, so no call is timed from cache.
+// together exceed 4x the L2 size, so no call is timed from cache. The rows of M >= 64 are timed
+// after all the smaller ones (see main()), and printed in the usual order.
 //
 //   flute-bench-kernel [--shapes KxN,...] [--m 1,2,...] [--configs 4g128,3g128,...]
-//                      [--dtypes fp16,bf16] [--md FILE] [--json FILE] [--replays N]
+//                      [--dtypes fp16,bf16] [--md FILE] [--json FILE] [--replays N] [--cooldown-ms MS]
 //                      [--kernels auto,splitk,strip,tc,auto-pdl,strip-pdl,tc-pdl,auto-pdl-early]
 // --kernels times each named LUT kernel choice in the same run (default: auto): "splitk",
 // "strip" and "tc" force the tiled split-K, the persistent-strip kernel (strip only where it
@@ -43,6 +44,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -50,6 +52,9 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <thread>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "kernels/dense_gemv.h"
@@ -122,6 +127,9 @@ struct Options {
   std::vector<std::string> kernels = {"auto"};
   std::string md_path, json_path;
   int replays = 15;
+  // Idle milliseconds before each timed row (its warm-up and replays), so that every row starts
+  // from the same power state (TimePerCall).
+  int cooldown_ms = 250;
   // --dense-gemv: the dense GEMV section instead of the LUT-GEMM one.
   bool dense = false;
   std::string dense_y = "auto";  // auto | same | fp32
@@ -238,6 +246,8 @@ bool ParseOptions(int argc, char** argv, Options* o) {
       o->json_path = value();
     } else if (a == "--replays") {
       o->replays = std::stoi(value());
+    } else if (a == "--cooldown-ms") {
+      o->cooldown_ms = std::max(0, std::stoi(value()));
     } else {
       std::fprintf(stderr, "error: unknown option %s (see the header of bench/lut_gemm_bench.cu)\n", a.c_str());
       return false;
@@ -279,15 +289,22 @@ bool ParseOptions(int argc, char** argv, Options* o) {
 }
 
 // Median seconds per call of `calls` launches of `launch(i)`, captured into one CUDA graph
-// and replayed `replays` times (after one warm-up replay).
+// and replayed `replays` times (after one warm-up replay), the GPU idle for `cooldown_ms` before
+// the warm-up. The pause: on the H200 a few seconds of back-to-back rows of M >= 64 (tensor-core
+// bound, cuBLAS and ours) put the card under its power cap, and the rows timed in that state ran
+// up to 1.35x slower, the issue-bound LUT rows at small M most (bench/results/ab-2026-11-28-h200/
+// session47/, calls 5 and 9: 8192x57344 4-bit M = 1 86.4 us alone, 108-120 after the M = 64-128
+// rows of the shapes before it; cuBLAS there 211-219 alone, 240 late in a run).
 template <typename F>
-double TimePerCall(cudaStream_t stream, int calls, int replays, F launch) {
+double TimePerCall(cudaStream_t stream, int calls, int replays, int cooldown_ms, F launch) {
   cudaGraph_t graph;
   cudaGraphExec_t exec;
   CHECK_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
   for (int i = 0; i < calls; ++i) launch(i);
   CHECK_CUDA(cudaStreamEndCapture(stream, &graph));
   CHECK_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+  CHECK_CUDA(cudaStreamSynchronize(stream));
+  if (cooldown_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(cooldown_ms));
   CHECK_CUDA(cudaGraphLaunch(exec, stream));
   CHECK_CUDA(cudaStreamSynchronize(stream));
   cudaEvent_t a, b;
@@ -323,10 +340,10 @@ double CopyBandwidth(cudaStream_t stream, int sm_count) {
   CHECK_CUDA(cudaMalloc(&a, bytes));
   CHECK_CUDA(cudaMalloc(&b, bytes));
   FillBytes<<<1024, 256>>>(static_cast<uint8_t*>(a), bytes, 7);
-  const double memcpy_sec = TimePerCall(stream, 4, 9, [&](int) {
+  const double memcpy_sec = TimePerCall(stream, 4, 9, 0, [&](int) {
     CHECK_CUDA(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, stream));
   });
-  const double kernel_sec = TimePerCall(stream, 4, 9, [&](int) {
+  const double kernel_sec = TimePerCall(stream, 4, 9, 0, [&](int) {
     CopyKernel<<<sm_count * 8, 256, 0, stream>>>(static_cast<const uint4*>(a), static_cast<uint4*>(b), bytes / 16);
   });
   const double sec = std::min(memcpy_sec, kernel_sec);
@@ -350,6 +367,11 @@ void CublasGemm(cublasHandle_t cublas, int64_t N, int m, int64_t K, const void* 
   CHECK_CUBLAS(cublasGemmEx(cublas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(N), m, static_cast<int>(K), &alpha,
                             w, ab_type, static_cast<int>(K), x, ab_type, static_cast<int>(K), &beta, y, c_type,
                             static_cast<int>(N), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+// "4b-g128": a LUT config (bits, G) as the rows name it.
+std::string ConfigName(const std::pair<int, int>& cfg) {
+  return std::to_string(cfg.first) + "b-g" + std::to_string(cfg.second);
 }
 
 int NumCopies(size_t bytes_per_copy, size_t l2) {
@@ -403,7 +425,7 @@ void BenchShapeDtype(const Options& o, int64_t K, int64_t N, const std::string& 
     for (size_t mi = 0; mi < o.ms.size(); ++mi) {
       const int m = static_cast<int>(o.ms[mi]);
       const int calls = std::max(copies * 2, 20);
-      cublas_s[mi] = TimePerCall(stream, calls, o.replays, [&](int i) {
+      cublas_s[mi] = TimePerCall(stream, calls, o.replays, o.cooldown_ms, [&](int i) {
         CublasGemm(cublas, N, m, K, w[i % copies], x, y, cuda_type, cuda_type);
       });
     }
@@ -439,8 +461,7 @@ void BenchShapeDtype(const Options& o, int64_t K, int64_t N, const std::string& 
       CHECK_CUDA(cudaMalloc(&ws, ws_bytes));
       CHECK_CUDA(cudaMemset(ws, 0, ws_bytes));
     }
-    char config_name[32];
-    std::snprintf(config_name, sizeof(config_name), "%db-g%d", cfg.first, cfg.second);
+    const std::string config_name = ConfigName(cfg);
     for (size_t mi = 0; mi < o.ms.size(); ++mi) {
       const int64_t m = o.ms[mi];
       for (const std::string& kernel_name : o.kernels) {
@@ -480,13 +501,13 @@ void BenchShapeDtype(const Options& o, int64_t K, int64_t N, const std::string& 
           const absl::Status st = flute::lut::LaunchLutGemm(p, stream);
           if (absl::IsUnimplemented(st) || (fused && !st.ok())) {
             std::fprintf(stderr, "%6lldx%-6lld %s M=%-4lld %-8s %-9s n/a (%s)\n", (long long)K, (long long)N,
-                         dtype.c_str(), (long long)m, config_name, kernel_name.c_str(),
+                         dtype.c_str(), (long long)m, config_name.c_str(), kernel_name.c_str(),
                          std::string(st.message()).c_str());
             continue;
           }
         }
         const int calls = std::max(copies * 2, 20);
-        const double sec = TimePerCall(stream, calls, o.replays, [&](int i) {
+        const double sec = TimePerCall(stream, calls, o.replays, o.cooldown_ms, [&](int i) {
           p.packed = codes[i % copies];
           p.scales = reinterpret_cast<const uint16_t*>(scales[i % copies]);
           const absl::Status st = flute::lut::LaunchLutGemm(p, stream);
@@ -500,7 +521,7 @@ void BenchShapeDtype(const Options& o, int64_t K, int64_t N, const std::string& 
               100.0 * bytes / sec / copy_bw, cublas_s[mi] * 1e6, cublas_s[mi] / sec};
         rows->push_back(r);
         std::fprintf(stderr, "%6lldx%-6lld %s M=%-4lld %-8s %-9s %9.2f us %7.0f GB/s %5.1f%% copy  cuBLAS %9.2f us  x%.2f\n",
-                     (long long)K, (long long)N, dtype.c_str(), (long long)m, config_name,
+                     (long long)K, (long long)N, dtype.c_str(), (long long)m, config_name.c_str(),
                      kernel_name.c_str(), r.us, r.gbps, r.pct_copy, r.cublas_us, r.speedup);
       }
     }
@@ -569,7 +590,7 @@ void BenchDenseShapeDtype(const Options& o, int64_t K, int64_t N, const std::str
   const std::string config = y_fp32 ? "dense-yfp32" : "dense";
   for (int64_t m : o.ms) {
     const int calls = std::max(copies * 2, 20);
-    const double cublas_sec = TimePerCall(stream, calls, o.replays, [&](int i) {
+    const double cublas_sec = TimePerCall(stream, calls, o.replays, o.cooldown_ms, [&](int i) {
       CublasGemm(cublas, N, static_cast<int>(m), K, w[i % copies], x, y_cublas, ab_type, c_type);
     });
     for (const std::string& kernel_name : o.kernels) {
@@ -604,7 +625,7 @@ void BenchDenseShapeDtype(const Options& o, int64_t K, int64_t N, const std::str
       CublasGemm(cublas, N, static_cast<int>(m), K, w[0], x, y_cublas, ab_type, c_type);
       CHECK_CUDA(cudaStreamSynchronize(stream));
       const double diff = NormalizedDiff<T>(y, y_cublas, static_cast<size_t>(m * N), y_fp32);
-      const double sec = TimePerCall(stream, calls, o.replays, [&](int i) { launch(w[i % copies]); });
+      const double sec = TimePerCall(stream, calls, o.replays, o.cooldown_ms, [&](int i) { launch(w[i % copies]); });
       const double bytes = double(w_bytes) + 2.0 * m * K + double(y_elem) * m * N;
       Row r{K, N, m, dtype, config, kernel_name, sec * 1e6, bytes / sec / 1e9,
             100.0 * bytes / sec / copy_bw, cublas_sec * 1e6, cublas_sec / sec};
@@ -661,6 +682,54 @@ std::string Json(const std::vector<Row>& rows, const std::string& device, double
   return js.str();
 }
 
+// Rows of X from which a row counts as heavy for the two passes of main().
+constexpr int64_t kHeavyM = 64;
+
+// Every shape and dtype of `o` (its current ms), rows appended to `rows`. 0, or the exit status.
+int BenchAllShapes(const Options& o, const cudaDeviceProp& prop, double copy_bw, cublasHandle_t cublas,
+                   cudaStream_t stream, std::vector<Row>* rows) {
+  for (const auto& kn : o.shapes) {
+    for (const auto& dt : o.dtypes) {
+      if (dt == "fp16") {
+        if (o.dense) {
+          BenchDenseShapeDtype<__half>(o, kn.first, kn.second, dt, prop.l2CacheSize, copy_bw, cublas, stream, rows);
+        } else {
+          BenchShapeDtype<__half>(o, kn.first, kn.second, dt, prop.l2CacheSize, copy_bw, cublas, stream, rows);
+        }
+      } else if (dt == "bf16") {
+        if (o.dense) {
+          BenchDenseShapeDtype<__nv_bfloat16>(o, kn.first, kn.second, dt, prop.l2CacheSize, copy_bw, cublas, stream,
+                                              rows);
+        } else {
+          BenchShapeDtype<__nv_bfloat16>(o, kn.first, kn.second, dt, prop.l2CacheSize, copy_bw, cublas, stream, rows);
+        }
+      } else {
+        std::fprintf(stderr, "error: --dtypes takes fp16 and bf16, got %s\n", dt.c_str());
+        return 2;
+      }
+    }
+  }
+  return 0;
+}
+
+// Position of `value` in `list` (list.size() when absent).
+template <typename T>
+size_t IndexIn(const std::vector<T>& list, const T& value) {
+  return static_cast<size_t>(std::find(list.begin(), list.end(), value) - list.begin());
+}
+
+// The rows in the order of one pass: shape, dtype, config, M (each as given on the command line);
+// rows that tie (the kernels of one M) keep the order they were timed in.
+void SortRowsAsRequested(const Options& o, std::vector<Row>* rows) {
+  std::vector<std::string> configs;
+  for (const auto& c : o.configs) configs.push_back(ConfigName(c));
+  auto key = [&](const Row& r) {
+    return std::make_tuple(IndexIn(o.shapes, std::make_pair(r.k, r.n)), IndexIn(o.dtypes, r.dtype),
+                           o.dense ? size_t{0} : IndexIn(configs, r.config), IndexIn(o.ms, r.m));
+  };
+  std::stable_sort(rows->begin(), rows->end(), [&](const Row& a, const Row& b) { return key(a) < key(b); });
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -681,28 +750,25 @@ int main(int argc, char** argv) {
   const double copy_bw = CopyBandwidth(stream, prop.multiProcessorCount);
   std::fprintf(stderr, "%s, %d SMs, L2 %d MiB, copy bandwidth %.0f GB/s\n", prop.name,
                prop.multiProcessorCount, prop.l2CacheSize >> 20, copy_bw / 1e9);
+  // Two passes: every shape's rows of fewer than kHeavyM rows first, then the rest. The rows of
+  // 64 and more (tensor-core bound, for cuBLAS and for the LUT kernels) draw enough power to put
+  // the H200 under its power cap for a while, and the decode-size rows timed after them, which are
+  // bound by the SMs' issue rate, ran up to 1.35x slower (bench/results/ab-2026-11-28-h200/
+  // session47/, call 5: 8192x57344 4-bit M = 1 86.4 us alone, 108-120 after the M = 64-128 rows
+  // of the shapes before it; cuBLAS 4 % slower). The rows are printed in the usual order.
   std::vector<Row> rows;
-  for (const auto& kn : o.shapes) {
-    for (const auto& dt : o.dtypes) {
-      if (dt == "fp16") {
-        if (o.dense) {
-          BenchDenseShapeDtype<__half>(o, kn.first, kn.second, dt, prop.l2CacheSize, copy_bw, cublas, stream, &rows);
-        } else {
-          BenchShapeDtype<__half>(o, kn.first, kn.second, dt, prop.l2CacheSize, copy_bw, cublas, stream, &rows);
-        }
-      } else if (dt == "bf16") {
-        if (o.dense) {
-          BenchDenseShapeDtype<__nv_bfloat16>(o, kn.first, kn.second, dt, prop.l2CacheSize, copy_bw, cublas, stream,
-                                              &rows);
-        } else {
-          BenchShapeDtype<__nv_bfloat16>(o, kn.first, kn.second, dt, prop.l2CacheSize, copy_bw, cublas, stream, &rows);
-        }
-      } else {
-        std::fprintf(stderr, "error: --dtypes takes fp16 and bf16, got %s\n", dt.c_str());
-        return 2;
-      }
+  const std::vector<int64_t> all_ms = o.ms;
+  for (const bool heavy : {false, true}) {
+    o.ms.clear();
+    for (int64_t m : all_ms) {
+      if ((m >= kHeavyM) == heavy) o.ms.push_back(m);
     }
+    if (o.ms.empty()) continue;
+    const int status = BenchAllShapes(o, prop, copy_bw, cublas, stream, &rows);
+    if (status != 0) return status;
   }
+  o.ms = all_ms;
+  SortRowsAsRequested(o, &rows);
   char date[32];
   const std::time_t now = std::time(nullptr);
   std::strftime(date, sizeof(date), "%Y-%m-%d", std::gmtime(&now));
