@@ -318,6 +318,16 @@ __device__ __forceinline__ void IssueResidentXCopy(const StripArgs& a, T* xres, 
   }
 }
 
+// The resident X of a plain one-row call on the one-row instances (kM1 with copy_x): the row's
+// k / 2 words in the one-row order (X1SourceWord, within each 32-element block, so a stage's
+// words are where the staged layout puts them), 4 bytes per copy; otherwise as IssueResidentXCopy.
+__device__ __forceinline__ void IssueResidentXCopyOneRow(const StripArgs& a, unsigned char* xres, int thread,
+                                                         int threads) {
+  uint32_t* dst = reinterpret_cast<uint32_t*>(xres);
+  const uint32_t* src = static_cast<const uint32_t*>(a.x);
+  for (int d = thread; d < (a.k >> 1); d += threads) CpAsync4(dst + d, src + X1SourceWord(d));
+}
+
 // At most 80 registers at 2 and 4 bits (fp16 needs exactly that; bf16 had grown to 88), so
 // that 3 blocks fit an SM where the plan wants them (4096x6144 at M = 1: 384 strips in one
 // round of 396 instead of two of 264; bf16 at 88 registers: 8.4 us against fp16's 7.0).
@@ -352,12 +362,13 @@ __device__ __forceinline__ void GroupBarrier(int group) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(group + 1), "r"(kThreads) : "memory");
 }
 
-// kM1: the instances of plain one-row calls (a.m == 1), X in the one-row order (X1SourceWord).
+// kM1: the instances of plain one-row calls (a.m == 1), X in the one-row order (X1SourceWord),
+// staged (kModePlain) or resident (kModeCopyX: IssueResidentXCopyOneRow).
 // kGroups: strip groups per block (3 at 80 registers: 61440 of 65536 per SM; 2 at 128).
 template <typename T, int kBits, int kTpw, int kMode, bool kLowRegs, bool kM1, int kGroups>
 __global__ void __launch_bounds__(kThreads * kGroups)
     __maxnreg__(kBits == 3 && !kLowRegs ? 128 : 80) LutGemmStripKernel(const StripArgs a) {
-  static_assert(!kM1 || kMode == kModePlain, "the one-row order: plain calls (X staged)");
+  static_assert(!kM1 || kMode == kModePlain || kMode == kModeCopyX, "the one-row order: plain calls");
   static_assert(kGroups == 1 || (TakesGroups(kMode, kM1) && kGroups * (kBits == 3 && !kLowRegs ? 128 : 80) <= 256),
                 "strip groups: calls of 2-8 rows, within the SM's registers");
   const trace::Scope trace_scope(trace::kLutStrip, a.n, a.k);
@@ -533,8 +544,12 @@ __global__ void __launch_bounds__(kThreads * kGroups)
   if (kFused && a.norm_res != nullptr && group == 0) PreloadNormWeights(a, tid, &norm_pre);
   if (group == 0) BuildPairTable<T, kBits, kBits == 3 ? kWideRowBytes : 128>(a.table, s_table, tid);
   GridDependencyWait();
-  if (kCopyX) {  // with the oldest cp.async group
-    IssueResidentXCopy<T>(a, reinterpret_cast<T*>(smem + a.xres_offset), threadIdx.x, kThreads * kGroups);
+  if constexpr (kCopyX) {  // with the oldest cp.async group
+    if constexpr (kM1) {
+      IssueResidentXCopyOneRow(a, smem + a.xres_offset, threadIdx.x, kThreads * kGroups);
+    } else {
+      IssueResidentXCopy<T>(a, reinterpret_cast<T*>(smem + a.xres_offset), threadIdx.x, kThreads * kGroups);
+    }
   }
   Cursor lx = start;
   for (int s = 0; s < early; ++s) {
@@ -677,14 +692,18 @@ auto WithGroups(ActivationType dtype, int bits, int tpw, bool low_regs, int grou
   return WithKernelT<kMode, false, 1>(dtype, bits, tpw, low_regs, f);
 }
 
-// one_row: a call of one row (m == 1), which in plain mode runs the kM1 instances. (The fused
+// one_row: StripPlan::one_row, a plain call of one row on the kM1 instances (X staged, or
+// resident in copy-X mode; one group per block). (The fused
 // instances keep the ldmatrix loads: in the 8B decode step at batch 1, whose LUT calls are all
 // fused, the one-row order in them gave W4 2.166-2.175 against 2.170-2.177 ms and W2 2.137-2.167
 // against 2.119-2.128, H100, session 41; with lanes 0-3 loading, W4 2.161 against 2.165 and W2
-// 2.116 against 2.123, session 44.) groups: 1 for one-row calls.
+// 2.116 against 2.123, session 44.)
 template <typename F>
 auto WithKernel(ActivationType dtype, int bits, int tpw, int mode, bool low_regs, bool one_row, int groups, F f) {
-  if (mode == kModeCopyX) return WithGroups<kModeCopyX>(dtype, bits, tpw, low_regs, groups, f);
+  if (mode == kModeCopyX) {
+    return one_row ? WithKernelT<kModeCopyX, true, 1>(dtype, bits, tpw, low_regs, f)
+                   : WithGroups<kModeCopyX>(dtype, bits, tpw, low_regs, groups, f);
+  }
   if (mode == kModeFused) return WithGroups<kModeFused>(dtype, bits, tpw, low_regs, groups, f);
   return one_row ? WithKernelT<kModePlain, true, 1>(dtype, bits, tpw, low_regs, f)
                  : WithGroups<kModePlain>(dtype, bits, tpw, low_regs, groups, f);
@@ -810,13 +829,15 @@ static std::vector<bool> LowRegsCandidates(int bits, bool early_weights) {
 // (bench/results/ab-2026-11-26-h100/session36/, calls 14-16): plain 3-bit G128 at M = 1 0.85-1.00
 // of the time on the 8 playbook shapes (4096x28672 27.7 -> 23.6 us; plain M = 4 mostly slower,
 // 2-bit mixed, 0.86-1.20); 8B decode step at batch 1 W3 -0.5 to -1.5 %, W2 -3 %, batch 4 even,
-// but W4 +10 % (2.18 -> 2.40 ms), so 4 bits keep 3 stages. FLUTE_LUT_STRIP_SHALLOW=off restores
-// the deeper first choice (A/B runs).
+// but W4 +10 % (2.18 -> 2.40 ms), so 4 bits keep 3 stages. With X resident in the one-row order
+// too (session 48, H200, call 3: FLUTE_LUT_STRIP=2,2 0.97-1.00 of the time of 3 or 4 stages, 3-bit
+// G128 and G64 on the 8 playbook shapes). FLUTE_LUT_STRIP_SHALLOW=off restores the deeper first
+// choice (A/B runs).
 static bool ShallowFirst(const LutShape& s, int64_t m, const StripLaunch& launch) {
   const char* env = std::getenv("FLUTE_LUT_STRIP_SHALLOW");
   if (env != nullptr && std::string(env) == "off") return false;
   if (launch.early_weights) return s.bits == 2 || s.bits == 3;
-  return s.bits == 3 && m == 1 && !launch.fusion.any();
+  return s.bits == 3 && m == 1 && !launch.fusion.norm_prologue && !launch.fusion.residual_epilogue;
 }
 
 // 4-bit plain calls of 3-4 rows without early weights, X staged (DeepFirst): a plan of 2 stages
@@ -841,11 +862,41 @@ static bool DeepFirst(const LutShape& s, int64_t m, const StripLaunch& launch) {
          !launch.fusion.residual_epilogue;
 }
 
+// Plain one-row calls (FLUTE_LUT_STRIP_ONE_ROW, A/B runs and tests): kAuto (unset) X resident in
+// the one-row order (copied once per block, 2k bytes) wherever one group per block keeps 2 blocks
+// per SM, else staged; "staged" always staged (the rule before session 48); "resident" also the
+// strip groups of 2-8 rows (one group: the one-row instances; 2-3 groups: the ldmatrix layout);
+// "ldmatrix" the same plans, never the one-row instances. The staged X costs every stage 4-byte
+// copies and a deeper stage: with it resident the larger shapes get a stage more (8192x57344 at
+// 3 stages, 4096x28672 at 4). H200, fp16 G128, M = 1, same binary, alternating processes
+// (bench/results/ab-2026-11-28-h200/session48/, calls 2-3), against "staged": 4-bit 8192x57344
+// 86.9 -> 75.8 us, 4096x28672 23.1 -> 20.9, 8192x10240 19.9 -> 17.9, 8192x8192 14.0 -> 12.8; 3- and
+// 2-bit 0.91-0.97 on those shapes; 4096x6144 / 4096x4096 / 14336x4096 0.96-1.01; 28672x8192 4-bit
+// (X 56 KB: one block per SM) stays staged. The ldmatrix layout with X resident ran 0-3 % slower
+// than the one-row order, and strip groups at M = 1 (2 or 3 per block) 0.95-1.95x the time.
+enum class OneRowRule { kAuto, kStaged, kResident, kLdmatrix };
+static OneRowRule OneRowRuleFromEnv() {
+  const char* env = std::getenv("FLUTE_LUT_STRIP_ONE_ROW");
+  const std::string v = env == nullptr ? "" : env;
+  if (v == "staged") return OneRowRule::kStaged;
+  if (v == "resident") return OneRowRule::kResident;
+  return v == "ldmatrix" ? OneRowRule::kLdmatrix : OneRowRule::kAuto;
+}
+// The fewest rows of a plain call that take the plans with strip groups.
+static int64_t MinPlainGroupRows() {
+  const OneRowRule r = OneRowRuleFromEnv();
+  return r == OneRowRule::kResident || r == OneRowRule::kLdmatrix ? 1 : 2;
+}
+// Whether a plain call of m rows may keep X resident with `groups` groups per block.
+static bool PlainResidentXRows(int64_t m, int groups) {
+  return m >= MinPlainGroupRows() || (m == 1 && groups == 1 && OneRowRuleFromEnv() == OneRowRule::kAuto);
+}
+
 // FLUTE_LUT_STRIP_GROUPS=1..kMaxGroups forces the strip groups per block (StripPlan::groups) of
 // the calls of 2-8 rows (tuning runs, tests).
 static int ForcedGroups(int64_t m) {
   const char* env = std::getenv("FLUTE_LUT_STRIP_GROUPS");
-  if (env == nullptr || m < 2) return 0;
+  if (env == nullptr || m < MinPlainGroupRows()) return 0;
   const int groups = std::atoi(env);
   return groups >= 1 && groups <= kMaxGroups ? groups : 0;
 }
@@ -854,12 +905,13 @@ static int ForcedGroups(int64_t m) {
 static StripPlan ComputeStripPlanOfGroups(const LutShape& s, ActivationType dtype, int64_t m,
                                           const StripLaunch& launch, int sm_count, int groups) {
   const ResidentXRule rule = ResidentXForPlainCalls();
-  if (!launch.fusion.any() && m >= 2 && rule != ResidentXRule::kNever) {  // plain calls only
+  if (!launch.fusion.any() && PlainResidentXRows(m, groups) && rule != ResidentXRule::kNever) {  // plain calls only
     StripLaunch resident = launch;
     resident.fusion.copy_x = true;
     const StripPlan p = ComputeStripPlanOfGroups(s, dtype, m, resident, sm_count, groups);
     const bool several_strips = 2 * (s.n / kStripRows) >= 3 * static_cast<int64_t>(p.grid) * p.groups;
-    if (p.grid > 0 && p.blocks_per_sm * p.groups >= 2 && (several_strips || rule == ResidentXRule::kWhereItFits)) {
+    if (p.grid > 0 && p.blocks_per_sm * p.groups >= 2 &&
+        (several_strips || m == 1 || rule == ResidentXRule::kWhereItFits)) {
       return p;
     }
   }
@@ -880,9 +932,11 @@ static StripPlan ComputeStripPlanOfGroups(const LutShape& s, ActivationType dtyp
     p->groups = groups;
     p->smem_bytes = SmemBytesFor(s, m, fusion.resident_x(), tpw, stages, groups);
     p->copy_x = fusion.copy_x;
+    p->one_row = m == 1 && groups == 1 && !fusion.norm_prologue && !fusion.residual_epilogue &&
+                 OneRowRuleFromEnv() != OneRowRule::kLdmatrix;
     if (p->smem_bytes > max_smem) return false;
     p->blocks_per_sm =
-        std::max(1, BlocksPerSm(dtype, s.bits, tpw, ModeOf(fusion), low_regs, m == 1, p->smem_bytes, groups));
+        std::max(1, BlocksPerSm(dtype, s.bits, tpw, ModeOf(fusion), low_regs, p->one_row, p->smem_bytes, groups));
     if (launch.coresident_smem > 0) {
       const int beside = (sm_smem - launch.coresident_smem) / (p->smem_bytes + 1024);
       if (beside < 1) return false;
@@ -960,8 +1014,8 @@ static StripPlan ComputeStripPlanOfGroups(const LutShape& s, ActivationType dtyp
 // 2 blocks). FLUTE_LUT_STRIP_GROUPS=1..3 forces the count (tests, A/B runs); forced groups that
 // fit nowhere fall back to one group per block.
 static bool PlainGroupsApply(int64_t m, const StripLaunch& launch) {
-  return m >= 2 && !launch.fusion.norm_prologue && !launch.fusion.residual_epilogue && !launch.early_weights &&
-         launch.coresident_smem == 0;
+  return m >= MinPlainGroupRows() && !launch.fusion.norm_prologue && !launch.fusion.residual_epilogue &&
+         !launch.early_weights && launch.coresident_smem == 0;
 }
 
 // Strip groups that take every strip in one round (session 46), plain calls of 2-8 rows without
@@ -1027,7 +1081,7 @@ static StripPlan ComputeStripPlan(const LutShape& s, ActivationType dtype, int64
 }
 
 // Plans are cached per (device, shape, dtype, m, fusion, early weights, co-resident shared
-// memory, SM count, FLUTE_LUT_STRIP, _X, _LOWREGS, _SHALLOW, _DEEP, _GROUPS, _ONEROUND): the occupancy queries
+// memory, SM count, FLUTE_LUT_STRIP, _X, _LOWREGS, _SHALLOW, _DEEP, _GROUPS, _ONEROUND, _ONE_ROW): the occupancy queries
 // cost microseconds of host time, and a decode step that is not replayed from a CUDA graph
 // launches hundreds of these GEMMs.
 StripPlan MakeStripPlan(const LutShape& s, ActivationType dtype, int64_t m, const StripLaunch& launch,
@@ -1041,13 +1095,14 @@ StripPlan MakeStripPlan(const LutShape& s, ActivationType dtype, int64_t m, cons
   const char* env_deep = std::getenv("FLUTE_LUT_STRIP_DEEP");
   const char* env_groups = std::getenv("FLUTE_LUT_STRIP_GROUPS");
   const char* env_one_round = std::getenv("FLUTE_LUT_STRIP_ONEROUND");
+  const char* env_one_row = std::getenv("FLUTE_LUT_STRIP_ONE_ROW");
   using Key = std::tuple<int, int64_t, int64_t, int, int, int, int64_t, bool, bool, bool, int, int, std::string>;
   const Key key{device, s.n, s.k, s.bits, s.group_size, static_cast<int>(dtype), m, launch.fusion.norm_prologue,
                 launch.fusion.residual_epilogue, launch.early_weights, launch.coresident_smem, sm_count,
                 std::string(env != nullptr ? env : "") + "|" + (env_x != nullptr ? env_x : "") + "|" +
                     (env_low != nullptr ? env_low : "") + "|" + (env_shallow != nullptr ? env_shallow : "") + "|" +
                     (env_deep != nullptr ? env_deep : "") + "|" + (env_groups != nullptr ? env_groups : "") + "|" +
-                    (env_one_round != nullptr ? env_one_round : "")};
+                    (env_one_round != nullptr ? env_one_round : "") + "|" + (env_one_row != nullptr ? env_one_row : "")};
   static std::mutex mu;
   static std::map<Key, StripPlan>* cache = new std::map<Key, StripPlan>();
   {
@@ -1058,10 +1113,10 @@ StripPlan MakeStripPlan(const LutShape& s, ActivationType dtype, int64_t m, cons
   const StripPlan plan = ComputeStripPlan(s, dtype, m, launch, sm_count);
   if (std::getenv("FLUTE_LUT_STRIP_PLAN_LOG") != nullptr) {  // tuning runs: each new plan, once
     std::fprintf(stderr, "strip plan k=%lld n=%lld b=%d G=%d m=%lld early=%d: tpw %d stages %d groups %d blocks/SM %d "
-                 "grid %d copy_x %d low_regs %d smem %d\n", static_cast<long long>(s.k), static_cast<long long>(s.n),
+                 "grid %d copy_x %d low_regs %d one_row %d smem %d\n", static_cast<long long>(s.k), static_cast<long long>(s.n),
                  s.bits, s.group_size, static_cast<long long>(m), launch.early_weights ? 1 : 0, plan.tiles_per_warp,
                  plan.stages, plan.groups, plan.blocks_per_sm, plan.grid, plan.copy_x ? 1 : 0, plan.low_regs ? 1 : 0,
-                 plan.smem_bytes);
+                 plan.one_row ? 1 : 0, plan.smem_bytes);
   }
   std::lock_guard<std::mutex> lock(mu);
   cache->emplace(key, plan);
@@ -1107,7 +1162,7 @@ int LaunchStripKernel(const LutGemmParams& p, const StripPlan& plan, bool pdl, C
   fusion.norm_prologue = p.norm_prologue();
   fusion.residual_epilogue = p.residual_epilogue();
   fusion.copy_x = plan.copy_x;
-  return WithKernel(p.dtype, s.bits, plan.tiles_per_warp, ModeOf(fusion), plan.low_regs, p.m == 1, plan.groups,
+  return WithKernel(p.dtype, s.bits, plan.tiles_per_warp, ModeOf(fusion), plan.low_regs, plan.one_row, plan.groups,
                     [&](auto kernel) -> int {
     cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, plan.smem_bytes);
     if (err != cudaSuccess) return static_cast<int>(err);

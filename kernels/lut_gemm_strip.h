@@ -21,6 +21,8 @@ struct StripPlan {
   bool low_regs = false;   // 3 bits: the 80-register instance (3 blocks per SM) instead of 128
   int groups = 1;          // strip groups per block (8 warps each, sharing the pair table and a
                            // resident X): strip pipelines per SM = blocks_per_sm * groups
+  bool one_row = false;    // a plain call of one row on the one-row instances (X in the one-row
+                           // order, staged or resident; LDS.128 loads of the X fragments)
 };
 
 // Whether the strip kernel takes this call: m <= 8, k a multiple of 1024 and 16-byte aligned
