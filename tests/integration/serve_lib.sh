@@ -54,6 +54,9 @@ start_server() {
   local model="$1"
   shift
   SERVER_LOG="$WORK_DIR/server-$RANDOM.log"
+  # Created here, not by the background job's redirection: the first sed below may run before
+  # the job opens the file, and sed's error then ended the test under set -e (a CI flake).
+  : >"$SERVER_LOG"
   "$FLUTE_BIN" serve --model "$model" --host 127.0.0.1 --port 0 --device cpu "$@" \
     >"$SERVER_LOG" 2>&1 &
   SERVER_PID=$!
