@@ -456,7 +456,8 @@ constexpr int64_t kStripMaxWeightsFromM5 = int64_t{4096} * 4096 - 1;  // N·K be
 // against the tensor-core kernel (bench/results/ab-2026-11-26-h100/session45/, call 2):
 // 4096x28672 M = 5-8 4-bit 29.0 -> 24.8-27.3 us, 2-bit 25.6 -> 22.3-23.2, 3-bit 30.1 -> 24.9-26.6;
 // 8192x57344 M = 5-6 4-bit 115.5 -> 87.0-89.6, 2-bit 106.6 -> 74.2-78.6, 3-bit 126.9 -> 84.3-85.0,
-// M = 8 2-bit 78.4, 3-bit 85.9 (4 bits at M = 8: X does not fit, the tensor-core kernel). On the
+// M = 8 2-bit 78.4, 3-bit 85.9 (4 bits at M = 7-8: since session 49 one tile per warp keeps X
+// resident in 2 groups, OneTilePerWarpForResidentX; H200, 118.5 -> 98.5 us at M = 8). On the
 // shapes of fewer strips (8192x10240, 8192x8192: 512-640) the same plans were even or slower from
 // M = 6; 28672x8192 cannot keep X resident. Also (session 46) plain calls whose plan takes every
 // strip in one round of 3 groups per block with X resident (lut_gemm_strip.cu, OneRoundGroupedPlan:

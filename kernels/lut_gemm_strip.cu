@@ -9,7 +9,9 @@
 // tiles w * TPW ... w * TPW + TPW - 1 of it. At the end of a strip each warp leaves its
 // partial 16 x 8 sums in shared memory and the block adds them in warp order: no split-K
 // workspace, no second pass through global memory, and a summation order that depends only
-// on (N, K), never on M or the grid (deterministic and batch-invariant for M <= 8).
+// on (N, K), never on M or the grid (deterministic and batch-invariant for M <= 8; except plain
+// calls of 7-8 rows at 4 bits whose resident X leaves no room for two tiles per warp, as at
+// K = 8192: OneTilePerWarpForResidentX).
 //
 // Per stage, cp.async brings the codes (8 * TPW * 256 * bits bytes), the scales of the 16
 // rows for the stage's k range, and the M rows of X for that range (rows >= M are never
@@ -901,6 +903,24 @@ static int ForcedGroups(int64_t m) {
   return groups >= 1 && groups <= kMaxGroups ? groups : 0;
 }
 
+// Plain calls whose X is resident in 2-3 strip groups, where no stage ring of two tiles per warp
+// (16 KB stages at 4 bits) fits beside X: one tile per warp (8 KB stages). That is 4 bits at 7-8
+// rows of K = 8192 (X 112-128 KB beside the 32 KB pair table: 2 groups x 2 stages of 8 KB, 218 KB
+// at 8 rows), which the plan otherwise stages (X re-read from L2 for every strip). H200, fp16, same
+// process (bench/results/ab-2026-11-28-h200/session49/, call 4): 8192x57344 M = 8 4-bit G128
+// 146.9 us staged, 118.5 on the tensor-core kernel (auto's choice until then), 98.6 with this plan;
+// G64 150.4 / 129.4 / 102.1; 8192x10240 and 8192x8192 (fewer than 1024 strips, where auto keeps the
+// tensor-core kernel) 25.9 against 30.0 staged and 23.7 on the tensor-core kernel. The summation
+// order follows the tiles per warp, so these rows' bits differ from those of the same shape at
+// 2-6 rows (as they already did on the tensor-core kernel). ComputeStripPlan takes such plans of 2
+// groups, or of 3 where they hold every strip in one round (OneRoundGroupedPlan: 4096x6144 4-bit
+// G64 M = 8). FLUTE_LUT_STRIP_TPW1=off leaves them staged (A/B runs).
+static bool OneTilePerWarpForResidentX(const StripFusion& fusion, int groups, int shape_tpw) {
+  const char* env = std::getenv("FLUTE_LUT_STRIP_TPW1");
+  if (env != nullptr && std::string(env) == "off") return false;
+  return fusion.copy_x && groups >= 2 && shape_tpw == 2;
+}
+
 // The plan with `groups` strip groups per block (1 for the calls that cannot take more).
 static StripPlan ComputeStripPlanOfGroups(const LutShape& s, ActivationType dtype, int64_t m,
                                           const StripLaunch& launch, int sm_count, int groups) {
@@ -990,6 +1010,9 @@ static StripPlan ComputeStripPlanOfGroups(const LutShape& s, ActivationType dtyp
   }
   const int depths[3] = {shallow_first ? 2 : 4, 3, shallow_first ? 4 : 2};
   for (int depth : depths) consider(shape_tpw, depth);
+  if (best_score < 0 && OneTilePerWarpForResidentX(fusion, groups, shape_tpw)) {
+    for (int depth : depths) consider(1, depth);
+  }
   if (best_score < 0 && launch.coresident_smem > 0) {
     StripLaunch alone = launch;
     alone.coresident_smem = 0;
@@ -1073,15 +1096,21 @@ static StripPlan ComputeStripPlan(const LutShape& s, ActivationType dtype, int64
   auto resident = [norm](const StripPlan& p) {
     return p.grid > 0 && (norm || p.copy_x) && p.blocks_per_sm * p.groups >= 2;
   };
+  // One tile per warp (OneTilePerWarpForResidentX) at 2 groups only here: 3 groups of one tile
+  // per warp were slower than 2 of two (H200, session 49: 8192x57344 4-bit M = 6 98.9 against
+  // 86.1 us, 4096x28672 4-bit G64 M = 8 2.4 %). The one-round plans above may take them (4096x6144
+  // 4-bit G64 M = 8: 128 blocks of 3 groups, 8.9 us against 10.2 on the tensor-core kernel).
+  const int shape_tpw = s.k % 2048 == 0 ? 2 : 1;
   const StripPlan three = ComputeStripPlanOfGroups(s, dtype, m, launch, sm_count, 3);
-  if (resident(three) && three.stages >= 3) return three;
+  const bool three_resident = resident(three) && three.tiles_per_warp == shape_tpw;
+  if (three_resident && three.stages >= 3) return three;
   const StripPlan two = ComputeStripPlanOfGroups(s, dtype, m, launch, sm_count, 2);
   if (resident(two)) return two;
-  return resident(three) ? three : one;
+  return three_resident ? three : one;
 }
 
 // Plans are cached per (device, shape, dtype, m, fusion, early weights, co-resident shared
-// memory, SM count, FLUTE_LUT_STRIP, _X, _LOWREGS, _SHALLOW, _DEEP, _GROUPS, _ONEROUND, _ONE_ROW): the occupancy queries
+// memory, SM count, FLUTE_LUT_STRIP, _X, _LOWREGS, _SHALLOW, _DEEP, _GROUPS, _ONEROUND, _ONE_ROW, _TPW1): the occupancy queries
 // cost microseconds of host time, and a decode step that is not replayed from a CUDA graph
 // launches hundreds of these GEMMs.
 StripPlan MakeStripPlan(const LutShape& s, ActivationType dtype, int64_t m, const StripLaunch& launch,
@@ -1096,13 +1125,15 @@ StripPlan MakeStripPlan(const LutShape& s, ActivationType dtype, int64_t m, cons
   const char* env_groups = std::getenv("FLUTE_LUT_STRIP_GROUPS");
   const char* env_one_round = std::getenv("FLUTE_LUT_STRIP_ONEROUND");
   const char* env_one_row = std::getenv("FLUTE_LUT_STRIP_ONE_ROW");
+  const char* env_tpw1 = std::getenv("FLUTE_LUT_STRIP_TPW1");
   using Key = std::tuple<int, int64_t, int64_t, int, int, int, int64_t, bool, bool, bool, int, int, std::string>;
   const Key key{device, s.n, s.k, s.bits, s.group_size, static_cast<int>(dtype), m, launch.fusion.norm_prologue,
                 launch.fusion.residual_epilogue, launch.early_weights, launch.coresident_smem, sm_count,
                 std::string(env != nullptr ? env : "") + "|" + (env_x != nullptr ? env_x : "") + "|" +
                     (env_low != nullptr ? env_low : "") + "|" + (env_shallow != nullptr ? env_shallow : "") + "|" +
                     (env_deep != nullptr ? env_deep : "") + "|" + (env_groups != nullptr ? env_groups : "") + "|" +
-                    (env_one_round != nullptr ? env_one_round : "") + "|" + (env_one_row != nullptr ? env_one_row : "")};
+                    (env_one_round != nullptr ? env_one_round : "") + "|" + (env_one_row != nullptr ? env_one_row : "") +
+                    "|" + (env_tpw1 != nullptr ? env_tpw1 : "")};
   static std::mutex mu;
   static std::map<Key, StripPlan>* cache = new std::map<Key, StripPlan>();
   {

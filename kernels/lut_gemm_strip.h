@@ -57,6 +57,7 @@ struct StripLaunch {
 // FLUTE_LUT_STRIP_SHALLOW=off keeps 2- and 3-bit calls off their 2-stage first choice;
 // FLUTE_LUT_STRIP_GROUPS=1..3 forces the strip groups of plain calls of 2-8 rows;
 // FLUTE_LUT_STRIP_ONEROUND=off leaves out the groups that take every strip in one round;
+// FLUTE_LUT_STRIP_TPW1=off keeps grouped plans with X resident at the shape's tiles per warp;
 // FLUTE_LUT_STRIP_PLAN_LOG=1 prints each new plan to stderr.
 StripPlan MakeStripPlan(const LutShape& shape, ActivationType dtype, int64_t m, const StripLaunch& launch,
                         int sm_count);

@@ -497,6 +497,64 @@ TEST(LutGemmGpuTest, StripKernelResidentXIsBitwiseTheStagedX) {
   }
 }
 
+// Plain calls of 7-8 rows at 4 bits and K = 8192 (OneTilePerWarpForResidentX, session 49): two
+// stages of two tiles per warp do not fit beside a resident X of 112-128 KB and the 32 KB pair
+// table, so the plan of 2 groups takes one tile per warp and keeps X resident (at 6 rows two
+// tiles per warp still fit); FLUTE_LUT_STRIP_TPW1=off stages X; the engine's launches (norm
+// prologue, early weights) keep their plans. With 57344 features auto gives the strip kernel
+// these calls. The outputs are right against the CPU reference, in both dtypes and at G = 64.
+TEST(LutGemmGpuTest, StripPlanTakesOneTilePerWarpWhereXFillsSharedMemory) {
+  REQUIRE_GPU();
+  int sms = 0;
+  ASSERT_EQ(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), cudaSuccess);
+  StripLaunch plain, norm;
+  norm.fusion.norm_prologue = true;
+  norm.early_weights = true;
+  const LutShape gate_up{57344, 8192, 4, 128};
+  for (ActivationType dtype : {ActivationType::kFloat16, ActivationType::kBFloat16}) {
+    for (int64_t m : {7, 8}) {
+      SCOPED_TRACE(::testing::Message() << ActivationName(dtype) << " m=" << m);
+      const StripPlan p = MakeStripPlan(gate_up, dtype, m, plain, sms);
+      EXPECT_TRUE(p.copy_x);
+      EXPECT_EQ(p.tiles_per_warp, 1);
+      EXPECT_GE(p.groups, 2);
+      EXPECT_GE(p.blocks_per_sm * p.groups, 2);
+      EXPECT_EQ(MakeStripPlan(gate_up, dtype, m, norm, sms).tiles_per_warp, 2);
+      ScopedEnv env("FLUTE_LUT_STRIP_TPW1", "off");
+      EXPECT_FALSE(MakeStripPlan(gate_up, dtype, m, plain, sms).copy_x);
+    }
+    EXPECT_EQ(MakeStripPlan(gate_up, dtype, 6, plain, sms).tiles_per_warp, 2);
+  }
+  LutGemmParams auto_call;
+  auto_call.dtype = ActivationType::kFloat16;
+  auto_call.m = 8;
+  auto_call.shape = gate_up;
+  EXPECT_TRUE(UsesStripKernel(auto_call)) << "8192x57344, 8 rows";
+
+  // 128 strips: the rule that keeps X resident only for pipelines of 1.5 strips or more would stage
+  // it, so FLUTE_LUT_STRIP_X=resident takes it wherever it fits.
+  std::mt19937 rng(std::random_device{}());
+  ScopedEnv resident("FLUTE_LUT_STRIP_X", "resident");
+  LaunchChoice strip;
+  strip.kernel = LutKernel::kStrip;
+  for (const LutShape s : {LutShape{2048, 8192, 4, 128}, LutShape{2048, 8192, 4, 64}}) {
+    Problem p = MakeProblem(s, rng);
+    for (ActivationType dtype : {ActivationType::kFloat16, ActivationType::kBFloat16}) {
+      for (int64_t m : {7, 8}) {
+        SCOPED_TRACE(::testing::Message() << "G=" << s.group_size << " " << ActivationName(dtype) << " m=" << m);
+        const StripPlan plan = MakeStripPlan(s, dtype, m, plain, sms);
+        ASSERT_TRUE(plan.copy_x && plan.tiles_per_warp == 1 && plan.groups >= 2)
+            << "tpw " << plan.tiles_per_warp << " groups " << plan.groups << " copy_x " << plan.copy_x;
+        const std::vector<float> x = RandomX(dtype, m, s.k, rng);
+        std::vector<uint16_t> y;
+        ASSERT_TRUE(RunGpu(p, dtype, x, m, strip, &y));
+        double err = 0;
+        EXPECT_TRUE(Compare(dtype, y, Reference(p, x, m), &err)) << "normalized error " << err;
+      }
+    }
+  }
+}
+
 // Each output row of the strip kernel is the same bits whatever M (<= 8) is: the summation
 // order depends on the shape only. (M = 1 runs the one-row instances, whose X is staged in
 // another order and read by LDS.128 instead of ldmatrix: the same B registers.)
@@ -781,8 +839,8 @@ TEST(LutGemmGpuTest, StripPlanTakesGroupsWhereTheyKeepXResident) {
   auto_call.m = 8;
   auto_call.shape = {28672, 4096, 4, 128};
   EXPECT_TRUE(UsesStripKernel(auto_call)) << "4096x28672, 8 rows";
-  auto_call.shape = big;
-  EXPECT_FALSE(UsesStripKernel(auto_call)) << "8192x57344 4-bit, 8 rows";
+  auto_call.shape = big;  // (one tile per warp keeps X resident: StripPlanTakesOneTilePerWarpWhereXFillsSharedMemory)
+  EXPECT_TRUE(UsesStripKernel(auto_call)) << "8192x57344 4-bit, 8 rows";
   auto_call.shape = {8192, 8192, 4, 128};
   auto_call.m = 6;
   EXPECT_FALSE(UsesStripKernel(auto_call)) << "8192x8192, 6 rows";
@@ -1154,6 +1212,9 @@ void CheckFusedNorm(int64_t h, int64_t kp, int64_t nc, int bits, int group, bool
       flute::testing::MakeFusedNormInputs(h, kp, nc, bits, group, normal, rng);
   const float eps = 1e-5f;
   const int64_t nc_out = swiglu ? nc / 2 : nc;
+  // The separate plain strip calls with the fused launches' tiles per warp (a plain call of 7-8 rows
+  // at K = 8192 would take one tile per warp, and so another summation order: OneTilePerWarpForResidentX).
+  ScopedEnv same_tiles("FLUTE_LUT_STRIP_TPW1", "off");
   cudaStream_t stream;
   ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
   for (int64_t m : ms) {

@@ -131,6 +131,22 @@ TEST(LutGemmStripOneRowGpuTest, ResidentXIsBitwiseStagedX) {
   std::printf("one-row launches with X resident in the one-row order: %d\n", resident_one_row);
 }
 
+// The subset that compute-sanitizer (memcheck, racecheck) runs in reasonable time: every bit width at
+// G = 128 and 4 bits at G = 32, fp16 and bf16, one and two tiles per warp, and PDL with early weights.
+TEST(LutGemmStripOneRowGpuTest, ResidentXSanitizerSubset) {
+  REQUIRE_GPU();
+  std::mt19937 rng(std::random_device{}());
+  int resident_one_row = 0;
+  for (ActivationType dtype : {ActivationType::kFloat16, ActivationType::kBFloat16}) {
+    for (int bits : {2, 3, 4}) {
+      CheckOneRowRules({400, 2048, bits, 128}, dtype, false, rng, &resident_one_row);
+      CheckOneRowRules({272, 3072, bits, 128}, dtype, bits == 4, rng, &resident_one_row);
+    }
+    CheckOneRowRules({400, 2048, 4, 32}, dtype, false, rng, &resident_one_row);
+  }
+  EXPECT_GT(resident_one_row, 0);
+}
+
 // The default rule: X resident in the one-row order wherever one group per block keeps 2 blocks
 // per SM (8192 x 57344 and 4096 x 4096 at 4 bits; 8192 x 28672 at 3 bits), staged where it would
 // not (8192 x 28672 at 4 bits: a 56 KB X beside the 32 KB pair table); never with
